@@ -1,0 +1,281 @@
+/* arena.c: arenas, the arena registry, spans and purging.
+ *
+ * Owns: reserving arenas from the OS, the registry that says which arena
+ * addresses are ours, carving spans of slots for pages and taking them
+ * back, committing slots on demand and decommitting slots that stayed free
+ * for the purge delay.  Leaves to page.c what happens inside a span and to
+ * heap.c which thread owns it.
+ *
+ * Every function here except the registry lookup (internal.h) holds
+ * arena_lock; it guards the arena list and every arena's slot maps.  The
+ * lock is taken only when a heap needs a new page or gives one back, not
+ * per block.
+ *
+ * Span placement: a one-slot span reuses a free slot that is still
+ * committed when there is one (no syscall, no page faults); otherwise first
+ * fit from the lowest address, which keeps the committed part of an arena
+ * compact so that decommitted runs are long.
+ */
+#include "internal.h"
+
+/* One bit per possible arena address: 2^(48-26) bits = 512 KiB of zero
+ * pages in .bss, of which only the words near real arenas are touched. */
+_Atomic(uint64_t) tsri_arena_registry[((size_t)1 << (TSR_VA_BITS - TSR_ARENA_SHIFT)) / 64];
+
+static tsri_lock_t arena_lock;
+static tsr_arena_t *arena_list;       /* all arenas, oldest first */
+static tsr_arena_t *arena_list_tail;
+static _Atomic uint64_t arena_next_purge_ms;   /* 0: nothing waits */
+
+#define MAP_WORDS (TSR_ARENA_SLOTS / 64)
+
+static inline bool map_get(const uint64_t *map, size_t i) { return (map[i >> 6] >> (i & 63)) & 1; }
+static inline void map_set(uint64_t *map, size_t i) { map[i >> 6] |= (uint64_t)1 << (i & 63); }
+static inline void map_clear(uint64_t *map, size_t i) { map[i >> 6] &= ~((uint64_t)1 << (i & 63)); }
+
+tsri_lock_t *tsri_arena_lock_get(void) { return &arena_lock; }
+tsr_arena_t *tsri_arena_first(void) { return arena_list; }
+
+static inline uint8_t *arena_slot_addr(tsr_arena_t *a, size_t slot) {
+  return (uint8_t *)a + slot * TSR_SLOT_SIZE;
+}
+
+/* Reserve a new arena and commit its record slots.  Arena lock held. */
+static tsr_arena_t *arena_create(void) {
+  void *mem;
+  if (tsri_os_reserve(TSR_ARENA_SIZE, TSR_ARENA_SIZE, &mem) != 0) return NULL;
+  tsri_count(&tsri_counters.os_reserves, 1);
+  size_t meta_bytes = TSR_ARENA_META_SLOTS * TSR_SLOT_SIZE;
+  if (tsri_os_commit(mem, meta_bytes) != 0) {
+    tsri_os_release(mem, TSR_ARENA_SIZE);
+    tsri_count(&tsri_counters.os_releases, 1);
+    return NULL;
+  }
+  tsri_count(&tsri_counters.os_commits, 1);
+  tsri_count(&tsri_counters.reserved, (int64_t)TSR_ARENA_SIZE);
+  tsri_count(&tsri_counters.committed, (int64_t)meta_bytes);
+  tsri_count(&tsri_counters.metadata, (int64_t)sizeof(tsr_arena_t));
+  tsri_count(&tsri_counters.arenas, 1);
+
+  tsr_arena_t *a = mem;   /* fresh memory is zero: every slot FREE, maps empty */
+  a->meta_slots = TSR_ARENA_META_SLOTS;
+  a->free_slots = TSR_ARENA_SLOTS - a->meta_slots;
+  for (size_t i = 0; i < TSR_ARENA_SLOTS; i++) {
+    a->pages[i].start = arena_slot_addr(a, i);
+    if (i < a->meta_slots) {
+      a->pages[i].kind = TSR_SLOT_META;
+      map_set(a->commit_map, i);
+    } else {
+      map_set(a->free_map, i);
+    }
+  }
+  uintptr_t idx = (uintptr_t)a >> TSR_ARENA_SHIFT;
+  atomic_fetch_or_explicit(&tsri_arena_registry[idx >> 6], (uint64_t)1 << (idx & 63),
+                           memory_order_release);
+  if (arena_list_tail) arena_list_tail->next = a;
+  else arena_list = a;
+  arena_list_tail = a;
+  return a;
+}
+
+/* First slot of a run of n free slots, or 0 when there is none (slot 0
+ * always holds records).  Arena lock held. */
+static size_t arena_find_run(const tsr_arena_t *a, size_t n) {
+  if (n == 1) {
+    for (size_t w = 0; w < MAP_WORDS; w++)
+      if (a->dirty_map[w]) return w * 64 + (size_t)__builtin_ctzll(a->dirty_map[w]);
+  }
+  size_t run = 0;
+  for (size_t w = 0; w < MAP_WORDS; w++) {
+    uint64_t bits = a->free_map[w];
+    if (bits == 0) { run = 0; continue; }
+    if (bits == ~(uint64_t)0 && run + 64 < n) { run += 64; continue; }
+    for (size_t b = 0; b < 64; b++) {
+      if ((bits >> b) & 1) {
+        if (++run == n) return w * 64 + b + 1 - n;
+      } else {
+        run = 0;
+      }
+    }
+  }
+  return 0;
+}
+
+/* Commit the slots of [first, first+n) that are not committed, in runs.
+ * Arena lock held. */
+static int arena_commit_range(tsr_arena_t *a, size_t first, size_t n) {
+  size_t i = first, end = first + n;
+  while (i < end) {
+    if (map_get(a->commit_map, i)) { i++; continue; }
+    size_t j = i;
+    while (j < end && !map_get(a->commit_map, j)) j++;
+    if (tsri_os_commit(arena_slot_addr(a, i), (j - i) * TSR_SLOT_SIZE) != 0) return ENOMEM;
+    tsri_count(&tsri_counters.os_commits, 1);
+    tsri_count(&tsri_counters.committed, (int64_t)((j - i) * TSR_SLOT_SIZE));
+    for (size_t k = i; k < j; k++) map_set(a->commit_map, k);
+    i = j;
+  }
+  return 0;
+}
+
+/* Decommit the slots [first, first+n), all free and committed.  Arena
+ * lock held. */
+static void arena_decommit_range(tsr_arena_t *a, size_t first, size_t n) {
+  if (tsri_os_decommit(arena_slot_addr(a, first), n * TSR_SLOT_SIZE) != 0) return;
+  tsri_count(&tsri_counters.os_decommits, 1);
+  tsri_count(&tsri_counters.committed, -(int64_t)(n * TSR_SLOT_SIZE));
+  for (size_t k = first; k < first + n; k++) {
+    map_clear(a->commit_map, k);
+    map_clear(a->dirty_map, k);
+  }
+}
+
+tsr_page_t *tsri_arena_span_alloc(size_t cls) {
+  size_t n = tsri_classes[cls].span_slots;
+  tsri_lock(&arena_lock);
+  tsr_arena_t *a = arena_list;
+  size_t first = 0;
+  for (; a != NULL; a = a->next) {
+    if (a->free_slots >= n && (first = arena_find_run(a, n)) != 0) break;
+  }
+  if (a == NULL) {
+    a = arena_create();
+    if (a == NULL) { tsri_unlock(&arena_lock); return NULL; }
+    first = arena_find_run(a, n);
+  }
+  if (arena_commit_range(a, first, n) != 0) { tsri_unlock(&arena_lock); return NULL; }
+  for (size_t k = first; k < first + n; k++) {
+    map_clear(a->free_map, k);
+    map_clear(a->dirty_map, k);
+    a->pages[k].kind = TSR_SLOT_TAIL;
+    a->pages[k].head_slot = (uint16_t)first;
+  }
+  a->free_slots -= n;
+  tsr_page_t *pg = &a->pages[first];
+  pg->kind = TSR_SLOT_HEAD;
+  pg->cls = (uint8_t)cls;
+  pg->span_slots = (uint16_t)n;
+  pg->local = a->bitmaps[first][0];
+  pg->remote = a->bitmaps[first][1];
+  tsri_unlock(&arena_lock);
+  return pg;
+}
+
+/* Arena of a page descriptor (descriptors live inside their arena). */
+static inline tsr_arena_t *arena_of_page(const tsr_page_t *pg) {
+  return (tsr_arena_t *)((uintptr_t)pg & ~(uintptr_t)TSR_ARENA_MASK);
+}
+
+void tsri_arena_span_free(tsr_page_t *pg) {
+  tsr_arena_t *a = arena_of_page(pg);
+  size_t first = (size_t)(pg - a->pages), n = pg->span_slots;
+  int64_t delay = tsri_option(TSRI_OPT_PURGE_DELAY_MS);
+  uint32_t now = (uint32_t)tsri_os_clock_ms();
+  tsri_lock(&arena_lock);
+  for (size_t k = first; k < first + n; k++) {
+    a->pages[k].kind = TSR_SLOT_FREE;
+    a->pages[k].freed_at_ms = now;
+    map_set(a->free_map, k);
+    map_set(a->dirty_map, k);
+  }
+  a->free_slots += n;
+  if (delay == 0) {
+    arena_decommit_range(a, first, n);
+  } else if (delay > 0 && atomic_load_explicit(&arena_next_purge_ms, memory_order_relaxed) == 0) {
+    atomic_store_explicit(&arena_next_purge_ms, (uint64_t)now + (uint64_t)delay,
+                          memory_order_relaxed);
+  }
+  tsri_unlock(&arena_lock);
+}
+
+size_t tsri_arena_purge(bool force) {
+  int64_t delay = tsri_option(TSRI_OPT_PURGE_DELAY_MS);
+  uint64_t due = atomic_load_explicit(&arena_next_purge_ms, memory_order_relaxed);
+  uint64_t now64 = tsri_os_clock_ms();
+  if (!force && (delay < 0 || due == 0 || now64 < due)) return 0;
+  uint32_t now = (uint32_t)now64;
+  size_t purged = 0;
+  uint64_t next = 0;
+  tsri_lock(&arena_lock);
+  for (tsr_arena_t *a = arena_list; a != NULL; a = a->next) {
+    size_t i = a->meta_slots;
+    while (i < TSR_ARENA_SLOTS) {
+      if (a->dirty_map[i >> 6] == 0) { i = (i | 63) + 1; continue; }
+      if (!map_get(a->dirty_map, i)) { i++; continue; }
+      /* a run of dirty slots old enough to go */
+      size_t j = i;
+      while (j < TSR_ARENA_SLOTS && map_get(a->dirty_map, j) &&
+             (force || (uint32_t)(now - a->pages[j].freed_at_ms) >= (uint64_t)delay))
+        j++;
+      if (j > i) {
+        arena_decommit_range(a, i, j - i);
+        purged += j - i;
+        i = j;
+      } else {
+        uint64_t at = now64 + (uint64_t)delay - (uint32_t)(now - a->pages[i].freed_at_ms);
+        if (next == 0 || at < next) next = at;
+        i++;
+      }
+    }
+  }
+  atomic_store_explicit(&arena_next_purge_ms, next, memory_order_relaxed);
+  tsri_unlock(&arena_lock);
+  return purged;
+}
+
+/* Check one arena's slot maps against its descriptors; returns problems.
+ * Arena lock held. */
+size_t tsri_arena_check(tsr_arena_t *a) {
+  size_t bad = 0, free_count = 0;
+  for (size_t i = 0; i < TSR_ARENA_SLOTS; i++) {
+    const tsr_page_t *pg = &a->pages[i];
+    bool is_free = map_get(a->free_map, i);
+    free_count += is_free;
+    if (i < a->meta_slots) {
+      if (pg->kind != TSR_SLOT_META || is_free) {
+        tsri_warning("check: arena %p slot %zu should hold records", (void *)a, i);
+        bad++;
+      }
+      continue;
+    }
+    if (is_free != (pg->kind == TSR_SLOT_FREE)) {
+      tsri_warning("check: arena %p slot %zu: free map and kind %d disagree", (void *)a, i,
+                   (int)pg->kind);
+      bad++;
+    }
+    if (map_get(a->dirty_map, i) && (!is_free || !map_get(a->commit_map, i))) {
+      tsri_warning("check: arena %p slot %zu: dirty but not free and committed", (void *)a, i);
+      bad++;
+    }
+    if (!is_free && !map_get(a->commit_map, i)) {
+      tsri_warning("check: arena %p slot %zu: in use but not committed", (void *)a, i);
+      bad++;
+    }
+    if (pg->kind == TSR_SLOT_HEAD) {
+      if (pg->span_slots != tsri_classes[pg->cls].span_slots || i + pg->span_slots > TSR_ARENA_SLOTS) {
+        tsri_warning("check: arena %p slot %zu: span length %d wrong", (void *)a, i,
+                     (int)pg->span_slots);
+        bad++;
+        continue;
+      }
+      for (size_t k = i + 1; k < i + pg->span_slots; k++) {
+        if (a->pages[k].kind != TSR_SLOT_TAIL || a->pages[k].head_slot != i) {
+          tsri_warning("check: arena %p slot %zu: not a tail of span %zu", (void *)a, k, i);
+          bad++;
+        }
+      }
+    } else if (pg->kind == TSR_SLOT_TAIL) {
+      const tsr_page_t *head = &a->pages[pg->head_slot];
+      if (head->kind != TSR_SLOT_HEAD || pg->head_slot >= i || pg->head_slot + head->span_slots <= i) {
+        tsri_warning("check: arena %p slot %zu: tail of no span", (void *)a, i);
+        bad++;
+      }
+    }
+  }
+  if (free_count != a->free_slots) {
+    tsri_warning("check: arena %p counts %zu free slots, map has %zu", (void *)a, a->free_slots,
+                 free_count);
+    bad++;
+  }
+  return bad;
+}

@@ -1,0 +1,464 @@
+/* heap.c: per-thread heaps, their slow paths, remote frees, thread exit and
+ * fork.
+ *
+ * Owns: making a heap for a thread on its first allocation, finding or
+ * making a page when the current page of a class is exhausted, moving pages
+ * between a heap's avail and full queues, the remote-free protocol, handing
+ * pages over when a thread exits (abandoning) and taking them up again
+ * (adopting), and the fork handlers.  The fast paths are in internal.h.
+ *
+ * Remote-free protocol.  A thread that frees a block of a page it does not
+ * own sets the block's bit in the page's remote bitmap (fetch_or, which
+ * also catches a second remote free of the same block) and then reads the
+ * page state in xowner:
+ *   AVAIL or QUEUED: nothing more; the owner merges the bit when it next
+ *     looks for a free block in that page;
+ *   FULL: the owner will not look at the page, so the freeing thread moves
+ *     it to QUEUED with a CAS and pushes it on the owner's notify stack;
+ *   ABANDONED: the owner is gone; the freeing thread merges the bit itself
+ *     under abandoned_lock and gives the span back when the page is empty.
+ * The owner marks a page FULL and then re-reads the remote bitmap (both
+ * seq_cst, as the freeing thread's fetch_or and state read are), so a free
+ * that raced with FULL is seen by one side or the other, never lost.
+ * `pushers` counts freeing threads between their CAS and their push, so an
+ * exiting owner can wait for them before it drops its notify stack.
+ *
+ * Locks: heap_lock guards the list of heaps; abandoned_lock the abandoned
+ * pages.  Lock order: abandoned_lock, then the arena lock.
+ */
+#include "internal.h"
+
+/* The page every class of a new heap points at: no free bits, so the fast
+ * path falls through to the slow path without a NULL test. */
+static _Atomic(uint64_t) page_empty_bits[TSR_BITMAP_WORDS];
+static tsr_page_t page_empty_desc = { .local = page_empty_bits, .remote = page_empty_bits };
+
+static tsr_heap_t heap_empty = {
+  .cur = { [0 ... TSR_CLASS_COUNT - 1] = &page_empty_desc },
+};
+
+TSRI_TLS tsr_heap_t *tsri_tl_heap = &heap_empty;
+
+static tsri_lock_t heap_lock;
+static tsr_heap_t *heap_all;          /* every heap ever made */
+
+static tsri_lock_t abandoned_lock;
+static tsr_queue_t abandoned[TSR_CLASS_COUNT];
+static _Atomic size_t abandoned_count[TSR_CLASS_COUNT];
+
+/* ------------------------------------------------------------------------
+ * Queues.  A page is in exactly one queue of its owner.  For avail queues
+ * the heap's cur[] entry follows the first page.
+ * ---------------------------------------------------------------------- */
+
+static void queue_remove(tsr_queue_t *q, tsr_page_t *pg) {
+  if (pg->prev) pg->prev->next = pg->next;
+  else q->first = pg->next;
+  if (pg->next) pg->next->prev = pg->prev;
+  else q->last = pg->prev;
+  pg->next = pg->prev = NULL;
+}
+
+static void queue_push_front(tsr_queue_t *q, tsr_page_t *pg) {
+  pg->prev = NULL;
+  pg->next = q->first;
+  if (q->first) q->first->prev = pg;
+  else q->last = pg;
+  q->first = pg;
+}
+
+static void queue_push_back(tsr_queue_t *q, tsr_page_t *pg) {
+  pg->next = NULL;
+  pg->prev = q->last;
+  if (q->last) q->last->next = pg;
+  else q->first = pg;
+  q->last = pg;
+}
+
+static inline void heap_sync_cur(tsr_heap_t *h, size_t cls) {
+  h->cur[cls] = h->avail[cls].first ? h->avail[cls].first : &page_empty_desc;
+}
+
+static inline void set_owner(tsr_page_t *pg, tsr_heap_t *h, uintptr_t state) {
+  atomic_store_explicit(&pg->xowner, (uintptr_t)h | state, memory_order_seq_cst);
+}
+
+/* ------------------------------------------------------------------------
+ * Making heaps
+ * ---------------------------------------------------------------------- */
+
+/* A heap for the calling thread: a free one from the list, else a new one
+ * from the OS (records, never user memory).  NULL when the OS refuses. */
+static tsr_heap_t *heap_acquire(void) {
+  tsri_lock(&heap_lock);
+  tsr_heap_t *h = heap_all;
+  while (h != NULL && h->in_use) h = h->next_all;
+  if (h == NULL) {
+    void *mem;
+    size_t size = tsri_align_up(sizeof(tsr_heap_t), tsri_os_page_size());
+    if (tsri_os_alloc(size, tsri_os_page_size(), &mem) != 0) {
+      tsri_unlock(&heap_lock);
+      return NULL;
+    }
+    tsri_count(&tsri_counters.os_reserves, 1);
+    tsri_count(&tsri_counters.metadata, (int64_t)size);
+    tsri_count(&tsri_counters.committed, (int64_t)size);
+    tsri_count(&tsri_counters.reserved, (int64_t)size);
+    h = mem;
+    h->next_all = heap_all;
+    heap_all = h;
+  }
+  h->in_use = true;
+  tsri_unlock(&heap_lock);
+  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
+    h->avail[c].first = h->avail[c].last = NULL;
+    h->cur[c] = &page_empty_desc;
+  }
+  h->full.first = h->full.last = NULL;
+  atomic_store_explicit(&h->notify, NULL, memory_order_relaxed);
+  h->thread_id = tsri_os_thread_id();
+  h->slow_calls = 0;
+  return h;
+}
+
+static tsr_heap_t *heap_thread_start(void) {
+  tsri_init();
+  tsr_heap_t *h = heap_acquire();
+  if (h == NULL) return NULL;
+  tsri_tl_heap = h;
+  tsri_os_thread_set(h);
+  return h;
+}
+
+/* ------------------------------------------------------------------------
+ * Allocation slow path
+ * ---------------------------------------------------------------------- */
+
+/* Take the pages other threads pushed on our notify stack back into the
+ * avail queues.  Owner only. */
+static void heap_take_notices(tsr_heap_t *h) {
+  if (atomic_load_explicit(&h->notify, memory_order_relaxed) == NULL) return;
+  tsr_page_t *pg = atomic_exchange_explicit(&h->notify, NULL, memory_order_acquire);
+  while (pg != NULL) {
+    tsr_page_t *next = pg->notify_next;
+    if (atomic_load_explicit(&pg->xowner, memory_order_seq_cst) ==
+        ((uintptr_t)h | TSR_PAGE_QUEUED)) {
+      set_owner(pg, h, TSR_PAGE_AVAIL);
+      queue_remove(&h->full, pg);
+      queue_push_back(&h->avail[pg->cls], pg);
+      heap_sync_cur(h, pg->cls);
+    }
+    pg = next;
+  }
+}
+
+/* pg (first in its avail queue) has no free block: move it to the full
+ * queue.  Returns true when a remote free raced in and pg stays available. */
+static bool heap_page_full(tsr_heap_t *h, tsr_page_t *pg) {
+  size_t cls = pg->cls;
+  queue_remove(&h->avail[cls], pg);
+  queue_push_back(&h->full, pg);
+  set_owner(pg, h, TSR_PAGE_FULL);
+  if (tsri_page_has_remote(pg)) {
+    uintptr_t expect = (uintptr_t)h | TSR_PAGE_FULL;
+    if (atomic_compare_exchange_strong_explicit(&pg->xowner, &expect,
+                                                (uintptr_t)h | TSR_PAGE_AVAIL,
+                                                memory_order_seq_cst, memory_order_seq_cst)) {
+      queue_remove(&h->full, pg);
+      queue_push_front(&h->avail[cls], pg);
+      heap_sync_cur(h, cls);
+      return true;
+    }
+  }
+  heap_sync_cur(h, cls);
+  return false;
+}
+
+/* An abandoned page of class cls, now owned by h, or NULL. */
+static tsr_page_t *heap_adopt(tsr_heap_t *h, size_t cls) {
+  if (atomic_load_explicit(&abandoned_count[cls], memory_order_relaxed) == 0) return NULL;
+  tsri_lock(&abandoned_lock);
+  tsr_page_t *pg = abandoned[cls].first;
+  if (pg != NULL) {
+    queue_remove(&abandoned[cls], pg);
+    atomic_fetch_sub_explicit(&abandoned_count[cls], 1, memory_order_relaxed);
+    set_owner(pg, h, TSR_PAGE_AVAIL);
+  }
+  tsri_unlock(&abandoned_lock);
+  if (pg != NULL) tsri_page_collect(pg);
+  return pg;
+}
+
+static void heap_maybe_purge(tsr_heap_t *h) {
+  if ((++h->slow_calls & 15) == 0) {
+    tsri_arena_purge(false);
+    tsri_large_purge(false);
+  }
+}
+
+void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls) {
+  if (h == &heap_empty) {
+    h = heap_thread_start();
+    if (h == NULL) { errno = ENOMEM; return NULL; }
+    return tsri_heap_alloc(h, cls);
+  }
+  heap_take_notices(h);
+  heap_maybe_purge(h);
+  tsr_page_t *pg;
+  while ((pg = h->avail[cls].first) != NULL) {
+    if (tsri_page_refill(pg)) return tsri_heap_alloc(h, cls);
+    heap_page_full(h, pg);
+  }
+  pg = heap_adopt(h, cls);
+  if (pg == NULL) {
+    pg = tsri_arena_span_alloc(cls);
+    if (pg == NULL) { errno = ENOMEM; return NULL; }
+    tsri_page_init(pg, cls);
+    set_owner(pg, h, TSR_PAGE_AVAIL);
+  }
+  queue_push_front(&h->avail[cls], pg);
+  heap_sync_cur(h, cls);
+  if (!tsri_page_refill(pg)) return tsri_heap_alloc_slow(h, cls);  /* adopted full page */
+  return tsri_heap_alloc(h, cls);
+}
+
+/* ------------------------------------------------------------------------
+ * Free slow paths
+ * ---------------------------------------------------------------------- */
+
+/* The owner freed into pg and pg became empty, or pg was not AVAIL. */
+void tsri_heap_free_slow(tsr_heap_t *h, tsr_page_t *pg) {
+  size_t cls = pg->cls;
+  uintptr_t x = atomic_load_explicit(&pg->xowner, memory_order_seq_cst);
+  if ((x & TSR_PAGE_STATE_MASK) == TSR_PAGE_FULL) {
+    if (!atomic_compare_exchange_strong_explicit(&pg->xowner, &x, (uintptr_t)h | TSR_PAGE_AVAIL,
+                                                 memory_order_seq_cst, memory_order_seq_cst))
+      return;   /* QUEUED meanwhile: heap_take_notices brings it back */
+    queue_remove(&h->full, pg);
+    queue_push_back(&h->avail[cls], pg);
+    heap_sync_cur(h, cls);
+  } else if ((x & TSR_PAGE_STATE_MASK) != TSR_PAGE_AVAIL) {
+    return;
+  }
+  /* An empty page goes back to its arena, unless it is the class's current
+   * page: keeping one avoids carving a span per block in a malloc/free loop. */
+  if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0 && h->avail[cls].first != pg) {
+    queue_remove(&h->avail[cls], pg);
+    heap_sync_cur(h, cls);
+    set_owner(pg, NULL, TSR_PAGE_AVAIL);
+    tsri_arena_span_free(pg);
+  }
+}
+
+void tsri_heap_free_remote(tsr_page_t *pg, size_t word, uint64_t mask, void *p) {
+  if (tsr_unlikely(atomic_load_explicit(&pg->local[word], memory_order_relaxed) & mask)) {
+    tsri_error("double free of %p (block already free)", p);
+    return;
+  }
+  uint64_t old = atomic_fetch_or_explicit(&pg->remote[word], mask, memory_order_seq_cst);
+  if (tsr_unlikely(old & mask)) {
+    tsri_error("double free of %p (block already freed by another thread)", p);
+    return;
+  }
+  uintptr_t x = atomic_load_explicit(&pg->xowner, memory_order_seq_cst);
+  for (;;) {
+    uintptr_t state = x & TSR_PAGE_STATE_MASK;
+    if (state == TSR_PAGE_ABANDONED) {
+      tsri_heap_abandoned_free(pg);
+      return;
+    }
+    if (state != TSR_PAGE_FULL) return;
+    tsr_heap_t *owner = (tsr_heap_t *)(x & ~TSR_PAGE_STATE_MASK);
+    atomic_fetch_add_explicit(&owner->pushers, 1, memory_order_seq_cst);
+    if (atomic_compare_exchange_strong_explicit(&pg->xowner, &x, (uintptr_t)owner | TSR_PAGE_QUEUED,
+                                                memory_order_seq_cst, memory_order_seq_cst)) {
+      tsr_page_t *head = atomic_load_explicit(&owner->notify, memory_order_relaxed);
+      do {
+        pg->notify_next = head;
+      } while (!atomic_compare_exchange_weak_explicit(&owner->notify, &head, pg,
+                                                      memory_order_release, memory_order_relaxed));
+      atomic_fetch_sub_explicit(&owner->pushers, 1, memory_order_seq_cst);
+      return;
+    }
+    atomic_fetch_sub_explicit(&owner->pushers, 1, memory_order_seq_cst);
+  }
+}
+
+/* ------------------------------------------------------------------------
+ * Abandoning and the abandoned list
+ * ---------------------------------------------------------------------- */
+
+/* A remote free hit a page whose owner exited: merge it here and give the
+ * span back once the page is empty. */
+void tsri_heap_abandoned_free(tsr_page_t *pg) {
+  tsri_lock(&abandoned_lock);
+  if (atomic_load_explicit(&pg->xowner, memory_order_seq_cst) == TSR_PAGE_ABANDONED) {
+    tsri_page_collect(pg);
+    if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0) {
+      queue_remove(&abandoned[pg->cls], pg);
+      atomic_fetch_sub_explicit(&abandoned_count[pg->cls], 1, memory_order_relaxed);
+      set_owner(pg, NULL, TSR_PAGE_AVAIL);
+      tsri_arena_span_free(pg);
+    }
+  }
+  tsri_unlock(&abandoned_lock);
+}
+
+/* Hand one page of an exiting heap over.  abandoned_lock held. */
+static void heap_abandon_page(tsr_page_t *pg) {
+  set_owner(pg, NULL, TSR_PAGE_ABANDONED);
+  tsri_page_collect(pg);
+  if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0) {
+    set_owner(pg, NULL, TSR_PAGE_AVAIL);
+    tsri_arena_span_free(pg);
+  } else {
+    queue_push_back(&abandoned[pg->cls], pg);
+    atomic_fetch_add_explicit(&abandoned_count[pg->cls], 1, memory_order_relaxed);
+  }
+}
+
+/* Give every page of h to the abandoned list (or back to the arena when
+ * empty) and put h back in the pool.  `wait` is false only in a fork child,
+ * where the threads that might be pushing are gone. */
+static void heap_abandon(tsr_heap_t *h, bool wait) {
+  tsri_lock(&abandoned_lock);
+  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
+    tsr_page_t *pg;
+    while ((pg = h->avail[c].first) != NULL) {
+      queue_remove(&h->avail[c], pg);
+      heap_abandon_page(pg);
+    }
+    h->cur[c] = &page_empty_desc;
+  }
+  tsr_page_t *pg;
+  while ((pg = h->full.first) != NULL) {
+    queue_remove(&h->full, pg);
+    heap_abandon_page(pg);
+  }
+  tsri_unlock(&abandoned_lock);
+  /* every page is ABANDONED now, so no new push can start; wait for the
+   * ones that won their CAS before, then drop the stale notices */
+  while (wait && atomic_load_explicit(&h->pushers, memory_order_seq_cst) != 0) tsri_os_yield();
+  atomic_store_explicit(&h->pushers, 0, memory_order_relaxed);
+  atomic_store_explicit(&h->notify, NULL, memory_order_seq_cst);
+  tsri_lock(&heap_lock);
+  h->in_use = false;
+  tsri_unlock(&heap_lock);
+}
+
+static void heap_thread_exit(void *value) {
+  tsr_heap_t *h = value;
+  if (h == NULL || h == &heap_empty) return;
+  tsri_tl_heap = &heap_empty;
+  heap_abandon(h, true);
+  tsri_arena_purge(false);
+}
+
+/* ------------------------------------------------------------------------
+ * Collection, checks, fork
+ * ---------------------------------------------------------------------- */
+
+void tsri_heap_collect(void) {
+  tsr_heap_t *h = tsri_tl_heap;
+  if (h != &heap_empty) {
+    heap_take_notices(h);
+    for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
+      tsr_page_t *pg = h->avail[c].first;
+      while (pg != NULL) {
+        tsr_page_t *next = pg->next;
+        tsri_page_collect(pg);
+        if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0) {
+          queue_remove(&h->avail[c], pg);
+          set_owner(pg, NULL, TSR_PAGE_AVAIL);
+          tsri_arena_span_free(pg);
+        }
+        pg = next;
+      }
+      heap_sync_cur(h, c);
+    }
+  }
+  tsri_lock(&abandoned_lock);
+  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
+    tsr_page_t *pg = abandoned[c].first;
+    while (pg != NULL) {
+      tsr_page_t *next = pg->next;
+      tsri_page_collect(pg);
+      if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0) {
+        queue_remove(&abandoned[c], pg);
+        atomic_fetch_sub_explicit(&abandoned_count[c], 1, memory_order_relaxed);
+        set_owner(pg, NULL, TSR_PAGE_AVAIL);
+        tsri_arena_span_free(pg);
+      }
+      pg = next;
+    }
+  }
+  tsri_unlock(&abandoned_lock);
+}
+
+/* Check one queue of h: every page in it has the right owner, state and
+ * class, and sound bitmaps. */
+static size_t heap_check_queue(const tsr_queue_t *q, uintptr_t owner, int cls, bool full) {
+  size_t bad = 0;
+  const tsr_page_t *prev = NULL;
+  for (const tsr_page_t *pg = q->first; pg != NULL; prev = pg, pg = pg->next) {
+    uintptr_t x = atomic_load_explicit(&pg->xowner, memory_order_relaxed);
+    uintptr_t state = x & TSR_PAGE_STATE_MASK;
+    bool state_ok = full ? (state == TSR_PAGE_FULL || state == TSR_PAGE_QUEUED)
+                         : (state == (owner ? TSR_PAGE_AVAIL : TSR_PAGE_ABANDONED));
+    if ((x & ~TSR_PAGE_STATE_MASK) != owner || !state_ok || pg->prev != prev ||
+        pg->kind != TSR_SLOT_HEAD || (cls >= 0 && pg->cls != cls)) {
+      tsri_warning("check: page %p is in the wrong queue or state", (void *)pg->start);
+      bad++;
+      continue;
+    }
+    bad += tsri_page_check(pg);
+  }
+  if (q->last != prev) {
+    tsri_warning("check: a page queue has a broken tail");
+    bad++;
+  }
+  return bad;
+}
+
+size_t tsri_heap_check(void) {
+  size_t bad = 0;
+  tsr_heap_t *h = tsri_tl_heap;
+  if (h != &heap_empty) {
+    for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
+      bad += heap_check_queue(&h->avail[c], (uintptr_t)h, (int)c, false);
+      if (h->cur[c] != (h->avail[c].first ? h->avail[c].first : &page_empty_desc)) {
+        tsri_warning("check: current page of class %zu is not the first available", c);
+        bad++;
+      }
+    }
+    bad += heap_check_queue(&h->full, (uintptr_t)h, -1, true);
+  }
+  tsri_lock(&abandoned_lock);
+  for (size_t c = 0; c < TSR_CLASS_COUNT; c++)
+    bad += heap_check_queue(&abandoned[c], 0, (int)c, false);
+  tsri_unlock(&abandoned_lock);
+  return bad;
+}
+
+void tsri_heap_fork_prepare(void) {
+  tsri_lock(&heap_lock);
+  tsri_lock(&abandoned_lock);
+}
+
+void tsri_heap_fork_parent(void) {
+  tsri_unlock(&abandoned_lock);
+  tsri_unlock(&heap_lock);
+}
+
+/* In the child only the forking thread lives: hand the pages of every other
+ * thread's heap over, so that what the child frees into them is reused. */
+void tsri_heap_fork_child(void) {
+  tsri_unlock(&abandoned_lock);
+  tsri_unlock(&heap_lock);
+  for (tsr_heap_t *h = heap_all; h != NULL; h = h->next_all) {
+    if (h->in_use && h != tsri_tl_heap) heap_abandon(h, false);
+  }
+  if (tsri_tl_heap != &heap_empty) tsri_os_thread_set(tsri_tl_heap);
+}
+
+void tsri_heap_init(void) { tsri_os_thread_exit_init(heap_thread_exit); }

@@ -1,0 +1,51 @@
+/* init.c: bringing tessera up, once, and the fork handlers.
+ *
+ * Initialisation is lazy (the first allocation of the process may come
+ * from the dynamic loader, before any constructor) and must not call
+ * malloc.  Its parts that may call back into malloc (registering fork
+ * handlers allocates inside glibc) run after tsri_ready is set, so such a
+ * nested call finds a working heap.
+ */
+#include "internal.h"
+
+_Atomic int tsri_ready;
+static tsri_lock_t init_lock;
+
+/* Before fork: take every lock, so the child gets them in a known state.
+ * Order as everywhere: heap and abandoned locks, arena lock, large lock. */
+static void fork_prepare(void) {
+  tsri_heap_fork_prepare();
+  tsri_lock(tsri_arena_lock_get());
+  tsri_large_fork_prepare();
+}
+
+static void fork_parent(void) {
+  tsri_large_fork_parent();
+  tsri_unlock(tsri_arena_lock_get());
+  tsri_heap_fork_parent();
+}
+
+static void fork_child(void) {
+  tsri_large_fork_child();
+  tsri_unlock(tsri_arena_lock_get());
+  tsri_heap_fork_child();
+}
+
+void tsri_init_slow(void) {
+  tsri_lock(&init_lock);
+  if (atomic_load_explicit(&tsri_ready, memory_order_acquire)) {
+    tsri_unlock(&init_lock);
+    return;
+  }
+  tsri_options_init();
+  tsri_heap_init();
+  atomic_store_explicit(&tsri_ready, 1, memory_order_release);
+  tsri_unlock(&init_lock);
+  tsri_os_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+#if !defined(_WIN32)
+/* Bring tessera up at load time too, so that options are read and the fork
+ * handlers registered before the program starts threads. */
+__attribute__((constructor)) static void init_at_load(void) { tsri_init(); }
+#endif

@@ -1,0 +1,279 @@
+/* internal.h: declarations shared between tessera's source files, the
+ * assert macros, the spin lock, and the hot paths (size to class, pointer
+ * to page, block index) as static inline functions.  The allocation and
+ * free fast paths themselves live in heap.c, where the thread-local heap is.
+ */
+#ifndef TSR_INTERNAL_H
+#define TSR_INTERNAL_H
+
+#include "os/os.h"
+#include "types.h"
+#include "tessera.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+
+#define tsr_likely(x) __builtin_expect(!!(x), 1)
+#define tsr_unlikely(x) __builtin_expect(!!(x), 0)
+#define tsr_noinline __attribute__((noinline))
+
+#ifndef TSR_DEBUG
+#define TSR_DEBUG 0
+#endif
+
+/* ---- asserts: internal invariants, never checks on user input ---------- */
+
+tsri_hidden _Noreturn void tsri_assert_fail(const char *expr, const char *file, int line);
+#define tsri_assert_at(level, expr) \
+  ((TSR_DEBUG >= (level) && !(expr)) ? tsri_assert_fail(#expr, __FILE__, __LINE__) : (void)0)
+#define tsr_assert(expr) tsri_assert_at(1, expr)
+#define tsr_assert_internal(expr) tsri_assert_at(2, expr)
+#define tsr_assert_expensive(expr) tsri_assert_at(3, expr)
+
+/* ---- errors on user input (error.c) ------------------------------------ */
+
+/* Report a bad call: "tessera: <message>" on stderr, counted in
+ * tsr_stats_t.errors; then abort, unless TESSERA_ON_ERROR=continue.
+ * Formats: %p %s %zu %d %x only.  Never allocates. */
+tsri_hidden void tsri_error(const char *fmt, ...);
+/* The same without counting or aborting: a warning (bad option value). */
+tsri_hidden void tsri_warning(const char *fmt, ...);
+/* Format into buf (size > 0), as tsri_error does; returns the length. */
+tsri_hidden size_t tsri_vformat(char *buf, size_t size, const char *fmt, va_list ap);
+tsri_hidden extern _Atomic uint64_t tsri_error_count;
+
+/* ---- options (options.c) ------------------------------------------------ */
+
+typedef enum tsri_option_e {
+  TSRI_OPT_PURGE_DELAY_MS,
+  TSRI_OPT_ON_ERROR,
+  TSRI_OPT_LARGE_CACHE_MB,
+  TSRI_OPT_COUNT
+} tsri_option_t;
+
+enum { TSRI_ON_ERROR_ABORT = 0, TSRI_ON_ERROR_CONTINUE = 1 };
+
+/* The value of an option, read from the environment on first use. */
+tsri_hidden int64_t tsri_option(tsri_option_t opt);
+tsri_hidden void tsri_options_init(void);
+
+/* ---- lock --------------------------------------------------------------- */
+
+/* A test-and-test-and-set spin lock that yields to the OS after a short
+ * spin.  Guards only slow paths: arena carving, the abandoned list, the
+ * large-block table.  Zero-initialised means unlocked. */
+typedef struct tsri_lock_s {
+  _Atomic int held;
+} tsri_lock_t;
+
+static inline void tsri_lock(tsri_lock_t *l) {
+  for (unsigned spins = 0;; spins++) {
+    if (atomic_load_explicit(&l->held, memory_order_relaxed) == 0 &&
+        atomic_exchange_explicit(&l->held, 1, memory_order_acquire) == 0)
+      return;
+    if (spins >= 64) tsri_os_yield();
+  }
+}
+
+static inline void tsri_unlock(tsri_lock_t *l) {
+  atomic_store_explicit(&l->held, 0, memory_order_release);
+}
+
+/* ---- size classes (sizeclass.c) ----------------------------------------- */
+
+typedef struct tsri_class_s {
+  uint32_t block_size;   /* bytes */
+  uint16_t span_slots;   /* slots per span */
+  uint16_t capacity;     /* blocks per span */
+} tsri_class_t;
+
+tsri_hidden extern const tsri_class_t tsri_classes[TSR_CLASS_COUNT];
+#define TSR_SMALL_LUT 65  /* (1024 + 15) / 16 + 1 */
+tsri_hidden extern const uint8_t tsri_class_small[TSR_SMALL_LUT];
+
+/* Class of a request of size bytes, 1 <= size <= TSR_SMALL_MAX.  Sizes up
+ * to 1024 go through a table; above, 8 classes per power of two. */
+static inline size_t tsri_size_class(size_t size) {
+  if (tsr_likely(size <= 1024)) return tsri_class_small[(size + 15) >> 4];
+  size_t s = size - 1;
+  unsigned log2 = 63u - (unsigned)__builtin_clzll((unsigned long long)s);  /* >= 10 */
+  size_t step_shift = log2 - 3;
+  size_t k = (s >> step_shift) & 7;      /* which eighth of [2^log2, 2^(log2+1)) */
+  /* 1152 (the first class above 1024) is class 32; each power of two
+   * above adds 8 classes */
+  return 32 + (log2 - 10) * 8 + k;
+}
+
+/* ---- arenas and pointer lookup (arena.c) ------------------------------- */
+
+tsri_hidden extern _Atomic(uint64_t) tsri_arena_registry[];
+
+static inline bool tsri_arena_registered(uintptr_t arena) {
+  uintptr_t idx = arena >> TSR_ARENA_SHIFT;
+#if TSR_VA_BITS < 64 && UINTPTR_MAX > 0xFFFFFFFFu
+  if (tsr_unlikely(idx >> (TSR_VA_BITS - TSR_ARENA_SHIFT))) return false;
+#endif
+  uint64_t w = atomic_load_explicit(&tsri_arena_registry[idx >> 6], memory_order_relaxed);
+  return (w >> (idx & 63)) & 1;
+}
+
+/* The page (span head) holding p, or NULL when p is not inside a span of
+ * one of our arenas.  Reads only our own records. */
+static inline tsr_page_t *tsri_page_of(const void *p) {
+  uintptr_t a = (uintptr_t)p & ~(uintptr_t)TSR_ARENA_MASK;
+  if (tsr_unlikely(!tsri_arena_registered(a))) return NULL;
+  tsr_arena_t *arena = (tsr_arena_t *)a;
+  tsr_page_t *pg = &arena->pages[((uintptr_t)p & TSR_ARENA_MASK) >> TSR_SLOT_SHIFT];
+  if (tsr_likely(pg->kind == TSR_SLOT_HEAD)) return pg;
+  if (pg->kind == TSR_SLOT_TAIL) return &arena->pages[pg->head_slot];
+  return NULL;
+}
+
+/* Index of the block starting at p in pg, or -1 when p is not the start of
+ * a block (interior pointer or past the last block).  Exact: offsets are
+ * below 2^20 and block sizes below 2^18, so the error of the 40-bit
+ * reciprocal stays under 1/block_size. */
+static inline long tsri_block_index(const tsr_page_t *pg, const void *p) {
+  uint64_t off = (uint64_t)((const uint8_t *)p - pg->start);
+  uint64_t idx = (off * pg->magic) >> TSR_MAGIC_SHIFT;
+  if (tsr_unlikely(idx * pg->block_size != off || idx >= pg->capacity)) return -1;
+  return (long)idx;
+}
+
+tsri_hidden tsr_page_t *tsri_arena_span_alloc(size_t cls);
+tsri_hidden void tsri_arena_span_free(tsr_page_t *pg);
+/* Decommit free slots that stayed free longer than the purge delay (or all
+ * of them when force); returns the number of slots decommitted. */
+tsri_hidden size_t tsri_arena_purge(bool force);
+tsri_hidden tsr_arena_t *tsri_arena_first(void);
+tsri_hidden tsri_lock_t *tsri_arena_lock_get(void);
+tsri_hidden size_t tsri_arena_check(tsr_arena_t *arena);
+
+/* ---- pages (page.c) ------------------------------------------------------ */
+
+tsri_hidden void tsri_page_init(tsr_page_t *pg, size_t cls);
+/* Merge remote frees into local; returns how many blocks came back. */
+tsri_hidden uint32_t tsri_page_collect(tsr_page_t *pg);
+/* Point pg->scan at a bitmap word with a free block, merging remote frees
+ * if needed; false when the page has no free block at all. */
+tsri_hidden bool tsri_page_refill(tsr_page_t *pg);
+tsri_hidden size_t tsri_page_check(const tsr_page_t *pg);
+tsri_hidden bool tsri_page_has_remote(const tsr_page_t *pg);
+
+/* ---- heaps (heap.c) and the fast paths ---------------------------------- */
+
+#if defined(_WIN32)
+#define TSRI_TLS __thread
+#else
+#define TSRI_TLS __thread __attribute__((tls_model("initial-exec")))
+#endif
+
+/* The calling thread's heap; the empty heap (whose every class has an
+ * empty page) until the thread's first allocation. */
+tsri_hidden extern TSRI_TLS tsr_heap_t *tsri_tl_heap;
+
+tsri_hidden void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls);
+tsri_hidden void tsri_heap_free_slow(tsr_heap_t *h, tsr_page_t *pg);
+tsri_hidden void tsri_heap_free_remote(tsr_page_t *pg, size_t word, uint64_t mask, void *p);
+
+/* Allocate a block of class cls: about ten instructions and one branch
+ * when the current page of the class has a free block in its scan word. */
+static inline void *tsri_heap_alloc(tsr_heap_t *h, size_t cls) {
+  tsr_page_t *pg = h->cur[cls];
+  size_t w = pg->scan;
+  uint64_t bits = atomic_load_explicit(&pg->local[w], memory_order_relaxed);
+  if (tsr_unlikely(bits == 0)) return tsri_heap_alloc_slow(h, cls);
+  atomic_store_explicit(&pg->local[w], bits & (bits - 1), memory_order_relaxed);
+  atomic_store_explicit(&pg->used, atomic_load_explicit(&pg->used, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+  return pg->start + (w * 64 + (size_t)__builtin_ctzll(bits)) * pg->block_size;
+}
+
+/* Free block idx of pg, which p points at.  The owner's free checks both
+ * bitmaps (double free), sets a bit and counts; everything else (a page
+ * that becomes empty or was full, another thread's page) is a slow path. */
+static inline void tsri_heap_free_block(tsr_page_t *pg, size_t idx, void *p) {
+  tsr_heap_t *h = tsri_tl_heap;
+  uintptr_t x = atomic_load_explicit(&pg->xowner, memory_order_relaxed);
+  size_t w = idx >> 6;
+  uint64_t m = (uint64_t)1 << (idx & 63);
+  if (tsr_likely((x & ~TSR_PAGE_STATE_MASK) == (uintptr_t)h)) {
+    uint64_t local = atomic_load_explicit(&pg->local[w], memory_order_relaxed);
+    if (tsr_unlikely(((local | atomic_load_explicit(&pg->remote[w], memory_order_relaxed)) & m) != 0)) {
+      tsri_error("double free of %p (block already free)", p);
+      return;
+    }
+    atomic_store_explicit(&pg->local[w], local | m, memory_order_relaxed);
+    uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed) - 1;
+    atomic_store_explicit(&pg->used, used, memory_order_relaxed);
+    if (tsr_unlikely(used == 0 || (x & TSR_PAGE_STATE_MASK) != TSR_PAGE_AVAIL))
+      tsri_heap_free_slow(h, pg);
+    return;
+  }
+  tsri_heap_free_remote(pg, w, m, p);
+}
+
+/* Is block idx of pg free (in either bitmap)?  For checks on user input. */
+static inline bool tsri_block_is_free(const tsr_page_t *pg, size_t idx) {
+  uint64_t m = (uint64_t)1 << (idx & 63);
+  return ((atomic_load_explicit(&pg->local[idx >> 6], memory_order_relaxed) |
+           atomic_load_explicit(&pg->remote[idx >> 6], memory_order_relaxed)) & m) != 0;
+}
+
+/* A remote free hit a page whose owner exited. */
+tsri_hidden void tsri_heap_abandoned_free(tsr_page_t *pg);
+tsri_hidden void tsri_heap_collect(void);
+tsri_hidden void tsri_heap_init(void);
+tsri_hidden size_t tsri_heap_check(void);
+tsri_hidden void tsri_heap_fork_prepare(void);
+tsri_hidden void tsri_heap_fork_parent(void);
+tsri_hidden void tsri_heap_fork_child(void);
+
+/* ---- large blocks (large.c) --------------------------------------------- */
+
+tsri_hidden void *tsri_large_alloc(size_t size, size_t align, bool zero);
+/* Free p if it is a large block; false when p is not one. */
+tsri_hidden bool tsri_large_free(void *p);
+/* Usable size of large block p; 0 when p is not one. */
+tsri_hidden size_t tsri_large_usable(const void *p);
+/* Resize large block p in place or by remapping; NULL when it cannot. */
+tsri_hidden void *tsri_large_realloc(void *p, size_t size);
+/* Describe what p is relative to the large blocks, for error messages. */
+tsri_hidden bool tsri_large_contains(const void *p);
+tsri_hidden void tsri_large_purge(bool force);
+tsri_hidden void tsri_large_stats(uint64_t *live_bytes, uint64_t *live_blocks,
+                                  uint64_t *mapped);
+tsri_hidden void tsri_large_fork_prepare(void);
+tsri_hidden void tsri_large_fork_parent(void);
+tsri_hidden void tsri_large_fork_child(void);
+
+/* ---- stats (stats.c) ------------------------------------------------------ */
+
+#define TSRI_OS_COUNTERS(X) X(os_commits) X(os_decommits) X(os_reserves) X(os_releases)
+typedef struct tsri_os_counters_s {
+#define TSRI_DECLARE(name) _Atomic uint64_t name;
+  TSRI_OS_COUNTERS(TSRI_DECLARE)
+#undef TSRI_DECLARE
+  _Atomic uint64_t reserved;   /* bytes */
+  _Atomic uint64_t committed;  /* bytes */
+  _Atomic uint64_t metadata;   /* bytes */
+  _Atomic uint64_t arenas;
+} tsri_os_counters_t;
+tsri_hidden extern tsri_os_counters_t tsri_counters;
+
+static inline void tsri_count(_Atomic uint64_t *c, int64_t delta) {
+  atomic_fetch_add_explicit(c, (uint64_t)delta, memory_order_relaxed);
+}
+
+/* ---- init (init.c) --------------------------------------------------------- */
+
+tsri_hidden extern _Atomic int tsri_ready;
+tsri_hidden void tsri_init_slow(void);
+static inline void tsri_init(void) {
+  if (tsr_unlikely(atomic_load_explicit(&tsri_ready, memory_order_acquire) == 0)) tsri_init_slow();
+}
+
+static inline size_t tsri_align_up(size_t n, size_t a) { return (n + a - 1) & ~(a - 1); }
+
+#endif /* TSR_INTERNAL_H */

@@ -1,0 +1,277 @@
+/* large.c: blocks above the largest size class.
+ *
+ * Owns: one OS reservation per block, committed to the OS page that covers
+ * the request (so a 1 MiB + 1 byte request commits 1 MiB + 4 KiB, not 2
+ * MiB), recorded in an open-addressing hash table keyed by the block's
+ * address, out of band like every other record.  A freed mapping is kept
+ * in a small cache for TESSERA_PURGE_DELAY_MS, so that a program that
+ * allocates and frees big buffers in a loop does not pay an mmap, the page
+ * faults and a munmap per iteration; the purge releases it after the delay.
+ * realloc moves big blocks with mremap, without copying, where the OS can.
+ *
+ * large_lock guards the table and the cache.
+ */
+#include "internal.h"
+
+#define LARGE_CACHE_SLOTS 16
+
+typedef struct large_cached_s {
+  uintptr_t base;
+  size_t mapped;
+  uint64_t freed_at_ms;
+} large_cached_t;
+
+static tsri_lock_t large_lock;
+static tsr_large_t *large_table;      /* capacity entries, block == 0: empty */
+static size_t large_capacity;         /* a power of two, or 0 */
+static size_t large_count;            /* entries in use */
+static uint64_t large_live_bytes;     /* sum of usable sizes */
+static uint64_t large_mapped_bytes;   /* live and cached mappings */
+static large_cached_t large_cache[LARGE_CACHE_SLOTS];
+static size_t large_cached_bytes;
+
+static inline size_t large_hash(uintptr_t block) {
+  uint64_t x = (uint64_t)block >> 12;
+  x *= 0x9E3779B97F4A7C15ull;
+  return (size_t)(x >> 20);
+}
+
+/* Slot of block in the table, or of the empty slot where it would go. */
+static size_t large_find(uintptr_t block) {
+  size_t mask = large_capacity - 1;
+  size_t i = large_hash(block) & mask;
+  while (large_table[i].block != 0 && large_table[i].block != block) i = (i + 1) & mask;
+  return i;
+}
+
+/* Double the table (records only, never user memory).  Lock held. */
+static bool large_grow(void) {
+  size_t cap = large_capacity ? large_capacity * 2 : 256;
+  size_t bytes = tsri_align_up(cap * sizeof(tsr_large_t), tsri_os_page_size());
+  void *mem;
+  if (tsri_os_alloc(bytes, tsri_os_page_size(), &mem) != 0) return false;
+  tsr_large_t *old = large_table;
+  size_t old_cap = large_capacity;
+  large_table = mem;
+  large_capacity = cap;
+  for (size_t i = 0; i < old_cap; i++)
+    if (old[i].block != 0) large_table[large_find(old[i].block)] = old[i];
+  tsri_count(&tsri_counters.metadata, (int64_t)bytes);
+  tsri_count(&tsri_counters.committed, (int64_t)bytes);
+  tsri_count(&tsri_counters.reserved, (int64_t)bytes);
+  if (old != NULL) {
+    size_t old_bytes = tsri_align_up(old_cap * sizeof(tsr_large_t), tsri_os_page_size());
+    tsri_os_release(old, old_bytes);
+    tsri_count(&tsri_counters.metadata, -(int64_t)old_bytes);
+    tsri_count(&tsri_counters.committed, -(int64_t)old_bytes);
+    tsri_count(&tsri_counters.reserved, -(int64_t)old_bytes);
+  }
+  return true;
+}
+
+/* Remove entry i, re-placing the entries after it (linear probing). */
+static void large_remove_at(size_t i) {
+  size_t mask = large_capacity - 1;
+  large_table[i].block = 0;
+  large_count--;
+  for (size_t j = (i + 1) & mask; large_table[j].block != 0; j = (j + 1) & mask) {
+    tsr_large_t e = large_table[j];
+    large_table[j].block = 0;
+    large_table[large_find(e.block)] = e;
+  }
+}
+
+static void large_release(uintptr_t base, size_t mapped) {
+  tsri_os_release((void *)base, mapped);
+  tsri_count(&tsri_counters.os_releases, 1);
+  tsri_count(&tsri_counters.committed, -(int64_t)mapped);
+  tsri_count(&tsri_counters.reserved, -(int64_t)mapped);
+  large_mapped_bytes -= mapped;
+}
+
+/* A cached mapping of at least need bytes and not much more, or 0. */
+static uintptr_t large_cache_take(size_t need, size_t *mapped) {
+  size_t best = LARGE_CACHE_SLOTS;
+  for (size_t i = 0; i < LARGE_CACHE_SLOTS; i++) {
+    size_t m = large_cache[i].mapped;
+    if (large_cache[i].base != 0 && m >= need && m - need <= need / 4 &&
+        (best == LARGE_CACHE_SLOTS || m < large_cache[best].mapped))
+      best = i;
+  }
+  if (best == LARGE_CACHE_SLOTS) return 0;
+  uintptr_t base = large_cache[best].base;
+  *mapped = large_cache[best].mapped;
+  large_cache[best].base = 0;
+  large_cached_bytes -= *mapped;
+  return base;
+}
+
+void *tsri_large_alloc(size_t size, size_t align, bool zero) {
+  size_t page = tsri_os_page_size();
+  if (size > PTRDIFF_MAX - 2 * page) { errno = ENOMEM; return NULL; }
+  size_t need = tsri_align_up(size, page);
+  if (align < page) align = page;
+  tsri_lock(&large_lock);
+  size_t mapped = 0;
+  uintptr_t base = align == page ? large_cache_take(need, &mapped) : 0;
+  bool fresh = base == 0;
+  tsri_unlock(&large_lock);
+  if (fresh) {
+    void *mem;
+    if (tsri_os_alloc(need, align, &mem) != 0) { errno = ENOMEM; return NULL; }
+    base = (uintptr_t)mem;
+    mapped = need;
+    tsri_count(&tsri_counters.os_reserves, 1);
+    tsri_count(&tsri_counters.committed, (int64_t)mapped);
+    tsri_count(&tsri_counters.reserved, (int64_t)mapped);
+  } else if (zero) {
+    memset((void *)base, 0, size);
+  }
+  tsri_lock(&large_lock);
+  if (fresh) large_mapped_bytes += mapped;
+  if (large_count + 1 > large_capacity / 2 && !large_grow()) {
+    large_release(base, mapped);
+    tsri_unlock(&large_lock);
+    errno = ENOMEM;
+    return NULL;
+  }
+  tsr_large_t *e = &large_table[large_find(base)];
+  e->block = base;
+  e->base = base;
+  e->mapped = mapped;
+  e->usable = mapped;
+  large_count++;
+  large_live_bytes += mapped;
+  tsri_unlock(&large_lock);
+  return (void *)base;
+}
+
+bool tsri_large_free(void *p) {
+  uintptr_t block = (uintptr_t)p;
+  int64_t delay = tsri_option(TSRI_OPT_PURGE_DELAY_MS);
+  size_t cache_max = (size_t)tsri_option(TSRI_OPT_LARGE_CACHE_MB) << 20;
+  tsri_lock(&large_lock);
+  if (large_capacity == 0) { tsri_unlock(&large_lock); return false; }
+  size_t i = large_find(block);
+  if (large_table[i].block != block) { tsri_unlock(&large_lock); return false; }
+  tsr_large_t e = large_table[i];
+  large_remove_at(i);
+  large_live_bytes -= e.usable;
+  uintptr_t drop_base = e.base;
+  size_t drop_mapped = e.mapped;
+  if (delay != 0 && e.mapped <= cache_max) {
+    /* keep it: evict the oldest entries until it fits */
+    while (large_cached_bytes + e.mapped > cache_max) {
+      size_t oldest = LARGE_CACHE_SLOTS;
+      for (size_t k = 0; k < LARGE_CACHE_SLOTS; k++)
+        if (large_cache[k].base != 0 &&
+            (oldest == LARGE_CACHE_SLOTS || large_cache[k].freed_at_ms < large_cache[oldest].freed_at_ms))
+          oldest = k;
+      large_release(large_cache[oldest].base, large_cache[oldest].mapped);
+      large_cached_bytes -= large_cache[oldest].mapped;
+      large_cache[oldest].base = 0;
+    }
+    size_t slot = LARGE_CACHE_SLOTS, oldest = 0;
+    for (size_t k = 0; k < LARGE_CACHE_SLOTS && slot == LARGE_CACHE_SLOTS; k++) {
+      if (large_cache[k].base == 0) slot = k;
+      else if (large_cache[k].freed_at_ms < large_cache[oldest].freed_at_ms) oldest = k;
+    }
+    if (slot == LARGE_CACHE_SLOTS) {
+      slot = oldest;
+      large_release(large_cache[slot].base, large_cache[slot].mapped);
+      large_cached_bytes -= large_cache[slot].mapped;
+    }
+    large_cache[slot].base = e.base;
+    large_cache[slot].mapped = e.mapped;
+    large_cache[slot].freed_at_ms = tsri_os_clock_ms();
+    large_cached_bytes += e.mapped;
+    drop_base = 0;
+  }
+  if (drop_base != 0) large_release(drop_base, drop_mapped);
+  tsri_unlock(&large_lock);
+  return true;
+}
+
+void tsri_large_purge(bool force) {
+  int64_t delay = tsri_option(TSRI_OPT_PURGE_DELAY_MS);
+  if (!force && delay < 0) return;
+  uint64_t now = tsri_os_clock_ms();
+  tsri_lock(&large_lock);
+  for (size_t k = 0; k < LARGE_CACHE_SLOTS; k++) {
+    if (large_cache[k].base != 0 && (force || now - large_cache[k].freed_at_ms >= (uint64_t)delay)) {
+      large_release(large_cache[k].base, large_cache[k].mapped);
+      large_cached_bytes -= large_cache[k].mapped;
+      large_cache[k].base = 0;
+    }
+  }
+  tsri_unlock(&large_lock);
+}
+
+size_t tsri_large_usable(const void *p) {
+  size_t usable = 0;
+  tsri_lock(&large_lock);
+  if (large_capacity != 0) {
+    size_t i = large_find((uintptr_t)p);
+    if (large_table[i].block == (uintptr_t)p) usable = large_table[i].usable;
+  }
+  tsri_unlock(&large_lock);
+  return usable;
+}
+
+void *tsri_large_realloc(void *p, size_t size) {
+  size_t page = tsri_os_page_size();
+  if (size > PTRDIFF_MAX - 2 * page) return NULL;
+  size_t need = tsri_align_up(size, page);
+  tsri_lock(&large_lock);
+  size_t i = large_capacity ? large_find((uintptr_t)p) : 0;
+  if (large_capacity == 0 || large_table[i].block != (uintptr_t)p || large_table[i].base != (uintptr_t)p) {
+    tsri_unlock(&large_lock);
+    return NULL;
+  }
+  tsr_large_t e = large_table[i];
+  if (need <= e.mapped && need >= e.mapped / 2) {   /* fits, and not much too big */
+    tsri_unlock(&large_lock);
+    return p;
+  }
+  void *moved;
+  if (tsri_os_remap((void *)e.base, e.mapped, need, &moved) != 0) {
+    tsri_unlock(&large_lock);
+    return NULL;
+  }
+  large_remove_at(i);
+  large_live_bytes -= e.usable;
+  large_mapped_bytes -= e.mapped;
+  tsri_count(&tsri_counters.committed, (int64_t)need - (int64_t)e.mapped);
+  tsri_count(&tsri_counters.reserved, (int64_t)need - (int64_t)e.mapped);
+  e.block = e.base = (uintptr_t)moved;
+  e.mapped = e.usable = need;
+  large_table[large_find(e.block)] = e;
+  large_count++;
+  large_live_bytes += e.usable;
+  large_mapped_bytes += e.mapped;
+  tsri_unlock(&large_lock);
+  return moved;
+}
+
+bool tsri_large_contains(const void *p) {
+  bool inside = false;
+  tsri_lock(&large_lock);
+  for (size_t i = 0; i < large_capacity && !inside; i++) {
+    const tsr_large_t *e = &large_table[i];
+    inside = e->block != 0 && (uintptr_t)p >= e->block && (uintptr_t)p < e->block + e->usable;
+  }
+  tsri_unlock(&large_lock);
+  return inside;
+}
+
+void tsri_large_stats(uint64_t *live_bytes, uint64_t *live_blocks, uint64_t *mapped) {
+  tsri_lock(&large_lock);
+  *live_bytes = large_live_bytes;
+  *live_blocks = large_count;
+  *mapped = large_mapped_bytes;
+  tsri_unlock(&large_lock);
+}
+
+void tsri_large_fork_prepare(void) { tsri_lock(&large_lock); }
+void tsri_large_fork_parent(void) { tsri_unlock(&large_lock); }
+void tsri_large_fork_child(void) { tsri_unlock(&large_lock); }

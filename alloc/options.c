@@ -1,0 +1,81 @@
+/* options.c: every TESSERA_* environment setting, in one table.
+ *
+ * Owns: the names, defaults and bounds of the options, and reading them.
+ * The environment name is TESSERA_ plus the upper-cased name.  Each option
+ * is read once, lazily, on first use, without malloc; an invalid value
+ * (not a number, out of bounds, an unknown word) is reported as a warning
+ * and the default stays.  docs/options.md carries the same table.
+ */
+#include "internal.h"
+
+typedef struct option_desc_s {
+  const char *env;        /* environment variable */
+  int64_t def;            /* default */
+  int64_t min, max;       /* bounds, inclusive */
+  const char *const *words;  /* accepted words (value = index), or NULL: a number */
+} option_desc_t;
+
+static const char *const on_error_words[] = { "abort", "continue", NULL };
+
+static const option_desc_t option_table[TSRI_OPT_COUNT] = {
+  /* Milliseconds a free page or a freed large block stays committed before
+   * it goes back to the OS; 0: at once; -1: never. */
+  [TSRI_OPT_PURGE_DELAY_MS] = { "TESSERA_PURGE_DELAY_MS", 10, -1, 3600000, NULL },
+  /* What a bad free/realloc does after its message: abort (as glibc) or
+   * continue (ignore the call). */
+  [TSRI_OPT_ON_ERROR] = { "TESSERA_ON_ERROR", TSRI_ON_ERROR_ABORT, 0, 1, on_error_words },
+  /* MiB of freed large blocks kept mapped for reuse within the purge delay;
+   * 0 releases them on free. */
+  [TSRI_OPT_LARGE_CACHE_MB] = { "TESSERA_LARGE_CACHE_MB", 256, 0, 65536, NULL },
+};
+
+static _Atomic int64_t option_value[TSRI_OPT_COUNT];
+static _Atomic int option_read[TSRI_OPT_COUNT];
+
+static bool parse_number(const char *s, int64_t *out) {
+  bool neg = *s == '-';
+  if (neg) s++;
+  if (*s == 0) return false;
+  int64_t v = 0;
+  for (; *s; s++) {
+    if (*s < '0' || *s > '9' || v > (INT64_MAX - 9) / 10) return false;
+    v = v * 10 + (*s - '0');
+  }
+  *out = neg ? -v : v;
+  return true;
+}
+
+static bool parse_word(const char *s, const char *const *words, int64_t *out) {
+  for (int64_t i = 0; words[i] != NULL; i++) {
+    const char *w = words[i], *t = s;
+    while (*w && (*t | 0x20) == *w) { w++; t++; }
+    if (*w == 0 && *t == 0) { *out = i; return true; }
+  }
+  return false;
+}
+
+static int64_t option_load(tsri_option_t opt) {
+  const option_desc_t *d = &option_table[opt];
+  int64_t v = d->def;
+  const char *s = tsri_os_getenv(d->env);
+  if (s != NULL && *s != 0) {
+    int64_t parsed;
+    bool ok = d->words ? parse_word(s, d->words, &parsed) : parse_number(s, &parsed);
+    if (ok && parsed >= d->min && parsed <= d->max) v = parsed;
+    else tsri_warning("%s=%s is not valid; using the default", d->env, s);
+  }
+  return v;
+}
+
+int64_t tsri_option(tsri_option_t opt) {
+  if (tsr_likely(atomic_load_explicit(&option_read[opt], memory_order_acquire)))
+    return atomic_load_explicit(&option_value[opt], memory_order_relaxed);
+  int64_t v = option_load(opt);
+  atomic_store_explicit(&option_value[opt], v, memory_order_relaxed);
+  atomic_store_explicit(&option_read[opt], 1, memory_order_release);
+  return v;
+}
+
+void tsri_options_init(void) {
+  for (int i = 0; i < TSRI_OPT_COUNT; i++) tsri_option((tsri_option_t)i);
+}

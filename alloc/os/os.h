@@ -1,0 +1,87 @@
+/* os.h: the platform interface.  Everything tessera asks of the operating
+ * system goes through these functions; one implementation per OS
+ * (posix.c, windows.c), chosen by CMake.  Nothing outside alloc/os/ includes
+ * an OS header for memory, threads or I/O.
+ *
+ * Contract, for every function below unless it says otherwise:
+ *  - addresses and sizes are multiples of tsri_os_page_size() (memory
+ *    functions), output pointers are non-NULL;
+ *  - the return value is 0 on success or an errno value (ENOMEM, EINVAL,
+ *    ENOTSUP) on failure, and errno itself is left as the caller had it;
+ *  - nothing here calls malloc, so every function may be used while the
+ *    heap is being initialised or from a fork handler.
+ *
+ * Memory states: a range is reserved (address space only, any access
+ * faults), committed (readable and writable, zero on first touch after a
+ * commit), or released (no longer ours).  Reserve and commit map onto
+ * mmap(PROT_NONE) and mprotect on POSIX, onto VirtualAlloc MEM_RESERVE and
+ * MEM_COMMIT on Windows.
+ */
+#ifndef TSR_OS_H
+#define TSR_OS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define tsri_hidden
+#else
+#define tsri_hidden __attribute__((visibility("hidden")))
+#endif
+
+/* ---- sizes ------------------------------------------------------------ */
+
+/* The unit of commit and protection (4 KiB on x86-64 Linux and Windows). */
+tsri_hidden size_t tsri_os_page_size(void);
+/* The unit and alignment of reservations (the page size on POSIX, 64 KiB on
+ * Windows). */
+tsri_hidden size_t tsri_os_granularity(void);
+
+/* ---- memory ----------------------------------------------------------- */
+
+/* Reserve size bytes aligned to align (a power of two, at least the
+ * granularity).  The range is not accessible until committed. */
+tsri_hidden int tsri_os_reserve(size_t size, size_t align, void **out);
+/* Reserve and commit in one call: size bytes, readable, writable, zero. */
+tsri_hidden int tsri_os_alloc(size_t size, size_t align, void **out);
+/* Make [addr, addr+size) of a reservation readable, writable and zero where
+ * it was not committed before. */
+tsri_hidden int tsri_os_commit(void *addr, size_t size);
+/* Give the physical memory behind [addr, addr+size) back; the range stays
+ * reserved and faults on access until committed again. */
+tsri_hidden int tsri_os_decommit(void *addr, size_t size);
+/* Give the whole reservation [addr, addr+size) back to the OS. */
+tsri_hidden int tsri_os_release(void *addr, size_t size);
+/* Move or resize a committed reservation made by tsri_os_alloc without
+ * copying where the OS can (mremap); ENOTSUP where it cannot. */
+tsri_hidden int tsri_os_remap(void *addr, size_t old_size, size_t new_size, void **out);
+
+/* ---- threads ---------------------------------------------------------- */
+
+/* Register fn to be called with value when a thread that called
+ * tsri_os_thread_set exits.  Called once, during initialisation. */
+tsri_hidden int tsri_os_thread_exit_init(void (*fn)(void *value));
+/* Attach value to the calling thread for the exit callback (NULL: none). */
+tsri_hidden void tsri_os_thread_set(void *value);
+/* A number that identifies the calling thread while it lives. */
+tsri_hidden uint64_t tsri_os_thread_id(void);
+/* Let another thread run (used by spin locks that waited too long). */
+tsri_hidden void tsri_os_yield(void);
+/* Register the three fork handlers (POSIX only; 0 and no effect elsewhere). */
+tsri_hidden int tsri_os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void));
+
+/* ---- host services ---------------------------------------------------- */
+
+/* Milliseconds from an arbitrary fixed point, monotonic and cheap. */
+tsri_hidden uint64_t tsri_os_clock_ms(void);
+/* The value of environment variable name, or NULL; never allocates. */
+tsri_hidden const char *tsri_os_getenv(const char *name);
+/* Write len bytes to standard error, ignoring failures. */
+tsri_hidden void tsri_os_write_stderr(const char *text, size_t len);
+/* Terminate the process abnormally, as abort() does. */
+tsri_hidden _Noreturn void tsri_os_abort(void);
+/* Resident set size of the process in bytes, or 0 where unknown. */
+tsri_hidden size_t tsri_os_rss(void);
+
+#endif /* TSR_OS_H */

@@ -1,0 +1,219 @@
+/* posix.c: the POSIX (Linux first) implementation of os.h.
+ *
+ * Reservations are PROT_NONE anonymous mappings with MAP_NORESERVE, so they
+ * cost address space only; commit is mprotect(READ|WRITE); decommit maps a
+ * fresh PROT_NONE range over the old one with MAP_FIXED, which drops the
+ * physical pages and the commit charge in one call.  Every function saves
+ * and restores errno so that a malloc call never changes it behind the
+ * caller's back except where the C standard says it does.
+ */
+#if !defined(_GNU_SOURCE)
+#define _GNU_SOURCE
+#endif
+#include "os.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef MAP_NORESERVE
+#define MAP_NORESERVE 0
+#endif
+
+extern char **environ;
+
+static size_t os_page;
+
+size_t tsri_os_page_size(void) {
+  if (os_page == 0) {
+    long p = sysconf(_SC_PAGESIZE);
+    os_page = p > 0 ? (size_t)p : 4096;
+  }
+  return os_page;
+}
+
+size_t tsri_os_granularity(void) { return tsri_os_page_size(); }
+
+/* ------------------------------------------------------------------------
+ * Memory
+ * ---------------------------------------------------------------------- */
+
+/* Map size bytes aligned to align: try the plain call first (the kernel
+ * often returns aligned addresses for large sizes), else over-map by align
+ * and unmap the two ends. */
+static int os_map_aligned(size_t size, size_t align, int prot, int flags, void **out) {
+  void *p = mmap(NULL, size, prot, flags, -1, 0);
+  if (p == MAP_FAILED) return errno == EINVAL ? EINVAL : ENOMEM;
+  if (((uintptr_t)p & (align - 1)) == 0) {
+    *out = p;
+    return 0;
+  }
+  munmap(p, size);
+  if (size + align < size) return ENOMEM;
+  p = mmap(NULL, size + align, prot, flags, -1, 0);
+  if (p == MAP_FAILED) return ENOMEM;
+  uintptr_t start = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+  size_t head = start - (uintptr_t)p;
+  size_t tail = align - head;
+  if (head != 0) munmap(p, head);
+  if (tail != 0) munmap((void *)(start + size), tail);
+  *out = (void *)start;
+  return 0;
+}
+
+int tsri_os_reserve(size_t size, size_t align, void **out) {
+  int saved = errno;
+  int rc = os_map_aligned(size, align, PROT_NONE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, out);
+  errno = saved;
+  return rc;
+}
+
+int tsri_os_alloc(size_t size, size_t align, void **out) {
+  int saved = errno;
+  int rc = os_map_aligned(size, align, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS, out);
+  errno = saved;
+  return rc;
+}
+
+int tsri_os_commit(void *addr, size_t size) {
+  int saved = errno;
+  int rc = mprotect(addr, size, PROT_READ | PROT_WRITE) == 0 ? 0 : ENOMEM;
+  errno = saved;
+  return rc;
+}
+
+int tsri_os_decommit(void *addr, size_t size) {
+  int saved = errno;
+  void *p = mmap(addr, size, PROT_NONE,
+                 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  int rc = p == addr ? 0 : ENOMEM;
+  errno = saved;
+  return rc;
+}
+
+int tsri_os_release(void *addr, size_t size) {
+  int saved = errno;
+  int rc = munmap(addr, size) == 0 ? 0 : EINVAL;
+  errno = saved;
+  return rc;
+}
+
+int tsri_os_remap(void *addr, size_t old_size, size_t new_size, void **out) {
+#if defined(__linux__)
+  int saved = errno;
+  void *p = mremap(addr, old_size, new_size, MREMAP_MAYMOVE);
+  errno = saved;
+  if (p == MAP_FAILED) return ENOMEM;
+  *out = p;
+  return 0;
+#else
+  (void)addr; (void)old_size; (void)new_size; (void)out;
+  return ENOTSUP;
+#endif
+}
+
+/* ------------------------------------------------------------------------
+ * Threads
+ * ---------------------------------------------------------------------- */
+
+static pthread_key_t os_exit_key;
+
+int tsri_os_thread_exit_init(void (*fn)(void *value)) {
+  int saved = errno;
+  int rc = pthread_key_create(&os_exit_key, fn);
+  errno = saved;
+  return rc;
+}
+
+void tsri_os_thread_set(void *value) {
+  int saved = errno;
+  pthread_setspecific(os_exit_key, value);
+  errno = saved;
+}
+
+uint64_t tsri_os_thread_id(void) {
+#if defined(__linux__)
+  return (uint64_t)syscall(SYS_gettid);
+#else
+  return (uint64_t)(uintptr_t)pthread_self();
+#endif
+}
+
+void tsri_os_yield(void) { sched_yield(); }
+
+int tsri_os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void)) {
+  return pthread_atfork(prepare, parent, child);
+}
+
+/* ------------------------------------------------------------------------
+ * Host services
+ * ---------------------------------------------------------------------- */
+
+uint64_t tsri_os_clock_ms(void) {
+  struct timespec ts;
+#if defined(CLOCK_MONOTONIC_COARSE)
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* getenv() itself does not allocate in glibc, but reading environ directly
+ * keeps that a property of our code rather than of the libc. */
+const char *tsri_os_getenv(const char *name) {
+  size_t n = strlen(name);
+  if (environ == NULL) return NULL;
+  for (char **e = environ; *e != NULL; e++) {
+    if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') return *e + n + 1;
+  }
+  return NULL;
+}
+
+void tsri_os_write_stderr(const char *text, size_t len) {
+  int saved = errno;
+  while (len > 0) {
+    ssize_t w = write(2, text, len);
+    if (w <= 0) {
+      if (w < 0 && errno == EINTR) continue;
+      break;
+    }
+    text += w;
+    len -= (size_t)w;
+  }
+  errno = saved;
+}
+
+_Noreturn void tsri_os_abort(void) { abort(); }
+
+size_t tsri_os_rss(void) {
+  int saved = errno;
+  size_t rss = 0;
+  int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char buf[128];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n > 0) {
+      buf[n] = 0;
+      const char *s = buf;
+      while (*s && *s != ' ') s++;
+      size_t pages = 0;
+      while (*s == ' ') s++;
+      while (*s >= '0' && *s <= '9') pages = pages * 10 + (size_t)(*s++ - '0');
+      rss = pages * tsri_os_page_size();
+    }
+  }
+  errno = saved;
+  return rss;
+}

@@ -1,0 +1,112 @@
+/* page.c: what happens inside one page (a span of one size class).
+ *
+ * Owns: setting a page up for a class, finding free blocks in its local
+ * bitmap, merging the remote bitmap (frees by other threads) into it, and
+ * checking its invariants.  The caller is the page's owner (heap.c), or the
+ * holder of the abandoned-list lock for a page whose owner exited; nobody
+ * else writes local, used or scan.
+ *
+ * Free blocks are bits, not links threaded through the blocks: allocation
+ * and free never read or write the user's memory, so a buffer overflow
+ * cannot redirect the allocator and a double free is seen before anything
+ * is written.
+ */
+#include "internal.h"
+
+static inline size_t page_words(const tsr_page_t *pg) { return ((size_t)pg->capacity + 63) / 64; }
+
+void tsri_page_init(tsr_page_t *pg, size_t cls) {
+  const tsri_class_t *c = &tsri_classes[cls];
+  pg->block_size = c->block_size;
+  pg->capacity = c->capacity;
+  pg->magic = (((uint64_t)1 << TSR_MAGIC_SHIFT) / c->block_size) + 1;
+  atomic_store_explicit(&pg->used, 0, memory_order_relaxed);
+  pg->scan = 0;
+  pg->next = pg->prev = NULL;
+  pg->notify_next = NULL;
+  size_t full_words = c->capacity / 64, rest = c->capacity % 64;
+  for (size_t w = 0; w < TSR_BITMAP_WORDS; w++) {
+    uint64_t bits = w < full_words ? ~(uint64_t)0 : (w == full_words && rest ? ((uint64_t)1 << rest) - 1 : 0);
+    atomic_store_explicit(&pg->local[w], bits, memory_order_relaxed);
+    atomic_store_explicit(&pg->remote[w], 0, memory_order_relaxed);
+  }
+}
+
+bool tsri_page_has_remote(const tsr_page_t *pg) {
+  for (size_t w = 0, n = page_words(pg); w < n; w++)
+    if (atomic_load_explicit(&pg->remote[w], memory_order_seq_cst) != 0) return true;
+  return false;
+}
+
+uint32_t tsri_page_collect(tsr_page_t *pg) {
+  uint32_t back = 0;
+  for (size_t w = 0, n = page_words(pg); w < n; w++) {
+    if (atomic_load_explicit(&pg->remote[w], memory_order_relaxed) == 0) continue;
+    uint64_t bits = atomic_exchange_explicit(&pg->remote[w], 0, memory_order_acquire);
+    uint64_t local = atomic_load_explicit(&pg->local[w], memory_order_relaxed);
+    uint64_t twice = bits & local;
+    if (tsr_unlikely(twice != 0)) {
+      /* freed by the owner and by another thread at the same time */
+      size_t idx = w * 64 + (size_t)__builtin_ctzll(twice);
+      tsri_error("double free of %p (freed concurrently by two threads)",
+                 (void *)(pg->start + idx * pg->block_size));
+      bits &= ~twice;
+    }
+    atomic_store_explicit(&pg->local[w], local | bits, memory_order_relaxed);
+    back += (uint32_t)__builtin_popcountll(bits);
+  }
+  if (back != 0) {
+    uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
+    atomic_store_explicit(&pg->used, used - back, memory_order_relaxed);
+  }
+  return back;
+}
+
+/* Point scan at the first word from `from` with a free block. */
+static bool page_find(tsr_page_t *pg, size_t from) {
+  for (size_t w = from, n = page_words(pg); w < n; w++) {
+    if (atomic_load_explicit(&pg->local[w], memory_order_relaxed) != 0) {
+      pg->scan = (uint32_t)w;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool tsri_page_refill(tsr_page_t *pg) {
+  /* the owner's own frees may sit below scan; remote frees anywhere */
+  if (page_find(pg, pg->scan) || page_find(pg, 0)) return true;
+  return tsri_page_collect(pg) != 0 && page_find(pg, 0);
+}
+
+size_t tsri_page_check(const tsr_page_t *pg) {
+  size_t bad = 0, free_bits = 0, n = page_words(pg);
+  for (size_t w = 0; w < TSR_BITMAP_WORDS; w++) {
+    uint64_t local = atomic_load_explicit(&pg->local[w], memory_order_relaxed);
+    uint64_t remote = atomic_load_explicit(&pg->remote[w], memory_order_relaxed);
+    uint64_t valid = w < n ? (w + 1 < n || pg->capacity % 64 == 0 ? ~(uint64_t)0
+                                                                  : ((uint64_t)1 << (pg->capacity % 64)) - 1)
+                           : 0;
+    if ((local | remote) & ~valid) {
+      tsri_warning("check: page %p has free bits past its last block", (void *)pg->start);
+      bad++;
+    }
+    if (local & remote) {
+      tsri_warning("check: page %p has blocks freed twice", (void *)pg->start);
+      bad++;
+    }
+    free_bits += (size_t)__builtin_popcountll(local);
+  }
+  uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
+  if (free_bits + used != pg->capacity) {
+    tsri_warning("check: page %p: %zu free + %zu used != %zu blocks", (void *)pg->start, free_bits,
+                 (size_t)used, (size_t)pg->capacity);
+    bad++;
+  }
+  if (pg->block_size != tsri_classes[pg->cls].block_size || pg->capacity != tsri_classes[pg->cls].capacity) {
+    tsri_warning("check: page %p: block size %zu does not match class %d", (void *)pg->start,
+                 (size_t)pg->block_size, (int)pg->cls);
+    bad++;
+  }
+  return bad;
+}

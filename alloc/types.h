@@ -1,0 +1,160 @@
+/* types.h: tessera's core data structures and how they link.
+ *
+ * Arena.  A reservation of TSR_ARENA_SIZE bytes aligned to its own size, so
+ * that (p & ~TSR_ARENA_MASK) is the arena of any pointer p inside it.  It is
+ * cut into TSR_ARENA_SLOTS slots of TSR_SLOT_SIZE bytes.  The first
+ * TSR_ARENA_META_SLOTS slots hold the arena's own records: this struct, the
+ * page descriptor of every slot and the two block bitmaps of every slot.
+ * User blocks never share a slot with records, so an overflow of a user's
+ * buffer cannot reach them.  Slots are committed when a span is carved out
+ * of them and decommitted after they stayed free for TSR purge delay.
+ * A global registry (one bit per possible arena address) answers "is this
+ * arena ours" without touching the pointed-to memory.  See arena.c.
+ *
+ * Page.  A span of 1..TSR_SPAN_MAX_SLOTS contiguous slots holding blocks of
+ * one size class.  Its descriptor is the descriptor of its first slot; the
+ * other slots of the span point back at it.  Block i starts at
+ * start + i * block_size.  Two bitmaps, out of band, say which blocks are
+ * free: `local` (owned by the owning thread) and `remote` (set atomically by
+ * other threads that free into the page, merged into local by the owner).
+ *   invariant (owner's view): popcount(local) + used == capacity
+ *   invariant: local & remote == 0 (a block is freed at most once)
+ * See page.c.
+ *
+ * Heap.  One per thread.  For each size class, a queue of pages that may
+ * have free blocks (`avail`, the first one is where allocation happens) and
+ * one queue of full pages of all classes.  A page is in exactly one queue of
+ * its owner.  Other threads tell an owner about remote frees into its full
+ * pages through the atomic `notify` stack.  See heap.c.
+ *
+ * Size class.  A row of the const table in sizeclass.c: block size and span
+ * length.  Waste is bounded there.
+ *
+ * Large block.  A request above TSR_SMALL_MAX gets its own OS reservation,
+ * recorded in a hash table (large.c); its record holds the mapping and the
+ * usable size, never anything inside the user's block.
+ *
+ * Build variants: TSR_DEBUG (0..3) turns on tsr_assert (1),
+ * tsr_assert_internal (2) and tsr_assert_expensive (3).  The CMake Debug
+ * build uses 2.
+ */
+#ifndef TSR_TYPES_H
+#define TSR_TYPES_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- geometry ---------------------------------------------------------- */
+
+#if UINTPTR_MAX > 0xFFFFFFFFu
+#define TSR_ARENA_SHIFT 26              /* 64 MiB arenas on 64-bit */
+#define TSR_VA_BITS 48                  /* user address bits the registry covers */
+#else
+#define TSR_ARENA_SHIFT 22              /* 4 MiB arenas in a 32-bit process */
+#define TSR_VA_BITS 32
+#endif
+#define TSR_SLOT_SHIFT 16               /* 64 KiB slots */
+#define TSR_ARENA_SIZE ((size_t)1 << TSR_ARENA_SHIFT)
+#define TSR_ARENA_MASK (TSR_ARENA_SIZE - 1)
+#define TSR_SLOT_SIZE ((size_t)1 << TSR_SLOT_SHIFT)
+#define TSR_ARENA_SLOTS (TSR_ARENA_SIZE / TSR_SLOT_SIZE)
+#define TSR_SPAN_MAX_SLOTS 10           /* longest span in the class table */
+#define TSR_PAGE_MAX_BLOCKS 4096        /* 16-byte blocks in one slot */
+#define TSR_BITMAP_WORDS (TSR_PAGE_MAX_BLOCKS / 64)
+#define TSR_MIN_ALIGN 16                /* every block is 16-byte aligned */
+#define TSR_CLASS_COUNT 88              /* rows of the size-class table */
+#define TSR_SMALL_MAX ((size_t)128 * 1024)  /* largest class; above: large.c */
+#define TSR_MAGIC_SHIFT 40              /* see tsri_block_index */
+
+/* ---- page -------------------------------------------------------------- */
+
+/* Slot kinds, in tsr_page_t.kind. */
+enum {
+  TSR_SLOT_FREE = 0,   /* not part of a span (committed or not: arena bits) */
+  TSR_SLOT_HEAD = 1,   /* first slot of a span: this descriptor is the page */
+  TSR_SLOT_TAIL = 2,   /* other slot of a span: head_slot names the head */
+  TSR_SLOT_META = 3,   /* holds the arena's records */
+};
+
+/* Page states, the low two bits of tsr_page_t.xowner. */
+enum {
+  TSR_PAGE_AVAIL = 0,      /* in the owner's avail queue of its class */
+  TSR_PAGE_FULL = 1,       /* in the owner's full queue, no notice pending */
+  TSR_PAGE_QUEUED = 2,     /* in the full queue and on the owner's notify stack */
+  TSR_PAGE_ABANDONED = 3,  /* owner exited; in the abandoned list (heap.c) */
+};
+#define TSR_PAGE_STATE_MASK ((uintptr_t)3)
+
+struct tsr_heap_s;
+
+typedef struct tsr_page_s {
+  /* Set when the span is carved (arena lock held), fixed while in use. */
+  uint8_t kind;                     /* TSR_SLOT_*; meaningful for every slot */
+  uint8_t cls;                      /* size class index, HEAD only */
+  uint16_t span_slots;              /* slots in the span, HEAD only */
+  uint16_t head_slot;               /* TAIL: slot index of the head */
+  uint16_t capacity;                /* blocks in the span, <= TSR_PAGE_MAX_BLOCKS */
+  uint32_t block_size;              /* bytes, a multiple of TSR_MIN_ALIGN */
+  uint64_t magic;                   /* ceil(2^TSR_MAGIC_SHIFT / block_size) */
+  uint8_t *start;                   /* address of block 0 = address of the slot */
+  /* Owner only (or the abandoned-list lock holder when owner is gone). */
+  _Atomic uint32_t used;            /* live blocks incl. remote frees not yet merged;
+                                       relaxed atomic so stats can read it */
+  uint32_t scan;                    /* first local bitmap word that may be non-zero */
+  struct tsr_page_s *next, *prev;   /* links in the owner's queue / abandoned list */
+  _Atomic(uint64_t) *local;         /* free bitmap, owner's (relaxed atomics) */
+  _Atomic(uint64_t) *remote;        /* free bitmap, other threads' (fetch_or) */
+  /* Shared. */
+  _Atomic uintptr_t xowner;         /* owning heap | TSR_PAGE_* state */
+  struct tsr_page_s *notify_next;   /* link in the owner's notify stack */
+  /* Arena bookkeeping, arena lock held. */
+  uint32_t freed_at_ms;             /* FREE slots: clock when freed (low 32 bits) */
+} tsr_page_t;
+
+/* ---- arena ------------------------------------------------------------- */
+
+typedef struct tsr_arena_s {
+  struct tsr_arena_s *next;         /* all arenas, append only (arena.c) */
+  size_t meta_slots;                /* slots used by these records */
+  size_t free_slots;                /* slots not in a span */
+  uint64_t free_map[TSR_ARENA_SLOTS / 64];       /* bit set: slot is FREE */
+  uint64_t commit_map[TSR_ARENA_SLOTS / 64];     /* bit set: slot committed */
+  uint64_t dirty_map[TSR_ARENA_SLOTS / 64];      /* FREE and committed, awaiting purge */
+  tsr_page_t pages[TSR_ARENA_SLOTS];             /* one descriptor per slot */
+  _Atomic(uint64_t) bitmaps[TSR_ARENA_SLOTS][2][TSR_BITMAP_WORDS]; /* local, remote */
+} tsr_arena_t;
+
+#define TSR_ARENA_META_SLOTS ((sizeof(tsr_arena_t) + TSR_SLOT_SIZE - 1) / TSR_SLOT_SIZE)
+
+/* ---- heap -------------------------------------------------------------- */
+
+typedef struct tsr_queue_s {
+  tsr_page_t *first, *last;
+} tsr_queue_t;
+
+typedef struct tsr_heap_s {
+  /* Hot: cur[c] == avail[c].first, or the empty page (no free blocks) so
+   * that the fast path needs no NULL test. */
+  tsr_page_t *cur[TSR_CLASS_COUNT];
+  tsr_queue_t avail[TSR_CLASS_COUNT];
+  tsr_queue_t full;                   /* FULL and QUEUED pages of all classes */
+  _Atomic(tsr_page_t *) notify;       /* pages with remote frees while full */
+  _Atomic uint32_t pushers;           /* remote threads between CAS and push */
+  uint64_t thread_id;                 /* of the owner, for reports */
+  uint32_t slow_calls;                /* alloc slow paths, drives purge checks */
+  bool in_use;                        /* owned by a live thread */
+  struct tsr_heap_s *next_all;        /* every heap ever made (heap.c) */
+} tsr_heap_t;
+
+/* ---- large block ------------------------------------------------------- */
+
+typedef struct tsr_large_s {
+  uintptr_t block;                    /* address handed to the user; 0: empty */
+  uintptr_t base;                     /* start of the mapping */
+  size_t mapped;                      /* bytes mapped from base */
+  size_t usable;                      /* bytes from block the user may use */
+} tsr_large_t;
+
+#endif /* TSR_TYPES_H */
