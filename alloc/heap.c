@@ -83,6 +83,12 @@ static inline void set_owner(tsr_page_t *pg, tsr_heap_t *h, uintptr_t state) {
   atomic_store_explicit(&pg->xowner, (uintptr_t)h | state, memory_order_seq_cst);
 }
 
+/* Give an empty page, in no queue, back to its arena. */
+static void heap_retire(tsr_page_t *pg) {
+  set_owner(pg, NULL, TSR_PAGE_AVAIL);
+  tsri_arena_span_free(pg);
+}
+
 /* ------------------------------------------------------------------------
  * Making heaps
  * ---------------------------------------------------------------------- */
@@ -145,8 +151,13 @@ static void heap_take_notices(tsr_heap_t *h) {
         ((uintptr_t)h | TSR_PAGE_QUEUED)) {
       set_owner(pg, h, TSR_PAGE_AVAIL);
       queue_remove(&h->full, pg);
-      queue_push_back(&h->avail[pg->cls], pg);
-      heap_sync_cur(h, pg->cls);
+      tsri_page_collect(pg);
+      if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0 && h->avail[pg->cls].first != NULL) {
+        heap_retire(pg);   /* every block came back from other threads */
+      } else {
+        queue_push_back(&h->avail[pg->cls], pg);
+        heap_sync_cur(h, pg->cls);
+      }
     }
     pg = next;
   }
@@ -245,8 +256,7 @@ void tsri_heap_free_slow(tsr_heap_t *h, tsr_page_t *pg) {
   if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0 && h->avail[cls].first != pg) {
     queue_remove(&h->avail[cls], pg);
     heap_sync_cur(h, cls);
-    set_owner(pg, NULL, TSR_PAGE_AVAIL);
-    tsri_arena_span_free(pg);
+    heap_retire(pg);
   }
 }
 
@@ -297,8 +307,7 @@ void tsri_heap_abandoned_free(tsr_page_t *pg) {
     if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0) {
       queue_remove(&abandoned[pg->cls], pg);
       atomic_fetch_sub_explicit(&abandoned_count[pg->cls], 1, memory_order_relaxed);
-      set_owner(pg, NULL, TSR_PAGE_AVAIL);
-      tsri_arena_span_free(pg);
+      heap_retire(pg);
     }
   }
   tsri_unlock(&abandoned_lock);
@@ -309,8 +318,7 @@ static void heap_abandon_page(tsr_page_t *pg) {
   set_owner(pg, NULL, TSR_PAGE_ABANDONED);
   tsri_page_collect(pg);
   if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0) {
-    set_owner(pg, NULL, TSR_PAGE_AVAIL);
-    tsri_arena_span_free(pg);
+    heap_retire(pg);
   } else {
     queue_push_back(&abandoned[pg->cls], pg);
     atomic_fetch_add_explicit(&abandoned_count[pg->cls], 1, memory_order_relaxed);
@@ -369,8 +377,7 @@ void tsri_heap_collect(void) {
         tsri_page_collect(pg);
         if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0) {
           queue_remove(&h->avail[c], pg);
-          set_owner(pg, NULL, TSR_PAGE_AVAIL);
-          tsri_arena_span_free(pg);
+          heap_retire(pg);
         }
         pg = next;
       }
@@ -386,8 +393,7 @@ void tsri_heap_collect(void) {
       if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0) {
         queue_remove(&abandoned[c], pg);
         atomic_fetch_sub_explicit(&abandoned_count[c], 1, memory_order_relaxed);
-        set_owner(pg, NULL, TSR_PAGE_AVAIL);
-        tsri_arena_span_free(pg);
+        heap_retire(pg);
       }
       pg = next;
     }

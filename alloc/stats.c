@@ -21,7 +21,8 @@ int tsr_stats_get(tsr_stats_t *stats) {
     for (size_t i = a->meta_slots; i < TSR_ARENA_SLOTS; i++) {
       const tsr_page_t *pg = &a->pages[i];
       if (pg->kind == TSR_SLOT_HEAD)
-        live += (uint64_t)atomic_load_explicit(&pg->used, memory_order_relaxed) * pg->block_size;
+        live += (uint64_t)atomic_load_explicit(&pg->used, memory_order_relaxed) *
+                tsri_classes[pg->cls].block_size;   /* cls is set under the lock */
     }
   }
   tsri_unlock(tsri_arena_lock_get());
