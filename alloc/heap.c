@@ -313,9 +313,13 @@ void tsri_heap_abandoned_free(tsr_page_t *pg) {
   tsri_unlock(&abandoned_lock);
 }
 
-/* Hand one page of an exiting heap over.  abandoned_lock held. */
-static void heap_abandon_page(tsr_page_t *pg) {
+/* Hand one page of an exiting heap over.  abandoned_lock held.  In a fork
+ * child (`recount`), the page's owner may have been stopped between setting
+ * a bitmap bit and updating `used`; it will never finish, so the count is
+ * taken from the bitmap (a block it was handing out stays allocated). */
+static void heap_abandon_page(tsr_page_t *pg, bool recount) {
   set_owner(pg, NULL, TSR_PAGE_ABANDONED);
+  if (recount) tsri_page_recount(pg);
   tsri_page_collect(pg);
   if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0) {
     heap_retire(pg);
@@ -326,27 +330,36 @@ static void heap_abandon_page(tsr_page_t *pg) {
 }
 
 /* Give every page of h to the abandoned list (or back to the arena when
- * empty) and put h back in the pool.  `wait` is false only in a fork child,
- * where the threads that might be pushing are gone. */
-static void heap_abandon(tsr_heap_t *h, bool wait) {
+ * empty) and put h back in the pool.  `in_child`: h belonged to a thread
+ * that does not exist in this fork child, so nobody is pushing and its
+ * records may have been left mid-update. */
+static bool heap_page_valid(const tsr_page_t *pg, const tsr_heap_t *h) {
+  if (!tsri_arena_registered((uintptr_t)pg & ~(uintptr_t)TSR_ARENA_MASK)) return false;
+  uintptr_t owner = atomic_load_explicit(&pg->xowner, memory_order_relaxed) & ~TSR_PAGE_STATE_MASK;
+  return pg->kind == TSR_SLOT_HEAD && owner == (uintptr_t)h && pg->cls < TSR_CLASS_COUNT;
+}
+
+static void heap_abandon(tsr_heap_t *h, bool in_child) {
   tsri_lock(&abandoned_lock);
-  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
-    tsr_page_t *pg;
-    while ((pg = h->avail[c].first) != NULL) {
-      queue_remove(&h->avail[c], pg);
-      heap_abandon_page(pg);
+  for (size_t c = 0; c <= TSR_CLASS_COUNT; c++) {
+    tsr_queue_t *q = c < TSR_CLASS_COUNT ? &h->avail[c] : &h->full;
+    tsr_page_t *pg = q->first;
+    while (pg != NULL) {
+      tsr_page_t *next = pg->next;
+      /* in a fork child a queue may have been cut mid-update: take only
+       * pages that really are h's, and stop at the first that is not */
+      if (in_child && !heap_page_valid(pg, h)) break;
+      pg->next = pg->prev = NULL;
+      heap_abandon_page(pg, in_child);
+      pg = next;
     }
-    h->cur[c] = &page_empty_desc;
-  }
-  tsr_page_t *pg;
-  while ((pg = h->full.first) != NULL) {
-    queue_remove(&h->full, pg);
-    heap_abandon_page(pg);
+    q->first = q->last = NULL;
+    if (c < TSR_CLASS_COUNT) h->cur[c] = &page_empty_desc;
   }
   tsri_unlock(&abandoned_lock);
   /* every page is ABANDONED now, so no new push can start; wait for the
    * ones that won their CAS before, then drop the stale notices */
-  while (wait && atomic_load_explicit(&h->pushers, memory_order_seq_cst) != 0) tsri_os_yield();
+  while (!in_child && atomic_load_explicit(&h->pushers, memory_order_seq_cst) != 0) tsri_os_yield();
   atomic_store_explicit(&h->pushers, 0, memory_order_relaxed);
   atomic_store_explicit(&h->notify, NULL, memory_order_seq_cst);
   tsri_lock(&heap_lock);
@@ -358,7 +371,7 @@ static void heap_thread_exit(void *value) {
   tsr_heap_t *h = value;
   if (h == NULL || h == &heap_empty) return;
   tsri_tl_heap = &heap_empty;
-  heap_abandon(h, true);
+  heap_abandon(h, false);
   tsri_arena_purge(false);
 }
 
@@ -462,7 +475,7 @@ void tsri_heap_fork_child(void) {
   tsri_unlock(&abandoned_lock);
   tsri_unlock(&heap_lock);
   for (tsr_heap_t *h = heap_all; h != NULL; h = h->next_all) {
-    if (h->in_use && h != tsri_tl_heap) heap_abandon(h, false);
+    if (h->in_use && h != tsri_tl_heap) heap_abandon(h, true);
   }
   if (tsri_tl_heap != &heap_empty) tsri_os_thread_set(tsri_tl_heap);
 }

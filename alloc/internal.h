@@ -159,6 +159,8 @@ tsri_hidden uint32_t tsri_page_collect(tsr_page_t *pg);
  * if needed; false when the page has no free block at all. */
 tsri_hidden bool tsri_page_refill(tsr_page_t *pg);
 tsri_hidden size_t tsri_page_check(const tsr_page_t *pg);
+/* Set used from the local bitmap (capacity minus free bits). */
+tsri_hidden void tsri_page_recount(tsr_page_t *pg);
 tsri_hidden bool tsri_page_has_remote(const tsr_page_t *pg);
 
 /* ---- heaps (heap.c) and the fast paths ---------------------------------- */

@@ -109,7 +109,7 @@ static uintptr_t large_cache_take(size_t need, size_t *mapped) {
 void *tsri_large_alloc(size_t size, size_t align, bool zero) {
   size_t page = tsri_os_page_size();
   if (size > PTRDIFF_MAX - 2 * page) { errno = ENOMEM; return NULL; }
-  size_t need = tsri_align_up(size, page);
+  size_t need = size == 0 ? page : tsri_align_up(size, page);
   if (align < page) align = page;
   tsri_lock(&large_lock);
   size_t mapped = 0;

@@ -32,6 +32,13 @@ void tsri_page_init(tsr_page_t *pg, size_t cls) {
   }
 }
 
+void tsri_page_recount(tsr_page_t *pg) {
+  uint32_t free_blocks = 0;
+  for (size_t w = 0, n = page_words(pg); w < n; w++)
+    free_blocks += (uint32_t)__builtin_popcountll(atomic_load_explicit(&pg->local[w], memory_order_relaxed));
+  atomic_store_explicit(&pg->used, pg->capacity - free_blocks, memory_order_relaxed);
+}
+
 bool tsri_page_has_remote(const tsr_page_t *pg) {
   for (size_t w = 0, n = page_words(pg); w < n; w++)
     if (atomic_load_explicit(&pg->remote[w], memory_order_seq_cst) != 0) return true;

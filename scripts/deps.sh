@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# deps.sh GROUP... : install the Debian 12 packages that tessera's scripts
+# need, and only those that are missing.
+#
+# Groups:
+#   build   compile the library and the demo (cmake, gcc, g++, make, pkg-config)
+#   test    the test suite: Criterion, clang with its sanitizer and libFuzzer
+#           runtimes, llvm-symbolizer for readable sanitizer reports, and
+#           python3 and sort, which the override test runs under LD_PRELOAD
+#   bench   the allocators we compare with and the tools that time them
+#   all     every group above
+#
+# Runs as root (as on CI and a fresh machine) or through sudo when that
+# exists.  apt-get update runs once, and only when something is missing.
+# Never prompts: CI has no standard input.
+set -euo pipefail
+
+usage() {
+  echo "usage: bash scripts/deps.sh GROUP...   (groups: build test bench all)" >&2
+  exit 2
+}
+
+group_packages() {
+  case "$1" in
+    build) echo "cmake gcc g++ make pkg-config" ;;
+    test)  echo "libcriterion-dev clang libclang-rt-14-dev llvm python3 coreutils" ;;
+    bench) echo "libmimalloc-dev libjemalloc-dev libgoogle-perftools-dev hyperfine gnuplot-nox time" ;;
+    all)   echo "$(group_packages build) $(group_packages test) $(group_packages bench)" ;;
+    *)     return 1 ;;
+  esac
+}
+
+[ "$#" -gt 0 ] || usage
+
+wanted=()
+for group in "$@"; do
+  list=$(group_packages "$group") || { echo "deps.sh: unknown group '$group'" >&2; usage; }
+  read -r -a pkgs <<<"$list"
+  wanted+=("${pkgs[@]}")
+done
+
+if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+  echo "deps.sh: not a Debian-like system (no dpkg-query/apt-get); make sure these are" \
+       "installed yourself: ${wanted[*]}" >&2
+  exit 0
+fi
+
+missing=()
+for pkg in "${wanted[@]}"; do
+  case " ${missing[*]} " in *" $pkg "*) continue ;; esac
+  status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing+=("$pkg")
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  echo "deps.sh: all packages for '$*' are installed"
+  exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+  as_root=(sudo)
+else
+  echo "deps.sh: these packages are missing and installing them needs root" \
+       "(no sudo here): ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "deps.sh: installing ${#missing[@]} missing package(s): ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "deps.sh: installed ${missing[*]}"
