@@ -93,24 +93,35 @@ static void heap_retire(tsr_page_t *pg) {
  * Making heaps
  * ---------------------------------------------------------------------- */
 
+/* Heaps are carved from chunks of this many bytes of records. */
+#define HEAP_CHUNK ((size_t)256 * 1024)
+
+static uint8_t *heap_chunk_next, *heap_chunk_end;   /* heap_lock held */
+
 /* A heap for the calling thread: a free one from the list, else a new one
- * from the OS (records, never user memory).  NULL when the OS refuses. */
+ * carved from a chunk of records (never user memory).  NULL when the OS
+ * refuses memory. */
 static tsr_heap_t *heap_acquire(void) {
+  size_t size = tsri_align_up(sizeof(tsr_heap_t), 64);
   tsri_lock(&heap_lock);
   tsr_heap_t *h = heap_all;
   while (h != NULL && h->in_use) h = h->next_all;
   if (h == NULL) {
-    void *mem;
-    size_t size = tsri_align_up(sizeof(tsr_heap_t), tsri_os_page_size());
-    if (tsri_os_alloc(size, tsri_os_page_size(), &mem) != 0) {
-      tsri_unlock(&heap_lock);
-      return NULL;
+    if (heap_chunk_next == NULL || (size_t)(heap_chunk_end - heap_chunk_next) < size) {
+      void *mem;
+      if (tsri_os_alloc(HEAP_CHUNK, tsri_os_page_size(), &mem) != 0) {
+        tsri_unlock(&heap_lock);
+        return NULL;
+      }
+      tsri_count(&tsri_counters.os_reserves, 1);
+      tsri_count(&tsri_counters.metadata, (int64_t)HEAP_CHUNK);
+      tsri_count(&tsri_counters.committed, (int64_t)HEAP_CHUNK);
+      tsri_count(&tsri_counters.reserved, (int64_t)HEAP_CHUNK);
+      heap_chunk_next = mem;
+      heap_chunk_end = heap_chunk_next + HEAP_CHUNK;
     }
-    tsri_count(&tsri_counters.os_reserves, 1);
-    tsri_count(&tsri_counters.metadata, (int64_t)size);
-    tsri_count(&tsri_counters.committed, (int64_t)size);
-    tsri_count(&tsri_counters.reserved, (int64_t)size);
-    h = mem;
+    h = (tsr_heap_t *)heap_chunk_next;
+    heap_chunk_next += size;
     h->next_all = heap_all;
     heap_all = h;
   }
@@ -298,19 +309,32 @@ void tsri_heap_free_remote(tsr_page_t *pg, size_t word, uint64_t mask, void *p) 
  * Abandoning and the abandoned list
  * ---------------------------------------------------------------------- */
 
-/* A remote free hit a page whose owner exited: merge it here and give the
- * span back once the page is empty. */
+/* A remote free hit a page whose owner exited.  A thread with a heap adopts
+ * the page, so that its next frees into it are local (a thread that frees
+ * what an exited thread allocated usually frees much of it); a thread
+ * without one merges the bit under the lock and gives the span back once
+ * the page is empty. */
 void tsri_heap_abandoned_free(tsr_page_t *pg) {
+  tsr_heap_t *h = tsri_tl_heap;
   tsri_lock(&abandoned_lock);
-  if (atomic_load_explicit(&pg->xowner, memory_order_seq_cst) == TSR_PAGE_ABANDONED) {
-    tsri_page_collect(pg);
-    if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0) {
-      queue_remove(&abandoned[pg->cls], pg);
-      atomic_fetch_sub_explicit(&abandoned_count[pg->cls], 1, memory_order_relaxed);
-      heap_retire(pg);
-    }
+  if (atomic_load_explicit(&pg->xowner, memory_order_seq_cst) != TSR_PAGE_ABANDONED) {
+    tsri_unlock(&abandoned_lock);   /* adopted or freed meanwhile */
+    return;
   }
+  size_t cls = pg->cls;
+  tsri_page_collect(pg);
+  bool empty = atomic_load_explicit(&pg->used, memory_order_relaxed) == 0;
+  if (empty || h != &heap_empty) {
+    queue_remove(&abandoned[cls], pg);
+    atomic_fetch_sub_explicit(&abandoned_count[cls], 1, memory_order_relaxed);
+  }
+  if (empty) heap_retire(pg);   /* under the lock: nobody may see it ABANDONED after */
+  else if (h != &heap_empty) set_owner(pg, h, TSR_PAGE_AVAIL);
   tsri_unlock(&abandoned_lock);
+  if (!empty && h != &heap_empty) {
+    queue_push_back(&h->avail[cls], pg);
+    heap_sync_cur(h, cls);
+  }
 }
 
 /* Hand one page of an exiting heap over.  abandoned_lock held.  In a fork

@@ -49,7 +49,9 @@ tsri_hidden int tsri_os_alloc(size_t size, size_t align, void **out);
  * it was not committed before. */
 tsri_hidden int tsri_os_commit(void *addr, size_t size);
 /* Give the physical memory behind [addr, addr+size) back; the range stays
- * reserved and faults on access until committed again. */
+ * reserved, its contents are gone, and it must be committed again before
+ * use.  Whether an access in between faults depends on the OS (Windows:
+ * yes; POSIX: the range reads as zero, so that no mapping is split). */
 tsri_hidden int tsri_os_decommit(void *addr, size_t size);
 /* Give the whole reservation [addr, addr+size) back to the OS. */
 tsri_hidden int tsri_os_release(void *addr, size_t size);

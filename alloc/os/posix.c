@@ -1,9 +1,12 @@
 /* posix.c: the POSIX (Linux first) implementation of os.h.
  *
  * Reservations are PROT_NONE anonymous mappings with MAP_NORESERVE, so they
- * cost address space only; commit is mprotect(READ|WRITE); decommit maps a
- * fresh PROT_NONE range over the old one with MAP_FIXED, which drops the
- * physical pages and the commit charge in one call.  Every function saves
+ * cost address space only; commit is mprotect(READ|WRITE); decommit is
+ * madvise(MADV_DONTNEED), which gives the physical pages back at once (RSS
+ * falls) and leaves the protection alone.  Changing the protection back to
+ * PROT_NONE would split the mapping at every boundary between used and free
+ * slots, and a large fragmented heap would run into vm.max_map_count
+ * (65530 mappings), after which every mmap fails.  Every function saves
  * and restores errno so that a malloc call never changes it behind the
  * caller's back except where the C standard says it does.
  */
@@ -94,9 +97,7 @@ int tsri_os_commit(void *addr, size_t size) {
 
 int tsri_os_decommit(void *addr, size_t size) {
   int saved = errno;
-  void *p = mmap(addr, size, PROT_NONE,
-                 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  int rc = p == addr ? 0 : ENOMEM;
+  int rc = madvise(addr, size, MADV_DONTNEED) == 0 ? 0 : EINVAL;
   errno = saved;
   return rc;
 }
