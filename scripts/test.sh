@@ -8,12 +8,14 @@
 #            threads and seconds for the stress tests
 #   ubsan    clang, UndefinedBehaviorSanitizer, RelWithDebInfo (the optimised
 #            code as it ships, no internal asserts): the suite
+#   asan     gcc, AddressSanitizer, Debug: the suite (the preload tests are
+#            left out there: the sanitizer owns malloc in that build)
 #   fuzz     clang, libFuzzer (TSR_FUZZ=ON): the fuzz tests (ctest -R fuzz)
 #   release  gcc, Release: the library and bench/ compile with -Werror, and the
 #            demo gives the same checksum under tessera as under the system heap
 #
 # Usage: bash scripts/test.sh [STAGE...]   (no argument: every stage, as CI)
-# Build trees: build/debug build/tsan build/ubsan build/fuzz build/release
+# Build trees: build/debug build/tsan build/ubsan build/asan build/fuzz build/release
 # (kept, so a second run only rebuilds what changed).
 # Environment: TSR_TEST_THREADS / TSR_TEST_SECONDS, if set, go to every stage;
 # otherwise the stress tests use their own defaults, and under TSan 4 threads
@@ -22,7 +24,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-2}
-ALL_STAGES=(debug tsan ubsan fuzz release)
+ALL_STAGES=(debug tsan ubsan asan fuzz release)
 if [ "$#" -gt 0 ]; then STAGES=("$@"); else STAGES=("${ALL_STAGES[@]}"); fi
 for s in "${STAGES[@]}"; do
   case " ${ALL_STAGES[*]} " in
@@ -107,6 +109,15 @@ stage_ubsan() {
   configure_build build/ubsan clang clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTSR_SANITIZE=undefined \
     -DTSR_BUILD_TESTS=ON -DTSR_BUILD_BENCH=OFF
   run_ctest build/ubsan "$no_tests"
+  stage_done
+}
+
+# ---------------------------------------------------------------------------
+stage_asan() {
+  banner asan "gcc, AddressSanitizer, Debug, build/asan"
+  configure_build build/asan gcc g++ -DCMAKE_BUILD_TYPE=Debug -DTSR_SANITIZE=address \
+    -DTSR_BUILD_TESTS=ON -DTSR_BUILD_BENCH=OFF
+  run_ctest build/asan "$no_tests"
   stage_done
 }
 

@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -33,14 +34,18 @@
 
 extern char **environ;
 
-static size_t os_page;
+/* Read lazily by whichever thread asks first; every thread computes the
+ * same value, so a relaxed atomic is enough. */
+static _Atomic size_t os_page;
 
 size_t tsri_os_page_size(void) {
-  if (os_page == 0) {
+  size_t page = atomic_load_explicit(&os_page, memory_order_relaxed);
+  if (page == 0) {
     long p = sysconf(_SC_PAGESIZE);
-    os_page = p > 0 ? (size_t)p : 4096;
+    page = p > 0 ? (size_t)p : 4096;
+    atomic_store_explicit(&os_page, page, memory_order_relaxed);
   }
-  return os_page;
+  return page;
 }
 
 size_t tsri_os_granularity(void) { return tsri_os_page_size(); }

@@ -1,0 +1,262 @@
+/* test_fork.c: fork from a process whose other threads are busy in the
+ * allocator.
+ *
+ * The child must find a working heap: it allocates and frees, frees blocks
+ * that the parent's other threads allocated before the fork (their pages
+ * now belong to threads that do not exist in the child), passes tsr_check
+ * and exits 0.  The parent forks several times while its threads keep
+ * going, and checks every child's exit status.
+ *
+ * The child reports what went wrong through its exit code (and a line on
+ * stderr), since it may not use Criterion's machinery.
+ */
+#include "tsr_criterion.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "tsr_test.h"
+
+#define HANDOFF 256     /* blocks each worker publishes before the forks */
+#define WORKING 512     /* blocks each worker churns through */
+
+typedef struct worker_s {
+  pthread_t thread;
+  uint64_t seed;
+  uint8_t *handoff[HANDOFF];    /* written before `ready`, read-only after */
+  size_t handoff_size[HANDOFF];
+  _Atomic int *stop;
+  _Atomic int *ready;
+  _Atomic uint64_t *bad;
+  _Atomic uint64_t ops;
+} worker_t;
+
+static size_t worker_size(uint64_t *rng) {
+  uint64_t r = tsr_test_rand(rng);
+  if ((r & 63) == 0) return (size_t)(r >> 40) % 600000 + 1;   /* large */
+  if ((r & 7) == 0) return (size_t)(r >> 40) % 40000 + 1;
+  return (size_t)(r >> 40) % 500 + 1;
+}
+
+static void *worker_main(void *arg) {
+  worker_t *w = arg;
+  uint64_t rng = w->seed;
+  for (int i = 0; i < HANDOFF; i++) {
+    w->handoff_size[i] = worker_size(&rng);
+    w->handoff[i] = tsr_malloc(w->handoff_size[i]);
+    if (w->handoff[i] == NULL) atomic_fetch_add(w->bad, 1);
+    else tsr_test_fill(w->handoff[i], w->handoff_size[i] < 256 ? w->handoff_size[i] : 256, w->seed + (uint64_t)i);
+  }
+  atomic_fetch_add(w->ready, 1);
+  uint8_t *live[WORKING] = { 0 };
+  size_t size[WORKING] = { 0 };
+  while (!atomic_load_explicit(w->stop, memory_order_relaxed)) {
+    size_t k = (size_t)(tsr_test_rand(&rng) % WORKING);
+    if (live[k] != NULL) {
+      size_t n = size[k] < 64 ? size[k] : 64;
+      if (tsr_test_verify(live[k], n, (uint64_t)k) != n) atomic_fetch_add(w->bad, 1);
+      if (tsr_test_rand(&rng) & 1) {
+        tsr_free(live[k]);
+        live[k] = NULL;
+      } else {
+        size_t m = worker_size(&rng);
+        uint8_t *q = tsr_realloc(live[k], m);
+        if (q == NULL) { atomic_fetch_add(w->bad, 1); continue; }
+        live[k] = q;
+        size[k] = m;
+        tsr_test_fill(q, m < 64 ? m : 64, (uint64_t)k);
+      }
+    } else {
+      size[k] = worker_size(&rng);
+      live[k] = tsr_malloc(size[k]);
+      if (live[k] == NULL) { atomic_fetch_add(w->bad, 1); continue; }
+      tsr_test_fill(live[k], size[k] < 64 ? size[k] : 64, (uint64_t)k);
+    }
+    atomic_fetch_add_explicit(&w->ops, 1, memory_order_relaxed);
+  }
+  for (int k = 0; k < WORKING; k++) tsr_free(live[k]);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * The child
+ * ---------------------------------------------------------------------- */
+
+static void child_fail(int code, const char *what) {
+  char buf[160];
+  int n = snprintf(buf, sizeof buf, "fork child: %s\n", what);
+  if (n > 0) (void)!write(2, buf, (size_t)n);
+  _exit(code);
+}
+
+/* What the child does: runs on the forking thread's copy of the heap. */
+static void child_work(worker_t *workers, int nworkers) {
+  if (tsr_check() != 0) child_fail(10, "tsr_check failed right after fork");
+  /* the blocks of the parent's other threads: contents intact, freeable */
+  for (int t = 0; t < nworkers; t++) {
+    for (int i = 0; i < HANDOFF; i++) {
+      uint8_t *p = workers[t].handoff[i];
+      if (p == NULL) continue;
+      size_t n = workers[t].handoff_size[i] < 256 ? workers[t].handoff_size[i] : 256;
+      if (!tsr_owns(p)) child_fail(11, "a parent thread's block is not live in the child");
+      if (tsr_test_verify(p, n, workers[t].seed + (uint64_t)i) != n)
+        child_fail(12, "a parent thread's block changed");
+      if (i % 2 == 0) tsr_free(p);   /* the other half by a realloc below */
+    }
+  }
+  /* allocate and free a lot, of every kind */
+  enum { N = 4000 };
+  static uint8_t *b[N];
+  static size_t n[N];
+  uint64_t rng = 4242;
+  for (int i = 0; i < N; i++) {
+    n[i] = worker_size(&rng);
+    b[i] = tsr_malloc(n[i]);
+    if (b[i] == NULL) child_fail(13, "malloc failed in the child");
+    tsr_test_fill(b[i], n[i] < 128 ? n[i] : 128, (uint64_t)i);
+  }
+  for (int t = 0; t < nworkers; t++) {
+    for (int i = 1; i < HANDOFF; i += 2) {
+      uint8_t *p = workers[t].handoff[i];
+      if (p == NULL) continue;
+      uint8_t *q = tsr_realloc(p, workers[t].handoff_size[i] + 1000);
+      if (q == NULL) child_fail(14, "realloc of a parent thread's block failed");
+      tsr_free(q);
+    }
+  }
+  for (int i = 0; i < N; i++) {
+    size_t m = n[i] < 128 ? n[i] : 128;
+    if (tsr_test_verify(b[i], m, (uint64_t)i) != m) child_fail(15, "a child block changed");
+    tsr_free(b[i]);
+  }
+  tsr_collect();
+  if (tsr_check() != 0) child_fail(16, "tsr_check failed at the end");
+  tsr_stats_t s;
+  memset(&s, 0, sizeof s);
+  s.size = sizeof s;
+  if (tsr_stats_get(&s) != 0) child_fail(17, "tsr_stats_get failed");
+  if (s.errors != 0) child_fail(18, "the child reported bad calls");
+  _exit(0);
+}
+
+static void fork_while_busy(int nworkers, int forks) {
+  _Atomic int stop = 0, ready = 0;
+  _Atomic uint64_t bad = 0;
+  worker_t *w = calloc((size_t)nworkers, sizeof *w);
+  for (int i = 0; i < nworkers; i++) {
+    w[i].seed = (uint64_t)(i + 1) * 0x51ed27;
+    w[i].stop = &stop;
+    w[i].ready = &ready;
+    w[i].bad = &bad;
+    cr_assert_eq(pthread_create(&w[i].thread, NULL, worker_main, &w[i]), 0);
+  }
+  while (atomic_load(&ready) < nworkers) tsr_test_sleep_ms(1);
+  /* the forking thread has a heap of its own too */
+  void *mine = tsr_malloc(100);
+  double until = tsr_test_now() + (double)tsr_test_seconds();
+  int done = 0;
+  while (done < forks || tsr_test_now() < until) {
+    tsr_test_sleep_ms(tsr_test_env("TSR_TEST_FORK_GAP_MS", 10));   /* let the workers run */
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0, "fork failed");
+    if (pid == 0) child_work(w, nworkers);
+    int status = 0;
+    /* a child that deadlocked on a lock held at fork time never exits:
+     * give it a deadline */
+    double deadline = tsr_test_now() + 30.0 * (TSR_TEST_SHADOW ? 4 : 1);
+    pid_t got;
+    while ((got = waitpid(pid, &status, WNOHANG)) == 0 && tsr_test_now() < deadline)
+      tsr_test_sleep_ms(5);
+    if (got == 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      atomic_store(&stop, 1);
+      cr_assert_fail("fork child %d hung (deadlock on an allocator lock?)", done);
+    }
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "fork child %d failed: %s %d", done, WIFEXITED(status) ? "exit" : "signal",
+              WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    done++;
+  }
+  atomic_store(&stop, 1);
+  uint64_t ops = 0;
+  for (int i = 0; i < nworkers; i++) {
+    pthread_join(w[i].thread, NULL);
+    ops += atomic_load(&w[i].ops);
+    for (int k = 0; k < HANDOFF; k++) tsr_free(w[i].handoff[k]);
+  }
+  tsr_free(mine);
+  cr_assert_eq(atomic_load(&bad), 0);
+  cr_assert_gt(ops, 0, "the workers never ran");
+  free(w);
+  cr_assert_eq(tsr_check(), 0);
+  tsr_stats_t s = tsr_test_stats();
+  cr_assert_eq(s.allocated, 0);
+}
+
+Test(fork, fork_while_threads_allocate, .timeout = 300) {
+  fork_while_busy((int)tsr_test_threads(), 8);
+}
+
+/* Fork from a single-threaded process, the ordinary case, and fork again
+ * from the child (the child's heap is a working heap). */
+Test(fork, fork_single_threaded_and_nested) {
+  void *p = tsr_malloc(1000);
+  void *l = tsr_malloc(1 << 20);
+  fflush(NULL);
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) {
+    tsr_free(p);
+    tsr_free(l);
+    void *q = tsr_malloc(5000);
+    pid_t grandchild = fork();
+    if (grandchild == 0) {
+      tsr_free(q);
+      if (tsr_check() != 0) _exit(3);
+      _exit(0);
+    }
+    int st = 0;
+    waitpid(grandchild, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) _exit(4);
+    tsr_free(q);
+    _exit(tsr_check() == 0 ? 0 : 5);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+  /* the parent's blocks are untouched by what the child did */
+  cr_assert(tsr_owns(p) && tsr_owns(l));
+  tsr_free(p);
+  tsr_free(l);
+  cr_assert_eq(tsr_check(), 0);
+}
+
+/* A child made while another thread has exited leaving live blocks. */
+static void *leave_blocks(void *arg) {
+  void **out = arg;
+  for (int i = 0; i < 100; i++) out[i] = tsr_malloc((size_t)i * 40 + 1);
+  return NULL;
+}
+
+Test(fork, child_frees_blocks_of_exited_thread) {
+  void *blocks[100];
+  pthread_t t;
+  pthread_create(&t, NULL, leave_blocks, blocks);
+  pthread_join(t, NULL);
+  fflush(NULL);
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) {
+    for (int i = 0; i < 100; i++) tsr_free(blocks[i]);
+    tsr_collect();
+    _exit(tsr_check() == 0 ? 0 : 1);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+  for (int i = 0; i < 100; i++) tsr_free(blocks[i]);
+  cr_assert_eq(tsr_check(), 0);
+  cr_assert_eq(tsr_test_stats().allocated, 0);
+}
