@@ -155,8 +155,7 @@ tsr_page_t *tsri_arena_span_alloc(size_t cls) {
   pg->kind = TSR_SLOT_HEAD;
   pg->cls = (uint8_t)cls;
   pg->span_slots = (uint16_t)n;
-  pg->local = a->bitmaps[first][0];
-  pg->remote = a->bitmaps[first][1];
+  pg->bits = a->bitmaps[first];
   tsri_unlock(&arena_lock);
   return pg;
 }

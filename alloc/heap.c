@@ -30,8 +30,8 @@
 
 /* The page every class of a new heap points at: no free bits, so the fast
  * path falls through to the slow path without a NULL test. */
-static _Atomic(uint64_t) page_empty_bits[TSR_BITMAP_WORDS];
-static tsr_page_t page_empty_desc = { .local = page_empty_bits, .remote = page_empty_bits };
+static _Atomic(uint64_t) page_empty_bits[2 * TSR_BITMAP_WORDS];
+static tsr_page_t page_empty_desc = { .bits = page_empty_bits };
 
 static tsr_heap_t heap_empty = {
   .cur = { [0 ... TSR_CLASS_COUNT - 1] = &page_empty_desc },
@@ -272,11 +272,11 @@ void tsri_heap_free_slow(tsr_heap_t *h, tsr_page_t *pg) {
 }
 
 void tsri_heap_free_remote(tsr_page_t *pg, size_t word, uint64_t mask, void *p) {
-  if (tsr_unlikely(atomic_load_explicit(&pg->local[word], memory_order_relaxed) & mask)) {
+  if (tsr_unlikely(atomic_load_explicit(tsri_local(pg, word), memory_order_relaxed) & mask)) {
     tsri_error("double free of %p (block already free)", p);
     return;
   }
-  uint64_t old = atomic_fetch_or_explicit(&pg->remote[word], mask, memory_order_seq_cst);
+  uint64_t old = atomic_fetch_or_explicit(tsri_remote(pg, word), mask, memory_order_seq_cst);
   if (tsr_unlikely(old & mask)) {
     tsri_error("double free of %p (block already freed by another thread)", p);
     return;

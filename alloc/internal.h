@@ -184,9 +184,9 @@ tsri_hidden void tsri_heap_free_remote(tsr_page_t *pg, size_t word, uint64_t mas
 static inline void *tsri_heap_alloc(tsr_heap_t *h, size_t cls) {
   tsr_page_t *pg = h->cur[cls];
   size_t w = pg->scan;
-  uint64_t bits = atomic_load_explicit(&pg->local[w], memory_order_relaxed);
+  uint64_t bits = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
   if (tsr_unlikely(bits == 0)) return tsri_heap_alloc_slow(h, cls);
-  atomic_store_explicit(&pg->local[w], bits & (bits - 1), memory_order_relaxed);
+  atomic_store_explicit(tsri_local(pg, w), bits & (bits - 1), memory_order_relaxed);
   atomic_store_explicit(&pg->used, atomic_load_explicit(&pg->used, memory_order_relaxed) + 1,
                         memory_order_relaxed);
   return pg->start + (w * 64 + (size_t)__builtin_ctzll(bits)) * pg->block_size;
@@ -201,12 +201,18 @@ static inline void tsri_heap_free_block(tsr_page_t *pg, size_t idx, void *p) {
   size_t w = idx >> 6;
   uint64_t m = (uint64_t)1 << (idx & 63);
   if (tsr_likely((x & ~TSR_PAGE_STATE_MASK) == (uintptr_t)h)) {
-    uint64_t local = atomic_load_explicit(&pg->local[w], memory_order_relaxed);
-    if (tsr_unlikely(((local | atomic_load_explicit(&pg->remote[w], memory_order_relaxed)) & m) != 0)) {
+    uint64_t local = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
+    if (tsr_unlikely(((local | atomic_load_explicit(tsri_remote(pg, w), memory_order_relaxed)) & m) != 0)) {
       tsri_error("double free of %p (block already free)", p);
       return;
     }
-    atomic_store_explicit(&pg->local[w], local | m, memory_order_relaxed);
+    atomic_store_explicit(tsri_local(pg, w), local | m, memory_order_relaxed);
+    /* Reuse the freed block first, and have its line on its way into the
+     * cache by then: a free-list allocator gets that for free by writing
+     * its link into the block; we only prefetch, which can neither fault
+     * nor stall. */
+    pg->scan = (uint32_t)w;
+    __builtin_prefetch(p, 1, 3);
     uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed) - 1;
     atomic_store_explicit(&pg->used, used, memory_order_relaxed);
     if (tsr_unlikely(used == 0 || (x & TSR_PAGE_STATE_MASK) != TSR_PAGE_AVAIL))
@@ -219,8 +225,8 @@ static inline void tsri_heap_free_block(tsr_page_t *pg, size_t idx, void *p) {
 /* Is block idx of pg free (in either bitmap)?  For checks on user input. */
 static inline bool tsri_block_is_free(const tsr_page_t *pg, size_t idx) {
   uint64_t m = (uint64_t)1 << (idx & 63);
-  return ((atomic_load_explicit(&pg->local[idx >> 6], memory_order_relaxed) |
-           atomic_load_explicit(&pg->remote[idx >> 6], memory_order_relaxed)) & m) != 0;
+  return ((atomic_load_explicit(tsri_local(pg, idx >> 6), memory_order_relaxed) |
+           atomic_load_explicit(tsri_remote(pg, idx >> 6), memory_order_relaxed)) & m) != 0;
 }
 
 /* A remote free hit a page whose owner exited. */

@@ -27,30 +27,30 @@ void tsri_page_init(tsr_page_t *pg, size_t cls) {
   size_t full_words = c->capacity / 64, rest = c->capacity % 64;
   for (size_t w = 0; w < TSR_BITMAP_WORDS; w++) {
     uint64_t bits = w < full_words ? ~(uint64_t)0 : (w == full_words && rest ? ((uint64_t)1 << rest) - 1 : 0);
-    atomic_store_explicit(&pg->local[w], bits, memory_order_relaxed);
-    atomic_store_explicit(&pg->remote[w], 0, memory_order_relaxed);
+    atomic_store_explicit(tsri_local(pg, w), bits, memory_order_relaxed);
+    atomic_store_explicit(tsri_remote(pg, w), 0, memory_order_relaxed);
   }
 }
 
 void tsri_page_recount(tsr_page_t *pg) {
   uint32_t free_blocks = 0;
   for (size_t w = 0, n = page_words(pg); w < n; w++)
-    free_blocks += (uint32_t)__builtin_popcountll(atomic_load_explicit(&pg->local[w], memory_order_relaxed));
+    free_blocks += (uint32_t)__builtin_popcountll(atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed));
   atomic_store_explicit(&pg->used, pg->capacity - free_blocks, memory_order_relaxed);
 }
 
 bool tsri_page_has_remote(const tsr_page_t *pg) {
   for (size_t w = 0, n = page_words(pg); w < n; w++)
-    if (atomic_load_explicit(&pg->remote[w], memory_order_seq_cst) != 0) return true;
+    if (atomic_load_explicit(tsri_remote(pg, w), memory_order_seq_cst) != 0) return true;
   return false;
 }
 
 uint32_t tsri_page_collect(tsr_page_t *pg) {
   uint32_t back = 0;
   for (size_t w = 0, n = page_words(pg); w < n; w++) {
-    if (atomic_load_explicit(&pg->remote[w], memory_order_relaxed) == 0) continue;
-    uint64_t bits = atomic_exchange_explicit(&pg->remote[w], 0, memory_order_acquire);
-    uint64_t local = atomic_load_explicit(&pg->local[w], memory_order_relaxed);
+    if (atomic_load_explicit(tsri_remote(pg, w), memory_order_relaxed) == 0) continue;
+    uint64_t bits = atomic_exchange_explicit(tsri_remote(pg, w), 0, memory_order_acquire);
+    uint64_t local = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
     uint64_t twice = bits & local;
     if (tsr_unlikely(twice != 0)) {
       /* freed by the owner and by another thread at the same time */
@@ -59,7 +59,7 @@ uint32_t tsri_page_collect(tsr_page_t *pg) {
                  (void *)(pg->start + idx * pg->block_size));
       bits &= ~twice;
     }
-    atomic_store_explicit(&pg->local[w], local | bits, memory_order_relaxed);
+    atomic_store_explicit(tsri_local(pg, w), local | bits, memory_order_relaxed);
     back += (uint32_t)__builtin_popcountll(bits);
   }
   if (back != 0) {
@@ -72,7 +72,7 @@ uint32_t tsri_page_collect(tsr_page_t *pg) {
 /* Point scan at the first word from `from` with a free block. */
 static bool page_find(tsr_page_t *pg, size_t from) {
   for (size_t w = from, n = page_words(pg); w < n; w++) {
-    if (atomic_load_explicit(&pg->local[w], memory_order_relaxed) != 0) {
+    if (atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed) != 0) {
       pg->scan = (uint32_t)w;
       return true;
     }
@@ -89,8 +89,8 @@ bool tsri_page_refill(tsr_page_t *pg) {
 size_t tsri_page_check(const tsr_page_t *pg) {
   size_t bad = 0, free_bits = 0, n = page_words(pg);
   for (size_t w = 0; w < TSR_BITMAP_WORDS; w++) {
-    uint64_t local = atomic_load_explicit(&pg->local[w], memory_order_relaxed);
-    uint64_t remote = atomic_load_explicit(&pg->remote[w], memory_order_relaxed);
+    uint64_t local = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
+    uint64_t remote = atomic_load_explicit(tsri_remote(pg, w), memory_order_relaxed);
     uint64_t valid = w < n ? (w + 1 < n || pg->capacity % 64 == 0 ? ~(uint64_t)0
                                                                   : ((uint64_t)1 << (pg->capacity % 64)) - 1)
                            : 0;

@@ -16,7 +16,8 @@
  * other slots of the span point back at it.  Block i starts at
  * start + i * block_size.  Two bitmaps, out of band, say which blocks are
  * free: `local` (owned by the owning thread) and `remote` (set atomically by
- * other threads that free into the page, merged into local by the owner).
+ * other threads that free into the page, merged into local by the owner),
+ * stored as interleaved word pairs.
  *   invariant (owner's view): popcount(local) + used == capacity
  *   invariant: local & remote == 0 (a block is freed at most once)
  * See page.c.
@@ -90,6 +91,7 @@ enum {
 struct tsr_heap_s;
 
 typedef struct tsr_page_s {
+  /* The first 64 bytes are what the free fast path reads (internal.h). */
   /* Set when the span is carved (arena lock held), fixed while in use. */
   uint8_t kind;                     /* TSR_SLOT_*; meaningful for every slot */
   uint8_t cls;                      /* size class index, HEAD only */
@@ -97,21 +99,26 @@ typedef struct tsr_page_s {
   uint16_t head_slot;               /* TAIL: slot index of the head */
   uint16_t capacity;                /* blocks in the span, <= TSR_PAGE_MAX_BLOCKS */
   uint32_t block_size;              /* bytes, a multiple of TSR_MIN_ALIGN */
+  uint32_t scan;                    /* owner: first bitmap word that may have a free
+                                       block; the word of the last free (LIFO reuse) */
   uint64_t magic;                   /* ceil(2^TSR_MAGIC_SHIFT / block_size) */
   uint8_t *start;                   /* address of block 0 = address of the slot */
-  /* Owner only (or the abandoned-list lock holder when owner is gone). */
-  _Atomic uint32_t used;            /* live blocks incl. remote frees not yet merged;
-                                       relaxed atomic so stats can read it */
-  uint32_t scan;                    /* first local bitmap word that may be non-zero */
-  struct tsr_page_s *next, *prev;   /* links in the owner's queue / abandoned list */
-  _Atomic(uint64_t) *local;         /* free bitmap, owner's (relaxed atomics) */
-  _Atomic(uint64_t) *remote;        /* free bitmap, other threads' (fetch_or) */
-  /* Shared. */
+  _Atomic(uint64_t) *bits;          /* free bitmaps, word pairs: [2w] local (owner's,
+                                       relaxed), [2w+1] remote (others', fetch_or) */
   _Atomic uintptr_t xowner;         /* owning heap | TSR_PAGE_* state */
+  _Atomic uint32_t used;            /* owner: live blocks incl. remote frees not yet
+                                       merged; relaxed atomic so stats can read it */
+  uint32_t freed_at_ms;             /* FREE slots: clock when freed (low 32 bits),
+                                       arena lock held */
+  /* Owner only (or the abandoned-list lock holder when owner is gone). */
+  struct tsr_page_s *next, *prev;   /* links in the owner's queue / abandoned list */
   struct tsr_page_s *notify_next;   /* link in the owner's notify stack */
-  /* Arena bookkeeping, arena lock held. */
-  uint32_t freed_at_ms;             /* FREE slots: clock when freed (low 32 bits) */
-} tsr_page_t;
+} __attribute__((aligned(64))) tsr_page_t;
+
+/* The local and remote free words w of a page: side by side, so a free
+ * that checks both touches one cache line. */
+static inline _Atomic(uint64_t) *tsri_local(const tsr_page_t *pg, size_t w) { return &pg->bits[2 * w]; }
+static inline _Atomic(uint64_t) *tsri_remote(const tsr_page_t *pg, size_t w) { return &pg->bits[2 * w + 1]; }
 
 /* ---- arena ------------------------------------------------------------- */
 
@@ -123,7 +130,7 @@ typedef struct tsr_arena_s {
   uint64_t commit_map[TSR_ARENA_SLOTS / 64];     /* bit set: slot committed */
   uint64_t dirty_map[TSR_ARENA_SLOTS / 64];      /* FREE and committed, awaiting purge */
   tsr_page_t pages[TSR_ARENA_SLOTS];             /* one descriptor per slot */
-  _Atomic(uint64_t) bitmaps[TSR_ARENA_SLOTS][2][TSR_BITMAP_WORDS]; /* local, remote */
+  _Atomic(uint64_t) bitmaps[TSR_ARENA_SLOTS][2 * TSR_BITMAP_WORDS]; /* see tsr_page_t.bits */
 } tsr_arena_t;
 
 #define TSR_ARENA_META_SLOTS ((sizeof(tsr_arena_t) + TSR_SLOT_SIZE - 1) / TSR_SLOT_SIZE)
