@@ -7,6 +7,8 @@
  * in a small cache for TESSERA_PURGE_DELAY_MS, so that a program that
  * allocates and frees big buffers in a loop does not pay an mmap, the page
  * faults and a munmap per iteration; the purge releases it after the delay.
+ * The cache holds at most an eighth of the live large bytes (at least
+ * 32 MiB, at most TESSERA_LARGE_CACHE_MB), so it adds little to peak RSS.
  * realloc moves big blocks with mremap, without copying, where the OS can.
  *
  * large_lock guards the table and the cache.
@@ -89,21 +91,47 @@ static void large_release(uintptr_t base, size_t mapped) {
   large_mapped_bytes -= mapped;
 }
 
-/* A cached mapping of at least need bytes and not much more, or 0. */
+/* Reuse a cached mapping for a block of need bytes: the smallest one that
+ * is big enough, else the biggest one, resized with mremap where the OS can
+ * (a shrink gives the tail back at once, a grow keeps the pages already
+ * faulted in).  Returns its base and sets *mapped, or 0.  Lock held. */
 static uintptr_t large_cache_take(size_t need, size_t *mapped) {
-  size_t best = LARGE_CACHE_SLOTS;
+  size_t fit = LARGE_CACHE_SLOTS, big = LARGE_CACHE_SLOTS;
   for (size_t i = 0; i < LARGE_CACHE_SLOTS; i++) {
     size_t m = large_cache[i].mapped;
-    if (large_cache[i].base != 0 && m >= need && m - need <= need / 4 &&
-        (best == LARGE_CACHE_SLOTS || m < large_cache[best].mapped))
-      best = i;
+    if (large_cache[i].base == 0) continue;
+    if (m >= need && (fit == LARGE_CACHE_SLOTS || m < large_cache[fit].mapped)) fit = i;
+    if (big == LARGE_CACHE_SLOTS || m > large_cache[big].mapped) big = i;
   }
-  if (best == LARGE_CACHE_SLOTS) return 0;
-  uintptr_t base = large_cache[best].base;
-  *mapped = large_cache[best].mapped;
-  large_cache[best].base = 0;
-  large_cached_bytes -= *mapped;
-  return base;
+  size_t pick = fit != LARGE_CACHE_SLOTS ? fit : big;
+  if (pick == LARGE_CACHE_SLOTS) return 0;
+  uintptr_t base = large_cache[pick].base;
+  size_t have = large_cache[pick].mapped;
+  bool resize = have < need || have - need > need / 4;
+  void *moved = (void *)base;
+  if (resize && tsri_os_remap((void *)base, have, need, &moved) != 0) {
+    if (have < need) return 0;   /* cannot grow it here: leave it cached */
+    moved = (void *)base;         /* a little too big: use it as it is */
+    resize = false;
+  }
+  large_cache[pick].base = 0;
+  large_cached_bytes -= have;
+  large_mapped_bytes -= have;
+  *mapped = resize ? need : have;
+  large_mapped_bytes += *mapped;
+  tsri_count(&tsri_counters.committed, (int64_t)*mapped - (int64_t)have);
+  tsri_count(&tsri_counters.reserved, (int64_t)*mapped - (int64_t)have);
+  return (uintptr_t)moved;
+}
+
+/* Bytes of freed mappings the cache may hold: an eighth of the live large
+ * bytes (at least 32 MiB, so that one big buffer freed and allocated again in a
+ * loop stays cached), capped by TESSERA_LARGE_CACHE_MB.  Lock held. */
+static size_t large_cache_budget(void) {
+  size_t cap = (size_t)tsri_option(TSRI_OPT_LARGE_CACHE_MB) << 20;
+  size_t rel = (size_t)(large_live_bytes / 8);
+  if (rel < ((size_t)32 << 20)) rel = (size_t)32 << 20;
+  return rel < cap ? rel : cap;
 }
 
 void *tsri_large_alloc(size_t size, size_t align, bool zero) {
@@ -149,7 +177,6 @@ void *tsri_large_alloc(size_t size, size_t align, bool zero) {
 bool tsri_large_free(void *p) {
   uintptr_t block = (uintptr_t)p;
   int64_t delay = tsri_option(TSRI_OPT_PURGE_DELAY_MS);
-  size_t cache_max = (size_t)tsri_option(TSRI_OPT_LARGE_CACHE_MB) << 20;
   tsri_lock(&large_lock);
   if (large_capacity == 0) { tsri_unlock(&large_lock); return false; }
   size_t i = large_find(block);
@@ -159,6 +186,7 @@ bool tsri_large_free(void *p) {
   large_live_bytes -= e.usable;
   uintptr_t drop_base = e.base;
   size_t drop_mapped = e.mapped;
+  size_t cache_max = large_cache_budget();
   if (delay != 0 && e.mapped <= cache_max) {
     /* keep it: evict the oldest entries until it fits */
     while (large_cached_bytes + e.mapped > cache_max) {

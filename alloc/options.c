@@ -24,8 +24,9 @@ static const option_desc_t option_table[TSRI_OPT_COUNT] = {
   /* What a bad free/realloc does after its message: abort (as glibc) or
    * continue (ignore the call). */
   [TSRI_OPT_ON_ERROR] = { "TESSERA_ON_ERROR", TSRI_ON_ERROR_ABORT, 0, 1, on_error_words },
-  /* MiB of freed large blocks kept mapped for reuse within the purge delay;
-   * 0 releases them on free. */
+  /* Cap, in MiB, on freed large blocks kept mapped for reuse within the
+   * purge delay (the cache also stays below 1/8 of the live large bytes,
+   * or 32 MiB); 0 releases them on free. */
   [TSRI_OPT_LARGE_CACHE_MB] = { "TESSERA_LARGE_CACHE_MB", 256, 0, 65536, NULL },
 };
 
