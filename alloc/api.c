@@ -219,6 +219,7 @@ int tsr_owns(const void *p) {
 void tsr_collect(void) {
   tsri_init();
   tsri_heap_collect();
-  tsri_arena_purge(true);
+  while (tsri_arena_purge(true) != 0) {
+  }
   tsri_large_purge(true);
 }

@@ -6,10 +6,10 @@
  * for the purge delay.  Leaves to page.c what happens inside a span and to
  * heap.c which thread owns it.
  *
- * Every function here except the registry lookup (internal.h) holds
- * arena_lock; it guards the arena list and every arena's slot maps.  The
- * lock is taken only when a heap needs a new page or gives one back, not
- * per block.
+ * arena_lock guards the arena list and every arena's slot maps.  It is
+ * taken only when a heap needs a new page or gives one back, not per
+ * block, and never held across an OS call: slots being committed or
+ * decommitted are out of the free map meanwhile, so nobody else takes them.
  *
  * Span placement: a one-slot span reuses a free slot that is still
  * committed when there is one (no syscall, no page faults); otherwise first
@@ -101,32 +101,34 @@ static size_t arena_find_run(const tsr_arena_t *a, size_t n) {
   return 0;
 }
 
-/* Commit the slots of [first, first+n) that are not committed, in runs.
- * Arena lock held. */
-static int arena_commit_range(tsr_arena_t *a, size_t first, size_t n) {
-  size_t i = first, end = first + n;
-  while (i < end) {
-    if (map_get(a->commit_map, i)) { i++; continue; }
-    size_t j = i;
-    while (j < end && !map_get(a->commit_map, j)) j++;
-    if (tsri_os_commit(arena_slot_addr(a, i), (j - i) * TSR_SLOT_SIZE) != 0) return ENOMEM;
-    tsri_count(&tsri_counters.os_commits, 1);
-    tsri_count(&tsri_counters.committed, (int64_t)((j - i) * TSR_SLOT_SIZE));
-    for (size_t k = i; k < j; k++) map_set(a->commit_map, k);
-    i = j;
-  }
-  return 0;
-}
+/* A run of slots to commit or decommit once the arena lock is released:
+ * the OS calls take microseconds, and other threads carving or returning
+ * spans must not wait behind them. */
+typedef struct slot_run_s {
+  tsr_arena_t *arena;
+  size_t first, n;
+} slot_run_t;
 
-/* Decommit the slots [first, first+n), all free and committed.  Arena
- * lock held. */
-static void arena_decommit_range(tsr_arena_t *a, size_t first, size_t n) {
-  if (tsri_os_decommit(arena_slot_addr(a, first), n * TSR_SLOT_SIZE) != 0) return;
-  tsri_count(&tsri_counters.os_decommits, 1);
-  tsri_count(&tsri_counters.committed, -(int64_t)(n * TSR_SLOT_SIZE));
-  for (size_t k = first; k < first + n; k++) {
-    map_clear(a->commit_map, k);
-    map_clear(a->dirty_map, k);
+/* Decommit the runs and give their slots back as free and uncommitted.
+ * The caller took the slots out of the free map, so nobody carves them
+ * meanwhile.  Lock not held. */
+static void arena_decommit_runs(const slot_run_t *runs, size_t count) {
+  for (size_t r = 0; r < count; r++) {
+    tsr_arena_t *a = runs[r].arena;
+    bool ok = tsri_os_decommit(arena_slot_addr(a, runs[r].first), runs[r].n * TSR_SLOT_SIZE) == 0;
+    if (ok) {
+      tsri_count(&tsri_counters.os_decommits, 1);
+      tsri_count(&tsri_counters.committed, -(int64_t)(runs[r].n * TSR_SLOT_SIZE));
+    }
+    tsri_lock(&arena_lock);
+    for (size_t k = runs[r].first; k < runs[r].first + runs[r].n; k++) {
+      map_set(a->free_map, k);
+      map_clear(a->transit_map, k);
+      if (ok) map_clear(a->commit_map, k);
+      else map_set(a->dirty_map, k);
+    }
+    a->free_slots += runs[r].n;
+    tsri_unlock(&arena_lock);
   }
 }
 
@@ -143,14 +145,46 @@ tsr_page_t *tsri_arena_span_alloc(size_t cls) {
     if (a == NULL) { tsri_unlock(&arena_lock); return NULL; }
     first = arena_find_run(a, n);
   }
-  if (arena_commit_range(a, first, n) != 0) { tsri_unlock(&arena_lock); return NULL; }
+  /* claim the slots; those not committed yet are committed below, outside
+   * the lock */
+  slot_run_t todo[TSR_SPAN_MAX_SLOTS];
+  size_t runs = 0;
   for (size_t k = first; k < first + n; k++) {
     map_clear(a->free_map, k);
     map_clear(a->dirty_map, k);
+    map_set(a->transit_map, k);
+    if (!map_get(a->commit_map, k)) {
+      if (runs > 0 && todo[runs - 1].first + todo[runs - 1].n == k) todo[runs - 1].n++;
+      else todo[runs++] = (slot_run_t){ a, k, 1 };
+      map_set(a->commit_map, k);
+    }
+  }
+  a->free_slots -= n;
+  tsri_unlock(&arena_lock);
+  for (size_t r = 0; r < runs; r++) {
+    if (tsri_os_commit(arena_slot_addr(a, todo[r].first), todo[r].n * TSR_SLOT_SIZE) != 0) {
+      /* give the span back: the slots committed before as dirty, the rest not */
+      tsri_lock(&arena_lock);
+      for (size_t q = r; q < runs; q++)
+        for (size_t k = todo[q].first; k < todo[q].first + todo[q].n; k++) map_clear(a->commit_map, k);
+      for (size_t k = first; k < first + n; k++) {
+        map_set(a->free_map, k);
+        map_clear(a->transit_map, k);
+        if (map_get(a->commit_map, k)) map_set(a->dirty_map, k);
+      }
+      a->free_slots += n;
+      tsri_unlock(&arena_lock);
+      return NULL;
+    }
+    tsri_count(&tsri_counters.os_commits, 1);
+    tsri_count(&tsri_counters.committed, (int64_t)(todo[r].n * TSR_SLOT_SIZE));
+  }
+  tsri_lock(&arena_lock);
+  for (size_t k = first; k < first + n; k++) {
+    map_clear(a->transit_map, k);
     a->pages[k].kind = TSR_SLOT_TAIL;
     a->pages[k].head_slot = (uint16_t)first;
   }
-  a->free_slots -= n;
   tsr_page_t *pg = &a->pages[first];
   pg->kind = TSR_SLOT_HEAD;
   pg->cls = (uint8_t)cls;
@@ -179,7 +213,16 @@ void tsri_arena_span_free(tsr_page_t *pg) {
   }
   a->free_slots += n;
   if (delay == 0) {
-    arena_decommit_range(a, first, n);
+    for (size_t k = first; k < first + n; k++) {
+      map_clear(a->free_map, k);
+      map_clear(a->dirty_map, k);
+      map_set(a->transit_map, k);
+    }
+    a->free_slots -= n;
+    tsri_unlock(&arena_lock);
+    slot_run_t run = { a, first, n };
+    arena_decommit_runs(&run, 1);
+    return;
   } else if (delay > 0 && atomic_load_explicit(&arena_next_purge_ms, memory_order_relaxed) == 0) {
     atomic_store_explicit(&arena_next_purge_ms, (uint64_t)now + (uint64_t)delay,
                           memory_order_relaxed);
@@ -193,7 +236,8 @@ size_t tsri_arena_purge(bool force) {
   uint64_t now64 = tsri_os_clock_ms();
   if (!force && (delay < 0 || due == 0 || now64 < due)) return 0;
   uint32_t now = (uint32_t)now64;
-  size_t purged = 0;
+  slot_run_t runs[32];
+  size_t count = 0, purged = 0;
   uint64_t next = 0;
   tsri_lock(&arena_lock);
   for (tsr_arena_t *a = arena_list; a != NULL; a = a->next) {
@@ -206,19 +250,27 @@ size_t tsri_arena_purge(bool force) {
       while (j < TSR_ARENA_SLOTS && map_get(a->dirty_map, j) &&
              (force || (uint32_t)(now - a->pages[j].freed_at_ms) >= (uint64_t)delay))
         j++;
-      if (j > i) {
-        arena_decommit_range(a, i, j - i);
+      if (j > i && count < sizeof runs / sizeof runs[0]) {
+        for (size_t k = i; k < j; k++) {   /* out of the free map until decommitted */
+          map_clear(a->free_map, k);
+          map_clear(a->dirty_map, k);
+          map_set(a->transit_map, k);
+        }
+        a->free_slots -= j - i;
+        runs[count++] = (slot_run_t){ a, i, j - i };
         purged += j - i;
         i = j;
       } else {
-        uint64_t at = now64 + (uint64_t)delay - (uint32_t)(now - a->pages[i].freed_at_ms);
+        /* too young, or this pass is full: come back for it */
+        uint64_t at = j > i ? now64 : now64 + (uint64_t)delay - (uint32_t)(now - a->pages[i].freed_at_ms);
         if (next == 0 || at < next) next = at;
-        i++;
+        i = j > i ? j : i + 1;
       }
     }
   }
   atomic_store_explicit(&arena_next_purge_ms, next, memory_order_relaxed);
   tsri_unlock(&arena_lock);
+  arena_decommit_runs(runs, count);
   return purged;
 }
 
@@ -230,6 +282,7 @@ size_t tsri_arena_check(tsr_arena_t *a) {
     const tsr_page_t *pg = &a->pages[i];
     bool is_free = map_get(a->free_map, i);
     free_count += is_free;
+    if (map_get(a->transit_map, i)) continue;   /* an OS call on it is under way */
     if (i < a->meta_slots) {
       if (pg->kind != TSR_SLOT_META || is_free) {
         tsri_warning("check: arena %p slot %zu should hold records", (void *)a, i);

@@ -72,7 +72,13 @@ static inline void tsri_lock(tsri_lock_t *l) {
     if (atomic_load_explicit(&l->held, memory_order_relaxed) == 0 &&
         atomic_exchange_explicit(&l->held, 1, memory_order_acquire) == 0)
       return;
-    if (spins >= 64) tsri_os_yield();
+    if (spins < 256) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    } else {
+      tsri_os_yield();
+    }
   }
 }
 

@@ -15,7 +15,7 @@
  */
 #include "internal.h"
 
-#define LARGE_CACHE_SLOTS 16
+#define LARGE_CACHE_SLOTS 64
 
 typedef struct large_cached_s {
   uintptr_t base;
@@ -83,12 +83,31 @@ static void large_remove_at(size_t i) {
   }
 }
 
-static void large_release(uintptr_t base, size_t mapped) {
-  tsri_os_release((void *)base, mapped);
-  tsri_count(&tsri_counters.os_releases, 1);
-  tsri_count(&tsri_counters.committed, -(int64_t)mapped);
-  tsri_count(&tsri_counters.reserved, -(int64_t)mapped);
+/* Mappings to give back once large_lock is released: munmap takes long
+ * (it flushes TLBs on every CPU) and must not stall other threads' large
+ * allocations. */
+typedef struct large_drop_s {
+  size_t count;
+  uintptr_t base[2 * LARGE_CACHE_SLOTS + 2];
+  size_t mapped[2 * LARGE_CACHE_SLOTS + 2];
+} large_drop_t;
+
+/* Forget a mapping now, release it in large_drop_flush.  Lock held. */
+static void large_release(large_drop_t *drop, uintptr_t base, size_t mapped) {
   large_mapped_bytes -= mapped;
+  drop->base[drop->count] = base;
+  drop->mapped[drop->count] = mapped;
+  drop->count++;
+}
+
+/* Lock not held. */
+static void large_drop_flush(const large_drop_t *drop) {
+  for (size_t i = 0; i < drop->count; i++) {
+    tsri_os_release((void *)drop->base[i], drop->mapped[i]);
+    tsri_count(&tsri_counters.os_releases, 1);
+    tsri_count(&tsri_counters.committed, -(int64_t)drop->mapped[i]);
+    tsri_count(&tsri_counters.reserved, -(int64_t)drop->mapped[i]);
+  }
 }
 
 /* Reuse a cached mapping for a block of need bytes: the smallest one that
@@ -122,6 +141,19 @@ static uintptr_t large_cache_take(size_t need, size_t *mapped) {
   tsri_count(&tsri_counters.committed, (int64_t)*mapped - (int64_t)have);
   tsri_count(&tsri_counters.reserved, (int64_t)*mapped - (int64_t)have);
   return (uintptr_t)moved;
+}
+
+/* Drop cached mappings older than the purge delay (all when force).  Lock
+ * held. */
+static void large_cache_expire(bool force, int64_t delay, large_drop_t *drop) {
+  uint64_t now = tsri_os_clock_ms();
+  for (size_t k = 0; k < LARGE_CACHE_SLOTS; k++) {
+    if (large_cache[k].base != 0 && (force || now - large_cache[k].freed_at_ms >= (uint64_t)delay)) {
+      large_release(drop, large_cache[k].base, large_cache[k].mapped);
+      large_cached_bytes -= large_cache[k].mapped;
+      large_cache[k].base = 0;
+    }
+  }
 }
 
 /* Bytes of freed mappings the cache may hold: an eighth of the live large
@@ -158,8 +190,10 @@ void *tsri_large_alloc(size_t size, size_t align, bool zero) {
   tsri_lock(&large_lock);
   if (fresh) large_mapped_bytes += mapped;
   if (large_count + 1 > large_capacity / 2 && !large_grow()) {
-    large_release(base, mapped);
+    large_drop_t drop = { 0 };
+    large_release(&drop, base, mapped);
     tsri_unlock(&large_lock);
+    large_drop_flush(&drop);
     errno = ENOMEM;
     return NULL;
   }
@@ -177,6 +211,7 @@ void *tsri_large_alloc(size_t size, size_t align, bool zero) {
 bool tsri_large_free(void *p) {
   uintptr_t block = (uintptr_t)p;
   int64_t delay = tsri_option(TSRI_OPT_PURGE_DELAY_MS);
+  large_drop_t drop = { 0 };
   tsri_lock(&large_lock);
   if (large_capacity == 0) { tsri_unlock(&large_lock); return false; }
   size_t i = large_find(block);
@@ -187,6 +222,8 @@ bool tsri_large_free(void *p) {
   uintptr_t drop_base = e.base;
   size_t drop_mapped = e.mapped;
   size_t cache_max = large_cache_budget();
+  if (delay > 0) large_cache_expire(false, delay, &drop);   /* a program with no small
+                                                              allocations purges here */
   if (delay != 0 && e.mapped <= cache_max) {
     /* keep it: evict the oldest entries until it fits */
     while (large_cached_bytes + e.mapped > cache_max) {
@@ -195,7 +232,7 @@ bool tsri_large_free(void *p) {
         if (large_cache[k].base != 0 &&
             (oldest == LARGE_CACHE_SLOTS || large_cache[k].freed_at_ms < large_cache[oldest].freed_at_ms))
           oldest = k;
-      large_release(large_cache[oldest].base, large_cache[oldest].mapped);
+      large_release(&drop, large_cache[oldest].base, large_cache[oldest].mapped);
       large_cached_bytes -= large_cache[oldest].mapped;
       large_cache[oldest].base = 0;
     }
@@ -206,7 +243,7 @@ bool tsri_large_free(void *p) {
     }
     if (slot == LARGE_CACHE_SLOTS) {
       slot = oldest;
-      large_release(large_cache[slot].base, large_cache[slot].mapped);
+      large_release(&drop, large_cache[slot].base, large_cache[slot].mapped);
       large_cached_bytes -= large_cache[slot].mapped;
     }
     large_cache[slot].base = e.base;
@@ -215,24 +252,20 @@ bool tsri_large_free(void *p) {
     large_cached_bytes += e.mapped;
     drop_base = 0;
   }
-  if (drop_base != 0) large_release(drop_base, drop_mapped);
+  if (drop_base != 0) large_release(&drop, drop_base, drop_mapped);
   tsri_unlock(&large_lock);
+  large_drop_flush(&drop);
   return true;
 }
 
 void tsri_large_purge(bool force) {
   int64_t delay = tsri_option(TSRI_OPT_PURGE_DELAY_MS);
   if (!force && delay < 0) return;
-  uint64_t now = tsri_os_clock_ms();
+  large_drop_t drop = { 0 };
   tsri_lock(&large_lock);
-  for (size_t k = 0; k < LARGE_CACHE_SLOTS; k++) {
-    if (large_cache[k].base != 0 && (force || now - large_cache[k].freed_at_ms >= (uint64_t)delay)) {
-      large_release(large_cache[k].base, large_cache[k].mapped);
-      large_cached_bytes -= large_cache[k].mapped;
-      large_cache[k].base = 0;
-    }
-  }
+  large_cache_expire(force, delay, &drop);
   tsri_unlock(&large_lock);
+  large_drop_flush(&drop);
 }
 
 size_t tsri_large_usable(const void *p) {

@@ -129,6 +129,8 @@ typedef struct tsr_arena_s {
   uint64_t free_map[TSR_ARENA_SLOTS / 64];       /* bit set: slot is FREE */
   uint64_t commit_map[TSR_ARENA_SLOTS / 64];     /* bit set: slot committed */
   uint64_t dirty_map[TSR_ARENA_SLOTS / 64];      /* FREE and committed, awaiting purge */
+  uint64_t transit_map[TSR_ARENA_SLOTS / 64];    /* being committed or decommitted
+                                                    outside the lock (arena.c) */
   tsr_page_t pages[TSR_ARENA_SLOTS];             /* one descriptor per slot */
   _Atomic(uint64_t) bitmaps[TSR_ARENA_SLOTS][2 * TSR_BITMAP_WORDS]; /* see tsr_page_t.bits */
 } tsr_arena_t;
