@@ -135,6 +135,7 @@ static tsr_heap_t *heap_acquire(void) {
   atomic_store_explicit(&h->notify, NULL, memory_order_relaxed);
   h->thread_id = tsri_os_thread_id();
   h->slow_calls = 0;
+  h->next_trim_ms = 0;
   return h;
 }
 
@@ -211,10 +212,31 @@ static tsr_page_t *heap_adopt(tsr_heap_t *h, size_t cls) {
   return pg;
 }
 
+/* Give back the free OS pages inside our pages that are not current
+ * (TESSERA_TRIM_MS).  Owner only: nobody else may hand out their free
+ * blocks meanwhile.  Off by default: on a churning heap the trimmed pages
+ * are soon refilled and faulted back in (the demo: 27 % less peak RSS,
+ * 25 % more time with a 10 ms interval). */
+static void heap_trim(tsr_heap_t *h, bool force) {
+  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
+    tsr_page_t *pg = h->avail[c].first;
+    if (pg == NULL) continue;
+    for (pg = pg->next; pg != NULL; pg = pg->next) tsri_page_trim(pg, force);
+  }
+}
+
 static void heap_maybe_purge(tsr_heap_t *h) {
   if ((++h->slow_calls & 15) == 0) {
     tsri_arena_purge(false);
     tsri_large_purge(false);
+    int64_t every = tsri_option(TSRI_OPT_TRIM_MS);
+    if (every > 0) {
+      uint64_t now = tsri_os_clock_ms();
+      if (now >= h->next_trim_ms) {
+        h->next_trim_ms = now + (uint64_t)every;
+        heap_trim(h, false);
+      }
+    }
   }
 }
 
@@ -405,6 +427,8 @@ void tsri_heap_collect(void) {
         if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0) {
           queue_remove(&h->avail[c], pg);
           heap_retire(pg);
+        } else {
+          tsri_page_trim(pg, true);
         }
         pg = next;
       }
@@ -421,6 +445,8 @@ void tsri_heap_collect(void) {
         queue_remove(&abandoned[c], pg);
         atomic_fetch_sub_explicit(&abandoned_count[c], 1, memory_order_relaxed);
         heap_retire(pg);
+      } else {
+        tsri_page_trim(pg, true);   /* nobody allocates from it: we hold the lock */
       }
       pg = next;
     }

@@ -49,6 +49,7 @@ typedef enum tsri_option_e {
   TSRI_OPT_PURGE_DELAY_MS,
   TSRI_OPT_ON_ERROR,
   TSRI_OPT_LARGE_CACHE_MB,
+  TSRI_OPT_TRIM_MS,
   TSRI_OPT_COUNT
 } tsri_option_t;
 
@@ -165,6 +166,11 @@ tsri_hidden uint32_t tsri_page_collect(tsr_page_t *pg);
  * if needed; false when the page has no free block at all. */
 tsri_hidden bool tsri_page_refill(tsr_page_t *pg);
 tsri_hidden size_t tsri_page_check(const tsr_page_t *pg);
+/* Give back the OS pages that lie wholly inside runs of free blocks of pg,
+ * when `used` fell by at least an eighth of the capacity since the last
+ * trim (always when force).  Caller: the owner, for a page it does not
+ * allocate from right now.  Returns the bytes given back. */
+tsri_hidden size_t tsri_page_trim(tsr_page_t *pg, bool force);
 /* Set used from the local bitmap (capacity minus free bits). */
 tsri_hidden void tsri_page_recount(tsr_page_t *pg);
 tsri_hidden bool tsri_page_has_remote(const tsr_page_t *pg);
@@ -264,7 +270,7 @@ tsri_hidden void tsri_large_fork_child(void);
 
 /* ---- stats (stats.c) ------------------------------------------------------ */
 
-#define TSRI_OS_COUNTERS(X) X(os_commits) X(os_decommits) X(os_reserves) X(os_releases)
+#define TSRI_OS_COUNTERS(X) X(os_commits) X(os_decommits) X(os_reserves) X(os_releases) X(os_resets)
 typedef struct tsri_os_counters_s {
 #define TSRI_DECLARE(name) _Atomic uint64_t name;
   TSRI_OS_COUNTERS(TSRI_DECLARE)

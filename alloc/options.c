@@ -28,6 +28,10 @@ static const option_desc_t option_table[TSRI_OPT_COUNT] = {
    * purge delay (the cache also stays below 1/8 of the live large bytes,
    * or 32 MiB); 0 releases them on free. */
   [TSRI_OPT_LARGE_CACHE_MB] = { "TESSERA_LARGE_CACHE_MB", 256, 0, 65536, NULL },
+  /* Milliseconds between two passes in which a thread gives back the OS
+   * pages lying wholly inside free blocks of its partly used pages; 0: no
+   * such passes (tsr_collect still does one). */
+  [TSRI_OPT_TRIM_MS] = { "TESSERA_TRIM_MS", 0, 0, 3600000, NULL },
 };
 
 static _Atomic int64_t option_value[TSRI_OPT_COUNT];

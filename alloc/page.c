@@ -22,6 +22,7 @@ void tsri_page_init(tsr_page_t *pg, size_t cls) {
   pg->magic = (((uint64_t)1 << TSR_MAGIC_SHIFT) / c->block_size) + 1;
   atomic_store_explicit(&pg->used, 0, memory_order_relaxed);
   pg->scan = 0;
+  pg->trimmed_at_used = c->capacity;
   pg->next = pg->prev = NULL;
   pg->notify_next = NULL;
   size_t full_words = c->capacity / 64, rest = c->capacity % 64;
@@ -30,6 +31,33 @@ void tsri_page_init(tsr_page_t *pg, size_t cls) {
     atomic_store_explicit(tsri_local(pg, w), bits, memory_order_relaxed);
     atomic_store_explicit(tsri_remote(pg, w), 0, memory_order_relaxed);
   }
+}
+
+size_t tsri_page_trim(tsr_page_t *pg, bool force) {
+  uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
+  if (!force && used + pg->capacity / 8u > pg->trimmed_at_used) return 0;
+  pg->trimmed_at_used = used;
+  size_t os_page = tsri_os_page_size(), given = 0;
+  uintptr_t run_start = 0;   /* start of the current run of free blocks, 0: none */
+  for (size_t i = 0; i <= pg->capacity; i++) {
+    bool free_block = i < pg->capacity &&
+        (atomic_load_explicit(tsri_local(pg, i >> 6), memory_order_relaxed) >> (i & 63)) & 1;
+    uintptr_t at = (uintptr_t)pg->start + i * pg->block_size;
+    if (free_block) {
+      if (run_start == 0) run_start = at;
+      continue;
+    }
+    if (run_start != 0) {
+      uintptr_t lo = (run_start + os_page - 1) & ~(uintptr_t)(os_page - 1);
+      uintptr_t hi = at & ~(uintptr_t)(os_page - 1);
+      if (hi > lo && tsri_os_reset((void *)lo, hi - lo) == 0) {
+        tsri_count(&tsri_counters.os_resets, 1);
+        given += hi - lo;
+      }
+      run_start = 0;
+    }
+  }
+  return given;
 }
 
 void tsri_page_recount(tsr_page_t *pg) {

@@ -113,6 +113,8 @@ typedef struct tsr_page_s {
   /* Owner only (or the abandoned-list lock holder when owner is gone). */
   struct tsr_page_s *next, *prev;   /* links in the owner's queue / abandoned list */
   struct tsr_page_s *notify_next;   /* link in the owner's notify stack */
+  uint32_t trimmed_at_used;         /* owner: `used` when the page's free OS pages were
+                                       last given back (page.c: tsri_page_trim) */
 } __attribute__((aligned(64))) tsr_page_t;
 
 /* The local and remote free words w of a page: side by side, so a free
@@ -153,6 +155,7 @@ typedef struct tsr_heap_s {
   _Atomic uint32_t pushers;           /* remote threads between CAS and push */
   uint64_t thread_id;                 /* of the owner, for reports */
   uint32_t slow_calls;                /* alloc slow paths, drives purge checks */
+  uint64_t next_trim_ms;              /* clock at which to trim our sparse pages next */
   bool in_use;                        /* owned by a live thread */
   struct tsr_heap_s *next_all;        /* every heap ever made (heap.c) */
 } tsr_heap_t;

@@ -96,6 +96,7 @@ typedef struct tsr_stats_s {
   uint64_t os_decommits;    /* decommit calls made to the OS */
   uint64_t os_reserves;     /* reserve calls made to the OS */
   uint64_t os_releases;     /* release calls made to the OS */
+  uint64_t os_resets;       /* calls giving back free OS pages inside used pages */
   uint64_t errors;          /* bad calls reported (bad free, double free, ...) */
 } tsr_stats_t;
 

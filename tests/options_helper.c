@@ -102,6 +102,37 @@ static int run_case(const char *name) {
     tsr_stats_t after = tsr_test_stats();
     CHECK(after.os_reserves == before.os_reserves, "a cached large mapping was not reused\n");
     tsr_free(again);
+  } else if (strcmp(name, "trim_on") == 0 || strcmp(name, "trim_off") == 0) {
+    /* 2000-byte blocks (two to an OS page), nine in ten freed: four OS
+     * pages in five hold no live block, but every page still does */
+    enum { N = 40000 };
+    static void *b[N];
+    for (size_t i = 0; i < N; i++) {
+      b[i] = tsr_malloc(2000);
+      memset(b[i], 7, 2000);
+    }
+    for (size_t i = 0; i < N; i++)
+      if (i % 10 != 0) tsr_free(b[i]);
+    size_t before = tsr_test_rss();
+    uint64_t resets = tsr_test_stats().os_resets;
+    tsr_test_sleep_ms(30);
+    nudge();
+    size_t after = tsr_test_rss();
+    if (strcmp(name, "trim_on") == 0) {
+      /* TESSERA_TRIM_MS=10: the allocation slow paths gave them back */
+      CHECK(tsr_test_stats().os_resets > resets, "no reset call was made\n");
+      CHECK(before - after >= 40 * MiB, "the free OS pages inside used pages stayed resident\n");
+    } else {
+      /* off by default: they stay until tsr_collect */
+      CHECK(after + 8 * MiB >= before, "pages were trimmed with TESSERA_TRIM_MS=0\n");
+      tsr_collect();
+      CHECK(before - tsr_test_rss() >= 40 * MiB, "tsr_collect did not trim\n");
+    }
+    for (size_t i = 0; i < N; i += 10) {   /* the survivors are intact */
+      const unsigned char *p = b[i];
+      CHECK(p[0] == 7 && p[1999] == 7, "a live block lost its contents\n");
+      tsr_free(b[i]);
+    }
   } else if (strcmp(name, "defaults_kept") == 0) {
     /* an invalid value: a warning (checked by the caller), and the default */
     uint64_t peak = small_round(32 * MiB);

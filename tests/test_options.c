@@ -51,6 +51,18 @@ Test(options, large_cache_zero_releases_at_once) {
   expect_ok("large_cache_off", "TESSERA_LARGE_CACHE_MB=0", NULL);
 }
 
+/* These two measure RSS, which a sanitizer's shadow memory blurs: as the
+ * other RSS checks (tsr_test.h), they run in the plain builds only. */
+Test(options, trim_interval_gives_back_free_os_pages, .timeout = 120) {
+  if (TSR_TEST_SHADOW) return;
+  expect_ok("trim_on", "TESSERA_TRIM_MS=10", NULL);
+}
+
+Test(options, trim_off_by_default_until_collect, .timeout = 120) {
+  if (TSR_TEST_SHADOW) return;
+  expect_ok("trim_off", "TESSERA_TRIM_MS=0", NULL);
+}
+
 Test(options, large_cache_default_reuses) {
   expect_ok("large_cache_on", "TESSERA_LARGE_CACHE_MB=256", NULL);
 }

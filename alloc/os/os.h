@@ -53,6 +53,11 @@ tsri_hidden int tsri_os_commit(void *addr, size_t size);
  * use.  Whether an access in between faults depends on the OS (Windows:
  * yes; POSIX: the range reads as zero, so that no mapping is split). */
 tsri_hidden int tsri_os_decommit(void *addr, size_t size);
+/* Discard the contents of committed [addr, addr+size) and give the
+ * physical memory back, keeping the range committed and accessible: the
+ * next touch gets fresh (zero) pages.  For free blocks inside pages that
+ * are in use. */
+tsri_hidden int tsri_os_reset(void *addr, size_t size);
 /* Give the whole reservation [addr, addr+size) back to the OS. */
 tsri_hidden int tsri_os_release(void *addr, size_t size);
 /* Move or resize a committed reservation made by tsri_os_alloc without

@@ -107,6 +107,10 @@ int tsri_os_decommit(void *addr, size_t size) {
   return rc;
 }
 
+/* The same call as decommit on Linux: MADV_DONTNEED already keeps the
+ * range accessible, which is what a reset needs. */
+int tsri_os_reset(void *addr, size_t size) { return tsri_os_decommit(addr, size); }
+
 int tsri_os_release(void *addr, size_t size) {
   int saved = errno;
   int rc = munmap(addr, size) == 0 ? 0 : EINVAL;
