@@ -151,28 +151,47 @@ static inline void tsr_test_read_all(int fd, tsr_child_t *out) {
   out->err[out->err_len] = 0;
 }
 
-/* Fork; in the child, send stderr to a pipe, run fn(arg) and _exit(0) if
- * it returns.  The parent collects stderr and the exit status.  Returns
- * false when the fork itself failed. */
-static inline bool tsr_test_run_child(void (*fn)(void *), void *arg, tsr_child_t *out) {
+/* Fork with the child's stderr going to a pipe.  Returns the pid (0 in the
+ * child, -1 when the pipe or fork failed); the parent gets the read end in
+ * *read_fd. */
+static inline pid_t tsr_test_fork_captured(int *read_fd) {
   int fds[2];
-  if (pipe(fds) != 0) return false;
+  if (pipe(fds) != 0) return -1;
   fflush(NULL);
   pid_t pid = fork();
-  if (pid < 0) return false;
+  if (pid < 0) return -1;
   if (pid == 0) {
     close(fds[0]);
     dup2(fds[1], 2);
     close(fds[1]);
     tsr_test_no_core();
+    return 0;
+  }
+  close(fds[1]);
+  *read_fd = fds[0];
+  return pid;
+}
+
+/* Parent side: collect the child's stderr and its exit status. */
+static inline bool tsr_test_collect(pid_t pid, int read_fd, tsr_child_t *out) {
+  tsr_test_read_all(read_fd, out);
+  close(read_fd);
+  while (waitpid(pid, &out->status, 0) < 0 && errno == EINTR) {}
+  return true;
+}
+
+/* Fork; in the child, send stderr to a pipe, run fn(arg) and _exit(0) if
+ * it returns.  The parent collects stderr and the exit status.  Returns
+ * false when the fork itself failed. */
+static inline bool tsr_test_run_child(void (*fn)(void *), void *arg, tsr_child_t *out) {
+  int fd;
+  pid_t pid = tsr_test_fork_captured(&fd);
+  if (pid < 0) return false;
+  if (pid == 0) {
     fn(arg);
     _exit(0);
   }
-  close(fds[1]);
-  tsr_test_read_all(fds[0], out);
-  close(fds[0]);
-  while (waitpid(pid, &out->status, 0) < 0 && errno == EINTR) {}
-  return true;
+  return tsr_test_collect(pid, fd, out);
 }
 
 /* Run argv (argv[0] a path) with extra environment entries ("NAME=value",
@@ -180,30 +199,20 @@ static inline bool tsr_test_run_child(void (*fn)(void *), void *arg, tsr_child_t
  * -1), stderr captured into out. */
 static inline bool tsr_test_run_exec(char *const argv[], char *const env_add[], int out_fd,
                                      tsr_child_t *out) {
-  int fds[2];
-  if (pipe(fds) != 0) return false;
-  fflush(NULL);
-  pid_t pid = fork();
+  int fd;
+  pid_t pid = tsr_test_fork_captured(&fd);
   if (pid < 0) return false;
   if (pid == 0) {
-    close(fds[0]);
-    dup2(fds[1], 2);
-    close(fds[1]);
     if (out_fd >= 0) {
       dup2(out_fd, 1);
       close(out_fd);
     }
-    tsr_test_no_core();
     for (size_t i = 0; env_add != NULL && env_add[i] != NULL; i++) putenv(env_add[i]);
     execv(argv[0], argv);
     fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
     _exit(127);
   }
-  close(fds[1]);
-  tsr_test_read_all(fds[0], out);
-  close(fds[0]);
-  while (waitpid(pid, &out->status, 0) < 0 && errno == EINTR) {}
-  return true;
+  return tsr_test_collect(pid, fd, out);
 }
 
 /* "0x" and the lowercase hex of p, as tessera's messages print addresses. */
