@@ -145,6 +145,7 @@ tsr_page_t *tsri_arena_span_alloc(size_t cls) {
     if (a == NULL) { tsri_unlock(&arena_lock); return NULL; }
     first = arena_find_run(a, n);
   }
+  tsr_assert_internal(first >= a->meta_slots && first + n <= TSR_ARENA_SLOTS);
   /* claim the slots; those not committed yet are committed below, outside
    * the lock */
   slot_run_t todo[TSR_SPAN_MAX_SLOTS];
@@ -202,6 +203,7 @@ static inline tsr_arena_t *arena_of_page(const tsr_page_t *pg) {
 void tsri_arena_span_free(tsr_page_t *pg) {
   tsr_arena_t *a = arena_of_page(pg);
   size_t first = (size_t)(pg - a->pages), n = pg->span_slots;
+  tsr_assert_internal(pg->kind == TSR_SLOT_HEAD && first >= a->meta_slots);
   int64_t delay = tsri_option(TSRI_OPT_PURGE_DELAY_MS);
   uint32_t now = (uint32_t)tsri_os_clock_ms();
   tsri_lock(&arena_lock);

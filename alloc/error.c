@@ -25,7 +25,8 @@ static size_t put_uint(char *buf, size_t size, size_t at, uint64_t v, unsigned b
   return at;
 }
 
-size_t tsri_vformat(char *buf, size_t size, const char *fmt, va_list ap) {
+/* Format into buf (size > 0); returns the length. */
+static size_t format(char *buf, size_t size, const char *fmt, va_list ap) {
   size_t at = 0;
   for (const char *f = fmt; *f && at + 1 < size; f++) {
     if (*f != '%') { buf[at++] = *f; continue; }
@@ -59,7 +60,7 @@ static void message(const char *kind, const char *fmt, va_list ap) {
   char buf[512];
   size_t at = put_str(buf, sizeof buf, 0, "tessera: ");
   at = put_str(buf, sizeof buf, at, kind);
-  at += tsri_vformat(buf + at, sizeof buf - at - 1, fmt, ap);
+  at += format(buf + at, sizeof buf - at - 1, fmt, ap);
   buf[at++] = '\n';
   tsri_os_write_stderr(buf, at);
 }

@@ -60,6 +60,7 @@ static void queue_remove(tsr_queue_t *q, tsr_page_t *pg) {
 }
 
 static void queue_push_front(tsr_queue_t *q, tsr_page_t *pg) {
+  tsr_assert_internal(pg->next == NULL && pg->prev == NULL && q->first != pg);
   pg->prev = NULL;
   pg->next = q->first;
   if (q->first) q->first->prev = pg;
@@ -68,6 +69,7 @@ static void queue_push_front(tsr_queue_t *q, tsr_page_t *pg) {
 }
 
 static void queue_push_back(tsr_queue_t *q, tsr_page_t *pg) {
+  tsr_assert_internal(pg->next == NULL && pg->prev == NULL && q->last != pg);
   pg->next = NULL;
   pg->prev = q->last;
   if (q->last) q->last->next = pg;
@@ -85,6 +87,8 @@ static inline void set_owner(tsr_page_t *pg, tsr_heap_t *h, uintptr_t state) {
 
 /* Give an empty page, in no queue, back to its arena. */
 static void heap_retire(tsr_page_t *pg) {
+  tsr_assert_internal(atomic_load_explicit(&pg->used, memory_order_relaxed) == 0);
+  tsr_assert_expensive(tsri_page_check(pg) == 0);
   set_owner(pg, NULL, TSR_PAGE_AVAIL);
   tsri_arena_span_free(pg);
 }
@@ -133,7 +137,6 @@ static tsr_heap_t *heap_acquire(void) {
   }
   h->full.first = h->full.last = NULL;
   atomic_store_explicit(&h->notify, NULL, memory_order_relaxed);
-  h->thread_id = tsri_os_thread_id();
   h->slow_calls = 0;
   h->next_trim_ms = 0;
   return h;
@@ -179,6 +182,8 @@ static void heap_take_notices(tsr_heap_t *h) {
  * queue.  Returns true when a remote free raced in and pg stays available. */
 static bool heap_page_full(tsr_heap_t *h, tsr_page_t *pg) {
   size_t cls = pg->cls;
+  tsr_assert_internal(h->avail[cls].first == pg);
+  tsr_assert_expensive(tsri_page_check(pg) == 0);
   queue_remove(&h->avail[cls], pg);
   queue_push_back(&h->full, pg);
   set_owner(pg, h, TSR_PAGE_FULL);
@@ -273,6 +278,7 @@ void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls) {
 /* The owner freed into pg and pg became empty, or pg was not AVAIL. */
 void tsri_heap_free_slow(tsr_heap_t *h, tsr_page_t *pg) {
   size_t cls = pg->cls;
+  tsr_assert_internal(pg->kind == TSR_SLOT_HEAD && cls < TSR_CLASS_COUNT);
   uintptr_t x = atomic_load_explicit(&pg->xowner, memory_order_seq_cst);
   if ((x & TSR_PAGE_STATE_MASK) == TSR_PAGE_FULL) {
     if (!atomic_compare_exchange_strong_explicit(&pg->xowner, &x, (uintptr_t)h | TSR_PAGE_AVAIL,

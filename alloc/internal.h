@@ -39,8 +39,6 @@ tsri_hidden _Noreturn void tsri_assert_fail(const char *expr, const char *file, 
 tsri_hidden void tsri_error(const char *fmt, ...);
 /* The same without counting or aborting: a warning (bad option value). */
 tsri_hidden void tsri_warning(const char *fmt, ...);
-/* Format into buf (size > 0), as tsri_error does; returns the length. */
-tsri_hidden size_t tsri_vformat(char *buf, size_t size, const char *fmt, va_list ap);
 tsri_hidden extern _Atomic uint64_t tsri_error_count;
 
 /* ---- options (options.c) ------------------------------------------------ */

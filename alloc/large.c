@@ -170,10 +170,10 @@ void *tsri_large_alloc(size_t size, size_t align, bool zero) {
   size_t page = tsri_os_page_size();
   if (size > PTRDIFF_MAX - 2 * page) { errno = ENOMEM; return NULL; }
   size_t need = size == 0 ? page : tsri_align_up(size, page);
-  if (align < page) align = page;
+  if (align < tsri_os_granularity()) align = tsri_os_granularity();
   tsri_lock(&large_lock);
   size_t mapped = 0;
-  uintptr_t base = align == page ? large_cache_take(need, &mapped) : 0;
+  uintptr_t base = align == tsri_os_granularity() ? large_cache_take(need, &mapped) : 0;
   bool fresh = base == 0;
   tsri_unlock(&large_lock);
   if (fresh) {

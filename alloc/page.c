@@ -17,6 +17,7 @@ static inline size_t page_words(const tsr_page_t *pg) { return ((size_t)pg->capa
 
 void tsri_page_init(tsr_page_t *pg, size_t cls) {
   const tsri_class_t *c = &tsri_classes[cls];
+  tsr_assert(c->capacity <= TSR_PAGE_MAX_BLOCKS && c->span_slots == pg->span_slots);
   pg->block_size = c->block_size;
   pg->capacity = c->capacity;
   pg->magic = (((uint64_t)1 << TSR_MAGIC_SHIFT) / c->block_size) + 1;
@@ -92,6 +93,7 @@ uint32_t tsri_page_collect(tsr_page_t *pg) {
   }
   if (back != 0) {
     uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
+    tsr_assert_internal(used >= back);
     atomic_store_explicit(&pg->used, used - back, memory_order_relaxed);
   }
   return back;

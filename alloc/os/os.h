@@ -71,8 +71,6 @@ tsri_hidden int tsri_os_remap(void *addr, size_t old_size, size_t new_size, void
 tsri_hidden int tsri_os_thread_exit_init(void (*fn)(void *value));
 /* Attach value to the calling thread for the exit callback (NULL: none). */
 tsri_hidden void tsri_os_thread_set(void *value);
-/* A number that identifies the calling thread while it lives. */
-tsri_hidden uint64_t tsri_os_thread_id(void);
 /* Let another thread run (used by spin locks that waited too long). */
 tsri_hidden void tsri_os_yield(void);
 /* Register the three fork handlers (POSIX only; 0 and no effect elsewhere). */
@@ -88,7 +86,5 @@ tsri_hidden const char *tsri_os_getenv(const char *name);
 tsri_hidden void tsri_os_write_stderr(const char *text, size_t len);
 /* Terminate the process abnormally, as abort() does. */
 tsri_hidden _Noreturn void tsri_os_abort(void);
-/* Resident set size of the process in bytes, or 0 where unknown. */
-tsri_hidden size_t tsri_os_rss(void);
 
 #endif /* TSR_OS_H */

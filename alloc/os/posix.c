@@ -16,14 +16,12 @@
 #include "os.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -150,14 +148,6 @@ void tsri_os_thread_set(void *value) {
   errno = saved;
 }
 
-uint64_t tsri_os_thread_id(void) {
-#if defined(__linux__)
-  return (uint64_t)syscall(SYS_gettid);
-#else
-  return (uint64_t)(uintptr_t)pthread_self();
-#endif
-}
-
 void tsri_os_yield(void) { sched_yield(); }
 
 int tsri_os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void)) {
@@ -204,25 +194,3 @@ void tsri_os_write_stderr(const char *text, size_t len) {
 }
 
 _Noreturn void tsri_os_abort(void) { abort(); }
-
-size_t tsri_os_rss(void) {
-  int saved = errno;
-  size_t rss = 0;
-  int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    char buf[128];
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n > 0) {
-      buf[n] = 0;
-      const char *s = buf;
-      while (*s && *s != ' ') s++;
-      size_t pages = 0;
-      while (*s == ' ') s++;
-      while (*s >= '0' && *s <= '9') pages = pages * 10 + (size_t)(*s++ - '0');
-      rss = pages * tsri_os_page_size();
-    }
-  }
-  errno = saved;
-  return rss;
-}
