@@ -8,8 +8,9 @@
  *
  * arena_lock guards the arena list and every arena's slot maps.  It is
  * taken only when a heap needs a new page or gives one back, not per
- * block, and never held across an OS call: slots being committed or
- * decommitted are out of the free map meanwhile, so nobody else takes them.
+ * block, and held across an OS call only to reserve a new arena: slots
+ * being committed or decommitted are out of the free map meanwhile
+ * (transit_map), so nobody else takes them.
  *
  * Span placement: a one-slot span reuses a free slot that is still
  * committed when there is one (no syscall, no page faults); otherwise first
@@ -274,6 +275,32 @@ size_t tsri_arena_purge(bool force) {
   tsri_unlock(&arena_lock);
   arena_decommit_runs(runs, count);
   return purged;
+}
+
+/* In a fork child, slots that a vanished thread was committing or
+ * decommitting outside the lock would stay out of the free map forever:
+ * give them back as free, committed and due for purge (a decommit of
+ * memory that is not committed is harmless).  Single-threaded. */
+void tsri_arena_fork_child(void) {
+  uint32_t now = (uint32_t)tsri_os_clock_ms();
+  for (tsr_arena_t *a = arena_list; a != NULL; a = a->next) {
+    for (size_t w = 0; w < MAP_WORDS; w++) {
+      uint64_t t = a->transit_map[w];
+      if (t == 0) continue;
+      a->transit_map[w] = 0;
+      a->free_map[w] |= t;
+      a->dirty_map[w] |= t;
+      a->commit_map[w] |= t;
+      a->free_slots += (size_t)__builtin_popcountll(t);
+      for (; t != 0; t &= t - 1) {
+        tsr_page_t *pg = &a->pages[w * 64 + (size_t)__builtin_ctzll(t)];
+        pg->kind = TSR_SLOT_FREE;
+        pg->freed_at_ms = now;
+      }
+    }
+  }
+  if (atomic_load_explicit(&arena_next_purge_ms, memory_order_relaxed) == 0)
+    atomic_store_explicit(&arena_next_purge_ms, (uint64_t)now + 1, memory_order_relaxed);
 }
 
 /* Check one arena's slot maps against its descriptors; returns problems.

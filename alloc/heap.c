@@ -202,18 +202,28 @@ static bool heap_page_full(tsr_heap_t *h, tsr_page_t *pg) {
   return false;
 }
 
-/* An abandoned page of class cls, now owned by h, or NULL. */
+/* An abandoned page of class cls with a free block, now owned by h, or
+ * NULL.  Pages still full are left where they are (their remote frees come
+ * through tsri_heap_abandoned_free), and at most ADOPT_TRIES of them are
+ * looked at, so one malloc never walks a long list. */
+#define ADOPT_TRIES 8
+
 static tsr_page_t *heap_adopt(tsr_heap_t *h, size_t cls) {
   if (atomic_load_explicit(&abandoned_count[cls], memory_order_relaxed) == 0) return NULL;
   tsri_lock(&abandoned_lock);
   tsr_page_t *pg = abandoned[cls].first;
-  if (pg != NULL) {
+  for (int tries = 0; pg != NULL && tries < ADOPT_TRIES; tries++, pg = pg->next) {
+    tsri_page_collect(pg);   /* we hold the lock: we act as its owner */
+    if (atomic_load_explicit(&pg->used, memory_order_relaxed) < pg->capacity) break;
+  }
+  if (pg != NULL && atomic_load_explicit(&pg->used, memory_order_relaxed) < pg->capacity) {
     queue_remove(&abandoned[cls], pg);
     atomic_fetch_sub_explicit(&abandoned_count[cls], 1, memory_order_relaxed);
     set_owner(pg, h, TSR_PAGE_AVAIL);
+  } else {
+    pg = NULL;
   }
   tsri_unlock(&abandoned_lock);
-  if (pg != NULL) tsri_page_collect(pg);
   return pg;
 }
 
@@ -258,7 +268,7 @@ void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls) {
     if (tsri_page_refill(pg)) return tsri_heap_alloc(h, cls);
     heap_page_full(h, pg);
   }
-  pg = heap_adopt(h, cls);
+  pg = heap_adopt(h, cls);   /* has a free block: refill finds it */
   if (pg == NULL) {
     pg = tsri_arena_span_alloc(cls);
     if (pg == NULL) { errno = ENOMEM; return NULL; }
@@ -267,7 +277,9 @@ void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls) {
   }
   queue_push_front(&h->avail[cls], pg);
   heap_sync_cur(h, cls);
-  if (!tsri_page_refill(pg)) return tsri_heap_alloc_slow(h, cls);  /* adopted full page */
+  bool ready = tsri_page_refill(pg);
+  tsr_assert(ready);
+  (void)ready;
   return tsri_heap_alloc(h, cls);
 }
 
@@ -383,6 +395,9 @@ static bool heap_page_valid(const tsr_page_t *pg, const tsr_heap_t *h) {
 
 static void heap_abandon(tsr_heap_t *h, bool in_child) {
   tsri_lock(&abandoned_lock);
+  /* 1. Mark every page ABANDONED before any is handed on, so that no
+   *    remote free can win a CAS to QUEUED from now on. */
+  tsr_page_t *taken = NULL;
   for (size_t c = 0; c <= TSR_CLASS_COUNT; c++) {
     tsr_queue_t *q = c < TSR_CLASS_COUNT ? &h->avail[c] : &h->full;
     tsr_page_t *pg = q->first;
@@ -391,19 +406,31 @@ static void heap_abandon(tsr_heap_t *h, bool in_child) {
       /* in a fork child a queue may have been cut mid-update: take only
        * pages that really are h's, and stop at the first that is not */
       if (in_child && !heap_page_valid(pg, h)) break;
-      pg->next = pg->prev = NULL;
-      heap_abandon_page(pg, in_child);
+      set_owner(pg, NULL, TSR_PAGE_ABANDONED);
+      pg->prev = NULL;
+      pg->next = taken;
+      taken = pg;
       pg = next;
     }
     q->first = q->last = NULL;
     if (c < TSR_CLASS_COUNT) h->cur[c] = &page_empty_desc;
   }
-  tsri_unlock(&abandoned_lock);
-  /* every page is ABANDONED now, so no new push can start; wait for the
-   * ones that won their CAS before, then drop the stale notices */
-  while (!in_child && atomic_load_explicit(&h->pushers, memory_order_seq_cst) != 0) tsri_os_yield();
-  atomic_store_explicit(&h->pushers, 0, memory_order_relaxed);
+  /* 2. Wait for the threads that won that CAS earlier and are still
+   *    pushing (they take no lock meanwhile), then drop their notices: a
+   *    page may be retired and carved again only after its last push.  In
+   *    a fork child those threads are gone. */
+  if (in_child) atomic_store_explicit(&h->pushers, 0, memory_order_relaxed);
+  while (atomic_load_explicit(&h->pushers, memory_order_seq_cst) != 0) tsri_os_yield();
   atomic_store_explicit(&h->notify, NULL, memory_order_seq_cst);
+  /* 3. Hand the pages on: back to the arena when empty, else to the
+   *    abandoned list. */
+  while (taken != NULL) {
+    tsr_page_t *pg = taken;
+    taken = pg->next;
+    pg->next = NULL;
+    heap_abandon_page(pg, in_child);
+  }
+  tsri_unlock(&abandoned_lock);
   tsri_lock(&heap_lock);
   h->in_use = false;
   tsri_unlock(&heap_lock);
@@ -520,10 +547,30 @@ void tsri_heap_fork_parent(void) {
 void tsri_heap_fork_child(void) {
   tsri_unlock(&abandoned_lock);
   tsri_unlock(&heap_lock);
+  tsri_arena_fork_child();
   for (tsr_heap_t *h = heap_all; h != NULL; h = h->next_all) {
     if (h->in_use && h != tsri_tl_heap) heap_abandon(h, true);
   }
-  if (tsri_tl_heap != &heap_empty) tsri_os_thread_set(tsri_tl_heap);
+  tsr_heap_t *h = tsri_tl_heap;
+  if (h == &heap_empty) return;
+  tsri_os_thread_set(h);
+  /* A thread that was freeing into one of our full pages may have been
+   * stopped between its CAS to QUEUED and its push: take what was pushed,
+   * then bring back every page still QUEUED, on the stack or not. */
+  atomic_store_explicit(&h->pushers, 0, memory_order_relaxed);
+  heap_take_notices(h);
+  tsr_page_t *pg = h->full.first;
+  while (pg != NULL) {
+    tsr_page_t *next = pg->next;
+    if (atomic_load_explicit(&pg->xowner, memory_order_relaxed) == ((uintptr_t)h | TSR_PAGE_QUEUED)) {
+      set_owner(pg, h, TSR_PAGE_AVAIL);
+      queue_remove(&h->full, pg);
+      tsri_page_collect(pg);
+      queue_push_back(&h->avail[pg->cls], pg);
+      heap_sync_cur(h, pg->cls);
+    }
+    pg = next;
+  }
 }
 
 void tsri_heap_init(void) { tsri_os_thread_exit_init(heap_thread_exit); }

@@ -154,6 +154,8 @@ tsri_hidden size_t tsri_arena_purge(bool force);
 tsri_hidden tsr_arena_t *tsri_arena_first(void);
 tsri_hidden tsri_lock_t *tsri_arena_lock_get(void);
 tsri_hidden size_t tsri_arena_check(tsr_arena_t *arena);
+/* Fork child: give back the slots vanished threads left in transit. */
+tsri_hidden void tsri_arena_fork_child(void);
 
 /* ---- pages (page.c) ------------------------------------------------------ */
 
