@@ -37,6 +37,16 @@ static inline void map_clear(uint64_t *map, size_t i) { map[i >> 6] &= ~((uint64
 tsri_lock_t *tsri_arena_lock_get(void) { return &arena_lock; }
 tsr_arena_t *tsri_arena_first(void) { return arena_list; }
 
+/* Slot k of a became free and committed at `now`: mark it dirty and make
+ * sure a purge is due after the delay.  Lock held. */
+static void arena_mark_dirty(tsr_arena_t *a, size_t k, uint32_t now) {
+  a->pages[k].freed_at_ms = now;
+  map_set(a->dirty_map, k);
+  int64_t delay = tsri_option(TSRI_OPT_PURGE_DELAY_MS);
+  if (delay >= 0 && atomic_load_explicit(&arena_next_purge_ms, memory_order_relaxed) == 0)
+    atomic_store_explicit(&arena_next_purge_ms, (uint64_t)now + (uint64_t)delay, memory_order_relaxed);
+}
+
 static inline uint8_t *arena_slot_addr(tsr_arena_t *a, size_t slot) {
   return (uint8_t *)a + slot * TSR_SLOT_SIZE;
 }
@@ -121,12 +131,13 @@ static void arena_decommit_runs(const slot_run_t *runs, size_t count) {
       tsri_count(&tsri_counters.os_decommits, 1);
       tsri_count(&tsri_counters.committed, -(int64_t)(runs[r].n * TSR_SLOT_SIZE));
     }
+    uint32_t now = (uint32_t)tsri_os_clock_ms();
     tsri_lock(&arena_lock);
     for (size_t k = runs[r].first; k < runs[r].first + runs[r].n; k++) {
       map_set(a->free_map, k);
       map_clear(a->transit_map, k);
       if (ok) map_clear(a->commit_map, k);
-      else map_set(a->dirty_map, k);
+      else arena_mark_dirty(a, k, now);   /* try again at the next purge */
     }
     a->free_slots += runs[r].n;
     tsri_unlock(&arena_lock);
@@ -166,13 +177,14 @@ tsr_page_t *tsri_arena_span_alloc(size_t cls) {
   for (size_t r = 0; r < runs; r++) {
     if (tsri_os_commit(arena_slot_addr(a, todo[r].first), todo[r].n * TSR_SLOT_SIZE) != 0) {
       /* give the span back: the slots committed before as dirty, the rest not */
+      uint32_t now = (uint32_t)tsri_os_clock_ms();
       tsri_lock(&arena_lock);
       for (size_t q = r; q < runs; q++)
         for (size_t k = todo[q].first; k < todo[q].first + todo[q].n; k++) map_clear(a->commit_map, k);
       for (size_t k = first; k < first + n; k++) {
         map_set(a->free_map, k);
         map_clear(a->transit_map, k);
-        if (map_get(a->commit_map, k)) map_set(a->dirty_map, k);
+        if (map_get(a->commit_map, k)) arena_mark_dirty(a, k, now);
       }
       a->free_slots += n;
       tsri_unlock(&arena_lock);
@@ -208,28 +220,19 @@ void tsri_arena_span_free(tsr_page_t *pg) {
   int64_t delay = tsri_option(TSRI_OPT_PURGE_DELAY_MS);
   uint32_t now = (uint32_t)tsri_os_clock_ms();
   tsri_lock(&arena_lock);
-  for (size_t k = first; k < first + n; k++) {
-    a->pages[k].kind = TSR_SLOT_FREE;
-    a->pages[k].freed_at_ms = now;
-    map_set(a->free_map, k);
-    map_set(a->dirty_map, k);
-  }
-  a->free_slots += n;
-  if (delay == 0) {
-    for (size_t k = first; k < first + n; k++) {
-      map_clear(a->free_map, k);
-      map_clear(a->dirty_map, k);
-      map_set(a->transit_map, k);
-    }
-    a->free_slots -= n;
+  for (size_t k = first; k < first + n; k++) a->pages[k].kind = TSR_SLOT_FREE;
+  if (delay == 0) {   /* decommit now, outside the lock */
+    for (size_t k = first; k < first + n; k++) map_set(a->transit_map, k);
     tsri_unlock(&arena_lock);
     slot_run_t run = { a, first, n };
     arena_decommit_runs(&run, 1);
     return;
-  } else if (delay > 0 && atomic_load_explicit(&arena_next_purge_ms, memory_order_relaxed) == 0) {
-    atomic_store_explicit(&arena_next_purge_ms, (uint64_t)now + (uint64_t)delay,
-                          memory_order_relaxed);
   }
+  for (size_t k = first; k < first + n; k++) {
+    map_set(a->free_map, k);
+    arena_mark_dirty(a, k, now);
+  }
+  a->free_slots += n;
   tsri_unlock(&arena_lock);
 }
 
