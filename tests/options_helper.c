@@ -154,10 +154,5 @@ static int run_case(const char *name) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: TESSERA_...=... %s CASE\n", argv[0]);
-    return 2;
-  }
-  setvbuf(stdout, NULL, _IONBF, 0);
-  return run_case(argv[1]);
+  return tsr_test_helper_main(argc, argv, run_case, "TESSERA_...=...");
 }
