@@ -20,8 +20,10 @@
  * The owner marks a page FULL and then re-reads the remote bitmap (both
  * seq_cst, as the freeing thread's fetch_or and state read are), so a free
  * that raced with FULL is seen by one side or the other, never lost.
- * `pushers` counts freeing threads between their CAS and their push, so an
- * exiting owner can wait for them before it drops its notify stack.
+ * `pushers` counts freeing threads from just before their CAS to the end
+ * of their push, so that an exiting owner, once every page is ABANDONED,
+ * can wait for them before it drops its notify stack and hands its pages
+ * on (a page must not be carved again while a push of it is pending).
  *
  * Locks: heap_lock guards the list of heaps; abandoned_lock the abandoned
  * pages.  Lock order: abandoned_lock, then the arena lock.

@@ -152,7 +152,8 @@ typedef struct tsr_heap_s {
   tsr_queue_t avail[TSR_CLASS_COUNT];
   tsr_queue_t full;                   /* FULL and QUEUED pages of all classes */
   _Atomic(tsr_page_t *) notify;       /* pages with remote frees while full */
-  _Atomic uint32_t pushers;           /* remote threads between CAS and push */
+  _Atomic uint32_t pushers;           /* remote threads between reading FULL and the end
+                                         of their push (heap.c: heap_abandon waits) */
   uint32_t slow_calls;                /* alloc slow paths, drives purge checks */
   uint64_t next_trim_ms;              /* clock at which to trim our sparse pages next */
   bool in_use;                        /* owned by a live thread */
