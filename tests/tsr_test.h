@@ -215,18 +215,6 @@ static inline bool tsr_test_run_exec(char *const argv[], char *const env_add[], 
   return tsr_test_collect(pid, fd, out);
 }
 
-/* main() of a helper program run by the tests: one case by name per run,
- * stdout unbuffered so the caller sees what was printed before a crash. */
-static inline int tsr_test_helper_main(int argc, char **argv, int (*run_case)(const char *),
-                                       const char *env_hint) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: %s %s CASE\n", env_hint, argv[0]);
-    return 2;
-  }
-  setvbuf(stdout, NULL, _IONBF, 0);
-  return run_case(argv[1]);
-}
-
 /* "0x" and the lowercase hex of p, as tessera's messages print addresses. */
 static inline void tsr_test_addr(char *buf, size_t size, const void *p) {
   snprintf(buf, size, "0x%lx", (unsigned long)(uintptr_t)p);
