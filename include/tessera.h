@@ -78,10 +78,26 @@ TSR_API void tsr_collect(void);
 TSR_API size_t tsr_check(void);
 
 /* ------------------------------------------------------------------------
- * Counters (the full report API grows here; see docs/api.md)
+ * Tracking: what tessera records about each block (docs/report.md)
  * ---------------------------------------------------------------------- */
 
-#define TSR_STATS_VERSION 1
+typedef enum tsr_track_e {
+  TSR_TRACK_STATS = 0,    /* counters only, no per-block records */
+  TSR_TRACK_SAMPLE = 1,   /* a record for about one block per TESSERA_SAMPLE_BYTES
+                             allocated; site figures are estimates (default) */
+  TSR_TRACK_FULL = 2,     /* a record for every block */
+} tsr_track_t;
+
+/* Change the level for allocations made from now on; blocks allocated
+ * before keep (or lack) their records.  0, or EINVAL for a bad level. */
+TSR_API int tsr_track_set(tsr_track_t level);
+TSR_API tsr_track_t tsr_track_get(void);
+
+/* ------------------------------------------------------------------------
+ * Totals
+ * ---------------------------------------------------------------------- */
+
+#define TSR_STATS_VERSION 2
 
 typedef struct tsr_stats_s {
   size_t size;              /* set by the caller: sizeof(tsr_stats_t) */
@@ -98,11 +114,220 @@ typedef struct tsr_stats_s {
   uint64_t os_releases;     /* release calls made to the OS */
   uint64_t os_resets;       /* calls giving back free OS pages inside used pages */
   uint64_t errors;          /* bad calls reported (bad free, double free, ...) */
+  /* ---- version 2 ---- */
+  uint32_t track;           /* tsr_track_t in force */
+  uint32_t requested_exact; /* 1: `requested` is exact (every live block has a
+                               record); 0: an estimate scaled up from samples */
+  uint64_t requested;       /* bytes asked for in live blocks */
+  uint64_t live_blocks;     /* live blocks, small and large */
+  uint64_t tracked_blocks;  /* live blocks that have a record */
+  uint64_t allocations;     /* blocks handed out since start */
+  uint64_t frees;           /* blocks given back since start */
+  uint64_t purges;          /* free slots decommitted after their delay or by tsr_collect */
+  double internal_fragmentation;  /* allocated / requested, >= 1 */
+  double external_fragmentation;  /* committed / allocated, >= 1 once warm */
+  double metadata_overhead;       /* metadata / allocated */
+  double efficiency;              /* requested / committed, in (0, 1] */
 } tsr_stats_t;
 
-/* Fill *stats (stats->size must be set).  Returns 0, or EINVAL when the
- * struct is smaller than the first version of it. */
+/* Fill *stats (stats->size must be set; a caller built against version 1
+ * passes the smaller struct and gets its fields).  Returns 0, or EINVAL
+ * when the struct is smaller than the first version of it. */
 TSR_API int tsr_stats_get(tsr_stats_t *stats);
+
+/* ------------------------------------------------------------------------
+ * Size classes
+ * ---------------------------------------------------------------------- */
+
+#define TSR_OCCUPANCY_BUCKETS 10
+
+typedef struct tsr_class_stats_s {
+  uint32_t index;           /* class number; the last row is the large blocks */
+  uint32_t block_size;      /* bytes; 0 for the large row */
+  uint64_t pages;           /* pages (spans) of the class; large: live blocks */
+  uint64_t committed;       /* bytes of those pages (large: mapped bytes) */
+  uint64_t blocks_live;
+  uint64_t blocks_total;    /* capacity of its pages */
+  uint64_t bytes_live;      /* blocks_live * block_size (large: usable bytes) */
+  uint64_t bytes_requested; /* asked for in them (an estimate unless track full) */
+  double utilisation;       /* blocks_live / blocks_total (large: 1) */
+  /* pages whose live/capacity lies in [i/10, (i+1)/10); bucket 9 includes
+   * full pages */
+  uint64_t occupancy[TSR_OCCUPANCY_BUCKETS];
+} tsr_class_stats_t;
+
+/* Rows (one per size class, then one for the large blocks) in class order.
+ * Fills at most max rows of out and returns the number of rows there are. */
+TSR_API size_t tsr_class_stats(tsr_class_stats_t *out, size_t max);
+
+/* ------------------------------------------------------------------------
+ * Blocks and sites
+ * ---------------------------------------------------------------------- */
+
+typedef struct tsr_block_s {
+  void *ptr;
+  size_t usable;            /* bytes the block has */
+  size_t requested;         /* bytes asked for; 0 when the block has no record */
+  int tracked;              /* 1: the fields below are filled */
+  uint32_t thread;          /* OS thread id of the allocating thread */
+  uint64_t seq;             /* allocation sequence number (1, 2, ...) */
+  uint64_t time_ms;         /* milliseconds after tessera started */
+  uint32_t site;            /* call stack id (0: none captured) */
+  uint32_t depth;           /* frames in `frames`, innermost first */
+  void *const *frames;      /* return addresses; stays valid */
+  double weight;            /* blocks this record stands for (1, or 1/p for a sample) */
+} tsr_block_t;
+
+/* Called once per live block; a nonzero return stops the walk. */
+typedef int tsr_walk_fn(const tsr_block_t *block, void *arg);
+
+/* Visit every live block of every thread.  Other threads may allocate and
+ * free meanwhile: a block live for the whole walk is visited exactly once.
+ * The visitor may call malloc and free.  Returns 0, or the visitor's stop
+ * value. */
+TSR_API int tsr_walk(tsr_walk_fn *visit, void *arg);
+
+typedef struct tsr_site_s {
+  uint32_t id;              /* call stack id */
+  uint32_t depth;
+  void *const *frames;      /* innermost first; raw return addresses */
+  uint64_t blocks;          /* live blocks allocated from here */
+  uint64_t bytes;           /* their usable bytes */
+  uint64_t requested;       /* bytes asked for */
+  int estimated;            /* 1: scaled up from samples */
+} tsr_site_t;
+
+/* Live blocks grouped by allocation call stack, most bytes first.  Fills
+ * at most max entries and returns the number of sites. */
+TSR_API size_t tsr_sites(tsr_site_t *out, size_t max);
+
+/* ------------------------------------------------------------------------
+ * Snapshots and growth
+ * ---------------------------------------------------------------------- */
+
+typedef struct tsr_snapshot_s tsr_snapshot_t;
+
+/* The live blocks by site and by class at this moment; NULL when memory
+ * for it cannot be had.  Free it with tsr_snapshot_free. */
+TSR_API tsr_snapshot_t *tsr_snapshot_take(void);
+TSR_API void tsr_snapshot_free(tsr_snapshot_t *snap);
+
+typedef struct tsr_delta_s {
+  int is_site;              /* 1: a site (id = stack id); 0: a class (id = class) */
+  uint32_t id;
+  uint32_t block_size;      /* classes */
+  uint32_t depth;           /* sites */
+  void *const *frames;      /* sites */
+  int64_t blocks;           /* after - before */
+  int64_t bytes;
+  uint64_t blocks_after, bytes_after;
+} tsr_delta_t;
+
+/* What changed from before to after: every site and class whose live
+ * bytes or blocks differ, most growth first.  Fills at most max entries
+ * and returns the number of changes. */
+TSR_API size_t tsr_snapshot_diff(const tsr_snapshot_t *before, const tsr_snapshot_t *after,
+                                 tsr_delta_t *out, size_t max);
+
+/* ------------------------------------------------------------------------
+ * Leaks
+ * ---------------------------------------------------------------------- */
+
+/* Mark a live block as expected to outlive the program (a cache freed by
+ * process exit): leak reports leave it out.  0, or EINVAL when p is not a
+ * live block with a record. */
+TSR_API int tsr_leak_expect(const void *ptr);
+/* Leave out of leak reports every block whose call stack passes through
+ * a function of this name (exact symbol name).  0, or ENOMEM when the
+ * table of names (64) is full. */
+TSR_API int tsr_leak_expect_function(const char *name);
+
+/* ------------------------------------------------------------------------
+ * Memory map
+ * ---------------------------------------------------------------------- */
+
+typedef enum tsr_slot_state_e {
+  TSR_SLOT_STATE_META = 0,        /* tessera's own records */
+  TSR_SLOT_STATE_DECOMMITTED = 1, /* free, no memory behind it */
+  TSR_SLOT_STATE_DIRTY = 2,       /* free, still committed (purged later) */
+  TSR_SLOT_STATE_USED = 3,        /* part of a page of blocks */
+} tsr_slot_state_t;
+
+typedef struct tsr_map_entry_s {
+  void *start;              /* first byte */
+  size_t size;              /* bytes: one slot, or the whole page for USED */
+  uint32_t arena;           /* arena number, 0 = oldest */
+  uint32_t slot;            /* first slot index in the arena */
+  uint32_t slots;
+  tsr_slot_state_t state;
+  uint32_t cls;             /* USED: class and its block size */
+  uint32_t block_size;
+  uint32_t capacity, live;  /* USED: blocks */
+} tsr_map_entry_t;
+
+typedef int tsr_map_fn(const tsr_map_entry_t *entry, void *arg);
+
+/* Every page and free slot of every arena, in address order.  Returns 0,
+ * or the visitor's nonzero stop value. */
+TSR_API int tsr_map_walk(tsr_map_fn *visit, void *arg);
+
+typedef enum tsr_region_state_e {
+  TSR_REGION_FREE = 0,      /* no mapping */
+  TSR_REGION_RESERVED = 1,  /* mapped without access */
+  TSR_REGION_COMMITTED = 2, /* mapped and accessible */
+} tsr_region_state_t;
+
+typedef struct tsr_region_s {
+  uintptr_t start, end;     /* [start, end) */
+  tsr_region_state_t state;
+  uint32_t prot;            /* TSR_PROT_* bits */
+  int tessera;              /* 1: reserved by tessera (arena, large block, records) */
+  const char *name;         /* file or [heap] / [stack] ...; "" when anonymous */
+} tsr_region_t;
+
+#define TSR_PROT_READ 1u
+#define TSR_PROT_WRITE 2u
+#define TSR_PROT_EXEC 4u
+
+typedef int tsr_region_fn(const tsr_region_t *region, void *arg);
+
+typedef struct tsr_address_space_s {
+  uint64_t reserved, committed, free;  /* bytes of the user address space */
+  uint64_t largest_free;               /* the largest free range */
+  uintptr_t largest_free_at;
+  uint64_t regions;
+  uint64_t tessera_reserved;           /* of `reserved + committed`, tessera's */
+} tsr_address_space_t;
+
+/* The process address space as the OS reports it (/proc/self/maps on
+ * Linux), free gaps included, in address order, and its totals (either
+ * may be NULL).  0, or an errno value when the OS will not say. */
+TSR_API int tsr_address_space(tsr_region_fn *visit, void *arg, tsr_address_space_t *totals);
+
+/* ------------------------------------------------------------------------
+ * Reports
+ * ---------------------------------------------------------------------- */
+
+typedef enum tsr_format_e {
+  TSR_FORMAT_TEXT = 0,          /* for people */
+  TSR_FORMAT_JSON = 1,          /* docs/report-schema.json, one line */
+  TSR_FORMAT_OPENMETRICS = 2,   /* for a /metrics endpoint */
+  TSR_FORMAT_FOLDED = 3,        /* "frame;frame;frame bytes" per site, for flame graphs */
+} tsr_format_t;
+
+/* Receives the report in pieces. */
+typedef void tsr_output_fn(const char *text, size_t len, void *arg);
+
+/* Write a whole report (totals, classes, sites, leaks, memory map, address
+ * space; as much as the format carries) through out.  0, or EINVAL. */
+TSR_API int tsr_report(tsr_format_t format, tsr_output_fn *out, void *arg);
+/* The same to a file ("stderr", or a path, appended to; "%p" in it becomes
+ * the process id).  0, or an errno value. */
+TSR_API int tsr_report_to(tsr_format_t format, const char *path);
+/* The growth between two snapshots, as a report (text, JSON, or folded:
+ * bytes grown per site). */
+TSR_API int tsr_report_diff(const tsr_snapshot_t *before, const tsr_snapshot_t *after,
+                            tsr_format_t format, tsr_output_fn *out, void *arg);
 
 #ifdef __cplusplus
 }

@@ -76,6 +76,34 @@ tsri_hidden void tsri_os_yield(void);
 /* Register the three fork handlers (POSIX only; 0 and no effect elsewhere). */
 tsri_hidden int tsri_os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void));
 
+/* ---- call stacks and symbols ------------------------------------------- */
+
+/* Store up to max return addresses of the calling thread's stack in frames,
+ * innermost first, after dropping the `skip` innermost frames above the
+ * caller of this function (skip 0: frames[0] is where the caller returns
+ * to).  Returns how many were stored.  Must not allocate, must not take a
+ * lock that a malloc caller may hold, and must give an answer (possibly
+ * short) on any stack, including a thread's first and last frames. */
+tsri_hidden size_t tsri_os_stack_capture(void **frames, size_t max, size_t skip);
+
+typedef struct tsri_os_symbol_s {
+  char function[256];        /* symbol name; "" when unknown */
+  uintptr_t offset;          /* addr - start of that function */
+  char module[256];          /* path of the executable or shared object */
+  uintptr_t module_offset;   /* addr - the module's load address (for addr2line) */
+  char file[256];            /* source file; "" without line information */
+  unsigned line;             /* 0 without line information */
+} tsri_os_symbol_t;
+
+/* Name the code at addr (a return address: the call before it is looked
+ * up).  0, or ENOENT when addr is in no module.  Calls between
+ * tsri_os_symbols_begin and tsri_os_symbols_end share the files they
+ * opened; outside such a batch each call opens and closes its own.  Never
+ * allocates from the heap. */
+tsri_hidden void tsri_os_symbols_begin(void);
+tsri_hidden int tsri_os_symbolize(const void *addr, tsri_os_symbol_t *out);
+tsri_hidden void tsri_os_symbols_end(void);
+
 /* ---- host services ---------------------------------------------------- */
 
 /* Milliseconds from an arbitrary fixed point, monotonic and cheap. */

@@ -1,0 +1,38 @@
+/* unwind.c: call-stack capture for the allocation records (os.h:
+ * tsri_os_stack_capture), on the unwinder of the C runtime.
+ *
+ * libgcc's _Unwind_Backtrace follows the DWARF call-frame information every
+ * x86-64 and AArch64 object carries, so it is right where frame pointers
+ * are missing.  It does not allocate: since GCC 12 and glibc 2.35 it finds
+ * a frame's unwind table through _dl_find_object, which takes no lock.
+ * (glibc's backtrace() is not used: its first call loads libgcc_s with
+ * dlopen, which allocates.)
+ */
+#include "os.h"
+
+#include <unwind.h>
+
+typedef struct capture_s {
+  void **frames;
+  size_t max, count, skip;
+} capture_t;
+
+static _Unwind_Reason_Code capture_frame(struct _Unwind_Context *ctx, void *arg) {
+  capture_t *c = arg;
+  uintptr_t ip = (uintptr_t)_Unwind_GetIP(ctx);
+  if (ip == 0) return _URC_END_OF_STACK;
+  if (c->skip > 0) {
+    c->skip--;
+    return _URC_NO_REASON;
+  }
+  c->frames[c->count++] = (void *)ip;
+  return c->count == c->max ? _URC_END_OF_STACK : _URC_NO_REASON;
+}
+
+__attribute__((noinline)) size_t tsri_os_stack_capture(void **frames, size_t max, size_t skip) {
+  if (max == 0) return 0;
+  /* +1: the first frame the unwinder reports is this function's own */
+  capture_t c = { frames, max, 0, skip + 1 };
+  _Unwind_Backtrace(capture_frame, &c);
+  return c.count;
+}
