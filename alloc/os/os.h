@@ -104,6 +104,43 @@ tsri_hidden void tsri_os_symbols_begin(void);
 tsri_hidden int tsri_os_symbolize(const void *addr, tsri_os_symbol_t *out);
 tsri_hidden void tsri_os_symbols_end(void);
 
+/* ---- process, files, address space, report triggers ---------------------- */
+
+/* The OS id of the calling thread (gettid) and of the process. */
+tsri_hidden uint32_t tsri_os_thread_id(void);
+tsri_hidden uint32_t tsri_os_process_id(void);
+/* The path of the running program into buf (size > 0), "" when unknown. */
+tsri_hidden void tsri_os_program(char *buf, size_t size);
+
+/* Open path for appending (created 0644 when missing), write, close. */
+tsri_hidden int tsri_os_file_append(const char *path, intptr_t *handle);
+tsri_hidden int tsri_os_file_write(intptr_t handle, const char *text, size_t len);
+tsri_hidden void tsri_os_file_close(intptr_t handle);
+
+/* One mapping of the address space, as the OS describes it. */
+typedef struct tsri_os_region_s {
+  uintptr_t start, end;
+  bool accessible;            /* false: reserved only (no access at all) */
+  unsigned prot;              /* 1 read, 2 write, 4 execute */
+  const char *name;           /* file, [heap], [stack]...; "" anonymous */
+} tsri_os_region_t;
+/* Call fn for every mapping, in address order (a nonzero return stops);
+ * lo and hi get the bounds of the user address space.  0, or an errno
+ * value when the OS will not say. */
+tsri_hidden int tsri_os_regions(int (*fn)(const tsri_os_region_t *r, void *arg), void *arg,
+                                uintptr_t *lo, uintptr_t *hi);
+
+/* Run fn(arg) on a new thread of its own that the program never sees. */
+tsri_hidden int tsri_os_thread_start(void (*fn)(void *arg), void *arg);
+/* A wake-up that a signal handler may post: wait returns after a post, or
+ * after timeout_ms (0: wait for a post only). */
+tsri_hidden int tsri_os_wakeup_init(void);
+tsri_hidden void tsri_os_wakeup_post(void);
+tsri_hidden void tsri_os_wakeup_wait(uint64_t timeout_ms);
+/* Install handler for signal `which` (1 USR1, 2 USR2, 3 HUP); the handler
+ * must only do what is safe in a signal handler.  0, or ENOTSUP. */
+tsri_hidden int tsri_os_signal(int which, void (*handler)(void));
+
 /* ---- host services ---------------------------------------------------- */
 
 /* Milliseconds from an arbitrary fixed point, monotonic and cheap. */

@@ -16,12 +16,16 @@
 #include "os.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -194,3 +198,200 @@ void tsri_os_write_stderr(const char *text, size_t len) {
 }
 
 _Noreturn void tsri_os_abort(void) { abort(); }
+
+/* ------------------------------------------------------------------------
+ * Process, files, address space, report triggers
+ * ---------------------------------------------------------------------- */
+
+uint32_t tsri_os_thread_id(void) {
+#if defined(__linux__)
+  return (uint32_t)syscall(SYS_gettid);
+#else
+  return (uint32_t)(uintptr_t)pthread_self();
+#endif
+}
+
+uint32_t tsri_os_process_id(void) { return (uint32_t)getpid(); }
+
+void tsri_os_program(char *buf, size_t size) {
+  int saved = errno;
+  ssize_t n = readlink("/proc/self/exe", buf, size - 1);
+  buf[n > 0 ? (size_t)n : 0] = 0;
+  errno = saved;
+}
+
+int tsri_os_file_append(const char *path, intptr_t *handle) {
+  int saved = errno;
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  int rc = fd < 0 ? errno : 0;
+  errno = saved;
+  if (fd >= 0) *handle = fd;
+  return rc;
+}
+
+int tsri_os_file_write(intptr_t handle, const char *text, size_t len) {
+  int saved = errno, rc = 0;
+  while (len > 0) {
+    ssize_t w = write((int)handle, text, len);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) { rc = w < 0 ? errno : EIO; break; }
+    text += w;
+    len -= (size_t)w;
+  }
+  errno = saved;
+  return rc;
+}
+
+void tsri_os_file_close(intptr_t handle) {
+  int saved = errno;
+  close((int)handle);
+  errno = saved;
+}
+
+/* Parse one line of /proc/self/maps:
+ * "start-end perms offset dev inode   name" */
+static bool maps_line(char *line, tsri_os_region_t *r) {
+  char *s = line;
+  uintptr_t v[2] = { 0, 0 };
+  for (int i = 0; i < 2; i++) {
+    if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f'))) return false;
+    while ((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f'))
+      v[i] = v[i] * 16 + (uintptr_t)(*s <= '9' ? *s - '0' : *s - 'a' + 10), s++;
+    if (i == 0 && *s++ != '-') return false;
+  }
+  if (*s++ != ' ' || s[0] == 0 || s[1] == 0 || s[2] == 0) return false;
+  r->start = v[0];
+  r->end = v[1];
+  r->prot = (s[0] == 'r' ? 1u : 0u) | (s[1] == 'w' ? 2u : 0u) | (s[2] == 'x' ? 4u : 0u);
+  r->accessible = r->prot != 0;
+  for (int field = 0; field < 4 && *s; field++) {   /* perms offset dev inode */
+    while (*s && *s != ' ') s++;
+    while (*s == ' ') s++;
+  }
+  r->name = s;
+  return true;
+}
+
+int tsri_os_regions(int (*fn)(const tsri_os_region_t *r, void *arg), void *arg,
+                    uintptr_t *lo, uintptr_t *hi) {
+  int saved = errno;
+  *lo = 0x10000;   /* vm.mmap_min_addr's usual value */
+  *hi = UINTPTR_MAX > 0xFFFFFFFFu ? ((uintptr_t)1 << 47) : (uintptr_t)0xC0000000u;
+  int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int rc = errno;
+    errno = saved;
+    return rc;
+  }
+  char buf[8192];
+  size_t have = 0;
+  int stop = 0;
+  for (;;) {
+    ssize_t n = read(fd, buf + have, sizeof buf - 1 - have);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0 && have == 0) break;
+    if (n > 0) have += (size_t)n;
+    buf[have] = 0;
+    char *line = buf, *nl;
+    while (!stop && (nl = memchr(line, '\n', have - (size_t)(line - buf))) != NULL) {
+      *nl = 0;
+      tsri_os_region_t r;
+      if (maps_line(line, &r) && r.end <= *hi) stop = fn(&r, arg);
+      line = nl + 1;
+    }
+    if (stop) break;
+    size_t rest = have - (size_t)(line - buf);
+    if (rest == have && n <= 0) break;                 /* a last line without newline */
+    if (rest == sizeof buf - 1) rest = 0;              /* a line longer than the buffer */
+    memmove(buf, line, rest);
+    have = rest;
+  }
+  close(fd);
+  errno = saved;
+  return 0;
+}
+
+typedef struct os_thread_s {
+  void (*fn)(void *);
+  void *arg;
+} os_thread_t;
+
+static void *os_thread_main(void *p) {
+  os_thread_t t = *(os_thread_t *)p;
+  munmap(p, tsri_os_page_size());
+  /* the program's signals go to its own threads */
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  t.fn(t.arg);
+  return NULL;
+}
+
+int tsri_os_thread_start(void (*fn)(void *arg), void *arg) {
+  int saved = errno;
+  void *mem;
+  int rc = tsri_os_alloc(tsri_os_page_size(), tsri_os_page_size(), &mem);
+  if (rc == 0) {
+    os_thread_t *t = mem;
+    t->fn = fn;
+    t->arg = arg;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t id;
+    rc = pthread_create(&id, &attr, os_thread_main, t);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) munmap(mem, tsri_os_page_size());
+  }
+  errno = saved;
+  return rc;
+}
+
+static sem_t os_wakeup;
+
+int tsri_os_wakeup_init(void) { return sem_init(&os_wakeup, 0, 0) == 0 ? 0 : ENOSYS; }
+
+void tsri_os_wakeup_post(void) {
+  int saved = errno;
+  sem_post(&os_wakeup);
+  errno = saved;
+}
+
+void tsri_os_wakeup_wait(uint64_t timeout_ms) {
+  int saved = errno;
+  if (timeout_ms == 0) {
+    while (sem_wait(&os_wakeup) != 0 && errno == EINTR) {
+    }
+  } else {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(timeout_ms / 1000);
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+    while (sem_timedwait(&os_wakeup, &ts) != 0 && errno == EINTR) {
+    }
+  }
+  errno = saved;
+}
+
+static void (*os_signal_handler)(void);
+
+static void os_on_signal(int sig) {
+  (void)sig;
+  os_signal_handler();
+}
+
+int tsri_os_signal(int which, void (*handler)(void)) {
+  static const int signals[] = { 0, SIGUSR1, SIGUSR2, SIGHUP };
+  if (which <= 0 || which > 3) return ENOTSUP;
+  int saved = errno;
+  os_signal_handler = handler;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = os_on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  int rc = sigaction(signals[which], &sa, NULL) == 0 ? 0 : errno;
+  errno = saved;
+  return rc;
+}

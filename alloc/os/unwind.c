@@ -1,14 +1,22 @@
 /* unwind.c: call-stack capture for the allocation records (os.h:
- * tsri_os_stack_capture), on the unwinder of the C runtime.
+ * tsri_os_stack_capture).
+ *
+ * On x86-64 Linux the walk is unwind_x86_64.c's: a cache of
+ * per-return-address rules read from the objects' own unwind tables, tens
+ * of nanoseconds a stack.  Whatever it cannot follow exactly as libgcc
+ * would (signal frames, CFA expressions, a frame it finds implausible) it
+ * hands back, and the whole capture is redone here by libgcc.
  *
  * libgcc's _Unwind_Backtrace follows the DWARF call-frame information every
  * x86-64 and AArch64 object carries, so it is right where frame pointers
- * are missing.  It does not allocate: since GCC 12 and glibc 2.35 it finds
- * a frame's unwind table through _dl_find_object, which takes no lock.
- * (glibc's backtrace() is not used: its first call loads libgcc_s with
- * dlopen, which allocates.)
+ * are missing, but it costs about a microsecond for a dozen frames.  It
+ * does not allocate: since GCC 12 and glibc 2.35 it finds a frame's unwind
+ * table through _dl_find_object, which takes no lock.  (glibc's
+ * backtrace() is not used: its first call loads libgcc_s with dlopen,
+ * which allocates.)
  */
 #include "os.h"
+#include "unwind_x86_64.h"
 
 #include <unwind.h>
 
@@ -29,8 +37,15 @@ static _Unwind_Reason_Code capture_frame(struct _Unwind_Context *ctx, void *arg)
   return c->count == c->max ? _URC_END_OF_STACK : _URC_NO_REASON;
 }
 
+/* noinline: both walks count this function's frame as the first to drop. */
 __attribute__((noinline)) size_t tsri_os_stack_capture(void **frames, size_t max, size_t skip) {
   if (max == 0) return 0;
+#if TSRI_UNWIND_FAST
+  /* taking our own frame address gives this function a frame pointer,
+   * which is where the fast walk starts */
+  size_t n = tsri_unwind_walk(__builtin_frame_address(0), frames, max, skip);
+  if (n != TSRI_UNWIND_FALLBACK) return n;
+#endif
   /* +1: the first frame the unwinder reports is this function's own */
   capture_t c = { frames, max, 0, skip + 1 };
   _Unwind_Backtrace(capture_frame, &c);
