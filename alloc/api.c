@@ -11,13 +11,33 @@
  * Allocation
  * ---------------------------------------------------------------------- */
 
-static inline void *alloc_small(size_t size) { return tsri_heap_alloc(tsri_tl_heap, tsri_size_class(size)); }
+/* Every allocation starts here: count the bytes down to the next sample
+ * and take the fast path, or go through meta.c when a record may be due
+ * (sampling, full tracking, a thread's first allocation) or the block is
+ * large.  Inlined into each public function, so that `caller` is the
+ * address the program's call returns to. */
+#define TSRI_CALLER __builtin_return_address(0)
 
-void *tsr_malloc(size_t size) {
-  if (tsr_likely(size <= TSR_SMALL_MAX)) return alloc_small(size);
-  tsri_init();
-  return tsri_large_alloc(size, 0, false);
+static inline __attribute__((always_inline)) void *alloc_class(size_t size, size_t cls, void *caller) {
+  tsr_heap_t *h = tsri_tl_heap;
+  int64_t left = atomic_load_explicit(&h->sample_left, memory_order_relaxed) - (int64_t)size;
+  if (tsr_unlikely(left < 0)) return tsri_meta_alloc(size, cls, 0, false, caller);
+  atomic_store_explicit(&h->sample_left, left, memory_order_relaxed);
+  atomic_store_explicit(&h->allocs, atomic_load_explicit(&h->allocs, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+  return tsri_heap_alloc(h, cls);
 }
+
+static inline __attribute__((always_inline)) void *alloc_any(size_t size, bool zero, void *caller) {
+  if (tsr_likely(size <= TSR_SMALL_MAX)) {
+    void *p = alloc_class(size, tsri_size_class(size), caller);
+    if (zero && p != NULL) memset(p, 0, size);
+    return p;
+  }
+  return tsri_meta_alloc(size, TSR_CLASS_COUNT, 0, zero, caller);   /* fresh mappings are zero */
+}
+
+void *tsr_malloc(size_t size) { return alloc_any(size, false, TSRI_CALLER); }
 
 void *tsr_calloc(size_t count, size_t size) {
   size_t total;
@@ -25,13 +45,7 @@ void *tsr_calloc(size_t count, size_t size) {
     errno = ENOMEM;
     return NULL;
   }
-  if (total > TSR_SMALL_MAX) {
-    tsri_init();
-    return tsri_large_alloc(total, 0, true);   /* fresh mappings are zero already */
-  }
-  void *p = alloc_small(total);
-  if (p != NULL) memset(p, 0, total);
-  return p;
+  return alloc_any(total, true, TSRI_CALLER);
 }
 
 /* Smallest class that holds size bytes and whose blocks all start on a
@@ -45,12 +59,11 @@ static size_t aligned_class(size_t size, size_t align) {
 }
 
 /* align: a power of two. */
-static void *alloc_aligned(size_t align, size_t size) {
-  if (align <= TSR_MIN_ALIGN) return tsr_malloc(size);
+static inline __attribute__((always_inline)) void *alloc_aligned(size_t align, size_t size, void *caller) {
+  if (align <= TSR_MIN_ALIGN) return alloc_any(size, false, caller);
   size_t c = aligned_class(size, align);
-  if (c < TSR_CLASS_COUNT) return tsri_heap_alloc(tsri_tl_heap, c);
-  tsri_init();
-  return tsri_large_alloc(size, align, false);
+  if (c < TSR_CLASS_COUNT) return alloc_class(size, c, caller);
+  return tsri_meta_alloc(size, TSR_CLASS_COUNT, align, false, caller);
 }
 
 static inline bool is_pow2(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
@@ -60,13 +73,13 @@ void *tsr_aligned_alloc(size_t alignment, size_t size) {
     errno = EINVAL;
     return NULL;
   }
-  return alloc_aligned(alignment, size);
+  return alloc_aligned(alignment, size, TSRI_CALLER);
 }
 
 int tsr_posix_memalign(void **out, size_t alignment, size_t size) {
   if (!is_pow2(alignment) || alignment % sizeof(void *) != 0) return EINVAL;
   int saved = errno;
-  void *p = alloc_aligned(alignment, size);
+  void *p = alloc_aligned(alignment, size, TSRI_CALLER);
   errno = saved;
   if (p == NULL) return ENOMEM;
   *out = p;
@@ -82,10 +95,10 @@ void *tsr_memalign(size_t alignment, size_t size) {
   }
   size_t a = TSR_MIN_ALIGN;
   while (a < alignment) a <<= 1;
-  return alloc_aligned(a, size);
+  return alloc_aligned(a, size, TSRI_CALLER);
 }
 
-void *tsr_valloc(size_t size) { return alloc_aligned(tsri_os_page_size(), size); }
+void *tsr_valloc(size_t size) { return alloc_aligned(tsri_os_page_size(), size, TSRI_CALLER); }
 
 void *tsr_pvalloc(size_t size) {
   size_t page = tsri_os_page_size();
@@ -93,7 +106,7 @@ void *tsr_pvalloc(size_t size) {
     errno = ENOMEM;
     return NULL;
   }
-  return alloc_aligned(page, size == 0 ? page : tsri_align_up(size, page));
+  return alloc_aligned(page, size == 0 ? page : tsri_align_up(size, page), TSRI_CALLER);
 }
 
 /* ------------------------------------------------------------------------
@@ -152,44 +165,63 @@ static bool block_lookup(const char *call, const void *p, block_ref_t *ref) {
   return false;
 }
 
-void tsr_free(void *p) {
+static inline __attribute__((always_inline)) void free_any(void *p) {
   if (p == NULL) return;
   tsr_page_t *pg = tsri_page_of(p);
   if (tsr_likely(pg != NULL)) {
     long idx = tsri_block_index(pg, p);
     if (tsr_likely(idx >= 0)) {
+      if (tsr_unlikely(atomic_load_explicit(&pg->tracked, memory_order_relaxed) != 0))
+        tsri_meta_free_small(pg, (size_t)idx, p);
       tsri_heap_free_block(pg, (size_t)idx, p);
       return;
     }
-  } else if (tsri_large_free(p)) {
-    return;
+  } else {
+    if (atomic_load_explicit(&tsri_meta_large_tracked, memory_order_relaxed) != 0) tsri_meta_free_large(p);
+    if (tsri_large_free(p)) {
+      tsri_heap_count_free();
+      return;
+    }
   }
   report_bad("free", p);
 }
 
-void *tsr_realloc(void *p, size_t size) {
-  if (p == NULL) return tsr_malloc(size);
+void tsr_free(void *p) { free_any(p); }
+
+static inline __attribute__((always_inline)) bool is_tracked(const block_ref_t *ref) {
+  return ref->page != NULL ? atomic_load_explicit(&ref->page->tracked, memory_order_relaxed) != 0
+                           : atomic_load_explicit(&tsri_meta_large_tracked, memory_order_relaxed) != 0;
+}
+
+static inline __attribute__((always_inline)) void *realloc_any(void *p, size_t size, void *caller) {
+  if (p == NULL) return alloc_any(size, false, caller);
   block_ref_t ref;
   if (!block_lookup("realloc", p, &ref)) {
     errno = EINVAL;
     return NULL;
   }
   if (size == 0) {   /* glibc: free and return NULL */
-    tsr_free(p);
+    free_any(p);
     return NULL;
   }
   if (ref.page == NULL && size > TSR_SMALL_MAX) {
     void *moved = tsri_large_realloc(p, size);
-    if (moved != NULL) return moved;
+    if (moved != NULL) {
+      if (is_tracked(&ref)) tsri_meta_resized(p, moved, size);
+      return moved;
+    }
   } else if (size <= ref.usable && size > ref.usable / 2) {
+    if (is_tracked(&ref)) tsri_meta_resized(p, p, size);
     return p;   /* fits, and moving would not save much */
   }
-  void *q = tsr_malloc(size);
+  void *q = alloc_any(size, false, caller);
   if (q == NULL) return NULL;   /* p stays valid, as C requires */
   memcpy(q, p, size < ref.usable ? size : ref.usable);
-  tsr_free(p);
+  free_any(p);
   return q;
 }
+
+void *tsr_realloc(void *p, size_t size) { return realloc_any(p, size, TSRI_CALLER); }
 
 void *tsr_reallocarray(void *p, size_t count, size_t size) {
   size_t total;
@@ -197,7 +229,7 @@ void *tsr_reallocarray(void *p, size_t count, size_t size) {
     errno = ENOMEM;
     return NULL;
   }
-  return tsr_realloc(p, total);
+  return realloc_any(p, total, TSRI_CALLER);
 }
 
 size_t tsr_usable_size(const void *p) {

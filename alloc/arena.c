@@ -130,6 +130,7 @@ static void arena_decommit_runs(const slot_run_t *runs, size_t count) {
     if (ok) {
       tsri_count(&tsri_counters.os_decommits, 1);
       tsri_count(&tsri_counters.committed, -(int64_t)(runs[r].n * TSR_SLOT_SIZE));
+      tsri_count(&tsri_counters.purges, (int64_t)runs[r].n);
     }
     uint32_t now = (uint32_t)tsri_os_clock_ms();
     tsri_lock(&arena_lock);

@@ -36,6 +36,7 @@ static _Atomic(uint64_t) page_empty_bits[2 * TSR_BITMAP_WORDS];
 static tsr_page_t page_empty_desc = { .bits = page_empty_bits };
 
 static tsr_heap_t heap_empty = {
+  .sample_left = -1,   /* every allocation goes to tsri_meta_alloc, which makes a heap */
   .cur = { [0 ... TSR_CLASS_COUNT - 1] = &page_empty_desc },
 };
 
@@ -91,6 +92,7 @@ static inline void set_owner(tsr_page_t *pg, tsr_heap_t *h, uintptr_t state) {
 static void heap_retire(tsr_page_t *pg) {
   tsr_assert_internal(atomic_load_explicit(&pg->used, memory_order_relaxed) == 0);
   tsr_assert_expensive(tsri_page_check(pg) == 0);
+  tsri_meta_page_retire(pg);
   set_owner(pg, NULL, TSR_PAGE_AVAIL);
   tsri_arena_span_free(pg);
 }
@@ -141,6 +143,8 @@ static tsr_heap_t *heap_acquire(void) {
   atomic_store_explicit(&h->notify, NULL, memory_order_relaxed);
   h->slow_calls = 0;
   h->next_trim_ms = 0;
+  h->thread = tsri_os_thread_id();
+  tsri_meta_heap_init(h);
   return h;
 }
 
@@ -151,6 +155,17 @@ static tsr_heap_t *heap_thread_start(void) {
   tsri_tl_heap = h;
   tsri_os_thread_set(h);
   return h;
+}
+
+tsr_heap_t *tsri_heap_get(void) {
+  tsr_heap_t *h = tsri_tl_heap;
+  return h != &heap_empty ? h : heap_thread_start();
+}
+
+void tsri_heap_foreach(void (*fn)(tsr_heap_t *h, void *arg), void *arg) {
+  tsri_lock(&heap_lock);
+  for (tsr_heap_t *h = heap_all; h != NULL; h = h->next_all) fn(h, arg);
+  tsri_unlock(&heap_lock);
 }
 
 /* ------------------------------------------------------------------------
@@ -263,6 +278,8 @@ void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls) {
     if (h == NULL) { errno = ENOMEM; return NULL; }
     return tsri_heap_alloc(h, cls);
   }
+  if (tsr_unlikely(atomic_load_explicit(&tsri_report_restart, memory_order_relaxed)))
+    tsri_report_triggers_start();   /* a fork child: its parent's report thread is gone */
   heap_take_notices(h);
   heap_maybe_purge(h);
   tsr_page_t *pg;
@@ -313,6 +330,17 @@ void tsri_heap_free_slow(tsr_heap_t *h, tsr_page_t *pg) {
   }
 }
 
+_Atomic uint64_t tsri_frees_heapless;
+
+void tsri_heap_count_free(void) {
+  tsr_heap_t *h = tsri_tl_heap;
+  if (h == &heap_empty)
+    atomic_fetch_add_explicit(&tsri_frees_heapless, 1, memory_order_relaxed);
+  else
+    atomic_store_explicit(&h->frees, atomic_load_explicit(&h->frees, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
 void tsri_heap_free_remote(tsr_page_t *pg, size_t word, uint64_t mask, void *p) {
   if (tsr_unlikely(atomic_load_explicit(tsri_local(pg, word), memory_order_relaxed) & mask)) {
     tsri_error("double free of %p (block already free)", p);
@@ -323,6 +351,7 @@ void tsri_heap_free_remote(tsr_page_t *pg, size_t word, uint64_t mask, void *p) 
     tsri_error("double free of %p (block already freed by another thread)", p);
     return;
   }
+  tsri_heap_count_free();
   uintptr_t x = atomic_load_explicit(&pg->xowner, memory_order_seq_cst);
   for (;;) {
     uintptr_t state = x & TSR_PAGE_STATE_MASK;

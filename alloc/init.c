@@ -17,18 +17,22 @@ static void fork_prepare(void) {
   tsri_heap_fork_prepare();
   tsri_lock(tsri_arena_lock_get());
   tsri_large_fork_prepare();
+  tsri_meta_fork_prepare();
 }
 
 static void fork_parent(void) {
+  tsri_meta_fork_parent();
   tsri_large_fork_parent();
   tsri_unlock(tsri_arena_lock_get());
   tsri_heap_fork_parent();
 }
 
 static void fork_child(void) {
+  tsri_meta_fork_child();
   tsri_large_fork_child();
   tsri_unlock(tsri_arena_lock_get());
   tsri_heap_fork_child();
+  tsri_report_fork_child();
 }
 
 void tsri_init_slow(void) {
@@ -38,6 +42,8 @@ void tsri_init_slow(void) {
     return;
   }
   tsri_options_init();
+  tsri_start_ms = tsri_os_clock_ms();
+  atomic_store_explicit(&tsri_track_level, (int)tsri_option(TSRI_OPT_TRACK), memory_order_relaxed);
   tsri_heap_init();
   atomic_store_explicit(&tsri_ready, 1, memory_order_release);
   tsri_unlock(&init_lock);
@@ -47,5 +53,12 @@ void tsri_init_slow(void) {
 #if !defined(_WIN32)
 /* Bring tessera up at load time too, so that options are read and the fork
  * handlers registered before the program starts threads. */
-__attribute__((constructor)) static void init_at_load(void) { tsri_init(); }
+__attribute__((constructor)) static void init_at_load(void) {
+  tsri_init();
+  tsri_report_triggers_start();
+}
+
+/* TESSERA_REPORT: the report at exit, after the program's own atexit
+ * handlers and destructors (ours was registered before theirs). */
+__attribute__((destructor)) static void report_at_exit(void) { tsri_report_at_exit(); }
 #endif

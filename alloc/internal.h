@@ -48,6 +48,13 @@ typedef enum tsri_option_e {
   TSRI_OPT_ON_ERROR,
   TSRI_OPT_LARGE_CACHE_MB,
   TSRI_OPT_TRIM_MS,
+  TSRI_OPT_TRACK,
+  TSRI_OPT_SAMPLE_BYTES,
+  TSRI_OPT_REPORT,
+  TSRI_OPT_REPORT_FORMAT,
+  TSRI_OPT_REPORT_SIGNAL,
+  TSRI_OPT_REPORT_INTERVAL_S,
+  TSRI_OPT_REPORT_SITES,
   TSRI_OPT_COUNT
 } tsri_option_t;
 
@@ -55,6 +62,8 @@ enum { TSRI_ON_ERROR_ABORT = 0, TSRI_ON_ERROR_CONTINUE = 1 };
 
 /* The value of an option, read from the environment on first use. */
 tsri_hidden int64_t tsri_option(tsri_option_t opt);
+/* A text option's value (TESSERA_REPORT), or NULL when unset. */
+tsri_hidden const char *tsri_option_string(tsri_option_t opt);
 tsri_hidden void tsri_options_init(void);
 
 /* ---- lock --------------------------------------------------------------- */
@@ -188,6 +197,11 @@ tsri_hidden bool tsri_page_has_remote(const tsr_page_t *pg);
 tsri_hidden extern TSRI_TLS tsr_heap_t *tsri_tl_heap;
 
 tsri_hidden void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls);
+/* The calling thread's heap, made now if it has none; NULL without memory. */
+tsri_hidden tsr_heap_t *tsri_heap_get(void);
+/* Call fn for every heap ever made (in use or pooled), heap lock held:
+ * fn must not allocate. */
+tsri_hidden void tsri_heap_foreach(void (*fn)(tsr_heap_t *h, void *arg), void *arg);
 tsri_hidden void tsri_heap_free_slow(tsr_heap_t *h, tsr_page_t *pg);
 tsri_hidden void tsri_heap_free_remote(tsr_page_t *pg, size_t word, uint64_t mask, void *p);
 
@@ -219,6 +233,8 @@ static inline void tsri_heap_free_block(tsr_page_t *pg, size_t idx, void *p) {
       return;
     }
     atomic_store_explicit(tsri_local(pg, w), local | m, memory_order_relaxed);
+    atomic_store_explicit(&h->frees, atomic_load_explicit(&h->frees, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     /* Reuse the freed block first, and have its line on its way into the
      * cache by then: a free-list allocator gets that for free by writing
      * its link into the block; we only prefetch, which can neither fault
@@ -241,6 +257,11 @@ static inline bool tsri_block_is_free(const tsr_page_t *pg, size_t idx) {
            atomic_load_explicit(tsri_remote(pg, idx >> 6), memory_order_relaxed)) & m) != 0;
 }
 
+/* Count a free made outside the owner's fast path. */
+tsri_hidden void tsri_heap_count_free(void);
+/* Frees counted for threads that have no heap. */
+tsri_hidden extern _Atomic uint64_t tsri_frees_heapless;
+
 /* A remote free hit a page whose owner exited. */
 tsri_hidden void tsri_heap_abandoned_free(tsr_page_t *pg);
 tsri_hidden void tsri_heap_collect(void);
@@ -262,6 +283,10 @@ tsri_hidden void *tsri_large_realloc(void *p, size_t size);
 /* Describe what p is relative to the large blocks, for error messages. */
 tsri_hidden bool tsri_large_contains(const void *p);
 tsri_hidden void tsri_large_purge(bool force);
+/* A copy of every live large block's record, in memory from the OS (free
+ * it with tsri_large_snapshot_free).  0, or ENOMEM. */
+tsri_hidden int tsri_large_snapshot(tsr_large_t **list, size_t *count, size_t *bytes);
+tsri_hidden void tsri_large_snapshot_free(tsr_large_t *list, size_t bytes);
 tsri_hidden void tsri_large_stats(uint64_t *live_bytes, uint64_t *live_blocks,
                                   uint64_t *mapped);
 tsri_hidden void tsri_large_fork_prepare(void);
@@ -279,12 +304,85 @@ typedef struct tsri_os_counters_s {
   _Atomic uint64_t committed;  /* bytes */
   _Atomic uint64_t metadata;   /* bytes */
   _Atomic uint64_t arenas;
+  _Atomic uint64_t purges;     /* free slots decommitted */
 } tsri_os_counters_t;
 tsri_hidden extern tsri_os_counters_t tsri_counters;
 
 static inline void tsri_count(_Atomic uint64_t *c, int64_t delta) {
   atomic_fetch_add_explicit(c, (uint64_t)delta, memory_order_relaxed);
 }
+
+/* ---- block records (meta.c) and call stacks (stack.c) -------------------- */
+
+tsri_hidden extern _Atomic int tsri_track_level;     /* tsr_track_t */
+tsri_hidden extern uint64_t tsri_start_ms;            /* clock when tessera started */
+
+/* The allocation slow path for every request whose heap countdown ran
+ * out (a sample is due, tracking is full, or the thread has no heap yet):
+ * allocate (class cls, or a large block when cls == TSR_CLASS_COUNT), count,
+ * and record the block if it is to be tracked.  caller: the return address
+ * into the program, where the stack of the record begins. */
+tsri_hidden void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller);
+/* Drop the record of live block idx of pg (pg->tracked != 0). */
+tsri_hidden void tsri_meta_free_small(tsr_page_t *pg, size_t idx, const void *p);
+/* Drop the record of large block p, if it has one. */
+tsri_hidden void tsri_meta_free_large(const void *p);
+/* A tracked block was resized in place (to == from) or moved by the OS. */
+tsri_hidden void tsri_meta_resized(const void *from, const void *to, size_t requested);
+/* Large blocks with a record; nonzero: large frees must look. */
+tsri_hidden extern _Atomic size_t tsri_meta_large_tracked;
+/* A span goes back to its arena: let go of its record array. */
+tsri_hidden void tsri_meta_page_retire(tsr_page_t *pg);
+/* Arm a fresh heap's sampling countdown. */
+tsri_hidden void tsri_meta_heap_init(tsr_heap_t *h);
+
+typedef struct tsri_meta_totals_s {
+  uint64_t tracked;            /* live blocks with a record */
+  uint64_t requested;          /* their requested bytes (exact records) */
+  double w_blocks, w_usable, w_requested;  /* sampled records, scaled by weight */
+} tsri_meta_totals_t;
+/* The sampled-table part of the totals (page arrays are counted by the
+ * caller from tsr_page_t.rec_live and rec_requested). */
+tsri_hidden void tsri_meta_table_totals(tsri_meta_totals_t *t);
+
+/* What a walk reports per block: the public struct plus the class. */
+typedef struct tsri_block_s {
+  tsr_block_t pub;
+  uint32_t cls;                /* TSR_CLASS_COUNT for large blocks */
+  bool expected;               /* marked by tsr_leak_expect */
+} tsri_block_t;
+typedef int tsri_walk_fn(const tsri_block_t *b, void *arg);
+/* Walk every live block (see tsr_walk); only_tracked skips blocks without
+ * a record cheaply. */
+tsri_hidden int tsri_meta_walk(tsri_walk_fn *fn, void *arg, bool only_tracked);
+/* Does any frame of stack id lie in a function the program marked with
+ * tsr_leak_expect_function? */
+tsri_hidden bool tsri_meta_site_expected(uint32_t stack);
+tsri_hidden size_t tsri_meta_check(void);
+tsri_hidden void tsri_meta_fork_prepare(void);
+tsri_hidden void tsri_meta_fork_parent(void);
+tsri_hidden void tsri_meta_fork_child(void);
+
+#define TSRI_STACK_DEPTH 32
+/* The id of this stack (frames innermost first), interning it on first
+ * sight; 0 when n is 0 or the table is full.  Lock-free when known. */
+tsri_hidden uint32_t tsri_stack_intern(void *const *frames, size_t n);
+/* Frames of stack id (1..tsri_stack_count()); returns the depth. */
+tsri_hidden size_t tsri_stack_frames(uint32_t id, void *const **frames);
+tsri_hidden uint32_t tsri_stack_count(void);
+tsri_hidden uint64_t tsri_stack_dropped(void);  /* stacks not interned: table full */
+tsri_hidden void tsri_stack_fork_prepare(void);
+tsri_hidden void tsri_stack_fork_parent(void);
+tsri_hidden void tsri_stack_fork_child(void);
+
+/* ---- reports (report.c, writer.c) ----------------------------------------- */
+
+/* Start the report triggers (TESSERA_REPORT_SIGNAL, _INTERVAL_S) when set:
+ * once at load, and again in a fork child on its next slow path. */
+tsri_hidden void tsri_report_triggers_start(void);
+tsri_hidden extern _Atomic int tsri_report_restart;
+tsri_hidden void tsri_report_at_exit(void);
+tsri_hidden void tsri_report_fork_child(void);
 
 /* ---- init (init.c) --------------------------------------------------------- */
 

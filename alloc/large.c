@@ -336,3 +336,30 @@ void tsri_large_stats(uint64_t *live_bytes, uint64_t *live_blocks, uint64_t *map
 void tsri_large_fork_prepare(void) { tsri_lock(&large_lock); }
 void tsri_large_fork_parent(void) { tsri_unlock(&large_lock); }
 void tsri_large_fork_child(void) { tsri_unlock(&large_lock); }
+
+int tsri_large_snapshot(tsr_large_t **list, size_t *count, size_t *bytes_out) {
+  for (;;) {
+    tsri_lock(&large_lock);
+    size_t n = large_count;
+    tsri_unlock(&large_lock);
+    size_t bytes = tsri_align_up((n + 1) * sizeof(tsr_large_t), tsri_os_page_size());
+    void *mem;
+    if (tsri_os_alloc(bytes, tsri_os_page_size(), &mem) != 0) return ENOMEM;
+    tsr_large_t *out = mem;
+    tsri_lock(&large_lock);
+    if (large_count <= n) {
+      size_t k = 0;
+      for (size_t i = 0; i < large_capacity; i++)
+        if (large_table[i].block != 0) out[k++] = large_table[i];
+      tsri_unlock(&large_lock);
+      *list = out;
+      *count = k;
+      *bytes_out = bytes;
+      return 0;
+    }
+    tsri_unlock(&large_lock);   /* grew meanwhile: try again with more room */
+    tsri_os_release(mem, bytes);
+  }
+}
+
+void tsri_large_snapshot_free(tsr_large_t *list, size_t bytes) { tsri_os_release(list, bytes); }

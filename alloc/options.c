@@ -13,28 +13,50 @@ typedef struct option_desc_s {
   int64_t def;            /* default */
   int64_t min, max;       /* bounds, inclusive */
   const char *const *words;  /* accepted words (value = index), or NULL: a number */
+  bool string;            /* any text: tsri_option_string gives it, tsri_option 1 if set */
 } option_desc_t;
 
 static const char *const on_error_words[] = { "abort", "continue", NULL };
+static const char *const track_words[] = { "stats", "sample", "full", NULL };
+static const char *const format_words[] = { "text", "json", "openmetrics", "folded", NULL };
+static const char *const signal_words[] = { "none", "usr1", "usr2", "hup", NULL };
 
 static const option_desc_t option_table[TSRI_OPT_COUNT] = {
   /* Milliseconds a free page or a freed large block stays committed before
    * it goes back to the OS; 0: at once; -1: never. */
-  [TSRI_OPT_PURGE_DELAY_MS] = { "TESSERA_PURGE_DELAY_MS", 10, -1, 3600000, NULL },
+  [TSRI_OPT_PURGE_DELAY_MS] = { "TESSERA_PURGE_DELAY_MS", 10, -1, 3600000, NULL, false },
   /* What a bad free/realloc does after its message: abort (as glibc) or
    * continue (ignore the call). */
-  [TSRI_OPT_ON_ERROR] = { "TESSERA_ON_ERROR", TSRI_ON_ERROR_ABORT, 0, 1, on_error_words },
+  [TSRI_OPT_ON_ERROR] = { "TESSERA_ON_ERROR", TSRI_ON_ERROR_ABORT, 0, 1, on_error_words, false },
   /* Cap, in MiB, on freed large blocks kept mapped for reuse within the
    * purge delay (the cache also stays below 1/8 of the live large bytes,
    * or 32 MiB); 0 releases them on free. */
-  [TSRI_OPT_LARGE_CACHE_MB] = { "TESSERA_LARGE_CACHE_MB", 256, 0, 65536, NULL },
+  [TSRI_OPT_LARGE_CACHE_MB] = { "TESSERA_LARGE_CACHE_MB", 256, 0, 65536, NULL, false },
   /* Milliseconds between two passes in which a thread gives back the OS
    * pages lying wholly inside free blocks of its partly used pages; 0: no
    * such passes (tsr_collect still does one). */
-  [TSRI_OPT_TRIM_MS] = { "TESSERA_TRIM_MS", 0, 0, 3600000, NULL },
+  [TSRI_OPT_TRIM_MS] = { "TESSERA_TRIM_MS", 0, 0, 3600000, NULL, false },
+  /* Per-block records: stats (none), sample (about one per SAMPLE_BYTES
+   * allocated), full (every block).  tsr_track_set changes it later. */
+  [TSRI_OPT_TRACK] = { "TESSERA_TRACK", TSR_TRACK_SAMPLE, 0, 2, track_words, false },
+  /* Mean bytes allocated between two sampled blocks. */
+  [TSRI_OPT_SAMPLE_BYTES] = { "TESSERA_SAMPLE_BYTES", 512 * 1024, 1, (int64_t)1 << 40, NULL, false },
+  /* Write a report at exit (and on the signal or interval below) to
+   * "stderr" or to this file, appended; "%p" becomes the process id. */
+  [TSRI_OPT_REPORT] = { "TESSERA_REPORT", 0, 0, 1, NULL, true },
+  /* Format of those reports: text, json, openmetrics or folded. */
+  [TSRI_OPT_REPORT_FORMAT] = { "TESSERA_REPORT_FORMAT", TSR_FORMAT_TEXT, 0, 3, format_words, false },
+  /* A signal (usr1, usr2, hup) that asks for a report; a thread of
+   * tessera's writes it, never the signal handler. */
+  [TSRI_OPT_REPORT_SIGNAL] = { "TESSERA_REPORT_SIGNAL", 0, 0, 3, signal_words, false },
+  /* Seconds between two reports in a running process; 0: none. */
+  [TSRI_OPT_REPORT_INTERVAL_S] = { "TESSERA_REPORT_INTERVAL_S", 0, 0, 31536000, NULL, false },
+  /* Sites listed in a report (the biggest). */
+  [TSRI_OPT_REPORT_SITES] = { "TESSERA_REPORT_SITES", 50, 1, 1000000, NULL, false },
 };
 
 static _Atomic int64_t option_value[TSRI_OPT_COUNT];
+static const char *_Atomic option_text[TSRI_OPT_COUNT];
 static _Atomic int option_read[TSRI_OPT_COUNT];
 
 static bool parse_number(const char *s, int64_t *out) {
@@ -51,6 +73,8 @@ static bool parse_number(const char *s, int64_t *out) {
 }
 
 static bool parse_word(const char *s, const char *const *words, int64_t *out) {
+  if (words == signal_words && (s[0] | 0x20) == 's' && (s[1] | 0x20) == 'i' && (s[2] | 0x20) == 'g')
+    s += 3;   /* SIGUSR2 as well as USR2 */
   for (int64_t i = 0; words[i] != NULL; i++) {
     const char *w = words[i], *t = s;
     while (*w && (*t | 0x20) == *w) { w++; t++; }
@@ -63,6 +87,10 @@ static int64_t option_load(tsri_option_t opt) {
   const option_desc_t *d = &option_table[opt];
   int64_t v = d->def;
   const char *s = tsri_os_getenv(d->env);
+  if (d->string) {
+    atomic_store_explicit(&option_text[opt], s != NULL && *s != 0 ? s : NULL, memory_order_relaxed);
+    return s != NULL && *s != 0;
+  }
   if (s != NULL && *s != 0) {
     int64_t parsed;
     bool ok = d->words ? parse_word(s, d->words, &parsed) : parse_number(s, &parsed);
@@ -79,6 +107,11 @@ int64_t tsri_option(tsri_option_t opt) {
   atomic_store_explicit(&option_value[opt], v, memory_order_relaxed);
   atomic_store_explicit(&option_read[opt], 1, memory_order_release);
   return v;
+}
+
+const char *tsri_option_string(tsri_option_t opt) {
+  tsri_option(opt);
+  return atomic_load_explicit(&option_text[opt], memory_order_relaxed);
 }
 
 void tsri_options_init(void) {

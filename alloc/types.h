@@ -31,6 +31,13 @@
  * Size class.  A row of the const table in sizeclass.c: block size and span
  * length.  Waste is bounded there.
  *
+ * Block record.  What tessera remembers about one tracked block (meta.c):
+ * sequence number, requested size, call stack id, thread and time.  Never
+ * next to the block: a page tracked in full has an array of records, one
+ * per block, in a reservation of its arena's own; sampled blocks and large
+ * blocks have theirs in a hash table keyed by address.  Call stacks are
+ * interned once each in stack.c.
+ *
  * Large block.  A request above TSR_SMALL_MAX gets its own OS reservation,
  * recorded in a hash table (large.c); its record holds the mapping and the
  * usable size, never anything inside the user's block.
@@ -90,6 +97,19 @@ enum {
 
 struct tsr_heap_s;
 
+/* ---- block record ----------------------------------------------------- */
+
+typedef struct tsri_rec_s {
+  uint64_t seq;                     /* allocation number, 1..; 0: no record */
+  uint32_t requested;               /* bytes asked for (small blocks: < 2^18) */
+  uint32_t stack;                   /* stack id (stack.c) | TSRI_REC_EXPECTED */
+  uint32_t thread;                  /* OS thread id of the allocating thread */
+  uint32_t time_ms;                 /* ms after tessera started, modulo 2^32 (49 days) */
+} tsri_rec_t;
+
+#define TSRI_REC_EXPECTED 0x80000000u   /* tsr_leak_expect: not a leak */
+#define TSRI_TRACKED_ARRAY 0x80000000u  /* tsr_page_t.tracked: the page has `recs` */
+
 typedef struct tsr_page_s {
   /* The first 64 bytes are what the free fast path reads (internal.h). */
   /* Set when the span is carved (arena lock held), fixed while in use. */
@@ -110,11 +130,19 @@ typedef struct tsr_page_s {
                                        merged; relaxed atomic so stats can read it */
   uint32_t freed_at_ms;             /* FREE slots: clock when freed (low 32 bits),
                                        arena lock held */
+  _Atomic uint32_t tracked;         /* live blocks with a record in meta.c's table,
+                                       | TSRI_TRACKED_ARRAY; 0: free needs no lookup */
   /* Owner only (or the abandoned-list lock holder when owner is gone). */
   struct tsr_page_s *next, *prev;   /* links in the owner's queue / abandoned list */
   struct tsr_page_s *notify_next;   /* link in the owner's notify stack */
   uint32_t trimmed_at_used;         /* owner: `used` when the page's free OS pages were
                                        last given back (page.c: tsri_page_trim) */
+  /* Records of a page tracked in full (meta.c).  recs is set by the owner
+   * and cleared when the span goes back to the arena; the counters cover
+   * recs[i] with seq != 0 and are updated by whichever thread frees. */
+  _Atomic(tsri_rec_t *) recs;       /* capacity records, or NULL */
+  _Atomic uint32_t rec_live;        /* records in recs for live blocks */
+  _Atomic uint64_t rec_requested;   /* sum of their requested sizes */
 } __attribute__((aligned(64))) tsr_page_t;
 
 /* The local and remote free words w of a page: side by side, so a free
@@ -133,6 +161,9 @@ typedef struct tsr_arena_s {
   uint64_t dirty_map[TSR_ARENA_SLOTS / 64];      /* FREE and committed, awaiting purge */
   uint64_t transit_map[TSR_ARENA_SLOTS / 64];    /* being committed or decommitted
                                                     outside the lock (arena.c) */
+  _Atomic(tsri_rec_t *) recs;       /* reservation for the record arrays of its
+                                       pages, TSR_PAGE_MAX_BLOCKS per slot, or NULL
+                                       until a page is tracked in full (meta.c) */
   tsr_page_t pages[TSR_ARENA_SLOTS];             /* one descriptor per slot */
   _Atomic(uint64_t) bitmaps[TSR_ARENA_SLOTS][2 * TSR_BITMAP_WORDS]; /* see tsr_page_t.bits */
 } tsr_arena_t;
@@ -146,6 +177,12 @@ typedef struct tsr_queue_s {
 } tsr_queue_t;
 
 typedef struct tsr_heap_s {
+  /* Bytes that may still be asked for before the next allocation goes
+   * through meta.c (a sample is due, or tracking is full: -1).  Owner
+   * reads and writes; tsr_track_set may store to it from elsewhere. */
+  _Atomic int64_t sample_left;
+  _Atomic uint64_t allocs;            /* blocks handed out by this heap (owner writes) */
+  _Atomic uint64_t frees;             /* blocks freed by this heap's thread (owner writes) */
   /* Hot: cur[c] == avail[c].first, or the empty page (no free blocks) so
    * that the fast path needs no NULL test. */
   tsr_page_t *cur[TSR_CLASS_COUNT];
@@ -156,6 +193,8 @@ typedef struct tsr_heap_s {
                                          of their push (heap.c: heap_abandon waits) */
   uint32_t slow_calls;                /* alloc slow paths, drives purge checks */
   uint64_t next_trim_ms;              /* clock at which to trim our sparse pages next */
+  uint64_t rng;                       /* sampling random state (meta.c) */
+  uint32_t thread;                    /* OS thread id of the owner */
   bool in_use;                        /* owned by a live thread */
   struct tsr_heap_s *next_all;        /* every heap ever made (heap.c) */
 } tsr_heap_t;

@@ -23,7 +23,7 @@ usage() {
 group_packages() {
   case "$1" in
     build) echo "cmake gcc g++ make pkg-config" ;;
-    test)  echo "libcriterion-dev clang libclang-rt-14-dev llvm python3 coreutils" ;;
+    test)  echo "libcriterion-dev clang libclang-rt-14-dev llvm python3 python3-jsonschema coreutils" ;;
     bench) echo "libmimalloc-dev libjemalloc-dev libgoogle-perftools-dev hyperfine gnuplot-nox time" ;;
     all)   echo "$(group_packages build) $(group_packages test) $(group_packages bench)" ;;
     *)     return 1 ;;

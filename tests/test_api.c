@@ -472,8 +472,16 @@ Test(api, stats_get_checks_size) {
   tsr_stats_t s;
   memset(&s, 0, sizeof s);
   cr_assert_eq(tsr_stats_get(&s), EINVAL, "size 0 must be refused");
-  s.size = sizeof s - 1;
+  s.size = offsetof(tsr_stats_t, track) - 1;   /* smaller than version 1 */
   cr_assert_eq(tsr_stats_get(&s), EINVAL);
+  /* a caller built against version 1: gets its fields, nothing past them */
+  struct { tsr_stats_t s; } v1;
+  memset(&v1, 0xAB, sizeof v1);
+  v1.s.size = offsetof(tsr_stats_t, track);
+  cr_assert_eq(tsr_stats_get(&v1.s), 0);
+  cr_assert_eq(v1.s.version, TSR_STATS_VERSION);
+  cr_assert_eq(v1.s.size, offsetof(tsr_stats_t, track));
+  cr_assert_eq(v1.s.track, 0xABABABABu, "version 2 fields written into a version 1 struct");
   s.size = 8;
   cr_assert_eq(tsr_stats_get(&s), EINVAL);
   cr_assert_eq(tsr_stats_get(NULL), EINVAL);

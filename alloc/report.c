@@ -1,0 +1,516 @@
+/* report.c: the report API over the records: the walk, sites, snapshots
+ * and their diff, the memory map, the address space, and the triggers
+ * (at exit, on a signal, every few seconds).
+ *
+ * Owns: aggregating blocks by call stack and class into tables that live
+ * in memory from the OS (never the heap being reported on), ordering them
+ * (a heap sort of our own: qsort may allocate), and the reporter thread.
+ * The text, JSON, OpenMetrics and folded writers are in writer.c.
+ */
+#include "internal.h"
+#include "report.h"
+
+/* ------------------------------------------------------------------------
+ * Scratch memory from the OS
+ * ---------------------------------------------------------------------- */
+
+void *tsri_scratch(size_t bytes) {
+  void *mem;
+  size_t size = tsri_align_up(bytes + 16, tsri_os_page_size());
+  if (tsri_os_alloc(size, tsri_os_page_size(), &mem) != 0) return NULL;
+  *(size_t *)mem = size;
+  return (uint8_t *)mem + 16;
+}
+
+void tsri_scratch_free(void *p) {
+  if (p == NULL) return;
+  uint8_t *mem = (uint8_t *)p - 16;
+  tsri_os_release(mem, *(size_t *)mem);
+}
+
+/* ------------------------------------------------------------------------
+ * The walk
+ * ---------------------------------------------------------------------- */
+
+typedef struct pub_walk_s {
+  tsr_walk_fn *visit;
+  void *arg;
+} pub_walk_t;
+
+static int pub_visit(const tsri_block_t *b, void *arg) {
+  pub_walk_t *w = arg;
+  return w->visit(&b->pub, w->arg);
+}
+
+int tsr_walk(tsr_walk_fn *visit, void *arg) {
+  if (visit == NULL) return EINVAL;
+  pub_walk_t w = { visit, arg };
+  return tsri_meta_walk(pub_visit, &w, false);
+}
+
+/* ------------------------------------------------------------------------
+ * Sites
+ * ---------------------------------------------------------------------- */
+
+typedef struct site_collect_s {
+  tsri_site_t *by_id;     /* indexed by stack id, count + 1 entries */
+  uint32_t count;
+  bool leaks;
+  uint64_t expected_blocks;
+} site_collect_t;
+
+static int site_visit(const tsri_block_t *b, void *arg) {
+  site_collect_t *c = arg;
+  uint32_t id = b->pub.site <= c->count ? b->pub.site : 0;
+  if (c->leaks && b->expected) {
+    c->expected_blocks++;
+    return 0;
+  }
+  tsri_site_t *s = &c->by_id[id];
+  s->blocks += b->pub.weight;
+  s->bytes += b->pub.weight * (double)b->pub.usable;
+  s->requested += b->pub.weight * (double)b->pub.requested;
+  if (b->pub.weight != 1.0) s->estimated = true;
+  return 0;
+}
+
+static bool site_before(const tsri_site_t *a, const tsri_site_t *b) {
+  return a->bytes > b->bytes || (a->bytes == b->bytes && a->id < b->id);
+}
+
+static void sift(tsri_site_t *v, size_t n, size_t i) {
+  for (;;) {
+    size_t l = 2 * i + 1, m = i;
+    if (l < n && site_before(&v[m], &v[l])) m = l;
+    if (l + 1 < n && site_before(&v[m], &v[l + 1])) m = l + 1;
+    if (m == i) return;
+    tsri_site_t t = v[i];
+    v[i] = v[m];
+    v[m] = t;
+    i = m;
+  }
+}
+
+/* Order v biggest first (a max-heap on "comes later", then pop). */
+static void sites_sort(tsri_site_t *v, size_t n) {
+  for (size_t i = n / 2; i-- > 0;) sift(v, n, i);
+  for (size_t end = n; end > 1; end--) {
+    tsri_site_t t = v[0];
+    v[0] = v[end - 1];
+    v[end - 1] = t;
+    sift(v, end - 1, 0);
+  }
+}
+
+tsri_sites_t *tsri_sites_collect(bool leaks) {
+  site_collect_t c;
+  c.count = tsri_stack_count();
+  c.leaks = leaks;
+  c.expected_blocks = 0;
+  c.by_id = tsri_scratch((c.count + 1) * sizeof(tsri_site_t));
+  tsri_sites_t *out = tsri_scratch(sizeof(tsri_sites_t));
+  if (c.by_id == NULL || out == NULL) {
+    tsri_scratch_free(c.by_id);
+    tsri_scratch_free(out);
+    return NULL;
+  }
+  tsri_meta_walk(site_visit, &c, true);
+  size_t n = 0;
+  tsri_os_symbols_begin();
+  for (uint32_t id = 0; id <= c.count; id++) {
+    tsri_site_t s = c.by_id[id];
+    if (s.blocks <= 0) continue;
+    if (leaks && id != 0 && tsri_meta_site_expected(id)) {
+      c.expected_blocks += (uint64_t)(s.blocks + 0.5);
+      continue;
+    }
+    s.id = id;
+    c.by_id[n++] = s;
+  }
+  tsri_os_symbols_end();
+  sites_sort(c.by_id, n);
+  out->sites = c.by_id;
+  out->count = n;
+  out->expected_blocks = c.expected_blocks;
+  return out;
+}
+
+void tsri_sites_free(tsri_sites_t *s) {
+  if (s == NULL) return;
+  tsri_scratch_free(s->sites);
+  tsri_scratch_free(s);
+}
+
+static uint64_t round_u64(double v) { return v <= 0 ? 0 : (uint64_t)(v + 0.5); }
+
+void tsri_site_public(const tsri_site_t *s, tsr_site_t *out) {
+  out->id = s->id;
+  out->depth = (uint32_t)tsri_stack_frames(s->id, &out->frames);
+  out->blocks = round_u64(s->blocks);
+  out->bytes = round_u64(s->bytes);
+  out->requested = round_u64(s->requested);
+  out->estimated = s->estimated;
+}
+
+size_t tsr_sites(tsr_site_t *out, size_t max) {
+  tsri_init();
+  tsri_sites_t *s = tsri_sites_collect(false);
+  if (s == NULL) return 0;
+  for (size_t i = 0; i < s->count && i < max; i++) tsri_site_public(&s->sites[i], &out[i]);
+  size_t n = s->count;
+  tsri_sites_free(s);
+  return n;
+}
+
+/* ------------------------------------------------------------------------
+ * Snapshots
+ * ---------------------------------------------------------------------- */
+
+#define SNAPSHOT_MAGIC 0x74737270736e6170ull
+
+typedef struct snap_class_s {
+  uint64_t blocks, bytes;
+} snap_class_t;
+
+struct tsr_snapshot_s {
+  uint64_t magic;
+  size_t count;                               /* sites, ordered by id */
+  snap_class_t classes[TSR_CLASS_COUNT + 1];
+  tsri_site_t sites[];
+};
+
+static bool site_id_before(const tsri_site_t *a, const tsri_site_t *b) { return a->id < b->id; }
+
+tsr_snapshot_t *tsr_snapshot_take(void) {
+  tsri_init();
+  tsri_sites_t *s = tsri_sites_collect(false);
+  if (s == NULL) return NULL;
+  tsr_snapshot_t *snap = tsri_scratch(sizeof(tsr_snapshot_t) + s->count * sizeof(tsri_site_t));
+  if (snap == NULL) {
+    tsri_sites_free(s);
+    return NULL;
+  }
+  snap->magic = SNAPSHOT_MAGIC;
+  snap->count = s->count;
+  memcpy(snap->sites, s->sites, s->count * sizeof(tsri_site_t));
+  tsri_sites_free(s);
+  /* by id, for the merge in the diff (insertion sort: ids are nearly
+   * random, but a snapshot is taken rarely and holds few thousand sites) */
+  for (size_t i = 1; i < snap->count; i++) {
+    tsri_site_t t = snap->sites[i];
+    size_t j = i;
+    while (j > 0 && site_id_before(&t, &snap->sites[j - 1])) {
+      snap->sites[j] = snap->sites[j - 1];
+      j--;
+    }
+    snap->sites[j] = t;
+  }
+  tsr_class_stats_t rows[TSR_CLASS_COUNT + 1];
+  tsr_class_stats(rows, TSR_CLASS_COUNT + 1);
+  for (size_t c = 0; c <= TSR_CLASS_COUNT; c++) {
+    snap->classes[c].blocks = rows[c].blocks_live;
+    snap->classes[c].bytes = rows[c].bytes_live;
+  }
+  return snap;
+}
+
+void tsr_snapshot_free(tsr_snapshot_t *snap) {
+  if (snap == NULL || snap->magic != SNAPSHOT_MAGIC) return;
+  snap->magic = 0;
+  tsri_scratch_free(snap);
+}
+
+static int64_t delta_of(double after, double before) {
+  return (int64_t)round_u64(after) - (int64_t)round_u64(before);
+}
+
+static void delta_sort(tsr_delta_t *v, size_t n) {
+  for (size_t i = 1; i < n; i++) {   /* insertion sort on growth, biggest first */
+    tsr_delta_t t = v[i];
+    size_t j = i;
+    while (j > 0 && v[j - 1].bytes < t.bytes) {
+      v[j] = v[j - 1];
+      j--;
+    }
+    v[j] = t;
+  }
+}
+
+tsr_delta_t *tsri_snapshot_deltas(const tsr_snapshot_t *a, const tsr_snapshot_t *b, size_t *count) {
+  size_t cap = a->count + b->count + TSR_CLASS_COUNT + 1;
+  tsr_delta_t *d = tsri_scratch(cap * sizeof(tsr_delta_t));
+  if (d == NULL) return NULL;
+  size_t n = 0, i = 0, j = 0;
+  static const tsri_site_t none;
+  while (i < a->count || j < b->count) {
+    const tsri_site_t *x = i < a->count ? &a->sites[i] : NULL;
+    const tsri_site_t *y = j < b->count ? &b->sites[j] : NULL;
+    uint32_t id;
+    if (y == NULL || (x != NULL && x->id < y->id)) { id = x->id; y = &none; i++; }
+    else if (x == NULL || y->id < x->id) { id = y->id; x = &none; j++; }
+    else { id = x->id; i++; j++; }
+    int64_t db = delta_of(y->blocks, x->blocks), dy = delta_of(y->bytes, x->bytes);
+    if (db == 0 && dy == 0) continue;
+    tsr_delta_t *e = &d[n++];
+    memset(e, 0, sizeof *e);
+    e->is_site = 1;
+    e->id = id;
+    e->depth = (uint32_t)tsri_stack_frames(id, &e->frames);
+    e->blocks = db;
+    e->bytes = dy;
+    e->blocks_after = round_u64(y->blocks);
+    e->bytes_after = round_u64(y->bytes);
+  }
+  for (size_t c = 0; c <= TSR_CLASS_COUNT; c++) {
+    const snap_class_t *x = &a->classes[c], *y = &b->classes[c];
+    if (x->blocks == y->blocks && x->bytes == y->bytes) continue;
+    tsr_delta_t *e = &d[n++];
+    memset(e, 0, sizeof *e);
+    e->id = (uint32_t)c;
+    e->block_size = c < TSR_CLASS_COUNT ? tsri_classes[c].block_size : 0;
+    e->blocks = (int64_t)y->blocks - (int64_t)x->blocks;
+    e->bytes = (int64_t)y->bytes - (int64_t)x->bytes;
+    e->blocks_after = y->blocks;
+    e->bytes_after = y->bytes;
+  }
+  delta_sort(d, n);
+  *count = n;
+  return d;
+}
+
+size_t tsr_snapshot_diff(const tsr_snapshot_t *before, const tsr_snapshot_t *after,
+                         tsr_delta_t *out, size_t max) {
+  if (before == NULL || after == NULL || before->magic != SNAPSHOT_MAGIC || after->magic != SNAPSHOT_MAGIC)
+    return 0;
+  size_t n;
+  tsr_delta_t *d = tsri_snapshot_deltas(before, after, &n);
+  if (d == NULL) return 0;
+  for (size_t i = 0; i < n && i < max; i++) out[i] = d[i];
+  tsri_scratch_free(d);
+  return n;
+}
+
+bool tsri_snapshot_valid(const tsr_snapshot_t *s) { return s != NULL && s->magic == SNAPSHOT_MAGIC; }
+
+/* ------------------------------------------------------------------------
+ * Memory map
+ * ---------------------------------------------------------------------- */
+
+/* Entries of arena a in address order into out (TSR_ARENA_SLOTS room). */
+static size_t map_arena(tsr_arena_t *a, uint32_t number, tsr_map_entry_t *out) {
+  size_t n = 0;
+  tsri_lock(tsri_arena_lock_get());
+  out[n++] = (tsr_map_entry_t){ .start = a, .size = a->meta_slots * TSR_SLOT_SIZE, .arena = number,
+                                .slot = 0, .slots = (uint32_t)a->meta_slots,
+                                .state = TSR_SLOT_STATE_META };
+  for (size_t s = a->meta_slots; s < TSR_ARENA_SLOTS;) {
+    const tsr_page_t *pg = &a->pages[s];
+    tsr_map_entry_t e = { .start = (uint8_t *)a + s * TSR_SLOT_SIZE, .arena = number,
+                          .slot = (uint32_t)s, .slots = 1 };
+    if (pg->kind == TSR_SLOT_HEAD) {
+      e.state = TSR_SLOT_STATE_USED;
+      e.slots = pg->span_slots;
+      e.cls = pg->cls;
+      e.block_size = pg->block_size;
+      e.capacity = pg->capacity;
+      uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
+      e.live = used < pg->capacity ? used : pg->capacity;
+    } else if (pg->kind == TSR_SLOT_TAIL) {
+      e.state = TSR_SLOT_STATE_USED;   /* a span being carved or given back */
+    } else {
+      bool committed = (a->commit_map[s >> 6] >> (s & 63)) & 1;
+      e.state = committed ? TSR_SLOT_STATE_DIRTY : TSR_SLOT_STATE_DECOMMITTED;
+    }
+    e.size = (size_t)e.slots * TSR_SLOT_SIZE;
+    out[n++] = e;
+    s += e.slots;
+  }
+  tsri_unlock(tsri_arena_lock_get());
+  return n;
+}
+
+int tsr_map_walk(tsr_map_fn *visit, void *arg) {
+  if (visit == NULL) return EINVAL;
+  tsri_init();
+  tsr_map_entry_t *buf = tsri_scratch((TSR_ARENA_SLOTS + 1) * sizeof(tsr_map_entry_t));
+  if (buf == NULL) return ENOMEM;
+  tsri_lock(tsri_arena_lock_get());
+  tsr_arena_t *a = tsri_arena_first();
+  tsri_unlock(tsri_arena_lock_get());
+  int stop = 0;
+  for (uint32_t number = 0; a != NULL && stop == 0; a = a->next, number++) {
+    size_t n = map_arena(a, number, buf);
+    for (size_t i = 0; i < n && stop == 0; i++) stop = visit(&buf[i], arg);
+  }
+  tsri_scratch_free(buf);
+  return stop;
+}
+
+/* ------------------------------------------------------------------------
+ * Address space
+ * ---------------------------------------------------------------------- */
+
+typedef struct range_s {
+  uintptr_t start, end;
+} range_t;
+
+typedef struct space_walk_s {
+  tsr_region_fn *visit;
+  void *arg;
+  tsr_address_space_t totals;
+  uintptr_t last_end;
+  int stop;
+  const uintptr_t *lo;    /* the lowest user address, set by the OS layer */
+  range_t *ours;          /* tessera's reservations: arenas, their record arrays, large blocks */
+  size_t n_ours;
+} space_walk_t;
+
+/* Collect tessera's reservations into scratch memory.  The OS merges
+ * neighbouring mappings into one region, so a region is tessera's by
+ * overlap, never by its start address alone. */
+static range_t *ours_collect(size_t *count) {
+  tsr_large_t *large = NULL;
+  size_t n_large = 0, large_bytes = 0;
+  if (tsri_large_snapshot(&large, &n_large, &large_bytes) != 0) n_large = 0;
+  size_t arenas = 0;
+  tsri_lock(tsri_arena_lock_get());
+  for (tsr_arena_t *a = tsri_arena_first(); a != NULL; a = a->next) arenas++;
+  tsri_unlock(tsri_arena_lock_get());
+  range_t *r = tsri_scratch((2 * arenas + n_large + 1) * sizeof(range_t));
+  size_t n = 0;
+  if (r != NULL) {
+    tsri_lock(tsri_arena_lock_get());
+    size_t k = 0;
+    for (tsr_arena_t *a = tsri_arena_first(); a != NULL && k < arenas; a = a->next, k++) {
+      r[n++] = (range_t){ (uintptr_t)a, (uintptr_t)a + TSR_ARENA_SIZE };
+      uintptr_t recs = (uintptr_t)atomic_load_explicit(&a->recs, memory_order_relaxed);
+      if (recs != 0)
+        r[n++] = (range_t){ recs, recs + (uintptr_t)TSR_ARENA_SLOTS * TSR_PAGE_MAX_BLOCKS * sizeof(tsri_rec_t) };
+    }
+    tsri_unlock(tsri_arena_lock_get());
+    for (size_t i = 0; i < n_large; i++) r[n++] = (range_t){ large[i].base, large[i].base + large[i].mapped };
+  }
+  if (large != NULL) tsri_large_snapshot_free(large, large_bytes);
+  *count = n;
+  return r;
+}
+
+static uint64_t ours_overlap(const space_walk_t *w, uintptr_t start, uintptr_t end) {
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < w->n_ours; i++) {
+    uintptr_t s = w->ours[i].start > start ? w->ours[i].start : start;
+    uintptr_t e = w->ours[i].end < end ? w->ours[i].end : end;
+    if (s < e) bytes += e - s;
+  }
+  return bytes;
+}
+
+static void space_emit(space_walk_t *w, const tsr_region_t *r, uint64_t ours) {
+  uint64_t size = r->end - r->start;
+  w->totals.regions++;
+  if (r->state == TSR_REGION_FREE) {
+    w->totals.free += size;
+    if (size > w->totals.largest_free) {
+      w->totals.largest_free = size;
+      w->totals.largest_free_at = r->start;
+    }
+  } else {
+    if (r->state == TSR_REGION_RESERVED) w->totals.reserved += size;
+    else w->totals.committed += size;
+    w->totals.tessera_reserved += ours;
+  }
+  if (w->visit != NULL && w->stop == 0) w->stop = w->visit(r, w->arg);
+}
+
+static int space_region(const tsri_os_region_t *os, void *arg) {
+  space_walk_t *w = arg;
+  uintptr_t from = w->last_end != 0 ? w->last_end : *w->lo;
+  if (os->start > from) {
+    tsr_region_t gap = { from, os->start, TSR_REGION_FREE, 0, 0, "" };
+    space_emit(w, &gap, 0);
+  }
+  uint64_t ours = ours_overlap(w, os->start, os->end);
+  tsr_region_t r = { os->start, os->end, os->accessible ? TSR_REGION_COMMITTED : TSR_REGION_RESERVED,
+                     os->prot, ours != 0, os->name };
+  space_emit(w, &r, ours);
+  w->last_end = os->end;
+  return 0;
+}
+
+int tsr_address_space(tsr_region_fn *visit, void *arg, tsr_address_space_t *totals) {
+  tsri_init();
+  space_walk_t w;
+  memset(&w, 0, sizeof w);
+  w.visit = visit;
+  w.arg = arg;
+  w.ours = ours_collect(&w.n_ours);
+  uintptr_t lo = 0, hi = 0;
+  w.lo = &lo;
+  int rc = tsri_os_regions(space_region, &w, &lo, &hi);
+  if (rc == 0 && hi > w.last_end) {
+    tsr_region_t gap = { w.last_end > lo ? w.last_end : lo, hi, TSR_REGION_FREE, 0, 0, "" };
+    space_emit(&w, &gap, 0);
+  }
+  tsri_scratch_free(w.ours);
+  if (rc == 0 && totals != NULL) *totals = w.totals;
+  return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Triggers
+ * ---------------------------------------------------------------------- */
+
+_Atomic int tsri_report_restart;
+static _Atomic int trigger_running;
+static _Atomic int trigger_signalled;
+
+static void on_report_signal(void) {
+  atomic_store_explicit(&trigger_signalled, 1, memory_order_relaxed);
+  tsri_os_wakeup_post();
+}
+
+static void report_now(const char *reason) {
+  const char *dest = tsri_option_string(TSRI_OPT_REPORT);
+  tsri_report_to((tsr_format_t)tsri_option(TSRI_OPT_REPORT_FORMAT), dest ? dest : "stderr", reason);
+}
+
+static void trigger_thread(void *arg) {
+  (void)arg;
+  uint64_t interval_ms = (uint64_t)tsri_option(TSRI_OPT_REPORT_INTERVAL_S) * 1000;
+  uint64_t next = interval_ms ? tsri_os_clock_ms() + interval_ms : 0;
+  for (;;) {
+    uint64_t now = tsri_os_clock_ms();
+    tsri_os_wakeup_wait(next == 0 ? 0 : (next > now ? next - now : 1));
+    if (atomic_exchange_explicit(&trigger_signalled, 0, memory_order_relaxed)) report_now("signal");
+    if (next != 0 && tsri_os_clock_ms() >= next) {
+      report_now("interval");
+      next = tsri_os_clock_ms() + interval_ms;
+    }
+  }
+}
+
+void tsri_report_triggers_start(void) {
+  atomic_store_explicit(&tsri_report_restart, 0, memory_order_relaxed);
+  int64_t sig = tsri_option(TSRI_OPT_REPORT_SIGNAL);
+  int64_t interval = tsri_option(TSRI_OPT_REPORT_INTERVAL_S);
+  if (sig == 0 && interval == 0) return;
+  if (atomic_exchange_explicit(&trigger_running, 1, memory_order_acq_rel)) return;
+  if (tsri_os_wakeup_init() != 0 || tsri_os_thread_start(trigger_thread, NULL) != 0) {
+    tsri_warning("cannot start the report thread; TESSERA_REPORT_SIGNAL and _INTERVAL_S are off");
+    return;
+  }
+  if (sig != 0 && tsri_os_signal((int)sig, on_report_signal) != 0)
+    tsri_warning("cannot install the handler of TESSERA_REPORT_SIGNAL");
+}
+
+void tsri_report_fork_child(void) {
+  if (atomic_load_explicit(&trigger_running, memory_order_relaxed)) {
+    atomic_store_explicit(&trigger_running, 0, memory_order_relaxed);
+    atomic_store_explicit(&tsri_report_restart, 1, memory_order_relaxed);
+  }
+}
+
+void tsri_report_at_exit(void) {
+  if (tsri_option_string(TSRI_OPT_REPORT) == NULL) return;
+  report_now("exit");
+}

@@ -1,0 +1,37 @@
+/* report.h: what report.c gives writer.c (private to those two). */
+#ifndef TSR_REPORT_H
+#define TSR_REPORT_H
+
+#include "internal.h"
+
+/* One site while aggregating: sums of weights, so samples scale up. */
+typedef struct tsri_site_s {
+  uint32_t id;
+  bool estimated;
+  double blocks, bytes, requested;
+} tsri_site_t;
+
+typedef struct tsri_sites_s {
+  tsri_site_t *sites;        /* biggest first */
+  size_t count;
+  uint64_t expected_blocks;  /* leaks: blocks left out as expected */
+} tsri_sites_t;
+
+/* Memory from the OS for report tables; never the heap reported on. */
+tsri_hidden void *tsri_scratch(size_t bytes);
+tsri_hidden void tsri_scratch_free(void *p);
+
+/* Live blocks by site; leaks: without blocks and sites marked expected. */
+tsri_hidden tsri_sites_t *tsri_sites_collect(bool leaks);
+tsri_hidden void tsri_sites_free(tsri_sites_t *s);
+tsri_hidden void tsri_site_public(const tsri_site_t *s, tsr_site_t *out);
+
+tsri_hidden bool tsri_snapshot_valid(const tsr_snapshot_t *s);
+/* Every change from a to b, most growth first, in scratch memory. */
+tsri_hidden tsr_delta_t *tsri_snapshot_deltas(const tsr_snapshot_t *a, const tsr_snapshot_t *b, size_t *count);
+
+/* Write a report; reason: "api", "exit" (adds the leaks), "signal", "interval". */
+tsri_hidden int tsri_report_write(tsr_format_t format, const char *reason, tsr_output_fn *out, void *arg);
+tsri_hidden int tsri_report_to(tsr_format_t format, const char *dest, const char *reason);
+
+#endif /* TSR_REPORT_H */

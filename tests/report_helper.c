@@ -1,0 +1,189 @@
+/* report_helper.c: the reports tessera writes by itself (TESSERA_REPORT at
+ * exit, TESSERA_REPORT_SIGNAL), for test_report.c, which starts it with
+ * those settings in its environment (they are read once, at start-up) and
+ * reads the file it names.
+ *
+ *   TESSERA_TRACK=full TESSERA_REPORT=/tmp/r.json TESSERA_REPORT_FORMAT=json \
+ *     report_helper leaks
+ *
+ * Cases:
+ *   leaks     leaves 3 x 64 bytes from leak_one and 2 x 1000 from leak_two
+ *             live, frees everything else, marks one more block expected
+ *   leaks_fn  the same, and 4 x 256 bytes from expected_fn, whose name is
+ *             given to tsr_leak_expect_function
+ *   signal    4 threads allocate and free for about 1.5 s while the main
+ *             thread sends itself SIGUSR2 twice and waits, each time, for
+ *             a report with reason "signal" to appear in the file
+ *
+ * Prints "ok" and exits 0, or prints "FAIL: ..." and exits 1.
+ */
+#if !defined(_GNU_SOURCE)
+#define _GNU_SOURCE
+#endif
+#include "tsr_helper.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* Allocating functions must stay functions of their own (not inlined,
+ * split or cloned), make their calls from one call instruction (no
+ * unrolled loops) and not tail-call tsr_malloc: their names are what the
+ * reports are checked for. */
+#if defined(__clang__)
+#define HELPER_NOINLINE __attribute__((noinline, used))
+#else
+#define HELPER_NOINLINE __attribute__((noipa, used))
+#endif
+#define ONE_CALL _Pragma("GCC unroll 1")
+/* n, hidden from the optimiser: a loop of a known small count is unrolled
+ * whatever ONE_CALL says */
+static inline int opaque_count(int n) {
+  __asm__("" : "+r"(n));
+  return n;
+}
+#define KEEP(p) __asm__ volatile("" : : "r"(p) : "memory")
+
+static void *leaked[16];
+
+static HELPER_NOINLINE void leak_one(void) {
+  ONE_CALL for (int i = 0; i < opaque_count(3); i++) {
+    leaked[i] = tsr_malloc(64);
+    if (leaked[i] != NULL) memset(leaked[i], 1, 64);
+    KEEP(leaked[i]);
+  }
+}
+
+static HELPER_NOINLINE void leak_two(void) {
+  ONE_CALL for (int i = 0; i < opaque_count(2); i++) {
+    leaked[3 + i] = tsr_malloc(1000);
+    if (leaked[3 + i] != NULL) memset(leaked[3 + i], 2, 1000);
+    KEEP(leaked[3 + i]);
+  }
+}
+
+static HELPER_NOINLINE void expected_fn(void) {
+  ONE_CALL for (int i = 0; i < opaque_count(4); i++) {
+    leaked[8 + i] = tsr_malloc(256);
+    KEEP(leaked[8 + i]);
+  }
+}
+
+static HELPER_NOINLINE void *keep_cache(void) {
+  void *p = tsr_malloc(4096);
+  KEEP(p);
+  return p;
+}
+
+/* Blocks that are all given back before exit: none may show as a leak. */
+static HELPER_NOINLINE void churn_and_free(void) {
+  void *b[200];
+  for (int i = 0; i < 200; i++) b[i] = tsr_malloc((size_t)(i * 37 % 5000) + 1);
+  void *big = tsr_malloc(600000);
+  void *grown = tsr_realloc(tsr_malloc(10), 70000);
+  for (int i = 0; i < 200; i++) tsr_free(b[i]);
+  tsr_free(big);
+  tsr_free(grown);
+}
+
+static void leaks_case(bool by_function) {
+  CHECK(tsr_track_get() == TSR_TRACK_FULL, "TESSERA_TRACK=full did not take: level %d\n", (int)tsr_track_get());
+  churn_and_free();
+  leak_one();
+  leak_two();
+  if (by_function) {
+    CHECK(tsr_leak_expect_function("expected_fn") == 0, "tsr_leak_expect_function failed\n");
+    expected_fn();
+  }
+  void *cache = keep_cache();
+  CHECK(tsr_leak_expect(cache) == 0, "tsr_leak_expect refused a live tracked block\n");
+  void *gone = tsr_malloc(48);
+  tsr_free(gone);
+  CHECK(tsr_leak_expect(gone) == EINVAL, "tsr_leak_expect accepted a freed block\n");
+  CHECK(tsr_check() == 0, "tsr_check found problems\n");
+}
+
+/* ------------------------------------------------------------------------
+ * signal
+ * ---------------------------------------------------------------------- */
+
+static atomic_int stop_threads;
+
+static void *churn_thread(void *arg) {
+  uint64_t rng = (uint64_t)(uintptr_t)arg * 0x9e3779b97f4a7c15ull + 1;
+  enum { SLOTS = 512 };
+  void *slot[SLOTS] = { 0 };
+  size_t size[SLOTS] = { 0 };
+  long bad = 0;
+  while (!atomic_load(&stop_threads)) {
+    for (int k = 0; k < 1000; k++) {
+      size_t i = tsr_test_rand(&rng) % SLOTS;
+      if (slot[i] != NULL) {
+        if (tsr_test_verify(slot[i], size[i] < 64 ? size[i] : 64, (uint64_t)(uintptr_t)slot[i]) !=
+            (size[i] < 64 ? size[i] : 64))
+          bad++;
+        tsr_free(slot[i]);
+      }
+      uint64_t r = tsr_test_rand(&rng);
+      size[i] = (r % 100 == 0) ? 150000 + r % 100000 : 1 + r % 3000;
+      slot[i] = tsr_malloc(size[i]);
+      if (slot[i] == NULL) {
+        bad++;
+        continue;
+      }
+      tsr_test_fill(slot[i], size[i] < 64 ? size[i] : 64, (uint64_t)(uintptr_t)slot[i]);
+    }
+  }
+  for (size_t i = 0; i < SLOTS; i++) tsr_free(slot[i]);
+  return (void *)bad;
+}
+
+/* Reports with reason "signal" that are whole lines in the file. */
+static int signal_reports(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return 0;
+  int n = 0;
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  while ((len = getline(&line, &cap, f)) > 0)
+    if (line[len - 1] == '\n' && strstr(line, "\"reason\":\"signal\"") != NULL) n++;
+  free(line);
+  fclose(f);
+  return n;
+}
+
+static void signal_case(void) {
+  const char *path = getenv("TESSERA_REPORT");
+  CHECK(path != NULL, "TESSERA_REPORT is not set\n");
+  if (path == NULL) return;
+  enum { THREADS = 4 };
+  pthread_t t[THREADS];
+  for (uintptr_t i = 0; i < THREADS; i++) pthread_create(&t[i], NULL, churn_thread, (void *)(i + 1));
+  double start = tsr_test_now();
+  for (int round = 1; round <= 2; round++) {
+    tsr_test_sleep_ms(250);
+    kill(getpid(), SIGUSR2);
+    double sent = tsr_test_now();
+    while (signal_reports(path) < round && tsr_test_now() - sent < 10.0) tsr_test_sleep_ms(10);
+    CHECK(signal_reports(path) >= round, "no report %d within 10 s of SIGUSR2\n", round);
+  }
+  while (tsr_test_now() - start < 1.5) tsr_test_sleep_ms(20);
+  atomic_store(&stop_threads, 1);
+  for (int i = 0; i < THREADS; i++) {
+    void *bad;
+    pthread_join(t[i], &bad);
+    CHECK(bad == NULL, "thread %d saw %ld damaged or missing blocks\n", i, (long)(intptr_t)bad);
+  }
+  CHECK(signal_reports(path) == 2, "%d signal reports for 2 signals\n", signal_reports(path));
+  CHECK(tsr_check() == 0, "tsr_check found problems\n");
+}
+
+static int run_case(const char *name) {
+  if (strcmp(name, "leaks") == 0) leaks_case(false);
+  else if (strcmp(name, "leaks_fn") == 0) leaks_case(true);
+  else if (strcmp(name, "signal") == 0) signal_case();
+  else return 2;
+  return 0;
+}
+
+int main(int argc, char **argv) { return tsr_helper_main(argc, argv, run_case, "TESSERA_REPORT=..."); }
