@@ -537,7 +537,11 @@ static bool walk_table(tsri_block_t *b) {
   return false;
 }
 
-/* Copy page `slot` of a under the arena lock; false when it is no page. */
+/* Copy page `slot` of a under the arena lock; false when it is no page
+ * with blocks.  A span is carved under the lock but initialised by its new
+ * owner outside it, and published by the owner's (seq_cst) store of
+ * xowner: a page without an owner is skipped, and its geometry is taken
+ * from its class (set under the lock), never from fields being written. */
 static bool walk_copy(tsr_arena_t *a, size_t slot, tsr_page_t *out, walk_page_t *w, bool *has_recs) {
   tsri_lock(tsri_arena_lock_get());
   const tsr_page_t *pg = &a->pages[slot];
@@ -545,21 +549,30 @@ static bool walk_copy(tsr_arena_t *a, size_t slot, tsr_page_t *out, walk_page_t 
     tsri_unlock(tsri_arena_lock_get());
     return false;
   }
+  const tsri_class_t *c = &tsri_classes[pg->cls];
   out->cls = pg->cls;
   out->span_slots = pg->span_slots;
-  out->capacity = pg->capacity;
-  out->block_size = pg->block_size;
-  out->start = pg->start;
+  uintptr_t x = atomic_load_explicit(&pg->xowner, memory_order_acquire);
+  if ((x & ~TSR_PAGE_STATE_MASK) == 0 && (x & TSR_PAGE_STATE_MASK) != TSR_PAGE_ABANDONED) {
+    tsri_unlock(tsri_arena_lock_get());
+    out->capacity = 0;   /* nothing to visit; the caller still skips its tail slots */
+    atomic_store_explicit(&out->tracked, 0, memory_order_relaxed);
+    *has_recs = false;
+    return true;
+  }
+  out->capacity = c->capacity;
+  out->block_size = c->block_size;
+  out->start = (uint8_t *)a + slot * TSR_SLOT_SIZE;
   atomic_store_explicit(&out->tracked, atomic_load_explicit(&pg->tracked, memory_order_relaxed),
                         memory_order_relaxed);
-  size_t words = ((size_t)pg->capacity + 63) / 64;
+  size_t words = ((size_t)c->capacity + 63) / 64;
   for (size_t k = 0; k < words; k++)
     w->free[k] = atomic_load_explicit(tsri_local(pg, k), memory_order_relaxed) |
                  atomic_load_explicit(tsri_remote(pg, k), memory_order_relaxed);
   tsri_rec_t *recs = atomic_load_explicit(&pg->recs, memory_order_acquire);
   *has_recs = recs != NULL;
   if (recs != NULL)
-    for (size_t i = 0; i < pg->capacity; i++) rec_load(&recs[i], &w->recs[i]);
+    for (size_t i = 0; i < c->capacity; i++) rec_load(&recs[i], &w->recs[i]);
   tsri_unlock(tsri_arena_lock_get());
   return true;
 }

@@ -177,6 +177,7 @@ static __attribute__((noinline)) int vla_link(int depth, stacks_t *s) {
   return r + 1;
 }
 
+/* alloca: the same, through a different builtin. */
 static __attribute__((noinline)) int alloca_link(int depth, stacks_t *s) {
   char *p = alloca(64 + (size_t)depth * 24);
   KEEP(p);
@@ -242,7 +243,8 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
-/* skip 0 and 1 from one frame, and the short forms of both. */
+/* skip 0 and 1 from one frame, a capture cut to two frames, and one that
+ * skips past the end of the stack. */
 typedef struct skips_s {
   void *zero[DEPTH_MAX], *one[DEPTH_MAX], *ref_zero[DEPTH_MAX], *two_frames[2];
   size_t nzero, none, nref_zero, ntwo, nbeyond;
