@@ -324,12 +324,14 @@ static void record(void *p, tsr_page_t *pg, size_t requested, size_t usable, dou
   }
   meta_entry_t e = { (uintptr_t)p, requested, usable, weight,
                      pg ? pg->cls : TSR_CLASS_COUNT, rec };
+  /* the count changes under the lock with the table, so that a fork child
+   * (whose parent held the lock) sees both or neither */
   tsri_lock(&meta_lock);
-  bool ok = table_insert(&e);
+  if (table_insert(&e)) {   /* else no memory for the table: the block goes untracked */
+    if (pg != NULL) atomic_fetch_add_explicit(&pg->tracked, 1, memory_order_relaxed);
+    else atomic_fetch_add_explicit(&tsri_meta_large_tracked, 1, memory_order_relaxed);
+  }
   tsri_unlock(&meta_lock);
-  if (!ok) return;   /* no memory for the table: the block goes untracked */
-  if (pg != NULL) atomic_fetch_add_explicit(&pg->tracked, 1, memory_order_relaxed);
-  else atomic_fetch_add_explicit(&tsri_meta_large_tracked, 1, memory_order_relaxed);
 }
 
 void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller) {
@@ -393,18 +395,16 @@ void tsri_meta_free_small(tsr_page_t *pg, size_t idx, const void *p) {
   if ((t & ~TSRI_TRACKED_ARRAY) != 0) {
     meta_entry_t e;
     tsri_lock(&meta_lock);
-    bool found = table_remove((uintptr_t)p, &e);
+    if (table_remove((uintptr_t)p, &e)) atomic_fetch_sub_explicit(&pg->tracked, 1, memory_order_relaxed);
     tsri_unlock(&meta_lock);
-    if (found) atomic_fetch_sub_explicit(&pg->tracked, 1, memory_order_relaxed);
   }
 }
 
 void tsri_meta_free_large(const void *p) {
   meta_entry_t e;
   tsri_lock(&meta_lock);
-  bool found = table_remove((uintptr_t)p, &e);
+  if (table_remove((uintptr_t)p, &e)) atomic_fetch_sub_explicit(&tsri_meta_large_tracked, 1, memory_order_relaxed);
   tsri_unlock(&meta_lock);
-  if (found) atomic_fetch_sub_explicit(&tsri_meta_large_tracked, 1, memory_order_relaxed);
 }
 
 void tsri_meta_resized(const void *from, const void *to, size_t requested) {
