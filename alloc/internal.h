@@ -370,7 +370,6 @@ tsri_hidden uint32_t tsri_stack_intern(void *const *frames, size_t n);
 /* Frames of stack id (1..tsri_stack_count()); returns the depth. */
 tsri_hidden size_t tsri_stack_frames(uint32_t id, void *const **frames);
 tsri_hidden uint32_t tsri_stack_count(void);
-tsri_hidden uint64_t tsri_stack_dropped(void);  /* stacks not interned: table full */
 tsri_hidden void tsri_stack_fork_prepare(void);
 tsri_hidden void tsri_stack_fork_parent(void);
 tsri_hidden void tsri_stack_fork_child(void);

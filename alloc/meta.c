@@ -304,8 +304,11 @@ static uint32_t capture_stack(void *caller) {
   return tsri_stack_intern(frames + first, depth);
 }
 
-static void record(void *p, tsr_page_t *pg, size_t requested, size_t usable, double weight,
-                   bool full, void *caller, tsr_heap_t *h) {
+/* Record block p (of class cls, or large) just handed out by h. */
+static void record(void *p, size_t cls, size_t requested, double weight, bool full, void *caller,
+                   tsr_heap_t *h) {
+  tsr_page_t *pg = cls < TSR_CLASS_COUNT ? tsri_page_of(p) : NULL;
+  size_t usable = pg != NULL ? pg->block_size : tsri_large_usable(p);
   tsri_rec_t rec;
   rec.seq = atomic_fetch_add_explicit(&meta_seq, 1, memory_order_relaxed) + 1;
   rec.requested = requested > UINT32_MAX ? UINT32_MAX : (uint32_t)requested;
@@ -341,25 +344,14 @@ void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *ca
     errno = ENOMEM;
     return NULL;
   }
-  void *p;
-  tsr_page_t *pg = NULL;
-  size_t usable;
-  if (cls < TSR_CLASS_COUNT) {
-    p = tsri_heap_alloc(h, cls);
-    if (p == NULL) return NULL;
-    pg = tsri_page_of(p);
-    usable = pg->block_size;
-  } else {
-    p = tsri_large_alloc(size, align, zero);
-    if (p == NULL) return NULL;
-    usable = tsri_large_usable(p);
-  }
+  void *p = cls < TSR_CLASS_COUNT ? tsri_heap_alloc(h, cls) : tsri_large_alloc(size, align, zero);
+  if (p == NULL) return NULL;
   atomic_store_explicit(&h->allocs, atomic_load_explicit(&h->allocs, memory_order_relaxed) + 1,
                         memory_order_relaxed);
   int level = atomic_load_explicit(&tsri_track_level, memory_order_relaxed);
   if (level == TSR_TRACK_FULL) {
     atomic_store_explicit(&h->sample_left, -1, memory_order_relaxed);
-    record(p, pg, size, usable, 1.0, true, caller, h);
+    record(p, cls, size, 1.0, true, caller, h);
     return p;
   }
   int64_t left = atomic_load_explicit(&h->sample_left, memory_order_relaxed);
@@ -369,7 +361,7 @@ void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *ca
     if (left < 0) {
       double mean = (double)tsri_option(TSRI_OPT_SAMPLE_BYTES);
       double prob = -expm1(-(double)(size ? size : 1) / mean);
-      record(p, pg, size, usable, 1.0 / prob, false, caller, h);
+      record(p, cls, size, 1.0 / prob, false, caller, h);
       left = next_interval(h);
     }
   } else {

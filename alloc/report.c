@@ -102,7 +102,7 @@ static void sites_sort(tsri_site_t *v, size_t n) {
   }
 }
 
-tsri_sites_t *tsri_sites_collect(bool leaks) {
+tsri_sites_t *tsri_sites_collect(bool leaks, bool by_id) {
   site_collect_t c;
   c.count = tsri_stack_count();
   c.leaks = leaks;
@@ -126,9 +126,11 @@ tsri_sites_t *tsri_sites_collect(bool leaks) {
     }
     s.id = id;
     c.by_id[n++] = s;
+    out->blocks += tsri_round_u64(s.blocks);
+    out->bytes += tsri_round_u64(s.bytes);
   }
   tsri_os_symbols_end();
-  sites_sort(c.by_id, n);
+  if (!by_id) sites_sort(c.by_id, n);
   out->sites = c.by_id;
   out->count = n;
   out->expected_blocks = c.expected_blocks;
@@ -141,20 +143,18 @@ void tsri_sites_free(tsri_sites_t *s) {
   tsri_scratch_free(s);
 }
 
-static uint64_t round_u64(double v) { return v <= 0 ? 0 : (uint64_t)(v + 0.5); }
-
 void tsri_site_public(const tsri_site_t *s, tsr_site_t *out) {
   out->id = s->id;
   out->depth = (uint32_t)tsri_stack_frames(s->id, &out->frames);
-  out->blocks = round_u64(s->blocks);
-  out->bytes = round_u64(s->bytes);
-  out->requested = round_u64(s->requested);
+  out->blocks = tsri_round_u64(s->blocks);
+  out->bytes = tsri_round_u64(s->bytes);
+  out->requested = tsri_round_u64(s->requested);
   out->estimated = s->estimated;
 }
 
 size_t tsr_sites(tsr_site_t *out, size_t max) {
   tsri_init();
-  tsri_sites_t *s = tsri_sites_collect(false);
+  tsri_sites_t *s = tsri_sites_collect(false, false);
   if (s == NULL) return 0;
   for (size_t i = 0; i < s->count && i < max; i++) tsri_site_public(&s->sites[i], &out[i]);
   size_t n = s->count;
@@ -174,16 +174,14 @@ typedef struct snap_class_s {
 
 struct tsr_snapshot_s {
   uint64_t magic;
-  size_t count;                               /* sites, ordered by id */
+  size_t count;                               /* sites, in id order */
   snap_class_t classes[TSR_CLASS_COUNT + 1];
   tsri_site_t sites[];
 };
 
-static bool site_id_before(const tsri_site_t *a, const tsri_site_t *b) { return a->id < b->id; }
-
 tsr_snapshot_t *tsr_snapshot_take(void) {
   tsri_init();
-  tsri_sites_t *s = tsri_sites_collect(false);
+  tsri_sites_t *s = tsri_sites_collect(false, true);   /* by id, for the merge in the diff */
   if (s == NULL) return NULL;
   tsr_snapshot_t *snap = tsri_scratch(sizeof(tsr_snapshot_t) + s->count * sizeof(tsri_site_t));
   if (snap == NULL) {
@@ -194,17 +192,6 @@ tsr_snapshot_t *tsr_snapshot_take(void) {
   snap->count = s->count;
   memcpy(snap->sites, s->sites, s->count * sizeof(tsri_site_t));
   tsri_sites_free(s);
-  /* by id, for the merge in the diff (insertion sort: ids are nearly
-   * random, but a snapshot is taken rarely and holds few thousand sites) */
-  for (size_t i = 1; i < snap->count; i++) {
-    tsri_site_t t = snap->sites[i];
-    size_t j = i;
-    while (j > 0 && site_id_before(&t, &snap->sites[j - 1])) {
-      snap->sites[j] = snap->sites[j - 1];
-      j--;
-    }
-    snap->sites[j] = t;
-  }
   tsr_class_stats_t rows[TSR_CLASS_COUNT + 1];
   tsr_class_stats(rows, TSR_CLASS_COUNT + 1);
   for (size_t c = 0; c <= TSR_CLASS_COUNT; c++) {
@@ -221,7 +208,7 @@ void tsr_snapshot_free(tsr_snapshot_t *snap) {
 }
 
 static int64_t delta_of(double after, double before) {
-  return (int64_t)round_u64(after) - (int64_t)round_u64(before);
+  return (int64_t)tsri_round_u64(after) - (int64_t)tsri_round_u64(before);
 }
 
 static void delta_sort(tsr_delta_t *v, size_t n) {
@@ -258,8 +245,8 @@ tsr_delta_t *tsri_snapshot_deltas(const tsr_snapshot_t *a, const tsr_snapshot_t 
     e->depth = (uint32_t)tsri_stack_frames(id, &e->frames);
     e->blocks = db;
     e->bytes = dy;
-    e->blocks_after = round_u64(y->blocks);
-    e->bytes_after = round_u64(y->bytes);
+    e->blocks_after = tsri_round_u64(y->blocks);
+    e->bytes_after = tsri_round_u64(y->bytes);
   }
   for (size_t c = 0; c <= TSR_CLASS_COUNT; c++) {
     const snap_class_t *x = &a->classes[c], *y = &b->classes[c];

@@ -12,17 +12,22 @@ typedef struct tsri_site_s {
 } tsri_site_t;
 
 typedef struct tsri_sites_s {
-  tsri_site_t *sites;        /* biggest first */
+  tsri_site_t *sites;        /* biggest first, or by id (tsri_sites_collect) */
   size_t count;
+  uint64_t blocks, bytes;    /* over all the sites, each rounded as listed */
   uint64_t expected_blocks;  /* leaks: blocks left out as expected */
 } tsri_sites_t;
+
+/* A scaled-up figure as a count: rounded, never negative. */
+static inline uint64_t tsri_round_u64(double v) { return v <= 0 ? 0 : (uint64_t)(v + 0.5); }
 
 /* Memory from the OS for report tables; never the heap reported on. */
 tsri_hidden void *tsri_scratch(size_t bytes);
 tsri_hidden void tsri_scratch_free(void *p);
 
-/* Live blocks by site; leaks: without blocks and sites marked expected. */
-tsri_hidden tsri_sites_t *tsri_sites_collect(bool leaks);
+/* Live blocks by site, biggest first (by_id: in stack id order); leaks:
+ * without blocks and sites marked expected. */
+tsri_hidden tsri_sites_t *tsri_sites_collect(bool leaks, bool by_id);
 tsri_hidden void tsri_sites_free(tsri_sites_t *s);
 tsri_hidden void tsri_site_public(const tsri_site_t *s, tsr_site_t *out);
 

@@ -10,8 +10,7 @@
  * and are never changed after; an index that was outgrown stays valid for
  * readers still in it (the old ones add up to less than the current one).
  * Inserting takes stack_lock.  Bounds: TSRI_STACKS_MAX stacks and STACK_FRAMES_MAX frames
- * in all; past either, new stacks get id 0 ("no stack") and are counted
- * in stack_dropped.
+ * in all; past either, new stacks get id 0 ("no stack").
  */
 #include "internal.h"
 
@@ -42,7 +41,6 @@ static void **stack_frames;
 static _Atomic uint32_t stack_count;
 static size_t stack_frames_used;                  /* stack_lock */
 static size_t entries_committed, frames_committed; /* bytes, stack_lock */
-static _Atomic uint64_t stack_dropped;
 
 static uint64_t stack_hash(void *const *frames, size_t n) {
   uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
@@ -164,7 +162,6 @@ uint32_t tsri_stack_intern(void *const *frames, size_t n) {
       !stack_grow(stack_frames, &frames_committed, (stack_frames_used + n) * sizeof(void *),
                   STACK_FRAMES_MAX * sizeof(void *)) ||
       !index_grow(&ix, id)) {
-    atomic_fetch_add_explicit(&stack_dropped, 1, memory_order_relaxed);
     goto out;
   }
   memcpy(&stack_frames[stack_frames_used], frames, n * sizeof(void *));
@@ -190,7 +187,7 @@ size_t tsri_stack_frames(uint32_t id, void *const **frames) {
 
 uint32_t tsri_stack_count(void) { return atomic_load_explicit(&stack_count, memory_order_acquire); }
 
-uint64_t tsri_stack_dropped(void) { return atomic_load_explicit(&stack_dropped, memory_order_relaxed); }
+
 
 void tsri_stack_fork_prepare(void) { tsri_lock(&stack_lock); }
 void tsri_stack_fork_parent(void) { tsri_unlock(&stack_lock); }

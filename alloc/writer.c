@@ -171,8 +171,8 @@ static void report_gather(report_t *r, const char *reason, bool need_sites) {
   r->stats.size = sizeof r->stats;
   tsr_stats_get(&r->stats);
   tsr_class_stats(r->classes, TSR_CLASS_COUNT + 1);
-  r->sites = need_sites ? tsri_sites_collect(false) : NULL;
-  r->leaks = need_sites && strcmp(reason, "exit") == 0 ? tsri_sites_collect(true) : NULL;
+  r->sites = need_sites ? tsri_sites_collect(false, false) : NULL;
+  r->leaks = need_sites && strcmp(reason, "exit") == 0 ? tsri_sites_collect(true, false) : NULL;
   r->space_ok = tsr_address_space(NULL, NULL, &r->space) == 0;
   tsri_os_program(r->program, sizeof r->program);
 }
@@ -187,8 +187,6 @@ static size_t sites_listed(const tsri_sites_t *s) {
   size_t max = (size_t)tsri_option(TSRI_OPT_REPORT_SITES);
   return s->count < max ? s->count : max;
 }
-
-static uint64_t site_u64(double v) { return v <= 0 ? 0 : (uint64_t)(v + 0.5); }
 
 /* ------------------------------------------------------------------------
  * Leaks by allocating function: the innermost frame's function, what a
@@ -228,9 +226,9 @@ static size_t leak_functions(const tsri_sites_t *leaks, leak_fn_t *fns) {
       memcpy(fns[n].name, name, strlen(name) + 1);
       n++;
     }
-    fns[j].blocks += site_u64(site->blocks);
-    fns[j].bytes += site_u64(site->bytes);
-    fns[j].requested += site_u64(site->requested);
+    fns[j].blocks += tsri_round_u64(site->blocks);
+    fns[j].bytes += tsri_round_u64(site->bytes);
+    fns[j].requested += tsri_round_u64(site->requested);
   }
   for (size_t i = 1; i < n; i++) {
     leak_fn_t t = fns[i];
@@ -261,14 +259,14 @@ static void text_sites(out_t *o, const tsri_sites_t *s, size_t listed) {
     puts_(o, "  #");
     put_u64(o, i + 1);
     puts_(o, site->estimated ? "  ~" : "  ");
-    put_u64(o, site_u64(site->bytes));
+    put_u64(o, tsri_round_u64(site->bytes));
     puts_(o, " bytes in ");
-    put_u64(o, site_u64(site->blocks));
-    puts_(o, site_u64(site->blocks) == 1 ? " block" : " blocks");
+    put_u64(o, tsri_round_u64(site->blocks));
+    puts_(o, tsri_round_u64(site->blocks) == 1 ? " block" : " blocks");
     puts_(o, ", requested ");
-    put_u64(o, site_u64(site->requested));
+    put_u64(o, tsri_round_u64(site->requested));
     puts_(o, ", waste ");
-    put_u64(o, site_u64(site->bytes - site->requested));
+    put_u64(o, tsri_round_u64(site->bytes - site->requested));
     puts_(o, "\n");
     void *const *frames;
     size_t depth = tsri_stack_frames(site->id, &frames);
@@ -366,15 +364,10 @@ static void write_text(out_t *o, report_t *r) {
     text_sites(o, r->sites, sites_listed(r->sites));
   }
   if (r->leaks != NULL) {
-    uint64_t blocks = 0, bytes = 0;
-    for (size_t i = 0; i < r->leaks->count; i++) {
-      blocks += site_u64(r->leaks->sites[i].blocks);
-      bytes += site_u64(r->leaks->sites[i].bytes);
-    }
     puts_(o, "\nleaks at exit: ");
-    put_u64(o, blocks);
+    put_u64(o, r->leaks->blocks);
     puts_(o, " blocks, ");
-    put_u64(o, bytes);
+    put_u64(o, r->leaks->bytes);
     puts_(o, " bytes still live (");
     put_u64(o, r->leaks->expected_blocks);
     puts_(o, " more marked expected)");
@@ -461,9 +454,9 @@ static void json_sites(out_t *o, const tsri_sites_t *s, size_t listed) {
     if (i) puts_(o, ",");
     puts_(o, "{");
     json_u64(o, "id", site->id, true);
-    json_u64(o, "blocks", site_u64(site->blocks), true);
-    json_u64(o, "bytes", site_u64(site->bytes), true);
-    json_u64(o, "requested", site_u64(site->requested), true);
+    json_u64(o, "blocks", tsri_round_u64(site->blocks), true);
+    json_u64(o, "bytes", tsri_round_u64(site->bytes), true);
+    json_u64(o, "requested", tsri_round_u64(site->requested), true);
     put_json_key(o, "estimated");
     puts_(o, site->estimated ? "true," : "false,");
     put_json_key(o, "frames");
@@ -649,14 +642,9 @@ static void write_json(out_t *o, report_t *r) {
   puts_(o, ",");
   json_u64(o, "sites_total", r->sites ? r->sites->count : 0, true);
   if (r->leaks != NULL) {
-    uint64_t blocks = 0, bytes = 0;
-    for (size_t i = 0; i < r->leaks->count; i++) {
-      blocks += site_u64(r->leaks->sites[i].blocks);
-      bytes += site_u64(r->leaks->sites[i].bytes);
-    }
     puts_(o, "\"leaks\":{");
-    json_u64(o, "blocks", blocks, true);
-    json_u64(o, "bytes", bytes, true);
+    json_u64(o, "blocks", r->leaks->blocks, true);
+    json_u64(o, "bytes", r->leaks->bytes, true);
     json_u64(o, "expected_blocks", r->leaks->expected_blocks, true);
     puts_(o, "\"functions\":[");
     leak_fn_t *fns = tsri_scratch(LEAK_FUNCTIONS * sizeof(leak_fn_t));
@@ -781,7 +769,7 @@ static void write_openmetrics(out_t *o, report_t *r) {
       tsri_os_symbol_t sym;
       if (depth > 0 && tsri_os_symbolize(frames[0], &sym) == 0) put_label(o, sym.function[0] ? sym.function : base_name(sym.module));
       puts_(o, "\"} ");
-      put_u64(o, site_u64(site->bytes));
+      put_u64(o, tsri_round_u64(site->bytes));
       puts_(o, "\n");
     }
   }
@@ -809,7 +797,7 @@ static void folded_line(out_t *o, uint32_t id, uint64_t bytes) {
 static void write_folded(out_t *o, report_t *r) {
   if (r->sites == NULL) return;
   for (size_t i = 0; i < r->sites->count; i++)
-    folded_line(o, r->sites->sites[i].id, site_u64(r->sites->sites[i].bytes));
+    folded_line(o, r->sites->sites[i].id, tsri_round_u64(r->sites->sites[i].bytes));
 }
 
 /* ------------------------------------------------------------------------
