@@ -271,6 +271,28 @@ tsri_hidden void tsri_heap_fork_prepare(void);
 tsri_hidden void tsri_heap_fork_parent(void);
 tsri_hidden void tsri_heap_fork_child(void);
 
+/* ---- address-keyed tables (table.c) -------------------------------------- */
+
+/* Entries of entry_size bytes that begin with their key, a block address
+ * (0: empty).  The owner locks around every call. */
+typedef struct tsri_table_s {
+  uint8_t *slots;
+  size_t entry_size;
+  size_t first_capacity;   /* slots of the first allocation, a power of two */
+  size_t capacity, count;
+} tsri_table_t;
+#define TSRI_TABLE_INIT(type, first) { NULL, sizeof(type), (first), 0, 0 }
+
+/* The entry of key, or NULL. */
+tsri_hidden void *tsri_table_find(const tsri_table_t *t, uintptr_t key);
+/* A new entry for key (not present), its key set and the rest as it was
+ * left; NULL when the table cannot grow. */
+tsri_hidden void *tsri_table_insert(tsri_table_t *t, uintptr_t key);
+/* Remove an entry returned by find or insert; other entries may move. */
+tsri_hidden void tsri_table_remove(tsri_table_t *t, void *entry);
+/* Every entry, one per call from *cursor (start at 0); NULL at the end. */
+tsri_hidden void *tsri_table_next(const tsri_table_t *t, size_t *cursor);
+
 /* ---- large blocks (large.c) --------------------------------------------- */
 
 tsri_hidden void *tsri_large_alloc(size_t size, size_t align, bool zero);

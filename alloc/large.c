@@ -2,10 +2,10 @@
  *
  * Owns: one OS reservation per block, committed to the OS page that covers
  * the request (so a 1 MiB + 1 byte request commits 1 MiB + 4 KiB, not 2
- * MiB), recorded in an open-addressing hash table keyed by the block's
- * address, out of band like every other record.  A freed mapping is kept
- * in a small cache for TESSERA_PURGE_DELAY_MS, so that a program that
- * allocates and frees big buffers in a loop does not pay an mmap, the page
+ * MiB), recorded in a table keyed by the block's address (table.c), out
+ * of band like every other record.  A freed mapping is kept in a small
+ * cache for TESSERA_PURGE_DELAY_MS, so that a program that allocates and
+ * frees big buffers in a loop does not pay an mmap, the page
  * faults and a munmap per iteration; the purge releases it after the delay.
  * The cache holds at most an eighth of the live large bytes (at least
  * 32 MiB, at most TESSERA_LARGE_CACHE_MB), so it adds little to peak RSS.
@@ -24,64 +24,14 @@ typedef struct large_cached_s {
 } large_cached_t;
 
 static tsri_lock_t large_lock;
-static tsr_large_t *large_table;      /* capacity entries, block == 0: empty */
-static size_t large_capacity;         /* a power of two, or 0 */
-static size_t large_count;            /* entries in use */
+static tsri_table_t large_table = TSRI_TABLE_INIT(tsr_large_t, 256);   /* live blocks */
 static uint64_t large_live_bytes;     /* sum of usable sizes */
 static uint64_t large_mapped_bytes;   /* live and cached mappings */
 static large_cached_t large_cache[LARGE_CACHE_SLOTS];
 static size_t large_cached_bytes;
 
-static inline size_t large_hash(uintptr_t block) {
-  uint64_t x = (uint64_t)block >> 12;
-  x *= 0x9E3779B97F4A7C15ull;
-  return (size_t)(x >> 20);
-}
-
-/* Slot of block in the table, or of the empty slot where it would go. */
-static size_t large_find(uintptr_t block) {
-  size_t mask = large_capacity - 1;
-  size_t i = large_hash(block) & mask;
-  while (large_table[i].block != 0 && large_table[i].block != block) i = (i + 1) & mask;
-  return i;
-}
-
-/* Double the table (records only, never user memory).  Lock held. */
-static bool large_grow(void) {
-  size_t cap = large_capacity ? large_capacity * 2 : 256;
-  size_t bytes = tsri_align_up(cap * sizeof(tsr_large_t), tsri_os_page_size());
-  void *mem;
-  if (tsri_os_alloc(bytes, tsri_os_page_size(), &mem) != 0) return false;
-  tsr_large_t *old = large_table;
-  size_t old_cap = large_capacity;
-  large_table = mem;
-  large_capacity = cap;
-  for (size_t i = 0; i < old_cap; i++)
-    if (old[i].block != 0) large_table[large_find(old[i].block)] = old[i];
-  tsri_count(&tsri_counters.metadata, (int64_t)bytes);
-  tsri_count(&tsri_counters.committed, (int64_t)bytes);
-  tsri_count(&tsri_counters.reserved, (int64_t)bytes);
-  if (old != NULL) {
-    size_t old_bytes = tsri_align_up(old_cap * sizeof(tsr_large_t), tsri_os_page_size());
-    tsri_os_release(old, old_bytes);
-    tsri_count(&tsri_counters.metadata, -(int64_t)old_bytes);
-    tsri_count(&tsri_counters.committed, -(int64_t)old_bytes);
-    tsri_count(&tsri_counters.reserved, -(int64_t)old_bytes);
-  }
-  return true;
-}
-
-/* Remove entry i, re-placing the entries after it (linear probing). */
-static void large_remove_at(size_t i) {
-  size_t mask = large_capacity - 1;
-  large_table[i].block = 0;
-  large_count--;
-  for (size_t j = (i + 1) & mask; large_table[j].block != 0; j = (j + 1) & mask) {
-    tsr_large_t e = large_table[j];
-    large_table[j].block = 0;
-    large_table[large_find(e.block)] = e;
-  }
-}
+/* The record of live block p, or NULL.  Lock held. */
+static tsr_large_t *large_find(const void *p) { return tsri_table_find(&large_table, (uintptr_t)p); }
 
 /* Mappings to give back once large_lock is released: munmap takes long
  * (it flushes TLBs on every CPU) and must not stall other threads' large
@@ -189,7 +139,8 @@ void *tsri_large_alloc(size_t size, size_t align, bool zero) {
   }
   tsri_lock(&large_lock);
   if (fresh) large_mapped_bytes += mapped;
-  if (large_count + 1 > large_capacity / 2 && !large_grow()) {
+  tsr_large_t *e = tsri_table_insert(&large_table, base);
+  if (e == NULL) {
     large_drop_t drop = { 0 };
     large_release(&drop, base, mapped);
     tsri_unlock(&large_lock);
@@ -197,27 +148,22 @@ void *tsri_large_alloc(size_t size, size_t align, bool zero) {
     errno = ENOMEM;
     return NULL;
   }
-  tsr_large_t *e = &large_table[large_find(base)];
-  e->block = base;
   e->base = base;
   e->mapped = mapped;
   e->usable = mapped;
-  large_count++;
   large_live_bytes += mapped;
   tsri_unlock(&large_lock);
   return (void *)base;
 }
 
 bool tsri_large_free(void *p) {
-  uintptr_t block = (uintptr_t)p;
   int64_t delay = tsri_option(TSRI_OPT_PURGE_DELAY_MS);
   large_drop_t drop = { 0 };
   tsri_lock(&large_lock);
-  if (large_capacity == 0) { tsri_unlock(&large_lock); return false; }
-  size_t i = large_find(block);
-  if (large_table[i].block != block) { tsri_unlock(&large_lock); return false; }
-  tsr_large_t e = large_table[i];
-  large_remove_at(i);
+  tsr_large_t *found = large_find(p);
+  if (found == NULL) { tsri_unlock(&large_lock); return false; }
+  tsr_large_t e = *found;
+  tsri_table_remove(&large_table, found);
   large_live_bytes -= e.usable;
   uintptr_t drop_base = e.base;
   size_t drop_mapped = e.mapped;
@@ -271,10 +217,8 @@ void tsri_large_purge(bool force) {
 size_t tsri_large_usable(const void *p) {
   size_t usable = 0;
   tsri_lock(&large_lock);
-  if (large_capacity != 0) {
-    size_t i = large_find((uintptr_t)p);
-    if (large_table[i].block == (uintptr_t)p) usable = large_table[i].usable;
-  }
+  const tsr_large_t *e = large_find(p);
+  if (e != NULL) usable = e->usable;
   tsri_unlock(&large_lock);
   return usable;
 }
@@ -284,12 +228,12 @@ void *tsri_large_realloc(void *p, size_t size) {
   if (size > PTRDIFF_MAX - 2 * page) return NULL;
   size_t need = tsri_align_up(size, page);
   tsri_lock(&large_lock);
-  size_t i = large_capacity ? large_find((uintptr_t)p) : 0;
-  if (large_capacity == 0 || large_table[i].block != (uintptr_t)p || large_table[i].base != (uintptr_t)p) {
+  tsr_large_t *found = large_find(p);
+  if (found == NULL || found->base != (uintptr_t)p) {
     tsri_unlock(&large_lock);
     return NULL;
   }
-  tsr_large_t e = large_table[i];
+  tsr_large_t e = *found;
   if (need <= e.mapped && need >= e.mapped / 2) {   /* fits, and not much too big */
     tsri_unlock(&large_lock);
     return p;
@@ -299,15 +243,14 @@ void *tsri_large_realloc(void *p, size_t size) {
     tsri_unlock(&large_lock);
     return NULL;
   }
-  large_remove_at(i);
+  tsri_table_remove(&large_table, found);
   large_live_bytes -= e.usable;
   large_mapped_bytes -= e.mapped;
   tsri_count(&tsri_counters.committed, (int64_t)need - (int64_t)e.mapped);
   tsri_count(&tsri_counters.reserved, (int64_t)need - (int64_t)e.mapped);
   e.block = e.base = (uintptr_t)moved;
   e.mapped = e.usable = need;
-  large_table[large_find(e.block)] = e;
-  large_count++;
+  *(tsr_large_t *)tsri_table_insert(&large_table, e.block) = e;   /* room: one was just removed */
   large_live_bytes += e.usable;
   large_mapped_bytes += e.mapped;
   tsri_unlock(&large_lock);
@@ -317,10 +260,9 @@ void *tsri_large_realloc(void *p, size_t size) {
 bool tsri_large_contains(const void *p) {
   bool inside = false;
   tsri_lock(&large_lock);
-  for (size_t i = 0; i < large_capacity && !inside; i++) {
-    const tsr_large_t *e = &large_table[i];
-    inside = e->block != 0 && (uintptr_t)p >= e->block && (uintptr_t)p < e->block + e->usable;
-  }
+  size_t cursor = 0;
+  for (const tsr_large_t *e; !inside && (e = tsri_table_next(&large_table, &cursor)) != NULL;)
+    inside = (uintptr_t)p >= e->block && (uintptr_t)p < e->block + e->usable;
   tsri_unlock(&large_lock);
   return inside;
 }
@@ -328,7 +270,7 @@ bool tsri_large_contains(const void *p) {
 void tsri_large_stats(uint64_t *live_bytes, uint64_t *live_blocks, uint64_t *mapped) {
   tsri_lock(&large_lock);
   *live_bytes = large_live_bytes;
-  *live_blocks = large_count;
+  *live_blocks = large_table.count;
   *mapped = large_mapped_bytes;
   tsri_unlock(&large_lock);
 }
@@ -340,17 +282,16 @@ void tsri_large_fork_child(void) { tsri_unlock(&large_lock); }
 int tsri_large_snapshot(tsr_large_t **list, size_t *count, size_t *bytes_out) {
   for (;;) {
     tsri_lock(&large_lock);
-    size_t n = large_count;
+    size_t n = large_table.count;
     tsri_unlock(&large_lock);
     size_t bytes = tsri_align_up((n + 1) * sizeof(tsr_large_t), tsri_os_page_size());
     void *mem;
     if (tsri_os_alloc(bytes, tsri_os_page_size(), &mem) != 0) return ENOMEM;
     tsr_large_t *out = mem;
     tsri_lock(&large_lock);
-    if (large_count <= n) {
-      size_t k = 0;
-      for (size_t i = 0; i < large_capacity; i++)
-        if (large_table[i].block != 0) out[k++] = large_table[i];
+    if (large_table.count <= n) {
+      size_t k = 0, cursor = 0;
+      for (const tsr_large_t *e; (e = tsri_table_next(&large_table, &cursor)) != NULL;) out[k++] = *e;
       tsri_unlock(&large_lock);
       *list = out;
       *count = k;

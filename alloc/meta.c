@@ -51,44 +51,8 @@ typedef struct meta_entry_s {
 } meta_entry_t;
 
 static tsri_lock_t meta_lock;
-static meta_entry_t *table;           /* capacity entries, a power of two */
-static size_t table_capacity, table_count;
+static tsri_table_t table = TSRI_TABLE_INIT(meta_entry_t, 1024);
 static tsri_meta_totals_t table_sums; /* over the entries */
-
-static inline size_t table_hash(uintptr_t p) {
-  uint64_t h = (uint64_t)p * 0x9e3779b97f4a7c15ull;
-  return (size_t)(h >> 20);
-}
-
-/* Slot of p, or the empty slot where it would go.  meta_lock held. */
-static size_t table_find(uintptr_t p) {
-  size_t mask = table_capacity - 1;
-  size_t i = table_hash(p) & mask;
-  while (table[i].ptr != 0 && table[i].ptr != p) i = (i + 1) & mask;
-  return i;
-}
-
-static bool table_grow(void) {
-  size_t cap = table_capacity ? table_capacity * 2 : 1024;
-  void *mem;
-  if (tsri_os_alloc(cap * sizeof(meta_entry_t), tsri_os_page_size(), &mem) != 0) return false;
-  meta_entry_t *old = table;
-  size_t old_cap = table_capacity;
-  table = mem;
-  table_capacity = cap;
-  for (size_t i = 0; i < old_cap; i++)
-    if (old[i].ptr != 0) table[table_find(old[i].ptr)] = old[i];
-  int64_t delta = (int64_t)(cap * sizeof(meta_entry_t)) - (int64_t)(old_cap * sizeof(meta_entry_t));
-  tsri_count(&tsri_counters.committed, delta);
-  tsri_count(&tsri_counters.metadata, delta);
-  tsri_count(&tsri_counters.reserved, delta);
-  tsri_count(&tsri_counters.os_reserves, 1);
-  if (old != NULL) {
-    tsri_os_release(old, old_cap * sizeof(meta_entry_t));
-    tsri_count(&tsri_counters.os_releases, 1);
-  }
-  return true;
-}
 
 static void sums_add(const meta_entry_t *e, double sign) {
   table_sums.tracked += sign > 0 ? 1 : (uint64_t)-1;
@@ -100,34 +64,20 @@ static void sums_add(const meta_entry_t *e, double sign) {
 
 /* meta_lock held. */
 static bool table_insert(const meta_entry_t *e) {
-  if ((table_count + 1) * 2 > table_capacity && !table_grow()) return false;
-  size_t i = table_find(e->ptr);
-  tsr_assert_internal(table[i].ptr == 0);
-  table[i] = *e;
-  table_count++;
+  meta_entry_t *slot = tsri_table_insert(&table, e->ptr);
+  if (slot == NULL) return false;
+  *slot = *e;
   sums_add(e, 1.0);
   return true;
 }
 
-/* Remove p's entry into *out; false when there is none.  Linear probing
- * with backward shift, so no tombstones pile up.  meta_lock held. */
+/* Remove p's entry into *out; false when there is none.  meta_lock held. */
 static bool table_remove(uintptr_t p, meta_entry_t *out) {
-  if (table_count == 0) return false;
-  size_t mask = table_capacity - 1;
-  size_t i = table_find(p);
-  if (table[i].ptr == 0) return false;
-  *out = table[i];
+  meta_entry_t *e = tsri_table_find(&table, p);
+  if (e == NULL) return false;
+  *out = *e;
   sums_add(out, -1.0);
-  table_count--;
-  for (size_t j = (i + 1) & mask; table[j].ptr != 0; j = (j + 1) & mask) {
-    size_t home = table_hash(table[j].ptr) & mask;
-    /* move j into the hole at i unless its home lies in (i, j] */
-    if (((j - home) & mask) >= ((j - i) & mask)) {
-      table[i] = table[j];
-      i = j;
-    }
-  }
-  table[i].ptr = 0;
+  tsri_table_remove(&table, e);
   return true;
 }
 
@@ -452,12 +402,10 @@ int tsr_leak_expect(const void *p) {
   }
   int rc = EINVAL;
   tsri_lock(&meta_lock);
-  if (table_count != 0) {
-    size_t i = table_find((uintptr_t)p);
-    if (table[i].ptr != 0) {
-      table[i].rec.stack |= TSRI_REC_EXPECTED;
-      rc = 0;
-    }
+  meta_entry_t *e = tsri_table_find(&table, (uintptr_t)p);
+  if (e != NULL) {
+    e->rec.stack |= TSRI_REC_EXPECTED;
+    rc = 0;
   }
   tsri_unlock(&meta_lock);
   return rc;
@@ -515,18 +463,14 @@ static void fill_block(tsri_block_t *b, const tsri_rec_t *rec, double weight) {
 /* Look p up in the table; true (and b filled) when it has an entry. */
 static bool walk_table(tsri_block_t *b) {
   tsri_lock(&meta_lock);
-  if (table_count != 0) {
-    size_t i = table_find((uintptr_t)b->pub.ptr);
-    if (table[i].ptr != 0) {
-      meta_entry_t e = table[i];
-      tsri_unlock(&meta_lock);
-      fill_block(b, &e.rec, e.weight);
-      b->pub.requested = e.requested;
-      return true;
-    }
-  }
+  const meta_entry_t *found = tsri_table_find(&table, (uintptr_t)b->pub.ptr);
+  meta_entry_t e;
+  if (found != NULL) e = *found;
   tsri_unlock(&meta_lock);
-  return false;
+  if (found == NULL) return false;
+  fill_block(b, &e.rec, e.weight);
+  b->pub.requested = e.requested;
+  return true;
 }
 
 /* Copy page `slot` of a under the arena lock; false when it is no page
@@ -641,9 +585,8 @@ size_t tsri_meta_check(void) {
   size_t bad = 0;
   uint32_t stacks = tsri_stack_count();
   tsri_lock(&meta_lock);
-  for (size_t i = 0; i < table_capacity; i++) {
-    const meta_entry_t *e = &table[i];
-    if (e->ptr == 0) continue;
+  size_t cursor = 0;
+  for (const meta_entry_t *e; (e = tsri_table_next(&table, &cursor)) != NULL;) {
     tsr_page_t *pg = tsri_page_of((void *)e->ptr);
     long idx = pg ? tsri_block_index(pg, (void *)e->ptr) : -1;
     bool live = pg ? idx >= 0 && !tsri_block_is_free(pg, (size_t)idx) : tsri_large_usable((void *)e->ptr) != 0;
