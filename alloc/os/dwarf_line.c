@@ -17,6 +17,7 @@
  * .debug_str_offsets and the unit's base from .debug_info.
  */
 #include "dwarf_line.h"
+#include "dwarf_read.h"
 
 #include <limits.h>
 #include <string.h>
@@ -59,74 +60,13 @@ enum {
  * Reading bytes
  * ---------------------------------------------------------------------- */
 
-/* A cursor over [p, end).  A read past end sets bad, moves p to end and
- * yields 0, so a parser may do a run of reads and check once. */
-typedef struct dw_reader_s {
-  const uint8_t *p, *end;
-  bool bad;
-} dw_reader_t;
-
-static size_t dw_left(const dw_reader_t *r) { return (size_t)(r->end - r->p); }
-
-static bool dw_skip(dw_reader_t *r, uint64_t n) {
-  if (r->bad || n > dw_left(r)) {
-    r->bad = true;
-    r->p = r->end;
-    return false;
-  }
-  r->p += n;
-  return true;
-}
-
-/* An n-byte unsigned number, n <= 8, in the host's byte order:
- * symbols_elf.c takes only files whose byte order is ours. */
-static uint64_t dw_fixed(dw_reader_t *r, unsigned n) {
-  const uint8_t *p = r->p;
-  if (!dw_skip(r, n)) return 0;
-  uint64_t v = 0;
-  for (unsigned i = 0; i < n; i++) {
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = v << 8 | p[i];
-#else
-    v |= (uint64_t)p[i] << (8 * i);
-#endif
-  }
-  return v;
-}
-
-/* LEB128.  Bits past the 64th are dropped: no field we use is wider, and
- * a malformed run of continuation bytes only costs its length. */
-static uint64_t dw_leb(dw_reader_t *r, bool is_signed) {
-  uint64_t v = 0;
-  unsigned shift = 0;
-  uint8_t b;
-  do {
-    if (r->bad || r->p == r->end) {
-      r->bad = true;
-      return 0;
-    }
-    b = *r->p++;
-    if (shift < 64) {
-      v |= (uint64_t)(b & 0x7f) << shift;
-      shift += 7;
-    }
-  } while (b & 0x80);
-  if (is_signed && shift < 64 && (b & 0x40)) v |= ~(uint64_t)0 << shift;
-  return v;
-}
-
-static uint64_t dw_uleb(dw_reader_t *r) { return dw_leb(r, false); }
-/* Signed LEB128 as its two's complement: the callers add it to unsigned
- * registers, where wrapping is the subtraction they want. */
-static uint64_t dw_sleb(dw_reader_t *r) { return dw_leb(r, true); }
-
 /* The NUL-terminated string at the cursor, or NULL when it runs past the
  * end. */
-static const char *dw_cstr(dw_reader_t *r) {
+static const char *dw_cstr(tsri_dw_reader_t *r) {
   if (r->bad) return NULL;
-  const uint8_t *nul = memchr(r->p, 0, dw_left(r));
+  const uint8_t *nul = memchr(r->p, 0, tsri_dw_left(r));
   if (nul == NULL) {
-    dw_skip(r, dw_left(r) + 1);
+    tsri_dw_skip(r, tsri_dw_left(r) + 1);
     return NULL;
   }
   const char *s = (const char *)r->p;
@@ -155,46 +95,46 @@ typedef struct dw_unit_s {
   unsigned line_range;            /* > 0 */
   unsigned opcode_base;           /* >= 1; opcodes from here on are special */
   const uint8_t *opcode_lengths;  /* operand count of standard opcode i at [i - 1] */
-  dw_reader_t tables;             /* the directory and file tables */
-  dw_reader_t program;            /* the line-number program */
+  tsri_dw_reader_t tables;             /* the directory and file tables */
+  tsri_dw_reader_t program;            /* the line-number program */
 } dw_unit_t;
 
 /* Read the header of the unit at r and move r past the unit.  false when
  * this unit cannot be used; r->bad when no later one can be found either. */
-static bool dw_unit_read(dw_reader_t *r, dw_unit_t *u) {
-  uint64_t len = dw_fixed(r, 4);
+static bool dw_unit_read(tsri_dw_reader_t *r, dw_unit_t *u) {
+  uint64_t len = tsri_dw_fixed(r, 4);
   u->offset_size = 4;
   if (len == 0xffffffffu) {
-    len = dw_fixed(r, 8);
+    len = tsri_dw_fixed(r, 8);
     u->offset_size = 8;
   } else if (len >= 0xfffffff0u) {
     r->bad = true;  /* reserved lengths: the rest cannot be delimited */
   }
-  if (r->bad || len > dw_left(r)) {
+  if (r->bad || len > tsri_dw_left(r)) {
     r->bad = true;
     return false;
   }
-  dw_reader_t h = { r->p, r->p + len, false };
+  tsri_dw_reader_t h = { r->p, r->p + len, false };
   r->p += len;
 
-  u->version = (unsigned)dw_fixed(&h, 2);
+  u->version = (unsigned)tsri_dw_fixed(&h, 2);
   if (u->version < 2 || u->version > 5) return false;
-  if (u->version >= 5) dw_skip(&h, 2);  /* address_size, segment_selector_size */
-  uint64_t header_len = dw_fixed(&h, u->offset_size);
-  if (h.bad || header_len > dw_left(&h)) return false;
-  u->program = (dw_reader_t){ h.p + header_len, h.end, false };
+  if (u->version >= 5) tsri_dw_skip(&h, 2);  /* address_size, segment_selector_size */
+  uint64_t header_len = tsri_dw_fixed(&h, u->offset_size);
+  if (h.bad || header_len > tsri_dw_left(&h)) return false;
+  u->program = (tsri_dw_reader_t){ h.p + header_len, h.end, false };
   h.end = h.p + header_len;
 
-  u->min_inst = (unsigned)dw_fixed(&h, 1);
-  u->max_ops = u->version >= 4 ? (unsigned)dw_fixed(&h, 1) : 1;
+  u->min_inst = (unsigned)tsri_dw_fixed(&h, 1);
+  u->max_ops = u->version >= 4 ? (unsigned)tsri_dw_fixed(&h, 1) : 1;
   if (u->max_ops == 0) u->max_ops = 1;
-  dw_skip(&h, 1);  /* default_is_stmt: a lookup takes every row */
-  unsigned base = (unsigned)dw_fixed(&h, 1);
+  tsri_dw_skip(&h, 1);  /* default_is_stmt: a lookup takes every row */
+  unsigned base = (unsigned)tsri_dw_fixed(&h, 1);
   u->line_base = base < 128 ? (int)base : (int)base - 256;
-  u->line_range = (unsigned)dw_fixed(&h, 1);
-  u->opcode_base = (unsigned)dw_fixed(&h, 1);
+  u->line_range = (unsigned)tsri_dw_fixed(&h, 1);
+  u->opcode_base = (unsigned)tsri_dw_fixed(&h, 1);
   u->opcode_lengths = h.p;
-  if (u->opcode_base > 0) dw_skip(&h, u->opcode_base - 1);
+  if (u->opcode_base > 0) tsri_dw_skip(&h, u->opcode_base - 1);
   u->tables = h;
   return !h.bad && u->line_range != 0 && u->opcode_base != 0;
 }
@@ -220,7 +160,7 @@ static void dw_advance(const dw_unit_t *u, dw_row_t *row, uint64_t *op_index, ui
  * that is not empty. */
 static bool dw_unit_find(const dw_unit_t *u, uint64_t vaddr, dw_row_t *hit) {
   const dw_row_t initial = { 0, 1, 1 };
-  dw_reader_t r = u->program;
+  tsri_dw_reader_t r = u->program;
   dw_row_t cur = initial, prev = initial;
   uint64_t op_index = 0, seq_start = 0;
   bool have_prev = false;
@@ -233,34 +173,34 @@ static bool dw_unit_find(const dw_unit_t *u, uint64_t vaddr, dw_row_t *hit) {
       cur.line += (uint64_t)(int64_t)(u->line_base + (int)(adj % u->line_range));
       emit = true;
     } else if (op == 0) {
-      uint64_t len = dw_uleb(&r);
-      if (len == 0 || len > dw_left(&r)) break;
-      dw_reader_t x = { r.p, r.p + len, false };
+      uint64_t len = tsri_dw_uleb(&r);
+      if (len == 0 || len > tsri_dw_left(&r)) break;
+      tsri_dw_reader_t x = { r.p, r.p + len, false };
       r.p += len;
-      unsigned sub = (unsigned)dw_fixed(&x, 1);
+      unsigned sub = (unsigned)tsri_dw_fixed(&x, 1);
       if (sub == DW_LNE_end_sequence) {
         emit = end = true;
       } else if (sub == DW_LNE_set_address) {
-        cur.addr = dw_fixed(&x, len - 1 < 8 ? (unsigned)(len - 1) : 8);
+        cur.addr = tsri_dw_fixed(&x, len - 1 < 8 ? (unsigned)(len - 1) : 8);
         op_index = 0;
       }
     } else if (op == DW_LNS_copy) {
       emit = true;
     } else if (op == DW_LNS_advance_pc) {
-      dw_advance(u, &cur, &op_index, dw_uleb(&r));
+      dw_advance(u, &cur, &op_index, tsri_dw_uleb(&r));
     } else if (op == DW_LNS_advance_line) {
-      cur.line += dw_sleb(&r);
+      cur.line += tsri_dw_sleb(&r);
     } else if (op == DW_LNS_set_file) {
-      cur.file = dw_uleb(&r);
+      cur.file = tsri_dw_uleb(&r);
     } else if (op == DW_LNS_const_add_pc) {
       dw_advance(u, &cur, &op_index, (255 - u->opcode_base) / u->line_range);
     } else if (op == DW_LNS_fixed_advance_pc) {
-      cur.addr += dw_fixed(&r, 2);
+      cur.addr += tsri_dw_fixed(&r, 2);
       op_index = 0;
     } else {
       /* column, is_stmt, basic block, prologue and epilogue marks, ISA and
        * opcodes from later versions: skip the operands the header counts */
-      for (unsigned i = u->opcode_lengths[op - 1]; i > 0; i--) dw_uleb(&r);
+      for (unsigned i = u->opcode_lengths[op - 1]; i > 0; i--) tsri_dw_uleb(&r);
     }
     if (!emit) continue;
     /* A sequence that starts at address 0 belongs to code the linker threw
@@ -290,30 +230,30 @@ static bool dw_unit_find(const dw_unit_t *u, uint64_t vaddr, dw_row_t *hit) {
 /* Read one attribute value of the given form: a string into *s (NULL when
  * it cannot be resolved), a number into *v.  false for a form we cannot
  * size, which also marks r bad: nothing after it can be found. */
-static bool dw_form(dw_reader_t *r, uint64_t form, const dw_unit_t *u, const tsri_dwarf_t *d,
+static bool dw_form(tsri_dw_reader_t *r, uint64_t form, const dw_unit_t *u, const tsri_dwarf_t *d,
                     const char **s, uint64_t *v) {
   switch (form) {
   case DW_FORM_string: *s = dw_cstr(r); break;
   case DW_FORM_line_strp:
-    *s = dw_section_str(d->line_str, d->line_str_size, dw_fixed(r, u->offset_size));
+    *s = dw_section_str(d->line_str, d->line_str_size, tsri_dw_fixed(r, u->offset_size));
     break;
-  case DW_FORM_strp: *s = dw_section_str(d->str, d->str_size, dw_fixed(r, u->offset_size)); break;
-  case DW_FORM_udata: *v = dw_uleb(r); break;
-  case DW_FORM_sdata: *v = dw_sleb(r); break;
-  case DW_FORM_data1: *v = dw_fixed(r, 1); break;
-  case DW_FORM_data2: *v = dw_fixed(r, 2); break;
-  case DW_FORM_data4: *v = dw_fixed(r, 4); break;
-  case DW_FORM_data8: *v = dw_fixed(r, 8); break;
-  case DW_FORM_data16: dw_skip(r, 16); break;
-  case DW_FORM_block: dw_skip(r, dw_uleb(r)); break;
-  case DW_FORM_block1: dw_skip(r, dw_fixed(r, 1)); break;
-  case DW_FORM_block2: dw_skip(r, dw_fixed(r, 2)); break;
-  case DW_FORM_block4: dw_skip(r, dw_fixed(r, 4)); break;
-  case DW_FORM_strx: dw_uleb(r); break;
-  case DW_FORM_strx1: dw_skip(r, 1); break;
-  case DW_FORM_strx2: dw_skip(r, 2); break;
-  case DW_FORM_strx3: dw_skip(r, 3); break;
-  case DW_FORM_strx4: dw_skip(r, 4); break;
+  case DW_FORM_strp: *s = dw_section_str(d->str, d->str_size, tsri_dw_fixed(r, u->offset_size)); break;
+  case DW_FORM_udata: *v = tsri_dw_uleb(r); break;
+  case DW_FORM_sdata: *v = tsri_dw_sleb(r); break;
+  case DW_FORM_data1: *v = tsri_dw_fixed(r, 1); break;
+  case DW_FORM_data2: *v = tsri_dw_fixed(r, 2); break;
+  case DW_FORM_data4: *v = tsri_dw_fixed(r, 4); break;
+  case DW_FORM_data8: *v = tsri_dw_fixed(r, 8); break;
+  case DW_FORM_data16: tsri_dw_skip(r, 16); break;
+  case DW_FORM_block: tsri_dw_skip(r, tsri_dw_uleb(r)); break;
+  case DW_FORM_block1: tsri_dw_skip(r, tsri_dw_fixed(r, 1)); break;
+  case DW_FORM_block2: tsri_dw_skip(r, tsri_dw_fixed(r, 2)); break;
+  case DW_FORM_block4: tsri_dw_skip(r, tsri_dw_fixed(r, 4)); break;
+  case DW_FORM_strx: tsri_dw_uleb(r); break;
+  case DW_FORM_strx1: tsri_dw_skip(r, 1); break;
+  case DW_FORM_strx2: tsri_dw_skip(r, 2); break;
+  case DW_FORM_strx3: tsri_dw_skip(r, 3); break;
+  case DW_FORM_strx4: tsri_dw_skip(r, 4); break;
   default: r->bad = true; return false;
   }
   return !r->bad;
@@ -321,18 +261,18 @@ static bool dw_form(dw_reader_t *r, uint64_t form, const dw_unit_t *u, const tsr
 
 /* A DWARF 5 entry format: `count` (content type, form) pairs at `pairs`. */
 typedef struct dw_format_s {
-  dw_reader_t pairs;
+  tsri_dw_reader_t pairs;
   unsigned count;
 } dw_format_t;
 
 /* Read a format description at r and move r past it. */
-static dw_format_t dw_format_read(dw_reader_t *r) {
+static dw_format_t dw_format_read(tsri_dw_reader_t *r) {
   dw_format_t f;
-  f.count = (unsigned)dw_fixed(r, 1);
+  f.count = (unsigned)tsri_dw_fixed(r, 1);
   f.pairs = *r;
   for (unsigned i = 0; i < f.count; i++) {
-    dw_uleb(r);
-    dw_uleb(r);
+    tsri_dw_uleb(r);
+    tsri_dw_uleb(r);
   }
   return f;
 }
@@ -340,18 +280,18 @@ static dw_format_t dw_format_read(dw_reader_t *r) {
 /* Read entry `index` of the DWARF 5 table at r (a count, then the entries
  * as f lays them out), leaving r past the table when index is past it.
  * Its path in *path, its directory index in *dir. */
-static bool dw_table5(dw_reader_t *r, dw_format_t f, uint64_t index, const dw_unit_t *u,
+static bool dw_table5(tsri_dw_reader_t *r, dw_format_t f, uint64_t index, const dw_unit_t *u,
                       const tsri_dwarf_t *d, const char **path, uint64_t *dir) {
-  uint64_t count = dw_uleb(r);
+  uint64_t count = tsri_dw_uleb(r);
   /* an entry of no fields takes no bytes: without this the count alone,
    * read from the file, would bound the loop */
   if (f.count == 0) return false;
   for (uint64_t i = 0; i < count && !r->bad; i++) {
     const char *p = NULL;
     uint64_t x = 0;
-    dw_reader_t fmt = f.pairs;
+    tsri_dw_reader_t fmt = f.pairs;
     for (unsigned k = 0; k < f.count; k++) {
-      uint64_t type = dw_uleb(&fmt), form = dw_uleb(&fmt);
+      uint64_t type = tsri_dw_uleb(&fmt), form = tsri_dw_uleb(&fmt);
       const char *s = NULL;
       uint64_t v = 0;
       if (fmt.bad || !dw_form(r, form, u, d, &s, &v)) return false;
@@ -371,9 +311,9 @@ static bool dw_table5(dw_reader_t *r, dw_format_t f, uint64_t index, const dw_un
  * directory 0 is the compilation directory. */
 static bool dw_file5(const dw_unit_t *u, const tsri_dwarf_t *d, uint64_t index, const char **name,
                      const char **dir) {
-  dw_reader_t r = u->tables;
+  tsri_dw_reader_t r = u->tables;
   dw_format_t dir_format = dw_format_read(&r);
-  dw_reader_t dirs = r;
+  tsri_dw_reader_t dirs = r;
   const char *unused;
   uint64_t dir_index = 0;
   dw_table5(&r, dir_format, UINT64_MAX, u, d, &unused, &dir_index);
@@ -388,8 +328,8 @@ static bool dw_file5(const dw_unit_t *u, const tsri_dwarf_t *d, uint64_t index, 
 /* DWARF 2-4: file `index` (from 1) and its directory (from 1; 0 is the
  * compilation directory, which only .debug_info names). */
 static bool dw_file4(const dw_unit_t *u, uint64_t index, const char **name, const char **dir) {
-  dw_reader_t r = u->tables;
-  dw_reader_t dirs = r;
+  tsri_dw_reader_t r = u->tables;
+  tsri_dw_reader_t dirs = r;
   for (;;) {
     const char *s = dw_cstr(&r);
     if (s == NULL) return false;
@@ -398,9 +338,9 @@ static bool dw_file4(const dw_unit_t *u, uint64_t index, const char **name, cons
   for (uint64_t i = 1;; i++) {
     const char *s = dw_cstr(&r);
     if (s == NULL || *s == 0) return false;
-    uint64_t dir_index = dw_uleb(&r);
-    dw_uleb(&r);  /* modification time */
-    dw_uleb(&r);  /* length */
+    uint64_t dir_index = tsri_dw_uleb(&r);
+    tsri_dw_uleb(&r);  /* modification time */
+    tsri_dw_uleb(&r);  /* length */
     if (r.bad) return false;
     if (i != index) continue;
     *name = s;
@@ -439,7 +379,7 @@ bool tsri_dwarf_find_line(const tsri_dwarf_t *d, uint64_t vaddr, char *file, siz
   file[0] = 0;
   *line = 0;
   if (d->line == NULL) return false;
-  dw_reader_t r = { d->line, d->line + d->line_size, false };
+  tsri_dw_reader_t r = { d->line, d->line + d->line_size, false };
   while (!r.bad && r.p < r.end) {
     dw_unit_t u;
     dw_row_t hit;

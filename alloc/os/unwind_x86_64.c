@@ -50,6 +50,7 @@
 #define _GNU_SOURCE
 #endif
 #include "unwind_x86_64.h"
+#include "dwarf_read.h"
 
 #if TSRI_UNWIND_FAST
 
@@ -172,79 +173,21 @@ enum {
   PE_PCREL = 0x10, PE_DATAREL = 0x30, PE_ALIGNED = 0x50, PE_INDIRECT = 0x80, PE_OMIT = 0xff,
 };
 
-/* A bounded reader: running past end sets bad and yields zeros, so the
- * parsers check once, after a group of reads. */
-typedef struct cursor_s {
-  const uint8_t *p, *end;
-  bool bad;
-} cursor_t;
-
-static uint64_t get_fixed(cursor_t *c, size_t n) {
-  if ((size_t)(c->end - c->p) < n) {
-    c->bad = true;
-    c->p = c->end;
-    return 0;
-  }
-  uint64_t v = 0;
-  for (size_t i = 0; i < n; i++) v |= (uint64_t)c->p[i] << (8 * i);
-  c->p += n;
-  return v;
-}
-
-static uint64_t get_uleb(cursor_t *c) {
-  uint64_t v = 0;
-  for (unsigned shift = 0;; shift += 7) {
-    if (c->p >= c->end) {
-      c->bad = true;
-      return 0;
-    }
-    uint8_t b = *c->p++;
-    if (shift < 64) v |= (uint64_t)(b & 0x7f) << shift;
-    if ((b & 0x80) == 0) return v;
-  }
-}
-
-static int64_t get_sleb(cursor_t *c) {
-  uint64_t v = 0;
-  for (unsigned shift = 0;; shift += 7) {
-    if (c->p >= c->end) {
-      c->bad = true;
-      return 0;
-    }
-    uint8_t b = *c->p++;
-    if (shift < 64) v |= (uint64_t)(b & 0x7f) << shift;
-    if ((b & 0x80) == 0) {
-      if ((b & 0x40) != 0 && shift + 7 < 64) v |= ~(uint64_t)0 << (shift + 7);
-      return (int64_t)v;
-    }
-  }
-}
-
-static void skip_block(cursor_t *c) {
-  uint64_t n = get_uleb(c);
-  if (n > (uint64_t)(c->end - c->p)) {
-    c->bad = true;
-    c->p = c->end;
-  } else {
-    c->p += n;
-  }
-}
-
 /* A pointer encoded as enc.  datarel is the base of DW_EH_PE_datarel (0:
  * none known).  false for the encodings the walk does not follow: omit,
  * indirect, aligned, textrel, funcrel. */
-static bool get_encoded(cursor_t *c, unsigned enc, uintptr_t datarel, uintptr_t *out) {
+static bool get_encoded(tsri_dw_reader_t *c, unsigned enc, uintptr_t datarel, uintptr_t *out) {
   if (enc == PE_OMIT || (enc & PE_INDIRECT) != 0) return false;
   uintptr_t here = (uintptr_t)c->p;
   uint64_t v;
   switch (enc & 0x0f) {
-  case PE_ABSPTR: case PE_UDATA8: case PE_SDATA8: v = get_fixed(c, 8); break;
-  case PE_ULEB128: v = get_uleb(c); break;
-  case PE_SLEB128: v = (uint64_t)get_sleb(c); break;
-  case PE_UDATA2: v = get_fixed(c, 2); break;
-  case PE_UDATA4: v = get_fixed(c, 4); break;
-  case PE_SDATA2: v = (uint64_t)(int64_t)(int16_t)get_fixed(c, 2); break;
-  case PE_SDATA4: v = (uint64_t)(int64_t)(int32_t)get_fixed(c, 4); break;
+  case PE_ABSPTR: case PE_UDATA8: case PE_SDATA8: v = tsri_dw_fixed(c, 8); break;
+  case PE_ULEB128: v = tsri_dw_uleb(c); break;
+  case PE_SLEB128: v = (uint64_t)tsri_dw_sleb(c); break;
+  case PE_UDATA2: v = tsri_dw_fixed(c, 2); break;
+  case PE_UDATA4: v = tsri_dw_fixed(c, 4); break;
+  case PE_SDATA2: v = (uint64_t)(int64_t)(int16_t)tsri_dw_fixed(c, 2); break;
+  case PE_SDATA4: v = (uint64_t)(int64_t)(int32_t)tsri_dw_fixed(c, 4); break;
   default: return false;
   }
   switch (enc & 0x70) {
@@ -316,7 +259,7 @@ enum { SEARCH_FOUND, SEARCH_MISSING, SEARCH_UNSUPPORTED };
 static int hdr_search(const uint8_t *hdr, uintptr_t addr, const uint8_t **fde) {
   if (hdr[0] != 1) return SEARCH_UNSUPPORTED;
   /* the two fields before the table are at most 8 bytes each, or LEB128 */
-  cursor_t c = { hdr + 4, hdr + 4 + 32, false };
+  tsri_dw_reader_t c = { hdr + 4, hdr + 4 + 32, false };
   uintptr_t eh_frame, count;
   if (!get_encoded(&c, hdr[1], (uintptr_t)hdr, &eh_frame) ||
       !get_encoded(&c, hdr[2], (uintptr_t)hdr, &count) ||
@@ -357,33 +300,33 @@ typedef struct cie_s {
 static bool cie_parse(const uint8_t *p, cie_t *cie) {
   uint32_t len = load32(p);
   if (len == 0 || len == 0xffffffffu) return false;
-  cursor_t c = { p + 4, p + 4 + len, false };
-  if (get_fixed(&c, 4) != 0) return false; /* CIE id: 0 in .eh_frame */
-  uint64_t version = get_fixed(&c, 1);
+  tsri_dw_reader_t c = { p + 4, p + 4 + len, false };
+  if (tsri_dw_fixed(&c, 4) != 0) return false; /* CIE id: 0 in .eh_frame */
+  uint64_t version = tsri_dw_fixed(&c, 1);
   if (version != 1 && version != 3) return false;
   const uint8_t *aug = c.p;
   while (c.p < c.end && *c.p != 0) c.p++;
   if (c.p == c.end) return false;
   c.p++;
-  cie->code_align = get_uleb(&c);
-  cie->data_align = get_sleb(&c);
-  uint64_t ra = version == 1 ? get_fixed(&c, 1) : get_uleb(&c);
+  cie->code_align = tsri_dw_uleb(&c);
+  cie->data_align = tsri_dw_sleb(&c);
+  uint64_t ra = version == 1 ? tsri_dw_fixed(&c, 1) : tsri_dw_uleb(&c);
   if (c.bad || ra != REG_RA) return false;
   cie->fde_enc = PE_ABSPTR;
   cie->has_z = aug[0] == 'z';
   if (cie->has_z) {
-    uint64_t n = get_uleb(&c);
+    uint64_t n = tsri_dw_uleb(&c);
     if (c.bad || n > (uint64_t)(c.end - c.p)) return false;
-    cursor_t a = { c.p, c.p + n, false };
+    tsri_dw_reader_t a = { c.p, c.p + n, false };
     for (const uint8_t *s = aug + 1; *s != 0; s++) {
       uintptr_t ignored;
       unsigned enc;
       switch (*s) {
-      case 'R': cie->fde_enc = (unsigned)get_fixed(&a, 1); break;
-      case 'L': get_fixed(&a, 1); break;
+      case 'R': cie->fde_enc = (unsigned)tsri_dw_fixed(&a, 1); break;
+      case 'L': tsri_dw_fixed(&a, 1); break;
       case 'P':
         /* the personality routine: only its size matters here */
-        enc = (unsigned)get_fixed(&a, 1);
+        enc = (unsigned)tsri_dw_fixed(&a, 1);
         if ((enc & 0x70) == PE_ALIGNED || !get_encoded(&a, enc & 0x0f, 0, &ignored)) return false;
         break;
       default: return false;
@@ -473,47 +416,47 @@ enum {
  * instruction the walk does not model (DW_CFA_set_loc, vendor ones). */
 static bool cfa_run(cfa_state_t *st, const uint8_t *p, const uint8_t *end, uintptr_t *loc,
                     uintptr_t target) {
-  cursor_t c = { p, end, false };
+  tsri_dw_reader_t c = { p, end, false };
   while (!c.bad && c.p < c.end && *loc <= target) {
-    unsigned op = (unsigned)get_fixed(&c, 1);
+    unsigned op = (unsigned)tsri_dw_fixed(&c, 1);
     uint64_t reg;
     switch (op & 0xc0) {
     case CFA_ADVANCE_LOC: *loc += (op & 0x3f) * st->code_align; continue;
-    case CFA_OFFSET: set_rule(st, op & 0x3f, HOW_OFFSET, scaled(st, get_uleb(&c))); continue;
+    case CFA_OFFSET: set_rule(st, op & 0x3f, HOW_OFFSET, scaled(st, tsri_dw_uleb(&c))); continue;
     case CFA_RESTORE: restore_rule(st, op & 0x3f); continue;
     default: break;
     }
     switch (op) {
     case CFA_NOP: break;
-    case CFA_ADVANCE_LOC1: *loc += get_fixed(&c, 1) * st->code_align; break;
-    case CFA_ADVANCE_LOC2: *loc += get_fixed(&c, 2) * st->code_align; break;
-    case CFA_ADVANCE_LOC4: *loc += get_fixed(&c, 4) * st->code_align; break;
+    case CFA_ADVANCE_LOC1: *loc += tsri_dw_fixed(&c, 1) * st->code_align; break;
+    case CFA_ADVANCE_LOC2: *loc += tsri_dw_fixed(&c, 2) * st->code_align; break;
+    case CFA_ADVANCE_LOC4: *loc += tsri_dw_fixed(&c, 4) * st->code_align; break;
     case CFA_OFFSET_EXTENDED:
-      reg = get_uleb(&c);
-      set_rule(st, reg, HOW_OFFSET, scaled(st, get_uleb(&c)));
+      reg = tsri_dw_uleb(&c);
+      set_rule(st, reg, HOW_OFFSET, scaled(st, tsri_dw_uleb(&c)));
       break;
     case CFA_OFFSET_EXTENDED_SF:
-      reg = get_uleb(&c);
-      set_rule(st, reg, HOW_OFFSET, scaled(st, (uint64_t)get_sleb(&c)));
+      reg = tsri_dw_uleb(&c);
+      set_rule(st, reg, HOW_OFFSET, scaled(st, (uint64_t)tsri_dw_sleb(&c)));
       break;
-    case CFA_RESTORE_EXTENDED: restore_rule(st, get_uleb(&c)); break;
-    case CFA_UNDEFINED: set_rule(st, get_uleb(&c), HOW_UNDEFINED, 0); break;
-    case CFA_SAME_VALUE: set_rule(st, get_uleb(&c), HOW_SAME, 0); break;
+    case CFA_RESTORE_EXTENDED: restore_rule(st, tsri_dw_uleb(&c)); break;
+    case CFA_UNDEFINED: set_rule(st, tsri_dw_uleb(&c), HOW_UNDEFINED, 0); break;
+    case CFA_SAME_VALUE: set_rule(st, tsri_dw_uleb(&c), HOW_SAME, 0); break;
     case CFA_REGISTER:
-      reg = get_uleb(&c);
-      get_uleb(&c);
+      reg = tsri_dw_uleb(&c);
+      tsri_dw_uleb(&c);
       set_rule(st, reg, HOW_OTHER, 0);
       break;
     case CFA_VAL_OFFSET:
     case CFA_VAL_OFFSET_SF:
-      reg = get_uleb(&c);
-      get_uleb(&c); /* same length either way */
+      reg = tsri_dw_uleb(&c);
+      tsri_dw_uleb(&c); /* same length either way */
       set_rule(st, reg, HOW_OTHER, 0);
       break;
     case CFA_EXPRESSION:
     case CFA_VAL_EXPRESSION:
-      reg = get_uleb(&c);
-      skip_block(&c);
+      reg = tsri_dw_uleb(&c);
+      tsri_dw_skip(&c, tsri_dw_uleb(&c));
       set_rule(st, reg, HOW_OTHER, 0);
       break;
     case CFA_REMEMBER_STATE:
@@ -525,27 +468,27 @@ static bool cfa_run(cfa_state_t *st, const uint8_t *p, const uint8_t *end, uintp
       st->cur = st->saved[--st->depth];
       break;
     case CFA_DEF_CFA:
-      st->cur.cfa_reg = get_uleb(&c);
-      st->cur.cfa_offset = (int64_t)get_uleb(&c);
+      st->cur.cfa_reg = tsri_dw_uleb(&c);
+      st->cur.cfa_offset = (int64_t)tsri_dw_uleb(&c);
       st->cur.cfa_expr = false;
       break;
     case CFA_DEF_CFA_SF:
-      st->cur.cfa_reg = get_uleb(&c);
-      st->cur.cfa_offset = scaled(st, (uint64_t)get_sleb(&c));
+      st->cur.cfa_reg = tsri_dw_uleb(&c);
+      st->cur.cfa_offset = scaled(st, (uint64_t)tsri_dw_sleb(&c));
       st->cur.cfa_expr = false;
       break;
     case CFA_DEF_CFA_REGISTER:
-      st->cur.cfa_reg = get_uleb(&c);
+      st->cur.cfa_reg = tsri_dw_uleb(&c);
       st->cur.cfa_expr = false;
       break;
     /* libgcc leaves an expression CFA in force under these two as well */
-    case CFA_DEF_CFA_OFFSET: st->cur.cfa_offset = (int64_t)get_uleb(&c); break;
-    case CFA_DEF_CFA_OFFSET_SF: st->cur.cfa_offset = scaled(st, (uint64_t)get_sleb(&c)); break;
+    case CFA_DEF_CFA_OFFSET: st->cur.cfa_offset = (int64_t)tsri_dw_uleb(&c); break;
+    case CFA_DEF_CFA_OFFSET_SF: st->cur.cfa_offset = scaled(st, (uint64_t)tsri_dw_sleb(&c)); break;
     case CFA_DEF_CFA_EXPRESSION:
-      skip_block(&c);
+      tsri_dw_skip(&c, tsri_dw_uleb(&c));
       st->cur.cfa_expr = true;
       break;
-    case CFA_GNU_ARGS_SIZE: get_uleb(&c); break;
+    case CFA_GNU_ARGS_SIZE: tsri_dw_uleb(&c); break;
     default: return false;
     }
   }
@@ -583,12 +526,12 @@ static uint64_t rule_compute(uintptr_t pc) {
   if (len == 0 || len == 0xffffffffu || cie_delta == 0) return RULE_FALLBACK;
   cie_t cie;
   if (!cie_parse(fde + 4 - cie_delta, &cie)) return RULE_FALLBACK;
-  cursor_t c = { fde + 8, fde + 4 + len, false };
+  tsri_dw_reader_t c = { fde + 8, fde + 4 + len, false };
   uintptr_t begin, range;
   if (!get_encoded(&c, cie.fde_enc, 0, &begin) || !get_encoded(&c, cie.fde_enc & 0x0f, 0, &range))
     return RULE_FALLBACK;
   if (target - begin >= range) return RULE_END;
-  if (cie.has_z) skip_block(&c);
+  if (cie.has_z) tsri_dw_skip(&c, tsri_dw_uleb(&c));
   if (c.bad) return RULE_FALLBACK;
 
   cfa_state_t st;
