@@ -21,61 +21,44 @@
 #define _GNU_SOURCE
 #endif
 #include "tsr_helper.h"
+#include "tsr_sites.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 
-/* Allocating functions must stay functions of their own (not inlined,
- * split or cloned), make their calls from one call instruction (no
- * unrolled loops) and not tail-call tsr_malloc: their names are what the
- * reports are checked for. */
-#if defined(__clang__)
-#define HELPER_NOINLINE __attribute__((noinline, used))
-#else
-#define HELPER_NOINLINE __attribute__((noipa, used))
-#endif
-#define ONE_CALL _Pragma("GCC unroll 1")
-/* n, hidden from the optimiser: a loop of a known small count is unrolled
- * whatever ONE_CALL says */
-static inline int opaque_count(int n) {
-  __asm__("" : "+r"(n));
-  return n;
-}
-#define KEEP(p) __asm__ volatile("" : : "r"(p) : "memory")
-
 static void *leaked[16];
 
-static HELPER_NOINLINE void leak_one(void) {
-  ONE_CALL for (int i = 0; i < opaque_count(3); i++) {
+static TSR_ALLOC_FN void leak_one(void) {
+  TSR_ONE_CALL for (int i = 0; i < tsr_opaque_count(3); i++) {
     leaked[i] = tsr_malloc(64);
     if (leaked[i] != NULL) memset(leaked[i], 1, 64);
-    KEEP(leaked[i]);
+    TSR_KEEP(leaked[i]);
   }
 }
 
-static HELPER_NOINLINE void leak_two(void) {
-  ONE_CALL for (int i = 0; i < opaque_count(2); i++) {
+static TSR_ALLOC_FN void leak_two(void) {
+  TSR_ONE_CALL for (int i = 0; i < tsr_opaque_count(2); i++) {
     leaked[3 + i] = tsr_malloc(1000);
     if (leaked[3 + i] != NULL) memset(leaked[3 + i], 2, 1000);
-    KEEP(leaked[3 + i]);
+    TSR_KEEP(leaked[3 + i]);
   }
 }
 
-static HELPER_NOINLINE void expected_fn(void) {
-  ONE_CALL for (int i = 0; i < opaque_count(4); i++) {
+static TSR_ALLOC_FN void expected_fn(void) {
+  TSR_ONE_CALL for (int i = 0; i < tsr_opaque_count(4); i++) {
     leaked[8 + i] = tsr_malloc(256);
-    KEEP(leaked[8 + i]);
+    TSR_KEEP(leaked[8 + i]);
   }
 }
 
-static HELPER_NOINLINE void *keep_cache(void) {
+static TSR_ALLOC_FN void *keep_cache(void) {
   void *p = tsr_malloc(4096);
-  KEEP(p);
+  TSR_KEEP(p);
   return p;
 }
 
 /* Blocks that are all given back before exit: none may show as a leak. */
-static HELPER_NOINLINE void churn_and_free(void) {
+static TSR_ALLOC_FN void churn_and_free(void) {
   void *b[200];
   for (int i = 0; i < 200; i++) b[i] = tsr_malloc((size_t)(i * 37 % 5000) + 1);
   void *big = tsr_malloc(600000);

@@ -21,29 +21,13 @@
 #include "tsr_criterion.h"
 
 #include "tsr_test.h"
+#include "tsr_sites.h"
 
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
 #include "internal.h"   /* the broken-record test reaches a page's records */
-
-/* Each allocating function must make its calls from one call instruction
- * of its own: not inlined, split or cloned (noipa), loops not unrolled
- * (ONE_CALL), and no tail call (the barrier after the call). */
-#if defined(__clang__)
-#define ALLOC_FN static __attribute__((noinline, used))
-#else
-#define ALLOC_FN static __attribute__((noipa, used))
-#endif
-#define ONE_CALL _Pragma("GCC unroll 1")
-/* n, hidden from the optimiser: a loop of a known small count is unrolled
- * whatever ONE_CALL says */
-static inline int opaque_count(int n) {
-  __asm__("" : "+r"(n));
-  return n;
-}
-#define KEEP(p) __asm__ volatile("" : : "r"(p) : "memory")
 
 /* ------------------------------------------------------------------------
  * Allocating functions, and which one a return address lies in
@@ -54,51 +38,51 @@ enum { D_N = 50, D_SIZE = 100, BASE_N = 10, BASE_SIZE = 3000 };
 
 static void *a_blocks[A_N], *b_blocks[B_N], *c_blocks[C_N], *d_blocks[D_N], *base_blocks[BASE_N];
 
-ALLOC_FN void alloc_a(void) {
-  ONE_CALL for (int i = 0; i < opaque_count(A_N); i++) {
+static TSR_ALLOC_FN void alloc_a(void) {
+  TSR_ONE_CALL for (int i = 0; i < tsr_opaque_count(A_N); i++) {
     a_blocks[i] = tsr_malloc(A_SIZE);
-    KEEP(a_blocks[i]);
+    TSR_KEEP(a_blocks[i]);
   }
 }
 
-ALLOC_FN void alloc_b(void) {
-  ONE_CALL for (int i = 0; i < opaque_count(B_N); i++) {
+static TSR_ALLOC_FN void alloc_b(void) {
+  TSR_ONE_CALL for (int i = 0; i < tsr_opaque_count(B_N); i++) {
     b_blocks[i] = tsr_malloc(B_SIZE);
-    KEEP(b_blocks[i]);
+    TSR_KEEP(b_blocks[i]);
   }
 }
 
-ALLOC_FN void alloc_c(void) {
-  ONE_CALL for (int i = 0; i < opaque_count(C_N); i++) {
+static TSR_ALLOC_FN void alloc_c(void) {
+  TSR_ONE_CALL for (int i = 0; i < tsr_opaque_count(C_N); i++) {
     c_blocks[i] = tsr_malloc(C_SIZE);
-    KEEP(c_blocks[i]);
+    TSR_KEEP(c_blocks[i]);
   }
 }
 
-ALLOC_FN void alloc_d(void) {
-  ONE_CALL for (int i = 0; i < opaque_count(D_N); i++) {
+static TSR_ALLOC_FN void alloc_d(void) {
+  TSR_ONE_CALL for (int i = 0; i < tsr_opaque_count(D_N); i++) {
     d_blocks[i] = tsr_malloc(D_SIZE);
-    KEEP(d_blocks[i]);
+    TSR_KEEP(d_blocks[i]);
   }
 }
 
-ALLOC_FN void alloc_base(void) {
-  ONE_CALL for (int i = 0; i < opaque_count(BASE_N); i++) {
+static TSR_ALLOC_FN void alloc_base(void) {
+  TSR_ONE_CALL for (int i = 0; i < tsr_opaque_count(BASE_N); i++) {
     base_blocks[i] = tsr_malloc(BASE_SIZE);
-    KEEP(base_blocks[i]);
+    TSR_KEEP(base_blocks[i]);
   }
 }
 
 /* The sampling workload: one block per call, from two functions. */
-ALLOC_FN void *sample_kib(void) {
+static TSR_ALLOC_FN void *sample_kib(void) {
   void *p = tsr_malloc(1024);
-  KEEP(p);
+  TSR_KEEP(p);
   return p;
 }
 
-ALLOC_FN void *sample_small(void) {
+static TSR_ALLOC_FN void *sample_small(void) {
   void *p = tsr_malloc(64);
-  KEEP(p);
+  TSR_KEEP(p);
   return p;
 }
 
