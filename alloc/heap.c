@@ -35,12 +35,12 @@
 static _Atomic(uint64_t) page_empty_bits[2 * TSR_BITMAP_WORDS];
 static tsr_page_t page_empty_desc = { .bits = page_empty_bits };
 
-static tsr_heap_t heap_empty = {
+tsr_heap_t tsri_heap_none = {
   .sample_left = -1,   /* every allocation goes to tsri_meta_alloc, which makes a heap */
   .cur = { [0 ... TSR_CLASS_COUNT - 1] = &page_empty_desc },
 };
 
-TSRI_TLS tsr_heap_t *tsri_tl_heap = &heap_empty;
+TSRI_TLS tsr_heap_t *tsri_tl_heap = &tsri_heap_none;
 
 static tsri_lock_t heap_lock;
 static tsr_heap_t *heap_all;          /* every heap ever made */
@@ -159,7 +159,7 @@ static tsr_heap_t *heap_thread_start(void) {
 
 tsr_heap_t *tsri_heap_get(void) {
   tsr_heap_t *h = tsri_tl_heap;
-  return h != &heap_empty ? h : heap_thread_start();
+  return h != &tsri_heap_none ? h : heap_thread_start();
 }
 
 void tsri_heap_foreach(void (*fn)(tsr_heap_t *h, void *arg), void *arg) {
@@ -273,7 +273,7 @@ static void heap_maybe_purge(tsr_heap_t *h) {
 }
 
 void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls) {
-  if (h == &heap_empty) {
+  if (h == &tsri_heap_none) {
     h = heap_thread_start();
     if (h == NULL) { errno = ENOMEM; return NULL; }
     return tsri_heap_alloc(h, cls);
@@ -334,7 +334,7 @@ _Atomic uint64_t tsri_frees_heapless;
 
 void tsri_heap_count_free(void) {
   tsr_heap_t *h = tsri_tl_heap;
-  if (h == &heap_empty)
+  if (h == &tsri_heap_none)
     atomic_fetch_add_explicit(&tsri_frees_heapless, 1, memory_order_relaxed);
   else
     atomic_store_explicit(&h->frees, atomic_load_explicit(&h->frees, memory_order_relaxed) + 1,
@@ -469,8 +469,8 @@ static void heap_abandon(tsr_heap_t *h, bool in_child) {
 
 static void heap_thread_exit(void *value) {
   tsr_heap_t *h = value;
-  if (h == NULL || h == &heap_empty) return;
-  tsri_tl_heap = &heap_empty;
+  if (h == NULL || h == &tsri_heap_none) return;
+  tsri_tl_heap = &tsri_heap_none;
   heap_abandon(h, false);
   tsri_arena_purge(false);
 }
@@ -481,7 +481,7 @@ static void heap_thread_exit(void *value) {
 
 void tsri_heap_collect(void) {
   tsr_heap_t *h = tsri_tl_heap;
-  if (h != &heap_empty) {
+  if (h != &tsri_heap_none) {
     heap_take_notices(h);
     for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
       tsr_page_t *pg = h->avail[c].first;
@@ -546,7 +546,7 @@ static size_t heap_check_queue(const tsr_queue_t *q, uintptr_t owner, int cls, b
 size_t tsri_heap_check(void) {
   size_t bad = 0;
   tsr_heap_t *h = tsri_tl_heap;
-  if (h != &heap_empty) {
+  if (h != &tsri_heap_none) {
     for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
       bad += heap_check_queue(&h->avail[c], (uintptr_t)h, (int)c, false);
       if (h->cur[c] != (h->avail[c].first ? h->avail[c].first : &page_empty_desc)) {
@@ -583,7 +583,7 @@ void tsri_heap_fork_child(void) {
     if (h->in_use && h != tsri_tl_heap) heap_abandon(h, true);
   }
   tsr_heap_t *h = tsri_tl_heap;
-  if (h == &heap_empty) return;
+  if (h == &tsri_heap_none) return;
   tsri_os_thread_set(h);
   /* A thread that was freeing into one of our full pages may have been
    * stopped between its CAS to QUEUED and its push: take what was pushed,

@@ -192,9 +192,11 @@ tsri_hidden bool tsri_page_has_remote(const tsr_page_t *pg);
 #define TSRI_TLS __thread __attribute__((tls_model("initial-exec")))
 #endif
 
-/* The calling thread's heap; the empty heap (whose every class has an
- * empty page) until the thread's first allocation. */
+/* The calling thread's heap; the empty heap tsri_heap_none (whose every
+ * class has an empty page) until the thread's first allocation and after
+ * its heap is given back. */
 tsri_hidden extern TSRI_TLS tsr_heap_t *tsri_tl_heap;
+tsri_hidden extern tsr_heap_t tsri_heap_none;
 
 tsri_hidden void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls);
 /* The calling thread's heap, made now if it has none; NULL without memory. */
@@ -363,9 +365,12 @@ typedef struct tsri_meta_totals_s {
   uint64_t requested;          /* their requested bytes (exact records) */
   double w_blocks, w_usable, w_requested;  /* sampled records, scaled by weight */
 } tsri_meta_totals_t;
-/* The sampled-table part of the totals (page arrays are counted by the
- * caller from tsr_page_t.rec_live and rec_requested). */
+/* The totals of the table of sampled and large records (page arrays:
+ * tsri_meta_array_totals). */
 tsri_hidden void tsri_meta_table_totals(tsri_meta_totals_t *t);
+/* Per class: blocks with a record in their page's array, and the bytes
+ * those blocks asked for. */
+tsri_hidden void tsri_meta_array_totals(uint64_t live[TSR_CLASS_COUNT], uint64_t requested[TSR_CLASS_COUNT]);
 
 /* What a walk reports per block: the public struct plus the class. */
 typedef struct tsri_block_s {

@@ -35,7 +35,11 @@ _Atomic int tsri_track_level = TSR_TRACK_SAMPLE;
 uint64_t tsri_start_ms;
 _Atomic size_t tsri_meta_large_tracked;
 
-static _Atomic uint64_t meta_seq;   /* last sequence number handed out */
+static _Atomic uint64_t meta_seq;   /* last record number given to a heap */
+#define SEQ_BLOCK 256                /* record numbers a heap takes at a time */
+
+/* Records in page arrays dropped by threads without a heap, per class. */
+static _Atomic int64_t orphan_live[TSR_CLASS_COUNT], orphan_requested[TSR_CLASS_COUNT];
 
 /* ------------------------------------------------------------------------
  * The table of sampled and large records
@@ -133,6 +137,46 @@ static tsri_rec_t *page_recs(tsr_page_t *pg) {
   return r;
 }
 
+/* Count records made (blocks > 0) or dropped in page arrays of class cls
+ * by the calling thread, whose heap is h (tsri_heap_none: it has none).
+ * Each heap's counters have one writer, its thread, so no atomic add. */
+static inline void count_recs(tsr_heap_t *h, size_t cls, int64_t blocks, int64_t bytes) {
+  if (h == &tsri_heap_none) {
+    atomic_fetch_add_explicit(&orphan_live[cls], blocks, memory_order_relaxed);
+    atomic_fetch_add_explicit(&orphan_requested[cls], bytes, memory_order_relaxed);
+    return;
+  }
+  atomic_store_explicit(&h->rec_live[cls],
+                        atomic_load_explicit(&h->rec_live[cls], memory_order_relaxed) + blocks,
+                        memory_order_relaxed);
+  atomic_store_explicit(&h->rec_requested[cls],
+                        atomic_load_explicit(&h->rec_requested[cls], memory_order_relaxed) + bytes,
+                        memory_order_relaxed);
+}
+
+static void sum_recs(tsr_heap_t *h, void *arg) {
+  int64_t(*sums)[TSR_CLASS_COUNT] = arg;
+  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
+    sums[0][c] += atomic_load_explicit(&h->rec_live[c], memory_order_relaxed);
+    sums[1][c] += atomic_load_explicit(&h->rec_requested[c], memory_order_relaxed);
+  }
+}
+
+void tsri_meta_array_totals(uint64_t live[TSR_CLASS_COUNT], uint64_t requested[TSR_CLASS_COUNT]) {
+  int64_t sums[2][TSR_CLASS_COUNT];
+  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
+    sums[0][c] = atomic_load_explicit(&orphan_live[c], memory_order_relaxed);
+    sums[1][c] = atomic_load_explicit(&orphan_requested[c], memory_order_relaxed);
+  }
+  tsri_heap_foreach(sum_recs, sums);
+  /* a record made and dropped by different threads between two reads of
+   * their counters may show as a passing negative */
+  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
+    live[c] = sums[0][c] > 0 ? (uint64_t)sums[0][c] : 0;
+    requested[c] = sums[1][c] > 0 ? (uint64_t)sums[1][c] : 0;
+  }
+}
+
 /* Records in arrays are read by walkers while their owner writes them:
  * three relaxed words, seq last on store and first on load, so a reader
  * sees either no record or one that was whole when seq was read. */
@@ -166,8 +210,6 @@ void tsri_meta_page_retire(tsr_page_t *pg) {
   tsri_rec_t *r = atomic_load_explicit(&pg->recs, memory_order_relaxed);
   atomic_store_explicit(&pg->recs, NULL, memory_order_relaxed);
   atomic_fetch_and_explicit(&pg->tracked, ~TSRI_TRACKED_ARRAY, memory_order_relaxed);
-  atomic_store_explicit(&pg->rec_live, 0, memory_order_relaxed);
-  atomic_store_explicit(&pg->rec_requested, 0, memory_order_relaxed);
   tsri_unlock(tsri_arena_lock_get());
   size_t bytes = recs_bytes(pg);
   tsri_os_decommit(r, bytes);
@@ -200,6 +242,7 @@ static int64_t countdown_for(int level, tsr_heap_t *h) {
 }
 
 void tsri_meta_heap_init(tsr_heap_t *h) {
+  memset(&h->stack_memo, 0, sizeof h->stack_memo);   /* a new thread: another stack */
   h->rng = ((uint64_t)(uintptr_t)h * 0x9e3779b97f4a7c15ull) ^ tsri_os_clock_ms() ^
            ((uint64_t)tsri_os_thread_id() << 32);
   if (h->rng == 0) h->rng = 1;
@@ -234,13 +277,17 @@ tsr_track_t tsr_track_get(void) {
 
 static TSRI_TLS bool in_capture;   /* an unwinder that calls malloc gets no stack */
 
-/* The call stack from the program's call into tessera outwards. */
-static uint32_t capture_stack(void *caller) {
+/* The call stack from the program's call into tessera outwards.  A stack
+ * the heap's memo still holds costs a few loads (os.h). */
+static uint32_t capture_stack(void *caller, tsr_heap_t *h) {
   if (in_capture) return 0;
   in_capture = true;
   void *frames[TSRI_STACK_DEPTH + 8];
-  size_t n = tsri_os_stack_capture(frames, TSRI_STACK_DEPTH + 8, 0);
+  uint32_t known;
+  size_t n = tsri_os_stack_capture_memo(frames, TSRI_STACK_DEPTH + 8, &h->stack_memo,
+                                        (uintptr_t)caller, &known);
   in_capture = false;
+  if (known != 0) return known;
   /* drop tessera's own frames: everything inside the caller's call */
   size_t first = 0;
   while (first < n && first < 8 && frames[first] != caller) first++;
@@ -251,7 +298,9 @@ static uint32_t capture_stack(void *caller) {
   }
   size_t depth = n - first;
   if (depth > TSRI_STACK_DEPTH) depth = TSRI_STACK_DEPTH;
-  return tsri_stack_intern(frames + first, depth);
+  uint32_t id = tsri_stack_intern(frames + first, depth);
+  tsri_os_stack_memo_tag(&h->stack_memo, id);
+  return id;
 }
 
 /* Record block p (of class cls, or large) just handed out by h. */
@@ -260,9 +309,13 @@ static void record(void *p, size_t cls, size_t requested, double weight, bool fu
   tsr_page_t *pg = cls < TSR_CLASS_COUNT ? tsri_page_of(p) : NULL;
   size_t usable = pg != NULL ? pg->block_size : tsri_large_usable(p);
   tsri_rec_t rec;
-  rec.seq = atomic_fetch_add_explicit(&meta_seq, 1, memory_order_relaxed) + 1;
+  if (h->seq_next == h->seq_end) {
+    h->seq_next = atomic_fetch_add_explicit(&meta_seq, SEQ_BLOCK, memory_order_relaxed) + 1;
+    h->seq_end = h->seq_next + SEQ_BLOCK;
+  }
+  rec.seq = h->seq_next++;
   rec.requested = requested > UINT32_MAX ? UINT32_MAX : (uint32_t)requested;
-  rec.stack = capture_stack(caller);
+  rec.stack = capture_stack(caller, h);
   rec.thread = h->thread;
   rec.time_ms = (uint32_t)(tsri_os_clock_ms() - tsri_start_ms);
   if (pg != NULL && full) {
@@ -270,8 +323,7 @@ static void record(void *p, size_t cls, size_t requested, double weight, bool fu
     if (recs != NULL) {
       long idx = tsri_block_index(pg, p);
       rec_store(&recs[idx], &rec);
-      atomic_fetch_add_explicit(&pg->rec_live, 1, memory_order_relaxed);
-      atomic_fetch_add_explicit(&pg->rec_requested, requested, memory_order_relaxed);
+      count_recs(h, cls, 1, (int64_t)rec.requested);
       return;
     }
   }
@@ -330,8 +382,7 @@ void tsri_meta_free_small(tsr_page_t *pg, size_t idx, const void *p) {
     rec_load(&recs[idx], &rec);
     if (rec.seq != 0) {
       rec_clear(&recs[idx]);
-      atomic_fetch_sub_explicit(&pg->rec_live, 1, memory_order_relaxed);
-      atomic_fetch_sub_explicit(&pg->rec_requested, rec.requested, memory_order_relaxed);
+      count_recs(tsri_tl_heap, pg->cls, -1, -(int64_t)rec.requested);
     }
   }
   if ((t & ~TSRI_TRACKED_ARRAY) != 0) {
@@ -357,7 +408,7 @@ void tsri_meta_resized(const void *from, const void *to, size_t requested) {
     tsri_rec_t rec;
     rec_load(&recs[idx], &rec);
     if (rec.seq != 0) {
-      atomic_fetch_add_explicit(&pg->rec_requested, requested - rec.requested, memory_order_relaxed);
+      count_recs(tsri_tl_heap, pg->cls, 0, (int64_t)requested - (int64_t)rec.requested);
       rec.requested = (uint32_t)requested;
       rec_store(&recs[idx], &rec);
       return;

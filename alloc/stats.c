@@ -16,7 +16,7 @@ tsri_os_counters_t tsri_counters;
 
 typedef struct class_acc_s {
   uint64_t pages, committed, live, total;
-  uint64_t rec_live, rec_requested;          /* page arrays */
+  uint64_t rec_live, rec_requested;          /* records in page arrays (meta.c) */
   uint64_t occupancy[TSR_OCCUPANCY_BUCKETS];
 } class_acc_t;
 
@@ -35,13 +35,17 @@ static void pages_pass(class_acc_t acc[TSR_CLASS_COUNT]) {
       c->committed += (uint64_t)pg->span_slots * TSR_SLOT_SIZE;
       c->live += used;
       c->total += cap;
-      c->rec_live += atomic_load_explicit(&pg->rec_live, memory_order_relaxed);
-      c->rec_requested += atomic_load_explicit(&pg->rec_requested, memory_order_relaxed);
       size_t bucket = (size_t)used * TSR_OCCUPANCY_BUCKETS / cap;
       c->occupancy[bucket < TSR_OCCUPANCY_BUCKETS ? bucket : TSR_OCCUPANCY_BUCKETS - 1]++;
     }
   }
   tsri_unlock(tsri_arena_lock_get());
+  uint64_t live[TSR_CLASS_COUNT], requested[TSR_CLASS_COUNT];
+  tsri_meta_array_totals(live, requested);
+  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
+    acc[c].rec_live = live[c];
+    acc[c].rec_requested = requested[c];
+  }
 }
 
 typedef struct heap_sum_s {

@@ -54,6 +54,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "os/os.h"
+
 /* ---- geometry ---------------------------------------------------------- */
 
 #if UINTPTR_MAX > 0xFFFFFFFFu
@@ -137,12 +139,10 @@ typedef struct tsr_page_s {
   struct tsr_page_s *notify_next;   /* link in the owner's notify stack */
   uint32_t trimmed_at_used;         /* owner: `used` when the page's free OS pages were
                                        last given back (page.c: tsri_page_trim) */
-  /* Records of a page tracked in full (meta.c).  recs is set by the owner
-   * and cleared when the span goes back to the arena; the counters cover
-   * recs[i] with seq != 0 and are updated by whichever thread frees. */
+  /* Records of a page tracked in full (meta.c): set by the owner, cleared
+   * when the span goes back to the arena.  recs[i] with seq != 0 is block
+   * i's; the heaps count them (tsr_heap_t.rec_live). */
   _Atomic(tsri_rec_t *) recs;       /* capacity records, or NULL */
-  _Atomic uint32_t rec_live;        /* records in recs for live blocks */
-  _Atomic uint64_t rec_requested;   /* sum of their requested sizes */
 } __attribute__((aligned(64))) tsr_page_t;
 
 /* The local and remote free words w of a page: side by side, so a free
@@ -194,6 +194,12 @@ typedef struct tsr_heap_s {
   uint32_t slow_calls;                /* alloc slow paths, drives purge checks */
   uint64_t next_trim_ms;              /* clock at which to trim our sparse pages next */
   uint64_t rng;                       /* sampling random state (meta.c) */
+  uint64_t seq_next, seq_end;         /* record numbers this heap may hand out (meta.c) */
+  tsri_os_stack_memo_t stack_memo;    /* stacks this thread captured last (meta.c) */
+  /* Records in pages' arrays made minus dropped by this heap's thread, per
+   * class, and their requested bytes; only the owner writes (meta.c). */
+  _Atomic int64_t rec_live[TSR_CLASS_COUNT];
+  _Atomic int64_t rec_requested[TSR_CLASS_COUNT];
   uint32_t thread;                    /* OS thread id of the owner */
   bool in_use;                        /* owned by a live thread */
   struct tsr_heap_s *next_all;        /* every heap ever made (heap.c) */

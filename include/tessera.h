@@ -170,7 +170,8 @@ typedef struct tsr_block_s {
   size_t requested;         /* bytes asked for; 0 when the block has no record */
   int tracked;              /* 1: the fields below are filled */
   uint32_t thread;          /* OS thread id of the allocating thread */
-  uint64_t seq;             /* allocation sequence number (1, 2, ...) */
+  uint64_t seq;             /* allocation number: unique, rising within a thread
+                               (threads take them in blocks of 256) */
   uint64_t time_ms;         /* milliseconds after tessera started */
   uint32_t site;            /* call stack id (0: none captured) */
   uint32_t depth;           /* frames in `frames`, innermost first */

@@ -66,6 +66,30 @@ static TSR_ALLOC_FN void alloc_d(void) {
   }
 }
 
+/* One allocating function reached through two parents at the same stack
+ * depth, so that both calls start from the same frame address: the stack
+ * memo must still tell them apart. */
+enum { LEAF_SIZE = 24, LEAF_ROUNDS = 3000 };
+static void *leaf_blocks[LEAF_ROUNDS];
+
+static TSR_ALLOC_FN void *alloc_leaf(void) {
+  void *p = tsr_malloc(LEAF_SIZE);
+  TSR_KEEP(p);
+  return p;
+}
+
+static TSR_ALLOC_FN void *parent_x(void) {
+  void *p = alloc_leaf();
+  TSR_KEEP(p);
+  return p;
+}
+
+static TSR_ALLOC_FN void *parent_y(void) {
+  void *p = alloc_leaf();
+  TSR_KEEP(p);
+  return p;
+}
+
 static TSR_ALLOC_FN void alloc_base(void) {
   TSR_ONE_CALL for (int i = 0; i < tsr_opaque_count(BASE_N); i++) {
     base_blocks[i] = tsr_malloc(BASE_SIZE);
@@ -101,7 +125,8 @@ static const struct {
 } known_fns[] = {
   { "alloc_a", alloc_a }, { "alloc_b", alloc_b }, { "alloc_c", alloc_c }, { "alloc_d", alloc_d },
   { "alloc_base", alloc_base }, { "sample_kib", (fn_t)sample_kib },
-  { "sample_small", (fn_t)sample_small },
+  { "sample_small", (fn_t)sample_small }, { "alloc_leaf", (fn_t)alloc_leaf },
+  { "parent_x", (fn_t)parent_x }, { "parent_y", (fn_t)parent_y },
 };
 #define KNOWN_FNS (sizeof known_fns / sizeof known_fns[0])
 
@@ -322,6 +347,38 @@ Test(report, full_tracking_sites_are_exact) {
   cr_assert_eq(s.tracked_blocks, 0);
   cr_assert_eq(s.requested, 0);
   cr_assert_eq(s.allocated, 0);
+  heap_is_sound();
+}
+
+/* The site of alloc_leaf's blocks reached through parent, or NULL. */
+static const tsr_site_t *leaf_site(const tsr_site_t *sites, size_t n, fn_t parent) {
+  for (size_t i = 0; i < n; i++)
+    if (sites[i].depth >= 2 && in_function(sites[i].frames[0], (fn_t)alloc_leaf) &&
+        in_function(sites[i].frames[1], parent))
+      return &sites[i];
+  return NULL;
+}
+
+Test(report, same_frame_two_parents_are_two_sites) {
+  cr_assert_eq(tsr_track_set(TSR_TRACK_FULL), 0);
+  size_t x = 0;
+  /* runs of different lengths, so that each parent follows itself and the
+   * other one */
+  TSR_ONE_CALL for (int i = 0; i < tsr_opaque_count(LEAF_ROUNDS); i++) {
+    bool via_x = (i % 7) < 3;
+    leaf_blocks[i] = via_x ? parent_x() : parent_y();
+    x += via_x;
+  }
+  tsr_site_t sites[16];
+  size_t n = tsr_sites(sites, 16);
+  const tsr_site_t *sx = leaf_site(sites, n, (fn_t)parent_x);
+  const tsr_site_t *sy = leaf_site(sites, n, (fn_t)parent_y);
+  cr_assert(sx && sy, "a parent's site is missing (%zu sites): x %p y %p", n, (void *)sx, (void *)sy);
+  cr_assert_eq(sx->blocks, x, "through parent_x: %llu blocks, %zu made", (unsigned long long)sx->blocks, x);
+  cr_assert_eq(sy->blocks, LEAF_ROUNDS - x, "through parent_y: %llu blocks, %zu made",
+               (unsigned long long)sy->blocks, LEAF_ROUNDS - x);
+  cr_assert_eq(sx->requested + sy->requested, (uint64_t)LEAF_ROUNDS * LEAF_SIZE);
+  free_all(leaf_blocks, LEAF_ROUNDS);
   heap_is_sound();
 }
 

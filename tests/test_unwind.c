@@ -68,7 +68,7 @@ static __attribute__((noinline)) size_t ref_capture(void **frames, size_t max, s
 
 #if TSRI_UNWIND_FAST
 static __attribute__((noinline)) size_t fast_capture(void **frames, size_t max, size_t skip) {
-  size_t n = tsri_unwind_walk(__builtin_frame_address(0), frames, max, skip);
+  size_t n = tsri_unwind_walk(__builtin_frame_address(0), frames, max, skip, NULL);
   /* the walk must not become a jump that frees this frame before it runs */
   __asm__ volatile("" : "+r"(n));
   return n;

@@ -55,14 +55,23 @@ tsri_hidden int tsri_os_commit(void *addr, size_t size);
 tsri_hidden int tsri_os_decommit(void *addr, size_t size);
 /* Discard the contents of committed [addr, addr+size) and give the
  * physical memory back, keeping the range committed and accessible: the
- * next touch gets fresh (zero) pages.  For free blocks inside pages that
- * are in use. */
+ * next touch gets fresh pages (zero on POSIX; on Windows, MEM_RESET,
+ * whatever the OS left there, so callers must not count on zero).  For
+ * free blocks inside pages that are in use. */
 tsri_hidden int tsri_os_reset(void *addr, size_t size);
 /* Give the whole reservation [addr, addr+size) back to the OS. */
 tsri_hidden int tsri_os_release(void *addr, size_t size);
 /* Move or resize a committed reservation made by tsri_os_alloc without
  * copying where the OS can (mremap); ENOTSUP where it cannot. */
 tsri_hidden int tsri_os_remap(void *addr, size_t old_size, size_t new_size, void **out);
+/* Cap the address space held in reservations (tsri_os_reserve,
+ * tsri_os_alloc, a growing tsri_os_remap) at limit bytes, 0: no cap.  A
+ * call that would pass it answers ENOMEM without asking the OS; releases
+ * give their bytes back to the budget.  Set once while tessera comes up
+ * (TESSERA_RESERVE_LIMIT); counts from the first reservation on. */
+tsri_hidden void tsri_os_reserve_limit(uint64_t limit);
+/* Bytes of address space held in reservations now (what the cap counts). */
+tsri_hidden uint64_t tsri_os_reserved(void);
 
 /* ---- threads ---------------------------------------------------------- */
 
@@ -85,6 +94,60 @@ tsri_hidden int tsri_os_atfork(void (*prepare)(void), void (*parent)(void), void
  * lock that a malloc caller may hold, and must give an answer (possibly
  * short) on any stack, including a thread's first and last frames. */
 tsri_hidden size_t tsri_os_stack_capture(void **frames, size_t max, size_t skip);
+
+/* Remembering stacks.  A thread that allocates in a loop captures the same
+ * stack over and over; where the platform can prove that the stack is
+ * unchanged by re-reading the few stack words its walk read last time
+ * (TSRI_OS_STACK_MEMO is 1), a capture that finds its stack in the memo
+ * costs those loads instead of a walk.  The memo belongs to one thread,
+ * starts zeroed, and must be zeroed again before another thread uses it.
+ * Elsewhere the memo is never consulted and every capture walks. */
+#if defined(__x86_64__) && defined(__linux__)
+#define TSRI_OS_STACK_MEMO 1
+#else
+#define TSRI_OS_STACK_MEMO 0
+#endif
+#define TSRI_OS_MEMO_WAYS 4     /* stacks remembered per thread */
+#define TSRI_OS_MEMO_READS 48   /* stack words a remembered walk may have read */
+
+typedef struct tsri_os_memo_way_s {
+  uintptr_t fp;                 /* frame the walk started from; 0: empty */
+  uintptr_t key;                /* the caller's key for the stack */
+  uint32_t tag;                 /* what the caller named it; 0: not named yet */
+  uint32_t reads;               /* words read by the walk */
+  uint32_t off[TSRI_OS_MEMO_READS];    /* their addresses, as offsets from fp */
+  uintptr_t val[TSRI_OS_MEMO_READS];   /* and what they held */
+} tsri_os_memo_way_t;
+
+typedef struct tsri_os_stack_memo_s {
+  tsri_os_memo_way_t way[TSRI_OS_MEMO_WAYS];
+  uint32_t pending;             /* 1 + the way the last walk filled; 0: none */
+} tsri_os_stack_memo_t;
+
+/* tsri_os_stack_capture (skip 0) with a memo.  When the calling thread's
+ * stack is provably the one that an earlier capture with the same key
+ * (any word; the caller's return address is a good one) walked and
+ * tsri_os_stack_memo_tag then named, sets *tag to that name (nonzero) and
+ * returns 0 without touching frames.  Otherwise *tag is 0 and it captures
+ * as tsri_os_stack_capture does; a tsri_os_stack_memo_tag before the
+ * thread's next capture names the stack just walked. */
+#if TSRI_OS_STACK_MEMO
+tsri_hidden size_t tsri_os_stack_capture_memo(void **frames, size_t max, tsri_os_stack_memo_t *memo,
+                                              uintptr_t key, uint32_t *tag);
+tsri_hidden void tsri_os_stack_memo_tag(tsri_os_stack_memo_t *memo, uint32_t tag);
+#else
+static inline size_t tsri_os_stack_capture_memo(void **frames, size_t max, tsri_os_stack_memo_t *memo,
+                                                uintptr_t key, uint32_t *tag) {
+  (void)memo;
+  (void)key;
+  *tag = 0;
+  return tsri_os_stack_capture(frames, max, 0);
+}
+static inline void tsri_os_stack_memo_tag(tsri_os_stack_memo_t *memo, uint32_t tag) {
+  (void)memo;
+  (void)tag;
+}
+#endif
 
 typedef struct tsri_os_symbol_s {
   char function[256];        /* symbol name; "" when unknown */

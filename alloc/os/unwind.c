@@ -43,11 +43,57 @@ __attribute__((noinline)) size_t tsri_os_stack_capture(void **frames, size_t max
 #if TSRI_UNWIND_FAST
   /* taking our own frame address gives this function a frame pointer,
    * which is where the fast walk starts */
-  size_t n = tsri_unwind_walk(__builtin_frame_address(0), frames, max, skip);
+  size_t n = tsri_unwind_walk(__builtin_frame_address(0), frames, max, skip, NULL);
   if (n != TSRI_UNWIND_FALLBACK) return n;
 #endif
   /* +1: the first frame the unwinder reports is this function's own */
   capture_t c = { frames, max, 0, skip + 1 };
   _Unwind_Backtrace(capture_frame, &c);
   return c.count;
+}
+
+#if TSRI_UNWIND_FAST
+static size_t memo_way(uintptr_t fp, uintptr_t key) {
+  return (size_t)(((fp ^ key) * 0x9E3779B97F4A7C15ull) >> 32) % TSRI_OS_MEMO_WAYS;
+}
+#endif
+
+/* noinline, and a frame pointer: a later call from the same place starts
+ * from the same frame, which is what the memo compares. */
+__attribute__((noinline)) size_t tsri_os_stack_capture_memo(void **frames, size_t max,
+                                                            tsri_os_stack_memo_t *memo,
+                                                            uintptr_t key, uint32_t *tag) {
+  *tag = 0;
+  memo->pending = 0;
+  if (max == 0) return 0;
+#if TSRI_UNWIND_FAST
+  void *fp = __builtin_frame_address(0);
+  size_t i = memo_way((uintptr_t)fp, key);
+  tsri_os_memo_way_t *w = &memo->way[i];
+  if (w->fp == (uintptr_t)fp && w->key == key && w->tag != 0 && tsri_unwind_same(fp, w)) {
+    *tag = w->tag;
+    return 0;
+  }
+  w->fp = 0;
+  size_t n = tsri_unwind_walk(fp, frames, max, 0, w);
+  if (n != TSRI_UNWIND_FALLBACK) {
+    if (w->reads != UINT32_MAX) {
+      w->fp = (uintptr_t)fp;
+      w->key = key;
+      w->tag = 0;
+      memo->pending = (uint32_t)i + 1;
+    }
+    return n;
+  }
+#else
+  (void)key;
+#endif
+  capture_t c = { frames, max, 0, 1 };
+  _Unwind_Backtrace(capture_frame, &c);
+  return c.count;
+}
+
+void tsri_os_stack_memo_tag(tsri_os_stack_memo_t *memo, uint32_t tag) {
+  if (memo->pending != 0) memo->way[memo->pending - 1].tag = tag;
+  memo->pending = 0;
 }

@@ -569,11 +569,32 @@ static inline RAW_READS uint64_t rule_for(uintptr_t pc) {
   return rule;
 }
 
-RAW_READS size_t tsri_unwind_walk(void *fp, void **frames, size_t max, size_t skip) {
+/* Note in w that the walk read value at addr; false when w is full or addr
+ * out of its reach. */
+static inline bool note_read(tsri_os_memo_way_t *w, uintptr_t fp, uintptr_t addr, uintptr_t value) {
+  if (w->reads == TSRI_OS_MEMO_READS || addr < fp || addr - fp > UINT32_MAX) return false;
+  w->off[w->reads] = (uint32_t)(addr - fp);
+  w->val[w->reads] = value;
+  w->reads++;
+  return true;
+}
+
+RAW_READS size_t tsri_unwind_walk(void *fp, void **frames, size_t max, size_t skip,
+                                  tsri_os_memo_way_t *w) {
   /* fp points at the saved RBP, with the return address above it */
-  uintptr_t sp = (uintptr_t)fp + 16;
-  uintptr_t rbp = peek((uintptr_t)fp);
-  uintptr_t pc = peek((uintptr_t)fp + 8);
+  uintptr_t base = (uintptr_t)fp;
+  uintptr_t sp = base + 16;
+  uintptr_t rbp_at = base;   /* where rbp was read; 0 once the memo has it */
+  uintptr_t rbp = peek(rbp_at);
+  uintptr_t pc = peek(base + 8);
+  /* The memo keeps the words the walk's answer depends on: every return
+   * address read, and a saved RBP only when a CFA was computed from it
+   * (most RBPs read are the program's, reused as a general register). */
+  bool memo = w != NULL;
+  if (memo) {
+    w->reads = 0;
+    memo = note_read(w, base, base + 8, pc);
+  }
   size_t n = 0;
   while (pc != 0) {
     if (skip > 0) {
@@ -586,13 +607,29 @@ RAW_READS size_t tsri_unwind_walk(void *fp, void **frames, size_t max, size_t sk
     unsigned kind = RULE_KIND(rule);
     if (kind == RULE_FALLBACK) return TSRI_UNWIND_FALLBACK;
     if (kind != RULE_STEP) break;
+    if ((rule & RULE_CFA_RBP) && memo && rbp_at != 0) {
+      memo = note_read(w, base, rbp_at, rbp);
+      rbp_at = 0;
+    }
     uintptr_t cfa = ((rule & RULE_CFA_RBP) ? rbp : sp) + (uintptr_t)rule_cfa_offset(rule);
     if (cfa <= sp || cfa - sp > STEP_MAX) return TSRI_UNWIND_FALLBACK;
-    if (rule & RULE_RBP_SAVED) rbp = peek(cfa + (uintptr_t)rule_rbp_offset(rule));
+    if (rule & RULE_RBP_SAVED) {
+      rbp_at = cfa + (uintptr_t)rule_rbp_offset(rule);
+      rbp = peek(rbp_at);
+    }
     pc = peek(cfa - 8);
+    if (memo) memo = note_read(w, base, cfa - 8, pc);
     sp = cfa;
   }
+  if (w != NULL && !memo) w->reads = UINT32_MAX;
   return n;
+}
+
+RAW_READS bool tsri_unwind_same(void *fp, const tsri_os_memo_way_t *w) {
+  uintptr_t base = (uintptr_t)fp;
+  for (uint32_t i = 0; i < w->reads; i++)
+    if (peek(base + w->off[i]) != w->val[i]) return false;
+  return true;
 }
 
 #endif /* TSRI_UNWIND_FAST */
