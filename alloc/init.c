@@ -42,6 +42,7 @@ void tsri_init_slow(void) {
     return;
   }
   tsri_options_init();
+  tsri_os_reserve_limit((uint64_t)tsri_option(TSRI_OPT_RESERVE_LIMIT));
   tsri_start_ms = tsri_os_clock_ms();
   atomic_store_explicit(&tsri_track_level, (int)tsri_option(TSRI_OPT_TRACK), memory_order_relaxed);
   tsri_heap_init();
@@ -50,9 +51,11 @@ void tsri_init_slow(void) {
   tsri_os_atfork(fork_prepare, fork_parent, fork_child);
 }
 
-#if !defined(_WIN32)
 /* Bring tessera up at load time too, so that options are read and the fork
- * handlers registered before the program starts threads. */
+ * handlers registered before the program starts threads.  On Windows (gcc
+ * and mingw-w64) these run from the C runtime's start-up and exit code of
+ * the program, or from DllMain's attach and detach when tessera is a
+ * DLL; nothing here loads a library, so the loader lock is no obstacle. */
 __attribute__((constructor)) static void init_at_load(void) {
   tsri_init();
   tsri_report_triggers_start();
@@ -61,4 +64,3 @@ __attribute__((constructor)) static void init_at_load(void) {
 /* TESSERA_REPORT: the report at exit, after the program's own atexit
  * handlers and destructors (ours was registered before theirs). */
 __attribute__((destructor)) static void report_at_exit(void) { tsri_report_at_exit(); }
-#endif

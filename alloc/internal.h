@@ -55,6 +55,7 @@ typedef enum tsri_option_e {
   TSRI_OPT_REPORT_SIGNAL,
   TSRI_OPT_REPORT_INTERVAL_S,
   TSRI_OPT_REPORT_SITES,
+  TSRI_OPT_RESERVE_LIMIT,
   TSRI_OPT_COUNT
 } tsri_option_t;
 

@@ -14,6 +14,7 @@ typedef struct option_desc_s {
   int64_t min, max;       /* bounds, inclusive */
   const char *const *words;  /* accepted words (value = index), or NULL: a number */
   bool string;            /* any text: tsri_option_string gives it, tsri_option 1 if set */
+  bool bytes;             /* a number of bytes: K, M, G or T (powers of 1024) may follow */
 } option_desc_t;
 
 static const char *const on_error_words[] = { "abort", "continue", NULL };
@@ -53,6 +54,10 @@ static const option_desc_t option_table[TSRI_OPT_COUNT] = {
   [TSRI_OPT_REPORT_INTERVAL_S] = { "TESSERA_REPORT_INTERVAL_S", 0, 0, 31536000, NULL, false },
   /* Sites listed in a report (the biggest). */
   [TSRI_OPT_REPORT_SITES] = { "TESSERA_REPORT_SITES", 50, 1, 1000000, NULL, false },
+  /* Cap, in bytes, on the address space tessera holds in reservations
+   * (arenas, large blocks, records); past it a request that needs a new
+   * reservation gets NULL/ENOMEM.  0: no cap (the OS's own limit). */
+  [TSRI_OPT_RESERVE_LIMIT] = { "TESSERA_RESERVE_LIMIT", 0, 0, (int64_t)1 << 62, NULL, false, true },
 };
 
 static _Atomic int64_t option_value[TSRI_OPT_COUNT];
@@ -69,6 +74,35 @@ static bool parse_number(const char *s, int64_t *out) {
     v = v * 10 + (*s - '0');
   }
   *out = neg ? -v : v;
+  return true;
+}
+
+/* A byte count: a number and an optional K, M, G or T (any case, an
+ * optional B or iB after it: 64M, 64MiB, 64mb). */
+static bool parse_bytes(const char *s, int64_t *out) {
+  char digits[24];
+  size_t n = 0;
+  while (s[n] >= '0' && s[n] <= '9') {
+    if (n + 1 >= sizeof digits) return false;
+    digits[n] = s[n];
+    n++;
+  }
+  digits[n] = 0;
+  if (n == 0 || !parse_number(digits, out)) return false;
+  const char *u = s + n;
+  unsigned shift = 0;
+  switch (*u | 0x20) {
+    case 'k': shift = 10; break;
+    case 'm': shift = 20; break;
+    case 'g': shift = 30; break;
+    case 't': shift = 40; break;
+    default: return *u == 0;
+  }
+  u++;
+  if ((*u | 0x20) == 'i') u++;
+  if ((*u | 0x20) == 'b') u++;
+  if (*u != 0 || *out > (INT64_MAX >> shift)) return false;
+  *out <<= shift;
   return true;
 }
 
@@ -93,7 +127,8 @@ static int64_t option_load(tsri_option_t opt) {
   }
   if (s != NULL && *s != 0) {
     int64_t parsed;
-    bool ok = d->words ? parse_word(s, d->words, &parsed) : parse_number(s, &parsed);
+    bool ok = d->words ? parse_word(s, d->words, &parsed)
+            : d->bytes ? parse_bytes(s, &parsed) : parse_number(s, &parsed);
     if (ok && parsed >= d->min && parsed <= d->max) v = parsed;
     else tsri_warning("%s=%s is not valid; using the default", d->env, s);
   }

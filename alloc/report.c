@@ -415,12 +415,12 @@ static int space_region(const tsri_os_region_t *os, void *arg) {
   space_walk_t *w = arg;
   uintptr_t from = w->last_end != 0 ? w->last_end : *w->lo;
   if (os->start > from) {
-    tsr_region_t gap = { from, os->start, TSR_REGION_FREE, 0, 0, "" };
+    tsr_region_t gap = { from, os->start, TSR_REGION_FREE, 0, 0, "", 0, 0 };
     space_emit(w, &gap, 0);
   }
   uint64_t ours = ours_overlap(w, os->start, os->end);
   tsr_region_t r = { os->start, os->end, os->accessible ? TSR_REGION_COMMITTED : TSR_REGION_RESERVED,
-                     os->prot, ours != 0, os->name };
+                     os->prot, ours != 0, os->name, os->type, os->base };
   space_emit(w, &r, ours);
   w->last_end = os->end;
   return 0;
@@ -437,7 +437,7 @@ int tsr_address_space(tsr_region_fn *visit, void *arg, tsr_address_space_t *tota
   w.lo = &lo;
   int rc = tsri_os_regions(space_region, &w, &lo, &hi);
   if (rc == 0 && hi > w.last_end) {
-    tsr_region_t gap = { w.last_end > lo ? w.last_end : lo, hi, TSR_REGION_FREE, 0, 0, "" };
+    tsr_region_t gap = { w.last_end > lo ? w.last_end : lo, hi, TSR_REGION_FREE, 0, 0, "", 0, 0 };
     space_emit(&w, &gap, 0);
   }
   tsri_scratch_free(w.ours);

@@ -284,11 +284,19 @@ typedef struct tsr_region_s {
   uint32_t prot;            /* TSR_PROT_* bits */
   int tessera;              /* 1: reserved by tessera (arena, large block, records) */
   const char *name;         /* file or [heap] / [stack] ...; "" when anonymous */
+  /* Appended in 0.1 for Windows (VirtualQuery); 0 where the OS does not
+   * say (Linux) and in free gaps. */
+  uint32_t type;            /* TSR_REGION_TYPE_*: what backs the region */
+  uintptr_t base;           /* start of the reservation it belongs to (AllocationBase) */
 } tsr_region_t;
 
 #define TSR_PROT_READ 1u
 #define TSR_PROT_WRITE 2u
 #define TSR_PROT_EXEC 4u
+
+#define TSR_REGION_TYPE_PRIVATE 1u  /* MEM_PRIVATE: VirtualAlloc'd memory */
+#define TSR_REGION_TYPE_MAPPED 2u   /* MEM_MAPPED: a section view (file or pagefile) */
+#define TSR_REGION_TYPE_IMAGE 3u    /* MEM_IMAGE: an executable or DLL */
 
 typedef int tsr_region_fn(const tsr_region_t *region, void *arg);
 
@@ -301,7 +309,7 @@ typedef struct tsr_address_space_s {
 } tsr_address_space_t;
 
 /* The process address space as the OS reports it (/proc/self/maps on
- * Linux), free gaps included, in address order, and its totals (either
+ * Linux, a VirtualQuery walk on Windows), free gaps included, in address order, and its totals (either
  * may be NULL).  0, or an errno value when the OS will not say. */
 TSR_API int tsr_address_space(tsr_region_fn *visit, void *arg, tsr_address_space_t *totals);
 

@@ -7,7 +7,10 @@
 #   test    the test suite: Criterion, clang with its sanitizer and libFuzzer
 #           runtimes, llvm-symbolizer for readable sanitizer reports, and
 #           python3 and sort, which the override test runs under LD_PRELOAD
-#   bench   the allocators we compare with and the tools that time them
+#   bench   the allocators we compare with, the tools that time them and plot
+#           the results, and python3, which runs bench/bench.py
+#   windows the mingw-w64 cross compilers (64- and 32-bit) and wine, which
+#           runs the 64-bit Windows tests (docs/windows.md)
 #   all     every group above
 #
 # Runs as root (as on CI and a fresh machine) or through sudo when that
@@ -16,7 +19,7 @@
 set -euo pipefail
 
 usage() {
-  echo "usage: bash scripts/deps.sh GROUP...   (groups: build test bench all)" >&2
+  echo "usage: bash scripts/deps.sh GROUP...   (groups: build test bench windows all)" >&2
   exit 2
 }
 
@@ -24,8 +27,9 @@ group_packages() {
   case "$1" in
     build) echo "cmake gcc g++ make pkg-config" ;;
     test)  echo "libcriterion-dev clang libclang-rt-14-dev llvm python3 python3-jsonschema coreutils" ;;
-    bench) echo "libmimalloc-dev libjemalloc-dev libgoogle-perftools-dev hyperfine gnuplot-nox time" ;;
-    all)   echo "$(group_packages build) $(group_packages test) $(group_packages bench)" ;;
+    bench) echo "libmimalloc-dev libjemalloc-dev libgoogle-perftools-dev hyperfine gnuplot-nox time python3" ;;
+    windows) echo "gcc-mingw-w64-x86-64 gcc-mingw-w64-i686 wine wine64" ;;
+    all)   echo "$(group_packages build) $(group_packages test) $(group_packages bench) $(group_packages windows)" ;;
     *)     return 1 ;;
   esac
 }

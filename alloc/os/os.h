@@ -183,9 +183,14 @@ tsri_hidden void tsri_os_file_close(intptr_t handle);
 /* One mapping of the address space, as the OS describes it. */
 typedef struct tsri_os_region_s {
   uintptr_t start, end;
-  bool accessible;            /* false: reserved only (no access at all) */
+  bool accessible;            /* false: reserved only (POSIX: no access at all;
+                                 Windows: MEM_RESERVE, nothing committed) */
   unsigned prot;              /* 1 read, 2 write, 4 execute */
   const char *name;           /* file, [heap], [stack]...; "" anonymous */
+  unsigned type;              /* TSR_REGION_TYPE_* of tessera.h (private, mapped,
+                                 image); 0 where the OS does not say (POSIX) */
+  uintptr_t base;             /* start of the reservation the region belongs to
+                                 (Windows AllocationBase); 0 where unknown */
 } tsri_os_region_t;
 /* Call fn for every mapping, in address order (a nonzero return stops);
  * lo and hi get the bounds of the user address space.  0, or an errno

@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #endif
 #include "os.h"
+#include "reserve_limit.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -79,18 +80,22 @@ static int os_map_aligned(size_t size, size_t align, int prot, int flags, void *
 }
 
 int tsri_os_reserve(size_t size, size_t align, void **out) {
+  if (!os_budget_take(size)) return ENOMEM;
   int saved = errno;
   int rc = os_map_aligned(size, align, PROT_NONE,
                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, out);
   errno = saved;
+  if (rc != 0) os_budget_give(size);
   return rc;
 }
 
 int tsri_os_alloc(size_t size, size_t align, void **out) {
+  if (!os_budget_take(size)) return ENOMEM;
   int saved = errno;
   int rc = os_map_aligned(size, align, PROT_READ | PROT_WRITE,
                           MAP_PRIVATE | MAP_ANONYMOUS, out);
   errno = saved;
+  if (rc != 0) os_budget_give(size);
   return rc;
 }
 
@@ -116,15 +121,21 @@ int tsri_os_release(void *addr, size_t size) {
   int saved = errno;
   int rc = munmap(addr, size) == 0 ? 0 : EINVAL;
   errno = saved;
+  if (rc == 0) os_budget_give(size);
   return rc;
 }
 
 int tsri_os_remap(void *addr, size_t old_size, size_t new_size, void **out) {
 #if defined(__linux__)
+  if (new_size > old_size && !os_budget_take(new_size - old_size)) return ENOMEM;
   int saved = errno;
   void *p = mremap(addr, old_size, new_size, MREMAP_MAYMOVE);
   errno = saved;
-  if (p == MAP_FAILED) return ENOMEM;
+  if (p == MAP_FAILED) {
+    if (new_size > old_size) os_budget_give(new_size - old_size);
+    return ENOMEM;
+  }
+  if (new_size < old_size) os_budget_give(old_size - new_size);
   *out = p;
   return 0;
 #else
@@ -295,7 +306,7 @@ int tsri_os_regions(int (*fn)(const tsri_os_region_t *r, void *arg), void *arg,
     char *line = buf, *nl;
     while (!stop && (nl = memchr(line, '\n', have - (size_t)(line - buf))) != NULL) {
       *nl = 0;
-      tsri_os_region_t r;
+      tsri_os_region_t r = { 0 };
       if (maps_line(line, &r) && r.end <= *hi) stop = fn(&r, arg);
       line = nl + 1;
     }
@@ -318,7 +329,7 @@ typedef struct os_thread_s {
 
 static void *os_thread_main(void *p) {
   os_thread_t t = *(os_thread_t *)p;
-  munmap(p, tsri_os_page_size());
+  tsri_os_release(p, tsri_os_page_size());
   /* the program's signals go to its own threads */
   sigset_t all;
   sigfillset(&all);
@@ -341,7 +352,7 @@ int tsri_os_thread_start(void (*fn)(void *arg), void *arg) {
     pthread_t id;
     rc = pthread_create(&id, &attr, os_thread_main, t);
     pthread_attr_destroy(&attr);
-    if (rc != 0) munmap(mem, tsri_os_page_size());
+    if (rc != 0) tsri_os_release(mem, tsri_os_page_size());
   }
   errno = saved;
   return rc;

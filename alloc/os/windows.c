@@ -1,0 +1,496 @@
+/* windows.c: the Windows implementation of os.h (64- and 32-bit, built with
+ * mingw-w64; see docs/windows.md).
+ *
+ * Owns: reservations (VirtualAlloc MEM_RESERVE, aligned beyond the 64 KiB
+ * allocation granularity when asked), commit (MEM_COMMIT), decommit
+ * (VirtualFree MEM_DECOMMIT: the pages fault until committed again, unlike
+ * POSIX), reset (MEM_RESET), release (MEM_RELEASE of a whole reservation),
+ * the thread-exit hook (a fiber-local storage slot with a callback, which
+ * Windows runs when a thread ends), threads and the wake-up (CreateThread, a
+ * semaphore), files (CreateFileW, appended), and the address-space walk
+ * (VirtualQuery over the whole user range).  Stack capture and symbols are
+ * in windows_symbols.c.
+ *
+ * Nothing here calls malloc: paths are converted in stack buffers, and the
+ * only memory taken is from VirtualAlloc.  Every function leaves both errno
+ * and the thread's last-error value (GetLastError) as the caller had them.
+ */
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <windows.h>
+#include <psapi.h>
+
+#include "os.h"
+#include "reserve_limit.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef ENOTSUP
+#define ENOTSUP 129
+#endif
+
+/* Save and restore errno and GetLastError around a body of OS calls. */
+#define OS_SAVE int saved_errno = errno; DWORD saved_last = GetLastError()
+#define OS_RESTORE (errno = saved_errno, SetLastError(saved_last))
+
+/* ------------------------------------------------------------------------
+ * Sizes
+ * ---------------------------------------------------------------------- */
+
+static _Atomic size_t os_page, os_gran;
+static _Atomic uintptr_t os_min_addr, os_max_addr;   /* the user address range */
+
+static void os_sizes(void) {
+  SYSTEM_INFO si;
+  GetSystemInfo(&si);
+  atomic_store_explicit(&os_min_addr, (uintptr_t)si.lpMinimumApplicationAddress, memory_order_relaxed);
+  atomic_store_explicit(&os_max_addr, (uintptr_t)si.lpMaximumApplicationAddress, memory_order_relaxed);
+  atomic_store_explicit(&os_gran, si.dwAllocationGranularity ? si.dwAllocationGranularity : 65536,
+                        memory_order_relaxed);
+  atomic_store_explicit(&os_page, si.dwPageSize ? si.dwPageSize : 4096, memory_order_relaxed);
+}
+
+size_t tsri_os_page_size(void) {
+  size_t page = atomic_load_explicit(&os_page, memory_order_relaxed);
+  if (page == 0) {
+    os_sizes();
+    page = atomic_load_explicit(&os_page, memory_order_relaxed);
+  }
+  return page;
+}
+
+size_t tsri_os_granularity(void) {
+  size_t gran = atomic_load_explicit(&os_gran, memory_order_relaxed);
+  if (gran == 0) {
+    os_sizes();
+    gran = atomic_load_explicit(&os_gran, memory_order_relaxed);
+  }
+  return gran;
+}
+
+/* ------------------------------------------------------------------------
+ * Memory
+ * ---------------------------------------------------------------------- */
+
+/* Where the next aligned reservation is tried first: just past the last
+ * one, so that arenas line up without the over-reserve dance below. */
+static _Atomic uintptr_t os_hint;
+
+/* VirtualAlloc size bytes (type MEM_RESERVE, or MEM_RESERVE|MEM_COMMIT)
+ * aligned to align.  Windows aligns every reservation to the allocation
+ * granularity; beyond that it cannot trim a reservation as munmap can, so
+ * an aligned one is found by reserving size + align, releasing it, and
+ * reserving again at the aligned address inside it, which another thread
+ * may take in between: then the whole step is tried again. */
+static int os_virtual_alloc(size_t size, size_t align, DWORD type, void **out) {
+  size_t gran = tsri_os_granularity();
+  DWORD prot = (type & MEM_COMMIT) ? PAGE_READWRITE : PAGE_NOACCESS;
+  if (size == 0 || (align & (align - 1)) != 0) return EINVAL;
+  if (align <= gran) {
+    void *p = VirtualAlloc(NULL, size, type, prot);
+    if (p == NULL) return ENOMEM;
+    *out = p;
+    return 0;
+  }
+  uintptr_t hint = atomic_load_explicit(&os_hint, memory_order_relaxed);
+  if (hint != 0 && (hint & (align - 1)) == 0) {
+    void *p = VirtualAlloc((void *)hint, size, type, prot);
+    if (p == (void *)hint) {
+      atomic_store_explicit(&os_hint, hint + size, memory_order_relaxed);
+      *out = p;
+      return 0;
+    }
+    if (p != NULL) VirtualFree(p, 0, MEM_RELEASE);
+  }
+  if (size + align < size) return ENOMEM;
+  for (int attempt = 0; attempt < 64; attempt++) {
+    void *wide = VirtualAlloc(NULL, size + align, MEM_RESERVE, PAGE_NOACCESS);
+    if (wide == NULL) return ENOMEM;
+    uintptr_t start = ((uintptr_t)wide + align - 1) & ~(uintptr_t)(align - 1);
+    VirtualFree(wide, 0, MEM_RELEASE);
+    void *p = VirtualAlloc((void *)start, size, type, prot);
+    if (p == (void *)start) {
+      atomic_store_explicit(&os_hint, start + size, memory_order_relaxed);
+      *out = p;
+      return 0;
+    }
+    if (p != NULL) VirtualFree(p, 0, MEM_RELEASE);
+  }
+  return ENOMEM;
+}
+
+/* What a reservation of size bytes costs in address space: whole
+ * allocation granules. */
+static size_t os_span(size_t size) {
+  size_t gran = tsri_os_granularity();
+  return size + gran - 1 < size ? size : (size + gran - 1) & ~(gran - 1);
+}
+
+int tsri_os_reserve(size_t size, size_t align, void **out) {
+  if (!os_budget_take(os_span(size))) return ENOMEM;
+  OS_SAVE;
+  int rc = os_virtual_alloc(size, align, MEM_RESERVE, out);
+  OS_RESTORE;
+  if (rc != 0) os_budget_give(os_span(size));
+  return rc;
+}
+
+int tsri_os_alloc(size_t size, size_t align, void **out) {
+  if (!os_budget_take(os_span(size))) return ENOMEM;
+  OS_SAVE;
+  int rc = os_virtual_alloc(size, align, MEM_RESERVE | MEM_COMMIT, out);
+  OS_RESTORE;
+  if (rc != 0) os_budget_give(os_span(size));
+  return rc;
+}
+
+int tsri_os_commit(void *addr, size_t size) {
+  OS_SAVE;
+  int rc = VirtualAlloc(addr, size, MEM_COMMIT, PAGE_READWRITE) == addr ? 0 : ENOMEM;
+  OS_RESTORE;
+  return rc;
+}
+
+int tsri_os_decommit(void *addr, size_t size) {
+  OS_SAVE;
+  int rc = VirtualFree(addr, size, MEM_DECOMMIT) ? 0 : EINVAL;
+  OS_RESTORE;
+  return rc;
+}
+
+/* MEM_RESET: the OS may drop the pages' contents instead of writing them
+ * to the page file; they stay committed and accessible. */
+int tsri_os_reset(void *addr, size_t size) {
+  OS_SAVE;
+  int rc = VirtualAlloc(addr, size, MEM_RESET, PAGE_READWRITE) != NULL ? 0 : EINVAL;
+  OS_RESTORE;
+  return rc;
+}
+
+/* size is the size of the whole reservation: Windows releases a
+ * reservation only whole, from its base. */
+int tsri_os_release(void *addr, size_t size) {
+  OS_SAVE;
+  int rc = VirtualFree(addr, 0, MEM_RELEASE) ? 0 : EINVAL;
+  OS_RESTORE;
+  if (rc == 0) os_budget_give(os_span(size));
+  return rc;
+}
+
+/* Windows has no mremap: large.c copies instead. */
+int tsri_os_remap(void *addr, size_t old_size, size_t new_size, void **out) {
+  (void)addr; (void)old_size; (void)new_size; (void)out;
+  return ENOTSUP;
+}
+
+/* ------------------------------------------------------------------------
+ * Threads
+ * ---------------------------------------------------------------------- */
+
+static DWORD os_fls = FLS_OUT_OF_INDEXES;
+static void (*os_exit_fn)(void *value);
+
+/* Runs when a thread that stored a value ends (and for the value of the
+ * thread that calls ExitProcess); WINAPI is not the C convention on
+ * 32-bit, hence the wrapper. */
+static void WINAPI os_fls_callback(void *value) {
+  if (value != NULL && os_exit_fn != NULL) os_exit_fn(value);
+}
+
+int tsri_os_thread_exit_init(void (*fn)(void *value)) {
+  OS_SAVE;
+  os_exit_fn = fn;
+  os_fls = FlsAlloc(os_fls_callback);
+  int rc = os_fls == FLS_OUT_OF_INDEXES ? ENOMEM : 0;
+  OS_RESTORE;
+  return rc;
+}
+
+void tsri_os_thread_set(void *value) {
+  if (os_fls == FLS_OUT_OF_INDEXES) return;
+  OS_SAVE;
+  FlsSetValue(os_fls, value);
+  OS_RESTORE;
+}
+
+void tsri_os_yield(void) {
+  DWORD saved_last = GetLastError();
+  SwitchToThread();
+  SetLastError(saved_last);
+}
+
+/* Windows has no fork. */
+int tsri_os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void)) {
+  (void)prepare; (void)parent; (void)child;
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Host services
+ * ---------------------------------------------------------------------- */
+
+uint64_t tsri_os_clock_ms(void) { return (uint64_t)GetTickCount64(); }
+
+/* The C runtime's copy of the environment, read in place (getenv may take
+ * the CRT's lock, and _dupenv_s allocates).  Names compare without case,
+ * as Windows compares them. */
+const char *tsri_os_getenv(const char *name) {
+  char **env = _environ;
+  size_t n = strlen(name);
+  if (env == NULL) return NULL;
+  for (; *env != NULL; env++) {
+    const char *e = *env;
+    size_t i = 0;
+    while (i < n && e[i] != 0) {
+      char a = e[i], b = name[i];
+      if (a >= 'a' && a <= 'z') a = (char)(a - 32);
+      if (b >= 'a' && b <= 'z') b = (char)(b - 32);
+      if (a != b) break;
+      i++;
+    }
+    if (i == n && e[n] == '=') return e + n + 1;
+  }
+  return NULL;
+}
+
+void tsri_os_write_stderr(const char *text, size_t len) {
+  OS_SAVE;
+  HANDLE h = GetStdHandle(STD_ERROR_HANDLE);
+  while (h != NULL && h != INVALID_HANDLE_VALUE && len > 0) {
+    DWORD w = 0;
+    if (!WriteFile(h, text, len > 0x40000000u ? 0x40000000u : (DWORD)len, &w, NULL) || w == 0) break;
+    text += w;
+    len -= w;
+  }
+  OS_RESTORE;
+}
+
+_Noreturn void tsri_os_abort(void) { abort(); }
+
+/* ------------------------------------------------------------------------
+ * Process and files
+ * ---------------------------------------------------------------------- */
+
+uint32_t tsri_os_thread_id(void) { return (uint32_t)GetCurrentThreadId(); }
+uint32_t tsri_os_process_id(void) { return (uint32_t)GetCurrentProcessId(); }
+
+/* UTF-16 to UTF-8 into buf (size > 0); "" when it does not fit. */
+static void os_utf8(const wchar_t *w, char *buf, size_t size) {
+  int n = WideCharToMultiByte(CP_UTF8, 0, w, -1, buf, size > 0x7fffffff ? 0x7fffffff : (int)size,
+                              NULL, NULL);
+  if (n <= 0) buf[0] = 0;
+}
+
+void tsri_os_program(char *buf, size_t size) {
+  OS_SAVE;
+  wchar_t path[1024];
+  DWORD n = GetModuleFileNameW(NULL, path, sizeof path / sizeof path[0]);
+  if (n == 0 || n >= sizeof path / sizeof path[0]) buf[0] = 0;
+  else os_utf8(path, buf, size);
+  OS_RESTORE;
+}
+
+static int os_errno_of(DWORD err) {
+  switch (err) {
+    case ERROR_FILE_NOT_FOUND:
+    case ERROR_PATH_NOT_FOUND:
+    case ERROR_INVALID_DRIVE: return ENOENT;
+    case ERROR_ACCESS_DENIED:
+    case ERROR_SHARING_VIOLATION:
+    case ERROR_WRITE_PROTECT: return EACCES;
+    case ERROR_INVALID_NAME:
+    case ERROR_BAD_PATHNAME: return EINVAL;
+    case ERROR_FILENAME_EXCED_RANGE: return ENAMETOOLONG;
+    case ERROR_DISK_FULL:
+    case ERROR_HANDLE_DISK_FULL: return ENOSPC;
+    case ERROR_NOT_ENOUGH_MEMORY:
+    case ERROR_OUTOFMEMORY: return ENOMEM;
+    default: return EIO;
+  }
+}
+
+/* path is UTF-8.  Opened for appending with FILE_APPEND_DATA, so that
+ * every write lands at the end even with other writers. */
+int tsri_os_file_append(const char *path, intptr_t *handle) {
+  OS_SAVE;
+  wchar_t wpath[1024];
+  int rc = 0;
+  if (MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, path, -1, wpath,
+                          (int)(sizeof wpath / sizeof wpath[0])) <= 0) {
+    rc = GetLastError() == ERROR_INSUFFICIENT_BUFFER ? ENAMETOOLONG : EINVAL;
+  } else {
+    HANDLE h = CreateFileW(wpath, FILE_APPEND_DATA, FILE_SHARE_READ | FILE_SHARE_WRITE, NULL,
+                           OPEN_ALWAYS, FILE_ATTRIBUTE_NORMAL, NULL);
+    if (h == INVALID_HANDLE_VALUE) rc = os_errno_of(GetLastError());
+    else *handle = (intptr_t)h;
+  }
+  OS_RESTORE;
+  return rc;
+}
+
+int tsri_os_file_write(intptr_t handle, const char *text, size_t len) {
+  OS_SAVE;
+  int rc = 0;
+  while (len > 0) {
+    DWORD w = 0;
+    if (!WriteFile((HANDLE)handle, text, len > 0x40000000u ? 0x40000000u : (DWORD)len, &w, NULL)) {
+      rc = os_errno_of(GetLastError());
+      break;
+    }
+    if (w == 0) { rc = EIO; break; }
+    text += w;
+    len -= w;
+  }
+  OS_RESTORE;
+  return rc;
+}
+
+void tsri_os_file_close(intptr_t handle) {
+  OS_SAVE;
+  CloseHandle((HANDLE)handle);
+  OS_RESTORE;
+}
+
+/* ------------------------------------------------------------------------
+ * Address space: VirtualQuery from the lowest to the highest user address.
+ * Each answer is a run of pages with the same state, protection and
+ * allocation base; free runs are left out (report.c fills the gaps in).
+ * ---------------------------------------------------------------------- */
+
+static unsigned os_prot_bits(DWORD protect) {
+  switch (protect & 0xff) {
+    case PAGE_READONLY: return 1;
+    case PAGE_READWRITE: return 3;
+    case PAGE_WRITECOPY: return 3;
+    case PAGE_EXECUTE: return 4;
+    case PAGE_EXECUTE_READ: return 5;
+    case PAGE_EXECUTE_READWRITE: return 7;
+    case PAGE_EXECUTE_WRITECOPY: return 7;
+    default: return 0;   /* PAGE_NOACCESS */
+  }
+}
+
+/* The name of what backs an image or mapped region, UTF-8, "" when the OS
+ * will not say. */
+static void os_region_name(const MEMORY_BASIC_INFORMATION *m, char *buf, size_t size) {
+  wchar_t w[512];
+  buf[0] = 0;
+  DWORD n = 0;
+  if (m->Type == MEM_IMAGE)
+    n = GetModuleFileNameW((HMODULE)m->AllocationBase, w, sizeof w / sizeof w[0]);
+  else if (m->Type == MEM_MAPPED)
+    n = K32GetMappedFileNameW(GetCurrentProcess(), m->BaseAddress, w, sizeof w / sizeof w[0]);
+  if (n > 0 && n < sizeof w / sizeof w[0]) os_utf8(w, buf, size);
+}
+
+int tsri_os_regions(int (*fn)(const tsri_os_region_t *r, void *arg), void *arg,
+                    uintptr_t *lo, uintptr_t *hi) {
+  OS_SAVE;
+  tsri_os_page_size();
+  uintptr_t first = atomic_load_explicit(&os_min_addr, memory_order_relaxed);
+  uintptr_t last = atomic_load_explicit(&os_max_addr, memory_order_relaxed);
+  *lo = first;
+  *hi = last + 1;   /* lpMaximumApplicationAddress is the last byte */
+  uintptr_t at = first;
+  char name[1024];
+  while (at >= first && at <= last) {
+    MEMORY_BASIC_INFORMATION m;
+    if (VirtualQuery((const void *)at, &m, sizeof m) != sizeof m || m.RegionSize == 0) break;
+    uintptr_t start = (uintptr_t)m.BaseAddress, end = start + m.RegionSize;
+    if (end <= at) break;
+    if (m.State != MEM_FREE) {
+      tsri_os_region_t r;
+      memset(&r, 0, sizeof r);
+      r.start = start;
+      r.end = end > last + 1 ? last + 1 : end;
+      r.accessible = m.State == MEM_COMMIT;
+      r.prot = m.State == MEM_COMMIT && !(m.Protect & PAGE_GUARD) ? os_prot_bits(m.Protect) : 0;
+      r.type = m.Type == MEM_IMAGE ? 3u : m.Type == MEM_MAPPED ? 2u : 1u;
+      r.base = (uintptr_t)m.AllocationBase;
+      os_region_name(&m, name, sizeof name);
+      r.name = name;
+      if (fn(&r, arg) != 0) break;
+    }
+    at = end;
+  }
+  OS_RESTORE;
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Report triggers: a thread of our own and a semaphore to wake it
+ * ---------------------------------------------------------------------- */
+
+typedef struct os_thread_s {
+  void (*fn)(void *);
+  void *arg;
+} os_thread_t;
+
+static DWORD WINAPI os_thread_main(void *p) {
+  os_thread_t t = *(os_thread_t *)p;
+  tsri_os_release(p, tsri_os_page_size());
+  t.fn(t.arg);
+  return 0;
+}
+
+int tsri_os_thread_start(void (*fn)(void *arg), void *arg) {
+  void *mem;
+  int rc = tsri_os_alloc(tsri_os_page_size(), tsri_os_page_size(), &mem);
+  if (rc != 0) return rc;
+  OS_SAVE;
+  os_thread_t *t = mem;
+  t->fn = fn;
+  t->arg = arg;
+  HANDLE h = CreateThread(NULL, 0, os_thread_main, t, 0, NULL);
+  if (h == NULL) {
+    rc = os_errno_of(GetLastError());
+    if (rc == EIO) rc = EAGAIN;
+    tsri_os_release(mem, tsri_os_page_size());
+  } else {
+    CloseHandle(h);
+  }
+  OS_RESTORE;
+  return rc;
+}
+
+static HANDLE os_wakeup;
+
+int tsri_os_wakeup_init(void) {
+  if (os_wakeup != NULL) return 0;
+  OS_SAVE;
+  os_wakeup = CreateSemaphoreW(NULL, 0, 0x7fffffff, NULL);
+  int rc = os_wakeup == NULL ? ENOMEM : 0;
+  OS_RESTORE;
+  return rc;
+}
+
+void tsri_os_wakeup_post(void) {
+  OS_SAVE;
+  if (os_wakeup != NULL) ReleaseSemaphore(os_wakeup, 1, NULL);
+  OS_RESTORE;
+}
+
+void tsri_os_wakeup_wait(uint64_t timeout_ms) {
+  OS_SAVE;
+  if (os_wakeup != NULL) {
+    DWORD ms = timeout_ms == 0 ? INFINITE : timeout_ms >= INFINITE ? INFINITE - 1 : (DWORD)timeout_ms;
+    WaitForSingleObject(os_wakeup, ms);
+  } else if (timeout_ms != 0) {
+    Sleep(timeout_ms >= INFINITE ? INFINITE - 1 : (DWORD)timeout_ms);
+  }
+  OS_RESTORE;
+}
+
+/* Windows has no SIGUSR1, SIGUSR2 or SIGHUP, and nothing another process
+ * can send that a console program receives as reliably (console control
+ * events go to every process of the console, and CTRL_CLOSE kills it):
+ * TESSERA_REPORT_SIGNAL is not supported; TESSERA_REPORT_INTERVAL_S and
+ * tsr_report() are the ways to a report of a running process. */
+int tsri_os_signal(int which, void (*handler)(void)) {
+  (void)which; (void)handler;
+  return ENOTSUP;
+}
