@@ -24,6 +24,7 @@ void tsri_page_init(tsr_page_t *pg, size_t cls) {
   atomic_store_explicit(&pg->used, 0, memory_order_relaxed);
   pg->scan = 0;
   pg->trimmed_at_used = c->capacity;
+  pg->seen_used = c->capacity;   /* not seen yet: no growth to hold trimming back */
   pg->next = pg->prev = NULL;
   pg->notify_next = NULL;
   size_t full_words = c->capacity / 64, rest = c->capacity % 64;

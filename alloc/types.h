@@ -139,6 +139,7 @@ typedef struct tsr_page_s {
   struct tsr_page_s *notify_next;   /* link in the owner's notify stack */
   uint32_t trimmed_at_used;         /* owner: `used` when the page's free OS pages were
                                        last given back (page.c: tsri_page_trim) */
+  uint32_t seen_used;               /* owner: `used` at the heap's last trim pass */
   /* Records of a page tracked in full (meta.c): set by the owner, cleared
    * when the span goes back to the arena.  recs[i] with seq != 0 is block
    * i's; the heaps count them (tsr_heap_t.rec_live). */

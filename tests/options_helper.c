@@ -109,11 +109,12 @@ static int run_case(const char *name) {
     nudge();
     size_t after = tsr_test_rss();
     if (strcmp(name, "trim_on") == 0) {
-      /* TESSERA_TRIM_MS=10: the allocation slow paths gave them back */
+      /* TESSERA_TRIM_MS=10 (the default): the allocation slow paths gave
+       * them back */
       CHECK(tsr_test_stats().os_resets > resets, "no reset call was made\n");
       CHECK(before - after >= 40 * MiB, "the free OS pages inside used pages stayed resident\n");
     } else {
-      /* off by default: they stay until tsr_collect */
+      /* off: they stay until tsr_collect */
       CHECK(after + 8 * MiB >= before, "pages were trimmed with TESSERA_TRIM_MS=0\n");
       tsr_collect();
       CHECK(before - tsr_test_rss() >= 40 * MiB, "tsr_collect did not trim\n");
