@@ -12,6 +12,10 @@
 
 #include "tsr_test.h"
 
+/* What the cap counts (alloc/os/os.h; hidden, but this program links the
+ * static library). */
+uint64_t tsri_os_reserved(void);
+
 #define MiB ((size_t)1 << 20)
 #define LIMIT (200 * MiB)
 #define BIG (8 * MiB)
@@ -113,4 +117,49 @@ Test(reserve_limit, new_arenas_stop_at_the_cap) {
   }
   cr_assert_eq(tsr_test_stats().arenas, s.arenas);
   for (size_t i = 0; i < n; i++) tsr_free(mid[i]);
+}
+
+/* realloc of a large block grows and shrinks it in place with mremap on
+ * Linux: a growth past the cap fails with ENOMEM and keeps the block, a
+ * shrink gives the tail back to the budget, and freeing everything brings
+ * the count back to where it was. */
+Test(reserve_limit, realloc_is_held_to_the_cap) {
+  setting_in_force();
+  void *first = tsr_malloc(64);
+  cr_assert_not_null(first);
+  uint64_t base = tsri_os_reserved();
+  void *big[32];
+  size_t n = big_until_enomem(big, 32);
+  cr_assert_geq(n, 2);
+  uint64_t full = tsri_os_reserved();
+  cr_assert_leq(full, LIMIT, "%zu bytes held", (size_t)full);
+  cr_assert_gt(full + BIG, LIMIT, "stopped at %zu bytes", (size_t)full);
+  memset(big[0], 0x5a, BIG);
+
+  errno = 0;
+  void *grown = tsr_realloc(big[0], 3 * BIG);
+  cr_assert_null(grown, "realloc past the cap succeeded");
+  cr_assert_eq(errno, ENOMEM);
+  cr_assert_eq(((unsigned char *)big[0])[BIG - 1], 0x5a, "the block was lost");
+  cr_assert_eq(tsri_os_reserved(), full, "a refused realloc changed the count");
+
+  void *shrunk = tsr_realloc(big[0], MiB);   /* far below half: remapped */
+  cr_assert_not_null(shrunk);
+  big[0] = shrunk;
+  cr_assert_eq(tsri_os_reserved(), full - (BIG - MiB), "%zu bytes held after the shrink",
+               (size_t)tsri_os_reserved());
+  cr_assert_eq(((unsigned char *)big[0])[MiB - 1], 0x5a);
+  void *back = tsr_realloc(big[0], BIG);     /* the room the shrink gave back */
+  cr_assert_not_null(back, "realloc within the budget refused (errno %d)", errno);
+  big[0] = back;
+  cr_assert_eq(((unsigned char *)big[0])[MiB - 1], 0x5a);
+  cr_assert_leq(tsri_os_reserved(), LIMIT);
+
+  for (size_t i = 0; i < n; i++) tsr_free(big[i]);
+  tsr_collect();
+  /* give or take the large-block table, made at the first large block */
+  cr_assert(tsri_os_reserved() >= base && tsri_os_reserved() <= base + MiB,
+            "%zu bytes held after freeing, %zu before", (size_t)tsri_os_reserved(), (size_t)base);
+  tsr_free(first);
+  cr_assert_eq(tsr_check(), 0);
 }

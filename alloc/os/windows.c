@@ -193,16 +193,26 @@ int tsri_os_remap(void *addr, size_t old_size, size_t new_size, void **out) {
 
 static DWORD os_fls = FLS_OUT_OF_INDEXES;
 static void (*os_exit_fn)(void *value);
+/* ntdll's RtlDllShutdownInProgress: true once ExitProcess has begun. */
+static BOOLEAN (WINAPI *os_shutting_down)(void);
 
-/* Runs when a thread that stored a value ends (and for the value of the
- * thread that calls ExitProcess); WINAPI is not the C convention on
- * 32-bit, hence the wrapper. */
+/* Runs when a thread that stored a value ends, and also for the thread
+ * that calls ExitProcess, after every other thread was terminated
+ * wherever it stood, possibly holding one of tessera's locks: handing a
+ * heap on then could spin forever on such a lock, and would be of no use
+ * to anyone, so the process's end is left alone.  WINAPI is not the C
+ * convention on 32-bit, hence the wrapper. */
 static void WINAPI os_fls_callback(void *value) {
-  if (value != NULL && os_exit_fn != NULL) os_exit_fn(value);
+  if (value == NULL || os_exit_fn == NULL) return;
+  if (os_shutting_down != NULL && os_shutting_down()) return;
+  os_exit_fn(value);
 }
 
 int tsri_os_thread_exit_init(void (*fn)(void *value)) {
   OS_SAVE;
+  HMODULE ntdll = GetModuleHandleW(L"ntdll.dll");
+  if (ntdll != NULL)
+    os_shutting_down = (BOOLEAN (WINAPI *)(void))(void (*)(void))GetProcAddress(ntdll, "RtlDllShutdownInProgress");
   os_exit_fn = fn;
   os_fls = FlsAlloc(os_fls_callback);
   int rc = os_fls == FLS_OUT_OF_INDEXES ? ENOMEM : 0;

@@ -136,9 +136,63 @@ static void memory_keeps_last_error(void) {
   CHECK(tsri_os_decommit(p, 8192) == 0);
   CHECK(tsri_os_release(p, 1 << 20) == 0);
   CHECK(GetLastError() == 1234 && errno == 56);
+  uint64_t held = tsri_os_reserved();
   CHECK(tsri_os_reserve((size_t)1 << 20, 3u << 16, &p) == EINVAL);   /* not a power of two */
+  /* a refusal keeps them too, and takes nothing from the budget */
+  CHECK(tsri_os_reserve((size_t)1 << 20, 0x1000000 + 0x10000, &p) == EINVAL);
+  CHECK(tsri_os_alloc(SIZE_MAX - 0xffff, 1 << 16, &p) == ENOMEM);
+  CHECK(tsri_os_reserve(SIZE_MAX / 2 + 1, (size_t)1 << 24, &p) == ENOMEM);
+  CHECK(GetLastError() == 1234 && errno == 56);
+  CHECK(tsri_os_reserved() == held);
+}
+
+/* Aligned reservations from several threads at once: each one reserves
+ * more than it needs, lets it go and takes the aligned part, which another
+ * thread may have taken meanwhile (windows.c: os_virtual_alloc). */
+#define RACE_THREADS 6
+#define RACE_ROUNDS 150
+#define RACE_SIZE ((size_t)4 << 20)
+
+static volatile LONG race_bad;
+
+static DWORD WINAPI reserve_race(void *arg) {
+  void *mine[8];
+  size_t align = (size_t)arg;
+  for (int r = 0; r < RACE_ROUNDS; r++) {
+    for (int k = 0; k < 8; k++) {
+      if (tsri_os_reserve(RACE_SIZE, align, &mine[k]) != 0 || ((uintptr_t)mine[k] & (align - 1)) != 0) {
+        InterlockedIncrement(&race_bad);
+        return 1;
+      }
+      MEMORY_BASIC_INFORMATION m;
+      if (VirtualQuery(mine[k], &m, sizeof m) != sizeof m || m.AllocationBase != mine[k] ||
+          m.State != MEM_RESERVE || m.RegionSize != RACE_SIZE) {
+        InterlockedIncrement(&race_bad);
+        return 1;
+      }
+    }
+    for (int k = 0; k < 8; k++)
+      if (tsri_os_release(mine[k], RACE_SIZE) != 0) InterlockedIncrement(&race_bad);
+  }
+  return 0;
+}
+
+static void aligned_reserve_from_many_threads(void) {
+  uint64_t held = tsri_os_reserved();
+  HANDLE th[RACE_THREADS];
+  for (int i = 0; i < RACE_THREADS; i++) {
+    size_t align = (size_t)1 << (22 + i % 3);   /* 4, 8 and 16 MiB */
+    th[i] = CreateThread(NULL, 0, reserve_race, (void *)align, 0, NULL);
+    CHECK(th[i] != NULL);
+  }
+  for (int i = 0; i < RACE_THREADS; i++) {
+    CHECK(WaitForSingleObject(th[i], 60000) == WAIT_OBJECT_0);
+    CloseHandle(th[i]);
+  }
+  CHECK_MSG(race_bad == 0, "%ld reservations failed or misaligned", (long)race_bad);
+  CHECK(tsri_os_reserved() == held);
 }
 
 WT_MAIN(WT_CASE(stack_and_symbols), WT_CASE(skip_drops_frames), WT_CASE(program_and_ids),
         WT_CASE(files_append), WT_CASE(thread_and_wakeup), WT_CASE(no_signals_on_windows),
-        WT_CASE(memory_keeps_last_error))
+        WT_CASE(memory_keeps_last_error), WT_CASE(aligned_reserve_from_many_threads))

@@ -9,6 +9,8 @@
 #include <tessera.h>
 #include <windows.h>
 
+#include "internal.h"   /* tsri_heap_foreach: whose heaps are in use */
+
 #define RING 4096
 
 static int env_int(const char *name, int def) {
@@ -19,6 +21,7 @@ static int env_int(const char *name, int def) {
 /* A single-producer single-consumer ring of blocks. */
 typedef struct ring_s {
   void *volatile slot[RING];
+  size_t size[RING];          /* what the producer asked for */
   volatile LONG head, tail;   /* producer writes head, consumer tail */
   volatile LONG done;
   size_t produced, consumed, bad;
@@ -43,6 +46,7 @@ static DWORD WINAPI producer(void *arg) {
     p[0] = (unsigned char)n;
     p[n - 1] = (unsigned char)(n >> 3);
     q->slot[h % RING] = p;
+    q->size[h % RING] = n;
     q->produced++;
     InterlockedExchange(&q->head, h + 1);
   }
@@ -60,8 +64,8 @@ static DWORD WINAPI consumer(void *arg) {
       continue;
     }
     unsigned char *p = q->slot[t % RING];
-    size_t n = tsr_usable_size(p);
-    if (n == 0) q->bad++;
+    size_t n = q->size[t % RING];
+    if (tsr_usable_size(p) < n || p[0] != (unsigned char)n || p[n - 1] != (unsigned char)(n >> 3)) q->bad++;
     tsr_free(p);   /* a block of the producer's heap: a remote free */
     q->consumed++;
     InterlockedExchange(&q->tail, t + 1);
@@ -140,4 +144,27 @@ static void blocks_outlive_their_thread(void) {
   CHECK_MSG(s.errors == 0, "%llu errors", (unsigned long long)s.errors);
 }
 
-WT_MAIN(WT_CASE(cross_thread_frees), WT_CASE(blocks_outlive_their_thread))
+/* The thread-exit hook (a fiber-local storage callback, windows.c): every
+ * thread that ended gave its heap back, so that no heap is still marked
+ * in use for a thread other than this one. */
+static void count_foreign(tsr_heap_t *h, void *arg) {
+  if (h->in_use && h->thread != GetCurrentThreadId()) (*(int *)arg)++;
+}
+
+static void exited_threads_gave_their_heaps_back(void) {
+  int foreign = 0;
+  tsri_heap_foreach(count_foreign, &foreign);
+  CHECK_MSG(foreign == 0, "%d heaps still in use for threads that ended", foreign);
+  /* and a new thread takes one of them instead of a new one */
+  HANDLE th = CreateThread(NULL, 0, allocate_and_exit, (void *)leftovers[0], 0, NULL);
+  CHECK(th != NULL);
+  CHECK(WaitForSingleObject(th, 60000) == WAIT_OBJECT_0);
+  CloseHandle(th);
+  tsri_heap_foreach(count_foreign, &foreign);
+  CHECK_MSG(foreign == 0, "%d heaps in use after one more thread ended", foreign);
+  for (int k = 0; k < 512; k++) tsr_free(leftovers[0][k]);
+  CHECK(tsr_check() == 0);
+}
+
+WT_MAIN(WT_CASE(cross_thread_frees), WT_CASE(blocks_outlive_their_thread),
+        WT_CASE(exited_threads_gave_their_heaps_back))
