@@ -501,5 +501,12 @@ void tsri_report_fork_child(void) {
 
 void tsri_report_at_exit(void) {
   if (tsri_option_string(TSRI_OPT_REPORT) == NULL) return;
+  if (tsri_os_others_gone()) {
+    /* a thread that was ended holding one of our locks would hang the
+     * report, and the process with it */
+    tsri_warning("no report at exit: the process's other threads ended before tessera was "
+                 "unloaded; link tessera statically or call tsr_report() before exit");
+    return;
+  }
   report_now("exit");
 }

@@ -82,6 +82,11 @@ tsri_hidden int tsri_os_thread_exit_init(void (*fn)(void *value));
 tsri_hidden void tsri_os_thread_set(void *value);
 /* Let another thread run (used by spin locks that waited too long). */
 tsri_hidden void tsri_os_yield(void);
+/* True once the OS has ended the process's other threads wherever they
+ * stood (Windows: a DLL's detach during ExitProcess), so that a lock one of
+ * them held stays held for good.  Always false on POSIX, where exit()
+ * runs the destructors while the other threads still run. */
+tsri_hidden bool tsri_os_others_gone(void);
 /* Register the three fork handlers (POSIX only; 0 and no effect elsewhere). */
 tsri_hidden int tsri_os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void));
 

@@ -165,6 +165,8 @@ void tsri_os_thread_set(void *value) {
 
 void tsri_os_yield(void) { sched_yield(); }
 
+bool tsri_os_others_gone(void) { return false; }
+
 int tsri_os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void)) {
   return pthread_atfork(prepare, parent, child);
 }

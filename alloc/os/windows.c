@@ -204,7 +204,7 @@ static BOOLEAN (WINAPI *os_shutting_down)(void);
  * convention on 32-bit, hence the wrapper. */
 static void WINAPI os_fls_callback(void *value) {
   if (value == NULL || os_exit_fn == NULL) return;
-  if (os_shutting_down != NULL && os_shutting_down()) return;
+  if (tsri_os_others_gone()) return;
   os_exit_fn(value);
 }
 
@@ -219,6 +219,8 @@ int tsri_os_thread_exit_init(void (*fn)(void *value)) {
   OS_RESTORE;
   return rc;
 }
+
+bool tsri_os_others_gone(void) { return os_shutting_down != NULL && os_shutting_down(); }
 
 void tsri_os_thread_set(void *value) {
   if (os_fls == FLS_OUT_OF_INDEXES) return;
