@@ -125,6 +125,7 @@ static tsr_heap_t *heap_acquire(void) {
       tsri_count(&tsri_counters.metadata, (int64_t)HEAP_CHUNK);
       tsri_count(&tsri_counters.committed, (int64_t)HEAP_CHUNK);
       tsri_count(&tsri_counters.reserved, (int64_t)HEAP_CHUNK);
+      tsri_own_add(mem, HEAP_CHUNK);
       heap_chunk_next = mem;
       heap_chunk_end = heap_chunk_next + HEAP_CHUNK;
     }

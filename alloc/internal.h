@@ -369,6 +369,11 @@ typedef struct tsri_meta_totals_s {
 /* The totals of the table of sampled and large records (page arrays:
  * tsri_meta_array_totals). */
 tsri_hidden void tsri_meta_table_totals(tsri_meta_totals_t *t);
+/* tessera's reservations other than arenas, their record arrays and large
+ * blocks (the stack table, heap chunks, hash tables), so that the
+ * address-space report counts them as tessera's (report.c). */
+tsri_hidden void tsri_own_add(const void *base, size_t size);
+tsri_hidden void tsri_own_remove(const void *base);
 /* Per class: blocks with a record in their page's array, and the bytes
  * those blocks asked for. */
 tsri_hidden void tsri_meta_array_totals(uint64_t live[TSR_CLASS_COUNT], uint64_t requested[TSR_CLASS_COUNT]);

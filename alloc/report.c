@@ -350,13 +350,45 @@ typedef struct space_walk_s {
   uintptr_t last_end;
   int stop;
   const uintptr_t *lo;    /* the lowest user address, set by the OS layer */
-  range_t *ours;          /* tessera's reservations: arenas, their record arrays, large blocks */
+  range_t *ours;          /* tessera's reservations: arenas, their record arrays, large
+                             blocks, and the others of tsri_own_add */
   size_t n_ours;
 } space_walk_t;
 
 /* Collect tessera's reservations into scratch memory.  The OS merges
  * neighbouring mappings into one region, so a region is tessera's by
  * overlap, never by its start address alone. */
+/* tessera's other reservations that outlive a call (the stack table, heap
+ * chunks, hash tables): a fixed set of slots claimed with a CAS, so that
+ * adding one from under any lock, or in a fork child, needs no lock of
+ * its own.  A slot whose size is 0 is being filled or emptied. */
+#define OWN_SLOTS 256
+static _Atomic uintptr_t own_base[OWN_SLOTS];
+static _Atomic size_t own_size[OWN_SLOTS];
+
+void tsri_own_add(const void *base, size_t size) {
+  for (size_t i = 0; i < OWN_SLOTS; i++) {
+    uintptr_t none = 0;
+    if (atomic_load_explicit(&own_base[i], memory_order_relaxed) == 0 &&
+        atomic_compare_exchange_strong_explicit(&own_base[i], &none, (uintptr_t)base,
+                                                memory_order_relaxed, memory_order_relaxed)) {
+      atomic_store_explicit(&own_size[i], size, memory_order_release);
+      return;
+    }
+  }
+  /* all taken: the address-space report counts this one as not ours */
+}
+
+void tsri_own_remove(const void *base) {
+  for (size_t i = 0; i < OWN_SLOTS; i++) {
+    if (atomic_load_explicit(&own_base[i], memory_order_relaxed) == (uintptr_t)base) {
+      atomic_store_explicit(&own_size[i], 0, memory_order_relaxed);
+      atomic_store_explicit(&own_base[i], 0, memory_order_release);
+      return;
+    }
+  }
+}
+
 static range_t *ours_collect(size_t *count) {
   tsr_large_t *large = NULL;
   size_t n_large = 0, large_bytes = 0;
@@ -365,7 +397,7 @@ static range_t *ours_collect(size_t *count) {
   tsri_lock(tsri_arena_lock_get());
   for (tsr_arena_t *a = tsri_arena_first(); a != NULL; a = a->next) arenas++;
   tsri_unlock(tsri_arena_lock_get());
-  range_t *r = tsri_scratch((2 * arenas + n_large + 1) * sizeof(range_t));
+  range_t *r = tsri_scratch((2 * arenas + n_large + OWN_SLOTS + 1) * sizeof(range_t));
   size_t n = 0;
   if (r != NULL) {
     tsri_lock(tsri_arena_lock_get());
@@ -378,6 +410,11 @@ static range_t *ours_collect(size_t *count) {
     }
     tsri_unlock(tsri_arena_lock_get());
     for (size_t i = 0; i < n_large; i++) r[n++] = (range_t){ large[i].base, large[i].base + large[i].mapped };
+    for (size_t i = 0; i < OWN_SLOTS; i++) {
+      size_t size = atomic_load_explicit(&own_size[i], memory_order_acquire);
+      uintptr_t base = atomic_load_explicit(&own_base[i], memory_order_relaxed);
+      if (size != 0 && base != 0) r[n++] = (range_t){ base, base + size };
+    }
   }
   if (large != NULL) tsri_large_snapshot_free(large, large_bytes);
   *count = n;

@@ -63,6 +63,7 @@ static stack_index_t *index_make(size_t slots) {
   tsri_count(&tsri_counters.reserved, (int64_t)index_bytes(slots));
   tsri_count(&tsri_counters.committed, (int64_t)index_bytes(slots));
   tsri_count(&tsri_counters.metadata, (int64_t)index_bytes(slots));
+  tsri_own_add(mem, index_bytes(slots));
   stack_index_t *ix = mem;
   ix->mask = slots - 1;
   return ix;
@@ -86,6 +87,8 @@ static bool stack_setup(void) {
   }
   stack_entries = entries;
   stack_frames = frames;
+  tsri_own_add(entries, TSRI_STACKS_MAX * sizeof(stack_entry_t));
+  tsri_own_add(frames, STACK_FRAMES_MAX * sizeof(void *));
   tsri_count(&tsri_counters.reserved, (int64_t)(TSRI_STACKS_MAX * sizeof(stack_entry_t) +
                                                 STACK_FRAMES_MAX * sizeof(void *)));
   tsri_count(&tsri_counters.os_reserves, 2);

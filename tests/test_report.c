@@ -1071,6 +1071,7 @@ static int map_visit(const tsr_map_entry_t *e, void *arg) {
 }
 
 Test(report, address_space_and_map) {
+  cr_assert_eq(tsr_track_set(TSR_TRACK_FULL), 0);   /* the stack table exists too */
   void *p = tsr_malloc(100);
   void *big = tsr_malloc(1 << 20);
   memset(p, 1, 100);
@@ -1096,6 +1097,14 @@ Test(report, address_space_and_map) {
   tsr_address_space_t only;
   cr_assert_eq(tsr_address_space(NULL, NULL, &only), 0);
   cr_assert_gt(only.tessera_reserved, 0);
+  /* every reservation tessera counts is one the report calls tessera's
+   * (arenas, record arrays, large blocks, the stack table, heap chunks,
+   * tables), give or take the report's own scratch pages */
+  tsr_stats_t st = tsr_test_stats();
+  uint64_t diff = only.tessera_reserved > st.reserved ? only.tessera_reserved - st.reserved
+                                                      : st.reserved - only.tessera_reserved;
+  cr_assert_leq(diff, st.reserved / 50, "the address space says tessera holds %llu bytes, tessera's "
+                "counters %llu", (unsigned long long)only.tessera_reserved, (unsigned long long)st.reserved);
 
   map_t m = { 0 };
   m.block = (uintptr_t)p;
