@@ -349,6 +349,26 @@ def wide_table(lines, title, names, rows, key, spec, extra):
     lines.append("")
 
 
+
+def prepare_run(args, build):
+    """The allocators asked for (an unknown name is an error), the libraries
+    of those found, a fresh output folder, and the environment without a
+    preload of the caller's."""
+    wanted_a = args.allocators.split(",") if args.allocators else ALLOCATORS
+    for a in wanted_a:
+        if a not in ALLOCATORS:
+            raise BenchError("unknown allocator %s (known: %s)" % (a, ", ".join(ALLOCATORS)))
+    allocs = find_allocators(wanted_a, build)
+    libs = {a: p for a, p, _ in allocs if p is not None}
+    present = [a for a, p, _ in allocs if p is not None]
+    out = os.path.abspath(args.out)
+    os.makedirs(os.path.join(out, "data"), exist_ok=True)
+    rundir = os.path.join(out, "runs")
+    shutil.rmtree(rundir, ignore_errors=True)
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    return allocs, libs, present, out, rundir, env
+
 def write_suite_outputs(out, meta, allocs, results, plots):
     names = [a for a, _, _ in allocs]
     present = [a for a, p, _ in allocs if p is not None]
@@ -538,22 +558,10 @@ def cmd_suite(args):
         if w not in known:
             raise BenchError("unknown workload %s (known: %s)" % (w, ", ".join(sorted(known))))
     workloads = [w for w in WORKLOADS if (w[0] in wanted_w if wanted_w else (args.mode == "full" or not w[4]))]
-    wanted_a = args.allocators.split(",") if args.allocators else ALLOCATORS
-    for a in wanted_a:
-        if a not in ALLOCATORS:
-            raise BenchError("unknown allocator %s (known: %s)" % (a, ", ".join(ALLOCATORS)))
-    allocs = find_allocators(wanted_a, build)
-    libs = {a: p for a, p, _ in allocs if p is not None}
-    present = [a for a, p, _ in allocs if p is not None]
-    out = os.path.abspath(args.out)
-    os.makedirs(os.path.join(out, "data"), exist_ok=True)
-    rundir = os.path.join(out, "runs")
-    shutil.rmtree(rundir, ignore_errors=True)
+    allocs, libs, present, out, rundir, env = prepare_run(args, build)
     for stale in os.listdir(out):
         if stale.endswith((".svg", ".png")):
             os.remove(os.path.join(out, stale))
-    env = dict(os.environ)
-    env.pop("LD_PRELOAD", None)
     env.update(mode["env"])
     speed_runs = args.runs or mode["speed_runs"]
     frag_runs = args.runs or mode["frag_runs"]
@@ -649,16 +657,7 @@ def cmd_compare(args):
     exe = shutil.which(command[0])
     if exe is None:
         raise BenchError("command not found: %s" % command[0])
-    wanted_a = args.allocators.split(",") if args.allocators else ALLOCATORS
-    allocs = find_allocators(wanted_a, build)
-    libs = {a: p for a, p, _ in allocs if p is not None}
-    present = [a for a, p, _ in allocs if p is not None]
-    out = os.path.abspath(args.out)
-    os.makedirs(os.path.join(out, "data"), exist_ok=True)
-    rundir = os.path.join(out, "runs")
-    shutil.rmtree(rundir, ignore_errors=True)
-    env = dict(os.environ)
-    env.pop("LD_PRELOAD", None)
+    allocs, libs, present, out, rundir, env = prepare_run(args, build)
     label = shlex.join(command)
     say("tessera-compare: %s, %d runs under each of %s" % (label, args.runs, ", ".join(present)))
     runs = {a: [] for a in present}

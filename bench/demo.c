@@ -21,17 +21,9 @@
  * Owns nothing of the library: it calls only the standard malloc family,
  * so LD_PRELOAD picks the allocator.
  */
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <fcntl.h>
-#include <inttypes.h>
+#include "bench.h"
+
 #include <pthread.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 /* ------------------------------------------------------------------------
  * Settings
@@ -47,39 +39,8 @@ typedef struct config_s {
 static config_t cfg = { 4, 1000000, 40000, 48 };
 
 /* ------------------------------------------------------------------------
- * Deterministic randomness and hashing
+ * Payloads
  * ---------------------------------------------------------------------- */
-
-static inline uint64_t mix64(uint64_t x) {
-  x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27; x *= 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-typedef struct rng_s { uint64_t s; } rng_t;
-
-static inline uint64_t rng_next(rng_t *r) { return mix64(r->s += 0x9e3779b97f4a7c15ULL); }
-
-/* Log-uniform in [lo, hi): as many blocks of 32..63 bytes as of 2048..4095. */
-static size_t log_size(rng_t *r, size_t lo, size_t hi) {
-  uint64_t x = rng_next(r);
-  size_t span = 0;
-  while ((lo << (span + 1)) <= hi) span++;
-  size_t base = lo << (x % span);
-  size_t s = base + (size_t)((x >> 16) % base);
-  return s < hi ? s : hi - 1;
-}
-
-static void fail(const char *what) {
-  fprintf(stderr, "tessera-demo: %s\n", what);
-  exit(3);
-}
-
-static void *xmalloc(size_t n) {
-  void *p = malloc(n);
-  if (p == NULL) fail("out of memory");
-  return p;
-}
 
 /* A buffer filled with one byte; reading it checks every 64th byte and the
  * last one, which touches each cache line the way sending it would. */
@@ -88,9 +49,9 @@ static inline unsigned char fill_byte(uint64_t seed) { return (unsigned char)((s
 static uint64_t read_buffer(const unsigned char *p, size_t len, uint64_t seed) {
   unsigned char b = fill_byte(seed);
   for (size_t i = 0; i < len; i += 64)
-    if (p[i] != b) fail("a value changed while it was stored (heap corruption)");
-  if (len > 0 && p[len - 1] != b) fail("the end of a value changed (heap corruption)");
-  return mix64(seed ^ ((uint64_t)len << 40));
+    if (p[i] != b) bench_fail("a value changed while it was stored (heap corruption)");
+  if (len > 0 && p[len - 1] != b) bench_fail("the end of a value changed (heap corruption)");
+  return bench_mix(seed ^ ((uint64_t)len << 40));
 }
 
 /* ------------------------------------------------------------------------
@@ -105,11 +66,11 @@ typedef struct item_s {
   unsigned char data[];
 } item_t;
 
-static item_t *item_new(rng_t *r, uint32_t key) {
-  size_t size = log_size(r, 32, 4096);
-  item_t *it = xmalloc(size);
+static item_t *item_new(bench_rng_t *r, uint32_t key) {
+  size_t size = bench_log_size(r, 32, 4096);
+  item_t *it = bench_xmalloc(size);
   it->next = NULL;
-  it->seed = rng_next(r);
+  it->seed = bench_rand(r);
   it->key = key;
   it->len = (uint32_t)(size - sizeof(item_t));
   memset(it->data, fill_byte(it->seed), it->len);
@@ -160,7 +121,7 @@ static uint64_t queue_drain(queue_t *q, uint64_t *frees) {
 
 typedef struct worker_s {
   int id;
-  rng_t rng;
+  bench_rng_t rng;
   item_t **shard;         /* cfg.keys slots */
   void **survivors;       /* what the bulk imports kept */
   size_t nsurvivors, survivors_cap;
@@ -187,8 +148,8 @@ static void set_key(worker_t *w, uint32_t key, int hand_over) {
 
 static void get_key(worker_t *w, uint32_t key) {
   /* the request as it came off the wire */
-  size_t n = 16 + rng_next(&w->rng) % 240;
-  char *req = xmalloc(n);
+  size_t n = 16 + bench_rand(&w->rng) % 240;
+  char *req = bench_xmalloc(n);
   int len = snprintf(req, n, "GET key:%u", key);
   w->allocs++;
   item_t *it = w->shard[key];
@@ -199,34 +160,34 @@ static void get_key(worker_t *w, uint32_t key) {
 
 /* A response assembled in pieces, growing by realloc. */
 static void build_response(worker_t *w) {
-  size_t target = 512 + rng_next(&w->rng) % 16384, cap = 64, used = 0;
-  unsigned char *buf = xmalloc(cap);
+  size_t target = 512 + bench_rand(&w->rng) % 16384, cap = 64, used = 0;
+  unsigned char *buf = bench_xmalloc(cap);
   w->allocs++;
   while (used < target) {
-    size_t piece = 32 + rng_next(&w->rng) % 480;
+    size_t piece = 32 + bench_rand(&w->rng) % 480;
     if (used + piece > cap) {
       while (used + piece > cap) cap *= 2;
       buf = realloc(buf, cap);
-      if (buf == NULL) fail("out of memory");
+      if (buf == NULL) bench_fail("out of memory");
     }
     memset(buf + used, (int)(piece & 0xff), piece);
     used += piece;
   }
-  w->sum += mix64(used + buf[used - 1]);
+  w->sum += bench_mix(used + buf[used - 1]);
   free(buf);
   w->frees++;
 }
 
 static void large_buffer(worker_t *w) {
-  int slot = (int)(rng_next(&w->rng) % LARGE_RING);
+  int slot = (int)(bench_rand(&w->rng) % LARGE_RING);
   if (w->large[slot] != NULL) {
     w->sum += read_buffer(w->large[slot], w->large_len[slot], w->large_seed[slot]);
     free(w->large[slot]);
     w->frees++;
   }
-  size_t len = log_size(&w->rng, 256 * 1024, 4 * 1024 * 1024);
-  w->large_seed[slot] = rng_next(&w->rng);
-  w->large[slot] = xmalloc(len);
+  size_t len = bench_log_size(&w->rng, 256 * 1024, 4 * 1024 * 1024);
+  w->large_seed[slot] = bench_rand(&w->rng);
+  w->large[slot] = bench_xmalloc(len);
   w->large_len[slot] = len;
   memset(w->large[slot], fill_byte(w->large_seed[slot]), len);
   w->allocs++;
@@ -236,15 +197,15 @@ static void large_buffer(worker_t *w) {
  * in ten, in allocation order; the tenth stays until the end. */
 static void bulk_import(worker_t *w, size_t lo, size_t hi) {
   size_t budget = (size_t)cfg.peak_mib << 20, total = 0, n = 0, cap = 1024;
-  void **blocks = xmalloc(cap * sizeof *blocks);
+  void **blocks = bench_xmalloc(cap * sizeof *blocks);
   while (total < budget) {
-    size_t size = log_size(&w->rng, lo, hi);
+    size_t size = bench_log_size(&w->rng, lo, hi);
     if (n == cap) {
       cap *= 2;
       blocks = realloc(blocks, cap * sizeof *blocks);
-      if (blocks == NULL) fail("out of memory");
+      if (blocks == NULL) bench_fail("out of memory");
     }
-    unsigned char *b = xmalloc(size);
+    unsigned char *b = bench_xmalloc(size);
     memset(b, (int)(size & 0xff) | 1, size);
     blocks[n++] = b;
     total += size;
@@ -253,11 +214,11 @@ static void bulk_import(worker_t *w, size_t lo, size_t hi) {
   for (size_t i = 0; i < n; i++) {
     unsigned char *b = blocks[i];
     w->sum += b[0];
-    if (mix64(i ^ ((uint64_t)w->id << 32)) % 10 == 0) {
+    if (bench_mix(i ^ ((uint64_t)w->id << 32)) % 10 == 0) {
       if (w->nsurvivors == w->survivors_cap) {
         w->survivors_cap = w->survivors_cap ? 2 * w->survivors_cap : 1024;
         w->survivors = realloc(w->survivors, w->survivors_cap * sizeof(void *));
-        if (w->survivors == NULL) fail("out of memory");
+        if (w->survivors == NULL) bench_fail("out of memory");
       }
       w->survivors[w->nsurvivors++] = b;
     } else {
@@ -270,7 +231,7 @@ static void bulk_import(worker_t *w, size_t lo, size_t hi) {
 
 static void serve(worker_t *w, long ops) {
   for (long op = 0; op < ops; op++) {
-    uint64_t x = rng_next(&w->rng);
+    uint64_t x = bench_rand(&w->rng);
     /* one request in two goes to the hottest tenth of the keys */
     uint32_t key = (uint32_t)((x >> 32) % (uint64_t)((x & 1) ? cfg.keys / 10 + 1 : cfg.keys));
     unsigned kind = (unsigned)((x >> 8) % 100);
@@ -293,7 +254,7 @@ static void serve(worker_t *w, long ops) {
 static void *worker_main(void *arg) {
   worker_t *w = arg;
   w->shard = calloc((size_t)cfg.keys, sizeof(item_t *));
-  if (w->shard == NULL) fail("out of memory");
+  if (w->shard == NULL) bench_fail("out of memory");
   for (long k = 0; k < cfg.keys; k++) set_key(w, (uint32_t)k, 0);
   bulk_import(w, 64, 1024);
   serve(w, cfg.ops / 2);
@@ -330,35 +291,6 @@ static void worker_release(worker_t *w) {
  * The process
  * ---------------------------------------------------------------------- */
 
-/* Which allocator answers malloc: LD_PRELOAD or linking decides. */
-static const char *heap_name(void) {
-  int (*owns)(const void *) = (int (*)(const void *))dlsym(RTLD_DEFAULT, "tsr_owns");
-  if (owns != NULL) {
-    void *p = malloc(24);
-    int ours = owns(p);
-    free(p);
-    if (ours) return "tessera";
-  }
-  if (dlsym(RTLD_DEFAULT, "mi_version") != NULL) return "mimalloc";
-  if (dlsym(RTLD_DEFAULT, "mallctl") != NULL) return "jemalloc";
-  if (dlsym(RTLD_DEFAULT, "tc_version") != NULL) return "tcmalloc";
-  return "system";
-}
-
-/* Resident set in KiB, from /proc without calling malloc; 0 if unknown. */
-static long rss_kib(void) {
-  char buf[128];
-  int fd = open("/proc/self/statm", O_RDONLY);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
-  long size = 0, resident = 0;
-  if (sscanf(buf, "%ld %ld", &size, &resident) != 2) return 0;
-  return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 static void usage(const char *argv0) {
   fprintf(stderr,
           "usage: %s [-t THREADS] [-n OPS] [-k KEYS] [-p MIB] [-q]\n"
@@ -390,21 +322,21 @@ int main(int argc, char **argv) {
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
 
-  queues = xmalloc((size_t)cfg.threads * sizeof *queues);
+  queues = bench_xmalloc((size_t)cfg.threads * sizeof *queues);
   worker_t *workers = calloc((size_t)cfg.threads, sizeof *workers);
-  pthread_t *tids = xmalloc((size_t)cfg.threads * sizeof *tids);
-  if (workers == NULL) fail("out of memory");
+  pthread_t *tids = bench_xmalloc((size_t)cfg.threads * sizeof *tids);
+  if (workers == NULL) bench_fail("out of memory");
   for (int i = 0; i < cfg.threads; i++) {
     pthread_mutex_init(&queues[i].lock, NULL);
     queues[i].head = NULL;
     workers[i].id = i;
-    workers[i].rng.s = mix64(0x7e55e7a0u + (uint64_t)i);
+    workers[i].rng.s = bench_mix(0x7e55e7a0u + (uint64_t)i);
   }
   for (int i = 0; i < cfg.threads; i++)
-    if (pthread_create(&tids[i], NULL, worker_main, &workers[i]) != 0) fail("pthread_create failed");
+    if (pthread_create(&tids[i], NULL, worker_main, &workers[i]) != 0) bench_fail("pthread_create failed");
   for (int i = 0; i < cfg.threads; i++) pthread_join(tids[i], NULL);
 
-  long rss_end = rss_kib();   /* the heap as the server would carry on with it */
+  long rss_end = (long)(bench_rss_bytes() / 1024);   /* the heap as the server would carry on with it */
 
   uint64_t sum = 0, allocs = 0, frees = 0;
   for (int i = 0; i < cfg.threads; i++) {
@@ -422,7 +354,7 @@ int main(int argc, char **argv) {
   clock_gettime(CLOCK_MONOTONIC, &t1);
   double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 
-  printf("heap: %s\n", heap_name());
+  printf("heap: %s\n", bench_heap_name());
   printf("threads: %d, requests per thread: %ld, keys per thread: %ld, import MiB: %ld\n",
          cfg.threads, cfg.ops, cfg.keys, cfg.peak_mib);
   printf("allocations: %" PRIu64 ", frees: %" PRIu64 "\n", allocs, frees);

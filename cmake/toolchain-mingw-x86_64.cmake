@@ -7,15 +7,7 @@ set(CMAKE_SYSTEM_NAME Windows)
 set(CMAKE_SYSTEM_PROCESSOR x86_64)
 set(TSR_MINGW_TRIPLE x86_64-w64-mingw32)
 
-# The win32 thread model of the compiler (Debian's default alternative):
-# tessera uses Windows threads directly and needs no winpthreads DLL.
-find_program(CMAKE_C_COMPILER NAMES ${TSR_MINGW_TRIPLE}-gcc-win32 ${TSR_MINGW_TRIPLE}-gcc REQUIRED)
-find_program(CMAKE_RC_COMPILER NAMES ${TSR_MINGW_TRIPLE}-windres)
-set(CMAKE_FIND_ROOT_PATH /usr/${TSR_MINGW_TRIPLE})
-set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
-set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
-set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
-set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
+include(${CMAKE_CURRENT_LIST_DIR}/mingw-common.cmake)
 
 # ctest runs the test programs through wine.  Debian 12's `wine` package
 # gives /usr/bin/wine; with only wine64 installed the loader is
