@@ -37,6 +37,14 @@ static _Unwind_Reason_Code capture_frame(struct _Unwind_Context *ctx, void *arg)
   return c->count == c->max ? _URC_END_OF_STACK : _URC_NO_REASON;
 }
 
+/* libgcc's walk, inlined into the capture function that calls it, so that
+ * the first frame it reports is that function's own: dropped with `skip`. */
+static inline __attribute__((always_inline)) size_t libgcc_capture(void **frames, size_t max, size_t skip) {
+  capture_t c = { frames, max, 0, skip + 1 };
+  _Unwind_Backtrace(capture_frame, &c);
+  return c.count;
+}
+
 /* noinline: both walks count this function's frame as the first to drop. */
 __attribute__((noinline)) size_t tsri_os_stack_capture(void **frames, size_t max, size_t skip) {
   if (max == 0) return 0;
@@ -46,10 +54,7 @@ __attribute__((noinline)) size_t tsri_os_stack_capture(void **frames, size_t max
   size_t n = tsri_unwind_walk(__builtin_frame_address(0), frames, max, skip, NULL);
   if (n != TSRI_UNWIND_FALLBACK) return n;
 #endif
-  /* +1: the first frame the unwinder reports is this function's own */
-  capture_t c = { frames, max, 0, skip + 1 };
-  _Unwind_Backtrace(capture_frame, &c);
-  return c.count;
+  return libgcc_capture(frames, max, skip);
 }
 
 #if TSRI_UNWIND_FAST
@@ -88,9 +93,7 @@ __attribute__((noinline)) size_t tsri_os_stack_capture_memo(void **frames, size_
 #else
   (void)key;
 #endif
-  capture_t c = { frames, max, 0, 1 };
-  _Unwind_Backtrace(capture_frame, &c);
-  return c.count;
+  return libgcc_capture(frames, max, 0);
 }
 
 void tsri_os_stack_memo_tag(tsri_os_stack_memo_t *memo, uint32_t tag) {
