@@ -35,19 +35,6 @@ static char **plain(void) {
   return env;
 }
 
-/* Read a whole file into a malloc'ed, NUL-terminated buffer. */
-static char *slurp(FILE *f, size_t *len) {
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  rewind(f);
-  char *buf = malloc((size_t)n + 1);
-  cr_assert_not_null(buf);
-  size_t got = fread(buf, 1, (size_t)n, f);
-  buf[got] = 0;
-  if (len) *len = got;
-  return buf;
-}
-
 /* Run argv with env, require exit status 0, return its stdout. */
 static char *run_ok(char *const argv[], char *const env[], size_t *len, const char *label) {
   FILE *out = tmpfile();
@@ -59,7 +46,8 @@ static char *run_ok(char *const argv[], char *const env[], size_t *len, const ch
             "%s: %s %s %d\nstderr:\n%s", label, argv[0],
             WIFEXITED(child.status) ? "exited with" : "died of signal",
             WIFEXITED(child.status) ? WEXITSTATUS(child.status) : WTERMSIG(child.status), child.err);
-  char *text = slurp(out, len);
+  char *text = tsr_test_slurp(out, len);
+  cr_assert_not_null(text);
   fclose(out);
   return text;
 }

@@ -26,14 +26,9 @@ typedef struct run_s {
 } run_t;
 
 static char *read_stream(FILE *f) {
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  rewind(f);
-  char *buf = malloc((size_t)n + 1);
-  cr_assert_not_null(buf);
-  size_t got = fread(buf, 1, (size_t)n, f);
-  buf[got] = 0;
-  return buf;
+  char *text = tsr_test_slurp(f, NULL);
+  cr_assert_not_null(text);
+  return text;
 }
 
 static char *read_path(const char *path) {

@@ -131,6 +131,20 @@ typedef struct tsr_child_s {
   size_t err_len;
 } tsr_child_t;
 
+/* The whole of f, from its start, in a malloc'ed NUL-terminated buffer
+ * (*len: its length, when len is not NULL); NULL without memory. */
+static inline char *tsr_test_slurp(FILE *f, size_t *len) {
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  rewind(f);
+  char *buf = malloc((size_t)n + 1);
+  if (buf == NULL) return NULL;
+  size_t got = fread(buf, 1, (size_t)n, f);
+  buf[got] = 0;
+  if (len) *len = got;
+  return buf;
+}
+
 static inline void tsr_test_no_core(void) {
   struct rlimit rl = { 0, 0 };
   setrlimit(RLIMIT_CORE, &rl);
