@@ -49,6 +49,48 @@ int tsr_walk(tsr_walk_fn *visit, void *arg) {
 }
 
 /* ------------------------------------------------------------------------
+ * Ordering
+ * ---------------------------------------------------------------------- */
+
+/* Does a come before b?  A strict total order, so that the sort's result
+ * is one order whatever the input's. */
+typedef bool order_fn(const void *a, const void *b);
+
+static void swap_bytes(uint8_t *a, uint8_t *b, size_t size) {
+  uint8_t t[64];
+  for (size_t k = 0; k < size; k += sizeof t) {
+    size_t n = size - k < sizeof t ? size - k : sizeof t;
+    memcpy(t, a + k, n);
+    memcpy(a + k, b + k, n);
+    memcpy(b + k, t, n);
+  }
+}
+
+static void sift(uint8_t *v, size_t size, size_t n, size_t i, order_fn *before) {
+  for (;;) {
+    size_t l = 2 * i + 1, m = i;
+    if (l < n && before(v + m * size, v + l * size)) m = l;
+    if (l + 1 < n && before(v + m * size, v + (l + 1) * size)) m = l + 1;
+    if (m == i) return;
+    swap_bytes(v + i * size, v + m * size, size);
+    i = m;
+  }
+}
+
+/* Sort the n elements of size bytes at base into `before` order: a heap
+ * sort (a max-heap on "comes later", popped to the back), O(n log n) at
+ * worst (under 2 n log2 n + 2 n comparisons) and no memory of its own,
+ * where qsort may allocate. */
+static void heap_sort(void *base, size_t n, size_t size, order_fn *before) {
+  uint8_t *v = base;
+  for (size_t i = n / 2; i-- > 0;) sift(v, size, n, i, before);
+  for (size_t end = n; end > 1; end--) {
+    swap_bytes(v, v + (end - 1) * size, size);
+    sift(v, size, end - 1, 0, before);
+  }
+}
+
+/* ------------------------------------------------------------------------
  * Sites
  * ---------------------------------------------------------------------- */
 
@@ -74,32 +116,95 @@ static int site_visit(const tsri_block_t *b, void *arg) {
   return 0;
 }
 
-static bool site_before(const tsri_site_t *a, const tsri_site_t *b) {
+/* Most bytes first; equal bytes by stack id. */
+static bool site_before(const void *pa, const void *pb) {
+  const tsri_site_t *a = pa, *b = pb;
   return a->bytes > b->bytes || (a->bytes == b->bytes && a->id < b->id);
 }
 
-static void sift(tsri_site_t *v, size_t n, size_t i) {
-  for (;;) {
-    size_t l = 2 * i + 1, m = i;
-    if (l < n && site_before(&v[m], &v[l])) m = l;
-    if (l + 1 < n && site_before(&v[m], &v[l + 1])) m = l + 1;
-    if (m == i) return;
-    tsri_site_t t = v[i];
-    v[i] = v[m];
-    v[m] = t;
-    i = m;
-  }
+/* Functions of glibc and its dynamic linker that allocate for the library
+ * itself, blocks it keeps for the life of the process (and frees only for
+ * a leak checker, in __libc_freeres).  None of them hands a block to its
+ * caller or calls the program's code, so a stack that passes through one
+ * is the library's own: the program's leaks through a C function that
+ * returns memory (strdup, asprintf, getline, realpath, open_memstream,
+ * getaddrinfo's list, newlocale's locale) reach none of these.  Found by
+ * running programs that use each service under TESSERA_TRACK=full, with
+ * glibc 2.36; other C libraries match none of them. */
+static const char *const libc_keepers[] = {
+  /* stdio buffers; a FILE never closed still shows, by fopen's block */
+  "_IO_file_doallocate", "_IO_wfile_doallocate",
+  /* locale data, locale names, message catalogs, converters of wide stdio */
+  "setlocale", "_nl_find_locale", "__dcigettext", "__wcsmbs_load_conv",
+  /* the time zone */
+  "tzset_internal",
+  /* NSS: its configuration and modules, getpw* and getgr*'s result buffers */
+  "__nss_database_get", "nss_database_check_reload_and_get", "getpwnam", "getpwuid", "getgrnam", "getgrgid",
+  /* the resolver's configuration, the interface list getaddrinfo caches */
+  "__resolv_context_get", "__check_pf",
+  /* libraries the C library loads for itself (NSS modules, iconv converters) */
+  "__libc_dlopen_mode", "__gconv_find_shlib",
+  /* the dynamic linker's records of loaded objects and of threads' TLS */
+  "_dl_map_object", "_dl_map_object_deps", "_dl_check_map_versions", "_dl_find_object_update",
+  "_dl_allocate_tls",
+};
+
+/* Is the function at return address pc one of libc_keepers?  A name is
+ * compared up to its symbol version ("@@GLIBC_2.2.5") or compiler clone
+ * suffix (".constprop.0").  Names of the library's static functions need
+ * its debug information (libc6-dbg); without it only the exported ones
+ * match. */
+static bool frame_kept_by_libc(const void *pc) {
+  tsri_os_symbol_t sym;
+  if (tsri_os_symbolize(pc, &sym) != 0) return false;
+  size_t len = strcspn(sym.function, "@.");
+  for (size_t k = 0; k < sizeof libc_keepers / sizeof libc_keepers[0]; k++)
+    if (strlen(libc_keepers[k]) == len && memcmp(sym.function, libc_keepers[k], len) == 0) return true;
+  return false;
 }
 
-/* Order v biggest first (a max-heap on "comes later", then pop). */
-static void sites_sort(tsri_site_t *v, size_t n) {
-  for (size_t i = n / 2; i-- > 0;) sift(v, n, i);
-  for (size_t end = n; end > 1; end--) {
-    tsri_site_t t = v[0];
-    v[0] = v[end - 1];
-    v[end - 1] = t;
-    sift(v, end - 1, 0);
+/* The answers of frame_kept_by_libc by return address, in a table of
+ * FRAME_MEMO slots: a lookup scans a module's symbol table, and the sites
+ * of a leak report share most of their frames.  A frame with no slot
+ * (frame_memo_slot) is looked up each time. */
+#define FRAME_MEMO_BITS 16
+#define FRAME_MEMO ((size_t)1 << FRAME_MEMO_BITS)
+#define FRAME_PROBES 16
+
+typedef struct frame_memo_s {
+  uintptr_t pc;    /* a return address; 0: the slot is free */
+  bool kept;       /* frame_kept_by_libc(pc) */
+} frame_memo_t;
+
+/* memo's slot for pc: the one that holds it, or a free one for it; NULL
+ * when neither is among the FRAME_PROBES slots from pc's hash on. */
+static frame_memo_t *frame_memo_slot(frame_memo_t *memo, uintptr_t pc) {
+  size_t h = (size_t)(((uint64_t)pc * 0x9e3779b97f4a7c15u) >> (64 - FRAME_MEMO_BITS));
+  for (size_t p = 0; p < FRAME_PROBES; p++) {
+    frame_memo_t *m = &memo[(h + p) & (FRAME_MEMO - 1)];
+    if (m->pc == pc || m->pc == 0) return m;
   }
+  return NULL;
+}
+
+/* Does stack id pass through one of libc_keepers?  memo: FRAME_MEMO slots,
+ * or NULL.  Called between tsri_os_symbols_begin and _end. */
+static bool site_kept_by_libc(uint32_t id, frame_memo_t *memo) {
+  void *const *frames;
+  size_t depth = tsri_stack_frames(id, &frames);
+  for (size_t f = 0; f < depth; f++) {
+    frame_memo_t *m = memo != NULL ? frame_memo_slot(memo, (uintptr_t)frames[f]) : NULL;
+    if (m == NULL) {
+      if (frame_kept_by_libc(frames[f])) return true;
+      continue;
+    }
+    if (m->pc == 0) {
+      m->pc = (uintptr_t)frames[f];
+      m->kept = frame_kept_by_libc(frames[f]);
+    }
+    if (m->kept) return true;
+  }
+  return false;
 }
 
 tsri_sites_t *tsri_sites_collect(bool leaks, bool by_id) {
@@ -116,6 +221,7 @@ tsri_sites_t *tsri_sites_collect(bool leaks, bool by_id) {
   }
   tsri_meta_walk(site_visit, &c, true);
   size_t n = 0;
+  frame_memo_t *memo = leaks ? tsri_scratch(FRAME_MEMO * sizeof(frame_memo_t)) : NULL;
   tsri_os_symbols_begin();
   for (uint32_t id = 0; id <= c.count; id++) {
     tsri_site_t s = c.by_id[id];
@@ -124,13 +230,19 @@ tsri_sites_t *tsri_sites_collect(bool leaks, bool by_id) {
       c.expected_blocks += (uint64_t)(s.blocks + 0.5);
       continue;
     }
+    if (leaks && id != 0 && site_kept_by_libc(id, memo)) {
+      c.expected_blocks += tsri_round_u64(s.blocks);
+      out->libc_blocks += tsri_round_u64(s.blocks);
+      continue;
+    }
     s.id = id;
     c.by_id[n++] = s;
     out->blocks += tsri_round_u64(s.blocks);
     out->bytes += tsri_round_u64(s.bytes);
   }
   tsri_os_symbols_end();
-  if (!by_id) sites_sort(c.by_id, n);
+  tsri_scratch_free(memo);
+  if (!by_id) heap_sort(c.by_id, n, sizeof(tsri_site_t), site_before);
   out->sites = c.by_id;
   out->count = n;
   out->expected_blocks = c.expected_blocks;
@@ -211,16 +323,13 @@ static int64_t delta_of(double after, double before) {
   return (int64_t)tsri_round_u64(after) - (int64_t)tsri_round_u64(before);
 }
 
-static void delta_sort(tsr_delta_t *v, size_t n) {
-  for (size_t i = 1; i < n; i++) {   /* insertion sort on growth, biggest first */
-    tsr_delta_t t = v[i];
-    size_t j = i;
-    while (j > 0 && v[j - 1].bytes < t.bytes) {
-      v[j] = v[j - 1];
-      j--;
-    }
-    v[j] = t;
-  }
+/* Most growth in bytes first; equal growth: sites before classes, each
+ * by id (the order tsri_snapshot_deltas makes them in). */
+static bool delta_before(const void *pa, const void *pb) {
+  const tsr_delta_t *a = pa, *b = pb;
+  if (a->bytes != b->bytes) return a->bytes > b->bytes;
+  if (a->is_site != b->is_site) return a->is_site > b->is_site;
+  return a->id < b->id;
 }
 
 tsr_delta_t *tsri_snapshot_deltas(const tsr_snapshot_t *a, const tsr_snapshot_t *b, size_t *count) {
@@ -260,7 +369,7 @@ tsr_delta_t *tsri_snapshot_deltas(const tsr_snapshot_t *a, const tsr_snapshot_t 
     e->blocks_after = y->blocks;
     e->bytes_after = y->bytes;
   }
-  delta_sort(d, n);
+  heap_sort(d, n, sizeof(tsr_delta_t), delta_before);
   *count = n;
   return d;
 }

@@ -16,6 +16,7 @@ typedef struct tsri_sites_s {
   size_t count;
   uint64_t blocks, bytes;    /* over all the sites, each rounded as listed */
   uint64_t expected_blocks;  /* leaks: blocks left out as expected */
+  uint64_t libc_blocks;      /* leaks: of those, the ones the C library keeps */
 } tsri_sites_t;
 
 /* A scaled-up figure as a count: rounded, never negative. */
@@ -26,13 +27,14 @@ tsri_hidden void *tsri_scratch(size_t bytes);
 tsri_hidden void tsri_scratch_free(void *p);
 
 /* Live blocks by site, biggest first (by_id: in stack id order); leaks:
- * without blocks and sites marked expected. */
+ * without blocks and sites marked expected or kept by the C library. */
 tsri_hidden tsri_sites_t *tsri_sites_collect(bool leaks, bool by_id);
 tsri_hidden void tsri_sites_free(tsri_sites_t *s);
 tsri_hidden void tsri_site_public(const tsri_site_t *s, tsr_site_t *out);
 
 tsri_hidden bool tsri_snapshot_valid(const tsr_snapshot_t *s);
-/* Every change from a to b, most growth first, in scratch memory. */
+/* Every change from a to b, most growth first (equal growth: sites before
+ * classes, each by id), in scratch memory. */
 tsri_hidden tsr_delta_t *tsri_snapshot_deltas(const tsr_snapshot_t *a, const tsr_snapshot_t *b, size_t *count);
 
 /* Write a report; reason: "api", "exit" (adds the leaks), "signal", "interval". */

@@ -369,8 +369,10 @@ static void write_text(out_t *o, report_t *r) {
     puts_(o, " blocks, ");
     put_u64(o, r->leaks->bytes);
     puts_(o, " bytes still live (");
-    put_u64(o, r->leaks->expected_blocks);
-    puts_(o, " more marked expected)");
+    put_u64(o, r->leaks->expected_blocks - r->leaks->libc_blocks);
+    puts_(o, " more marked expected, ");
+    put_u64(o, r->leaks->libc_blocks);
+    puts_(o, " kept by the C library)");
     if (s->track != TSR_TRACK_FULL) puts_(o, "; estimates: with TESSERA_TRACK=full every leaked block is counted");
     puts_(o, "\n  by allocating function:\n");
     leak_fn_t *fns = tsri_scratch(LEAK_FUNCTIONS * sizeof(leak_fn_t));
@@ -646,6 +648,7 @@ static void write_json(out_t *o, report_t *r) {
     json_u64(o, "blocks", r->leaks->blocks, true);
     json_u64(o, "bytes", r->leaks->bytes, true);
     json_u64(o, "expected_blocks", r->leaks->expected_blocks, true);
+    json_u64(o, "libc_blocks", r->leaks->libc_blocks, true);
     puts_(o, "\"functions\":[");
     leak_fn_t *fns = tsri_scratch(LEAK_FUNCTIONS * sizeof(leak_fn_t));
     size_t nf = fns ? leak_functions(r->leaks, fns) : 0;

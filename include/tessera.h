@@ -225,8 +225,9 @@ typedef struct tsr_delta_s {
 } tsr_delta_t;
 
 /* What changed from before to after: every site and class whose live
- * bytes or blocks differ, most growth first.  Fills at most max entries
- * and returns the number of changes. */
+ * bytes or blocks differ, most growth in bytes first; at equal growth,
+ * sites before classes, each by id.  Fills at most max entries and
+ * returns the number of changes. */
 TSR_API size_t tsr_snapshot_diff(const tsr_snapshot_t *before, const tsr_snapshot_t *after,
                                  tsr_delta_t *out, size_t max);
 

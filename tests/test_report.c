@@ -13,7 +13,9 @@
  * (this program is built with -g).  JSON is validated against
  * docs/report-schema.json by python3 and jsonschema, through report.py,
  * which this file writes out.  The exit and signal reports are made by
- * report_helper (TESSERA_* settings are read at start-up).
+ * report_helper (TESSERA_* settings are read at start-up), and by
+ * report_libc_helper, linked to the override, for the blocks the C library
+ * keeps.
  */
 #if !defined(_GNU_SOURCE)
 #define _GNU_SOURCE
@@ -97,6 +99,38 @@ static TSR_ALLOC_FN void alloc_base(void) {
   }
 }
 
+/* Many sites: site k (of SPREAD_SITES) is a chain of SPREAD_BITS calls
+ * down to the allocating loop, each level run by spread_b where its bit of
+ * k is set and by spread_a where it is clear, so the functions the
+ * return addresses lie in spell k and every k has a call stack of its
+ * own.  Site k grows by spread_count(k) blocks: counts out of k's order,
+ * each shared by two or three sites. */
+enum { SPREAD_BITS = 7, SPREAD_SITES = 1 << SPREAD_BITS, SPREAD_SIZE = 48, SPREAD_MAX = 61 };
+static void *spread_blocks[SPREAD_SITES * SPREAD_MAX];
+
+static int spread_count(unsigned k) { return (int)(k * 37 % SPREAD_MAX) + 1; }
+
+static TSR_ALLOC_FN void spread_a(unsigned k, unsigned level, void **out);
+static TSR_ALLOC_FN void spread_b(unsigned k, unsigned level, void **out);
+
+#define SPREAD_LEVEL(k, level, out)                                            \
+  do {                                                                         \
+    if ((level) == 0) {                                                        \
+      TSR_ONE_CALL for (int i = 0; i < tsr_opaque_count(spread_count(k)); i++) { \
+        (out)[i] = tsr_malloc(SPREAD_SIZE);                                    \
+        TSR_KEEP((out)[i]);                                                    \
+      }                                                                        \
+    } else if (((k) >> ((level) - 1)) & 1) {                                   \
+      spread_b(k, (level) - 1, out);                                           \
+    } else {                                                                   \
+      spread_a(k, (level) - 1, out);                                           \
+    }                                                                          \
+    TSR_KEEP(out);                                                             \
+  } while (0)
+
+static TSR_ALLOC_FN void spread_a(unsigned k, unsigned level, void **out) { SPREAD_LEVEL(k, level, out); }
+static TSR_ALLOC_FN void spread_b(unsigned k, unsigned level, void **out) { SPREAD_LEVEL(k, level, out); }
+
 /* The sampling workload: one block per call, from two functions. */
 static TSR_ALLOC_FN void *sample_kib(void) {
   void *p = tsr_malloc(1024);
@@ -127,6 +161,7 @@ static const struct {
   { "alloc_base", alloc_base }, { "sample_kib", (fn_t)sample_kib },
   { "sample_small", (fn_t)sample_small }, { "alloc_leaf", (fn_t)alloc_leaf },
   { "parent_x", (fn_t)parent_x }, { "parent_y", (fn_t)parent_y },
+  { "spread_a", (fn_t)spread_a }, { "spread_b", (fn_t)spread_b },
 };
 #define KNOWN_FNS (sizeof known_fns / sizeof known_fns[0])
 
@@ -202,7 +237,7 @@ static text_t report_text(tsr_format_t format) {
  * schema and prints, per report, what the C side compares:
  *   report REASON TRACK LIVE_BLOCKS ALLOCATED REQUESTED SITES SITES_TOTAL
  *   site FUNCTION BLOCKS BYTES REQUESTED ESTIMATED     (innermost frame's)
- *   leaks BLOCKS BYTES EXPECTED_BLOCKS
+ *   leaks BLOCKS BYTES EXPECTED_BLOCKS LIBC_BLOCKS
  *   leak FUNCTION BLOCKS BYTES REQUESTED
  * and "valid N" at the end; any failure is a traceback and exit status 1. */
 static const char report_py[] =
@@ -223,7 +258,7 @@ static const char report_py[] =
   "        print('site', fn(site), site['blocks'], site['bytes'], site['requested'], int(site['estimated']))\n"
   "    if 'leaks' in doc:\n"
   "        l = doc['leaks']\n"
-  "        print('leaks', l['blocks'], l['bytes'], l['expected_blocks'])\n"
+  "        print('leaks', l['blocks'], l['bytes'], l['expected_blocks'], l['libc_blocks'])\n"
   "        for site in l['sites']:\n"
   "            print('leak', fn(site), site['blocks'], site['bytes'], site['requested'])\n"
   "    n += 1\n"
@@ -509,6 +544,86 @@ Test(report, snapshot_diff_is_exact) {
   tsr_snapshot_free(s2);
   tsr_snapshot_free(s3);
   free_all(base_blocks, BASE_N);
+  heap_is_sound();
+}
+
+/* Does a come before b in the documented order of a diff? */
+static bool delta_first(const tsr_delta_t *a, const tsr_delta_t *b) {
+  if (a->bytes != b->bytes) return a->bytes > b->bytes;
+  if (a->is_site != b->is_site) return a->is_site > b->is_site;
+  return a->id < b->id;
+}
+
+/* SPREAD_SITES sites and alloc_b's grow between two snapshots: the diff
+ * holds each of them once, with its live figures (nothing was live
+ * before), and two classes, in the documented order: most growth first;
+ * at equal growth, sites before classes, each by id.  alloc_b is the only
+ * site in its class, so its site and its class tie. */
+Test(report, snapshot_diff_orders_many_sites) {
+  cr_assert_eq(tsr_track_set(TSR_TRACK_FULL), 0);
+  size_t ub = usable_of(B_SIZE);
+  tsr_snapshot_t *s1 = tsr_snapshot_take();
+  cr_assert_not_null(s1);
+  size_t used = 0;
+  for (unsigned k = 0; k < SPREAD_SITES; k++) {
+    spread_a(k, SPREAD_BITS, spread_blocks + used);
+    used += (size_t)spread_count(k);
+  }
+  alloc_b();
+  tsr_snapshot_t *s2 = tsr_snapshot_take();
+  cr_assert_not_null(s2);
+
+  enum { ROWS = SPREAD_SITES + 1, CHANGES = ROWS + 2 };
+  tsr_site_t live[ROWS + 1];
+  cr_assert_eq(tsr_sites(live, ROWS + 1), ROWS, "live sites: one per call stack");
+  tsr_delta_t d[CHANGES + 1];
+  size_t n = tsr_snapshot_diff(s1, s2, d, CHANGES + 1);
+  cr_assert_eq(n, CHANGES, "%zu changes for %d sites and 2 classes", n, ROWS);
+  size_t sites = 0, ties = 0, b_site = n, b_class = n;
+  bool seen[ROWS] = { false };
+  for (size_t i = 0; i < n; i++) {
+    if (i) {
+      cr_assert(delta_first(&d[i - 1], &d[i]), "changes %zu and %zu out of order: %lld bytes (site %d, id %u), "
+                "%lld bytes (site %d, id %u)", i - 1, i, (long long)d[i - 1].bytes, d[i - 1].is_site,
+                d[i - 1].id, (long long)d[i].bytes, d[i].is_site, d[i].id);
+      ties += d[i - 1].bytes == d[i].bytes;
+    }
+    if (!d[i].is_site) {
+      if (d[i].block_size == ub) b_class = i;
+      continue;
+    }
+    sites++;
+    size_t j = 0;
+    while (j < ROWS && live[j].id != d[i].id) j++;
+    cr_assert_lt(j, ROWS, "change %zu names site %u, which holds no block", i, d[i].id);
+    cr_assert_not(seen[j], "site %u changes twice", d[i].id);
+    seen[j] = true;
+    const tsr_site_t *s = &live[j];
+    cr_assert_eq(d[i].blocks, (int64_t)s->blocks);
+    cr_assert_eq(d[i].bytes, (int64_t)s->bytes);
+    cr_assert_eq(d[i].blocks_after, s->blocks);
+    cr_assert_eq(d[i].bytes_after, s->bytes);
+    if (d[i].depth > 0 && in_function(d[i].frames[0], alloc_b)) b_site = i;
+  }
+  cr_assert_eq(sites, ROWS, "%zu site changes for %d sites (one change per site)", sites, ROWS);
+  cr_assert_gt(ties, SPREAD_SITES / 4, "only %zu ties: the order of equals is not tested", ties);
+  cr_assert(b_site < n && b_class == b_site + 1, "alloc_b's site (%zu) is not right before its class (%zu)",
+            b_site, b_class);
+  cr_assert_eq(d[b_site].bytes, (int64_t)(B_N * ub));
+  /* the other sites grew by spread_count(k) blocks, one k each */
+  int counts[SPREAD_MAX + 1] = { 0 };
+  for (unsigned k = 0; k < SPREAD_SITES; k++) counts[spread_count(k)]++;
+  for (size_t i = 0; i < n; i++) {
+    if (!d[i].is_site || i == b_site) continue;
+    cr_assert(d[i].blocks >= 1 && d[i].blocks <= SPREAD_MAX, "a site grew by %lld blocks", (long long)d[i].blocks);
+    counts[d[i].blocks]--;
+  }
+  for (int c = 1; c <= SPREAD_MAX; c++) cr_assert_eq(counts[c], 0, "sites grown by %d blocks: %d missing", c, counts[c]);
+
+  tsr_snapshot_free(s1);
+  tsr_snapshot_free(s2);
+  free_all(spread_blocks, used);
+  free_all(b_blocks, B_N);
   heap_is_sound();
 }
 
@@ -859,20 +974,27 @@ Test(report, report_to_file_appends) {
  * 6, 7. Reports tessera writes by itself: report_helper
  * ---------------------------------------------------------------------- */
 
-static void run_helper(const char *name, char *const env[], const char *report_path) {
-  char *argv[] = { (char *)TSR_REPORT_HELPER, (char *)name, NULL };
+/* Run the program argv (one argument at most) with env added to the
+ * environment and its stdout into a file: it must print "ok" and exit 0. */
+static void run_program(char *const argv[], char *const env[]) {
   FILE *out = tmpfile();
   cr_assert_not_null(out);
   tsr_child_t child;
-  cr_assert(tsr_test_run_exec(argv, env, fileno(out), &child), "could not start the helper");
+  cr_assert(tsr_test_run_exec(argv, env, fileno(out), &child), "could not start %s", argv[0]);
   rewind(out);
   char text[4096];
   size_t n = fread(text, 1, sizeof text - 1, out);
   text[n] = 0;
   fclose(out);
   cr_assert(WIFEXITED(child.status) && WEXITSTATUS(child.status) == 0,
-            "report_helper %s: status %#x\nstdout:\n%s\nstderr:\n%s", name, child.status, text, child.err);
+            "%s %s: status %#x\nstdout:\n%s\nstderr:\n%s", argv[0], argv[1] ? argv[1] : "", child.status, text,
+            child.err);
   cr_assert_not_null(strstr(text, "ok\n"), "%s", text);
+}
+
+static void run_helper(const char *name, char *const env[], const char *report_path) {
+  char *argv[] = { (char *)TSR_REPORT_HELPER, (char *)name, NULL };
+  run_program(argv, env);
   (void)report_path;
 }
 
@@ -945,6 +1067,70 @@ Test(report, leaks_at_exit_text) {
   cr_assert_not_null(strstr(t.buf, "leak_two: 2 blocks, 2000 bytes requested"), "%s", t.buf);
   free(t.buf);
 }
+
+#ifdef TSR_REPORT_LIBC_HELPER
+/* Run report_libc_helper with a report at exit in format into path (a
+ * fresh temporary file). */
+static void libc_helper_run(const char *format, char *path, size_t size) {
+  char report[128], fmt[64];
+  temp_path(path, size, "libc");
+  setting(report, sizeof report, "TESSERA_REPORT", path);
+  setting(fmt, sizeof fmt, "TESSERA_REPORT_FORMAT", format);
+  char *env[] = { "TESSERA_TRACK=full", report, fmt, NULL };
+  char *argv[] = { (char *)TSR_REPORT_LIBC_HELPER, NULL };
+  run_program(argv, env);
+}
+
+/* report_libc_helper, linked to the override, leaks a strdup and a malloc
+ * and prints to stdout, whose buffer the C library keeps: the report at
+ * exit lists the two leaks and counts the buffer as kept by the C library. */
+Test(report, leaks_at_exit_leave_out_c_library_blocks) {
+  char path[64];
+  libc_helper_run("text", path, sizeof path);
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f);
+  text_t t = { 0 };
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) to_text(buf, n, &t);
+  fclose(f);
+  unlink(path);
+  cr_assert_not_null(t.buf, "empty text report");
+  const char *leaks = strstr(t.buf, "\nleaks at exit: ");
+  cr_assert_not_null(leaks, "%s", t.buf);
+  const char *end = strstr(leaks, "\nsize classes");
+  cr_assert_not_null(end, "%s", t.buf);
+  int len = (int)(end - leaks);
+  unsigned long long blocks, marked, libc;
+  cr_assert_eq(sscanf(leaks, "\nleaks at exit: %llu blocks, %*u bytes still live (%llu more marked expected, "
+                      "%llu kept by the C library)", &blocks, &marked, &libc), 3, "%.*s", len, leaks);
+  cr_assert_eq(blocks, 2, "%.*s", len, leaks);
+  cr_assert_eq(marked, 0, "%.*s", len, leaks);
+  cr_assert_geq(libc, 1, "the stdout buffer is not counted as the C library's:\n%.*s", len, leaks);
+  cr_assert_not_null(memmem(leaks, (size_t)len, "leak_string", 11), "%.*s", len, leaks);
+  cr_assert_not_null(memmem(leaks, (size_t)len, "leak_block", 10), "%.*s", len, leaks);
+  cr_assert_null(memmem(leaks, (size_t)len, "_IO_file_doallocate", 19), "%.*s", len, leaks);
+  cr_assert_not_null(memmem(t.buf, (size_t)(leaks - t.buf), "_IO_file_doallocate", 19),
+                     "the stdout buffer is not among the live sites:\n%s", t.buf);
+  free(t.buf);
+
+  libc_helper_run("json", path, sizeof path);
+  char *out;
+  run_report_py(path, &out);
+  unlink(path);
+  cr_assert_not_null(strstr(out, "valid 1\n"), "%s", out);
+  unsigned long long bytes, expected;
+  const char *l = py_line(out, "leaks", NULL);
+  cr_assert_not_null(l, "%s", out);
+  cr_assert_eq(sscanf(l, "leaks %llu %llu %llu %llu", &blocks, &bytes, &expected, &libc), 4, "%s", out);
+  cr_assert_eq(blocks, 2, "%s", out);
+  cr_assert_geq(libc, 1, "%s", out);
+  cr_assert_eq(expected, libc, "%s", out);
+  cr_assert_eq(count_lines(out, "leak"), 2, "%s", out);
+  expect_leak(out, "leak_block", 1, usable_of(100), 100);
+  free(out);
+}
+#endif
 
 /* "%p" in TESSERA_REPORT becomes the process id */
 Test(report, report_path_pid) {
