@@ -31,6 +31,13 @@ static void pages_pass(class_acc_t acc[TSR_CLASS_COUNT]) {
       uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
       uint32_t cap = tsri_classes[pg->cls].capacity;
       if (used > cap) used = cap;   /* an owner between its two updates */
+      /* `used` still counts the blocks other threads freed into the page
+       * until its owner merges them: those are free */
+      uint32_t remote = 0;
+      if (used != 0)
+        for (size_t w = 0; w < ((size_t)cap + 63) / 64; w++)
+          remote += (uint32_t)__builtin_popcountll(atomic_load_explicit(tsri_remote(pg, w), memory_order_relaxed));
+      used = remote < used ? used - remote : 0;
       c->pages++;
       c->committed += (uint64_t)pg->span_slots * TSR_SLOT_SIZE;
       c->live += used;

@@ -147,3 +147,40 @@ Test(override, cxx_preload_check_is_real) {
   cr_assert(WIFEXITED(child.status) && WEXITSTATUS(child.status) == 3,
             "the in-program check passed without tessera loaded (status %#x)", child.status);
 }
+
+/* Under TESSERA_TRACK=full every block has a record, from the first one
+ * of the process on: in a C++ program under preload the first allocation
+ * comes from the C++ library's start-up, before tessera's own
+ * constructor, and must already see the level the environment sets. */
+static uint64_t json_count(const char *json, const char *key) {
+  char quoted[64];
+  snprintf(quoted, sizeof quoted, "\"%s\":", key);
+  const char *at = strstr(json, quoted);
+  cr_assert_not_null(at, "no %s in the report", key);
+  return strtoull(at + strlen(quoted), NULL, 10);
+}
+
+Test(override, cxx_preloaded_full_tracking_records_every_block, .timeout = 120) {
+  char report[] = "/tmp/tsr-override-report-XXXXXX";
+  int fd = mkstemp(report);
+  cr_assert_geq(fd, 0);
+  close(fd);
+  char preload_setting[4200], report_setting[128];
+  snprintf(preload_setting, sizeof preload_setting, "LD_PRELOAD=%s", TSR_LIBTESSERA);
+  snprintf(report_setting, sizeof report_setting, "TESSERA_REPORT=%s", report);
+  char *env[] = { preload_setting, report_setting, (char *)"TESSERA_TRACK=full",
+                  (char *)"TESSERA_REPORT_FORMAT=json", (char *)"TSR_EXPECT_TESSERA=1", NULL };
+  char *argv[] = { (char *)TSR_CXX_PLAIN, (char *)"2", (char *)"3", NULL };
+  size_t len;
+  free(run_ok(argv, env, &len, "override_cxx, tracked in full"));
+  FILE *f = fopen(report, "r");
+  cr_assert_not_null(f);
+  char *json = tsr_test_slurp(f, &len);
+  fclose(f);
+  unlink(report);
+  uint64_t live = json_count(json, "live_blocks"), tracked = json_count(json, "tracked_blocks");
+  cr_assert_gt(live, 0, "the C++ library keeps blocks until exit");
+  cr_assert_eq(tracked, live, "%llu of %llu live blocks have a record", (unsigned long long)tracked,
+               (unsigned long long)live);
+  free(json);
+}
