@@ -35,16 +35,23 @@ static void fork_child(void) {
   tsri_report_fork_child();
 }
 
+/* The options were read before the C library had set up the
+ * environment: init_at_load reads them again. */
+static bool options_early;
+
 void tsri_init_slow(void) {
   tsri_lock(&init_lock);
   if (atomic_load_explicit(&tsri_ready, memory_order_acquire)) {
     tsri_unlock(&init_lock);
     return;
   }
-  tsri_options_init();
+  options_early = !tsri_options_init();
   tsri_os_reserve_limit((uint64_t)tsri_option(TSRI_OPT_RESERVE_LIMIT));
   tsri_start_ms = tsri_os_clock_ms();
-  atomic_store_explicit(&tsri_track_level, (int)tsri_option(TSRI_OPT_TRACK), memory_order_relaxed);
+  /* before the environment says, every block is recorded: what is still
+   * live when it does has a record whatever the level is */
+  atomic_store_explicit(&tsri_track_level, options_early ? TSR_TRACK_FULL : (int)tsri_option(TSRI_OPT_TRACK),
+                        memory_order_relaxed);
   tsri_heap_init();
   atomic_store_explicit(&tsri_ready, 1, memory_order_release);
   tsri_unlock(&init_lock);
@@ -58,6 +65,14 @@ void tsri_init_slow(void) {
  * DLL; nothing here loads a library, so the loader lock is no obstacle. */
 __attribute__((constructor)) static void init_at_load(void) {
   tsri_init();
+  if (options_early && tsri_options_init()) {
+    /* the first allocations came before the C library's start-up (a
+     * sanitizer's runtime, the dynamic loader): apply what the
+     * environment says now */
+    options_early = false;
+    tsri_os_reserve_limit((uint64_t)tsri_option(TSRI_OPT_RESERVE_LIMIT));
+    tsr_track_set((tsr_track_t)tsri_option(TSRI_OPT_TRACK));
+  }
   tsri_report_triggers_start();
 }
 

@@ -65,7 +65,9 @@ enum { TSRI_ON_ERROR_ABORT = 0, TSRI_ON_ERROR_CONTINUE = 1 };
 tsri_hidden int64_t tsri_option(tsri_option_t opt);
 /* A text option's value (TESSERA_REPORT), or NULL when unset. */
 tsri_hidden const char *tsri_option_string(tsri_option_t opt);
-tsri_hidden void tsri_options_init(void);
+/* Read (again) every option; false when the environment is not there yet
+ * (the defaults hold until a later call finds it). */
+tsri_hidden bool tsri_options_init(void);
 
 /* ---- lock --------------------------------------------------------------- */
 

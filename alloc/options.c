@@ -149,6 +149,10 @@ const char *tsri_option_string(tsri_option_t opt) {
   return atomic_load_explicit(&option_text[opt], memory_order_relaxed);
 }
 
-void tsri_options_init(void) {
-  for (int i = 0; i < TSRI_OPT_COUNT; i++) tsri_option((tsri_option_t)i);
+bool tsri_options_init(void) {
+  for (int i = 0; i < TSRI_OPT_COUNT; i++) {
+    atomic_store_explicit(&option_read[i], 0, memory_order_relaxed);
+    tsri_option((tsri_option_t)i);
+  }
+  return tsri_os_env_ready();
 }

@@ -220,6 +220,10 @@ tsri_hidden int tsri_os_signal(int which, void (*handler)(void));
 tsri_hidden uint64_t tsri_os_clock_ms(void);
 /* The value of environment variable name, or NULL; never allocates. */
 tsri_hidden const char *tsri_os_getenv(const char *name);
+/* Whether the C library has set up the environment yet: an allocation
+ * made before its start-up code ran (a sanitizer's runtime, the dynamic
+ * loader) sees none. */
+tsri_hidden bool tsri_os_env_ready(void);
 /* Write len bytes to standard error, ignoring failures. */
 tsri_hidden void tsri_os_write_stderr(const char *text, size_t len);
 /* Terminate the process abnormally, as abort() does. */

@@ -196,6 +196,8 @@ const char *tsri_os_getenv(const char *name) {
   return NULL;
 }
 
+bool tsri_os_env_ready(void) { return environ != NULL; }
+
 void tsri_os_write_stderr(const char *text, size_t len) {
   int saved = errno;
   while (len > 0) {

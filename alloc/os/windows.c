@@ -269,6 +269,8 @@ const char *tsri_os_getenv(const char *name) {
   return NULL;
 }
 
+bool tsri_os_env_ready(void) { return _environ != NULL; }
+
 void tsri_os_write_stderr(const char *text, size_t len) {
   OS_SAVE;
   HANDLE h = GetStdHandle(STD_ERROR_HANDLE);
