@@ -127,6 +127,7 @@ static void arena_decommit_runs(const slot_run_t *runs, size_t count) {
   for (size_t r = 0; r < count; r++) {
     tsr_arena_t *a = runs[r].arena;
     bool ok = tsri_os_decommit(arena_slot_addr(a, runs[r].first), runs[r].n * TSR_SLOT_SIZE) == 0;
+    for (size_t k = runs[r].first; k < runs[r].first + runs[r].n; k++) tsri_meta_slot_purged(a, k);
     if (ok) {
       tsri_count(&tsri_counters.os_decommits, 1);
       tsri_count(&tsri_counters.committed, -(int64_t)(runs[r].n * TSR_SLOT_SIZE));

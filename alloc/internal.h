@@ -350,15 +350,39 @@ tsri_hidden extern uint64_t tsri_start_ms;            /* clock when tessera star
  * and record the block if it is to be tracked.  caller: the return address
  * into the program, where the stack of the record begins. */
 tsri_hidden void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller);
-/* Drop the record of live block idx of pg (pg->tracked != 0). */
-tsri_hidden void tsri_meta_free_small(tsr_page_t *pg, size_t idx, const void *p);
+/* Drop the table record of block p of pg, if it has one. */
+tsri_hidden void tsri_meta_free_table(tsr_page_t *pg, const void *p);
+/* Drop the record of live block idx of pg (pg->tracked != 0).  Inline:
+ * under full tracking every free comes here.  A free block has no record
+ * (its free cleared it), so a double free finds nothing to drop and is
+ * reported by the free path. */
+static inline void tsri_meta_free_small(tsr_page_t *pg, size_t idx, const void *p) {
+  uint32_t t = atomic_load_explicit(&pg->tracked, memory_order_relaxed);
+  tsri_recs_t *r = atomic_load_explicit(&pg->recs, memory_order_acquire);
+  if ((t & TSRI_TRACKED_ARRAY) && r != NULL) {   /* NULL: a double free racing the page's retirement */
+    uint64_t had;
+    if (pg->block_size <= TSRI_REC_NARROW_MAX) {
+      _Atomic uint32_t *rec = &((_Atomic uint32_t *)(void *)r->recs)[idx];
+      had = atomic_load_explicit(rec, memory_order_relaxed);
+      atomic_store_explicit(rec, 0, memory_order_relaxed);
+    } else {
+      had = atomic_load_explicit(&r->recs[idx], memory_order_relaxed);
+      atomic_store_explicit(&r->recs[idx], 0, memory_order_relaxed);
+    }
+    if (had != 0) return;   /* a block has one record: not in the table too */
+  }
+  if (tsr_unlikely((t & ~TSRI_TRACKED_ARRAY) != 0)) tsri_meta_free_table(pg, p);
+}
 /* Drop the record of large block p, if it has one. */
 tsri_hidden void tsri_meta_free_large(const void *p);
 /* A tracked block was resized in place (to == from) or moved by the OS. */
 tsri_hidden void tsri_meta_resized(const void *from, const void *to, size_t requested);
 /* Large blocks with a record; nonzero: large frees must look. */
 tsri_hidden extern _Atomic size_t tsri_meta_large_tracked;
-/* A span goes back to its arena: let go of its record array. */
+/* Slot `slot` of a, free and in transit, was decommitted: so is its
+ * record area. */
+tsri_hidden void tsri_meta_slot_purged(tsr_arena_t *a, size_t slot);
+/* A span goes back to its arena: let go of its record area. */
 tsri_hidden void tsri_meta_page_retire(tsr_page_t *pg);
 /* Arm a fresh heap's sampling countdown. */
 tsri_hidden void tsri_meta_heap_init(tsr_heap_t *h);
@@ -368,23 +392,24 @@ typedef struct tsri_meta_totals_s {
   uint64_t requested;          /* their requested bytes (exact records) */
   double w_blocks, w_usable, w_requested;  /* sampled records, scaled by weight */
 } tsri_meta_totals_t;
-/* The totals of the table of sampled and large records (page arrays:
- * tsri_meta_array_totals). */
+/* The totals of the table of sampled and large records (record areas:
+ * tsri_meta_area_count). */
 tsri_hidden void tsri_meta_table_totals(tsri_meta_totals_t *t);
-/* tessera's reservations other than arenas, their record arrays and large
+/* tessera's reservations other than arenas, their record areas and large
  * blocks (the stack table, heap chunks, hash tables), so that the
  * address-space report counts them as tessera's (report.c). */
 tsri_hidden void tsri_own_add(const void *base, size_t size);
 tsri_hidden void tsri_own_remove(const void *base);
-/* Per class: blocks with a record in their page's array, and the bytes
- * those blocks asked for. */
-tsri_hidden void tsri_meta_array_totals(uint64_t live[TSR_CLASS_COUNT], uint64_t requested[TSR_CLASS_COUNT]);
+/* Add the blocks with a record in pg's record area, if it has one, to
+ * *live and the bytes they asked for to *requested.  Arena lock held. */
+tsri_hidden void tsri_meta_area_count(const tsr_page_t *pg, uint64_t *live, uint64_t *requested);
 
 /* What a walk reports per block: the public struct plus the class. */
 typedef struct tsri_block_s {
   tsr_block_t pub;
   uint32_t cls;                /* TSR_CLASS_COUNT for large blocks */
   bool expected;               /* marked by tsr_leak_expect */
+  bool in_area;                /* the record is in its page's area (tsri_meta_area_count) */
 } tsri_block_t;
 typedef int tsri_walk_fn(const tsri_block_t *b, void *arg);
 /* Walk every live block (see tsr_walk); only_tracked skips blocks without

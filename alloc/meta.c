@@ -3,16 +3,21 @@
  * Owns: the tracking level (TESSERA_TRACK, tsr_track_set), the sampling
  * countdown of each heap, making a record when a block is to be tracked and
  * dropping it when the block is freed, the two places records live, the
- * walk over every live block, and the leak marks.
+ * record numbers and the time log that dates them, the ticker thread of
+ * full tracking, the walk over every live block, and the leak marks.
  *
  * Where records live.  A page allocated from while tracking is full gets
- * an array of records, one per block (tsr_page_t.recs), in a reservation
- * each arena makes for that purpose the first time (TSR_PAGE_MAX_BLOCKS
- * records per slot, committed page by page as pages are tracked).  Every
- * other record (a sampled block, a large block) lives in one hash table
- * keyed by block address, under meta_lock.  A page's `tracked` word says
- * whether a free must look: the array flag plus the number of its blocks in
- * the table; 0 for almost every page when sampling.
+ * a record area (tsr_page_t.recs; area.h, area.c) in a reservation each
+ * arena makes for that purpose the first time: contexts (stack, thread,
+ * first record number) that its blocks share, and one compact record per
+ * block, 4 bytes up to 128-byte blocks (a quarter of the smallest, an
+ * eighth from 32 bytes on), 8 above (at most a sixteenth).  Every other
+ * record (a sampled block, a large block, a block whose record
+ * does not fit the compact format) lives in one hash table keyed by block
+ * address, under meta_lock.  A page's `tracked` word says whether a free
+ * must look: the area flag plus the number of its blocks in the table; 0
+ * for almost every page when sampling.  Record numbers and times: see
+ * seq_take.
  *
  * Sampling.  Each heap counts down the bytes asked for; when the count
  * crosses zero the allocation takes the slow path here and its block is
@@ -27,7 +32,7 @@
  * The free paths call tsri_meta_free_* before the block is given back, so
  * a record is gone before its block can be reused.
  */
-#include "internal.h"
+#include "area.h"
 
 
 _Atomic int tsri_track_level = TSR_TRACK_SAMPLE;
@@ -35,10 +40,6 @@ uint64_t tsri_start_ms;
 _Atomic size_t tsri_meta_large_tracked;
 
 static _Atomic uint64_t meta_seq;   /* last record number given to a heap */
-#define SEQ_BLOCK 256                /* record numbers a heap takes at a time */
-
-/* Records in page arrays dropped by threads without a heap, per class. */
-static _Atomic int64_t orphan_live[TSR_CLASS_COUNT], orphan_requested[TSR_CLASS_COUNT];
 
 /* ------------------------------------------------------------------------
  * The table of sampled and large records
@@ -63,6 +64,11 @@ static void sums_add(const meta_entry_t *e, double sign) {
   table_sums.w_blocks += sign * e->weight;
   table_sums.w_usable += sign * e->weight * (double)e->usable;
   table_sums.w_requested += sign * e->weight * (double)e->requested;
+  if (table_sums.tracked == 0) {   /* the rounding of the adds and subtracts is not left over */
+    table_sums.w_blocks = 0;
+    table_sums.w_usable = 0;
+    table_sums.w_requested = 0;
+  }
 }
 
 /* meta_lock held. */
@@ -88,133 +94,6 @@ void tsri_meta_table_totals(tsri_meta_totals_t *t) {
   tsri_lock(&meta_lock);
   *t = table_sums;
   tsri_unlock(&meta_lock);
-}
-
-/* ------------------------------------------------------------------------
- * Record arrays of pages tracked in full
- * ---------------------------------------------------------------------- */
-
-#define ARENA_RECS_BYTES ((size_t)TSR_ARENA_SLOTS * TSR_PAGE_MAX_BLOCKS * sizeof(tsri_rec_t))
-
-static inline tsr_arena_t *arena_of(const tsr_page_t *pg) {
-  return (tsr_arena_t *)((uintptr_t)pg & ~(uintptr_t)TSR_ARENA_MASK);
-}
-
-static size_t recs_bytes(const tsr_page_t *pg) {
-  return tsri_align_up((size_t)pg->capacity * sizeof(tsri_rec_t), tsri_os_page_size());
-}
-
-/* The record array of pg, made on first use; NULL when the OS refuses.
- * Caller: the owner of pg (nobody else makes arrays for it). */
-static tsri_rec_t *page_recs(tsr_page_t *pg) {
-  tsri_rec_t *r = atomic_load_explicit(&pg->recs, memory_order_acquire);
-  if (tsr_likely(r != NULL)) return r;
-  tsr_arena_t *a = arena_of(pg);
-  tsri_rec_t *base = atomic_load_explicit(&a->recs, memory_order_acquire);
-  if (base == NULL) {
-    void *mem;
-    if (tsri_os_reserve(ARENA_RECS_BYTES, tsri_os_granularity(), &mem) != 0) return NULL;
-    tsri_rec_t *none = NULL;
-    if (atomic_compare_exchange_strong_explicit(&a->recs, &none, (tsri_rec_t *)mem,
-                                                memory_order_acq_rel, memory_order_acquire)) {
-      base = mem;
-      tsri_count(&tsri_counters.os_reserves, 1);
-      tsri_count(&tsri_counters.reserved, (int64_t)ARENA_RECS_BYTES);
-    } else {
-      tsri_os_release(mem, ARENA_RECS_BYTES);
-      base = none;
-    }
-  }
-  r = base + (size_t)(pg - a->pages) * TSR_PAGE_MAX_BLOCKS;
-  size_t bytes = recs_bytes(pg);
-  if (tsri_os_commit(r, bytes) != 0) return NULL;   /* fresh commit: all zero */
-  tsri_count(&tsri_counters.os_commits, 1);
-  tsri_count(&tsri_counters.committed, (int64_t)bytes);
-  tsri_count(&tsri_counters.metadata, (int64_t)bytes);
-  atomic_store_explicit(&pg->recs, r, memory_order_release);
-  atomic_fetch_or_explicit(&pg->tracked, TSRI_TRACKED_ARRAY, memory_order_relaxed);
-  return r;
-}
-
-/* Count records made (blocks > 0) or dropped in page arrays of class cls
- * by the calling thread, whose heap is h (tsri_heap_none: it has none).
- * Each heap's counters have one writer, its thread, so no atomic add. */
-static inline void count_recs(tsr_heap_t *h, size_t cls, int64_t blocks, int64_t bytes) {
-  if (h == &tsri_heap_none) {
-    atomic_fetch_add_explicit(&orphan_live[cls], blocks, memory_order_relaxed);
-    atomic_fetch_add_explicit(&orphan_requested[cls], bytes, memory_order_relaxed);
-    return;
-  }
-  atomic_store_explicit(&h->rec_live[cls],
-                        atomic_load_explicit(&h->rec_live[cls], memory_order_relaxed) + blocks,
-                        memory_order_relaxed);
-  atomic_store_explicit(&h->rec_requested[cls],
-                        atomic_load_explicit(&h->rec_requested[cls], memory_order_relaxed) + bytes,
-                        memory_order_relaxed);
-}
-
-static void sum_recs(tsr_heap_t *h, void *arg) {
-  int64_t(*sums)[TSR_CLASS_COUNT] = arg;
-  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
-    sums[0][c] += atomic_load_explicit(&h->rec_live[c], memory_order_relaxed);
-    sums[1][c] += atomic_load_explicit(&h->rec_requested[c], memory_order_relaxed);
-  }
-}
-
-void tsri_meta_array_totals(uint64_t live[TSR_CLASS_COUNT], uint64_t requested[TSR_CLASS_COUNT]) {
-  int64_t sums[2][TSR_CLASS_COUNT];
-  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
-    sums[0][c] = atomic_load_explicit(&orphan_live[c], memory_order_relaxed);
-    sums[1][c] = atomic_load_explicit(&orphan_requested[c], memory_order_relaxed);
-  }
-  tsri_heap_foreach(sum_recs, sums);
-  /* a record made and dropped by different threads between two reads of
-   * their counters may show as a passing negative */
-  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
-    live[c] = sums[0][c] > 0 ? (uint64_t)sums[0][c] : 0;
-    requested[c] = sums[1][c] > 0 ? (uint64_t)sums[1][c] : 0;
-  }
-}
-
-/* Records in arrays are read by walkers while their owner writes them:
- * three relaxed words, seq last on store and first on load, so a reader
- * sees either no record or one that was whole when seq was read. */
-static inline void rec_store(tsri_rec_t *dst, const tsri_rec_t *src) {
-  uint64_t w[3];
-  memcpy(w, src, sizeof w);
-  _Atomic uint64_t *d = (_Atomic uint64_t *)(void *)dst;
-  atomic_store_explicit(&d[1], w[1], memory_order_relaxed);
-  atomic_store_explicit(&d[2], w[2], memory_order_relaxed);
-  atomic_store_explicit(&d[0], w[0], memory_order_release);
-}
-
-static inline void rec_load(const tsri_rec_t *src, tsri_rec_t *dst) {
-  _Atomic uint64_t *s = (_Atomic uint64_t *)(void *)(uintptr_t)src;
-  uint64_t w[3];
-  w[0] = atomic_load_explicit(&s[0], memory_order_acquire);
-  w[1] = atomic_load_explicit(&s[1], memory_order_relaxed);
-  w[2] = atomic_load_explicit(&s[2], memory_order_relaxed);
-  memcpy(dst, w, sizeof w);
-}
-
-static inline void rec_clear(tsri_rec_t *r) {
-  atomic_store_explicit((_Atomic uint64_t *)(void *)r, 0, memory_order_relaxed);
-}
-
-void tsri_meta_page_retire(tsr_page_t *pg) {
-  if (atomic_load_explicit(&pg->recs, memory_order_relaxed) == NULL) return;
-  /* walkers copy records under the arena lock: once the pointer is gone
-   * under that lock, nobody reads the array any more */
-  tsri_lock(tsri_arena_lock_get());
-  tsri_rec_t *r = atomic_load_explicit(&pg->recs, memory_order_relaxed);
-  atomic_store_explicit(&pg->recs, NULL, memory_order_relaxed);
-  atomic_fetch_and_explicit(&pg->tracked, ~TSRI_TRACKED_ARRAY, memory_order_relaxed);
-  tsri_unlock(tsri_arena_lock_get());
-  size_t bytes = recs_bytes(pg);
-  tsri_os_decommit(r, bytes);
-  tsri_count(&tsri_counters.os_decommits, 1);
-  tsri_count(&tsri_counters.committed, -(int64_t)bytes);
-  tsri_count(&tsri_counters.metadata, -(int64_t)bytes);
 }
 
 /* ------------------------------------------------------------------------
@@ -288,6 +167,8 @@ static int64_t countdown_for(int level, tsr_heap_t *h) {
 
 void tsri_meta_heap_init(tsr_heap_t *h) {
   memset(&h->stack_memo, 0, sizeof h->stack_memo);   /* a new thread: another stack */
+  h->seq_end = h->seq_next;                           /* and numbers of its own */
+  memset(h->ctx_hint, 0, sizeof h->ctx_hint);
   h->rng = ((uint64_t)(uintptr_t)h * 0x9e3779b97f4a7c15ull) ^ tsri_os_clock_ms() ^
            ((uint64_t)tsri_os_thread_id() << 32);
   if (h->rng == 0) h->rng = 1;
@@ -317,22 +198,164 @@ tsr_track_t tsr_track_get(void) {
 }
 
 /* ------------------------------------------------------------------------
+ * Record numbers and their times
+ *
+ * Heaps take record numbers in blocks of SEQ_BLOCK, and take a new block
+ * when theirs is used up or the coarse clock has moved since they took it:
+ * every number of a block is handed out within one tick of the clock
+ * reading taken with it.  The time log holds (first number, reading) for
+ * each block taken at a new reading, so a record's time follows from its
+ * number and need not be stored.  When the log is full it drops marks
+ * whose loss moves the time of the blocks they cover, rounded down to the
+ * mark before, by at most 1/32 of those blocks' age: recent records keep
+ * the clock's resolution, old ones in a long-running process are dated to
+ * within a few per cent of their age.
+ * ---------------------------------------------------------------------- */
+
+#define SEQ_BLOCK 256                /* record numbers a heap takes at a time */
+#define TIME_LOG 1024                /* marks in the time log */
+#define TIME_LOG_ERROR 32            /* thinning errs by at most 1/this of an age */
+
+typedef struct time_mark_s {
+  uint64_t seq;                      /* first number of a block */
+  uint32_t ms;                       /* clock (ms after start) when it was taken */
+} time_mark_t;
+
+static tsri_lock_t seq_lock;         /* the log (and meta_seq when it takes a mark) */
+static time_mark_t time_log[TIME_LOG];
+static size_t time_marks;
+
+static inline uint32_t since_start(uint64_t ms) {
+  return ms > tsri_start_ms ? (uint32_t)(ms - tsri_start_ms) : 0;   /* modulo 2^32 */
+}
+
+static inline uint32_t clock_now(void) { return since_start(tsri_os_clock_ms()); }
+
+/* The clock under full tracking.  Where reading the OS clock is a call
+ * (POSIX: about as long as the rest of a record), a thread of tessera's
+ * own, the ticker, started by the first record made under full tracking,
+ * keeps a copy of it while tracking stays full, and records read the
+ * copy: it lags the clock by TICK_MS at most, more when the ticker waits
+ * for a CPU.  Until it runs, or when it cannot be started, records read
+ * the clock themselves. */
+#define TICK_MS 2
+
+static _Atomic uint64_t ticker_copy;   /* tsri_os_clock_ms(); 0: no ticker */
+static _Atomic int ticker_tried;
+
+/* Runs while tracking is full; the next full record after it ends
+ * starts another. */
+static void ticker_main(void *arg) {
+  (void)arg;
+  while (atomic_load_explicit(&tsri_track_level, memory_order_relaxed) == TSR_TRACK_FULL) {
+    atomic_store_explicit(&ticker_copy, tsri_os_clock_ms(), memory_order_relaxed);
+    tsri_os_sleep_ms(TICK_MS);
+  }
+  atomic_store_explicit(&ticker_copy, 0, memory_order_relaxed);
+  atomic_store_explicit(&ticker_tried, 0, memory_order_release);
+}
+
+static __attribute__((noinline)) uint64_t ticker_start(void) {
+  uint64_t now = tsri_os_clock_ms();
+  /* no thread before the C library's start-up has run */
+  if (tsri_os_env_ready() && !atomic_load_explicit(&ticker_tried, memory_order_relaxed) &&
+      !atomic_exchange_explicit(&ticker_tried, 1, memory_order_acquire)) {
+    atomic_store_explicit(&ticker_copy, now, memory_order_relaxed);
+    if (tsri_os_thread_start(ticker_main, NULL) != 0) atomic_store_explicit(&ticker_copy, 0, memory_order_relaxed);
+  }
+  return now;
+}
+
+static inline uint32_t clock_full(void) {
+  if (TSRI_OS_CLOCK_IS_A_READ) return clock_now();
+  uint64_t copy = atomic_load_explicit(&ticker_copy, memory_order_relaxed);
+  return since_start(tsr_likely(copy != 0) ? copy : ticker_start());
+}
+
+/* Make room in the full log.  seq_lock held. */
+static void time_log_thin(uint32_t now) {
+  size_t keep = 1;
+  for (size_t i = 1; i + 1 < time_marks; i++) {
+    /* without mark i its blocks date from the mark kept before it: too
+     * early by less than span, and they are at least `age` old */
+    uint32_t span = time_log[i + 1].ms - time_log[keep - 1].ms;
+    uint32_t age = now - time_log[i + 1].ms;
+    if ((uint64_t)span * TIME_LOG_ERROR <= age) continue;
+    time_log[keep++] = time_log[i];
+  }
+  time_log[keep++] = time_log[time_marks - 1];
+  if (keep == time_marks) {   /* all recent: merge the two oldest marks */
+    memmove(&time_log[1], &time_log[2], (time_marks - 2) * sizeof time_log[0]);
+    keep--;
+  }
+  time_marks = keep;
+}
+
+static _Atomic uint32_t time_last;   /* the reading of the log's last mark */
+
+static void seq_take(tsr_heap_t *h, uint32_t now) {
+  uint64_t first;
+  if (now == atomic_load_explicit(&time_last, memory_order_acquire)) {
+    /* the log has this reading: no mark, no lock (a thread that marks the
+     * next reading meanwhile may date this block a tick late) */
+    first = atomic_fetch_add_explicit(&meta_seq, SEQ_BLOCK, memory_order_relaxed) + 1;
+  } else {
+    tsri_lock(&seq_lock);
+    first = atomic_fetch_add_explicit(&meta_seq, SEQ_BLOCK, memory_order_relaxed) + 1;
+    /* a reading older than the last mark (another thread read the clock
+     * later but took the lock first) joins that mark */
+    if (time_marks == 0 || (int32_t)(now - time_log[time_marks - 1].ms) > 0) {
+      if (time_marks == TIME_LOG) time_log_thin(now);
+      time_log[time_marks++] = (time_mark_t){ first, now };
+      atomic_store_explicit(&time_last, now, memory_order_release);
+    }
+    tsri_unlock(&seq_lock);
+  }
+  h->seq_next = first;
+  h->seq_end = first + SEQ_BLOCK;
+  h->seq_ms = now;
+}
+
+/* The next record number of h, whose clock reads now. */
+static inline uint64_t seq_next(tsr_heap_t *h, uint32_t now) {
+  if (tsr_unlikely(h->seq_next == h->seq_end || now != h->seq_ms)) seq_take(h, now);
+  return h->seq_next++;
+}
+
+/* The time of record number seq by a copy of the log (n marks). */
+static uint32_t time_of(const time_mark_t *log, size_t n, uint64_t seq) {
+  if (n == 0 || seq < log[0].seq) return 0;   /* before the first mark: at start */
+  size_t lo = 0, hi = n;   /* the last mark at or before seq */
+  while (hi - lo > 1) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (log[mid].seq <= seq) lo = mid;
+    else hi = mid;
+  }
+  return log[lo].ms;
+}
+
+/* Copy the log into out (TIME_LOG marks); returns the marks copied. */
+static size_t time_log_copy(time_mark_t *out) {
+  tsri_lock(&seq_lock);
+  size_t n = time_marks;
+  memcpy(out, time_log, n * sizeof *out);
+  tsri_unlock(&seq_lock);
+  return n;
+}
+
+/* ------------------------------------------------------------------------
  * Making and dropping records
  * ---------------------------------------------------------------------- */
 
 static TSRI_TLS bool in_capture;   /* an unwinder that calls malloc gets no stack */
 
-/* The call stack from the program's call into tessera outwards.  A stack
- * the heap's memo still holds costs a few loads (os.h). */
-static uint32_t capture_stack(void *caller, tsr_heap_t *h) {
+/* The walk behind capture_stack, when the memo does not know the stack. */
+static __attribute__((noinline)) uint32_t capture_walk(void *caller, tsr_heap_t *h, void *fp) {
   if (in_capture) return 0;
   in_capture = true;
   void *frames[TSRI_STACK_DEPTH + 8];
-  uint32_t known;
-  size_t n = tsri_os_stack_capture_memo(frames, TSRI_STACK_DEPTH + 8, &h->stack_memo,
-                                        (uintptr_t)caller, &known);
+  size_t n = tsri_os_stack_capture_memo(frames, TSRI_STACK_DEPTH + 8, &h->stack_memo, fp, (uintptr_t)caller);
   in_capture = false;
-  if (known != 0) return known;
   /* drop tessera's own frames: everything inside the caller's call */
   size_t first = 0;
   while (first < n && first < 8 && frames[first] != caller) first++;
@@ -348,45 +371,107 @@ static uint32_t capture_stack(void *caller, tsr_heap_t *h) {
   return id;
 }
 
-/* Record block p (of class cls, or large) just handed out by h. */
-static void record(void *p, size_t cls, size_t requested, double weight, bool full, void *caller,
-                   tsr_heap_t *h) {
-  tsr_page_t *pg = cls < TSR_CLASS_COUNT ? tsri_page_of(p) : NULL;
-  size_t usable = pg != NULL ? pg->block_size : tsri_large_usable(p);
-  tsri_rec_t rec;
-  if (h->seq_next == h->seq_end) {
-    h->seq_next = atomic_fetch_add_explicit(&meta_seq, SEQ_BLOCK, memory_order_relaxed) + 1;
-    h->seq_end = h->seq_next + SEQ_BLOCK;
+/* The call stack from the program's call into tessera (which returns to
+ * caller) outwards; fp is the frame address of the function recording.
+ * A stack the heap's memo still holds costs a few loads (os.h). */
+static inline uint32_t capture_stack(void *caller, tsr_heap_t *h, void *fp) {
+  uint32_t known = tsri_os_stack_memo_find(&h->stack_memo, fp, (uintptr_t)caller);
+  return tsr_likely(known != 0) ? known : capture_walk(caller, h, fp);
+}
+
+/* Record block idx of pg, just handed out by h, in the page's area; false
+ * when it needs a table record instead (no memory for the area, more
+ * waste than the format holds, every context named by a live block).
+ * Inlined with a constant format f. */
+static inline __attribute__((always_inline)) bool record_in_page_as(rec_fmt_t f, tsri_recs_t *r, tsr_heap_t *h,
+                                                                    tsr_page_t *pg, size_t idx, size_t requested,
+                                                                    uint32_t stack, uint64_t seq) {
+  size_t waste = pg->block_size - requested;
+  if (tsr_unlikely(waste >> f.waste_bits)) return false;
+  tsri_ctx_hint_t *hint = &h->ctx_hint[pg->cls];
+  if (tsr_unlikely(hint->page != pg || hint->epoch != atomic_load_explicit(&pg->ctx_epoch, memory_order_relaxed) ||
+                   hint->stack != stack ||
+                   (!hint->is_long && seq - hint->seq_base >= ((uint64_t)1 << f.off_bits)))) {
+    bool is_long = false;
+    int found = tsri_area_ctx_find(r, pg, f, stack, h->thread, seq, &is_long);
+    if (found < 0) return false;
+    *hint = (tsri_ctx_hint_t){ pg, atomic_load_explicit(&r->ctx[found].seq_base, memory_order_relaxed), stack,
+                               atomic_load_explicit(&pg->ctx_epoch, memory_order_relaxed), (uint32_t)found,
+                               is_long };
   }
-  rec.seq = h->seq_next++;
-  rec.requested = requested > UINT32_MAX ? UINT32_MAX : (uint32_t)requested;
-  rec.stack = capture_stack(caller, h);
-  rec.thread = h->thread;
-  rec.time_ms = (uint32_t)(tsri_os_clock_ms() - tsri_start_ms);
-  if (pg != NULL && full) {
-    tsri_rec_t *recs = page_recs(pg);
-    if (recs != NULL) {
-      long idx = tsri_block_index(pg, p);
-      rec_store(&recs[idx], &rec);
-      count_recs(h, cls, 1, (int64_t)rec.requested);
-      return;
-    }
+  if (tsr_unlikely(hint->is_long)) {
+    r->has_long = 1;
+    atomic_store_explicit(&area_long(r, pg->capacity)[idx], long_pack(hint->slot, (uint32_t)waste, seq), memory_order_relaxed);
+    rec_write(r, f, idx, rec_pack(f, REC_LONG, (uint32_t)waste, 0));
+    return true;
   }
-  meta_entry_t e = { (uintptr_t)p, requested, usable, weight,
-                     pg ? pg->cls : TSR_CLASS_COUNT, rec };
+  rec_write(r, f, idx, rec_pack(f, hint->slot, (uint32_t)waste, seq - hint->seq_base));
+  return true;
+}
+
+static inline __attribute__((always_inline)) bool record_in_page(tsr_heap_t *h, tsr_page_t *pg, size_t idx, size_t requested, uint32_t stack,
+                                  uint64_t seq) {
+  tsri_recs_t *r = tsri_area(pg);
+  if (tsr_unlikely(r == NULL)) return false;
+  if (pg->block_size <= TSRI_REC_NARROW_MAX) return record_in_page_as(REC_NARROW, r, h, pg, idx, requested, stack, seq);
+  return record_in_page_as(REC_WIDE, r, h, pg, idx, requested, stack, seq);
+}
+
+/* Put e in the table; false when there is no memory for it. */
+static bool record_in_table(const meta_entry_t *e, tsr_page_t *pg) {
   /* the count changes under the lock with the table, so that a fork child
    * (whose parent held the lock) sees both or neither */
   tsri_lock(&meta_lock);
-  if (table_insert(&e)) {   /* else no memory for the table: the block goes untracked */
+  bool done = table_insert(e);
+  if (done) {
     if (pg != NULL) atomic_fetch_add_explicit(&pg->tracked, 1, memory_order_relaxed);
     else atomic_fetch_add_explicit(&tsri_meta_large_tracked, 1, memory_order_relaxed);
   }
   tsri_unlock(&meta_lock);
+  return done;
+}
+
+/* A table record for block p (of page pg, or large when pg is NULL);
+ * without memory for it the block goes untracked. */
+static void record_table(void *p, tsr_page_t *pg, size_t requested, double weight, uint32_t stack,
+                         uint64_t seq, tsr_heap_t *h) {
+  meta_entry_t e = { (uintptr_t)p, requested, pg != NULL ? pg->block_size : tsri_large_usable(p), weight,
+                     pg ? pg->cls : TSR_CLASS_COUNT,
+                     { seq, requested > UINT32_MAX ? UINT32_MAX : (uint32_t)requested, stack, h->thread,
+                       h->seq_ms } };
+  record_in_table(&e, pg);
+}
+
+/* Full tracking: the record of block p of pg, which h just handed out.
+ * Every allocation takes this path, so it is kept short. */
+static inline __attribute__((always_inline)) void record_full(void *p, tsr_page_t *pg, size_t requested, void *caller, tsr_heap_t *h,
+                               void *fp) {
+  uint64_t seq = seq_next(h, clock_full());
+  uint32_t stack = capture_stack(caller, h, fp);
+  size_t idx = (size_t)(((uint64_t)((uint8_t *)p - pg->start) * pg->magic) >> TSR_MAGIC_SHIFT);
+  if (tsr_unlikely(!record_in_page(h, pg, idx, requested, stack, seq)))
+    record_table(p, pg, requested, 1.0, stack, seq, h);
 }
 
 void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller) {
-  tsri_init();
-  tsr_heap_t *h = tsri_heap_get();
+  void *fp = __builtin_frame_address(0);
+  int level = atomic_load_explicit(&tsri_track_level, memory_order_relaxed);
+  tsr_heap_t *h = tsri_tl_heap;
+  if (tsr_likely(level == TSR_TRACK_FULL && cls < TSR_CLASS_COUNT && h != &tsri_heap_none)) {
+    /* the path of every small allocation under full tracking */
+    atomic_store_explicit(&h->sample_left, -1, memory_order_relaxed);
+    void *p = tsri_heap_alloc(h, cls);
+    if (tsr_unlikely(p == NULL)) return NULL;
+    atomic_store_explicit(&h->allocs, atomic_load_explicit(&h->allocs, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    tsr_page_t *pg = h->cur[cls];   /* where tsri_heap_alloc takes blocks from */
+    tsr_assert_internal(tsri_page_of(p) == pg);
+    record_full(p, pg, size, caller, h, fp);
+    return p;
+  }
+  tsri_init();   /* the first allocation of the process reads the level here */
+  level = atomic_load_explicit(&tsri_track_level, memory_order_relaxed);
+  h = tsri_heap_get();
   if (h == NULL) {
     errno = ENOMEM;
     return NULL;
@@ -395,10 +480,11 @@ void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *ca
   if (p == NULL) return NULL;
   atomic_store_explicit(&h->allocs, atomic_load_explicit(&h->allocs, memory_order_relaxed) + 1,
                         memory_order_relaxed);
-  int level = atomic_load_explicit(&tsri_track_level, memory_order_relaxed);
   if (level == TSR_TRACK_FULL) {
+    /* a large block, or the thread's first allocation */
     atomic_store_explicit(&h->sample_left, -1, memory_order_relaxed);
-    record(p, cls, size, 1.0, true, caller, h);
+    if (cls < TSR_CLASS_COUNT) record_full(p, h->cur[cls], size, caller, h, fp);
+    else record_table(p, NULL, size, 1.0, capture_stack(caller, h, fp), seq_next(h, clock_full()), h);
     return p;
   }
   int64_t left = atomic_load_explicit(&h->sample_left, memory_order_relaxed);
@@ -408,7 +494,9 @@ void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *ca
     if (left < 0) {
       double mean = (double)tsri_option(TSRI_OPT_SAMPLE_BYTES);
       double prob = one_minus_exp((double)(size ? size : 1) / mean);
-      record(p, cls, size, 1.0 / prob, false, caller, h);
+      uint64_t seq = seq_next(h, clock_now());
+      record_table(p, cls < TSR_CLASS_COUNT ? tsri_page_of(p) : NULL, size, 1.0 / prob,
+                   capture_stack(caller, h, fp), seq, h);
       left = next_interval(h);
     }
   } else {
@@ -418,24 +506,27 @@ void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *ca
   return p;
 }
 
-void tsri_meta_free_small(tsr_page_t *pg, size_t idx, const void *p) {
-  if (tsri_block_is_free(pg, idx)) return;   /* a double free: the free path reports it */
-  uint32_t t = atomic_load_explicit(&pg->tracked, memory_order_relaxed);
-  if (t & TSRI_TRACKED_ARRAY) {
-    tsri_rec_t *recs = atomic_load_explicit(&pg->recs, memory_order_acquire);
-    tsri_rec_t rec;
-    rec_load(&recs[idx], &rec);
-    if (rec.seq != 0) {
-      rec_clear(&recs[idx]);
-      count_recs(tsri_tl_heap, pg->cls, -1, -(int64_t)rec.requested);
-    }
-  }
-  if ((t & ~TSRI_TRACKED_ARRAY) != 0) {
-    meta_entry_t e;
-    tsri_lock(&meta_lock);
-    if (table_remove((uintptr_t)p, &e)) atomic_fetch_sub_explicit(&pg->tracked, 1, memory_order_relaxed);
-    tsri_unlock(&meta_lock);
-  }
+/* The full record of a page's compact one, rec (a narrow one naming
+ * REC_LONG: longv, the long record), whose contexts are ctxs. */
+static tsri_rec_t rec_expand(const tsri_ctx_t *ctxs, rec_fields_t rec, uint64_t longv, rec_fmt_t f,
+                             uint32_t block_size, const time_mark_t *log, size_t marks) {
+  bool is_long = f.width == 32 && rec.ctx == REC_LONG;
+  if (is_long) rec = long_unpack(longv, rec.expected);
+  const tsri_ctx_t *ctx = &ctxs[rec.ctx];
+  tsri_rec_t out;
+  out.seq = (is_long ? 0 : atomic_load_explicit(&ctx->seq_base, memory_order_relaxed)) + rec.off;
+  out.requested = block_size - rec.waste;
+  out.stack = atomic_load_explicit(&ctx->stack, memory_order_relaxed) | (rec.expected ? TSRI_REC_EXPECTED : 0);
+  out.thread = atomic_load_explicit(&ctx->thread, memory_order_relaxed);
+  out.time_ms = time_of(log, marks, out.seq);
+  return out;
+}
+
+void tsri_meta_free_table(tsr_page_t *pg, const void *p) {
+  meta_entry_t e;
+  tsri_lock(&meta_lock);
+  if (table_remove((uintptr_t)p, &e)) atomic_fetch_sub_explicit(&pg->tracked, 1, memory_order_relaxed);
+  tsri_unlock(&meta_lock);
 }
 
 void tsri_meta_free_large(const void *p) {
@@ -445,17 +536,44 @@ void tsri_meta_free_large(const void *p) {
   tsri_unlock(&meta_lock);
 }
 
+/* A block of pg with a compact record was resized in place to requested
+ * bytes: the record takes the new size, or moves to the table when its
+ * format cannot hold the waste (or it is long). */
+static void resized_in_page(tsr_page_t *pg, tsri_recs_t *r, size_t idx, uint64_t v, size_t requested) {
+  rec_fmt_t f = rec_fmt(pg->block_size);
+  size_t waste = pg->block_size - requested;
+  for (;;) {
+    rec_fields_t rec = rec_unpack(f, v);
+    bool is_long = f.width == 32 && rec.ctx == REC_LONG;
+    if ((waste >> f.waste_bits) == 0 && !is_long) {
+      uint64_t moved = (v & ~((((uint64_t)1 << f.waste_bits) - 1) << f.off_bits)) | (uint64_t)waste << f.off_bits;
+      if (rec_swap(r, f, idx, v, moved)) return;   /* fails only when tsr_leak_expect marked it */
+    } else {
+      tsri_lock(&seq_lock);
+      uint64_t longv = is_long ? atomic_load_explicit(&area_long(r, pg->capacity)[idx], memory_order_relaxed) : 0;
+      tsri_rec_t full = rec_expand(r->ctx, rec, longv, f, pg->block_size, time_log, time_marks);
+      tsri_unlock(&seq_lock);
+      full.requested = (uint32_t)requested;
+      meta_entry_t e = { (uintptr_t)pg->start + idx * pg->block_size, requested, pg->block_size, 1.0,
+                         pg->cls, full };
+      if (rec_swap(r, f, idx, v, 0)) {
+        record_in_table(&e, pg);
+        return;
+      }
+    }
+    v = rec_read(r, f, idx);
+    if (v == 0) return;   /* freed meanwhile, by a program that resizes and frees at once */
+  }
+}
+
 void tsri_meta_resized(const void *from, const void *to, size_t requested) {
   tsr_page_t *pg = tsri_page_of(from);
   if (pg != NULL && (atomic_load_explicit(&pg->tracked, memory_order_relaxed) & TSRI_TRACKED_ARRAY)) {
-    tsri_rec_t *recs = atomic_load_explicit(&pg->recs, memory_order_acquire);
-    long idx = tsri_block_index(pg, from);
-    tsri_rec_t rec;
-    rec_load(&recs[idx], &rec);
-    if (rec.seq != 0) {
-      count_recs(tsri_tl_heap, pg->cls, 0, (int64_t)requested - (int64_t)rec.requested);
-      rec.requested = (uint32_t)requested;
-      rec_store(&recs[idx], &rec);
+    tsri_recs_t *r = atomic_load_explicit(&pg->recs, memory_order_acquire);
+    size_t idx = (size_t)tsri_block_index(pg, from);
+    uint64_t v = rec_read(r, rec_fmt(pg->block_size), idx);
+    if (v != 0) {
+      resized_in_page(pg, r, idx, v, requested);
       return;
     }
   }
@@ -485,15 +603,11 @@ int tsr_leak_expect(const void *p) {
   if (pg != NULL) {
     long idx = tsri_block_index(pg, p);
     if (idx < 0 || tsri_block_is_free(pg, (size_t)idx)) return EINVAL;
-    tsri_rec_t *recs = atomic_load_explicit(&pg->recs, memory_order_acquire);
-    if (recs != NULL) {
-      tsri_rec_t rec;
-      rec_load(&recs[idx], &rec);
-      if (rec.seq != 0) {
-        rec.stack |= TSRI_REC_EXPECTED;
-        rec_store(&recs[idx], &rec);
-        return 0;
-      }
+    tsri_recs_t *r = atomic_load_explicit(&pg->recs, memory_order_acquire);
+    if (r != NULL) {
+      rec_fmt_t f = rec_fmt(pg->block_size);
+      for (uint64_t v; (v = rec_read(r, f, (size_t)idx)) != 0;)
+        if (rec_swap(r, f, (size_t)idx, v, v | rec_expected_bit(f))) return 0;
     }
   }
   int rc = EINVAL;
@@ -542,7 +656,11 @@ bool tsri_meta_site_expected(uint32_t stack) {
 
 typedef struct walk_page_s {
   uint64_t free[TSR_BITMAP_WORDS];
-  tsri_rec_t recs[TSR_PAGE_MAX_BLOCKS];
+  tsri_ctx_t ctx[TSRI_CTX_SLOTS];
+  uint64_t recs[TSR_PAGE_MAX_BLOCKS];
+  uint64_t longs[TSR_PAGE_MAX_BLOCKS];   /* where recs[i] names REC_LONG */
+  time_mark_t log[TIME_LOG];       /* the time log when the walk began */
+  size_t marks;
 } walk_page_t;
 
 static void fill_block(tsri_block_t *b, const tsri_rec_t *rec, double weight) {
@@ -601,10 +719,31 @@ static bool walk_copy(tsr_arena_t *a, size_t slot, tsr_page_t *out, walk_page_t 
   for (size_t k = 0; k < words; k++)
     w->free[k] = atomic_load_explicit(tsri_local(pg, k), memory_order_relaxed) |
                  atomic_load_explicit(tsri_remote(pg, k), memory_order_relaxed);
-  tsri_rec_t *recs = atomic_load_explicit(&pg->recs, memory_order_acquire);
-  *has_recs = recs != NULL;
-  if (recs != NULL)
-    for (size_t i = 0; i < c->capacity; i++) rec_load(&recs[i], &w->recs[i]);
+  tsri_recs_t *r = atomic_load_explicit(&pg->recs, memory_order_acquire);
+  *has_recs = r != NULL;
+  if (r != NULL) {
+    rec_fmt_t f = rec_fmt(c->block_size);
+    /* the owner may free contexts meanwhile (ctx_collect, between two
+     * bumps of ctx_epoch): copy again until no collection overlapped */
+    for (int tries = 0; tries < 8; tries++) {
+      uint32_t before = atomic_load_explicit(&pg->ctx_epoch, memory_order_acquire);
+      for (size_t i = 0; i < c->capacity; i++) {
+        w->recs[i] = rec_read(r, f, i);
+        if (f.width == 32 && w->recs[i] != 0 && rec_unpack(f, w->recs[i]).ctx == REC_LONG)
+          w->longs[i] = atomic_load_explicit(&area_long(r, c->capacity)[i], memory_order_relaxed);
+      }
+      for (size_t k = 0; k < TSRI_CTX_SLOTS; k++) {
+        atomic_store_explicit(&w->ctx[k].stack, atomic_load_explicit(&r->ctx[k].stack, memory_order_relaxed),
+                              memory_order_relaxed);
+        atomic_store_explicit(&w->ctx[k].thread, atomic_load_explicit(&r->ctx[k].thread, memory_order_relaxed),
+                              memory_order_relaxed);
+        atomic_store_explicit(&w->ctx[k].seq_base,
+                              atomic_load_explicit(&r->ctx[k].seq_base, memory_order_relaxed), memory_order_relaxed);
+      }
+      atomic_thread_fence(memory_order_acquire);
+      if ((before & 1) == 0 && atomic_load_explicit(&pg->ctx_epoch, memory_order_relaxed) == before) break;
+    }
+  }
   tsri_unlock(tsri_arena_lock_get());
   return true;
 }
@@ -621,6 +760,7 @@ static int walk_pages(tsri_walk_fn *fn, void *arg, bool only_tracked, walk_page_
       slot += pg.span_slots - 1;
       bool in_table = (atomic_load_explicit(&pg.tracked, memory_order_relaxed) & ~TSRI_TRACKED_ARRAY) != 0;
       if (only_tracked && !has_recs && !in_table) continue;
+      rec_fmt_t f = rec_fmt(pg.block_size);
       for (size_t i = 0; i < pg.capacity; i++) {
         if ((w->free[i >> 6] >> (i & 63)) & 1) continue;
         tsri_block_t b;
@@ -628,9 +768,12 @@ static int walk_pages(tsri_walk_fn *fn, void *arg, bool only_tracked, walk_page_
         b.pub.ptr = pg.start + i * pg.block_size;
         b.pub.usable = pg.block_size;
         b.cls = pg.cls;
-        if (has_recs && w->recs[i].seq != 0) {
-          fill_block(&b, &w->recs[i], 1.0);
-          b.pub.requested = w->recs[i].requested;
+        if (has_recs && w->recs[i] != 0) {
+          rec_fields_t fields = rec_unpack(f, w->recs[i]);
+          tsri_rec_t rec = rec_expand(w->ctx, fields, w->longs[i], f, pg.block_size, w->log, w->marks);
+          fill_block(&b, &rec, 1.0);
+          b.pub.requested = rec.requested;
+          b.in_area = true;
         } else if (!(in_table && walk_table(&b)) && only_tracked) {
           continue;
         }
@@ -665,7 +808,9 @@ int tsri_meta_walk(tsri_walk_fn *fn, void *arg, bool only_tracked) {
   void *mem;
   if (tsri_os_alloc(tsri_align_up(sizeof(walk_page_t), tsri_os_page_size()), tsri_os_page_size(), &mem) != 0)
     return ENOMEM;
-  int stop = walk_pages(fn, arg, only_tracked, mem);
+  walk_page_t *w = mem;
+  w->marks = time_log_copy(w->log);
+  int stop = walk_pages(fn, arg, only_tracked, w);
   tsri_os_release(mem, tsri_align_up(sizeof(walk_page_t), tsri_os_page_size()));
   if (stop == 0) stop = walk_large(fn, arg, only_tracked);
   return stop;
@@ -698,20 +843,16 @@ size_t tsri_meta_check(void) {
   for (tsr_arena_t *a = tsri_arena_first(); a != NULL; a = a->next) {
     for (size_t s = a->meta_slots; s < TSR_ARENA_SLOTS; s++) {
       tsr_page_t *pg = &a->pages[s];
-      tsri_rec_t *recs = atomic_load_explicit(&pg->recs, memory_order_acquire);
-      if (pg->kind != TSR_SLOT_HEAD || recs == NULL) continue;
-      for (size_t i = 0; i < pg->capacity; i++) {
-        tsri_rec_t rec;
-        rec_load(&recs[i], &rec);
-        if (rec.seq == 0) continue;
-        /* a block being freed right now may still show its record: only a
-         * record that cannot belong to the block is reported */
-        if (rec.requested > pg->block_size || (rec.stack & ~TSRI_REC_EXPECTED) > stacks ||
-            rec.seq > atomic_load_explicit(&meta_seq, memory_order_relaxed)) {
-          tsri_warning("check: record of block %p is corrupt (requested %zu of %zu bytes, stack %zu)",
-                       (void *)(pg->start + i * pg->block_size), (size_t)rec.requested,
-                       (size_t)pg->block_size, (size_t)(rec.stack & ~TSRI_REC_EXPECTED));
-          bad++;
+      tsri_recs_t *r = atomic_load_explicit(&pg->recs, memory_order_acquire);
+      if (pg->kind != TSR_SLOT_HEAD || r == NULL) continue;
+      /* as walk_copy: a page whose contexts went meanwhile is read again */
+      for (int tries = 0; tries < 8; tries++) {
+        uint32_t before = atomic_load_explicit(&pg->ctx_epoch, memory_order_acquire);
+        size_t page_bad = tsri_area_check(pg, r, &meta_seq, false);
+        atomic_thread_fence(memory_order_acquire);
+        if ((before & 1) == 0 && atomic_load_explicit(&pg->ctx_epoch, memory_order_relaxed) == before) {
+          if (page_bad != 0) bad += tsri_area_check(pg, r, &meta_seq, true);
+          break;
         }
       }
     }
@@ -723,14 +864,20 @@ size_t tsri_meta_check(void) {
 void tsri_meta_fork_prepare(void) {
   tsri_stack_fork_prepare();
   tsri_lock(&meta_lock);
+  tsri_lock(&seq_lock);
 }
 
 void tsri_meta_fork_parent(void) {
+  tsri_unlock(&seq_lock);
   tsri_unlock(&meta_lock);
   tsri_stack_fork_parent();
 }
 
 void tsri_meta_fork_child(void) {
+  /* the ticker did not come along: the next full record starts one */
+  atomic_store_explicit(&ticker_copy, 0, memory_order_relaxed);
+  atomic_store_explicit(&ticker_tried, 0, memory_order_relaxed);
+  tsri_unlock(&seq_lock);
   tsri_unlock(&meta_lock);
   tsri_stack_fork_child();
 }

@@ -459,7 +459,7 @@ typedef struct space_walk_s {
   uintptr_t last_end;
   int stop;
   const uintptr_t *lo;    /* the lowest user address, set by the OS layer */
-  range_t *ours;          /* tessera's reservations: arenas, their record arrays, large
+  range_t *ours;          /* tessera's reservations: arenas, their record areas, large
                              blocks, and the others of tsri_own_add */
   size_t n_ours;
 } space_walk_t;
@@ -515,7 +515,7 @@ static range_t *ours_collect(size_t *count) {
       r[n++] = (range_t){ (uintptr_t)a, (uintptr_t)a + TSR_ARENA_SIZE };
       uintptr_t recs = (uintptr_t)atomic_load_explicit(&a->recs, memory_order_relaxed);
       if (recs != 0)
-        r[n++] = (range_t){ recs, recs + (uintptr_t)TSR_ARENA_SLOTS * TSR_PAGE_MAX_BLOCKS * sizeof(tsri_rec_t) };
+        r[n++] = (range_t){ recs, recs + TSRI_ARENA_RECS_BYTES };
     }
     tsri_unlock(tsri_arena_lock_get());
     for (size_t i = 0; i < n_large; i++) r[n++] = (range_t){ large[i].base, large[i].base + large[i].mapped };

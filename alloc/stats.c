@@ -16,7 +16,7 @@ tsri_os_counters_t tsri_counters;
 
 typedef struct class_acc_s {
   uint64_t pages, committed, live, total;
-  uint64_t rec_live, rec_requested;          /* records in page arrays (meta.c) */
+  uint64_t rec_live, rec_requested;          /* records in page areas (meta.c) */
   uint64_t occupancy[TSR_OCCUPANCY_BUCKETS];
 } class_acc_t;
 
@@ -44,15 +44,10 @@ static void pages_pass(class_acc_t acc[TSR_CLASS_COUNT]) {
       c->total += cap;
       size_t bucket = (size_t)used * TSR_OCCUPANCY_BUCKETS / cap;
       c->occupancy[bucket < TSR_OCCUPANCY_BUCKETS ? bucket : TSR_OCCUPANCY_BUCKETS - 1]++;
+      tsri_meta_area_count(pg, &c->rec_live, &c->rec_requested);
     }
   }
   tsri_unlock(tsri_arena_lock_get());
-  uint64_t live[TSR_CLASS_COUNT], requested[TSR_CLASS_COUNT];
-  tsri_meta_array_totals(live, requested);
-  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
-    acc[c].rec_live = live[c];
-    acc[c].rec_requested = requested[c];
-  }
 }
 
 typedef struct heap_sum_s {
@@ -111,9 +106,9 @@ int tsr_stats_get(tsr_stats_t *stats) {
   if (s.tracked_blocks >= s.live_blocks) {
     s.requested = rec_req + t.requested;
     s.requested_exact = 1;
-  } else if (rec_usable + t.w_usable > 0) {
-    s.requested = (uint64_t)((double)s.allocated * ((double)rec_req + t.w_requested) /
-                             ((double)rec_usable + t.w_usable));
+  } else if (s.tracked_blocks > 0 && rec_usable + t.w_usable > 0) {
+    double share = ((double)rec_req + t.w_requested) / ((double)rec_usable + t.w_usable);
+    s.requested = (uint64_t)((double)s.allocated * (share < 0 ? 0 : share > 1 ? 1 : share));
   } else {
     s.requested = s.allocated;   /* nothing recorded: no waste can be seen */
   }
@@ -129,13 +124,21 @@ int tsr_stats_get(tsr_stats_t *stats) {
  * Class rows
  * ---------------------------------------------------------------------- */
 
+/* The table's records by class: sampled ones scaled by their weight, and
+ * exact ones (weight 1: full tracking, whatever did not fit an area). */
 typedef struct class_samples_s {
   double w_usable[TSR_CLASS_COUNT + 1], w_requested[TSR_CLASS_COUNT + 1];
+  uint64_t exact_blocks[TSR_CLASS_COUNT + 1], exact_requested[TSR_CLASS_COUNT + 1];
 } class_samples_t;
 
 static int class_sample(const tsri_block_t *b, void *arg) {
   class_samples_t *cs = arg;
-  if (b->pub.weight == 1.0 && b->cls < TSR_CLASS_COUNT) return 0;   /* counted by its page */
+  if (b->in_area) return 0;   /* counted by pages_pass */
+  if (b->pub.weight == 1.0) {
+    cs->exact_blocks[b->cls]++;
+    cs->exact_requested[b->cls] += b->pub.requested;
+    return 0;
+  }
   cs->w_usable[b->cls] += b->pub.weight * (double)b->pub.usable;
   cs->w_requested[b->cls] += b->pub.weight * (double)b->pub.requested;
   return 0;
@@ -174,15 +177,15 @@ size_t tsr_class_stats(tsr_class_stats_t *out, size_t max) {
       r->utilisation = ratio((double)a->live, (double)a->total);
       memcpy(r->occupancy, a->occupancy, sizeof r->occupancy);
     }
-    /* exact where every live block has an array record; else scaled */
-    uint64_t rec_live = c < TSR_CLASS_COUNT ? acc[c].rec_live : 0;
-    uint64_t rec_req = c < TSR_CLASS_COUNT ? acc[c].rec_requested : 0;
-    double w_usable = (double)rec_live * r->block_size + cs.w_usable[c];
+    /* exact where every live block has an exact record; else scaled */
+    uint64_t rec_live = (c < TSR_CLASS_COUNT ? acc[c].rec_live : 0) + cs.exact_blocks[c];
+    uint64_t rec_req = (c < TSR_CLASS_COUNT ? acc[c].rec_requested : 0) + cs.exact_requested[c];
+    uint64_t rec_usable = c < TSR_CLASS_COUNT ? rec_live * r->block_size : 0;
+    double w_usable = (double)rec_usable + cs.w_usable[c];
     double w_req = (double)rec_req + cs.w_requested[c];
     if (rec_live >= r->blocks_live && cs.w_usable[c] == 0) r->bytes_requested = rec_req;
     else if (w_usable > 0) r->bytes_requested = (uint64_t)((double)r->bytes_live * w_req / w_usable);
     else r->bytes_requested = r->bytes_live;
-    if (c == TSR_CLASS_COUNT && large_blocks != 0 && cs.w_usable[c] == 0) r->bytes_requested = large_bytes;
   }
   return rows;
 }

@@ -33,10 +33,15 @@
  *
  * Block record.  What tessera remembers about one tracked block (meta.c):
  * sequence number, requested size, call stack id, thread and time.  Never
- * next to the block: a page tracked in full has an array of records, one
- * per block, in a reservation of its arena's own; sampled blocks and large
- * blocks have theirs in a hash table keyed by address.  Call stacks are
- * interned once each in stack.c.
+ * next to the block.  A page tracked in full has a record area in a
+ * reservation of its arena's own: a table of contexts (call stack, thread,
+ * first sequence number) shared by its blocks, and one compact record per
+ * block (4 bytes in classes up to 128 bytes, 8 above) naming a context,
+ * the bytes not asked for and the sequence number's offset from the
+ * context's; the time of a record follows from its sequence number
+ * (meta.c's time log).  Sampled blocks, large blocks and what does not fit
+ * a compact record have a full record in a hash table keyed by address.
+ * Call stacks are interned once each in stack.c.
  *
  * Large block.  A request above TSR_SMALL_MAX gets its own OS reservation,
  * recorded in a hash table (large.c); its record holds the mapping and the
@@ -112,6 +117,39 @@ typedef struct tsri_rec_s {
 #define TSRI_REC_EXPECTED 0x80000000u   /* tsr_leak_expect: not a leak */
 #define TSRI_TRACKED_ARRAY 0x80000000u  /* tsr_page_t.tracked: the page has `recs` */
 
+/* A context: what the blocks of a page recorded from one call stack by one
+ * thread share.  Their sequence numbers lie in [seq_base, seq_base + 2^k),
+ * k the offset bits of the page's record format (meta.c).  Written by the
+ * page's owner, read by walkers: relaxed atomics. */
+typedef struct tsri_ctx_s {
+  _Atomic uint32_t stack;           /* stack id */
+  _Atomic uint32_t thread;          /* OS thread id; 0: the slot is free */
+  _Atomic uint64_t seq_base;        /* first record number it covers */
+} tsri_ctx_t;
+
+#define TSRI_CTX_SLOTS 128              /* contexts per page (7 bits in a record) */
+#define TSRI_REC_NARROW_MAX 128         /* largest blocks with 32-bit records */
+
+/* The record area of a page tracked in full: contexts, a hash index over
+ * them, then one record per block (meta.c: rec_* for the formats). */
+typedef struct tsri_recs_s {
+  uint64_t ctx_used[TSRI_CTX_SLOTS / 64];  /* owner: slots holding a context */
+  uint32_t gc_wait;                 /* owner: records to make before the next
+                                       search for unused contexts */
+  uint32_t has_long;                /* owner: long records were written (meta.c) */
+  uint8_t index[TSRI_CTX_SLOTS];    /* owner: hash of (stack, thread) -> 1 + slot; 0 empty */
+  tsri_ctx_t ctx[TSRI_CTX_SLOTS];
+  _Atomic uint64_t recs[];          /* capacity records (as uint32_t up to 128-byte blocks) */
+} tsri_recs_t;
+
+/* Each slot's record area in its arena's reservation: room for the widest
+ * records of the most blocks a page has, at an address any OS page size
+ * divides. */
+#define TSRI_RECS_STRIDE TSR_SLOT_SIZE
+#define TSRI_ARENA_RECS_BYTES ((size_t)TSR_ARENA_SLOTS * TSRI_RECS_STRIDE)
+_Static_assert(sizeof(tsri_recs_t) + (4 + 8) * TSR_PAGE_MAX_BLOCKS + 8 <= TSRI_RECS_STRIDE,
+               "a record area fits its stride, long records included");
+
 typedef struct tsr_page_s {
   /* The first 64 bytes are what the free fast path reads (internal.h). */
   /* Set when the span is carved (arena lock held), fixed while in use. */
@@ -140,11 +178,19 @@ typedef struct tsr_page_s {
   uint32_t trimmed_at_used;         /* owner: `used` when the page's free OS pages were
                                        last given back (page.c: tsri_page_trim) */
   uint32_t seen_used;               /* owner: `used` at the heap's last trim pass */
-  /* Records of a page tracked in full (meta.c): set by the owner, cleared
-   * when the span goes back to the arena.  recs[i] with seq != 0 is block
-   * i's; the heaps count them (tsr_heap_t.rec_live). */
-  _Atomic(tsri_rec_t *) recs;       /* capacity records, or NULL */
+  _Atomic uint32_t ctx_epoch;       /* changes when contexts of its record area may
+                                       have gone, odd while they go; the owner writes
+                                       (meta.c: heaps' hints, walkers) */
+  uint32_t recs_committed;          /* bytes of this slot's record area committed;
+                                       kept from span to span until the slot is
+                                       purged (meta.c) */
+  /* Record area of a page tracked in full (meta.c): set by the owner,
+   * cleared when the span goes back to the arena.  A record is block i's
+   * while it is not 0 (a free clears it). */
+  _Atomic(tsri_recs_t *) recs;      /* or NULL */
 } __attribute__((aligned(64))) tsr_page_t;
+
+
 
 /* The local and remote free words w of a page: side by side, so a free
  * that checks both touches one cache line. */
@@ -162,9 +208,9 @@ typedef struct tsr_arena_s {
   uint64_t dirty_map[TSR_ARENA_SLOTS / 64];      /* FREE and committed, awaiting purge */
   uint64_t transit_map[TSR_ARENA_SLOTS / 64];    /* being committed or decommitted
                                                     outside the lock (arena.c) */
-  _Atomic(tsri_rec_t *) recs;       /* reservation for the record arrays of its
-                                       pages, TSR_PAGE_MAX_BLOCKS per slot, or NULL
-                                       until a page is tracked in full (meta.c) */
+  _Atomic(uint8_t *) recs;          /* reservation for the record areas of its
+                                       pages, TSRI_RECS_STRIDE bytes per slot, or
+                                       NULL until a page is tracked in full (meta.c) */
   tsr_page_t pages[TSR_ARENA_SLOTS];             /* one descriptor per slot */
   _Atomic(uint64_t) bitmaps[TSR_ARENA_SLOTS][2 * TSR_BITMAP_WORDS]; /* see tsr_page_t.bits */
 } tsr_arena_t;
@@ -172,6 +218,17 @@ typedef struct tsr_arena_s {
 #define TSR_ARENA_META_SLOTS ((sizeof(tsr_arena_t) + TSR_SLOT_SIZE - 1) / TSR_SLOT_SIZE)
 
 /* ---- heap -------------------------------------------------------------- */
+
+/* A heap's note of the context its last record in a class used, so that
+ * the next record from the same stack needs no look at the page's table. */
+typedef struct tsri_ctx_hint_s {
+  const struct tsr_page_s *page;    /* NULL: none */
+  uint64_t seq_base;                /* the context's first record number */
+  uint32_t stack;                   /* the context's stack id */
+  uint32_t epoch;                   /* page->ctx_epoch when noted */
+  uint32_t slot;                    /* the context's slot in the page's table */
+  bool is_long;                     /* records go long, naming slot (meta.c) */
+} tsri_ctx_hint_t;
 
 typedef struct tsr_queue_s {
   tsr_page_t *first, *last;
@@ -196,11 +253,9 @@ typedef struct tsr_heap_s {
   uint64_t next_trim_ms;              /* clock at which to trim our sparse pages next */
   uint64_t rng;                       /* sampling random state (meta.c) */
   uint64_t seq_next, seq_end;         /* record numbers this heap may hand out (meta.c) */
+  uint32_t seq_ms;                    /* coarse clock when they were taken */
+  tsri_ctx_hint_t ctx_hint[TSR_CLASS_COUNT];   /* per class (meta.c) */
   tsri_os_stack_memo_t stack_memo;    /* stacks this thread captured last (meta.c) */
-  /* Records in pages' arrays made minus dropped by this heap's thread, per
-   * class, and their requested bytes; only the owner writes (meta.c). */
-  _Atomic int64_t rec_live[TSR_CLASS_COUNT];
-  _Atomic int64_t rec_requested[TSR_CLASS_COUNT];
   uint32_t thread;                    /* OS thread id of the owner */
   bool in_use;                        /* owned by a live thread */
   struct tsr_heap_s *next_all;        /* every heap ever made (heap.c) */

@@ -172,7 +172,9 @@ typedef struct tsr_block_s {
   uint32_t thread;          /* OS thread id of the allocating thread */
   uint64_t seq;             /* allocation number: unique, rising within a thread
                                (threads take them in blocks of 256) */
-  uint64_t time_ms;         /* milliseconds after tessera started */
+  uint64_t time_ms;         /* milliseconds after tessera started, to the OS
+                               clock's tick; older blocks to within 1/32 of
+                               their age (docs/report.md) */
   uint32_t site;            /* call stack id (0: none captured) */
   uint32_t depth;           /* frames in `frames`, innermost first */
   void *const *frames;      /* return addresses; stays valid */

@@ -29,7 +29,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#include "internal.h"   /* the broken-record test reaches a page's records */
+#include "internal.h"   /* the broken-record test reaches a page's record area */
 
 /* ------------------------------------------------------------------------
  * Allocating functions, and which one a return address lies in
@@ -1186,19 +1186,25 @@ Test(report, check_finds_broken_record) {
   cr_assert_not_null(pg);
   long idx = tsri_block_index(pg, p);
   cr_assert_geq(idx, 0);
-  tsri_rec_t *recs = atomic_load(&pg->recs);
-  cr_assert_not_null(recs, "a page allocated from under full tracking has no record array");
-  cr_assert_eq(recs[idx].requested, A_SIZE);
-  uint32_t saved = recs[idx].requested;
-  recs[idx].requested = pg->block_size + 100;
-  cr_assert_geq(tsr_check(), 1, "tsr_check missed a record larger than its block");
-  recs[idx].requested = saved;
-  heap_is_sound();
-  uint32_t stack = recs[idx].stack;
-  recs[idx].stack = 0x7fffff00u;   /* a stack id never handed out */
-  cr_assert_geq(tsr_check(), 1, "tsr_check missed a record naming no stack");
-  recs[idx].stack = stack;
-  heap_is_sound();
+  tsri_recs_t *r = atomic_load(&pg->recs);
+  cr_assert_not_null(r, "a page allocated from under full tracking has no record area");
+  /* the contexts the page's records name: break each in turn */
+  size_t named = 0;
+  for (size_t k = 0; k < TSRI_CTX_SLOTS; k++) {
+    tsri_ctx_t *c = &r->ctx[k];
+    uint32_t thread = atomic_load(&c->thread), stack = atomic_load(&c->stack);
+    if (thread == 0) continue;
+    named++;
+    atomic_store(&c->stack, 0x7fffff00u);   /* a stack id never handed out */
+    cr_assert_geq(tsr_check(), 1, "tsr_check missed a record naming no stack");
+    atomic_store(&c->stack, stack);
+    heap_is_sound();
+    atomic_store(&c->thread, 0);   /* the context slot reads as free */
+    cr_assert_geq(tsr_check(), 1, "tsr_check missed a record naming a free context");
+    atomic_store(&c->thread, thread);
+    heap_is_sound();
+  }
+  cr_assert_geq(named, 1, "no context in use on a tracked page");
   free_all(a_blocks, A_N);
   heap_is_sound();
 }
@@ -1284,7 +1290,7 @@ Test(report, address_space_and_map) {
   cr_assert_eq(tsr_address_space(NULL, NULL, &only), 0);
   cr_assert_gt(only.tessera_reserved, 0);
   /* every reservation tessera counts is one the report calls tessera's
-   * (arenas, record arrays, large blocks, the stack table, heap chunks,
+   * (arenas, record areas, large blocks, the stack table, heap chunks,
    * tables), give or take the report's own scratch pages */
   tsr_stats_t st = tsr_test_stats();
   uint64_t diff = only.tessera_reserved > st.reserved ? only.tessera_reserved - st.reserved

@@ -129,23 +129,53 @@ typedef struct tsri_os_stack_memo_s {
   uint32_t pending;             /* 1 + the way the last walk filled; 0: none */
 } tsri_os_stack_memo_t;
 
-/* tsri_os_stack_capture (skip 0) with a memo.  When the calling thread's
- * stack is provably the one that an earlier capture with the same key
- * (any word; the caller's return address is a good one) walked and
- * tsri_os_stack_memo_tag then named, sets *tag to that name (nonzero) and
- * returns 0 without touching frames.  Otherwise *tag is 0 and it captures
- * as tsri_os_stack_capture does; a tsri_os_stack_memo_tag before the
- * thread's next capture names the stack just walked. */
+/* Both memo functions take fp, the frame address
+ * (__builtin_frame_address(0)) of the function capturing, which keeps a
+ * frame pointer for it and is still running: the walk starts there, and a
+ * remembered stack is found again only from the same frame.
+ *
+ * tsri_os_stack_memo_find: the name that tsri_os_stack_memo_tag gave the
+ * stack an earlier capture with the same fp and key (any word; the
+ * caller's return address is a good one) walked, when the calling
+ * thread's stack is provably still that stack; 0 otherwise.
+ *
+ * tsri_os_stack_capture_memo: tsri_os_stack_capture from fp's function
+ * outwards (the first frames may be that function's own), noting in the
+ * memo what the walk read; a tsri_os_stack_memo_tag before the thread's
+ * next capture names the stack just walked. */
 #if TSRI_OS_STACK_MEMO
+/* The way a stack captured from frame fp with key is kept in. */
+static inline size_t tsri_os_memo_way(uintptr_t fp, uintptr_t key) {
+  return (size_t)(((fp ^ key) * 0x9E3779B97F4A7C15ull) >> 32) % TSRI_OS_MEMO_WAYS;
+}
+
+/* Inline: under full tracking every allocation asks.  It reads words of
+ * other frames, which the address and thread sanitizers would take for
+ * wild accesses. */
+__attribute__((no_sanitize("address", "thread"))) static inline uint32_t
+tsri_os_stack_memo_find(const tsri_os_stack_memo_t *memo, void *fp, uintptr_t key) {
+  typedef uintptr_t __attribute__((aligned(1), may_alias)) stack_word_t;
+  const tsri_os_memo_way_t *w = &memo->way[tsri_os_memo_way((uintptr_t)fp, key)];
+  if (w->fp != (uintptr_t)fp || w->key != key || w->tag == 0) return 0;
+  for (uint32_t i = 0; i < w->reads; i++)
+    if (*(const stack_word_t *)((uintptr_t)fp + w->off[i]) != w->val[i]) return 0;
+  return w->tag;
+}
 tsri_hidden size_t tsri_os_stack_capture_memo(void **frames, size_t max, tsri_os_stack_memo_t *memo,
-                                              uintptr_t key, uint32_t *tag);
+                                              void *fp, uintptr_t key);
 tsri_hidden void tsri_os_stack_memo_tag(tsri_os_stack_memo_t *memo, uint32_t tag);
 #else
-static inline size_t tsri_os_stack_capture_memo(void **frames, size_t max, tsri_os_stack_memo_t *memo,
-                                                uintptr_t key, uint32_t *tag) {
+static inline uint32_t tsri_os_stack_memo_find(const tsri_os_stack_memo_t *memo, void *fp, uintptr_t key) {
   (void)memo;
+  (void)fp;
   (void)key;
-  *tag = 0;
+  return 0;
+}
+static inline size_t tsri_os_stack_capture_memo(void **frames, size_t max, tsri_os_stack_memo_t *memo,
+                                                void *fp, uintptr_t key) {
+  (void)memo;
+  (void)fp;
+  (void)key;
   return tsri_os_stack_capture(frames, max, 0);
 }
 static inline void tsri_os_stack_memo_tag(tsri_os_stack_memo_t *memo, uint32_t tag) {
@@ -216,8 +246,18 @@ tsri_hidden int tsri_os_signal(int which, void (*handler)(void));
 
 /* ---- host services ---------------------------------------------------- */
 
-/* Milliseconds from an arbitrary fixed point, monotonic and cheap. */
+/* Milliseconds from an arbitrary fixed point, monotonic, to the OS's
+ * clock tick (a few ms).  Cheap, but on POSIX still a call into the vDSO
+ * (about 5 ns); on Windows a read of a word the kernel keeps
+ * (TSRI_OS_CLOCK_IS_A_READ). */
 tsri_hidden uint64_t tsri_os_clock_ms(void);
+#if defined(_WIN32)
+#define TSRI_OS_CLOCK_IS_A_READ 1
+#else
+#define TSRI_OS_CLOCK_IS_A_READ 0
+#endif
+/* Sleep for about ms milliseconds. */
+tsri_hidden void tsri_os_sleep_ms(uint32_t ms);
 /* The value of environment variable name, or NULL; never allocates. */
 tsri_hidden const char *tsri_os_getenv(const char *name);
 /* Whether the C library has set up the environment yet: an allocation

@@ -185,6 +185,13 @@ uint64_t tsri_os_clock_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+void tsri_os_sleep_ms(uint32_t ms) {
+  int saved = errno;
+  struct timespec ts = { (time_t)(ms / 1000u), (long)(ms % 1000u) * 1000000L };
+  nanosleep(&ts, NULL);
+  errno = saved;
+}
+
 /* getenv() itself does not allocate in glibc, but reading environ directly
  * keeps that a property of our code rather than of the libc. */
 const char *tsri_os_getenv(const char *name) {

@@ -57,28 +57,16 @@ __attribute__((noinline)) size_t tsri_os_stack_capture(void **frames, size_t max
   return libgcc_capture(frames, max, skip);
 }
 
-#if TSRI_UNWIND_FAST
-static size_t memo_way(uintptr_t fp, uintptr_t key) {
-  return (size_t)(((fp ^ key) * 0x9E3779B97F4A7C15ull) >> 32) % TSRI_OS_MEMO_WAYS;
-}
-#endif
-
-/* noinline, and a frame pointer: a later call from the same place starts
- * from the same frame, which is what the memo compares. */
+#if TSRI_OS_STACK_MEMO   /* implies TSRI_UNWIND_FAST */
+/* noinline: libgcc's walk, when the fast one cannot answer, starts in
+ * this function, whose frames the caller drops. */
 __attribute__((noinline)) size_t tsri_os_stack_capture_memo(void **frames, size_t max,
-                                                            tsri_os_stack_memo_t *memo,
-                                                            uintptr_t key, uint32_t *tag) {
-  *tag = 0;
+                                                            tsri_os_stack_memo_t *memo, void *fp,
+                                                            uintptr_t key) {
   memo->pending = 0;
   if (max == 0) return 0;
-#if TSRI_UNWIND_FAST
-  void *fp = __builtin_frame_address(0);
-  size_t i = memo_way((uintptr_t)fp, key);
+  size_t i = tsri_os_memo_way((uintptr_t)fp, key);
   tsri_os_memo_way_t *w = &memo->way[i];
-  if (w->fp == (uintptr_t)fp && w->key == key && w->tag != 0 && tsri_unwind_same(fp, w)) {
-    *tag = w->tag;
-    return 0;
-  }
   w->fp = 0;
   size_t n = tsri_unwind_walk(fp, frames, max, 0, w);
   if (n != TSRI_UNWIND_FALLBACK) {
@@ -90,9 +78,6 @@ __attribute__((noinline)) size_t tsri_os_stack_capture_memo(void **frames, size_
     }
     return n;
   }
-#else
-  (void)key;
-#endif
   return libgcc_capture(frames, max, 0);
 }
 
@@ -100,3 +85,4 @@ void tsri_os_stack_memo_tag(tsri_os_stack_memo_t *memo, uint32_t tag) {
   if (memo->pending != 0) memo->way[memo->pending - 1].tag = tag;
   memo->pending = 0;
 }
+#endif

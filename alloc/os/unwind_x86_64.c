@@ -625,11 +625,4 @@ RAW_READS size_t tsri_unwind_walk(void *fp, void **frames, size_t max, size_t sk
   return n;
 }
 
-RAW_READS bool tsri_unwind_same(void *fp, const tsri_os_memo_way_t *w) {
-  uintptr_t base = (uintptr_t)fp;
-  for (uint32_t i = 0; i < w->reads; i++)
-    if (peek(base + w->off[i]) != w->val[i]) return false;
-  return true;
-}
-
 #endif /* TSRI_UNWIND_FAST */

@@ -27,13 +27,12 @@
  * most max (>= 1) return addresses and returns how many, or
  * TSRI_UNWIND_FALLBACK.  When it answers, the answer is the one
  * _Unwind_Backtrace gives.  Lock-free, never allocates. */
+/* With w non-NULL the walk also notes in w the stack words its answer
+ * depends on (w->reads = UINT32_MAX: too many to note).  While those words
+ * hold what they held, a walk from the same fp gives the same answer:
+ * tsri_os_stack_memo_find (os.h) checks them. */
 tsri_hidden size_t tsri_unwind_walk(void *fp, void **frames, size_t max, size_t skip,
                                     tsri_os_memo_way_t *w);
-/* With w non-NULL the walk also notes in w the stack words its answer
- * depends on (w->reads = UINT32_MAX: too many to note).  tsri_unwind_same
- * tells whether those words still hold what they held: then a walk from
- * the same fp would give the same answer. */
-tsri_hidden bool tsri_unwind_same(void *fp, const tsri_os_memo_way_t *w);
 
 #else
 #define TSRI_UNWIND_FAST 0

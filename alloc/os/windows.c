@@ -247,6 +247,8 @@ int tsri_os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(vo
 
 uint64_t tsri_os_clock_ms(void) { return (uint64_t)GetTickCount64(); }
 
+void tsri_os_sleep_ms(uint32_t ms) { Sleep(ms); }
+
 /* The C runtime's copy of the environment, read in place (getenv may take
  * the CRT's lock, and _dupenv_s allocates).  Names compare without case,
  * as Windows compares them. */
