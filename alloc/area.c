@@ -192,6 +192,8 @@ void tsri_meta_page_retire(tsr_page_t *pg) {
   atomic_store_explicit(&pg->recs, NULL, memory_order_relaxed);
   atomic_fetch_and_explicit(&pg->tracked, ~TSRI_TRACKED_ARRAY, memory_order_relaxed);
   tsri_unlock(tsri_arena_lock_get());
+  epoch_bump(pg);   /* the heaps' hints name this area and its contexts */
+  epoch_bump(pg);
   /* Every block is free, so every record is 0 (frees clear them): the
    * contexts and long records are all that is left.  The area stays committed for the
    * slot's next span, until the arena purges the slot (a decommit per

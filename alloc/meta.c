@@ -383,22 +383,25 @@ static inline uint32_t capture_stack(void *caller, tsr_heap_t *h, void *fp) {
  * when it needs a table record instead (no memory for the area, more
  * waste than the format holds, every context named by a live block).
  * Inlined with a constant format f. */
-static inline __attribute__((always_inline)) bool record_in_page_as(rec_fmt_t f, tsri_recs_t *r, tsr_heap_t *h,
-                                                                    tsr_page_t *pg, size_t idx, size_t requested,
-                                                                    uint32_t stack, uint64_t seq) {
+static inline __attribute__((always_inline)) bool record_in_page_as(rec_fmt_t f, tsr_heap_t *h, tsr_page_t *pg,
+                                                                    size_t idx, size_t requested, uint32_t stack,
+                                                                    uint64_t seq) {
   size_t waste = pg->block_size - requested;
   if (tsr_unlikely(waste >> f.waste_bits)) return false;
   tsri_ctx_hint_t *hint = &h->ctx_hint[pg->cls];
   if (tsr_unlikely(hint->page != pg || hint->epoch != atomic_load_explicit(&pg->ctx_epoch, memory_order_relaxed) ||
                    hint->stack != stack ||
                    (!hint->is_long && seq - hint->seq_base >= ((uint64_t)1 << f.off_bits)))) {
+    tsri_recs_t *r = tsri_area(pg);
+    if (tsr_unlikely(r == NULL)) return false;
     bool is_long = false;
     int found = tsri_area_ctx_find(r, pg, f, stack, h->thread, seq, &is_long);
     if (found < 0) return false;
-    *hint = (tsri_ctx_hint_t){ pg, atomic_load_explicit(&r->ctx[found].seq_base, memory_order_relaxed), stack,
+    *hint = (tsri_ctx_hint_t){ pg, r, atomic_load_explicit(&r->ctx[found].seq_base, memory_order_relaxed), stack,
                                atomic_load_explicit(&pg->ctx_epoch, memory_order_relaxed), (uint32_t)found,
                                is_long };
   }
+  tsri_recs_t *r = hint->area;   /* the page's while its epoch holds */
   if (tsr_unlikely(hint->is_long)) {
     r->has_long = 1;
     atomic_store_explicit(&area_long(r, pg->capacity)[idx], long_pack(hint->slot, (uint32_t)waste, seq), memory_order_relaxed);
@@ -409,12 +412,10 @@ static inline __attribute__((always_inline)) bool record_in_page_as(rec_fmt_t f,
   return true;
 }
 
-static inline __attribute__((always_inline)) bool record_in_page(tsr_heap_t *h, tsr_page_t *pg, size_t idx, size_t requested, uint32_t stack,
-                                  uint64_t seq) {
-  tsri_recs_t *r = tsri_area(pg);
-  if (tsr_unlikely(r == NULL)) return false;
-  if (pg->block_size <= TSRI_REC_NARROW_MAX) return record_in_page_as(REC_NARROW, r, h, pg, idx, requested, stack, seq);
-  return record_in_page_as(REC_WIDE, r, h, pg, idx, requested, stack, seq);
+static inline __attribute__((always_inline)) bool record_in_page(tsr_heap_t *h, tsr_page_t *pg, size_t idx,
+                                                                 size_t requested, uint32_t stack, uint64_t seq) {
+  if (pg->block_size <= TSRI_REC_NARROW_MAX) return record_in_page_as(REC_NARROW, h, pg, idx, requested, stack, seq);
+  return record_in_page_as(REC_WIDE, h, pg, idx, requested, stack, seq);
 }
 
 /* Put e in the table; false when there is no memory for it. */

@@ -172,15 +172,15 @@ typedef struct tsr_page_s {
                                        arena lock held */
   _Atomic uint32_t tracked;         /* live blocks with a record in meta.c's table,
                                        | TSRI_TRACKED_ARRAY; 0: free needs no lookup */
+  _Atomic uint32_t ctx_epoch;       /* changes when contexts of its record area may
+                                       have gone, odd while they go; the owner writes
+                                       (meta.c: heaps' hints, walkers) */
   /* Owner only (or the abandoned-list lock holder when owner is gone). */
   struct tsr_page_s *next, *prev;   /* links in the owner's queue / abandoned list */
   struct tsr_page_s *notify_next;   /* link in the owner's notify stack */
   uint32_t trimmed_at_used;         /* owner: `used` when the page's free OS pages were
                                        last given back (page.c: tsri_page_trim) */
   uint32_t seen_used;               /* owner: `used` at the heap's last trim pass */
-  _Atomic uint32_t ctx_epoch;       /* changes when contexts of its record area may
-                                       have gone, odd while they go; the owner writes
-                                       (meta.c: heaps' hints, walkers) */
   uint32_t recs_committed;          /* bytes of this slot's record area committed;
                                        kept from span to span until the slot is
                                        purged (meta.c) */
@@ -189,6 +189,9 @@ typedef struct tsr_page_s {
    * while it is not 0 (a free clears it). */
   _Atomic(tsri_recs_t *) recs;      /* or NULL */
 } __attribute__((aligned(64))) tsr_page_t;
+
+_Static_assert(offsetof(tsr_page_t, ctx_epoch) + sizeof(uint32_t) <= 64,
+               "a full-tracking allocation reads one line of its page");
 
 
 
@@ -223,6 +226,7 @@ typedef struct tsr_arena_s {
  * the next record from the same stack needs no look at the page's table. */
 typedef struct tsri_ctx_hint_s {
   const struct tsr_page_s *page;    /* NULL: none */
+  tsri_recs_t *area;                /* page->recs when noted */
   uint64_t seq_base;                /* the context's first record number */
   uint32_t stack;                   /* the context's stack id */
   uint32_t epoch;                   /* page->ctx_epoch when noted */

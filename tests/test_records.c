@@ -360,3 +360,40 @@ Test(records, long_records_when_contexts_run_out) {
   cr_assert_eq(stats_tracked(), 0);
   heap_is_sound();
 }
+
+/* A page that empties goes back to its arena, keeping its record area
+ * (cleared) for the slot's next page.  Fill pages, free the first, and
+ * allocate again from the same stack: a new page on the first one's slot,
+ * whose records must all be right. */
+Test(records, record_area_of_a_reused_slot) {
+  cr_assert_eq(tsr_track_set(TSR_TRACK_FULL), 0);
+  enum { SIZE = 48, N = 3000 };
+  static void *p[N];
+  size_t first_page = 0, reused = 0;
+  void *first_slot = NULL;
+  /* one call site for both rounds: one stack */
+  TSR_ONE_CALL for (int round = 0; round < tsr_opaque_count(2); round++) {
+    size_t n = round == 0 ? N : first_page;
+    for (size_t i = 0; i < n; i++) {
+      p[i] = one_site(SIZE);
+      if (round == 0 && i > 0 && first_page == 0 && tsri_page_of(p[i]) != tsri_page_of(p[0])) first_page = i;
+      if (round == 1) reused += tsri_page_of(p[i])->start == (uint8_t *)first_slot;
+    }
+    if (round == 0) {
+      cr_assert_gt(first_page, 0, "the blocks fill more than a page");
+      first_slot = tsri_page_of(p[0])->start;
+      for (size_t i = 0; i < first_page; i++) tsr_free(p[i]);   /* the first page empties */
+    }
+  }
+  cr_assert_gt(reused, 0, "no block came from the first page's slot again");
+  size_t req[N];
+  for (size_t i = 0; i < N; i++) req[i] = SIZE;
+  seen_t s = walk_blocks(p, req, N);
+  for (size_t i = 0; i < N; i++) cr_assert_eq(s.copy[i].site, s.copy[0].site, "block %zu: another stack", i);
+  free(s.copy);
+  cr_assert_eq(stats_tracked(), N);
+  cr_assert_eq(stats_requested(), (uint64_t)N * SIZE);
+  heap_is_sound();
+  for (size_t i = 0; i < N; i++) tsr_free(p[i]);
+  cr_assert_eq(stats_tracked(), 0);
+}
