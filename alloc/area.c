@@ -93,8 +93,7 @@ static bool ctx_collect(tsri_recs_t *r, const tsr_page_t *pg, rec_fmt_t f) {
   for (size_t i = 0; i < pg->capacity; i++) {
     rec_fields_t rec = rec_unpack(f, rec_read(r, f, i));
     if (!rec.valid) continue;
-    if (f.width == 32 && rec.ctx == REC_LONG)
-      rec.ctx = long_unpack(atomic_load_explicit(&area_long(r, pg->capacity)[i], memory_order_relaxed), false).ctx;
+    if (rec_is_long(f, rec)) rec.ctx = long_unpack(long_read(r, pg->capacity, i), false).ctx;
     named[rec.ctx / 64] |= (uint64_t)1 << (rec.ctx % 64);
   }
   bool freed = false;
@@ -224,8 +223,8 @@ size_t tsri_area_check(const tsr_page_t *pg, const tsri_recs_t *r, const _Atomic
     /* a block being freed right now may still show its record: only a
      * record that cannot belong to the block is reported */
     rec_fields_t rec = rec_unpack(f, v);
-    bool is_long = f.width == 32 && rec.ctx == REC_LONG;
-    if (is_long) rec = long_unpack(atomic_load_explicit(&area_long(r, pg->capacity)[i], memory_order_relaxed), false);
+    bool is_long = rec_is_long(f, rec);
+    if (is_long) rec = long_unpack(long_read(r, pg->capacity, i), false);
     const tsri_ctx_t *c = &r->ctx[rec.ctx];
     uint32_t stack = atomic_load_explicit(&c->stack, memory_order_relaxed);
     uint32_t thread = atomic_load_explicit(&c->thread, memory_order_relaxed);

@@ -77,6 +77,9 @@ static inline rec_fields_t long_unpack(uint64_t v, bool expected) {
   return r;
 }
 
+/* Does rec (of format f) name REC_LONG: is its number in a long record? */
+static inline bool rec_is_long(rec_fmt_t f, rec_fields_t rec) { return f.width == 32 && rec.ctx == REC_LONG; }
+
 /* Record i of an area: relaxed atomic words, the owner writes, a free
  * clears, walkers and tsr_leak_expect read. */
 static inline uint64_t rec_read(const tsri_recs_t *r, rec_fmt_t f, size_t i) {
@@ -105,6 +108,10 @@ static inline bool rec_swap(tsri_recs_t *r, rec_fmt_t f, size_t i, uint64_t old,
 /* The long records of a narrow page: after its narrow ones. */
 static inline _Atomic uint64_t *area_long(const tsri_recs_t *r, size_t capacity) {
   return (_Atomic uint64_t *)(uintptr_t)((const uint8_t *)r->recs + tsri_align_up(capacity * 4, 8));
+}
+
+static inline uint64_t long_read(const tsri_recs_t *r, size_t capacity, size_t i) {
+  return atomic_load_explicit(&area_long(r, capacity)[i], memory_order_relaxed);
 }
 
 /* Make the record area of pg; NULL when the OS refuses.  Caller: the

@@ -147,14 +147,20 @@ static inline tsr_page_t *tsri_page_of(const void *p) {
   return NULL;
 }
 
+/* Index of the block that p, the start of a block of pg, is.  Exact:
+ * offsets are below 2^20 and block sizes below 2^18, so the error of the
+ * 40-bit reciprocal stays under 1/block_size. */
+static inline size_t tsri_block_index_of(const tsr_page_t *pg, const void *p) {
+  return (size_t)((((uint64_t)((const uint8_t *)p - pg->start)) * pg->magic) >> TSR_MAGIC_SHIFT);
+}
+
 /* Index of the block starting at p in pg, or -1 when p is not the start of
- * a block (interior pointer or past the last block).  Exact: offsets are
- * below 2^20 and block sizes below 2^18, so the error of the 40-bit
- * reciprocal stays under 1/block_size. */
+ * a block (interior pointer or past the last block). */
 static inline long tsri_block_index(const tsr_page_t *pg, const void *p) {
-  uint64_t off = (uint64_t)((const uint8_t *)p - pg->start);
-  uint64_t idx = (off * pg->magic) >> TSR_MAGIC_SHIFT;
-  if (tsr_unlikely(idx * pg->block_size != off || idx >= pg->capacity)) return -1;
+  size_t idx = tsri_block_index_of(pg, p);
+  if (tsr_unlikely((uint64_t)idx * pg->block_size != (uint64_t)((const uint8_t *)p - pg->start) ||
+                   idx >= pg->capacity))
+    return -1;
   return (long)idx;
 }
 

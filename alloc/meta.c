@@ -449,8 +449,7 @@ static inline __attribute__((always_inline)) void record_full(void *p, tsr_page_
                                void *fp) {
   uint64_t seq = seq_next(h, clock_full());
   uint32_t stack = capture_stack(caller, h, fp);
-  size_t idx = (size_t)(((uint64_t)((uint8_t *)p - pg->start) * pg->magic) >> TSR_MAGIC_SHIFT);
-  if (tsr_unlikely(!record_in_page(h, pg, idx, requested, stack, seq)))
+  if (tsr_unlikely(!record_in_page(h, pg, tsri_block_index_of(pg, p), requested, stack, seq)))
     record_table(p, pg, requested, 1.0, stack, seq, h);
 }
 
@@ -511,7 +510,7 @@ void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *ca
  * REC_LONG: longv, the long record), whose contexts are ctxs. */
 static tsri_rec_t rec_expand(const tsri_ctx_t *ctxs, rec_fields_t rec, uint64_t longv, rec_fmt_t f,
                              uint32_t block_size, const time_mark_t *log, size_t marks) {
-  bool is_long = f.width == 32 && rec.ctx == REC_LONG;
+  bool is_long = rec_is_long(f, rec);
   if (is_long) rec = long_unpack(longv, rec.expected);
   const tsri_ctx_t *ctx = &ctxs[rec.ctx];
   tsri_rec_t out;
@@ -545,13 +544,13 @@ static void resized_in_page(tsr_page_t *pg, tsri_recs_t *r, size_t idx, uint64_t
   size_t waste = pg->block_size - requested;
   for (;;) {
     rec_fields_t rec = rec_unpack(f, v);
-    bool is_long = f.width == 32 && rec.ctx == REC_LONG;
+    bool is_long = rec_is_long(f, rec);
     if ((waste >> f.waste_bits) == 0 && !is_long) {
       uint64_t moved = (v & ~((((uint64_t)1 << f.waste_bits) - 1) << f.off_bits)) | (uint64_t)waste << f.off_bits;
       if (rec_swap(r, f, idx, v, moved)) return;   /* fails only when tsr_leak_expect marked it */
     } else {
       tsri_lock(&seq_lock);
-      uint64_t longv = is_long ? atomic_load_explicit(&area_long(r, pg->capacity)[idx], memory_order_relaxed) : 0;
+      uint64_t longv = is_long ? long_read(r, pg->capacity, idx) : 0;
       tsri_rec_t full = rec_expand(r->ctx, rec, longv, f, pg->block_size, time_log, time_marks);
       tsri_unlock(&seq_lock);
       full.requested = (uint32_t)requested;
@@ -730,8 +729,7 @@ static bool walk_copy(tsr_arena_t *a, size_t slot, tsr_page_t *out, walk_page_t 
       uint32_t before = atomic_load_explicit(&pg->ctx_epoch, memory_order_acquire);
       for (size_t i = 0; i < c->capacity; i++) {
         w->recs[i] = rec_read(r, f, i);
-        if (f.width == 32 && w->recs[i] != 0 && rec_unpack(f, w->recs[i]).ctx == REC_LONG)
-          w->longs[i] = atomic_load_explicit(&area_long(r, c->capacity)[i], memory_order_relaxed);
+        if (w->recs[i] != 0 && rec_is_long(f, rec_unpack(f, w->recs[i]))) w->longs[i] = long_read(r, c->capacity, i);
       }
       for (size_t k = 0; k < TSRI_CTX_SLOTS; k++) {
         atomic_store_explicit(&w->ctx[k].stack, atomic_load_explicit(&r->ctx[k].stack, memory_order_relaxed),
