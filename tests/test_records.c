@@ -78,31 +78,12 @@ static uint64_t stats_tracked(void) {
  * More call stacks in one page than a page has contexts
  * ---------------------------------------------------------------------- */
 
-/* Stack k (of MANY_STACKS) is a chain of MANY_BITS calls down to one
- * allocation, through many_b where bit (level - 1) of k is set and many_a
- * where it is clear: 256 stacks, one class, a few pages. */
+/* Stack k (of MANY_STACKS) is many_a's chain of MANY_BITS calls for k
+ * (TSR_STACK_PER_K), down to MANY_EACH allocations: 256 stacks, one
+ * class, a few pages. */
 enum { MANY_BITS = 8, MANY_STACKS = 1 << MANY_BITS, MANY_SIZE = 40, MANY_EACH = 3 };
 
-static TSR_ALLOC_FN void many_a(unsigned k, unsigned level, void **out);
-static TSR_ALLOC_FN void many_b(unsigned k, unsigned level, void **out);
-
-#define MANY_LEVEL(k, level, out)                                              \
-  do {                                                                         \
-    if ((level) == 0) {                                                        \
-      TSR_ONE_CALL for (int i = 0; i < tsr_opaque_count(MANY_EACH); i++) {     \
-        (out)[i] = tsr_malloc(MANY_SIZE);                                      \
-        TSR_KEEP((out)[i]);                                                    \
-      }                                                                        \
-    } else if (((k) >> ((level) - 1)) & 1) {                                   \
-      many_b(k, (level) - 1, out);                                             \
-    } else {                                                                   \
-      many_a(k, (level) - 1, out);                                             \
-    }                                                                          \
-    TSR_KEEP(out);                                                             \
-  } while (0)
-
-static TSR_ALLOC_FN void many_a(unsigned k, unsigned level, void **out) { MANY_LEVEL(k, level, out); }
-static TSR_ALLOC_FN void many_b(unsigned k, unsigned level, void **out) { MANY_LEVEL(k, level, out); }
+TSR_STACK_PER_K(many, MANY_EACH, MANY_SIZE)
 
 static void *many_blocks[MANY_STACKS * MANY_EACH];
 

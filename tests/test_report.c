@@ -99,37 +99,16 @@ static TSR_ALLOC_FN void alloc_base(void) {
   }
 }
 
-/* Many sites: site k (of SPREAD_SITES) is a chain of SPREAD_BITS calls
- * down to the allocating loop, each level run by spread_b where its bit of
- * k is set and by spread_a where it is clear, so the functions the
- * return addresses lie in spell k and every k has a call stack of its
- * own.  Site k grows by spread_count(k) blocks: counts out of k's order,
- * each shared by two or three sites. */
+/* Many sites: site k (of SPREAD_SITES) is spread_a's chain of SPREAD_BITS
+ * calls for k (TSR_STACK_PER_K), with a call stack of its own.  Site k
+ * grows by spread_count(k) blocks: counts out of k's order, each shared by
+ * two or three sites. */
 enum { SPREAD_BITS = 7, SPREAD_SITES = 1 << SPREAD_BITS, SPREAD_SIZE = 48, SPREAD_MAX = 61 };
 static void *spread_blocks[SPREAD_SITES * SPREAD_MAX];
 
 static int spread_count(unsigned k) { return (int)(k * 37 % SPREAD_MAX) + 1; }
 
-static TSR_ALLOC_FN void spread_a(unsigned k, unsigned level, void **out);
-static TSR_ALLOC_FN void spread_b(unsigned k, unsigned level, void **out);
-
-#define SPREAD_LEVEL(k, level, out)                                            \
-  do {                                                                         \
-    if ((level) == 0) {                                                        \
-      TSR_ONE_CALL for (int i = 0; i < tsr_opaque_count(spread_count(k)); i++) { \
-        (out)[i] = tsr_malloc(SPREAD_SIZE);                                    \
-        TSR_KEEP((out)[i]);                                                    \
-      }                                                                        \
-    } else if (((k) >> ((level) - 1)) & 1) {                                   \
-      spread_b(k, (level) - 1, out);                                           \
-    } else {                                                                   \
-      spread_a(k, (level) - 1, out);                                           \
-    }                                                                          \
-    TSR_KEEP(out);                                                             \
-  } while (0)
-
-static TSR_ALLOC_FN void spread_a(unsigned k, unsigned level, void **out) { SPREAD_LEVEL(k, level, out); }
-static TSR_ALLOC_FN void spread_b(unsigned k, unsigned level, void **out) { SPREAD_LEVEL(k, level, out); }
+TSR_STACK_PER_K(spread, spread_count(k), SPREAD_SIZE)
 
 /* The sampling workload: one block per call, from two functions. */
 static TSR_ALLOC_FN void *sample_kib(void) {

@@ -21,4 +21,35 @@ static inline int tsr_opaque_count(int n) {
 }
 #define TSR_KEEP(p) __asm__ volatile("" : : "r"(p) : "memory")
 
+/* A call stack of its own for each k: TSR_STACK_PER_K(name, count, size)
+ * defines name_a and name_b; name_a(k, bits, out) is a chain of `bits`
+ * calls, each level run by name_b where its bit of k is set and by name_a
+ * where it is clear (so the functions the return addresses lie in spell
+ * k), down to a loop of count (an expression in k) allocations of size
+ * bytes into out. */
+#define TSR_STACK_PER_K_LEVEL(name, k, level, out, count, size)                \
+  do {                                                                         \
+    if ((level) == 0) {                                                        \
+      TSR_ONE_CALL for (int i = 0; i < tsr_opaque_count(count); i++) {        \
+        (out)[i] = tsr_malloc(size);                                           \
+        TSR_KEEP((out)[i]);                                                    \
+      }                                                                        \
+    } else if (((k) >> ((level) - 1)) & 1) {                                   \
+      name##_b(k, (level) - 1, out);                                           \
+    } else {                                                                   \
+      name##_a(k, (level) - 1, out);                                           \
+    }                                                                          \
+    TSR_KEEP(out);                                                             \
+  } while (0)
+
+#define TSR_STACK_PER_K(name, count, size)                                                 \
+  static TSR_ALLOC_FN void name##_a(unsigned k, unsigned level, void **out);               \
+  static TSR_ALLOC_FN void name##_b(unsigned k, unsigned level, void **out);               \
+  static TSR_ALLOC_FN void name##_a(unsigned k, unsigned level, void **out) {              \
+    TSR_STACK_PER_K_LEVEL(name, k, level, out, count, size);                               \
+  }                                                                                        \
+  static TSR_ALLOC_FN void name##_b(unsigned k, unsigned level, void **out) {              \
+    TSR_STACK_PER_K_LEVEL(name, k, level, out, count, size);                               \
+  }
+
 #endif /* TSR_SITES_H */
