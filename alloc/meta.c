@@ -55,7 +55,7 @@ typedef struct meta_entry_s {
 } meta_entry_t;
 
 static tsri_lock_t meta_lock;
-static tsri_table_t table = TSRI_TABLE_INIT(meta_entry_t, 1024);
+static tsri_table_t table = TSRI_TABLE_INIT(meta_entry_t, 64);   /* 4 KiB at first */
 static tsri_meta_totals_t table_sums; /* over the entries */
 
 static void sums_add(const meta_entry_t *e, double sign) {
@@ -435,11 +435,10 @@ static bool record_in_table(const meta_entry_t *e, tsr_page_t *pg) {
 /* A table record for block p (of page pg, or large when pg is NULL);
  * without memory for it the block goes untracked. */
 static void record_table(void *p, tsr_page_t *pg, size_t requested, double weight, uint32_t stack,
-                         uint64_t seq, tsr_heap_t *h) {
+                         uint64_t seq, uint32_t ms, tsr_heap_t *h) {
   meta_entry_t e = { (uintptr_t)p, requested, pg != NULL ? pg->block_size : tsri_large_usable(p), weight,
                      pg ? pg->cls : TSR_CLASS_COUNT,
-                     { seq, requested > UINT32_MAX ? UINT32_MAX : (uint32_t)requested, stack, h->thread,
-                       h->seq_ms } };
+                     { seq, requested > UINT32_MAX ? UINT32_MAX : (uint32_t)requested, stack, h->thread, ms } };
   record_in_table(&e, pg);
 }
 
@@ -450,7 +449,7 @@ static inline __attribute__((always_inline)) void record_full(void *p, tsr_page_
   uint64_t seq = seq_next(h, clock_full());
   uint32_t stack = capture_stack(caller, h, fp);
   if (tsr_unlikely(!record_in_page(h, pg, tsri_block_index_of(pg, p), requested, stack, seq)))
-    record_table(p, pg, requested, 1.0, stack, seq, h);
+    record_table(p, pg, requested, 1.0, stack, seq, h->seq_ms, h);
 }
 
 void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller) {
@@ -484,7 +483,10 @@ void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *ca
     /* a large block, or the thread's first allocation */
     atomic_store_explicit(&h->sample_left, -1, memory_order_relaxed);
     if (cls < TSR_CLASS_COUNT) record_full(p, h->cur[cls], size, caller, h, fp);
-    else record_table(p, NULL, size, 1.0, capture_stack(caller, h, fp), seq_next(h, clock_full()), h);
+    else {
+      uint64_t seq = seq_next(h, clock_full());
+      record_table(p, NULL, size, 1.0, capture_stack(caller, h, fp), seq, h->seq_ms, h);
+    }
     return p;
   }
   int64_t left = atomic_load_explicit(&h->sample_left, memory_order_relaxed);
@@ -494,9 +496,11 @@ void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *ca
     if (left < 0) {
       double mean = (double)tsri_option(TSRI_OPT_SAMPLE_BYTES);
       double prob = one_minus_exp((double)(size ? size : 1) / mean);
-      uint64_t seq = seq_next(h, clock_now());
+      /* a number of its own, dated in the record: a sample takes no block
+       * of numbers and no mark in the time log, which serve compact records */
+      uint64_t seq = atomic_fetch_add_explicit(&meta_seq, 1, memory_order_relaxed) + 1;
       record_table(p, cls < TSR_CLASS_COUNT ? tsri_page_of(p) : NULL, size, 1.0 / prob,
-                   capture_stack(caller, h, fp), seq, h);
+                   capture_stack(caller, h, fp), seq, clock_now(), h);
       left = next_interval(h);
     }
   } else {

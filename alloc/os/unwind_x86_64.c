@@ -38,7 +38,12 @@
  * previous one by at most STEP_MAX, or libgcc takes over.
  *
  * The table: SLOTS entries of (sequence, pc, code, rule), open addressing
- * over PROBES slots.  Any thread inserts; a writer claims a slot by moving
+ * over PROBES slots, of which only the first 2^table_bits are in use:
+ * that starts at one page and doubles when half of it has been filled,
+ * so a program with a few call sites touches a page or two of the
+ * table's bss, not one page per return address.  An entry placed under a
+ * smaller table stays true after a doubling; lookups that no longer reach
+ * it miss and fill another slot.  Any thread inserts; a writer claims a slot by moving
  * its sequence to odd, a reader uses an entry only when the sequence was
  * even and unchanged around its reads (a seqlock), so it never acts on a
  * half-written entry.  Losing a race loses only a cache entry.  Objects
@@ -101,7 +106,8 @@ static int64_t rule_rbp_offset(uint64_t r) { return (int16_t)(uint16_t)(r >> 16)
  * The rule table
  * ---------------------------------------------------------------------- */
 
-#define SLOT_BITS 13 /* 8192 slots, 256 KiB of bss, touched only where used */
+#define SLOT_BITS 13       /* at most 8192 slots, 256 KiB of bss */
+#define SLOT_BITS_FIRST 7  /* 128 slots: one page */
 #define SLOTS ((size_t)1 << SLOT_BITS)
 #define PROBES 4
 
@@ -113,17 +119,20 @@ typedef struct slot_s {
 } slot_t;
 
 static _Alignas(64) slot_t table[SLOTS];
+static _Atomic unsigned table_bits = SLOT_BITS_FIRST; /* slots in use: 2^table_bits */
+static _Atomic size_t table_filled;                   /* empty slots filled so far */
 
-static size_t slot_home(uintptr_t pc) {
-  return (size_t)(((uint64_t)pc * 0x9E3779B97F4A7C15ull) >> (64 - SLOT_BITS));
+static size_t slot_home(uintptr_t pc, unsigned bits) {
+  return (size_t)(((uint64_t)pc * 0x9E3779B97F4A7C15ull) >> (64 - bits));
 }
 
 /* The entry for pc: its rule and the code word it was computed with.  The
  * loads are acquire so that none moves past the second read of seq; on
  * x86-64 they are plain moves. */
 static bool table_find(uintptr_t pc, uint64_t *rule, uint64_t *code) {
-  size_t i = slot_home(pc);
-  for (unsigned probe = 0; probe < PROBES; probe++, i = (i + 1) & (SLOTS - 1)) {
+  unsigned bits = atomic_load_explicit(&table_bits, memory_order_relaxed);
+  size_t mask = ((size_t)1 << bits) - 1, i = slot_home(pc, bits);
+  for (unsigned probe = 0; probe < PROBES; probe++, i = (i + 1) & mask) {
     slot_t *s = &table[i];
     uint64_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
     uint64_t key = atomic_load_explicit(&s->pc, memory_order_acquire);
@@ -138,14 +147,18 @@ static bool table_find(uintptr_t pc, uint64_t *rule, uint64_t *code) {
 
 /* Store pc's rule in the first of its probe slots that is empty or already
  * pc's, else over one of them chosen by pc.  Gives up if another writer
- * holds the slot. */
+ * holds the slot.  Filling an empty slot may double the table. */
 static void table_insert(uintptr_t pc, uint64_t code, uint64_t rule) {
-  size_t home = slot_home(pc), pick = (home + ((pc >> 4) & (PROBES - 1))) & (SLOTS - 1);
+  unsigned bits = atomic_load_explicit(&table_bits, memory_order_relaxed);
+  size_t mask = ((size_t)1 << bits) - 1, home = slot_home(pc, bits);
+  size_t pick = (home + ((pc >> 4) & (PROBES - 1))) & mask;
+  bool fills = false;
   for (size_t probe = 0; probe < PROBES; probe++) {
-    size_t i = (home + probe) & (SLOTS - 1);
+    size_t i = (home + probe) & mask;
     uint64_t key = atomic_load_explicit(&table[i].pc, memory_order_relaxed);
     if (key == 0 || key == pc) {
       pick = i;
+      fills = key == 0;
       break;
     }
   }
@@ -160,6 +173,10 @@ static void table_insert(uintptr_t pc, uint64_t code, uint64_t rule) {
   atomic_store_explicit(&s->code, code, memory_order_release);
   atomic_store_explicit(&s->rule, rule, memory_order_release);
   atomic_store_explicit(&s->seq, seq + 2, memory_order_release);
+  if (fills && bits < SLOT_BITS &&
+      (atomic_fetch_add_explicit(&table_filled, 1, memory_order_relaxed) + 1) * 2 > mask + 1)
+    atomic_compare_exchange_strong_explicit(&table_bits, &bits, bits + 1, memory_order_relaxed,
+                                            memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------------------
