@@ -217,16 +217,27 @@ tsri_hidden void tsri_heap_free_slow(tsr_heap_t *h, tsr_page_t *pg);
 tsri_hidden void tsri_heap_free_remote(tsr_page_t *pg, size_t word, uint64_t mask, void *p);
 
 /* Allocate a block of class cls: about ten instructions and one branch
- * when the current page of the class has a free block in its scan word. */
-static inline void *tsri_heap_alloc(tsr_heap_t *h, size_t cls) {
+ * when the current page of the class has a free block in its scan word.
+ * *idx: the block's index in its page, which is then h->cur[cls]. */
+static inline void *tsri_heap_alloc_at(tsr_heap_t *h, size_t cls, size_t *idx) {
   tsr_page_t *pg = h->cur[cls];
   size_t w = pg->scan;
   uint64_t bits = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
-  if (tsr_unlikely(bits == 0)) return tsri_heap_alloc_slow(h, cls);
+  if (tsr_unlikely(bits == 0)) {
+    void *p = tsri_heap_alloc_slow(h, cls);
+    if (p != NULL) *idx = tsri_block_index_of(h->cur[cls], p);
+    return p;
+  }
   atomic_store_explicit(tsri_local(pg, w), bits & (bits - 1), memory_order_relaxed);
   atomic_store_explicit(&pg->used, atomic_load_explicit(&pg->used, memory_order_relaxed) + 1,
                         memory_order_relaxed);
-  return pg->start + (w * 64 + (size_t)__builtin_ctzll(bits)) * pg->block_size;
+  *idx = w * 64 + (size_t)__builtin_ctzll(bits);
+  return pg->start + *idx * pg->block_size;
+}
+
+static inline void *tsri_heap_alloc(tsr_heap_t *h, size_t cls) {
+  size_t idx;
+  return tsri_heap_alloc_at(h, cls, &idx);
 }
 
 /* Free block idx of pg, which p points at.  The owner's free checks both

@@ -39,7 +39,7 @@ _Atomic int tsri_track_level = TSR_TRACK_SAMPLE;
 uint64_t tsri_start_ms;
 _Atomic size_t tsri_meta_large_tracked;
 
-static _Atomic uint64_t meta_seq;   /* last record number given to a heap */
+static _Atomic uint64_t meta_seq;   /* last record number handed out */
 
 /* ------------------------------------------------------------------------
  * The table of sampled and large records
@@ -200,12 +200,14 @@ tsr_track_t tsr_track_get(void) {
 /* ------------------------------------------------------------------------
  * Record numbers and their times
  *
- * Heaps take record numbers in blocks of SEQ_BLOCK, and take a new block
- * when theirs is used up or the coarse clock has moved since they took it:
- * every number of a block is handed out within one tick of the clock
- * reading taken with it.  The time log holds (first number, reading) for
- * each block taken at a new reading, so a record's time follows from its
- * number and need not be stored.  When the log is full it drops marks
+ * Under full tracking heaps take record numbers in blocks of SEQ_BLOCK,
+ * and take a new block when theirs is used up or the coarse clock has
+ * moved since they took it: every number of a block is handed out within
+ * one tick of the clock reading taken with it.  The time log holds (first
+ * number, reading) for each block taken at a new reading, so the time of
+ * a compact record follows from its number and need not be stored.  A
+ * sampled record takes a number of its own and holds its time, like every
+ * record in the table.  When the log is full it drops marks
  * whose loss moves the time of the blocks they cover, rounded down to the
  * mark before, by at most 1/32 of those blocks' age: recent records keep
  * the clock's resolution, old ones in a long-running process are dated to
@@ -240,7 +242,9 @@ static inline uint32_t clock_now(void) { return since_start(tsri_os_clock_ms());
  * the clock themselves. */
 #define TICK_MS 2
 
-static _Atomic uint64_t ticker_copy;   /* tsri_os_clock_ms(); 0: no ticker */
+/* TICKER_ON | clock_now(); 0: no ticker */
+#define TICKER_ON ((uint64_t)1 << 32)
+static _Atomic uint64_t ticker_copy;
 static _Atomic int ticker_tried;
 
 /* Runs while tracking is full; the next full record after it ends
@@ -248,19 +252,19 @@ static _Atomic int ticker_tried;
 static void ticker_main(void *arg) {
   (void)arg;
   while (atomic_load_explicit(&tsri_track_level, memory_order_relaxed) == TSR_TRACK_FULL) {
-    atomic_store_explicit(&ticker_copy, tsri_os_clock_ms(), memory_order_relaxed);
+    atomic_store_explicit(&ticker_copy, TICKER_ON | clock_now(), memory_order_relaxed);
     tsri_os_sleep_ms(TICK_MS);
   }
   atomic_store_explicit(&ticker_copy, 0, memory_order_relaxed);
   atomic_store_explicit(&ticker_tried, 0, memory_order_release);
 }
 
-static __attribute__((noinline)) uint64_t ticker_start(void) {
-  uint64_t now = tsri_os_clock_ms();
+static __attribute__((noinline)) uint32_t ticker_start(void) {
+  uint32_t now = clock_now();
   /* no thread before the C library's start-up has run */
   if (tsri_os_env_ready() && !atomic_load_explicit(&ticker_tried, memory_order_relaxed) &&
       !atomic_exchange_explicit(&ticker_tried, 1, memory_order_acquire)) {
-    atomic_store_explicit(&ticker_copy, now, memory_order_relaxed);
+    atomic_store_explicit(&ticker_copy, TICKER_ON | now, memory_order_relaxed);
     if (tsri_os_thread_start(ticker_main, NULL) != 0) atomic_store_explicit(&ticker_copy, 0, memory_order_relaxed);
   }
   return now;
@@ -269,7 +273,7 @@ static __attribute__((noinline)) uint64_t ticker_start(void) {
 static inline uint32_t clock_full(void) {
   if (TSRI_OS_CLOCK_IS_A_READ) return clock_now();
   uint64_t copy = atomic_load_explicit(&ticker_copy, memory_order_relaxed);
-  return since_start(tsr_likely(copy != 0) ? copy : ticker_start());
+  return tsr_likely(copy != 0) ? (uint32_t)copy : ticker_start();
 }
 
 /* Make room in the full log.  seq_lock held. */
@@ -434,56 +438,48 @@ static bool record_in_table(const meta_entry_t *e, tsr_page_t *pg) {
 
 /* A table record for block p (of page pg, or large when pg is NULL);
  * without memory for it the block goes untracked. */
-static void record_table(void *p, tsr_page_t *pg, size_t requested, double weight, uint32_t stack,
-                         uint64_t seq, uint32_t ms, tsr_heap_t *h) {
+static tsr_noinline void record_table(void *p, tsr_page_t *pg, size_t requested, double weight, uint32_t stack,
+                                      uint64_t seq, uint32_t ms, tsr_heap_t *h) {
   meta_entry_t e = { (uintptr_t)p, requested, pg != NULL ? pg->block_size : tsri_large_usable(p), weight,
                      pg ? pg->cls : TSR_CLASS_COUNT,
                      { seq, requested > UINT32_MAX ? UINT32_MAX : (uint32_t)requested, stack, h->thread, ms } };
   record_in_table(&e, pg);
 }
 
-/* Full tracking: the record of block p of pg, which h just handed out.
- * Every allocation takes this path, so it is kept short. */
-static inline __attribute__((always_inline)) void record_full(void *p, tsr_page_t *pg, size_t requested, void *caller, tsr_heap_t *h,
-                               void *fp) {
+/* Full tracking: the record of block p, idx of pg, which h just handed
+ * out.  Every allocation takes this path, so it is kept short. */
+static inline __attribute__((always_inline)) void record_full(void *p, tsr_page_t *pg, size_t idx, size_t requested,
+                                                              void *caller, tsr_heap_t *h, void *fp) {
   uint64_t seq = seq_next(h, clock_full());
   uint32_t stack = capture_stack(caller, h, fp);
-  if (tsr_unlikely(!record_in_page(h, pg, tsri_block_index_of(pg, p), requested, stack, seq)))
+  if (tsr_unlikely(!record_in_page(h, pg, idx, requested, stack, seq)))
     record_table(p, pg, requested, 1.0, stack, seq, h->seq_ms, h);
 }
 
-void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller) {
+/* tsri_meta_alloc for all but a small block under full tracking in a
+ * thread that has a heap: the first allocation of a thread or of the
+ * process, large blocks, sampling.  The stack it records is walked from
+ * its own frame. */
+static tsr_noinline void *meta_alloc_other(size_t size, size_t cls, size_t align, bool zero, void *caller) {
   void *fp = __builtin_frame_address(0);
-  int level = atomic_load_explicit(&tsri_track_level, memory_order_relaxed);
-  tsr_heap_t *h = tsri_tl_heap;
-  if (tsr_likely(level == TSR_TRACK_FULL && cls < TSR_CLASS_COUNT && h != &tsri_heap_none)) {
-    /* the path of every small allocation under full tracking */
-    atomic_store_explicit(&h->sample_left, -1, memory_order_relaxed);
-    void *p = tsri_heap_alloc(h, cls);
-    if (tsr_unlikely(p == NULL)) return NULL;
-    atomic_store_explicit(&h->allocs, atomic_load_explicit(&h->allocs, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-    tsr_page_t *pg = h->cur[cls];   /* where tsri_heap_alloc takes blocks from */
-    tsr_assert_internal(tsri_page_of(p) == pg);
-    record_full(p, pg, size, caller, h, fp);
-    return p;
-  }
   tsri_init();   /* the first allocation of the process reads the level here */
-  level = atomic_load_explicit(&tsri_track_level, memory_order_relaxed);
-  h = tsri_heap_get();
+  int level = atomic_load_explicit(&tsri_track_level, memory_order_relaxed);
+  tsr_heap_t *h = tsri_heap_get();
   if (h == NULL) {
     errno = ENOMEM;
     return NULL;
   }
-  void *p = cls < TSR_CLASS_COUNT ? tsri_heap_alloc(h, cls) : tsri_large_alloc(size, align, zero);
+  size_t idx = 0;
+  void *p = cls < TSR_CLASS_COUNT ? tsri_heap_alloc_at(h, cls, &idx) : tsri_large_alloc(size, align, zero);
   if (p == NULL) return NULL;
   atomic_store_explicit(&h->allocs, atomic_load_explicit(&h->allocs, memory_order_relaxed) + 1,
                         memory_order_relaxed);
   if (level == TSR_TRACK_FULL) {
     /* a large block, or the thread's first allocation */
     atomic_store_explicit(&h->sample_left, -1, memory_order_relaxed);
-    if (cls < TSR_CLASS_COUNT) record_full(p, h->cur[cls], size, caller, h, fp);
-    else {
+    if (cls < TSR_CLASS_COUNT) {
+      record_full(p, h->cur[cls], idx, size, caller, h, fp);
+    } else {
       uint64_t seq = seq_next(h, clock_full());
       record_table(p, NULL, size, 1.0, capture_stack(caller, h, fp), seq, h->seq_ms, h);
     }
@@ -508,6 +504,26 @@ void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *ca
   }
   atomic_store_explicit(&h->sample_left, left, memory_order_relaxed);
   return p;
+}
+
+void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller) {
+  int level = atomic_load_explicit(&tsri_track_level, memory_order_relaxed);
+  tsr_heap_t *h = tsri_tl_heap;
+  if (tsr_likely(level == TSR_TRACK_FULL && cls < TSR_CLASS_COUNT && h != &tsri_heap_none)) {
+    /* the path of every small allocation under full tracking */
+    void *fp = __builtin_frame_address(0);
+    atomic_store_explicit(&h->sample_left, -1, memory_order_relaxed);
+    size_t idx;
+    void *p = tsri_heap_alloc_at(h, cls, &idx);
+    if (tsr_unlikely(p == NULL)) return NULL;
+    atomic_store_explicit(&h->allocs, atomic_load_explicit(&h->allocs, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    tsr_page_t *pg = h->cur[cls];   /* where tsri_heap_alloc_at took p from */
+    tsr_assert_internal(tsri_page_of(p) == pg);
+    record_full(p, pg, idx, size, caller, h, fp);
+    return p;
+  }
+  return meta_alloc_other(size, cls, align, zero, caller);
 }
 
 /* The full record of a page's compact one, rec (a narrow one naming

@@ -135,9 +135,13 @@ typedef struct tsri_os_stack_memo_s {
  * remembered stack is found again only from the same frame.
  *
  * tsri_os_stack_memo_find: the name that tsri_os_stack_memo_tag gave the
- * stack an earlier capture with the same fp and key (any word; the
- * caller's return address is a good one) walked, when the calling
- * thread's stack is provably still that stack; 0 otherwise.
+ * stack an earlier capture with the same fp and key walked, when the
+ * calling thread's stack is provably still that stack; 0 otherwise.  key
+ * must be the return address held by a frame the walk passes, which no
+ * frame nearer fp returns to (the return address of the program's call
+ * into the capturing code): the memo does not read that word again,
+ * since the reads before it fix where it lies and the key is what it
+ * holds.
  *
  * tsri_os_stack_capture_memo: tsri_os_stack_capture from fp's function
  * outwards (the first frames may be that function's own), noting in the
@@ -156,10 +160,10 @@ __attribute__((no_sanitize("address", "thread"))) static inline uint32_t
 tsri_os_stack_memo_find(const tsri_os_stack_memo_t *memo, void *fp, uintptr_t key) {
   typedef uintptr_t __attribute__((aligned(1), may_alias)) stack_word_t;
   const tsri_os_memo_way_t *w = &memo->way[tsri_os_memo_way((uintptr_t)fp, key)];
-  if (w->fp != (uintptr_t)fp || w->key != key || w->tag == 0) return 0;
+  if (w->fp != (uintptr_t)fp || w->key != key) return 0;
   for (uint32_t i = 0; i < w->reads; i++)
     if (*(const stack_word_t *)((uintptr_t)fp + w->off[i]) != w->val[i]) return 0;
-  return w->tag;
+  return w->tag;   /* 0 until tagged */
 }
 tsri_hidden size_t tsri_os_stack_capture_memo(void **frames, size_t max, tsri_os_stack_memo_t *memo,
                                               void *fp, uintptr_t key);

@@ -18,6 +18,8 @@
 #include "os.h"
 #include "unwind_x86_64.h"
 
+#include <string.h>
+
 #include <unwind.h>
 
 typedef struct capture_s {
@@ -71,6 +73,16 @@ __attribute__((noinline)) size_t tsri_os_stack_capture_memo(void **frames, size_
   size_t n = tsri_unwind_walk(fp, frames, max, 0, w);
   if (n != TSRI_UNWIND_FALLBACK) {
     if (w->reads != UINT32_MAX) {
+      /* the first return address equal to key is the key's own (os.h);
+       * the saved RBPs noted are stack addresses, never equal to it */
+      for (uint32_t r = 0; r < w->reads; r++) {
+        if (w->val[r] == key) {
+          memmove(&w->off[r], &w->off[r + 1], (w->reads - r - 1) * sizeof w->off[0]);
+          memmove(&w->val[r], &w->val[r + 1], (w->reads - r - 1) * sizeof w->val[0]);
+          w->reads--;
+          break;
+        }
+      }
       w->fp = (uintptr_t)fp;
       w->key = key;
       w->tag = 0;
