@@ -654,5 +654,6 @@ void tsri_report_at_exit(void) {
                  "unloaded; link tessera statically or call tsr_report() before exit");
     return;
   }
+  tsri_os_runtime_freeres();
   report_now("exit");
 }

@@ -189,8 +189,12 @@ static size_t sites_listed(const tsri_sites_t *s) {
 }
 
 /* ------------------------------------------------------------------------
- * Leaks by allocating function: the innermost frame's function, what a
- * person hunting a leak asks first (sites split it by the whole stack)
+ * Leaks by allocating function: the function that asked for the block,
+ * what a person hunting a leak asks first (sites split it by the whole
+ * stack).  That is the innermost frame outside the C and C++ runtimes,
+ * which allocate on their callers' behalf: strdup, fopen, getline in the
+ * C library, operator new and the standard containers and strings in the
+ * C++ one (whose templates may also be compiled into the program).
  * ---------------------------------------------------------------------- */
 
 #define LEAK_FUNCTIONS 256
@@ -200,24 +204,64 @@ typedef struct leak_fn_s {
   uint64_t blocks, bytes, requested;
 } leak_fn_t;
 
+/* Modules of the C and C++ runtimes, by the start of their file names. */
+static const char *const runtime_modules[] = {
+  "libc.so", "libc-", "ld-linux", "ld-musl", "libm.so", "libpthread", "libstdc++", "libc++", "libgcc_s",
+  "msvcrt", "ucrtbase", "api-ms-win-crt",
+};
+
+/* Mangled names of operator new and new[] (all overloads), and of what is
+ * in namespace std or __gnu_cxx, in the Itanium C++ ABI. */
+static const char *const runtime_functions[] = {
+  "_Znw", "_Zna", "_ZNSt", "_ZNKSt", "_ZSt", "_ZNSa", "_ZNSs", "_ZNKSs", "_ZNSi", "_ZNSo", "_ZNSd",
+  "_ZN9__gnu_cxx", "_ZNK9__gnu_cxx",
+};
+
+static bool starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
+
+static bool in_runtime(const tsri_os_symbol_t *sym) {
+  const char *base = base_name(sym->module);
+  for (size_t i = 0; i < sizeof runtime_modules / sizeof runtime_modules[0]; i++)
+    if (starts_with(base, runtime_modules[i])) return true;
+  for (size_t i = 0; i < sizeof runtime_functions / sizeof runtime_functions[0]; i++)
+    if (starts_with(sym->function, runtime_functions[i])) return true;
+  return false;
+}
+
+/* The name of the function that allocated through stack id into name
+ * (128 bytes): its innermost frame outside the runtimes, or its innermost
+ * frame when every frame is theirs. */
+static void allocating_function(uint32_t id, char *name) {
+  void *const *frames;
+  size_t depth = tsri_stack_frames(id, &frames);
+  if (depth == 0) {
+    memcpy(name, "[no stack]", 11);
+    return;
+  }
+  tsri_os_symbol_t sym;
+  size_t pick = 0;
+  for (size_t f = 0; f < depth; f++) {
+    if (tsri_os_symbolize(frames[f], &sym) == 0 && in_runtime(&sym)) continue;
+    pick = f;
+    break;
+  }
+  if (tsri_os_symbolize(frames[pick], &sym) != 0 || sym.function[0] == 0) {
+    memcpy(name, "[unknown]", 10);
+    return;
+  }
+  size_t k = strlen(sym.function);
+  if (k > 127) k = 127;
+  memcpy(name, sym.function, k);
+  name[k] = 0;
+}
+
 /* Fill fns (LEAK_FUNCTIONS room) from the leak sites; biggest first. */
 static size_t leak_functions(const tsri_sites_t *leaks, leak_fn_t *fns) {
   size_t n = 0;
   for (size_t i = 0; i < leaks->count; i++) {
     const tsri_site_t *site = &leaks->sites[i];
-    void *const *frames;
-    char name[128] = "[no stack]";
-    if (tsri_stack_frames(site->id, &frames) > 0) {
-      tsri_os_symbol_t sym;
-      if (tsri_os_symbolize(frames[0], &sym) == 0 && sym.function[0]) {
-        size_t k = strlen(sym.function);
-        if (k >= sizeof name) k = sizeof name - 1;
-        memcpy(name, sym.function, k);
-        name[k] = 0;
-      } else {
-        memcpy(name, "[unknown]", 10);
-      }
-    }
+    char name[128];
+    allocating_function(site->id, name);
     size_t j = 0;
     while (j < n && strcmp(fns[j].name, name) != 0) j++;
     if (j == n) {

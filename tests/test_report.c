@@ -217,7 +217,8 @@ static text_t report_text(tsr_format_t format) {
  *   report REASON TRACK LIVE_BLOCKS ALLOCATED REQUESTED SITES SITES_TOTAL
  *   site FUNCTION BLOCKS BYTES REQUESTED ESTIMATED     (innermost frame's)
  *   leaks BLOCKS BYTES EXPECTED_BLOCKS LIBC_BLOCKS
- *   leak FUNCTION BLOCKS BYTES REQUESTED
+ *   leak FUNCTION BLOCKS BYTES REQUESTED           (per site, innermost frame's)
+ *   leakfn FUNCTION BLOCKS BYTES REQUESTED         (per allocating function)
  * and "valid N" at the end; any failure is a traceback and exit status 1. */
 static const char report_py[] =
   "import json, sys\n"
@@ -240,6 +241,8 @@ static const char report_py[] =
   "        print('leaks', l['blocks'], l['bytes'], l['expected_blocks'], l['libc_blocks'])\n"
   "        for site in l['sites']:\n"
   "            print('leak', fn(site), site['blocks'], site['bytes'], site['requested'])\n"
+  "        for f in l['functions']:\n"
+  "            print('leakfn', f['function'], f['blocks'], f['bytes'], f['requested'])\n"
   "    n += 1\n"
   "print('valid', n)\n";
 
@@ -1107,6 +1110,50 @@ Test(report, leaks_at_exit_leave_out_c_library_blocks) {
   cr_assert_eq(expected, libc, "%s", out);
   cr_assert_eq(count_lines(out, "leak"), 2, "%s", out);
   expect_leak(out, "leak_block", 1, usable_of(100), 100);
+  free(out);
+}
+#endif
+
+#ifdef TSR_REPORT_CXX_HELPER
+/* One leakfn line of report.py's output names fn, with these figures. */
+static void expect_leak_function(const char *out, const char *fn, unsigned long long blocks,
+                                 unsigned long long bytes, unsigned long long requested) {
+  const char *l = py_line(out, "leakfn", fn);
+  cr_assert_not_null(l, "no leaks under the function %s:\n%s", fn, out);
+  unsigned long long b, y, r;
+  cr_assert_eq(sscanf(l + strlen("leakfn ") + strlen(fn), "%llu %llu %llu", &b, &y, &r), 3, "%s", out);
+  cr_assert_eq(b, blocks, "%s: %llu blocks leaked:\n%s", fn, b, out);
+  cr_assert_eq(y, bytes, "%s: %llu bytes:\n%s", fn, y, out);
+  cr_assert_eq(r, requested, "%s: %llu requested:\n%s", fn, r, out);
+}
+
+/* report_cxx_helper, a C++ program linked to the override, leaks six
+ * blocks from three functions through operator new, new[] and
+ * std::string: the report at exit lists those six, under the program's
+ * functions rather than operator new or std::string's, and not the C++
+ * library's pool for exceptions, which it keeps until exit. */
+Test(report, leaks_at_exit_of_a_cxx_program) {
+  char path[64], report[128];
+  temp_path(path, sizeof path, "cxx");
+  setting(report, sizeof report, "TESSERA_REPORT", path);
+  char *env[] = { "TESSERA_TRACK=full", report, "TESSERA_REPORT_FORMAT=json", NULL };
+  char *argv[] = { (char *)TSR_REPORT_CXX_HELPER, NULL };
+  run_program(argv, env);
+  char *out;
+  run_report_py(path, &out);
+  unlink(path);
+  cr_assert_not_null(strstr(out, "valid 1\n"), "%s", out);
+  unsigned long long blocks, bytes, expected, libc;
+  const char *l = py_line(out, "leaks", NULL);
+  cr_assert_not_null(l, "%s", out);
+  cr_assert_eq(sscanf(l, "leaks %llu %llu %llu %llu", &blocks, &bytes, &expected, &libc), 4, "%s", out);
+  size_t u48 = usable_of(48), u1000 = usable_of(1000), u32 = usable_of(32), u201 = usable_of(201);
+  cr_assert_eq(blocks, 6, "%s", out);
+  cr_assert_eq(bytes, 3 * u48 + u1000 + u32 + u201, "%s", out);
+  cr_assert_eq(count_lines(out, "leakfn"), 3, "%s", out);
+  expect_leak_function(out, "leak_nodes", 3, 3 * u48, 3 * 48);
+  expect_leak_function(out, "leak_array", 1, u1000, 1000);
+  expect_leak_function(out, "leak_text", 2, u32 + u201, 32 + 201);
   free(out);
 }
 #endif

@@ -87,6 +87,12 @@ tsri_hidden void tsri_os_yield(void);
  * them held stays held for good.  Always false on POSIX, where exit()
  * runs the destructors while the other threads still run. */
 tsri_hidden bool tsri_os_others_gone(void);
+/* Ask the C++ runtime to free the blocks it keeps for the life of the
+ * process and frees at exit only when a leak checker asks (libstdc++'s
+ * emergency exception pool, 72 KiB allocated as it loads, through
+ * __gnu_cxx::__freeres, the call valgrind makes): before a report at
+ * exit, so that they are not leaks.  No effect without that runtime. */
+tsri_hidden void tsri_os_runtime_freeres(void);
 /* Register the three fork handlers (POSIX only; 0 and no effect elsewhere). */
 tsri_hidden int tsri_os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void));
 

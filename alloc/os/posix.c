@@ -167,6 +167,13 @@ void tsri_os_yield(void) { sched_yield(); }
 
 bool tsri_os_others_gone(void) { return false; }
 
+/* libstdc++'s, when the process has it (a weak reference: 0 otherwise). */
+extern void _ZN9__gnu_cxx9__freeresEv(void) __attribute__((weak));
+
+void tsri_os_runtime_freeres(void) {
+  if (_ZN9__gnu_cxx9__freeresEv != NULL) _ZN9__gnu_cxx9__freeresEv();
+}
+
 int tsri_os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void)) {
   return pthread_atfork(prepare, parent, child);
 }

@@ -222,6 +222,17 @@ int tsri_os_thread_exit_init(void (*fn)(void *value)) {
 
 bool tsri_os_others_gone(void) { return os_shutting_down != NULL && os_shutting_down(); }
 
+/* The C++ runtime as a DLL (a program linked with libstdc++ statically
+ * keeps its pool in a report at exit). */
+void tsri_os_runtime_freeres(void) {
+  OS_SAVE;
+  HMODULE cxx = GetModuleHandleW(L"libstdc++-6.dll");
+  void (*freeres)(void) = NULL;
+  if (cxx != NULL) freeres = (void (*)(void))GetProcAddress(cxx, "_ZN9__gnu_cxx9__freeresEv");
+  OS_RESTORE;
+  if (freeres != NULL) freeres();
+}
+
 void tsri_os_thread_set(void *value) {
   if (os_fls == FLS_OUT_OF_INDEXES) return;
   OS_SAVE;
