@@ -134,11 +134,18 @@ static const char *base_name(const char *path) {
   return b;
 }
 
+/* sym's function as reports print it: a C++ name decoded (into buf, 256
+ * bytes) where the process can decode it. */
+static const char *function_name(const tsri_os_symbol_t *sym, char *buf) {
+  return tsri_os_demangle(sym->function, buf, 256) ? buf : sym->function;
+}
+
 /* A frame as one token: function+0xoff, or module+0xoff. */
 static void put_frame_short(out_t *o, void *addr, bool with_offset) {
   tsri_os_symbol_t sym;
   if (tsri_os_symbolize(addr, &sym) == 0 && sym.function[0]) {
-    puts_(o, sym.function);
+    char buf[256];
+    puts_(o, function_name(&sym, buf));
     if (with_offset) { puts_(o, "+"); put_hex(o, sym.offset); }
   } else if (sym.module[0]) {
     puts_(o, base_name(sym.module));
@@ -249,9 +256,11 @@ static void allocating_function(uint32_t id, char *name) {
     memcpy(name, "[unknown]", 10);
     return;
   }
-  size_t k = strlen(sym.function);
+  char buf[256];
+  const char *fn = function_name(&sym, buf);
+  size_t k = strlen(fn);
   if (k > 127) k = 127;
-  memcpy(name, sym.function, k);
+  memcpy(name, fn, k);
   name[k] = 0;
 }
 
@@ -322,7 +331,8 @@ static void text_sites(out_t *o, const tsri_sites_t *s, size_t listed) {
       put_hex(o, (uint64_t)(uintptr_t)frames[f]);
       puts_(o, " ");
       if (rc == 0 && sym.function[0]) {
-        puts_(o, sym.function);
+        char buf[256];
+        puts_(o, function_name(&sym, buf));
         puts_(o, "+");
         put_hex(o, sym.offset);
       } else if (rc == 0) {
@@ -517,9 +527,10 @@ static void json_sites(out_t *o, const tsri_sites_t *s, size_t listed) {
       tsri_os_symbol_t sym;
       if (tsri_os_symbolize(frames[f], &sym) == 0) {
         if (sym.function[0]) {
+          char buf[256];
           puts_(o, ",");
           put_json_key(o, "function");
-          put_json_str(o, sym.function);
+          put_json_str(o, function_name(&sym, buf));
           puts_(o, ",");
           json_u64(o, "offset", sym.offset, false);
         }
@@ -814,7 +825,9 @@ static void write_openmetrics(out_t *o, report_t *r) {
       put_u64(o, site->id);
       puts_(o, "\",function=\"");
       tsri_os_symbol_t sym;
-      if (depth > 0 && tsri_os_symbolize(frames[0], &sym) == 0) put_label(o, sym.function[0] ? sym.function : base_name(sym.module));
+      char buf[256];
+      if (depth > 0 && tsri_os_symbolize(frames[0], &sym) == 0)
+        put_label(o, sym.function[0] ? function_name(&sym, buf) : base_name(sym.module));
       puts_(o, "\"} ");
       put_u64(o, tsri_round_u64(site->bytes));
       puts_(o, "\n");

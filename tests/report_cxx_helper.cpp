@@ -8,7 +8,9 @@
 // It leaks 3 nodes (new, 48 bytes each) from leak_nodes, an array of 250
 // ints (new[], 1000 bytes) from leak_array, and a std::string of 200
 // characters from leak_text: the string object (32 bytes, new) and its
-// buffer (201 bytes, allocated inside the C++ library).  Everything else
+// buffer (201 bytes, allocated inside the C++ library); and one block
+// of 64 bytes from app::store::keep, a member function whose name the
+// report prints decoded.  Everything else
 // it allocates (containers, streams, an exception thrown and caught) it
 // frees, and the C++ library's own pool for exceptions is not a leak.
 // It prints "ok", and exits 3 when its blocks are not tessera's.
@@ -27,7 +29,7 @@ struct node {
   char payload[40];
 };
 
-static void *leaked[5];
+static void *leaked[6];
 
 extern "C" TSR_ALLOC_FN void leak_nodes(void) {
   TSR_ONE_CALL for (int i = 0; i < tsr_opaque_count(3); i++) {
@@ -45,6 +47,17 @@ extern "C" TSR_ALLOC_FN void leak_text(void) {
   leaked[4] = new std::string(200, 'x');
   TSR_KEEP(leaked[4]);
 }
+
+namespace app {
+struct store {
+  TSR_ALLOC_FN void keep();
+};
+
+TSR_ALLOC_FN void store::keep() {
+  leaked[5] = new char[64];
+  TSR_KEEP(leaked[5]);
+}
+}  // namespace app
 
 static int busy(void) {
   std::map<std::string, std::vector<int>> m;
@@ -64,6 +77,7 @@ int main() {
   leak_nodes();
   leak_array();
   leak_text();
+  app::store().keep();
   if (!tsr_owns(leaked[0]) || !tsr_owns(leaked[4])) return 3;   // new really reaches tessera
   if (busy() == 0) return 1;
   std::printf("ok\n");

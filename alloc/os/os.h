@@ -93,6 +93,11 @@ tsri_hidden bool tsri_os_others_gone(void);
  * __gnu_cxx::__freeres, the call valgrind makes): before a report at
  * exit, so that they are not leaks.  No effect without that runtime. */
 tsri_hidden void tsri_os_runtime_freeres(void);
+/* The C++ name `name` (mangled, "_Z...", up to any symbol version after
+ * an '@') decoded into out (size bytes, cut to fit) by the process's C++
+ * runtime (__cxa_demangle, which allocates from the heap): true when
+ * decoded; false for other names and without that runtime. */
+tsri_hidden bool tsri_os_demangle(const char *name, char *out, size_t size);
 /* Register the three fork handlers (POSIX only; 0 and no effect elsewhere). */
 tsri_hidden int tsri_os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void));
 

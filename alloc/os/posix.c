@@ -174,6 +174,29 @@ void tsri_os_runtime_freeres(void) {
   if (_ZN9__gnu_cxx9__freeresEv != NULL) _ZN9__gnu_cxx9__freeresEv();
 }
 
+/* The C++ ABI's demangler (libstdc++, libc++abi), when the process has it. */
+extern char *__cxa_demangle(const char *mangled, char *buf, size_t *len, int *status) __attribute__((weak));
+
+bool tsri_os_demangle(const char *name, char *out, size_t size) {
+  char mangled[512];
+  size_t n = strcspn(name, "@");
+  if (__cxa_demangle == NULL || size == 0 || strncmp(name, "_Z", 2) != 0 || n >= sizeof mangled) return false;
+  memcpy(mangled, name, n);
+  mangled[n] = 0;
+  int saved = errno, status = -1;
+  char *d = __cxa_demangle(mangled, NULL, NULL, &status);
+  bool ok = d != NULL && status == 0;
+  if (ok) {
+    size_t len = strlen(d);
+    if (len >= size) len = size - 1;
+    memcpy(out, d, len);
+    out[len] = 0;
+  }
+  free(d);
+  errno = saved;
+  return ok;
+}
+
 int tsri_os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void)) {
   return pthread_atfork(prepare, parent, child);
 }

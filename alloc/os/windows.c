@@ -233,6 +233,15 @@ void tsri_os_runtime_freeres(void) {
   if (freeres != NULL) freeres();
 }
 
+/* mingw-w64's symbol tables (windows_symbols.c) name C++ functions as
+ * they are spelt in the PE export and COFF tables; no decoding. */
+bool tsri_os_demangle(const char *name, char *out, size_t size) {
+  (void)name;
+  (void)out;
+  (void)size;
+  return false;
+}
+
 void tsri_os_thread_set(void *value) {
   if (os_fls == FLS_OUT_OF_INDEXES) return;
   OS_SAVE;
