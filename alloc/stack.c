@@ -19,7 +19,7 @@
 #else
 #define TSRI_STACKS_MAX ((size_t)1 << 16)
 #endif
-#define STACK_INDEX_FIRST 1024                          /* slots of the first index: a page */
+#define STACK_INDEX_FIRST 512                           /* slots of the first index (a page) */
 #define STACK_FRAMES_MAX (TSRI_STACKS_MAX * 16)        /* 16 frames a stack on average */
 #define STACK_COMMIT_STEP ((size_t)256 * 1024)
 
