@@ -218,8 +218,10 @@ tsri_hidden void tsri_heap_free_remote(tsr_page_t *pg, size_t word, uint64_t mas
 
 /* Allocate a block of class cls: about ten instructions and one branch
  * when the current page of the class has a free block in its scan word.
- * *idx: the block's index in its page, which is then h->cur[cls]. */
+ * *idx: the block's index in its page, which is then h->cur[cls] (h must
+ * be a heap of its own, not tsri_heap_none). */
 static inline void *tsri_heap_alloc_at(tsr_heap_t *h, size_t cls, size_t *idx) {
+  tsr_assert_internal(h != &tsri_heap_none);
   tsr_page_t *pg = h->cur[cls];
   size_t w = pg->scan;
   uint64_t bits = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);

@@ -495,6 +495,7 @@ static tsr_noinline void *meta_alloc_other(size_t size, size_t cls, size_t align
       /* a number of its own, dated in the record: a sample takes no block
        * of numbers and no mark in the time log, which serve compact records */
       uint64_t seq = atomic_fetch_add_explicit(&meta_seq, 1, memory_order_relaxed) + 1;
+      h->seq_end = h->seq_next;   /* numbers after it only, back under full tracking */
       record_table(p, cls < TSR_CLASS_COUNT ? tsri_page_of(p) : NULL, size, 1.0 / prob,
                    capture_stack(caller, h, fp), seq, clock_now(), h);
       left = next_interval(h);
@@ -663,9 +664,12 @@ bool tsri_meta_site_expected(uint32_t stack) {
   size_t depth = tsri_stack_frames(stack, &frames);
   for (size_t f = 0; f < depth; f++) {
     tsri_os_symbol_t sym;
+    char decoded[256];
     if (tsri_os_symbolize(frames[f], &sym) != 0) continue;
+    bool has_decoded = tsri_os_demangle(sym.function, decoded, sizeof decoded);
     for (size_t k = 0; k < n; k++)
-      if (strcmp(sym.function, expect_names[k]) == 0) return true;
+      if (strcmp(sym.function, expect_names[k]) == 0 || (has_decoded && strcmp(decoded, expect_names[k]) == 0))
+        return true;
   }
   return false;
 }

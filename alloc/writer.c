@@ -213,15 +213,18 @@ typedef struct leak_fn_s {
 
 /* Modules of the C and C++ runtimes, by the start of their file names. */
 static const char *const runtime_modules[] = {
-  "libc.so", "libc-", "ld-linux", "ld-musl", "libm.so", "libpthread", "libstdc++", "libc++", "libgcc_s",
+  "libc.so", "libc-2.", "ld-linux", "ld-musl", "libm.so", "libpthread", "libstdc++", "libc++", "libgcc_s",
   "msvcrt", "ucrtbase", "api-ms-win-crt",
 };
 
 /* Mangled names of operator new and new[] (all overloads), and of what is
- * in namespace std or __gnu_cxx, in the Itanium C++ ABI. */
+ * in namespace std or __gnu_cxx (members, const, volatile and
+ * ref-qualified members, lambdas inside them, std's abbreviations Sa, Sb,
+ * Ss, Si, So, Sd), in the Itanium C++ ABI. */
 static const char *const runtime_functions[] = {
-  "_Znw", "_Zna", "_ZNSt", "_ZNKSt", "_ZSt", "_ZNSa", "_ZNSs", "_ZNKSs", "_ZNSi", "_ZNSo", "_ZNSd",
-  "_ZN9__gnu_cxx", "_ZNK9__gnu_cxx",
+  "_Znw", "_Zna", "_ZSt", "_ZNSt", "_ZNKSt", "_ZNVSt", "_ZNRSt", "_ZNOSt", "_ZNKRSt", "_ZNKOSt",
+  "_ZZSt", "_ZZNSt", "_ZZNKSt", "_ZNSa", "_ZNSb", "_ZNKSb", "_ZNSs", "_ZNKSs", "_ZNSi", "_ZNKSi",
+  "_ZNSo", "_ZNKSo", "_ZNSd", "_ZNKSd", "_ZN9__gnu_cxx", "_ZNK9__gnu_cxx",
 };
 
 static bool starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }

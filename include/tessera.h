@@ -242,7 +242,8 @@ TSR_API size_t tsr_snapshot_diff(const tsr_snapshot_t *before, const tsr_snapsho
  * live block with a record. */
 TSR_API int tsr_leak_expect(const void *ptr);
 /* Leave out of leak reports every block whose call stack passes through
- * a function of this name (exact symbol name).  0, or ENOMEM when the
+ * a function of this name (exact symbol name, or for C++ the decoded name
+ * the reports print, such as "app::store::keep()").  0, or ENOMEM when the
  * table of names (64) is full. */
 TSR_API int tsr_leak_expect_function(const char *name);
 

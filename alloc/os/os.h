@@ -150,9 +150,9 @@ typedef struct tsri_os_stack_memo_s {
  * calling thread's stack is provably still that stack; 0 otherwise.  key
  * must be the return address held by a frame the walk passes, which no
  * frame nearer fp returns to (the return address of the program's call
- * into the capturing code): the memo does not read that word again,
- * since the reads before it fix where it lies and the key is what it
- * holds.
+ * into the capturing code): unless it is the first word the walk read,
+ * the memo does not read that word again, since the reads before it fix
+ * where it lies and the key is what it holds.
  *
  * tsri_os_stack_capture_memo: tsri_os_stack_capture from fp's function
  * outwards (the first frames may be that function's own), noting in the

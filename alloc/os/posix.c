@@ -16,6 +16,7 @@
 #include "os.h"
 #include "reserve_limit.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -174,8 +175,13 @@ void tsri_os_runtime_freeres(void) {
   if (_ZN9__gnu_cxx9__freeresEv != NULL) _ZN9__gnu_cxx9__freeresEv();
 }
 
-/* The C++ ABI's demangler (libstdc++, libc++abi), when the process has it. */
+/* The C++ ABI's demangler (libstdc++, libc++abi), when the process has it.
+ * Its answer comes from the process's malloc, which need not be tessera
+ * (a library loaded with dlopen, or under another preloaded heap), and
+ * goes back to the process's free: found by name, since this library's
+ * own calls to free are bound to tessera's. */
 extern char *__cxa_demangle(const char *mangled, char *buf, size_t *len, int *status) __attribute__((weak));
+static void (*_Atomic os_process_free)(void *);
 
 bool tsri_os_demangle(const char *name, char *out, size_t size) {
   char mangled[512];
@@ -184,6 +190,15 @@ bool tsri_os_demangle(const char *name, char *out, size_t size) {
   memcpy(mangled, name, n);
   mangled[n] = 0;
   int saved = errno, status = -1;
+  void (*process_free)(void *) = atomic_load_explicit(&os_process_free, memory_order_relaxed);
+  if (process_free == NULL) {
+    process_free = (void (*)(void *))dlsym(RTLD_DEFAULT, "free");
+    if (process_free == NULL) {
+      errno = saved;
+      return false;
+    }
+    atomic_store_explicit(&os_process_free, process_free, memory_order_relaxed);
+  }
   char *d = __cxa_demangle(mangled, NULL, NULL, &status);
   bool ok = d != NULL && status == 0;
   if (ok) {
@@ -192,7 +207,7 @@ bool tsri_os_demangle(const char *name, char *out, size_t size) {
     memcpy(out, d, len);
     out[len] = 0;
   }
-  free(d);
+  process_free(d);
   errno = saved;
   return ok;
 }

@@ -74,8 +74,11 @@ __attribute__((noinline)) size_t tsri_os_stack_capture_memo(void **frames, size_
   if (n != TSRI_UNWIND_FALLBACK) {
     if (w->reads != UINT32_MAX) {
       /* the first return address equal to key is the key's own (os.h);
-       * the saved RBPs noted are stack addresses, never equal to it */
-      for (uint32_t r = 0; r < w->reads; r++) {
+       * the saved RBPs noted are stack addresses, never equal to it.  Not
+       * the first read: fp's function may return to the program directly
+       * (entered by a tail jump) or through tessera's frames, and only that
+       * read tells which */
+      for (uint32_t r = 1; r < w->reads; r++) {
         if (w->val[r] == key) {
           memmove(&w->off[r], &w->off[r + 1], (w->reads - r - 1) * sizeof w->off[0]);
           memmove(&w->val[r], &w->val[r + 1], (w->reads - r - 1) * sizeof w->val[0]);

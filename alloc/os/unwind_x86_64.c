@@ -118,7 +118,7 @@ typedef struct slot_s {
   _Atomic uint64_t rule; /* rule_step() or RULE_END / RULE_FALLBACK */
 } slot_t;
 
-static _Alignas(64) slot_t table[SLOTS];
+static _Alignas(4096) slot_t table[SLOTS];   /* the first 128 slots: one page */
 static _Atomic unsigned table_bits = SLOT_BITS_FIRST; /* slots in use: 2^table_bits */
 static _Atomic size_t table_filled;                   /* empty slots filled so far */
 
