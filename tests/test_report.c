@@ -1175,6 +1175,16 @@ Test(report, leaks_at_exit_of_a_cxx_program) {
   cr_assert_null(py_line(out, "leakfn", "app::store::keep()"), "%s", out);
   free(out);
 }
+
+/* A C++ program on the C library's heap, with libtessera.so loaded by
+ * dlopen: its report names the allocating C++ function decoded, and the
+ * decoder's buffers, which come from the C library's malloc, do not reach
+ * tessera's free (which would report a foreign pointer and abort). */
+Test(report, decoded_names_in_a_process_on_another_heap) {
+  char *argv[] = { (char *)TSR_REPORT_DLOPEN_HELPER, (char *)TSR_LIBTESSERA_SO, NULL };
+  char *env[] = { NULL };
+  run_program(argv, env);
+}
 #endif
 
 /* "%p" in TESSERA_REPORT becomes the process id */
