@@ -261,6 +261,25 @@ static void temp_path(char *path, size_t size, const char *tag) {
   close(fd);
 }
 
+/* Everything left in stream f, appended to *t. */
+static void read_stream(FILE *f, text_t *t) {
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) to_text(buf, n, t);
+}
+
+/* The text report written to path, which is then removed. */
+static text_t text_of_file(const char *path) {
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f, "cannot read %s", path);
+  text_t t = { 0 };
+  read_stream(f, &t);
+  fclose(f);
+  unlink(path);
+  cr_assert_not_null(t.buf, "empty text report");
+  return t;
+}
+
 /* Run report.py on the file at path; its output into *out (malloc'd). */
 static void run_report_py(const char *path, char **out) {
   char script[64];
@@ -271,9 +290,7 @@ static void run_report_py(const char *path, char **out) {
   FILE *p = popen(cmd, "r");
   cr_assert_not_null(p);
   text_t t = { 0 };
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) to_text(buf, n, &t);
+  read_stream(p, &t);
   int status = pclose(p);
   unlink(script);
   if (t.buf == NULL) to_text("", 0, &t);
@@ -1035,15 +1052,7 @@ Test(report, leaks_at_exit_text) {
   setting(report, sizeof report, "TESSERA_REPORT", path);
   char *env[] = { "TESSERA_TRACK=full", report, "TESSERA_REPORT_FORMAT=text", NULL };
   run_helper("leaks", env, path);
-  FILE *f = fopen(path, "r");
-  cr_assert_not_null(f);
-  text_t t = { 0 };
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, f)) > 0) to_text(buf, n, &t);
-  fclose(f);
-  unlink(path);
-  cr_assert_not_null(t.buf, "empty text report");
+  text_t t = text_of_file(path);
   cr_assert_not_null(strstr(t.buf, "leaks at exit: 5 blocks"), "%s", t.buf);
   cr_assert_not_null(strstr(t.buf, "leak_one: 3 blocks, 192 bytes requested"), "%s", t.buf);
   cr_assert_not_null(strstr(t.buf, "leak_two: 2 blocks, 2000 bytes requested"), "%s", t.buf);
@@ -1069,15 +1078,7 @@ static void libc_helper_run(const char *format, char *path, size_t size) {
 Test(report, leaks_at_exit_leave_out_c_library_blocks) {
   char path[64];
   libc_helper_run("text", path, sizeof path);
-  FILE *f = fopen(path, "r");
-  cr_assert_not_null(f);
-  text_t t = { 0 };
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, f)) > 0) to_text(buf, n, &t);
-  fclose(f);
-  unlink(path);
-  cr_assert_not_null(t.buf, "empty text report");
+  text_t t = text_of_file(path);
   const char *leaks = strstr(t.buf, "\nleaks at exit: ");
   cr_assert_not_null(leaks, "%s", t.buf);
   const char *end = strstr(leaks, "\nsize classes");
