@@ -21,7 +21,7 @@
 static inline __attribute__((always_inline)) void *alloc_class(size_t size, size_t cls, void *caller) {
   tsr_heap_t *h = tsri_tl_heap;
   int64_t left = atomic_load_explicit(&h->sample_left, memory_order_relaxed) - (int64_t)size;
-  if (tsr_unlikely(left < 0)) return tsri_meta_alloc(size, cls, 0, false, caller);
+  if (tsr_unlikely(left < 0)) return tsri_meta_alloc_small(size, cls, caller);
   atomic_store_explicit(&h->sample_left, left, memory_order_relaxed);
   atomic_store_explicit(&h->allocs, atomic_load_explicit(&h->allocs, memory_order_relaxed) + 1,
                         memory_order_relaxed);

@@ -364,11 +364,15 @@ tsri_hidden extern _Atomic int tsri_track_level;     /* tsr_track_t */
 tsri_hidden extern uint64_t tsri_start_ms;            /* clock when tessera started */
 
 /* The allocation slow path for every request whose heap countdown ran
- * out (a sample is due, tracking is full, or the thread has no heap yet):
- * allocate (class cls, or a large block when cls == TSR_CLASS_COUNT), count,
- * and record the block if it is to be tracked.  caller: the return address
- * into the program, where the stack of the record begins. */
+ * out (a sample is due, tracking is full, or the thread has no heap yet),
+ * and for every large block: allocate (class cls, or a large block when
+ * cls == TSR_CLASS_COUNT), count, and record the block if it is to be
+ * tracked.  caller: the return address into the program, where the stack
+ * of the record begins. */
 tsri_hidden void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller);
+/* tsri_meta_alloc for a block of class cls (< TSR_CLASS_COUNT), with the
+ * path of every allocation under full tracking inline. */
+tsri_hidden void *tsri_meta_alloc_small(size_t size, size_t cls, void *caller);
 /* Drop the table record of block p of pg, if it has one. */
 tsri_hidden void tsri_meta_free_table(tsr_page_t *pg, const void *p);
 /* Drop the record of live block idx of pg (pg->tracked != 0).  Inline:
@@ -379,16 +383,18 @@ static inline void tsri_meta_free_small(tsr_page_t *pg, size_t idx, const void *
   uint32_t t = atomic_load_explicit(&pg->tracked, memory_order_relaxed);
   tsri_recs_t *r = atomic_load_explicit(&pg->recs, memory_order_acquire);
   if ((t & TSRI_TRACKED_ARRAY) && r != NULL) {   /* NULL: a double free racing the page's retirement */
-    uint64_t had;
+    /* with no table records in the page, the record is the area's */
+    bool only_area = t == TSRI_TRACKED_ARRAY;
+    uint64_t had = 0;
     if (pg->block_size <= TSRI_REC_NARROW_MAX) {
       _Atomic uint32_t *rec = &((_Atomic uint32_t *)(void *)r->recs)[idx];
-      had = atomic_load_explicit(rec, memory_order_relaxed);
+      if (!only_area) had = atomic_load_explicit(rec, memory_order_relaxed);
       atomic_store_explicit(rec, 0, memory_order_relaxed);
     } else {
-      had = atomic_load_explicit(&r->recs[idx], memory_order_relaxed);
+      if (!only_area) had = atomic_load_explicit(&r->recs[idx], memory_order_relaxed);
       atomic_store_explicit(&r->recs[idx], 0, memory_order_relaxed);
     }
-    if (had != 0) return;   /* a block has one record: not in the table too */
+    if (only_area || had != 0) return;   /* a block has one record: not in the table too */
   }
   if (tsr_unlikely((t & ~TSRI_TRACKED_ARRAY) != 0)) tsri_meta_free_table(pg, p);
 }

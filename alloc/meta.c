@@ -456,11 +456,11 @@ static inline __attribute__((always_inline)) void record_full(void *p, tsr_page_
     record_table(p, pg, requested, 1.0, stack, seq, h->seq_ms, h);
 }
 
-/* tsri_meta_alloc for all but a small block under full tracking in a
- * thread that has a heap: the first allocation of a thread or of the
- * process, large blocks, sampling.  The stack it records is walked from
- * its own frame. */
-static tsr_noinline void *meta_alloc_other(size_t size, size_t cls, size_t align, bool zero, void *caller) {
+/* Every request but a small block under full tracking in a thread that
+ * has a heap (tsri_meta_alloc_small): the first allocation of a thread or
+ * of the process, large blocks, sampling.  The stack it records is walked
+ * from its own frame. */
+tsr_noinline void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller) {
   void *fp = __builtin_frame_address(0);
   tsri_init();   /* the first allocation of the process reads the level here */
   int level = atomic_load_explicit(&tsri_track_level, memory_order_relaxed);
@@ -507,10 +507,10 @@ static tsr_noinline void *meta_alloc_other(size_t size, size_t cls, size_t align
   return p;
 }
 
-void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller) {
-  int level = atomic_load_explicit(&tsri_track_level, memory_order_relaxed);
+void *tsri_meta_alloc_small(size_t size, size_t cls, void *caller) {
   tsr_heap_t *h = tsri_tl_heap;
-  if (tsr_likely(level == TSR_TRACK_FULL && cls < TSR_CLASS_COUNT && h != &tsri_heap_none)) {
+  if (tsr_likely(atomic_load_explicit(&tsri_track_level, memory_order_relaxed) == TSR_TRACK_FULL &&
+                 h != &tsri_heap_none)) {
     /* the path of every small allocation under full tracking */
     void *fp = __builtin_frame_address(0);
     atomic_store_explicit(&h->sample_left, -1, memory_order_relaxed);
@@ -524,7 +524,7 @@ void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *ca
     record_full(p, pg, idx, size, caller, h, fp);
     return p;
   }
-  return meta_alloc_other(size, cls, align, zero, caller);
+  return tsri_meta_alloc(size, cls, 0, false, caller);
 }
 
 /* The full record of a page's compact one, rec (a narrow one naming
