@@ -249,13 +249,14 @@ static void allocating_function(uint32_t id, char *name) {
     return;
   }
   tsri_os_symbol_t sym;
-  size_t pick = 0;
-  for (size_t f = 0; f < depth; f++) {
-    if (tsri_os_symbolize(frames[f], &sym) == 0 && in_runtime(&sym)) continue;
-    pick = f;
-    break;
+  int rc = 0;
+  size_t f = 0;
+  for (; f < depth; f++) {
+    rc = tsri_os_symbolize(frames[f], &sym);
+    if (rc != 0 || !in_runtime(&sym)) break;
   }
-  if (tsri_os_symbolize(frames[pick], &sym) != 0 || sym.function[0] == 0) {
+  if (f == depth) rc = tsri_os_symbolize(frames[0], &sym);   /* every frame the runtimes': the innermost */
+  if (rc != 0 || sym.function[0] == 0) {
     memcpy(name, "[unknown]", 10);
     return;
   }
