@@ -220,6 +220,15 @@ tsri_hidden void tsri_heap_free_remote(tsr_page_t *pg, size_t word, uint64_t mas
  * when the current page of the class has a free block in its scan word.
  * *idx: the block's index in its page, which is then h->cur[cls] (h must
  * be a heap of its own, not tsri_heap_none). */
+/* Take the first free block of scan word w of pg, whose free bits are
+ * bits (not 0): its index. */
+static inline size_t tsri_page_take(tsr_page_t *pg, size_t w, uint64_t bits) {
+  atomic_store_explicit(tsri_local(pg, w), bits & (bits - 1), memory_order_relaxed);
+  atomic_store_explicit(&pg->used, atomic_load_explicit(&pg->used, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+  return w * 64 + (unsigned)__builtin_ctzll(bits);
+}
+
 static inline void *tsri_heap_alloc_at(tsr_heap_t *h, size_t cls, size_t *idx) {
   tsr_assert_internal(h != &tsri_heap_none);
   tsr_page_t *pg = h->cur[cls];
@@ -230,10 +239,7 @@ static inline void *tsri_heap_alloc_at(tsr_heap_t *h, size_t cls, size_t *idx) {
     if (p != NULL) *idx = tsri_block_index_of(h->cur[cls], p);
     return p;
   }
-  atomic_store_explicit(tsri_local(pg, w), bits & (bits - 1), memory_order_relaxed);
-  atomic_store_explicit(&pg->used, atomic_load_explicit(&pg->used, memory_order_relaxed) + 1,
-                        memory_order_relaxed);
-  *idx = w * 64 + (size_t)__builtin_ctzll(bits);
+  *idx = tsri_page_take(pg, w, bits);
   return pg->start + *idx * pg->block_size;
 }
 
@@ -371,7 +377,7 @@ tsri_hidden extern uint64_t tsri_start_ms;            /* clock when tessera star
  * of the record begins. */
 tsri_hidden void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller);
 /* tsri_meta_alloc for a block of class cls (< TSR_CLASS_COUNT), with the
- * path of every allocation under full tracking inline. */
+ * path of nearly every allocation under full tracking inline. */
 tsri_hidden void *tsri_meta_alloc_small(size_t size, size_t cls, void *caller);
 /* Drop the table record of block p of pg, if it has one. */
 tsri_hidden void tsri_meta_free_table(tsr_page_t *pg, const void *p);

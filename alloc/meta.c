@@ -383,6 +383,12 @@ static inline uint32_t capture_stack(void *caller, tsr_heap_t *h, void *fp) {
   return tsr_likely(known != 0) ? known : capture_walk(caller, h, fp);
 }
 
+/* The smallest request whose waste in a block of block_size format f holds. */
+static inline uint32_t waste_fits_from(rec_fmt_t f, uint32_t block_size) {
+  uint32_t most = (1u << f.waste_bits) - 1u;
+  return block_size > most ? block_size - most : 0;
+}
+
 /* Record block idx of pg, just handed out by h, in the page's area; false
  * when it needs a table record instead (no memory for the area, more
  * waste than the format holds, every context named by a live block).
@@ -394,19 +400,19 @@ static inline __attribute__((always_inline)) bool record_in_page_as(rec_fmt_t f,
   if (tsr_unlikely(waste >> f.waste_bits)) return false;
   tsri_ctx_hint_t *hint = &h->ctx_hint[pg->cls];
   if (tsr_unlikely(hint->page != pg || hint->epoch != atomic_load_explicit(&pg->ctx_epoch, memory_order_relaxed) ||
-                   hint->stack != stack ||
-                   (!hint->is_long && seq - hint->seq_base >= ((uint64_t)1 << f.off_bits)))) {
+                   hint->stack != stack || (hint->seq_span != 0 && seq - hint->seq_base >= hint->seq_span))) {
     tsri_recs_t *r = tsri_area(pg);
     if (tsr_unlikely(r == NULL)) return false;
     bool is_long = false;
     int found = tsri_area_ctx_find(r, pg, f, stack, h->thread, seq, &is_long);
     if (found < 0) return false;
-    *hint = (tsri_ctx_hint_t){ pg, r, atomic_load_explicit(&r->ctx[found].seq_base, memory_order_relaxed), stack,
+    *hint = (tsri_ctx_hint_t){ pg, r, atomic_load_explicit(&r->ctx[found].seq_base, memory_order_relaxed),
+                               is_long ? 0 : (uint64_t)1 << f.off_bits, stack,
                                atomic_load_explicit(&pg->ctx_epoch, memory_order_relaxed), (uint32_t)found,
-                               is_long };
+                               waste_fits_from(f, pg->block_size) };
   }
   tsri_recs_t *r = hint->area;   /* the page's while its epoch holds */
-  if (tsr_unlikely(hint->is_long)) {
+  if (tsr_unlikely(hint->seq_span == 0)) {
     r->has_long = 1;
     atomic_store_explicit(&area_long(r, pg->capacity)[idx], long_pack(hint->slot, (uint32_t)waste, seq), memory_order_relaxed);
     rec_write(r, f, idx, rec_pack(f, REC_LONG, (uint32_t)waste, 0));
@@ -456,10 +462,11 @@ static inline __attribute__((always_inline)) void record_full(void *p, tsr_page_
     record_table(p, pg, requested, 1.0, stack, seq, h->seq_ms, h);
 }
 
-/* Every request but a small block under full tracking in a thread that
- * has a heap (tsri_meta_alloc_small): the first allocation of a thread or
- * of the process, large blocks, sampling.  The stack it records is walked
- * from its own frame. */
+/* Every request that tsri_meta_alloc_small does not serve with loads and
+ * stores: the first allocation of a thread or of the process, large
+ * blocks, sampling, and under full tracking a new page, a new block of
+ * record numbers or clock reading, a stack to walk or a context to find.
+ * The stack it records is walked from its own frame. */
 tsr_noinline void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller) {
   void *fp = __builtin_frame_address(0);
   tsri_init();   /* the first allocation of the process reads the level here */
@@ -507,22 +514,58 @@ tsr_noinline void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool z
   return p;
 }
 
+/* Does the heap's hint let a block of pg, for a request of size bytes
+ * with record number seq, have a compact record naming stack? */
+static inline bool hint_serves(const tsri_ctx_hint_t *hint, const tsr_page_t *pg, size_t size, uint32_t stack,
+                               uint64_t seq) {
+  return hint->page == pg && hint->stack == stack &&
+         hint->epoch == atomic_load_explicit(&pg->ctx_epoch, memory_order_relaxed) &&
+         seq - hint->seq_base < hint->seq_span && size >= hint->fits_from;
+}
+
+/* The path of every small allocation under full tracking.  It first makes
+ * sure that the block and its record need nothing but loads and stores: a
+ * free block in the page's scan word, a record number left in the heap's
+ * block of the ticker's current reading, a stack the memo knows, and the
+ * heap's hint on the page's context for it.  Then it takes the block and
+ * writes the record.  Anything else goes, untouched, to tsri_meta_alloc.
+ *
+ * It calls nothing but tsri_meta_alloc, by a tail jump, so it saves few
+ * registers and sets up little.  Entered by that jump, tsri_meta_alloc
+ * has this function's frame address (the same return address, the same
+ * saved RBP below it): the stacks its walks leave in the memo are found
+ * here. */
 void *tsri_meta_alloc_small(size_t size, size_t cls, void *caller) {
   tsr_heap_t *h = tsri_tl_heap;
   if (tsr_likely(atomic_load_explicit(&tsri_track_level, memory_order_relaxed) == TSR_TRACK_FULL &&
                  h != &tsri_heap_none)) {
-    /* the path of every small allocation under full tracking */
     void *fp = __builtin_frame_address(0);
-    atomic_store_explicit(&h->sample_left, -1, memory_order_relaxed);
-    size_t idx;
-    void *p = tsri_heap_alloc_at(h, cls, &idx);
-    if (tsr_unlikely(p == NULL)) return NULL;
-    atomic_store_explicit(&h->allocs, atomic_load_explicit(&h->allocs, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-    tsr_page_t *pg = h->cur[cls];   /* where tsri_heap_alloc_at took p from */
-    tsr_assert_internal(tsri_page_of(p) == pg);
-    record_full(p, pg, idx, size, caller, h, fp);
-    return p;
+    uint32_t stack = tsri_os_stack_memo_find(&h->stack_memo, fp, (uintptr_t)caller);
+    tsr_page_t *pg = h->cur[cls];
+    const tsri_ctx_hint_t *hint = &h->ctx_hint[cls];
+    uint64_t seq = h->seq_next;
+    if (tsr_likely(stack != 0 && seq != h->seq_end &&
+                   atomic_load_explicit(&ticker_copy, memory_order_relaxed) == (TICKER_ON | h->seq_ms) &&
+                   hint_serves(hint, pg, size, stack, seq))) {
+      size_t w = pg->scan;
+      uint64_t bits = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
+      if (tsr_likely(bits != 0)) {
+        size_t idx = tsri_page_take(pg, w, bits);
+        /* every allocation comes here while tracking stays full; the count
+         * down of sampling may still be positive if it was not full before */
+        atomic_store_explicit(&h->sample_left, -1, memory_order_relaxed);
+        atomic_store_explicit(&h->allocs, atomic_load_explicit(&h->allocs, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+        h->seq_next = seq + 1;
+        uint32_t waste = (uint32_t)(pg->block_size - size);
+        uint64_t off = seq - hint->seq_base;
+        if (pg->block_size <= TSRI_REC_NARROW_MAX)
+          rec_write(hint->area, REC_NARROW, idx, rec_pack(REC_NARROW, hint->slot, waste, off));
+        else
+          rec_write(hint->area, REC_WIDE, idx, rec_pack(REC_WIDE, hint->slot, waste, off));
+        return pg->start + idx * pg->block_size;
+      }
+    }
   }
   return tsri_meta_alloc(size, cls, 0, false, caller);
 }

@@ -228,10 +228,13 @@ typedef struct tsri_ctx_hint_s {
   const struct tsr_page_s *page;    /* NULL: none */
   tsri_recs_t *area;                /* page->recs when noted */
   uint64_t seq_base;                /* the context's first record number */
+  uint64_t seq_span;                /* numbers from seq_base its records can name;
+                                       0: records go long, naming slot (meta.c) */
   uint32_t stack;                   /* the context's stack id */
   uint32_t epoch;                   /* page->ctx_epoch when noted */
   uint32_t slot;                    /* the context's slot in the page's table */
-  bool is_long;                     /* records go long, naming slot (meta.c) */
+  uint32_t fits_from;               /* the smallest request whose waste the
+                                       page's record format holds */
 } tsri_ctx_hint_t;
 
 typedef struct tsr_queue_s {
