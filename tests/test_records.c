@@ -20,6 +20,7 @@
 
 #include "tsr_sites.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -376,5 +377,71 @@ Test(records, record_area_of_a_reused_slot) {
   cr_assert_eq(stats_requested(), (uint64_t)N * SIZE);
   heap_is_sound();
   for (size_t i = 0; i < N; i++) tsr_free(p[i]);
+  cr_assert_eq(stats_tracked(), 0);
+}
+
+/* ------------------------------------------------------------------------
+ * Stacks that differ only in a frame near the thread's first: the stack
+ * memo, which takes a stack as unchanged when the words the last walk
+ * read are, must still tell them apart
+ * ---------------------------------------------------------------------- */
+
+enum { OUTER_ROUNDS = 200, OUTER_EACH = 4, OUTER_SIZE = 24 };
+static void *outer_blocks[3 * OUTER_ROUNDS * OUTER_EACH];
+static size_t outer_count;
+
+static TSR_ALLOC_FN void outer_leaf(void) {
+  TSR_ONE_CALL for (int i = 0; i < tsr_opaque_count(OUTER_EACH); i++) {
+    outer_blocks[outer_count] = tsr_malloc(OUTER_SIZE);
+    TSR_KEEP(outer_blocks[outer_count]);
+    outer_count++;
+  }
+}
+static TSR_ALLOC_FN void outer_a(void) { outer_leaf(); TSR_KEEP(&outer_count); }
+static TSR_ALLOC_FN void outer_b(void) { outer_leaf(); TSR_KEEP(&outer_count); }
+
+/* The thread's first function: a's stack, then b's, then a's again, each
+ * many times in a row (what the memo remembers), all at the same depth. */
+static void *outer_thread(void *arg) {
+  (void)arg;
+  TSR_ONE_CALL for (int r = 0; r < tsr_opaque_count(OUTER_ROUNDS); r++) outer_a();
+  TSR_ONE_CALL for (int r = 0; r < tsr_opaque_count(OUTER_ROUNDS); r++) outer_b();
+  TSR_ONE_CALL for (int r = 0; r < tsr_opaque_count(OUTER_ROUNDS); r++) outer_a();
+  return NULL;
+}
+
+/* Which of outer_a and outer_b return address ra lies in: the nearer
+ * start below it (both are small and next to each other). */
+static char outer_fn_of(const void *ra) {
+  uintptr_t x = (uintptr_t)ra, a = (uintptr_t)outer_a, b = (uintptr_t)outer_b;
+  if (x > a && (x <= b || a > b)) return 'a';
+  if (x > b) return 'b';
+  return '?';
+}
+
+Test(records, stacks_that_differ_near_the_first_frame) {
+  cr_assert_eq(tsr_track_set(TSR_TRACK_FULL), 0);
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, outer_thread, NULL), 0);
+  cr_assert_eq(pthread_join(t, NULL), 0);
+  cr_assert_eq(outer_count, 3 * OUTER_ROUNDS * OUTER_EACH);
+  size_t count = tsr_sites(NULL, 0);
+  tsr_site_t *sites = calloc(count, sizeof *sites);
+  cr_assert_eq(tsr_sites(sites, count), count);
+  uint64_t in_a = 0, in_b = 0;
+  for (size_t i = 0; i < count; i++) {
+    if (sites[i].blocks == 0) continue;
+    cr_assert_geq(sites[i].depth, 2);
+    char fn = outer_fn_of(sites[i].frames[1]);
+    cr_assert(fn == 'a' || fn == 'b', "a site whose second frame is neither outer_a nor outer_b");
+    cr_assert_eq(sites[i].requested, sites[i].blocks * OUTER_SIZE);
+    if (fn == 'a') in_a += sites[i].blocks;
+    else in_b += sites[i].blocks;
+  }
+  cr_assert_eq(in_a, 2 * OUTER_ROUNDS * OUTER_EACH, "%llu blocks under outer_a", (unsigned long long)in_a);
+  cr_assert_eq(in_b, OUTER_ROUNDS * OUTER_EACH, "%llu blocks under outer_b", (unsigned long long)in_b);
+  free(sites);
+  heap_is_sound();
+  for (size_t i = 0; i < outer_count; i++) tsr_free(outer_blocks[i]);
   cr_assert_eq(stats_tracked(), 0);
 }
