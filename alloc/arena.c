@@ -24,7 +24,7 @@
 _Atomic(uint64_t) tsri_arena_registry[((size_t)1 << (TSR_VA_BITS - TSR_ARENA_SHIFT)) / 64];
 
 static tsri_lock_t arena_lock;
-static tsr_arena_t *arena_list;       /* all arenas, oldest first */
+static _Atomic(tsr_arena_t *) arena_list;   /* all arenas, oldest first; walked without the lock */
 static tsr_arena_t *arena_list_tail;
 static _Atomic uint64_t arena_next_purge_ms;   /* 0: nothing waits */
 
@@ -83,8 +83,9 @@ static tsr_arena_t *arena_create(void) {
   uintptr_t idx = (uintptr_t)a >> TSR_ARENA_SHIFT;
   atomic_fetch_or_explicit(&tsri_arena_registry[idx >> 6], (uint64_t)1 << (idx & 63),
                            memory_order_release);
-  if (arena_list_tail) arena_list_tail->next = a;
-  else arena_list = a;
+  /* release: a walker that finds a finds it made */
+  if (arena_list_tail) atomic_store_explicit(&arena_list_tail->next, a, memory_order_release);
+  else atomic_store_explicit(&arena_list, a, memory_order_release);
   arena_list_tail = a;
   return a;
 }

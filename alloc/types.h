@@ -203,7 +203,7 @@ static inline _Atomic(uint64_t) *tsri_remote(const tsr_page_t *pg, size_t w) { r
 /* ---- arena ------------------------------------------------------------- */
 
 typedef struct tsr_arena_s {
-  struct tsr_arena_s *next;         /* all arenas, append only (arena.c) */
+  _Atomic(struct tsr_arena_s *) next;   /* all arenas, append only: walked without the lock (arena.c) */
   size_t meta_slots;                /* slots used by these records */
   size_t free_slots;                /* slots not in a span */
   uint64_t free_map[TSR_ARENA_SLOTS / 64];       /* bit set: slot is FREE */
