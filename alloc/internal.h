@@ -216,19 +216,19 @@ tsri_hidden void tsri_heap_foreach(void (*fn)(tsr_heap_t *h, void *arg), void *a
 tsri_hidden void tsri_heap_free_slow(tsr_heap_t *h, tsr_page_t *pg);
 tsri_hidden void tsri_heap_free_remote(tsr_page_t *pg, size_t word, uint64_t mask, void *p);
 
-/* Allocate a block of class cls: about ten instructions and one branch
- * when the current page of the class has a free block in its scan word.
- * *idx: the block's index in its page, which is then h->cur[cls] (h must
- * be a heap of its own, not tsri_heap_none). */
 /* Take the first free block of scan word w of pg, whose free bits are
  * bits (not 0): its index. */
 static inline size_t tsri_page_take(tsr_page_t *pg, size_t w, uint64_t bits) {
   atomic_store_explicit(tsri_local(pg, w), bits & (bits - 1), memory_order_relaxed);
   atomic_store_explicit(&pg->used, atomic_load_explicit(&pg->used, memory_order_relaxed) + 1,
                         memory_order_relaxed);
-  return w * 64 + (unsigned)__builtin_ctzll(bits);
+  return w * 64 + (size_t)__builtin_ctzll(bits);
 }
 
+/* Allocate a block of class cls: about ten instructions and one branch
+ * when the current page of the class has a free block in its scan word.
+ * *idx: the block's index in its page, which is then h->cur[cls] (h must
+ * be a heap of its own, not tsri_heap_none). */
 static inline void *tsri_heap_alloc_at(tsr_heap_t *h, size_t cls, size_t *idx) {
   tsr_assert_internal(h != &tsri_heap_none);
   tsr_page_t *pg = h->cur[cls];

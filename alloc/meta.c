@@ -453,7 +453,8 @@ static tsr_noinline void record_table(void *p, tsr_page_t *pg, size_t requested,
 }
 
 /* Full tracking: the record of block p, idx of pg, which h just handed
- * out.  Every allocation takes this path, so it is kept short. */
+ * out, when tsri_meta_alloc_small could not make it with loads and stores
+ * alone. */
 static inline __attribute__((always_inline)) void record_full(void *p, tsr_page_t *pg, size_t idx, size_t requested,
                                                               void *caller, tsr_heap_t *h, void *fp) {
   uint64_t seq = seq_next(h, clock_full());
@@ -464,9 +465,10 @@ static inline __attribute__((always_inline)) void record_full(void *p, tsr_page_
 
 /* Every request that tsri_meta_alloc_small does not serve with loads and
  * stores: the first allocation of a thread or of the process, large
- * blocks, sampling, and under full tracking a new page, a new block of
- * record numbers or clock reading, a stack to walk or a context to find.
- * The stack it records is walked from its own frame. */
+ * blocks, sampling, and under full tracking an empty scan word, a new
+ * block of record numbers or clock reading, a stack to walk, a context to
+ * find, a long record, or more waste than a compact record holds.  The
+ * stack it records is walked from its own frame. */
 tsr_noinline void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller) {
   void *fp = __builtin_frame_address(0);
   tsri_init();   /* the first allocation of the process reads the level here */
@@ -482,7 +484,8 @@ tsr_noinline void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool z
   atomic_store_explicit(&h->allocs, atomic_load_explicit(&h->allocs, memory_order_relaxed) + 1,
                         memory_order_relaxed);
   if (level == TSR_TRACK_FULL) {
-    /* a large block, or the thread's first allocation */
+    /* a large block, a thread's first allocation, or a small block whose
+     * record tsri_meta_alloc_small left to this path */
     atomic_store_explicit(&h->sample_left, -1, memory_order_relaxed);
     if (cls < TSR_CLASS_COUNT) {
       record_full(p, h->cur[cls], idx, size, caller, h, fp);
@@ -530,11 +533,17 @@ static inline bool hint_serves(const tsri_ctx_hint_t *hint, const tsr_page_t *pg
  * heap's hint on the page's context for it.  Then it takes the block and
  * writes the record.  Anything else goes, untouched, to tsri_meta_alloc.
  *
- * It calls nothing but tsri_meta_alloc, by a tail jump, so it saves few
- * registers and sets up little.  Entered by that jump, tsri_meta_alloc
- * has this function's frame address (the same return address, the same
- * saved RBP below it): the stacks its walks leave in the memo are found
- * here. */
+ * It calls nothing but tsri_meta_alloc, so it saves few registers and sets
+ * up little.  Where the compiler makes that call a tail jump (GCC at -O2
+ * and -Os, clang from -O1), tsri_meta_alloc has this function's frame address (the
+ * same return address, the same saved RBP below it), and the stacks its
+ * walks leave in the memo are found here.  Where it does not (-O0, GCC's
+ * -O1), the memo never answers here and every allocation takes the general
+ * path: slower, as right.  A memo answer is right whichever frame made it,
+ * since it re-reads every stack word the walk depended on.  Without a memo
+ * (TSRI_OS_STACK_MEMO 0) or a ticker (TSRI_OS_CLOCK_IS_A_READ), the same:
+ * there every record walks its stack, which costs far more than the way
+ * round. */
 void *tsri_meta_alloc_small(size_t size, size_t cls, void *caller) {
   tsr_heap_t *h = tsri_tl_heap;
   if (tsr_likely(atomic_load_explicit(&tsri_track_level, memory_order_relaxed) == TSR_TRACK_FULL &&

@@ -147,9 +147,7 @@ typedef struct tsri_os_stack_memo_s {
  *
  * tsri_os_stack_memo_find: the name that tsri_os_stack_memo_tag gave the
  * stack an earlier capture with the same fp and key walked, when the
- * calling thread's stack is provably still that stack (the return address
- * into the thread's first frame, which never returns, is taken as read
- * once the words before it match); 0 otherwise.  key
+ * calling thread's stack is provably still that stack; 0 otherwise.  key
  * must be the return address held by a frame the walk passes, which no
  * frame nearer fp returns to (the return address of the program's call
  * into the capturing code): unless it is the first word the walk read,

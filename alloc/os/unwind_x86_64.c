@@ -92,7 +92,6 @@ enum {
 #define RULE_KIND(r) ((unsigned)((r) & 3))
 #define RULE_CFA_RBP 4u
 #define RULE_RBP_SAVED 8u
-#define RULE_OUTERMOST 16u   /* with RULE_END: the return address is undefined */
 
 static uint64_t rule_step(bool cfa_rbp, int64_t k, bool rbp_saved, int64_t rbp_off) {
   if (k != (int32_t)k || rbp_off != (int16_t)rbp_off) return RULE_FALLBACK;
@@ -516,7 +515,7 @@ static bool cfa_run(cfa_state_t *st, const uint8_t *p, const uint8_t *end, uintp
 /* The rule word for the frame rules in force at the call. */
 static uint64_t rules_to_word(const frame_rules_t *r) {
   const reg_rule_t *ra = &r->reg[TRACK_RA], *rsp = &r->reg[TRACK_RSP], *rbp = &r->reg[TRACK_RBP];
-  if (ra->how == HOW_UNDEFINED) return RULE_END | RULE_OUTERMOST;
+  if (ra->how == HOW_UNDEFINED) return RULE_END;
   if (ra->how != HOW_OFFSET || ra->offset != -8) return RULE_FALLBACK;
   if (r->cfa_expr || (r->cfa_reg != REG_RSP && r->cfa_reg != REG_RBP)) return RULE_FALLBACK;
   if (rsp->how != HOW_SAME && rsp->how != HOW_UNDEFINED) return RULE_FALLBACK;
@@ -624,16 +623,7 @@ RAW_READS size_t tsri_unwind_walk(void *fp, void **frames, size_t max, size_t sk
     uint64_t rule = rule_for(pc);
     unsigned kind = RULE_KIND(rule);
     if (kind == RULE_FALLBACK) return TSRI_UNWIND_FALLBACK;
-    if (kind != RULE_STEP) {
-      /* The last read found the thread's first frame (_start, clone3's
-       * child), which never returns: while the reads before it hold, the
-       * frame it called is still the one running, and the return address
-       * into it is the memo's only by reading it again.  Left out: only a
-       * first frame that called the same function from two places, at the
-       * same depth, could make it name the other place. */
-      if ((rule & RULE_OUTERMOST) && memo && w->reads > 1) w->reads--;
-      break;
-    }
+    if (kind != RULE_STEP) break;
     if ((rule & RULE_CFA_RBP) && memo && rbp_at != 0) {
       memo = note_read(w, base, rbp_at, rbp);
       rbp_at = 0;
