@@ -535,15 +535,15 @@ static inline bool hint_serves(const tsri_ctx_hint_t *hint, const tsr_page_t *pg
  *
  * It calls nothing but tsri_meta_alloc, so it saves few registers and sets
  * up little.  Where the compiler makes that call a tail jump (GCC at -O2
- * and -Os, clang from -O1), tsri_meta_alloc has this function's frame address (the
- * same return address, the same saved RBP below it), and the stacks its
- * walks leave in the memo are found here.  Where it does not (-O0, GCC's
- * -O1), the memo never answers here and every allocation takes the general
- * path: slower, as right.  A memo answer is right whichever frame made it,
- * since it re-reads every stack word the walk depended on.  Without a memo
- * (TSRI_OS_STACK_MEMO 0) or a ticker (TSRI_OS_CLOCK_IS_A_READ), the same:
- * there every record walks its stack, which costs far more than the way
- * round. */
+ * and -Os, clang from -O1), tsri_meta_alloc has this function's frame
+ * address (the same return address, the same saved RBP below it), and the
+ * stacks its walks leave in the memo are found here.  Where it does not
+ * (-O0, GCC's -O1), the memo never answers here and every allocation takes
+ * the general path: slower, and as right, since a memo answer re-reads
+ * every stack word its walk depended on.  Without a memo
+ * (TSRI_OS_STACK_MEMO 0) or a ticker (TSRI_OS_CLOCK_IS_A_READ) it is the
+ * same, and there every record walks its stack, which costs far more than
+ * the way round. */
 void *tsri_meta_alloc_small(size_t size, size_t cls, void *caller) {
   tsr_heap_t *h = tsri_tl_heap;
   if (tsr_likely(atomic_load_explicit(&tsri_track_level, memory_order_relaxed) == TSR_TRACK_FULL &&
