@@ -389,6 +389,13 @@ static inline uint32_t waste_fits_from(rec_fmt_t f, uint32_t block_size) {
   return block_size > most ? block_size - most : 0;
 }
 
+/* Does the heap's hint name the context of stack in pg, as pg's contexts
+ * stand now? */
+static inline bool hint_names(const tsri_ctx_hint_t *hint, const tsr_page_t *pg, uint32_t stack) {
+  return hint->page == pg && hint->stack == stack &&
+         hint->epoch == atomic_load_explicit(&pg->ctx_epoch, memory_order_relaxed);
+}
+
 /* Record block idx of pg, just handed out by h, in the page's area; false
  * when it needs a table record instead (no memory for the area, more
  * waste than the format holds, every context named by a live block).
@@ -399,8 +406,7 @@ static inline __attribute__((always_inline)) bool record_in_page_as(rec_fmt_t f,
   size_t waste = pg->block_size - requested;
   if (tsr_unlikely(waste >> f.waste_bits)) return false;
   tsri_ctx_hint_t *hint = &h->ctx_hint[pg->cls];
-  if (tsr_unlikely(hint->page != pg || hint->epoch != atomic_load_explicit(&pg->ctx_epoch, memory_order_relaxed) ||
-                   hint->stack != stack || (hint->seq_span != 0 && seq - hint->seq_base >= hint->seq_span))) {
+  if (tsr_unlikely(!hint_names(hint, pg, stack) || (hint->seq_span != 0 && seq - hint->seq_base >= hint->seq_span))) {
     tsri_recs_t *r = tsri_area(pg);
     if (tsr_unlikely(r == NULL)) return false;
     bool is_long = false;
@@ -521,9 +527,7 @@ tsr_noinline void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool z
  * with record number seq, have a compact record naming stack? */
 static inline bool hint_serves(const tsri_ctx_hint_t *hint, const tsr_page_t *pg, size_t size, uint32_t stack,
                                uint64_t seq) {
-  return hint->page == pg && hint->stack == stack &&
-         hint->epoch == atomic_load_explicit(&pg->ctx_epoch, memory_order_relaxed) &&
-         seq - hint->seq_base < hint->seq_span && size >= hint->fits_from;
+  return hint_names(hint, pg, stack) && seq - hint->seq_base < hint->seq_span && size >= hint->fits_from;
 }
 
 /* The path of every small allocation under full tracking.  It first makes
