@@ -23,8 +23,7 @@ static inline __attribute__((always_inline)) void *alloc_class(size_t size, size
   int64_t left = atomic_load_explicit(&h->sample_left, memory_order_relaxed) - (int64_t)size;
   if (tsr_unlikely(left < 0)) return tsri_meta_alloc_small(size, cls, caller);
   atomic_store_explicit(&h->sample_left, left, memory_order_relaxed);
-  atomic_store_explicit(&h->allocs, atomic_load_explicit(&h->allocs, memory_order_relaxed) + 1,
-                        memory_order_relaxed);
+  tsri_heap_count(&h->allocs);
   return tsri_heap_alloc(h, cls);
 }
 

@@ -344,8 +344,7 @@ void tsri_heap_count_free(void) {
   if (h == &tsri_heap_none)
     atomic_fetch_add_explicit(&tsri_frees_heapless, 1, memory_order_relaxed);
   else
-    atomic_store_explicit(&h->frees, atomic_load_explicit(&h->frees, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    tsri_heap_count(&h->frees);
 }
 
 void tsri_heap_free_remote(tsr_page_t *pg, size_t word, uint64_t mask, void *p) {

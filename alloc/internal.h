@@ -207,6 +207,12 @@ tsri_hidden bool tsri_page_has_remote(const tsr_page_t *pg);
 tsri_hidden extern TSRI_TLS tsr_heap_t *tsri_tl_heap;
 tsri_hidden extern tsr_heap_t tsri_heap_none;
 
+/* One more on a heap's allocs or frees: only the heap's owner writes
+ * them, so a load and a store, no atomic add; readers sum them relaxed. */
+static inline void tsri_heap_count(_Atomic uint64_t *counter) {
+  atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + 1, memory_order_relaxed);
+}
+
 tsri_hidden void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls);
 /* The calling thread's heap, made now if it has none; NULL without memory. */
 tsri_hidden tsr_heap_t *tsri_heap_get(void);
@@ -263,8 +269,7 @@ static inline void tsri_heap_free_block(tsr_page_t *pg, size_t idx, void *p) {
       return;
     }
     atomic_store_explicit(tsri_local(pg, w), local | m, memory_order_relaxed);
-    atomic_store_explicit(&h->frees, atomic_load_explicit(&h->frees, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    tsri_heap_count(&h->frees);
     /* Reuse the freed block first, and have its line on its way into the
      * cache by then: a free-list allocator gets that for free by writing
      * its link into the block; we only prefetch, which can neither fault

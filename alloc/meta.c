@@ -487,8 +487,7 @@ tsr_noinline void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool z
   size_t idx = 0;
   void *p = cls < TSR_CLASS_COUNT ? tsri_heap_alloc_at(h, cls, &idx) : tsri_large_alloc(size, align, zero);
   if (p == NULL) return NULL;
-  atomic_store_explicit(&h->allocs, atomic_load_explicit(&h->allocs, memory_order_relaxed) + 1,
-                        memory_order_relaxed);
+  tsri_heap_count(&h->allocs);
   if (level == TSR_TRACK_FULL) {
     /* a large block, a thread's first allocation, or a small block whose
      * record tsri_meta_alloc_small left to this path */
@@ -567,8 +566,7 @@ void *tsri_meta_alloc_small(size_t size, size_t cls, void *caller) {
         /* every allocation comes here while tracking stays full; the count
          * down of sampling may still be positive if it was not full before */
         atomic_store_explicit(&h->sample_left, -1, memory_order_relaxed);
-        atomic_store_explicit(&h->allocs, atomic_load_explicit(&h->allocs, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
+        tsri_heap_count(&h->allocs);
         h->seq_next = seq + 1;
         uint32_t waste = (uint32_t)(pg->block_size - size);
         uint64_t off = seq - hint->seq_base;
