@@ -11,7 +11,10 @@
  * this file, on a second thread and on several at once (racing to fill
  * the rule table), from a signal handler (a frame the walk leaves to
  * libgcc), and 10000 times over, where all but the first walk answer from
- * the table.
+ * the table.  Through a shared object loaded for the purpose, they also
+ * check where the walk reads unwind tables from: the object's file, so
+ * that none of the table's pages is mapped into the process, unless the
+ * file on disk is no longer the one loaded.
  */
 #if !defined(_GNU_SOURCE)
 #define _GNU_SOURCE
@@ -22,7 +25,9 @@
 
 #include <alloca.h>
 #include <dlfcn.h>
+#include <link.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <unwind.h>
 
 #include "os/os.h"
@@ -260,6 +265,113 @@ static __attribute__((noinline)) void skip_probe(skips_t *k) {
   __asm__ volatile("" ::: "memory");
 }
 
+
+/* ------------------------------------------------------------------------
+ * Where the tables are read from
+ * ---------------------------------------------------------------------- */
+
+#if TSRI_UNWIND_FAST
+/* The loaded segment holding an object's .eh_frame_hdr (and, as linkers
+ * lay it out, its .eh_frame), page-aligned. */
+typedef struct segment_s {
+  uintptr_t inside; /* in: an address of the object */
+  uintptr_t lo, hi;
+} segment_t;
+
+static int find_tables(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)size;
+  segment_t *g = arg;
+  bool holds = false;
+  uintptr_t hdr = 0;
+  for (size_t i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type == PT_LOAD && g->inside - (info->dlpi_addr + ph->p_vaddr) < ph->p_memsz) holds = true;
+    if (ph->p_type == PT_GNU_EH_FRAME) hdr = info->dlpi_addr + ph->p_vaddr;
+  }
+  if (!holds || hdr == 0) return 0;
+  for (size_t i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    uintptr_t start = info->dlpi_addr + ph->p_vaddr;
+    if (ph->p_type == PT_LOAD && hdr - start < ph->p_memsz) {
+      g->lo = start & ~(uintptr_t)4095;
+      g->hi = start + ph->p_memsz;
+    }
+  }
+  return 1;
+}
+
+/* Pages of g mapped into this process now (/proc/self/pagemap's present
+ * bit), or -1 when pagemap cannot be read. */
+static long pages_present(const segment_t *g) {
+  int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  long n = 0;
+  for (uintptr_t a = g->lo; a < g->hi; a += 4096) {
+    uint64_t e;
+    if (pread(fd, &e, sizeof e, (off_t)(a / 4096 * sizeof e)) != (ssize_t)sizeof e) {
+      n = -1;
+      break;
+    }
+    n += (long)(e >> 63);
+  }
+  close(fd);
+  return n;
+}
+
+typedef struct probe_s {
+  segment_t tables;
+  stacks_t s;
+  long present_after_fast, present_after_libgcc;
+} probe_t;
+
+/* record's three walks, the fast one first, each followed by a look at
+ * which of the tables' pages are mapped. */
+static __attribute__((noinline)) void record_fast_first(probe_t *p) {
+  p->s.nfast = fast_capture(p->s.fast, DEPTH_MAX, 1);
+  p->present_after_fast = pages_present(&p->tables);
+  p->s.ncapture = tsri_os_stack_capture(p->s.capture, DEPTH_MAX, 1);
+  p->s.nref = ref_capture(p->s.ref, DEPTH_MAX, 1);
+  p->present_after_libgcc = pages_present(&p->tables);
+  __asm__ volatile("" ::: "memory");
+}
+
+static void probe_from_helper(void *arg) { record_fast_first(arg); }
+
+typedef int (*helper_call_t)(void (*)(void *), void *);
+
+/* Walk from four frames down in the helper loaded as handle, whose file
+ * name contains name. */
+static void probe_helper(void *handle, const char *name, probe_t *p) {
+  helper_call_t call = (helper_call_t)dlsym(handle, "unwind_helper_call");
+  cr_assert_not_null(call, "%s", dlerror());
+  memset(p, 0, sizeof *p);
+  p->tables.inside = (uintptr_t)call;
+  cr_assert_eq(dl_iterate_phdr(find_tables, &p->tables), 1, "the helper has no .eh_frame_hdr");
+  cr_assert_eq(pages_present(&p->tables), 0,
+               "the helper's tables are mapped before any walk: the test cannot tell who read them");
+  sink = call(probe_from_helper, p);
+  expect_agree(&p->s, true, "through the helper");
+  cr_assert(has_frame_in(p->s.ref, p->s.nref, name), "no frame in %s", name);
+  cr_assert_neq(p->present_after_fast, -1, "/proc/self/pagemap cannot be read");
+  /* libgcc reads the tables in place: if that maps nothing either, a page
+   * count of 0 says nothing about the fast walk */
+  cr_assert_gt(p->present_after_libgcc, 0, "libgcc's walk mapped none of the tables' pages");
+}
+
+static void copy_file(const char *from, const char *to) {
+  int in = open(from, O_RDONLY | O_CLOEXEC);
+  cr_assert_geq(in, 0, "%s: %s", from, strerror(errno));
+  int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+  cr_assert_geq(out, 0, "%s: %s", to, strerror(errno));
+  char buf[65536];
+  ssize_t n;
+  while ((n = read(in, buf, sizeof buf)) > 0) cr_assert_eq(write(out, buf, (size_t)n), n);
+  cr_assert_eq(n, 0);
+  close(in);
+  close(out);
+}
+#endif
+
 /* ------------------------------------------------------------------------
  * Tests
  * ---------------------------------------------------------------------- */
@@ -348,3 +460,37 @@ Test(unwind, skip_and_max) {
   cr_assert(same_frames(k.two_frames, 2, k.one, 2));
   cr_assert_eq(k.nbeyond, 0);
 }
+
+#if TSRI_UNWIND_FAST
+/* The walk reads a shared object's tables from its file: when it has
+ * stepped through the object's frames, none of the tables' pages is
+ * mapped (where reading them in place, as libgcc does, maps them). */
+Test(unwind, tables_are_read_from_the_file) {
+  void *h = dlopen(TSR_UNWIND_HELPER_0, RTLD_NOW | RTLD_LOCAL);
+  cr_assert_not_null(h, "%s", dlerror());
+  probe_t p;
+  probe_helper(h, "unwind_helper_0", &p);
+  cr_assert_eq(p.present_after_fast, 0, "the fast walk mapped %ld of the tables' pages",
+               p.present_after_fast);
+}
+
+/* A library replaced on disk after it was loaded (a package upgrade under
+ * a running server): the file's build-id is not the loaded image's, so
+ * the walk reads the tables in place, and its answer stays libgcc's. */
+Test(unwind, a_library_replaced_on_disk_is_read_in_place) {
+  char dir[] = "/tmp/tsr-unwind-XXXXXX", path[64], next[64];
+  cr_assert_not_null(mkdtemp(dir), "%s", strerror(errno));
+  snprintf(path, sizeof path, "%s/libhelper.so", dir);
+  snprintf(next, sizeof next, "%s/libhelper.so.new", dir);
+  copy_file(TSR_UNWIND_HELPER_0, path);
+  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  cr_assert_not_null(h, "%s", dlerror());
+  copy_file(TSR_UNWIND_HELPER_1, next);
+  cr_assert_eq(rename(next, path), 0, "%s", strerror(errno));
+  probe_t p;
+  probe_helper(h, "libhelper.so", &p);
+  cr_assert_gt(p.present_after_fast, 0, "the tables were not read in place");
+  unlink(path);
+  rmdir(dir);
+}
+#endif

@@ -30,6 +30,7 @@
 #include "os.h"
 
 #include "dwarf_line.h"
+#include "elf_note.h"
 
 #include <elf.h>
 #include <errno.h>
@@ -92,25 +93,11 @@ typedef struct sym_module_s {
  * ELF files
  * ---------------------------------------------------------------------- */
 
-static size_t sym_round(size_t n, size_t align) { return (n + align - 1) & ~(align - 1); }
-
-/* The descriptor of the GNU build-id note among the notes [p, p + n),
- * aligned to align (4 or 8). */
+/* The GNU build-id note among the notes [p, p + n), aligned to align. */
 static sym_span_t elf_note_build_id(const uint8_t *p, size_t n, size_t align) {
-  size_t off = 0;
-  while (n - off >= sizeof(Elf64_Nhdr)) {
-    Elf64_Nhdr h;
-    memcpy(&h, p + off, sizeof h);
-    off += sizeof h;
-    size_t name = sym_round(h.n_namesz, align);
-    if (name > n - off || h.n_descsz > n - off - name) break;
-    if (h.n_type == NT_GNU_BUILD_ID && h.n_namesz == 4 && memcmp(p + off, "GNU", 4) == 0)
-      return (sym_span_t){ p + off + name, h.n_descsz };
-    size_t desc = sym_round(h.n_descsz, align);
-    if (desc > n - off - name) break;
-    off += name + desc;
-  }
-  return (sym_span_t){ NULL, 0 };
+  sym_span_t id = { NULL, 0 };
+  id.p = tsri_elf_build_id(p, n, align, &id.n);
+  return id.p != NULL ? id : (sym_span_t){ NULL, 0 };
 }
 
 /* The bytes of section s, or an empty span when they are not all inside

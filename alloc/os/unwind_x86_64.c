@@ -60,16 +60,21 @@
 #if TSRI_UNWIND_FAST
 
 #include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <link.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "elf_note.h"
 
 /* glibc defines this in every <dlfcn.h> that declares _dl_find_object. */
 #if defined(DLFO_STRUCT_HAS_EH_DBASE)
 #define HAVE_DL_FIND_OBJECT 1
 #else
 #define HAVE_DL_FIND_OBJECT 0
-#include <link.h>
 #endif
 
 /* The walk reads other frames' saved registers and code bytes, which the
@@ -190,12 +195,14 @@ enum {
   PE_PCREL = 0x10, PE_DATAREL = 0x30, PE_ALIGNED = 0x50, PE_INDIRECT = 0x80, PE_OMIT = 0xff,
 };
 
-/* A pointer encoded as enc.  datarel is the base of DW_EH_PE_datarel (0:
- * none known).  false for the encodings the walk does not follow: omit,
- * indirect, aligned, textrel, funcrel. */
-static bool get_encoded(tsri_dw_reader_t *c, unsigned enc, uintptr_t datarel, uintptr_t *out) {
+/* A pointer encoded as enc, read by c from a copy of the table that lies
+ * bias bytes below the table itself (0: read in place).  datarel is the
+ * base of DW_EH_PE_datarel (0: none known).  false for the encodings the
+ * walk does not follow: omit, indirect, aligned, textrel, funcrel. */
+static bool get_encoded(tsri_dw_reader_t *c, unsigned enc, uintptr_t datarel, uintptr_t bias,
+                        uintptr_t *out) {
   if (enc == PE_OMIT || (enc & PE_INDIRECT) != 0) return false;
-  uintptr_t here = (uintptr_t)c->p;
+  uintptr_t here = (uintptr_t)c->p + bias;
   uint64_t v;
   switch (enc & 0x0f) {
   case PE_ABSPTR: case PE_UDATA8: case PE_SDATA8: v = tsri_dw_fixed(c, 8); break;
@@ -226,22 +233,50 @@ static uint32_t load32(const uint8_t *p) {
   return v;
 }
 
-/* ---- finding the FDE ---------------------------------------------------- */
+/* ---- finding the object ------------------------------------------------ */
 
-/* The PT_GNU_EH_FRAME segment (.eh_frame_hdr) of the object holding addr,
- * NULL when it has none.  false when addr is in no loaded object. */
+/* What the walk needs of the loaded object that holds an address: its
+ * .eh_frame_hdr (the PT_GNU_EH_FRAME segment), and, to read that from the
+ * object's file, its program headers, load bias and file name. */
+typedef struct eh_obj_s {
+  const uint8_t *hdr;      /* NULL: the object has none */
+  const ElfW(Phdr) *phdr;  /* NULL: unknown (the tables are read in place) */
+  size_t phnum;
+  uintptr_t base;          /* memory address - address in the file's headers */
+  const char *name;        /* "": the program itself */
+} eh_obj_t;
+
 #if HAVE_DL_FIND_OBJECT
-static bool find_eh_frame_hdr(uintptr_t addr, const uint8_t **hdr) {
+/* The program headers of an object whose lowest mapping, [start, end),
+ * begins with its ELF header, as every linker lays objects out; NULL
+ * otherwise. */
+static const ElfW(Phdr) *image_phdrs(uintptr_t start, uintptr_t end, size_t *n) {
+  const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)start;
+  size_t size = end - start;
+  if (size < sizeof *eh || memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 ||
+      eh->e_ident[EI_CLASS] != ELFCLASS64 || eh->e_phentsize != sizeof(ElfW(Phdr)) ||
+      eh->e_phoff > size || (size_t)eh->e_phnum * sizeof(ElfW(Phdr)) > size - eh->e_phoff)
+    return NULL;
+  *n = eh->e_phnum;
+  return (const ElfW(Phdr) *)(start + eh->e_phoff);
+}
+
+/* false when addr is in no loaded object. */
+static bool find_object(uintptr_t addr, eh_obj_t *o) {
   struct dl_find_object obj;
   if (_dl_find_object((void *)addr, &obj) != 0) return false;
-  *hdr = obj.dlfo_eh_frame;
+  o->hdr = obj.dlfo_eh_frame;
+  o->phnum = 0;
+  o->phdr = image_phdrs((uintptr_t)obj.dlfo_map_start, (uintptr_t)obj.dlfo_map_end, &o->phnum);
+  o->base = obj.dlfo_link_map->l_addr;
+  o->name = obj.dlfo_link_map->l_name != NULL ? obj.dlfo_link_map->l_name : "";
   return true;
 }
 #else
 typedef struct phdr_search_s {
   uintptr_t addr;
   bool found;
-  const uint8_t *hdr;
+  eh_obj_t *obj;
 } phdr_search_t;
 
 static int phdr_visit(struct dl_phdr_info *info, size_t size, void *arg) {
@@ -256,44 +291,170 @@ static int phdr_visit(struct dl_phdr_info *info, size_t size, void *arg) {
   }
   if (!inside) return 0;
   s->found = true;
-  s->hdr = hdr;
+  *s->obj = (eh_obj_t){ hdr, info->dlpi_phdr, info->dlpi_phnum, info->dlpi_addr,
+                        info->dlpi_name != NULL ? info->dlpi_name : "" };
   return 1;
 }
 
-static bool find_eh_frame_hdr(uintptr_t addr, const uint8_t **hdr) {
-  phdr_search_t s = { addr, false, NULL };
+static bool find_object(uintptr_t addr, eh_obj_t *o) {
+  phdr_search_t s = { addr, false, o };
   dl_iterate_phdr(phdr_visit, &s);
-  *hdr = s.hdr;
   return s.found;
 }
 #endif
 
-enum { SEARCH_FOUND, SEARCH_MISSING, SEARCH_UNSUPPORTED };
+/* ---- where the tables are read from ------------------------------------ */
+
+/* The tables of an object are read from its file when the file can be
+ * opened and carries the loaded image's build-id, else in place.  Reading
+ * them in place maps them into the process: the binary search touches
+ * pages all over .eh_frame_hdr and the FDE and CIE lie elsewhere again,
+ * and each first touch of a page maps up to 64 KiB around it (the
+ * kernel's fault-around).  For a program that allocates from a few places
+ * that was 100 to 130 KiB of the C library's tables in its resident set,
+ * against a few KiB of tessera's own memory for sampling.  Read with
+ * pread, from the page cache, they add nothing to it.  The file is opened
+ * and closed around each rule computed (once per return address for the
+ * life of the process), so tessera never holds a descriptor the program
+ * might close or count. */
+typedef struct eh_src_s {
+  int fd;                /* -1: read in place */
+  uintptr_t lo, hi;      /* the memory the file backs: the tables' segment */
+  uint64_t off;          /* the file offset of lo */
+} eh_src_t;
+
+#define BUILD_ID_MAX 64
+
+/* Is [va, va + n) (addresses of the file's headers) inside the file-backed
+ * part of a PT_LOAD of o?  Its segment, or NULL. */
+static const ElfW(Phdr) *load_segment(const eh_obj_t *o, uintptr_t va, size_t n) {
+  for (size_t i = 0; i < o->phnum; i++) {
+    const ElfW(Phdr) *ph = &o->phdr[i];
+    if (ph->p_type == PT_LOAD && va - ph->p_vaddr <= ph->p_filesz && n <= ph->p_filesz - (va - ph->p_vaddr))
+      return ph;
+  }
+  return NULL;
+}
+
+static bool read_file(int fd, void *buf, size_t n, uint64_t off) {
+  ssize_t got;
+  do got = pread(fd, buf, n, (off_t)off);
+  while (got < 0 && errno == EINTR);
+  return got == (ssize_t)n;
+}
+
+/* Open o's file for reading its tables: false (s in place) when o's
+ * headers are unknown, its tables lie in a writable segment (they may be
+ * relocated there), it has no build-id, or its file cannot be opened or is
+ * not the image loaded (the library was replaced on disk since). */
+static bool src_open(const eh_obj_t *o, eh_src_t *s) {
+  s->fd = -1;
+  if (o->phdr == NULL || o->hdr == NULL) return false;
+  const ElfW(Phdr) *seg = load_segment(o, (uintptr_t)o->hdr - o->base, 4);
+  if (seg == NULL || (seg->p_flags & PF_W) != 0) return false;
+  const uint8_t *id = NULL;
+  size_t id_len = 0;
+  uint64_t id_off = 0;
+  for (size_t i = 0; i < o->phnum && id == NULL; i++) {
+    const ElfW(Phdr) *ph = &o->phdr[i];
+    if (ph->p_type != PT_NOTE || load_segment(o, ph->p_vaddr, ph->p_filesz) == NULL) continue;
+    const uint8_t *notes = (const uint8_t *)(o->base + ph->p_vaddr);
+    id = tsri_elf_build_id(notes, ph->p_filesz, ph->p_align == 8 ? 8 : 4, &id_len);
+    id_off = ph->p_offset + (uint64_t)(id - notes);
+  }
+  if (id == NULL || id_len == 0 || id_len > BUILD_ID_MAX) return false;
+  int fd;
+  do fd = open(o->name[0] != 0 ? o->name : "/proc/self/exe", O_RDONLY | O_CLOEXEC);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) return false;
+  uint8_t file_id[BUILD_ID_MAX];
+  if (!read_file(fd, file_id, id_len, id_off) || memcmp(file_id, id, id_len) != 0) {
+    close(fd);
+    return false;
+  }
+  s->fd = fd;
+  s->lo = o->base + seg->p_vaddr;
+  s->hi = s->lo + seg->p_filesz;
+  s->off = seg->p_offset;
+  return true;
+}
+
+/* Copy the n bytes at addr into buf.  false when the file cannot give them
+ * (the computation is then redone in place). */
+static bool src_read(const eh_src_t *s, uintptr_t addr, void *buf, size_t n) {
+  if (s->fd < 0) {
+    memcpy(buf, (const void *)addr, n);
+    return true;
+  }
+  if (addr < s->lo || addr > s->hi || n > s->hi - addr) return false;
+  return read_file(s->fd, buf, n, s->off + (addr - s->lo));
+}
+
+/* The .eh_frame record (CIE or FDE) at addr, its length field included:
+ * in place, or copied into buf (cap bytes).  NULL when it is empty, too
+ * long for buf, or unreadable; *bias: addr - the pointer returned. */
+static const uint8_t *src_record(const eh_src_t *s, uintptr_t addr, uint8_t *buf, size_t cap,
+                                 uintptr_t *bias) {
+  uint32_t len;
+  if (!src_read(s, addr, &len, sizeof len) || len == 0 || len == 0xffffffffu) return NULL;
+  if (s->fd < 0) {
+    *bias = 0;
+    return (const uint8_t *)addr;
+  }
+  if (len > cap - 4 || !src_read(s, addr, buf, (size_t)len + 4)) return NULL;
+  *bias = addr - (uintptr_t)buf;
+  return buf;
+}
+
+/* ---- finding the FDE ---------------------------------------------------- */
+
+enum { SEARCH_FOUND, SEARCH_MISSING, SEARCH_UNSUPPORTED, SEARCH_UNREAD };
+
+/* Table entries the search reads in one go once the range is this narrow. */
+#define HDR_WINDOW 32
+
+/* The byte size of a fixed-size pointer encoding; 0 for the others. */
+static size_t encoded_size(unsigned enc) {
+  switch (enc & 0x0f) {
+  case PE_UDATA2: case PE_SDATA2: return 2;
+  case PE_UDATA4: case PE_SDATA4: return 4;
+  case PE_ABSPTR: case PE_UDATA8: case PE_SDATA8: return 8;
+  default: return 0;
+  }
+}
 
 /* Binary search of .eh_frame_hdr's table for the FDE whose range starts at
  * or below addr.  Linkers write the table as (start, fde) pairs of sdata4
- * relative to the header; another layout is left to libgcc. */
-static int hdr_search(const uint8_t *hdr, uintptr_t addr, const uint8_t **fde) {
-  if (hdr[0] != 1) return SEARCH_UNSUPPORTED;
-  /* the two fields before the table are at most 8 bytes each, or LEB128 */
-  tsri_dw_reader_t c = { hdr + 4, hdr + 4 + 32, false };
-  uintptr_t eh_frame, count;
-  if (!get_encoded(&c, hdr[1], (uintptr_t)hdr, &eh_frame) ||
-      !get_encoded(&c, hdr[2], (uintptr_t)hdr, &count) ||
-      hdr[3] != (PE_DATAREL | PE_SDATA4))
+ * relative to the header, after two fields of fixed size; another layout
+ * is left to libgcc. */
+static int hdr_search(const eh_src_t *s, uintptr_t hdr, uintptr_t addr, uintptr_t *fde) {
+  uint8_t head[4 + 16];
+  if (!src_read(s, hdr, head, 4)) return SEARCH_UNREAD;
+  size_t ptr_size = encoded_size(head[1]), count_size = encoded_size(head[2]);
+  if (head[0] != 1 || head[1] == PE_OMIT || head[2] == PE_OMIT || ptr_size == 0 || count_size == 0 ||
+      head[3] != (PE_DATAREL | PE_SDATA4))
     return SEARCH_UNSUPPORTED;
-  const uint8_t *entries = c.p;
+  if (!src_read(s, hdr + 4, head + 4, ptr_size + count_size)) return SEARCH_UNREAD;
+  tsri_dw_reader_t c = { head + 4, head + 4 + ptr_size + count_size, false };
+  uintptr_t bias = hdr - (uintptr_t)head, eh_frame, count;
+  if (!get_encoded(&c, head[1], hdr, bias, &eh_frame) || !get_encoded(&c, head[2], hdr, bias, &count))
+    return SEARCH_UNSUPPORTED;
+  uintptr_t entries = hdr + 4 + ptr_size + count_size;
   if (count == 0) return SEARCH_MISSING;
   size_t lo = 0, hi = count;
-  while (hi - lo > 1) {
+  while (hi - lo > HDR_WINDOW) {
     size_t mid = lo + (hi - lo) / 2;
-    uintptr_t start = (uintptr_t)hdr + (uintptr_t)(int64_t)(int32_t)load32(entries + 8 * mid);
-    if (start <= addr) lo = mid;
+    int32_t start;
+    if (!src_read(s, entries + 8 * mid, &start, sizeof start)) return SEARCH_UNREAD;
+    if (hdr + (uintptr_t)(int64_t)start <= addr) lo = mid;
     else hi = mid;
   }
-  uintptr_t start = (uintptr_t)hdr + (uintptr_t)(int64_t)(int32_t)load32(entries + 8 * lo);
-  if (start > addr) return SEARCH_MISSING;
-  *fde = hdr + (int32_t)load32(entries + 8 * lo + 4);
+  int32_t window[2 * HDR_WINDOW];
+  if (!src_read(s, entries + 8 * lo, window, 8 * (hi - lo))) return SEARCH_UNREAD;
+  size_t i = 0;
+  while (i + 1 < hi - lo && hdr + (uintptr_t)(int64_t)window[2 * (i + 1)] <= addr) i++;
+  if (hdr + (uintptr_t)(int64_t)window[2 * i] > addr) return SEARCH_MISSING;
+  *fde = hdr + (uintptr_t)(int64_t)window[2 * i + 1];
   return SEARCH_FOUND;
 }
 
@@ -311,12 +472,11 @@ typedef struct cie_s {
 #define REG_RSP 7
 #define REG_RA 16 /* the return address column on x86-64 */
 
-/* Parse the CIE at p.  false where the walk must leave the frame to libgcc:
- * a signal frame ('S'), an augmentation it does not know, a return
- * address column other than 16. */
-static bool cie_parse(const uint8_t *p, cie_t *cie) {
+/* Parse the CIE at p (src_record's answer; bias as it gives).  false where
+ * the walk must leave the frame to libgcc: a signal frame ('S'), an
+ * augmentation it does not know, a return address column other than 16. */
+static bool cie_parse(const uint8_t *p, uintptr_t bias, cie_t *cie) {
   uint32_t len = load32(p);
-  if (len == 0 || len == 0xffffffffu) return false;
   tsri_dw_reader_t c = { p + 4, p + 4 + len, false };
   if (tsri_dw_fixed(&c, 4) != 0) return false; /* CIE id: 0 in .eh_frame */
   uint64_t version = tsri_dw_fixed(&c, 1);
@@ -344,7 +504,7 @@ static bool cie_parse(const uint8_t *p, cie_t *cie) {
       case 'P':
         /* the personality routine: only its size matters here */
         enc = (unsigned)tsri_dw_fixed(&a, 1);
-        if ((enc & 0x70) == PE_ALIGNED || !get_encoded(&a, enc & 0x0f, 0, &ignored)) return false;
+        if ((enc & 0x70) == PE_ALIGNED || !get_encoded(&a, enc & 0x0f, 0, bias, &ignored)) return false;
         break;
       default: return false;
       }
@@ -526,26 +686,40 @@ static uint64_t rules_to_word(const frame_rules_t *r) {
   return RULE_FALLBACK;
 }
 
-/* The rule for the frame at return address pc, from the FDE covering
- * pc - 1 in the object that holds it. */
-static uint64_t rule_compute(uintptr_t pc) {
-  uintptr_t target = pc - 1;
-  const uint8_t *hdr, *fde = NULL;
-  if (!find_eh_frame_hdr(target, &hdr)) return RULE_NONE;
-  if (hdr == NULL) return RULE_END;
-  switch (hdr_search(hdr, target, &fde)) {
+/* rule_read's answer when the file failed it: compute again in place. */
+#define RULE_UNREAD UINT64_MAX
+
+/* The longest FDE and CIE read from a file; longer ones are read in place. */
+#define FDE_MAX 512
+#define CIE_MAX 128
+
+/* The rule for the frame whose call is at target, from the FDE covering it
+ * in o's tables, read from s. */
+static uint64_t rule_read(const eh_src_t *s, const eh_obj_t *o, uintptr_t target) {
+  uintptr_t fde_at = 0;
+  switch (hdr_search(s, (uintptr_t)o->hdr, target, &fde_at)) {
   case SEARCH_FOUND: break;
   case SEARCH_MISSING: return RULE_END;
+  case SEARCH_UNREAD: return RULE_UNREAD;
   default: return RULE_FALLBACK;
   }
-
+  uint8_t fde_buf[FDE_MAX], cie_buf[CIE_MAX];
+  uintptr_t fde_bias, cie_bias;
+  const uint8_t *fde = src_record(s, fde_at, fde_buf, sizeof fde_buf, &fde_bias);
+  if (fde == NULL) return s->fd < 0 ? RULE_FALLBACK : RULE_UNREAD;
   uint32_t len = load32(fde), cie_delta = load32(fde + 4);
-  if (len == 0 || len == 0xffffffffu || cie_delta == 0) return RULE_FALLBACK;
+  if (len < 4 || cie_delta == 0) return RULE_FALLBACK;
+  const uint8_t *cie_rec = src_record(s, fde_at + 4 - cie_delta, cie_buf, sizeof cie_buf, &cie_bias);
+  if (cie_rec == NULL) return s->fd < 0 ? RULE_FALLBACK : RULE_UNREAD;
   cie_t cie;
-  if (!cie_parse(fde + 4 - cie_delta, &cie)) return RULE_FALLBACK;
+  if (!cie_parse(cie_rec, cie_bias, &cie)) return RULE_FALLBACK;
+  /* a file holds the tables as linked: only pc-relative addresses in them
+   * are the same as in memory whatever the load address */
+  if (s->fd >= 0 && (cie.fde_enc & 0x70) != PE_PCREL) return RULE_UNREAD;
   tsri_dw_reader_t c = { fde + 8, fde + 4 + len, false };
   uintptr_t begin, range;
-  if (!get_encoded(&c, cie.fde_enc, 0, &begin) || !get_encoded(&c, cie.fde_enc & 0x0f, 0, &range))
+  if (!get_encoded(&c, cie.fde_enc, 0, fde_bias, &begin) ||
+      !get_encoded(&c, cie.fde_enc & 0x0f, 0, fde_bias, &range))
     return RULE_FALLBACK;
   if (target - begin >= range) return RULE_END;
   if (cie.has_z) tsri_dw_skip(&c, tsri_dw_uleb(&c));
@@ -561,6 +735,29 @@ static uint64_t rule_compute(uintptr_t pc) {
   st.initial = st.cur;
   if (!cfa_run(&st, c.p, c.end, &loc, target)) return RULE_FALLBACK;
   return rules_to_word(&st.cur);
+}
+
+/* The rule for the frame at return address pc, from the FDE covering
+ * pc - 1 in the object that holds it: read from the object's file where it
+ * can be, else in place.  errno is left as it was. */
+static uint64_t rule_compute(uintptr_t pc) {
+  uintptr_t target = pc - 1;
+  eh_obj_t o;
+  if (!find_object(target, &o)) return RULE_NONE;
+  if (o.hdr == NULL) return RULE_END;
+  int saved_errno = errno;
+  eh_src_t s;
+  uint64_t rule = RULE_UNREAD;
+  if (src_open(&o, &s)) {
+    rule = rule_read(&s, &o, target);
+    close(s.fd);
+  }
+  if (rule == RULE_UNREAD) {
+    s.fd = -1;
+    rule = rule_read(&s, &o, target);
+  }
+  errno = saved_errno;
+  return rule;
 }
 
 /* ------------------------------------------------------------------------
