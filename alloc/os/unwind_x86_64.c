@@ -38,7 +38,7 @@
  * previous one by at most STEP_MAX, or libgcc takes over.
  *
  * The table: SLOTS entries of (sequence, pc, code, rule), open addressing
- * over PROBES slots, of which only the first 2^table_bits are in use:
+ * over PROBES slots, of which only the first 2^table_use.bits are in use:
  * that starts at one page and doubles when half of it has been filled,
  * so a program with a few call sites touches a page or two of the
  * table's bss, not one page per return address.  An entry placed under a
@@ -124,8 +124,14 @@ typedef struct slot_s {
 } slot_t;
 
 static _Alignas(4096) slot_t table[SLOTS];   /* the first 128 slots: one page */
-static _Atomic unsigned table_bits = SLOT_BITS_FIRST; /* slots in use: 2^table_bits */
-static _Atomic size_t table_filled;                   /* empty slots filled so far */
+/* How much of the table is in use.  One initialised object, so that both
+ * counters lie in .data with the library's other settings: a zeroed one
+ * in .bss could land alone in the page before the table (which is
+ * page-aligned) and cost a page of memory for 8 bytes. */
+static struct {
+  _Atomic unsigned bits; /* slots in use: 2^bits */
+  _Atomic size_t filled; /* empty slots filled so far */
+} table_use = { SLOT_BITS_FIRST, 0 };
 
 static size_t slot_home(uintptr_t pc, unsigned bits) {
   return (size_t)(((uint64_t)pc * 0x9E3779B97F4A7C15ull) >> (64 - bits));
@@ -135,7 +141,7 @@ static size_t slot_home(uintptr_t pc, unsigned bits) {
  * loads are acquire so that none moves past the second read of seq; on
  * x86-64 they are plain moves. */
 static bool table_find(uintptr_t pc, uint64_t *rule, uint64_t *code) {
-  unsigned bits = atomic_load_explicit(&table_bits, memory_order_relaxed);
+  unsigned bits = atomic_load_explicit(&table_use.bits, memory_order_relaxed);
   size_t mask = ((size_t)1 << bits) - 1, i = slot_home(pc, bits);
   for (unsigned probe = 0; probe < PROBES; probe++, i = (i + 1) & mask) {
     slot_t *s = &table[i];
@@ -154,7 +160,7 @@ static bool table_find(uintptr_t pc, uint64_t *rule, uint64_t *code) {
  * pc's, else over one of them chosen by pc.  Gives up if another writer
  * holds the slot.  Filling an empty slot may double the table. */
 static void table_insert(uintptr_t pc, uint64_t code, uint64_t rule) {
-  unsigned bits = atomic_load_explicit(&table_bits, memory_order_relaxed);
+  unsigned bits = atomic_load_explicit(&table_use.bits, memory_order_relaxed);
   size_t mask = ((size_t)1 << bits) - 1, home = slot_home(pc, bits);
   size_t pick = (home + ((pc >> 4) & (PROBES - 1))) & mask;
   bool fills = false;
@@ -179,8 +185,8 @@ static void table_insert(uintptr_t pc, uint64_t code, uint64_t rule) {
   atomic_store_explicit(&s->rule, rule, memory_order_release);
   atomic_store_explicit(&s->seq, seq + 2, memory_order_release);
   if (fills && bits < SLOT_BITS &&
-      (atomic_fetch_add_explicit(&table_filled, 1, memory_order_relaxed) + 1) * 2 > mask + 1)
-    atomic_compare_exchange_strong_explicit(&table_bits, &bits, bits + 1, memory_order_relaxed,
+      (atomic_fetch_add_explicit(&table_use.filled, 1, memory_order_relaxed) + 1) * 2 > mask + 1)
+    atomic_compare_exchange_strong_explicit(&table_use.bits, &bits, bits + 1, memory_order_relaxed,
                                             memory_order_relaxed);
 }
 
