@@ -126,9 +126,16 @@ static bool stack_grow(void *base, size_t *committed, size_t need, size_t limit)
   return true;
 }
 
+/* A loop rather than memcmp: a program that never calls memcmp itself (an
+ * allocation benchmark) would otherwise map 64 KiB of the C library's
+ * string code for sampling (the kernel maps pages around each first run). */
 static bool stack_equal(uint32_t id, uint64_t h, void *const *frames, size_t n) {
   const stack_entry_t *e = &stack_entries[id];
-  return e->hash == h && e->depth == n && memcmp(&stack_frames[e->first], frames, n * sizeof(void *)) == 0;
+  if (e->hash != h || e->depth != n) return false;
+  void *const *known = &stack_frames[e->first];
+  for (size_t i = 0; i < n; i++)
+    if (known[i] != frames[i]) return false;
+  return true;
 }
 
 /* The id of the stack in ix, or 0; *slot: where it would go. */

@@ -347,8 +347,9 @@ static void probe_helper(void *handle, const char *name, probe_t *p) {
   memset(p, 0, sizeof *p);
   p->tables.inside = (uintptr_t)call;
   cr_assert_eq(dl_iterate_phdr(find_tables, &p->tables), 1, "the helper has no .eh_frame_hdr");
-  cr_assert_eq(pages_present(&p->tables), 0,
-               "the helper's tables are mapped before any walk: the test cannot tell who read them");
+  long before = pages_present(&p->tables);
+  cr_assert_neq(before, -1, "/proc/self/pagemap cannot be read");
+  cr_assert_eq(before, 0, "the helper's tables are mapped before any walk: the test cannot tell who read them");
   sink = call(probe_from_helper, p);
   expect_agree(&p->s, true, "through the helper");
   cr_assert(has_frame_in(p->s.ref, p->s.nref, name), "no frame in %s", name);
@@ -356,6 +357,13 @@ static void probe_helper(void *handle, const char *name, probe_t *p) {
   /* libgcc reads the tables in place: if that maps nothing either, a page
    * count of 0 says nothing about the fast walk */
   cr_assert_gt(p->present_after_libgcc, 0, "libgcc's walk mapped none of the tables' pages");
+}
+
+/* A return address in the helper: one just past its entry point. */
+static uintptr_t helper_pc(void *handle) {
+  void *call = dlsym(handle, "unwind_helper_call");
+  cr_assert_not_null(call, "%s", dlerror());
+  return (uintptr_t)call + 1;
 }
 
 static void copy_file(const char *from, const char *to) {
@@ -468,10 +476,18 @@ Test(unwind, skip_and_max) {
 Test(unwind, tables_are_read_from_the_file) {
   void *h = dlopen(TSR_UNWIND_HELPER_0, RTLD_NOW | RTLD_LOCAL);
   cr_assert_not_null(h, "%s", dlerror());
+  tsri_unwind_reads_t before = tsri_unwind_reads();
   probe_t p;
   probe_helper(h, "unwind_helper_0", &p);
   cr_assert_eq(p.present_after_fast, 0, "the fast walk mapped %ld of the tables' pages",
                p.present_after_fast);
+  /* unwind_helper_call and four frames of inner: five new rules */
+  tsri_unwind_reads_t after = tsri_unwind_reads();
+  cr_assert_geq(after.from_file - before.from_file, 5, "%llu rules read from files",
+                (unsigned long long)(after.from_file - before.from_file));
+  uint64_t from_file, in_place;
+  cr_assert(tsri_unwind_rule_both(helper_pc(h), &from_file, &in_place), "the helper's file gave no rule");
+  cr_assert_eq(from_file, in_place);
 }
 
 /* A library replaced on disk after it was loaded (a package upgrade under
@@ -490,7 +506,59 @@ Test(unwind, a_library_replaced_on_disk_is_read_in_place) {
   probe_t p;
   probe_helper(h, "libhelper.so", &p);
   cr_assert_gt(p.present_after_fast, 0, "the tables were not read in place");
+  uint64_t from_file, in_place;
+  cr_assert_not(tsri_unwind_rule_both(helper_pc(h), &from_file, &in_place),
+                "the replaced file was read for the loaded image");
   unlink(path);
   rmdir(dir);
+}
+
+/* Code segments of every loaded object, for the comparison below. */
+typedef struct code_ranges_s {
+  struct { uintptr_t lo, hi; char name[64]; } r[64];
+  size_t n;
+} code_ranges_t;
+
+static int list_code(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)size;
+  code_ranges_t *c = arg;
+  for (size_t i = 0; i < info->dlpi_phnum && c->n < 64; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
+    c->r[c->n].lo = info->dlpi_addr + ph->p_vaddr;
+    c->r[c->n].hi = c->r[c->n].lo + ph->p_memsz;
+    const char *name = info->dlpi_name != NULL && info->dlpi_name[0] ? info->dlpi_name : "(program)";
+    snprintf(c->r[c->n].name, sizeof c->r[c->n].name, "%s", name);
+    c->n++;
+  }
+  return 0;
+}
+
+/* Every 64th code address of every loaded object, the C library's and
+ * this program's among them: the rule read from the object's file is the
+ * rule read in place, for all the addresses whose file gives an answer,
+ * which must be nearly all of them (objects without a file, such as the
+ * vDSO, and FDEs too long for the walk's buffers give none). */
+Test(unwind, file_and_in_place_readings_agree) {
+  static code_ranges_t code;
+  dl_iterate_phdr(list_code, &code);
+  size_t compared = 0, unanswered = 0, libc_compared = 0;
+  for (size_t i = 0; i < code.n; i++) {
+    for (uintptr_t a = code.r[i].lo; a < code.r[i].hi; a += 64) {
+      uint64_t from_file, in_place;
+      if (!tsri_unwind_rule_both(a + 1, &from_file, &in_place)) {
+        unanswered++;
+        continue;
+      }
+      cr_assert_eq(from_file, in_place, "%s+%#lx: rule %#llx from the file, %#llx in place", code.r[i].name,
+                   (unsigned long)(a - code.r[i].lo), (unsigned long long)from_file,
+                   (unsigned long long)in_place);
+      compared++;
+      if (strstr(code.r[i].name, "libc.so")) libc_compared++;
+    }
+  }
+  cr_assert_gt(libc_compared, 10000, "only %zu addresses of the C library compared", libc_compared);
+  cr_assert_lt(unanswered, compared / 20, "%zu of %zu addresses without an answer from the file", unanswered,
+               unanswered + compared);
 }
 #endif

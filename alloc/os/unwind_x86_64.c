@@ -66,6 +66,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "elf_note.h"
@@ -243,37 +244,24 @@ static uint32_t load32(const uint8_t *p) {
 
 /* What the walk needs of the loaded object that holds an address: its
  * .eh_frame_hdr (the PT_GNU_EH_FRAME segment), and, to read that from the
- * object's file, its program headers, load bias and file name. */
+ * object's file, where it is mapped and its file name. */
 typedef struct eh_obj_s {
   const uint8_t *hdr;      /* NULL: the object has none */
-  const ElfW(Phdr) *phdr;  /* NULL: unknown (the tables are read in place) */
-  size_t phnum;
+  uintptr_t start;         /* its lowest mapped page; 0: unknown */
   uintptr_t base;          /* memory address - address in the file's headers */
   const char *name;        /* "": the program itself */
 } eh_obj_t;
 
-#if HAVE_DL_FIND_OBJECT
-/* The program headers of an object whose lowest mapping, [start, end),
- * begins with its ELF header, as every linker lays objects out; NULL
- * otherwise. */
-static const ElfW(Phdr) *image_phdrs(uintptr_t start, uintptr_t end, size_t *n) {
-  const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)start;
-  size_t size = end - start;
-  if (size < sizeof *eh || memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 ||
-      eh->e_ident[EI_CLASS] != ELFCLASS64 || eh->e_phentsize != sizeof(ElfW(Phdr)) ||
-      eh->e_phoff > size || (size_t)eh->e_phnum * sizeof(ElfW(Phdr)) > size - eh->e_phoff)
-    return NULL;
-  *n = eh->e_phnum;
-  return (const ElfW(Phdr) *)(start + eh->e_phoff);
-}
+#define PAGE_MIN 4096   /* the smallest page size: what is surely mapped at start */
+#define HEAD_MAX 1024   /* most bytes of ELF and program headers compared with the file */
 
+#if HAVE_DL_FIND_OBJECT
 /* false when addr is in no loaded object. */
 static bool find_object(uintptr_t addr, eh_obj_t *o) {
   struct dl_find_object obj;
   if (_dl_find_object((void *)addr, &obj) != 0) return false;
   o->hdr = obj.dlfo_eh_frame;
-  o->phnum = 0;
-  o->phdr = image_phdrs((uintptr_t)obj.dlfo_map_start, (uintptr_t)obj.dlfo_map_end, &o->phnum);
+  o->start = (uintptr_t)obj.dlfo_map_start;
   o->base = obj.dlfo_link_map->l_addr;
   o->name = obj.dlfo_link_map->l_name != NULL ? obj.dlfo_link_map->l_name : "";
   return true;
@@ -289,15 +277,17 @@ static int phdr_visit(struct dl_phdr_info *info, size_t size, void *arg) {
   phdr_search_t *s = arg;
   bool inside = false;
   const uint8_t *hdr = NULL;
+  uintptr_t lowest = UINTPTR_MAX;
   for (size_t i = 0; i < info->dlpi_phnum; i++) {
     const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
     uintptr_t start = info->dlpi_addr + ph->p_vaddr;
     if (ph->p_type == PT_LOAD && s->addr - start < ph->p_memsz) inside = true;
+    if (ph->p_type == PT_LOAD && start < lowest) lowest = start;
     if (ph->p_type == PT_GNU_EH_FRAME) hdr = (const uint8_t *)start;
   }
   if (!inside) return 0;
   s->found = true;
-  *s->obj = (eh_obj_t){ hdr, info->dlpi_phdr, info->dlpi_phnum, info->dlpi_addr,
+  *s->obj = (eh_obj_t){ hdr, lowest & ~(uintptr_t)(PAGE_MIN - 1), info->dlpi_addr,
                         info->dlpi_name != NULL ? info->dlpi_name : "" };
   return 1;
 }
@@ -309,20 +299,56 @@ static bool find_object(uintptr_t addr, eh_obj_t *o) {
 }
 #endif
 
+/* The ELF header and program headers of o as mapped, when they lie where
+ * the first mapped page of a conventionally linked object has them: at
+ * its start, inside the page (always mapped), and mapped from the file's
+ * first bytes.  Otherwise (a static program, whose lowest page is code;
+ * headers moved elsewhere by a tool such as patchelf) NULL. */
+static const ElfW(Ehdr) *image_headers(const eh_obj_t *o, size_t *head_len) {
+  if (o->start == 0) return NULL;
+  const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)o->start;
+  if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS64 ||
+      eh->e_phentsize != sizeof(ElfW(Phdr)) || eh->e_phoff < sizeof *eh || eh->e_phoff > HEAD_MAX ||
+      (size_t)eh->e_phnum * sizeof(ElfW(Phdr)) > HEAD_MAX - eh->e_phoff)
+    return NULL;
+  size_t len = eh->e_phoff + (size_t)eh->e_phnum * sizeof(ElfW(Phdr));
+  const ElfW(Phdr) *phdr = (const ElfW(Phdr) *)(o->start + eh->e_phoff);
+  bool first_page = false;
+  for (size_t i = 0; i < eh->e_phnum; i++) {
+    const ElfW(Phdr) *ph = &phdr[i];
+    if (ph->p_type == PT_LOAD && ph->p_offset == 0 && ph->p_filesz >= len &&
+        ((o->base + ph->p_vaddr) & ~(uintptr_t)(PAGE_MIN - 1)) == o->start)
+      first_page = true;
+    if (ph->p_type == PT_PHDR && o->base + ph->p_vaddr != o->start + eh->e_phoff) return NULL;
+  }
+  if (!first_page) return NULL;
+  *head_len = len;
+  return eh;
+}
+
 /* ---- where the tables are read from ------------------------------------ */
 
 /* The tables of an object are read from its file when the file can be
- * opened and carries the loaded image's build-id, else in place.  Reading
- * them in place maps them into the process: the binary search touches
- * pages all over .eh_frame_hdr and the FDE and CIE lie elsewhere again,
- * and each first touch of a page maps up to 64 KiB around it (the
- * kernel's fault-around).  For a program that allocates from a few places
- * that was 100 to 130 KiB of the C library's tables in its resident set,
- * against a few KiB of tessera's own memory for sampling.  Read with
- * pread, from the page cache, they add nothing to it.  The file is opened
- * and closed around each rule computed (once per return address for the
- * life of the process), so tessera never holds a descriptor the program
- * might close or count. */
+ * opened and is the image loaded, else in place.  Reading them in place
+ * maps them into the process: the binary search touches pages all over
+ * .eh_frame_hdr and the FDE and CIE lie elsewhere again, and each first
+ * touch of a page maps up to 64 KiB around it (the kernel's
+ * fault-around).  For a program that allocates from a few places that was
+ * 100 to 130 KiB of the C library's tables in its resident set, against a
+ * few KiB of tessera's own memory for sampling.  Read with pread, from the
+ * page cache, they add nothing to it.
+ *
+ * The file is opened and closed around each rule computed (once per
+ * return address for the life of the process), so tessera never holds a
+ * descriptor the program might close or count.  Its ELF header, program
+ * headers and build-id must equal the loaded image's, or the tables are
+ * read in place (a library replaced on disk since it was loaded; a
+ * program started as an argument of the dynamic linker, whose
+ * /proc/self/exe is the linker).  Only absolute names are opened: the
+ * vDSO's is not a path, and a relative one was relative to the directory
+ * of that moment.  The calls are raw system calls (raw_syscall).  A
+ * process whose seccomp filter kills on openat or pread64 cannot sample
+ * with this walk. */
 typedef struct eh_src_s {
   int fd;                /* -1: read in place */
   uintptr_t lo, hi;      /* the memory the file backs: the tables' segment */
@@ -331,54 +357,82 @@ typedef struct eh_src_s {
 
 #define BUILD_ID_MAX 64
 
-/* Is [va, va + n) (addresses of the file's headers) inside the file-backed
- * part of a PT_LOAD of o?  Its segment, or NULL. */
-static const ElfW(Phdr) *load_segment(const eh_obj_t *o, uintptr_t va, size_t n) {
-  for (size_t i = 0; i < o->phnum; i++) {
-    const ElfW(Phdr) *ph = &o->phdr[i];
-    if (ph->p_type == PT_LOAD && va - ph->p_vaddr <= ph->p_filesz && n <= ph->p_filesz - (va - ph->p_vaddr))
+/* The PT_LOAD of phdr[0..n) whose file-backed part holds [va, va + len)
+ * (addresses of the file's headers), or NULL. */
+static const ElfW(Phdr) *load_segment(const ElfW(Phdr) *phdr, size_t n, uintptr_t va, size_t len) {
+  for (size_t i = 0; i < n; i++) {
+    const ElfW(Phdr) *ph = &phdr[i];
+    if (ph->p_type == PT_LOAD && va - ph->p_vaddr <= ph->p_filesz && len <= ph->p_filesz - (va - ph->p_vaddr))
       return ph;
   }
   return NULL;
 }
 
+/* A system call made here rather than through the C library: its
+ * wrappers are cancellation points, which malloc must not be, may be
+ * interposed by a program's own (allocating) open, set errno, and lie in
+ * pages of the C library's code that a program may never otherwise run
+ * (each first run maps up to 64 KiB of them).  -errno on failure. */
+static long raw_syscall(long nr, long a, long b, long c, long d) {
+  long ret;
+  register long r10 __asm__("r10") = d;
+  __asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10) : "rcx", "r11", "memory");
+  return ret;
+}
+
 static bool read_file(int fd, void *buf, size_t n, uint64_t off) {
-  ssize_t got;
-  do got = pread(fd, buf, n, (off_t)off);
-  while (got < 0 && errno == EINTR);
-  return got == (ssize_t)n;
+  long got;
+  do got = raw_syscall(SYS_pread64, fd, (long)(uintptr_t)buf, (long)n, (long)off);
+  while (got == -EINTR);
+  return got == (long)n;
+}
+
+static void close_file(long fd) { raw_syscall(SYS_close, fd, 0, 0, 0); }
+
+/* memcmp's answer to "equal?", without calling the C library's memcmp,
+ * whose code a program may never otherwise run (see raw_syscall). */
+static bool same_bytes(const uint8_t *a, const uint8_t *b, size_t n) {
+  uint8_t diff = 0;
+  for (size_t i = 0; i < n; i++) diff |= (uint8_t)(a[i] ^ b[i]);
+  return diff == 0;
 }
 
 /* Open o's file for reading its tables: false (s in place) when o's
- * headers are unknown, its tables lie in a writable segment (they may be
- * relocated there), it has no build-id, or its file cannot be opened or is
- * not the image loaded (the library was replaced on disk since). */
+ * headers are not where image_headers looks, its tables lie in a writable
+ * segment (they may be relocated there), it has no build-id, or its file
+ * cannot be opened or is not the image loaded. */
 static bool src_open(const eh_obj_t *o, eh_src_t *s) {
   s->fd = -1;
-  if (o->phdr == NULL || o->hdr == NULL) return false;
-  const ElfW(Phdr) *seg = load_segment(o, (uintptr_t)o->hdr - o->base, 4);
+  size_t head_len;
+  const ElfW(Ehdr) *eh = image_headers(o, &head_len);
+  if (eh == NULL || o->hdr == NULL || (o->name[0] != 0 && o->name[0] != '/')) return false;
+  const ElfW(Phdr) *phdr = (const ElfW(Phdr) *)((uintptr_t)eh + eh->e_phoff);
+  size_t phnum = eh->e_phnum;
+  const ElfW(Phdr) *seg = load_segment(phdr, phnum, (uintptr_t)o->hdr - o->base, 4);
   if (seg == NULL || (seg->p_flags & PF_W) != 0) return false;
   const uint8_t *id = NULL;
   size_t id_len = 0;
   uint64_t id_off = 0;
-  for (size_t i = 0; i < o->phnum && id == NULL; i++) {
-    const ElfW(Phdr) *ph = &o->phdr[i];
-    if (ph->p_type != PT_NOTE || load_segment(o, ph->p_vaddr, ph->p_filesz) == NULL) continue;
+  for (size_t i = 0; i < phnum && id == NULL; i++) {
+    const ElfW(Phdr) *ph = &phdr[i];
+    if (ph->p_type != PT_NOTE || load_segment(phdr, phnum, ph->p_vaddr, ph->p_filesz) == NULL) continue;
     const uint8_t *notes = (const uint8_t *)(o->base + ph->p_vaddr);
     id = tsri_elf_build_id(notes, ph->p_filesz, ph->p_align == 8 ? 8 : 4, &id_len);
-    id_off = ph->p_offset + (uint64_t)(id - notes);
+    if (id != NULL) id_off = ph->p_offset + (uint64_t)(id - notes);
   }
   if (id == NULL || id_len == 0 || id_len > BUILD_ID_MAX) return false;
-  int fd;
-  do fd = open(o->name[0] != 0 ? o->name : "/proc/self/exe", O_RDONLY | O_CLOEXEC);
-  while (fd < 0 && errno == EINTR);
+  long fd;
+  do fd = raw_syscall(SYS_openat, AT_FDCWD, (long)(uintptr_t)(o->name[0] != 0 ? o->name : "/proc/self/exe"),
+                       O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
+  while (fd == -EINTR);
   if (fd < 0) return false;
-  uint8_t file_id[BUILD_ID_MAX];
-  if (!read_file(fd, file_id, id_len, id_off) || memcmp(file_id, id, id_len) != 0) {
-    close(fd);
+  uint8_t head[HEAD_MAX], file_id[BUILD_ID_MAX];
+  if (!read_file((int)fd, head, head_len, 0) || !same_bytes(head, (const uint8_t *)eh, head_len) ||
+      !read_file((int)fd, file_id, id_len, id_off) || !same_bytes(file_id, id, id_len)) {
+    close_file(fd);
     return false;
   }
-  s->fd = fd;
+  s->fd = (int)fd;
   s->lo = o->base + seg->p_vaddr;
   s->hi = s->lo + seg->p_filesz;
   s->off = seg->p_offset;
@@ -743,27 +797,47 @@ static uint64_t rule_read(const eh_src_t *s, const eh_obj_t *o, uintptr_t target
   return rules_to_word(&st.cur);
 }
 
+static uint64_t rule_from_file(const eh_obj_t *o, uintptr_t target) {
+  eh_src_t s;
+  if (!src_open(o, &s)) return RULE_UNREAD;
+  uint64_t rule = rule_read(&s, o, target);
+  close_file(s.fd);
+  return rule;
+}
+
+static uint64_t rule_in_place(const eh_obj_t *o, uintptr_t target) {
+  eh_src_t s = { -1, 0, 0, 0 };
+  return rule_read(&s, o, target);
+}
+
+static _Atomic uint64_t reads_from_file, reads_in_place;
+
 /* The rule for the frame at return address pc, from the FDE covering
  * pc - 1 in the object that holds it: read from the object's file where it
- * can be, else in place.  errno is left as it was. */
+ * can be, else in place. */
 static uint64_t rule_compute(uintptr_t pc) {
   uintptr_t target = pc - 1;
   eh_obj_t o;
   if (!find_object(target, &o)) return RULE_NONE;
   if (o.hdr == NULL) return RULE_END;
-  int saved_errno = errno;
-  eh_src_t s;
-  uint64_t rule = RULE_UNREAD;
-  if (src_open(&o, &s)) {
-    rule = rule_read(&s, &o, target);
-    close(s.fd);
-  }
-  if (rule == RULE_UNREAD) {
-    s.fd = -1;
-    rule = rule_read(&s, &o, target);
-  }
-  errno = saved_errno;
+  uint64_t rule = rule_from_file(&o, target);
+  bool in_place = rule == RULE_UNREAD;
+  if (in_place) rule = rule_in_place(&o, target);
+  atomic_fetch_add_explicit(in_place ? &reads_in_place : &reads_from_file, 1, memory_order_relaxed);
   return rule;
+}
+
+tsri_unwind_reads_t tsri_unwind_reads(void) {
+  return (tsri_unwind_reads_t){ atomic_load_explicit(&reads_from_file, memory_order_relaxed),
+                                atomic_load_explicit(&reads_in_place, memory_order_relaxed) };
+}
+
+bool tsri_unwind_rule_both(uintptr_t pc, uint64_t *from_file, uint64_t *in_place) {
+  eh_obj_t o;
+  if (!find_object(pc - 1, &o) || o.hdr == NULL) return false;
+  *from_file = rule_from_file(&o, pc - 1);
+  *in_place = rule_in_place(&o, pc - 1);
+  return *from_file != RULE_UNREAD;
 }
 
 /* ------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 #ifndef TSR_UNWIND_X86_64_H
 #define TSR_UNWIND_X86_64_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,6 +34,21 @@
  * tsri_os_stack_memo_find (os.h) checks them. */
 tsri_hidden size_t tsri_unwind_walk(void *fp, void **frames, size_t max, size_t skip,
                                     tsri_os_memo_way_t *w);
+
+/* How many rules the walk has computed (once per return address) from
+ * the objects' files and from their tables in place (unwind_x86_64.c,
+ * "where the tables are read from"). */
+typedef struct tsri_unwind_reads_s {
+  uint64_t from_file, in_place;
+} tsri_unwind_reads_t;
+tsri_hidden tsri_unwind_reads_t tsri_unwind_reads(void);
+
+/* The rule for return address pc computed from the file of the object
+ * holding pc and in place, without the table: tests/test_unwind.c holds
+ * the two equal.  false when the file gave no answer (it cannot be read,
+ * or is not the image loaded, or pc's FDE is too long for the walk's
+ * buffers): *from_file is then no rule. */
+tsri_hidden bool tsri_unwind_rule_both(uintptr_t pc, uint64_t *from_file, uint64_t *in_place);
 
 #else
 #define TSRI_UNWIND_FAST 0
