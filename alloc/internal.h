@@ -407,7 +407,9 @@ static inline void tsri_meta_free_small(tsr_page_t *pg, size_t idx, const void *
     }
     if (only_area || had != 0) return;   /* a block has one record: not in the table too */
   }
-  if (tsr_unlikely((t & ~TSRI_TRACKED_ARRAY) != 0)) tsri_meta_free_table(pg, p);
+  if (tsr_unlikely((t & ~TSRI_TRACKED_ARRAY) != 0) &&
+      (atomic_load_explicit(&pg->in_table, memory_order_relaxed) >> (idx % 32) & 1))
+    tsri_meta_free_table(pg, p);
 }
 /* Drop the record of large block p, if it has one. */
 tsri_hidden void tsri_meta_free_large(const void *p);

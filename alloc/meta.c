@@ -15,9 +15,11 @@
  * record (a sampled block, a large block, a block whose record
  * does not fit the compact format) lives in one hash table keyed by block
  * address, under meta_lock.  A page's `tracked` word says whether a free
- * must look: the area flag plus the number of its blocks in the table; 0
- * for almost every page when sampling.  Record numbers and times: see
- * seq_take.
+ * must look: the area flag plus the number of its blocks in the table (0
+ * for most pages when sampling), and its `in_table` mask which blocks may
+ * be among them, by index modulo 32: in a page holding one sampled block,
+ * 31 frees in 32 neither search the table nor take meta_lock.  Record
+ * numbers and times: see seq_take.
  *
  * Sampling.  Each heap counts down the bytes asked for; when the count
  * crosses zero the allocation takes the slow path here and its block is
@@ -440,9 +442,16 @@ static bool record_in_table(const meta_entry_t *e, tsr_page_t *pg) {
    * (whose parent held the lock) sees both or neither */
   tsri_lock(&meta_lock);
   bool done = table_insert(e);
-  if (done) {
-    if (pg != NULL) atomic_fetch_add_explicit(&pg->tracked, 1, memory_order_relaxed);
-    else atomic_fetch_add_explicit(&tsri_meta_large_tracked, 1, memory_order_relaxed);
+  if (done && pg != NULL) {
+    /* the page's first table record starts the mask afresh (the word
+     * held the slot's free time, or bits of records gone since) */
+    uint32_t bit = (uint32_t)1 << ((e->ptr - (uintptr_t)pg->start) / pg->block_size % 32);
+    if ((atomic_fetch_add_explicit(&pg->tracked, 1, memory_order_relaxed) & ~TSRI_TRACKED_ARRAY) == 0)
+      atomic_store_explicit(&pg->in_table, bit, memory_order_relaxed);
+    else
+      atomic_fetch_or_explicit(&pg->in_table, bit, memory_order_relaxed);
+  } else if (done) {
+    atomic_fetch_add_explicit(&tsri_meta_large_tracked, 1, memory_order_relaxed);
   }
   tsri_unlock(&meta_lock);
   return done;

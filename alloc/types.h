@@ -168,8 +168,15 @@ typedef struct tsr_page_s {
   _Atomic uintptr_t xowner;         /* owning heap | TSR_PAGE_* state */
   _Atomic uint32_t used;            /* owner: live blocks incl. remote frees not yet
                                        merged; relaxed atomic so stats can read it */
-  uint32_t freed_at_ms;             /* FREE slots: clock when freed (low 32 bits),
+  union {
+    uint32_t freed_at_ms;           /* FREE slots: clock when freed (low 32 bits),
                                        arena lock held */
+    _Atomic uint32_t in_table;      /* a span in use whose `tracked` counts table
+                                       records: bit i % 32 set for each block i with
+                                       one (meta.c, under its lock; stale bits only
+                                       cost lookups); a free of a block whose bit is
+                                       clear needs no lookup */
+  };
   _Atomic uint32_t tracked;         /* live blocks with a record in meta.c's table,
                                        | TSRI_TRACKED_ARRAY; 0: free needs no lookup */
   _Atomic uint32_t ctx_epoch;       /* changes when contexts of its record area may
