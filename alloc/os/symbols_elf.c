@@ -95,9 +95,9 @@ typedef struct sym_module_s {
 
 /* The GNU build-id note among the notes [p, p + n), aligned to align. */
 static sym_span_t elf_note_build_id(const uint8_t *p, size_t n, size_t align) {
-  sym_span_t id = { NULL, 0 };
+  sym_span_t id = { NULL, 0 };   /* n stays 0 where there is none */
   id.p = tsri_elf_build_id(p, n, align, &id.n);
-  return id.p != NULL ? id : (sym_span_t){ NULL, 0 };
+  return id;
 }
 
 /* The bytes of section s, or an empty span when they are not all inside
