@@ -386,6 +386,9 @@ tsri_hidden void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool ze
 tsri_hidden void *tsri_meta_alloc_small(size_t size, size_t cls, void *caller);
 /* Drop the table record of block p of pg, if it has one. */
 tsri_hidden void tsri_meta_free_table(tsr_page_t *pg, const void *p);
+/* Block idx's bit in its page's in_table mask (types.h). */
+static inline uint32_t tsri_in_table_bit(size_t idx) { return (uint32_t)1 << (idx % 32); }
+
 /* Drop the record of live block idx of pg (pg->tracked != 0).  Inline:
  * under full tracking every free comes here.  A free block has no record
  * (its free cleared it), so a double free finds nothing to drop and is
@@ -408,7 +411,7 @@ static inline void tsri_meta_free_small(tsr_page_t *pg, size_t idx, const void *
     if (only_area || had != 0) return;   /* a block has one record: not in the table too */
   }
   if (tsr_unlikely((t & ~TSRI_TRACKED_ARRAY) != 0) &&
-      (atomic_load_explicit(&pg->in_table, memory_order_relaxed) >> (idx % 32) & 1))
+      (atomic_load_explicit(&pg->in_table, memory_order_relaxed) & tsri_in_table_bit(idx)) != 0)
     tsri_meta_free_table(pg, p);
 }
 /* Drop the record of large block p, if it has one. */

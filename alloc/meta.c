@@ -445,7 +445,7 @@ static bool record_in_table(const meta_entry_t *e, tsr_page_t *pg) {
   if (done && pg != NULL) {
     /* the page's first table record starts the mask afresh (the word
      * held the slot's free time, or bits of records gone since) */
-    uint32_t bit = (uint32_t)1 << ((e->ptr - (uintptr_t)pg->start) / pg->block_size % 32);
+    uint32_t bit = tsri_in_table_bit(tsri_block_index_of(pg, (const void *)e->ptr));
     if ((atomic_fetch_add_explicit(&pg->tracked, 1, memory_order_relaxed) & ~TSRI_TRACKED_ARRAY) == 0)
       atomic_store_explicit(&pg->in_table, bit, memory_order_relaxed);
     else
