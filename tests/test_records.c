@@ -29,7 +29,7 @@
 
 #include <tessera.h>
 
-#include "internal.h"   /* the tests look at a page's record area and the table's totals */
+#include "track/track.h"   /* the tests look at a page's record area and the table's totals */
 
 static void heap_is_sound(void) { cr_assert_eq(tsr_check(), 0, "tsr_check found problems"); }
 

@@ -29,7 +29,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#include "internal.h"   /* the broken-record test reaches a page's record area */
+#include "track/track.h"   /* the broken-record test reaches a page's record area */
 
 /* ------------------------------------------------------------------------
  * Allocating functions, and which one a return address lies in

@@ -12,7 +12,7 @@
  * Inserting takes stack_lock.  Bounds: TSRI_STACKS_MAX stacks and STACK_FRAMES_MAX frames
  * in all; past either, new stacks get id 0 ("no stack").
  */
-#include "internal.h"
+#include "track.h"
 
 #if UINTPTR_MAX > 0xFFFFFFFFu
 #define TSRI_STACKS_MAX ((size_t)1 << 20)

@@ -5,7 +5,7 @@
  * caller hands back, with a defined answer for each bad one.  Routes each
  * request to the size-class heap (internal.h fast paths) or to large.c.
  */
-#include "internal.h"
+#include "hooks.h"
 
 /* ------------------------------------------------------------------------
  * Allocation
@@ -21,7 +21,7 @@
 static inline __attribute__((always_inline)) void *alloc_class(size_t size, size_t cls, void *caller) {
   tsr_heap_t *h = tsri_tl_heap;
   int64_t left = atomic_load_explicit(&h->sample_left, memory_order_relaxed) - (int64_t)size;
-  if (tsr_unlikely(left < 0)) return tsri_meta_alloc_small(size, cls, caller);
+  if (tsr_unlikely(left < 0)) return tsri_hook_alloc_small(size, cls, caller);
   atomic_store_explicit(&h->sample_left, left, memory_order_relaxed);
   tsri_heap_count(&h->allocs);
   return tsri_heap_alloc(h, cls);
@@ -33,7 +33,7 @@ static inline __attribute__((always_inline)) void *alloc_any(size_t size, bool z
     if (zero && p != NULL) memset(p, 0, size);
     return p;
   }
-  return tsri_meta_alloc(size, TSR_CLASS_COUNT, 0, zero, caller);   /* fresh mappings are zero */
+  return tsri_hook_alloc(size, TSR_CLASS_COUNT, 0, zero, caller);   /* fresh mappings are zero */
 }
 
 void *tsr_malloc(size_t size) { return alloc_any(size, false, TSRI_CALLER); }
@@ -62,7 +62,7 @@ static inline __attribute__((always_inline)) void *alloc_aligned(size_t align, s
   if (align <= TSR_MIN_ALIGN) return alloc_any(size, false, caller);
   size_t c = aligned_class(size, align);
   if (c < TSR_CLASS_COUNT) return alloc_class(size, c, caller);
-  return tsri_meta_alloc(size, TSR_CLASS_COUNT, align, false, caller);
+  return tsri_hook_alloc(size, TSR_CLASS_COUNT, align, false, caller);
 }
 
 static inline bool is_pow2(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
@@ -171,12 +171,12 @@ static inline __attribute__((always_inline)) void free_any(void *p) {
     long idx = tsri_block_index(pg, p);
     if (tsr_likely(idx >= 0)) {
       if (tsr_unlikely(atomic_load_explicit(&pg->tracked, memory_order_relaxed) != 0))
-        tsri_meta_free_small(pg, (size_t)idx, p);
+        tsri_hook_free_small(pg, (size_t)idx, p);
       tsri_heap_free_block(pg, (size_t)idx, p);
       return;
     }
   } else {
-    if (atomic_load_explicit(&tsri_meta_large_tracked, memory_order_relaxed) != 0) tsri_meta_free_large(p);
+    if (atomic_load_explicit(&tsri_large_tracked, memory_order_relaxed) != 0) tsri_hook_free_large(p);
     if (tsri_large_free(p)) {
       tsri_heap_count_free();
       return;
@@ -189,7 +189,7 @@ void tsr_free(void *p) { free_any(p); }
 
 static inline __attribute__((always_inline)) bool is_tracked(const block_ref_t *ref) {
   return ref->page != NULL ? atomic_load_explicit(&ref->page->tracked, memory_order_relaxed) != 0
-                           : atomic_load_explicit(&tsri_meta_large_tracked, memory_order_relaxed) != 0;
+                           : atomic_load_explicit(&tsri_large_tracked, memory_order_relaxed) != 0;
 }
 
 static inline __attribute__((always_inline)) void *realloc_any(void *p, size_t size, void *caller) {
@@ -206,11 +206,11 @@ static inline __attribute__((always_inline)) void *realloc_any(void *p, size_t s
   if (ref.page == NULL && size > TSR_SMALL_MAX) {
     void *moved = tsri_large_realloc(p, size);
     if (moved != NULL) {
-      if (is_tracked(&ref)) tsri_meta_resized(p, moved, size);
+      if (is_tracked(&ref)) tsri_hook_resized(p, moved, size);
       return moved;
     }
   } else if (size <= ref.usable && size > ref.usable / 2) {
-    if (is_tracked(&ref)) tsri_meta_resized(p, p, size);
+    if (is_tracked(&ref)) tsri_hook_resized(p, p, size);
     return p;   /* fits, and moving would not save much */
   }
   void *q = alloc_any(size, false, caller);

@@ -1,13 +1,12 @@
 /* report.c: the report API over the records: the walk, sites, snapshots
- * and their diff, the memory map, the address space, and the triggers
- * (at exit, on a signal, every few seconds).
+ * and their diff, the memory map, the address space.
  *
  * Owns: aggregating blocks by call stack and class into tables that live
- * in memory from the OS (never the heap being reported on), ordering them
- * (a heap sort of our own: qsort may allocate), and the reporter thread.
- * The text, JSON, OpenMetrics and folded writers are in writer.c.
+ * in memory from the OS (never the heap being reported on) and ordering
+ * them (a heap sort of our own: qsort may allocate).  The writers are in
+ * writer*.c, the triggers (at exit, on a signal, every few seconds) in
+ * trigger.c.
  */
-#include "internal.h"
 #include "report.h"
 
 /* ------------------------------------------------------------------------
@@ -467,37 +466,6 @@ typedef struct space_walk_s {
 /* Collect tessera's reservations into scratch memory.  The OS merges
  * neighbouring mappings into one region, so a region is tessera's by
  * overlap, never by its start address alone. */
-/* tessera's other reservations that outlive a call (the stack table, heap
- * chunks, hash tables): a fixed set of slots claimed with a CAS, so that
- * adding one from under any lock, or in a fork child, needs no lock of
- * its own.  A slot whose size is 0 is being filled or emptied. */
-#define OWN_SLOTS 256
-static _Atomic uintptr_t own_base[OWN_SLOTS];
-static _Atomic size_t own_size[OWN_SLOTS];
-
-void tsri_own_add(const void *base, size_t size) {
-  for (size_t i = 0; i < OWN_SLOTS; i++) {
-    uintptr_t none = 0;
-    if (atomic_load_explicit(&own_base[i], memory_order_relaxed) == 0 &&
-        atomic_compare_exchange_strong_explicit(&own_base[i], &none, (uintptr_t)base,
-                                                memory_order_relaxed, memory_order_relaxed)) {
-      atomic_store_explicit(&own_size[i], size, memory_order_release);
-      return;
-    }
-  }
-  /* all taken: the address-space report counts this one as not ours */
-}
-
-void tsri_own_remove(const void *base) {
-  for (size_t i = 0; i < OWN_SLOTS; i++) {
-    if (atomic_load_explicit(&own_base[i], memory_order_relaxed) == (uintptr_t)base) {
-      atomic_store_explicit(&own_size[i], 0, memory_order_relaxed);
-      atomic_store_explicit(&own_base[i], 0, memory_order_release);
-      return;
-    }
-  }
-}
-
 static range_t *ours_collect(size_t *count) {
   tsr_large_t *large = NULL;
   size_t n_large = 0, large_bytes = 0;
@@ -506,7 +474,7 @@ static range_t *ours_collect(size_t *count) {
   tsri_lock(tsri_arena_lock_get());
   for (tsr_arena_t *a = tsri_arena_first(); a != NULL; a = a->next) arenas++;
   tsri_unlock(tsri_arena_lock_get());
-  range_t *r = tsri_scratch((2 * arenas + n_large + OWN_SLOTS + 1) * sizeof(range_t));
+  range_t *r = tsri_scratch((2 * arenas + n_large + TSRI_OWN_SLOTS + 1) * sizeof(range_t));
   size_t n = 0;
   if (r != NULL) {
     tsri_lock(tsri_arena_lock_get());
@@ -519,11 +487,9 @@ static range_t *ours_collect(size_t *count) {
     }
     tsri_unlock(tsri_arena_lock_get());
     for (size_t i = 0; i < n_large; i++) r[n++] = (range_t){ large[i].base, large[i].base + large[i].mapped };
-    for (size_t i = 0; i < OWN_SLOTS; i++) {
-      size_t size = atomic_load_explicit(&own_size[i], memory_order_acquire);
-      uintptr_t base = atomic_load_explicit(&own_base[i], memory_order_relaxed);
-      if (size != 0 && base != 0) r[n++] = (range_t){ base, base + size };
-    }
+    uintptr_t base;
+    size_t size, cursor = 0;
+    while (tsri_own_next(&cursor, &base, &size)) r[n++] = (range_t){ base, base + size };
   }
   if (large != NULL) tsri_large_snapshot_free(large, large_bytes);
   *count = n;
@@ -589,71 +555,4 @@ int tsr_address_space(tsr_region_fn *visit, void *arg, tsr_address_space_t *tota
   tsri_scratch_free(w.ours);
   if (rc == 0 && totals != NULL) *totals = w.totals;
   return rc;
-}
-
-/* ------------------------------------------------------------------------
- * Triggers
- * ---------------------------------------------------------------------- */
-
-_Atomic int tsri_report_restart;
-static _Atomic int trigger_running;
-static _Atomic int trigger_signalled;
-
-static void on_report_signal(void) {
-  atomic_store_explicit(&trigger_signalled, 1, memory_order_relaxed);
-  tsri_os_wakeup_post();
-}
-
-static void report_now(const char *reason) {
-  const char *dest = tsri_option_string(TSRI_OPT_REPORT);
-  tsri_report_to((tsr_format_t)tsri_option(TSRI_OPT_REPORT_FORMAT), dest ? dest : "stderr", reason);
-}
-
-static void trigger_thread(void *arg) {
-  (void)arg;
-  uint64_t interval_ms = (uint64_t)tsri_option(TSRI_OPT_REPORT_INTERVAL_S) * 1000;
-  uint64_t next = interval_ms ? tsri_os_clock_ms() + interval_ms : 0;
-  for (;;) {
-    uint64_t now = tsri_os_clock_ms();
-    tsri_os_wakeup_wait(next == 0 ? 0 : (next > now ? next - now : 1));
-    if (atomic_exchange_explicit(&trigger_signalled, 0, memory_order_relaxed)) report_now("signal");
-    if (next != 0 && tsri_os_clock_ms() >= next) {
-      report_now("interval");
-      next = tsri_os_clock_ms() + interval_ms;
-    }
-  }
-}
-
-void tsri_report_triggers_start(void) {
-  atomic_store_explicit(&tsri_report_restart, 0, memory_order_relaxed);
-  int64_t sig = tsri_option(TSRI_OPT_REPORT_SIGNAL);
-  int64_t interval = tsri_option(TSRI_OPT_REPORT_INTERVAL_S);
-  if (sig == 0 && interval == 0) return;
-  if (atomic_exchange_explicit(&trigger_running, 1, memory_order_acq_rel)) return;
-  if (tsri_os_wakeup_init() != 0 || tsri_os_thread_start(trigger_thread, NULL) != 0) {
-    tsri_warning("cannot start the report thread; TESSERA_REPORT_SIGNAL and _INTERVAL_S are off");
-    return;
-  }
-  if (sig != 0 && tsri_os_signal((int)sig, on_report_signal) != 0)
-    tsri_warning("cannot install the handler of TESSERA_REPORT_SIGNAL");
-}
-
-void tsri_report_fork_child(void) {
-  if (atomic_load_explicit(&trigger_running, memory_order_relaxed)) {
-    atomic_store_explicit(&trigger_running, 0, memory_order_relaxed);
-    atomic_store_explicit(&tsri_report_restart, 1, memory_order_relaxed);
-  }
-}
-
-void tsri_report_at_exit(void) {
-  if (tsri_option_string(TSRI_OPT_REPORT) == NULL) return;
-  if (tsri_os_others_gone()) {
-    /* a thread that was ended holding one of our locks would hang the
-     * report, and the process with it */
-    tsri_warning("no report at exit: the process's other threads ended before tessera was "
-                 "unloaded; link tessera statically or call tsr_report() before exit");
-    return;
-  }
-  tsri_os_runtime_freeres();
-  report_now("exit");
 }

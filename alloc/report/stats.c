@@ -6,9 +6,7 @@
  * paths count only into their own heap: live bytes come from the pages'
  * own `used` counts.
  */
-#include "internal.h"
-
-tsri_os_counters_t tsri_counters;
+#include "track/track.h"
 
 /* ------------------------------------------------------------------------
  * One pass over the pages, shared by the totals and the class rows

@@ -1,7 +1,14 @@
-/* internal.h: declarations shared between tessera's source files, the
- * assert macros, the spin lock, and the hot paths (size to class, pointer
- * to page, block index) as static inline functions.  The allocation and
- * free fast paths themselves live in heap.c, where the thread-local heap is.
+/* internal.h: the core's declarations, shared between its files and
+ * readable by the layers above: the assert macros, the spin lock, the
+ * options, and the hot paths (size to class, pointer to page, block index,
+ * the heap's fast alloc and free) as static inline functions.
+ *
+ * Layer: alloc/core/ owns the malloc family (api.c, override.c), size
+ * classes, pages, heaps, arenas, large blocks, options, errors, start-up
+ * and fork, and the counters of what it took from the OS (own.c).  It calls
+ * only the OS layer (os/os.h) and, through the hooks of hooks.h and
+ * nothing else, tracking.  Tracking (track/) and reports (report/) read
+ * what is declared here; the core never calls them by name.
  */
 #ifndef TSR_INTERNAL_H
 #define TSR_INTERNAL_H
@@ -346,11 +353,14 @@ tsri_hidden int tsri_large_snapshot(tsr_large_t **list, size_t *count, size_t *b
 tsri_hidden void tsri_large_snapshot_free(tsr_large_t *list, size_t bytes);
 tsri_hidden void tsri_large_stats(uint64_t *live_bytes, uint64_t *live_blocks,
                                   uint64_t *mapped);
+/* Large blocks with a record (tracking counts them); nonzero: large frees
+ * must call tsri_hook_free_large. */
+tsri_hidden extern _Atomic size_t tsri_large_tracked;
 tsri_hidden void tsri_large_fork_prepare(void);
 tsri_hidden void tsri_large_fork_parent(void);
 tsri_hidden void tsri_large_fork_child(void);
 
-/* ---- stats (stats.c) ------------------------------------------------------ */
+/* ---- what tessera took from the OS (own.c) ------------------------------- */
 
 #define TSRI_OS_COUNTERS(X) X(os_commits) X(os_decommits) X(os_reserves) X(os_releases) X(os_resets)
 typedef struct tsri_os_counters_s {
@@ -369,128 +379,32 @@ static inline void tsri_count(_Atomic uint64_t *c, int64_t delta) {
   atomic_fetch_add_explicit(c, (uint64_t)delta, memory_order_relaxed);
 }
 
-/* ---- block records (meta.c) and call stacks (stack.c) -------------------- */
-
-tsri_hidden extern _Atomic int tsri_track_level;     /* tsr_track_t */
-tsri_hidden extern uint64_t tsri_start_ms;            /* clock when tessera started */
-
-/* The allocation slow path for every request whose heap countdown ran
- * out (a sample is due, tracking is full, or the thread has no heap yet),
- * and for every large block: allocate (class cls, or a large block when
- * cls == TSR_CLASS_COUNT), count, and record the block if it is to be
- * tracked.  caller: the return address into the program, where the stack
- * of the record begins. */
-tsri_hidden void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller);
-/* tsri_meta_alloc for a block of class cls (< TSR_CLASS_COUNT), with the
- * path of nearly every allocation under full tracking inline. */
-tsri_hidden void *tsri_meta_alloc_small(size_t size, size_t cls, void *caller);
-/* Drop the table record of block p of pg, if it has one. */
-tsri_hidden void tsri_meta_free_table(tsr_page_t *pg, const void *p);
-/* Block idx's bit in its page's in_table mask (types.h). */
-static inline uint32_t tsri_in_table_bit(size_t idx) { return (uint32_t)1 << (idx % 32); }
-
-/* Drop the record of live block idx of pg (pg->tracked != 0).  Inline:
- * under full tracking every free comes here.  A free block has no record
- * (its free cleared it), so a double free finds nothing to drop and is
- * reported by the free path. */
-static inline void tsri_meta_free_small(tsr_page_t *pg, size_t idx, const void *p) {
-  uint32_t t = atomic_load_explicit(&pg->tracked, memory_order_relaxed);
-  tsri_recs_t *r = atomic_load_explicit(&pg->recs, memory_order_acquire);
-  if ((t & TSRI_TRACKED_ARRAY) && r != NULL) {   /* NULL: a double free racing the page's retirement */
-    /* with no table records in the page, the record is the area's */
-    bool only_area = t == TSRI_TRACKED_ARRAY;
-    uint64_t had = 0;
-    if (pg->block_size <= TSRI_REC_NARROW_MAX) {
-      _Atomic uint32_t *rec = &((_Atomic uint32_t *)(void *)r->recs)[idx];
-      if (!only_area) had = atomic_load_explicit(rec, memory_order_relaxed);
-      atomic_store_explicit(rec, 0, memory_order_relaxed);
-    } else {
-      if (!only_area) had = atomic_load_explicit(&r->recs[idx], memory_order_relaxed);
-      atomic_store_explicit(&r->recs[idx], 0, memory_order_relaxed);
-    }
-    if (only_area || had != 0) return;   /* a block has one record: not in the table too */
-  }
-  if (tsr_unlikely((t & ~TSRI_TRACKED_ARRAY) != 0) &&
-      (atomic_load_explicit(&pg->in_table, memory_order_relaxed) & tsri_in_table_bit(idx)) != 0)
-    tsri_meta_free_table(pg, p);
-}
-/* Drop the record of large block p, if it has one. */
-tsri_hidden void tsri_meta_free_large(const void *p);
-/* A tracked block was resized in place (to == from) or moved by the OS. */
-tsri_hidden void tsri_meta_resized(const void *from, const void *to, size_t requested);
-/* Large blocks with a record; nonzero: large frees must look. */
-tsri_hidden extern _Atomic size_t tsri_meta_large_tracked;
-/* Slot `slot` of a, free and in transit, was decommitted: so is its
- * record area. */
-tsri_hidden void tsri_meta_slot_purged(tsr_arena_t *a, size_t slot);
-/* A span goes back to its arena: let go of its record area. */
-tsri_hidden void tsri_meta_page_retire(tsr_page_t *pg);
-/* Arm a fresh heap's sampling countdown. */
-tsri_hidden void tsri_meta_heap_init(tsr_heap_t *h);
-
-typedef struct tsri_meta_totals_s {
-  uint64_t tracked;            /* live blocks with a record */
-  uint64_t requested;          /* their requested bytes (exact records) */
-  double w_blocks, w_usable, w_requested;  /* sampled records, scaled by weight */
-} tsri_meta_totals_t;
-/* The totals of the table of sampled and large records (record areas:
- * tsri_meta_area_count). */
-tsri_hidden void tsri_meta_table_totals(tsri_meta_totals_t *t);
 /* tessera's reservations other than arenas, their record areas and large
  * blocks (the stack table, heap chunks, hash tables), so that the
- * address-space report counts them as tessera's (report.c). */
+ * address-space report counts them as tessera's. */
 tsri_hidden void tsri_own_add(const void *base, size_t size);
 tsri_hidden void tsri_own_remove(const void *base);
-/* Add the blocks with a record in pg's record area, if it has one, to
- * *live and the bytes they asked for to *requested.  Arena lock held. */
-tsri_hidden void tsri_meta_area_count(const tsr_page_t *pg, uint64_t *live, uint64_t *requested);
-
-/* What a walk reports per block: the public struct plus the class. */
-typedef struct tsri_block_s {
-  tsr_block_t pub;
-  uint32_t cls;                /* TSR_CLASS_COUNT for large blocks */
-  bool expected;               /* marked by tsr_leak_expect */
-  bool in_area;                /* the record is in its page's area (tsri_meta_area_count) */
-} tsri_block_t;
-typedef int tsri_walk_fn(const tsri_block_t *b, void *arg);
-/* Walk every live block (see tsr_walk); only_tracked skips blocks without
- * a record cheaply. */
-tsri_hidden int tsri_meta_walk(tsri_walk_fn *fn, void *arg, bool only_tracked);
-/* Does any frame of stack id lie in a function the program marked with
- * tsr_leak_expect_function? */
-tsri_hidden bool tsri_meta_site_expected(uint32_t stack);
-tsri_hidden size_t tsri_meta_check(void);
-tsri_hidden void tsri_meta_fork_prepare(void);
-tsri_hidden void tsri_meta_fork_parent(void);
-tsri_hidden void tsri_meta_fork_child(void);
-
-#define TSRI_STACK_DEPTH 32
-/* The id of this stack (frames innermost first), interning it on first
- * sight; 0 when n is 0 or the table is full.  Lock-free when known. */
-tsri_hidden uint32_t tsri_stack_intern(void *const *frames, size_t n);
-/* Frames of stack id (1..tsri_stack_count()); returns the depth. */
-tsri_hidden size_t tsri_stack_frames(uint32_t id, void *const **frames);
-tsri_hidden uint32_t tsri_stack_count(void);
-tsri_hidden void tsri_stack_fork_prepare(void);
-tsri_hidden void tsri_stack_fork_parent(void);
-tsri_hidden void tsri_stack_fork_child(void);
-
-/* ---- reports (report.c, writer.c) ----------------------------------------- */
-
-/* Start the report triggers (TESSERA_REPORT_SIGNAL, _INTERVAL_S) when set:
- * once at load, and again in a fork child on its next slow path. */
-tsri_hidden void tsri_report_triggers_start(void);
-tsri_hidden extern _Atomic int tsri_report_restart;
-tsri_hidden void tsri_report_at_exit(void);
-tsri_hidden void tsri_report_fork_child(void);
+/* Every reservation of tsri_own_add, one per call from *cursor (start at
+ * 0); false at the end.  Lock-free: entries may come and go meanwhile. */
+tsri_hidden bool tsri_own_next(size_t *cursor, uintptr_t *base, size_t *size);
+#define TSRI_OWN_SLOTS 256
 
 /* ---- init (init.c) --------------------------------------------------------- */
 
 tsri_hidden extern _Atomic int tsri_ready;
+tsri_hidden extern uint64_t tsri_start_ms;   /* clock (tsri_os_clock_ms) when tessera started */
 tsri_hidden void tsri_init_slow(void);
 static inline void tsri_init(void) {
   if (tsr_unlikely(atomic_load_explicit(&tsri_ready, memory_order_acquire) == 0)) tsri_init_slow();
 }
+
+/* Run fn once in a fork child, at its first allocation slow path rather
+ * than in the fork handler, where starting a thread is not safe (the
+ * report layer restarts its trigger thread so).  One function: a later
+ * call replaces it. */
+tsri_hidden void tsri_on_fork_child(void (*fn)(void));
+tsri_hidden extern _Atomic int tsri_fork_child_pending;
+tsri_hidden void tsri_fork_child_run(void);
 
 static inline size_t tsri_align_up(size_t n, size_t a) { return (n + a - 1) & ~(a - 1); }
 

@@ -4,36 +4,62 @@
  * from the dynamic loader, before any constructor) and must not call
  * malloc.  Its parts that may call back into malloc (registering fork
  * handlers allocates inside glibc) run after tsri_ready is set, so such a
- * nested call finds a working heap.
+ * nested call finds a working heap.  Tracking learns its level through
+ * tsri_hook_options; the report layer starts its own triggers from a
+ * constructor of its own (report/trigger.c), which runs after ours.
  */
-#include "internal.h"
+#include "hooks.h"
 
 _Atomic int tsri_ready;
+uint64_t tsri_start_ms;
 static tsri_lock_t init_lock;
 
+/* ------------------------------------------------------------------------
+ * fork
+ * ---------------------------------------------------------------------- */
+
+static void (*_Atomic fork_child_fn)(void);
+_Atomic int tsri_fork_child_pending;
+
+void tsri_on_fork_child(void (*fn)(void)) {
+  atomic_store_explicit(&fork_child_fn, fn, memory_order_release);
+}
+
+void tsri_fork_child_run(void) {
+  atomic_store_explicit(&tsri_fork_child_pending, 0, memory_order_relaxed);
+  void (*fn)(void) = atomic_load_explicit(&fork_child_fn, memory_order_acquire);
+  if (fn != NULL) fn();
+}
+
 /* Before fork: take every lock, so the child gets them in a known state.
- * Order as everywhere: heap and abandoned locks, arena lock, large lock. */
+ * Order as everywhere: heap and abandoned locks, arena lock, large lock,
+ * then tracking's. */
 static void fork_prepare(void) {
   tsri_heap_fork_prepare();
   tsri_lock(tsri_arena_lock_get());
   tsri_large_fork_prepare();
-  tsri_meta_fork_prepare();
+  tsri_hook_fork_prepare();
 }
 
 static void fork_parent(void) {
-  tsri_meta_fork_parent();
+  tsri_hook_fork_parent();
   tsri_large_fork_parent();
   tsri_unlock(tsri_arena_lock_get());
   tsri_heap_fork_parent();
 }
 
 static void fork_child(void) {
-  tsri_meta_fork_child();
+  tsri_hook_fork_child();
   tsri_large_fork_child();
   tsri_unlock(tsri_arena_lock_get());
   tsri_heap_fork_child();
-  tsri_report_fork_child();
+  if (atomic_load_explicit(&fork_child_fn, memory_order_relaxed) != NULL)
+    atomic_store_explicit(&tsri_fork_child_pending, 1, memory_order_relaxed);
 }
+
+/* ------------------------------------------------------------------------
+ * Start-up
+ * ---------------------------------------------------------------------- */
 
 /* The options were read before the C library had set up the
  * environment: init_at_load reads them again. */
@@ -50,8 +76,7 @@ void tsri_init_slow(void) {
   tsri_start_ms = tsri_os_clock_ms();
   /* before the environment says, every block is recorded: what is still
    * live when it does has a record whatever the level is */
-  atomic_store_explicit(&tsri_track_level, options_early ? TSR_TRACK_FULL : (int)tsri_option(TSRI_OPT_TRACK),
-                        memory_order_relaxed);
+  tsri_hook_options(options_early);
   tsri_heap_init();
   atomic_store_explicit(&tsri_ready, 1, memory_order_release);
   tsri_unlock(&init_lock);
@@ -59,11 +84,13 @@ void tsri_init_slow(void) {
 }
 
 /* Bring tessera up at load time too, so that options are read and the fork
- * handlers registered before the program starts threads.  On Windows (gcc
- * and mingw-w64) these run from the C runtime's start-up and exit code of
- * the program, or from DllMain's attach and detach when tessera is a
- * DLL; nothing here loads a library, so the loader lock is no obstacle. */
-__attribute__((constructor)) static void init_at_load(void) {
+ * handlers registered before the program starts threads.  Priority 101,
+ * the first a program may use: before the report layer's constructor,
+ * which reads the options this one may read again.  On Windows (gcc and
+ * mingw-w64) these run from the C runtime's start-up code of the program,
+ * or from DllMain's attach when tessera is a DLL; nothing here loads a
+ * library, so the loader lock is no obstacle. */
+__attribute__((constructor(101))) static void init_at_load(void) {
   tsri_init();
   if (options_early && tsri_options_init()) {
     /* the first allocations came before the C library's start-up (a
@@ -71,11 +98,6 @@ __attribute__((constructor)) static void init_at_load(void) {
      * environment says now */
     options_early = false;
     tsri_os_reserve_limit((uint64_t)tsri_option(TSRI_OPT_RESERVE_LIMIT));
-    tsr_track_set((tsr_track_t)tsri_option(TSRI_OPT_TRACK));
+    tsri_hook_options(false);
   }
-  tsri_report_triggers_start();
 }
-
-/* TESSERA_REPORT: the report at exit, after the program's own atexit
- * handlers and destructors (ours was registered before theirs). */
-__attribute__((destructor)) static void report_at_exit(void) { tsri_report_at_exit(); }

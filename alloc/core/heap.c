@@ -28,7 +28,7 @@
  * Locks: heap_lock guards the list of heaps; abandoned_lock the abandoned
  * pages.  Lock order: abandoned_lock, then the arena lock.
  */
-#include "internal.h"
+#include "hooks.h"
 
 /* The page every class of a new heap points at: no free bits, so the fast
  * path falls through to the slow path without a NULL test. */
@@ -36,7 +36,7 @@ static _Atomic(uint64_t) page_empty_bits[2 * TSR_BITMAP_WORDS];
 static tsr_page_t page_empty_desc = { .bits = page_empty_bits };
 
 tsr_heap_t tsri_heap_none = {
-  .sample_left = -1,   /* every allocation goes to tsri_meta_alloc, which makes a heap */
+  .sample_left = -1,   /* every allocation goes to tsri_hook_alloc, which gets a heap */
   .cur = { [0 ... TSR_CLASS_COUNT - 1] = &page_empty_desc },
 };
 
@@ -92,7 +92,7 @@ static inline void set_owner(tsr_page_t *pg, tsr_heap_t *h, uintptr_t state) {
 static void heap_retire(tsr_page_t *pg) {
   tsr_assert_internal(atomic_load_explicit(&pg->used, memory_order_relaxed) == 0);
   tsr_assert_expensive(tsri_page_check(pg) == 0);
-  tsri_meta_page_retire(pg);
+  tsri_hook_page_retire(pg);
   set_owner(pg, NULL, TSR_PAGE_AVAIL);
   tsri_arena_span_free(pg);
 }
@@ -145,7 +145,7 @@ static tsr_heap_t *heap_acquire(void) {
   h->slow_calls = 0;
   h->next_trim_ms = 0;
   h->thread = tsri_os_thread_id();
-  tsri_meta_heap_init(h);
+  tsri_hook_heap_init(h);
   return h;
 }
 
@@ -285,8 +285,8 @@ void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls) {
     if (h == NULL) { errno = ENOMEM; return NULL; }
     return tsri_heap_alloc(h, cls);
   }
-  if (tsr_unlikely(atomic_load_explicit(&tsri_report_restart, memory_order_relaxed)))
-    tsri_report_triggers_start();   /* a fork child: its parent's report thread is gone */
+  if (tsr_unlikely(atomic_load_explicit(&tsri_fork_child_pending, memory_order_relaxed)))
+    tsri_fork_child_run();   /* a fork child: what a higher layer left for now (init.c) */
   heap_take_notices(h);
   heap_maybe_purge(h);
   tsr_page_t *pg;

@@ -182,7 +182,7 @@ void tsri_meta_area_count(const tsr_page_t *pg, uint64_t *live, uint64_t *reques
   if (r != NULL) area_sum(pg, r, live, requested);
 }
 
-void tsri_meta_page_retire(tsr_page_t *pg) {
+void tsri_hook_page_retire(tsr_page_t *pg) {
   if (atomic_load_explicit(&pg->recs, memory_order_relaxed) == NULL) return;
   /* walkers copy areas under the arena lock: once the pointer is gone
    * under that lock, nobody reads the area any more */
@@ -202,7 +202,7 @@ void tsri_meta_page_retire(tsr_page_t *pg) {
   memset(r, 0, offsetof(tsri_recs_t, recs));
 }
 
-void tsri_meta_slot_purged(tsr_arena_t *a, size_t slot) {
+void tsri_hook_slot_purged(tsr_arena_t *a, size_t slot) {
   tsr_page_t *pg = &a->pages[slot];
   if (pg->recs_committed == 0) return;
   uint8_t *base = atomic_load_explicit(&a->recs, memory_order_acquire);

@@ -23,7 +23,7 @@
 #ifndef TSR_AREA_H
 #define TSR_AREA_H
 
-#include "internal.h"
+#include "track.h"
 
 #define REC_CTX_BITS 7
 _Static_assert((1u << REC_CTX_BITS) == TSRI_CTX_SLOTS, "a record names every context slot");

@@ -38,8 +38,6 @@
 
 
 _Atomic int tsri_track_level = TSR_TRACK_SAMPLE;
-uint64_t tsri_start_ms;
-_Atomic size_t tsri_meta_large_tracked;
 
 static _Atomic uint64_t meta_seq;   /* last record number handed out */
 
@@ -167,7 +165,7 @@ static int64_t countdown_for(int level, tsr_heap_t *h) {
   return next_interval(h);
 }
 
-void tsri_meta_heap_init(tsr_heap_t *h) {
+void tsri_hook_heap_init(tsr_heap_t *h) {
   memset(&h->stack_memo, 0, sizeof h->stack_memo);   /* a new thread: another stack */
   h->seq_end = h->seq_next;                           /* and numbers of its own */
   memset(h->ctx_hint, 0, sizeof h->ctx_hint);
@@ -183,14 +181,22 @@ static void track_heap(tsr_heap_t *h, void *arg) {
   atomic_store_explicit(&h->sample_left, *(int64_t *)arg, memory_order_relaxed);
 }
 
+/* Every heap takes the slow path at its next allocation and re-arms its
+ * countdown there for the new level. */
+static void level_set(int level) {
+  atomic_store_explicit(&tsri_track_level, level, memory_order_relaxed);
+  int64_t now = -1;
+  tsri_heap_foreach(track_heap, &now);
+}
+
+void tsri_hook_options(bool early) {
+  level_set(early ? TSR_TRACK_FULL : (int)tsri_option(TSRI_OPT_TRACK));
+}
+
 int tsr_track_set(tsr_track_t level) {
   if ((int)level < TSR_TRACK_STATS || (int)level > TSR_TRACK_FULL) return EINVAL;
   tsri_init();
-  atomic_store_explicit(&tsri_track_level, (int)level, memory_order_relaxed);
-  /* every heap takes the slow path at its next allocation and re-arms its
-   * countdown there for the new level */
-  int64_t now = -1;
-  tsri_heap_foreach(track_heap, &now);
+  level_set((int)level);
   return 0;
 }
 
@@ -451,7 +457,7 @@ static bool record_in_table(const meta_entry_t *e, tsr_page_t *pg) {
     else
       atomic_fetch_or_explicit(&pg->in_table, bit, memory_order_relaxed);
   } else if (done) {
-    atomic_fetch_add_explicit(&tsri_meta_large_tracked, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&tsri_large_tracked, 1, memory_order_relaxed);
   }
   tsri_unlock(&meta_lock);
   return done;
@@ -468,7 +474,7 @@ static tsr_noinline void record_table(void *p, tsr_page_t *pg, size_t requested,
 }
 
 /* Full tracking: the record of block p, idx of pg, which h just handed
- * out, when tsri_meta_alloc_small could not make it with loads and stores
+ * out, when tsri_hook_alloc_small could not make it with loads and stores
  * alone. */
 static inline __attribute__((always_inline)) void record_full(void *p, tsr_page_t *pg, size_t idx, size_t requested,
                                                               void *caller, tsr_heap_t *h, void *fp) {
@@ -478,13 +484,13 @@ static inline __attribute__((always_inline)) void record_full(void *p, tsr_page_
     record_table(p, pg, requested, 1.0, stack, seq, h->seq_ms, h);
 }
 
-/* Every request that tsri_meta_alloc_small does not serve with loads and
+/* Every request that tsri_hook_alloc_small does not serve with loads and
  * stores: the first allocation of a thread or of the process, large
  * blocks, sampling, and under full tracking an empty scan word, a new
  * block of record numbers or clock reading, a stack to walk, a context to
  * find, a long record, or more waste than a compact record holds.  The
  * stack it records is walked from its own frame. */
-tsr_noinline void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller) {
+tsr_noinline void *tsri_hook_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller) {
   void *fp = __builtin_frame_address(0);
   tsri_init();   /* the first allocation of the process reads the level here */
   int level = atomic_load_explicit(&tsri_track_level, memory_order_relaxed);
@@ -499,7 +505,7 @@ tsr_noinline void *tsri_meta_alloc(size_t size, size_t cls, size_t align, bool z
   tsri_heap_count(&h->allocs);
   if (level == TSR_TRACK_FULL) {
     /* a large block, a thread's first allocation, or a small block whose
-     * record tsri_meta_alloc_small left to this path */
+     * record tsri_hook_alloc_small left to this path */
     atomic_store_explicit(&h->sample_left, -1, memory_order_relaxed);
     if (cls < TSR_CLASS_COUNT) {
       record_full(p, h->cur[cls], idx, size, caller, h, fp);
@@ -543,11 +549,11 @@ static inline bool hint_serves(const tsri_ctx_hint_t *hint, const tsr_page_t *pg
  * free block in the page's scan word, a record number left in the heap's
  * block of the ticker's current reading, a stack the memo knows, and the
  * heap's hint on the page's context for it.  Then it takes the block and
- * writes the record.  Anything else goes, untouched, to tsri_meta_alloc.
+ * writes the record.  Anything else goes, untouched, to tsri_hook_alloc.
  *
- * It calls nothing but tsri_meta_alloc, so it saves few registers and sets
+ * It calls nothing but tsri_hook_alloc, so it saves few registers and sets
  * up little.  Where the compiler makes that call a tail jump (GCC at -O2
- * and -Os, clang from -O1), tsri_meta_alloc has this function's frame
+ * and -Os, clang from -O1), tsri_hook_alloc has this function's frame
  * address (the same return address, the same saved RBP below it), and the
  * stacks its walks leave in the memo are found here.  Where it does not
  * (-O0, GCC's -O1), the memo never answers here and every allocation takes
@@ -556,7 +562,7 @@ static inline bool hint_serves(const tsri_ctx_hint_t *hint, const tsr_page_t *pg
  * (TSRI_OS_STACK_MEMO 0) or a ticker (TSRI_OS_CLOCK_IS_A_READ) it is the
  * same, and there every record walks its stack, which costs far more than
  * the way round. */
-void *tsri_meta_alloc_small(size_t size, size_t cls, void *caller) {
+void *tsri_hook_alloc_small(size_t size, size_t cls, void *caller) {
   tsr_heap_t *h = tsri_tl_heap;
   if (tsr_likely(atomic_load_explicit(&tsri_track_level, memory_order_relaxed) == TSR_TRACK_FULL &&
                  h != &tsri_heap_none)) {
@@ -587,7 +593,7 @@ void *tsri_meta_alloc_small(size_t size, size_t cls, void *caller) {
       }
     }
   }
-  return tsri_meta_alloc(size, cls, 0, false, caller);
+  return tsri_hook_alloc(size, cls, 0, false, caller);
 }
 
 /* The full record of a page's compact one, rec (a narrow one naming
@@ -606,17 +612,17 @@ static tsri_rec_t rec_expand(const tsri_ctx_t *ctxs, rec_fields_t rec, uint64_t 
   return out;
 }
 
-void tsri_meta_free_table(tsr_page_t *pg, const void *p) {
+void tsri_hook_free_table(tsr_page_t *pg, const void *p) {
   meta_entry_t e;
   tsri_lock(&meta_lock);
   if (table_remove((uintptr_t)p, &e)) atomic_fetch_sub_explicit(&pg->tracked, 1, memory_order_relaxed);
   tsri_unlock(&meta_lock);
 }
 
-void tsri_meta_free_large(const void *p) {
+void tsri_hook_free_large(const void *p) {
   meta_entry_t e;
   tsri_lock(&meta_lock);
-  if (table_remove((uintptr_t)p, &e)) atomic_fetch_sub_explicit(&tsri_meta_large_tracked, 1, memory_order_relaxed);
+  if (table_remove((uintptr_t)p, &e)) atomic_fetch_sub_explicit(&tsri_large_tracked, 1, memory_order_relaxed);
   tsri_unlock(&meta_lock);
 }
 
@@ -650,7 +656,7 @@ static void resized_in_page(tsr_page_t *pg, tsri_recs_t *r, size_t idx, uint64_t
   }
 }
 
-void tsri_meta_resized(const void *from, const void *to, size_t requested) {
+void tsri_hook_resized(const void *from, const void *to, size_t requested) {
   tsr_page_t *pg = tsri_page_of(from);
   if (pg != NULL && (atomic_load_explicit(&pg->tracked, memory_order_relaxed) & TSRI_TRACKED_ARRAY)) {
     tsri_recs_t *r = atomic_load_explicit(&pg->recs, memory_order_acquire);
@@ -947,19 +953,19 @@ size_t tsri_meta_check(void) {
   return bad;
 }
 
-void tsri_meta_fork_prepare(void) {
+void tsri_hook_fork_prepare(void) {
   tsri_stack_fork_prepare();
   tsri_lock(&meta_lock);
   tsri_lock(&seq_lock);
 }
 
-void tsri_meta_fork_parent(void) {
+void tsri_hook_fork_parent(void) {
   tsri_unlock(&seq_lock);
   tsri_unlock(&meta_lock);
   tsri_stack_fork_parent();
 }
 
-void tsri_meta_fork_child(void) {
+void tsri_hook_fork_child(void) {
   /* the ticker did not come along: the next full record starts one */
   atomic_store_explicit(&ticker_copy, 0, memory_order_relaxed);
   atomic_store_explicit(&ticker_tried, 0, memory_order_relaxed);

@@ -2,7 +2,7 @@
 #ifndef TSR_REPORT_H
 #define TSR_REPORT_H
 
-#include "internal.h"
+#include "track/track.h"
 
 /* One site while aggregating: sums of weights, so samples scale up. */
 typedef struct tsri_site_s {

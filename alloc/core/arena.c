@@ -17,7 +17,7 @@
  * fit from the lowest address, which keeps the committed part of an arena
  * compact so that decommitted runs are long.
  */
-#include "internal.h"
+#include "hooks.h"
 
 /* One bit per possible arena address: 2^(48-26) bits = 512 KiB of zero
  * pages in .bss, of which only the words near real arenas are touched. */
@@ -128,7 +128,7 @@ static void arena_decommit_runs(const slot_run_t *runs, size_t count) {
   for (size_t r = 0; r < count; r++) {
     tsr_arena_t *a = runs[r].arena;
     bool ok = tsri_os_decommit(arena_slot_addr(a, runs[r].first), runs[r].n * TSR_SLOT_SIZE) == 0;
-    for (size_t k = runs[r].first; k < runs[r].first + runs[r].n; k++) tsri_meta_slot_purged(a, k);
+    for (size_t k = runs[r].first; k < runs[r].first + runs[r].n; k++) tsri_hook_slot_purged(a, k);
     if (ok) {
       tsri_count(&tsri_counters.os_decommits, 1);
       tsri_count(&tsri_counters.committed, -(int64_t)(runs[r].n * TSR_SLOT_SIZE));

@@ -1,0 +1,103 @@
+/* hooks.h: the one place where the core calls up, into tracking.
+ *
+ * The core (alloc/core/) knows nothing of records, call stacks or reports.
+ * Where tracking must act on a block or a page, the core calls one of the
+ * hooks below; tracking (alloc/track/) defines them, and nothing else of
+ * tracking is visible here.  tools/check_layers.py fails the build's tests
+ * when a core object names any other symbol of a higher layer.
+ *
+ * What each costs when tracking is `stats`: nothing on the fast paths.
+ * The allocation hooks run only when a heap's countdown (sample_left, set
+ * by tsri_hook_heap_init) runs out, which `stats` never lets happen after
+ * a thread's first allocation; the free hooks run only for a page whose
+ * `tracked` word is set or while tsri_large_tracked is nonzero, which
+ * only tracking sets; the page and slot hooks are on paths that already
+ * give memory back to an arena.
+ *
+ * Future hooks (meshing, the debug checks, guarded sampling) belong here
+ * too, each as one named call from the core.
+ */
+#ifndef TSR_HOOKS_H
+#define TSR_HOOKS_H
+
+#include "internal.h"
+
+/* ---- allocation ---------------------------------------------------------- */
+
+/* A request whose heap countdown ran out (a sample is due, tracking is
+ * full, or the thread has no heap yet), and a large block when its
+ * countdown runs out: allocate (class cls, or a large block when cls ==
+ * TSR_CLASS_COUNT) with the core's own functions, count it, and record
+ * the block if it is to be tracked.  caller: the return address into the
+ * program, where the stack of the record begins. */
+tsri_hidden void *tsri_hook_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller);
+/* tsri_hook_alloc for a block of class cls (< TSR_CLASS_COUNT), with the
+ * path of nearly every allocation under full tracking inline. */
+tsri_hidden void *tsri_hook_alloc_small(size_t size, size_t cls, void *caller);
+/* A tracked block was resized in place (to == from) or moved by the OS. */
+tsri_hidden void tsri_hook_resized(const void *from, const void *to, size_t requested);
+
+/* ---- free ----------------------------------------------------------------- */
+
+/* Drop the table record of block p of pg, if it has one. */
+tsri_hidden void tsri_hook_free_table(tsr_page_t *pg, const void *p);
+/* Block idx's bit in its page's in_table mask (types.h). */
+static inline uint32_t tsri_in_table_bit(size_t idx) { return (uint32_t)1 << (idx % 32); }
+
+/* Block idx of pg, which p points at, is being freed and pg->tracked != 0:
+ * drop its record before the block can be reused.  Inline: under full
+ * tracking every free comes here, and the record it clears is in the
+ * page's record area (types.h: tsri_recs_t), whose layout the core
+ * already knows.  A free block has no record (its free cleared it), so a
+ * double free finds nothing to drop and is reported by the free path. */
+static inline void tsri_hook_free_small(tsr_page_t *pg, size_t idx, const void *p) {
+  uint32_t t = atomic_load_explicit(&pg->tracked, memory_order_relaxed);
+  tsri_recs_t *r = atomic_load_explicit(&pg->recs, memory_order_acquire);
+  if ((t & TSRI_TRACKED_ARRAY) && r != NULL) {   /* NULL: a double free racing the page's retirement */
+    /* with no table records in the page, the record is the area's */
+    bool only_area = t == TSRI_TRACKED_ARRAY;
+    uint64_t had = 0;
+    if (pg->block_size <= TSRI_REC_NARROW_MAX) {
+      _Atomic uint32_t *rec = &((_Atomic uint32_t *)(void *)r->recs)[idx];
+      if (!only_area) had = atomic_load_explicit(rec, memory_order_relaxed);
+      atomic_store_explicit(rec, 0, memory_order_relaxed);
+    } else {
+      if (!only_area) had = atomic_load_explicit(&r->recs[idx], memory_order_relaxed);
+      atomic_store_explicit(&r->recs[idx], 0, memory_order_relaxed);
+    }
+    if (only_area || had != 0) return;   /* a block has one record: not in the table too */
+  }
+  if (tsr_unlikely((t & ~TSRI_TRACKED_ARRAY) != 0) &&
+      (atomic_load_explicit(&pg->in_table, memory_order_relaxed) & tsri_in_table_bit(idx)) != 0)
+    tsri_hook_free_table(pg, p);
+}
+
+/* Drop the record of large block p, if it has one; called for every
+ * large free while tsri_large_tracked (large.c) is nonzero. */
+tsri_hidden void tsri_hook_free_large(const void *p);
+
+/* ---- pages and slots ------------------------------------------------------ */
+
+/* A span goes back to its arena: let go of its record area. */
+tsri_hidden void tsri_hook_page_retire(tsr_page_t *pg);
+/* Slot `slot` of a, free and in transit, was decommitted: so is its
+ * record area. */
+tsri_hidden void tsri_hook_slot_purged(tsr_arena_t *a, size_t slot);
+
+/* ---- heaps, start-up, fork ------------------------------------------------ */
+
+/* A heap was made for a thread: arm its countdown for the tracking level
+ * and reset its tracking state (stack memo, record numbers). */
+tsri_hidden void tsri_hook_heap_init(tsr_heap_t *h);
+/* The options were read (early: before the environment existed, when
+ * every block is recorded so that none misses a record the environment
+ * may ask for): take the tracking level from them, and re-arm the heaps
+ * there already are. */
+tsri_hidden void tsri_hook_options(bool early);
+/* fork: take tracking's locks after the core's (prepare) and give them
+ * back before the core's (parent, child). */
+tsri_hidden void tsri_hook_fork_prepare(void);
+tsri_hidden void tsri_hook_fork_parent(void);
+tsri_hidden void tsri_hook_fork_child(void);
+
+#endif /* TSR_HOOKS_H */

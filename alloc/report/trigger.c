@@ -1,0 +1,82 @@
+/* trigger.c: reports written without a call from the program: at exit
+ * (TESSERA_REPORT), on a signal (TESSERA_REPORT_SIGNAL) and every few
+ * seconds (TESSERA_REPORT_INTERVAL_S).
+ *
+ * Owns: the reporter thread, started at load and again in a fork child,
+ * and the report at exit.  The core starts nothing for reports: these
+ * run from constructors and a destructor of this layer.
+ */
+#include "report.h"
+
+static _Atomic int trigger_running;
+static _Atomic int trigger_signalled;
+
+static void on_report_signal(void) {
+  atomic_store_explicit(&trigger_signalled, 1, memory_order_relaxed);
+  tsri_os_wakeup_post();
+}
+
+static void report_now(const char *reason) {
+  const char *dest = tsri_option_string(TSRI_OPT_REPORT);
+  tsri_report_to((tsr_format_t)tsri_option(TSRI_OPT_REPORT_FORMAT), dest ? dest : "stderr", reason);
+}
+
+static void trigger_thread(void *arg) {
+  (void)arg;
+  uint64_t interval_ms = (uint64_t)tsri_option(TSRI_OPT_REPORT_INTERVAL_S) * 1000;
+  uint64_t next = interval_ms ? tsri_os_clock_ms() + interval_ms : 0;
+  for (;;) {
+    uint64_t now = tsri_os_clock_ms();
+    tsri_os_wakeup_wait(next == 0 ? 0 : (next > now ? next - now : 1));
+    if (atomic_exchange_explicit(&trigger_signalled, 0, memory_order_relaxed)) report_now("signal");
+    if (next != 0 && tsri_os_clock_ms() >= next) {
+      report_now("interval");
+      next = tsri_os_clock_ms() + interval_ms;
+    }
+  }
+}
+
+static void triggers_start(void) {
+  int64_t sig = tsri_option(TSRI_OPT_REPORT_SIGNAL);
+  int64_t interval = tsri_option(TSRI_OPT_REPORT_INTERVAL_S);
+  if (sig == 0 && interval == 0) return;
+  if (atomic_exchange_explicit(&trigger_running, 1, memory_order_acq_rel)) return;
+  if (tsri_os_wakeup_init() != 0 || tsri_os_thread_start(trigger_thread, NULL) != 0) {
+    tsri_warning("cannot start the report thread; TESSERA_REPORT_SIGNAL and _INTERVAL_S are off");
+    return;
+  }
+  if (sig != 0 && tsri_os_signal((int)sig, on_report_signal) != 0)
+    tsri_warning("cannot install the handler of TESSERA_REPORT_SIGNAL");
+}
+
+/* A fork child, at its first allocation slow path (the core calls it so:
+ * init.c, tsri_on_fork_child): its parent's report thread is not there. */
+static void triggers_restart(void) {
+  if (atomic_load_explicit(&trigger_running, memory_order_relaxed)) {
+    atomic_store_explicit(&trigger_running, 0, memory_order_relaxed);
+    triggers_start();
+  }
+}
+
+/* At load, after the core's constructor (priority 101) has read the
+ * options the triggers depend on. */
+__attribute__((constructor)) static void triggers_at_load(void) {
+  tsri_init();
+  tsri_on_fork_child(triggers_restart);
+  triggers_start();
+}
+
+/* TESSERA_REPORT: the report at exit, after the program's own atexit
+ * handlers and destructors (ours was registered before theirs). */
+__attribute__((destructor)) static void report_at_exit(void) {
+  if (tsri_option_string(TSRI_OPT_REPORT) == NULL) return;
+  if (tsri_os_others_gone()) {
+    /* a thread that was ended holding one of our locks would hang the
+     * report, and the process with it */
+    tsri_warning("no report at exit: the process's other threads ended before tessera was "
+                 "unloaded; link tessera statically or call tsr_report() before exit");
+    return;
+  }
+  tsri_os_runtime_freeres();
+  report_now("exit");
+}

@@ -1,0 +1,58 @@
+/* track.h: tracking's declarations, for tracking itself and the report
+ * layer above it.
+ *
+ * Layer: alloc/track/ owns the per-block records (meta.c: the tracking
+ * level, sampling, records in the table and in record areas; walk.c: the
+ * walk over every live block), the record areas (area.c) and the call-stack
+ * table (stack.c).  It may call the core (core/internal.h) and the OS layer;
+ * the core reaches it only through core/hooks.h, which it implements.
+ */
+#ifndef TSR_TRACK_H
+#define TSR_TRACK_H
+
+#include "core/hooks.h"
+
+/* ---- block records (meta.c) and call stacks (stack.c) -------------------- */
+
+tsri_hidden extern _Atomic int tsri_track_level;     /* tsr_track_t */
+
+typedef struct tsri_meta_totals_s {
+  uint64_t tracked;            /* live blocks with a record */
+  uint64_t requested;          /* their requested bytes (exact records) */
+  double w_blocks, w_usable, w_requested;  /* sampled records, scaled by weight */
+} tsri_meta_totals_t;
+/* The totals of the table of sampled and large records (record areas:
+ * tsri_meta_area_count). */
+tsri_hidden void tsri_meta_table_totals(tsri_meta_totals_t *t);
+/* Add the blocks with a record in pg's record area, if it has one, to
+ * *live and the bytes they asked for to *requested.  Arena lock held. */
+tsri_hidden void tsri_meta_area_count(const tsr_page_t *pg, uint64_t *live, uint64_t *requested);
+
+/* What a walk reports per block: the public struct plus the class. */
+typedef struct tsri_block_s {
+  tsr_block_t pub;
+  uint32_t cls;                /* TSR_CLASS_COUNT for large blocks */
+  bool expected;               /* marked by tsr_leak_expect */
+  bool in_area;                /* the record is in its page's area (tsri_meta_area_count) */
+} tsri_block_t;
+typedef int tsri_walk_fn(const tsri_block_t *b, void *arg);
+/* Walk every live block (see tsr_walk); only_tracked skips blocks without
+ * a record cheaply. */
+tsri_hidden int tsri_meta_walk(tsri_walk_fn *fn, void *arg, bool only_tracked);
+/* Does any frame of stack id lie in a function the program marked with
+ * tsr_leak_expect_function? */
+tsri_hidden bool tsri_meta_site_expected(uint32_t stack);
+tsri_hidden size_t tsri_meta_check(void);
+
+#define TSRI_STACK_DEPTH 32
+/* The id of this stack (frames innermost first), interning it on first
+ * sight; 0 when n is 0 or the table is full.  Lock-free when known. */
+tsri_hidden uint32_t tsri_stack_intern(void *const *frames, size_t n);
+/* Frames of stack id (1..tsri_stack_count()); returns the depth. */
+tsri_hidden size_t tsri_stack_frames(uint32_t id, void *const **frames);
+tsri_hidden uint32_t tsri_stack_count(void);
+tsri_hidden void tsri_stack_fork_prepare(void);
+tsri_hidden void tsri_stack_fork_parent(void);
+tsri_hidden void tsri_stack_fork_child(void);
+
+#endif /* TSR_TRACK_H */
