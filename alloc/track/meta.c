@@ -3,8 +3,9 @@
  * Owns: the tracking level (TESSERA_TRACK, tsr_track_set), the sampling
  * countdown of each heap, making a record when a block is to be tracked and
  * dropping it when the block is freed, the two places records live, the
- * record numbers and the time log that dates them, the ticker thread of
- * full tracking, the walk over every live block, and the leak marks.
+ * record numbers and the time log that dates them, and the ticker thread
+ * of full tracking.  Reading the records back (the walk over every live
+ * block) and the leak marks are walk.c's.
  *
  * Where records live.  A page allocated from while tracking is full gets
  * a record area (tsr_page_t.recs; area.h, area.c) in a reservation each
@@ -31,11 +32,11 @@
  * heap profilers.  Full tracking keeps the countdown at -1, so every
  * allocation comes here.
  *
- * The free paths call tsri_meta_free_* before the block is given back, so
- * a record is gone before its block can be reused.
+ * The core's free paths call the free hooks (core/hooks.h, defined here)
+ * before the block is given back, so a record is gone before its block
+ * can be reused.
  */
-#include "area.h"
-
+#include "meta.h"
 
 _Atomic int tsri_track_level = TSR_TRACK_SAMPLE;
 
@@ -94,6 +95,28 @@ void tsri_meta_table_totals(tsri_meta_totals_t *t) {
   tsri_lock(&meta_lock);
   *t = table_sums;
   tsri_unlock(&meta_lock);
+}
+
+tsri_lock_t *tsri_meta_lock_get(void) { return &meta_lock; }
+
+bool tsri_meta_table_get(const void *p, tsri_rec_t *rec, double *weight, uint64_t *requested) {
+  tsri_lock(&meta_lock);
+  const meta_entry_t *e = tsri_table_find(&table, (uintptr_t)p);
+  if (e != NULL) {
+    *rec = e->rec;
+    *weight = e->weight;
+    *requested = e->requested;
+  }
+  tsri_unlock(&meta_lock);
+  return e != NULL;
+}
+
+bool tsri_meta_table_expect(const void *p) {
+  tsri_lock(&meta_lock);
+  meta_entry_t *e = tsri_table_find(&table, (uintptr_t)p);
+  if (e != NULL) e->rec.stack |= TSRI_REC_EXPECTED;
+  tsri_unlock(&meta_lock);
+  return e != NULL;
 }
 
 /* ------------------------------------------------------------------------
@@ -223,16 +246,10 @@ tsr_track_t tsr_track_get(void) {
  * ---------------------------------------------------------------------- */
 
 #define SEQ_BLOCK 256                /* record numbers a heap takes at a time */
-#define TIME_LOG 1024                /* marks in the time log */
 #define TIME_LOG_ERROR 32            /* thinning errs by at most 1/this of an age */
 
-typedef struct time_mark_s {
-  uint64_t seq;                      /* first number of a block */
-  uint32_t ms;                       /* clock (ms after start) when it was taken */
-} time_mark_t;
-
 static tsri_lock_t seq_lock;         /* the log (and meta_seq when it takes a mark) */
-static time_mark_t time_log[TIME_LOG];
+static tsri_time_mark_t time_log[TSRI_TIME_LOG];
 static size_t time_marks;
 
 static inline uint32_t since_start(uint64_t ms) {
@@ -317,8 +334,8 @@ static void seq_take(tsr_heap_t *h, uint32_t now) {
     /* a reading older than the last mark (another thread read the clock
      * later but took the lock first) joins that mark */
     if (time_marks == 0 || (int32_t)(now - time_log[time_marks - 1].ms) > 0) {
-      if (time_marks == TIME_LOG) time_log_thin(now);
-      time_log[time_marks++] = (time_mark_t){ first, now };
+      if (time_marks == TSRI_TIME_LOG) time_log_thin(now);
+      time_log[time_marks++] = (tsri_time_mark_t){ first, now };
       atomic_store_explicit(&time_last, now, memory_order_release);
     }
     tsri_unlock(&seq_lock);
@@ -335,7 +352,7 @@ static inline uint64_t seq_next(tsr_heap_t *h, uint32_t now) {
 }
 
 /* The time of record number seq by a copy of the log (n marks). */
-static uint32_t time_of(const time_mark_t *log, size_t n, uint64_t seq) {
+static uint32_t time_of(const tsri_time_mark_t *log, size_t n, uint64_t seq) {
   if (n == 0 || seq < log[0].seq) return 0;   /* before the first mark: at start */
   size_t lo = 0, hi = n;   /* the last mark at or before seq */
   while (hi - lo > 1) {
@@ -346,8 +363,7 @@ static uint32_t time_of(const time_mark_t *log, size_t n, uint64_t seq) {
   return log[lo].ms;
 }
 
-/* Copy the log into out (TIME_LOG marks); returns the marks copied. */
-static size_t time_log_copy(time_mark_t *out) {
+size_t tsri_meta_time_log_copy(tsri_time_mark_t *out) {
   tsri_lock(&seq_lock);
   size_t n = time_marks;
   memcpy(out, time_log, n * sizeof *out);
@@ -596,10 +612,8 @@ void *tsri_hook_alloc_small(size_t size, size_t cls, void *caller) {
   return tsri_hook_alloc(size, cls, 0, false, caller);
 }
 
-/* The full record of a page's compact one, rec (a narrow one naming
- * REC_LONG: longv, the long record), whose contexts are ctxs. */
-static tsri_rec_t rec_expand(const tsri_ctx_t *ctxs, rec_fields_t rec, uint64_t longv, rec_fmt_t f,
-                             uint32_t block_size, const time_mark_t *log, size_t marks) {
+tsri_rec_t tsri_meta_rec_expand(const tsri_ctx_t *ctxs, rec_fields_t rec, uint64_t longv, rec_fmt_t f,
+                                 uint32_t block_size, const tsri_time_mark_t *log, size_t marks) {
   bool is_long = rec_is_long(f, rec);
   if (is_long) rec = long_unpack(longv, rec.expected);
   const tsri_ctx_t *ctx = &ctxs[rec.ctx];
@@ -641,7 +655,7 @@ static void resized_in_page(tsr_page_t *pg, tsri_recs_t *r, size_t idx, uint64_t
     } else {
       tsri_lock(&seq_lock);
       uint64_t longv = is_long ? long_read(r, pg->capacity, idx) : 0;
-      tsri_rec_t full = rec_expand(r->ctx, rec, longv, f, pg->block_size, time_log, time_marks);
+      tsri_rec_t full = tsri_meta_rec_expand(r->ctx, rec, longv, f, pg->block_size, time_log, time_marks);
       tsri_unlock(&seq_lock);
       full.requested = (uint32_t)requested;
       meta_entry_t e = { (uintptr_t)pg->start + idx * pg->block_size, requested, pg->block_size, 1.0,
@@ -677,235 +691,6 @@ void tsri_hook_resized(const void *from, const void *to, size_t requested) {
     table_insert(&e);   /* cannot fail: an entry was just removed */
   }
   tsri_unlock(&meta_lock);
-}
-
-/* ------------------------------------------------------------------------
- * Leak marks
- * ---------------------------------------------------------------------- */
-
-#define EXPECT_FUNCTIONS 64
-static char expect_names[EXPECT_FUNCTIONS][128];
-static _Atomic size_t expect_count;
-
-int tsr_leak_expect(const void *p) {
-  tsri_init();
-  tsr_page_t *pg = tsri_page_of(p);
-  if (pg != NULL) {
-    long idx = tsri_block_index(pg, p);
-    if (idx < 0 || tsri_block_is_free(pg, (size_t)idx)) return EINVAL;
-    tsri_recs_t *r = atomic_load_explicit(&pg->recs, memory_order_acquire);
-    if (r != NULL) {
-      rec_fmt_t f = rec_fmt(pg->block_size);
-      for (uint64_t v; (v = rec_read(r, f, (size_t)idx)) != 0;)
-        if (rec_swap(r, f, (size_t)idx, v, v | rec_expected_bit(f))) return 0;
-    }
-  }
-  int rc = EINVAL;
-  tsri_lock(&meta_lock);
-  meta_entry_t *e = tsri_table_find(&table, (uintptr_t)p);
-  if (e != NULL) {
-    e->rec.stack |= TSRI_REC_EXPECTED;
-    rc = 0;
-  }
-  tsri_unlock(&meta_lock);
-  return rc;
-}
-
-int tsr_leak_expect_function(const char *name) {
-  if (name == NULL || *name == 0 || strlen(name) >= sizeof expect_names[0]) return EINVAL;
-  tsri_init();
-  tsri_lock(&meta_lock);
-  size_t n = atomic_load_explicit(&expect_count, memory_order_relaxed);
-  int rc = ENOMEM;
-  if (n < EXPECT_FUNCTIONS) {
-    memcpy(expect_names[n], name, strlen(name) + 1);
-    atomic_store_explicit(&expect_count, n + 1, memory_order_release);
-    rc = 0;
-  }
-  tsri_unlock(&meta_lock);
-  return rc;
-}
-
-bool tsri_meta_site_expected(uint32_t stack) {
-  size_t n = atomic_load_explicit(&expect_count, memory_order_acquire);
-  if (n == 0) return false;
-  void *const *frames;
-  size_t depth = tsri_stack_frames(stack, &frames);
-  for (size_t f = 0; f < depth; f++) {
-    tsri_os_symbol_t sym;
-    char decoded[256];
-    if (tsri_os_symbolize(frames[f], &sym) != 0) continue;
-    bool has_decoded = tsri_os_demangle(sym.function, decoded, sizeof decoded);
-    for (size_t k = 0; k < n; k++)
-      if (strcmp(sym.function, expect_names[k]) == 0 || (has_decoded && strcmp(decoded, expect_names[k]) == 0))
-        return true;
-  }
-  return false;
-}
-
-/* ------------------------------------------------------------------------
- * Walking every live block
- * ---------------------------------------------------------------------- */
-
-typedef struct walk_page_s {
-  uint64_t free[TSR_BITMAP_WORDS];
-  tsri_ctx_t ctx[TSRI_CTX_SLOTS];
-  uint64_t recs[TSR_PAGE_MAX_BLOCKS];
-  uint64_t longs[TSR_PAGE_MAX_BLOCKS];   /* where recs[i] names REC_LONG */
-  time_mark_t log[TIME_LOG];       /* the time log when the walk began */
-  size_t marks;
-} walk_page_t;
-
-static void fill_block(tsri_block_t *b, const tsri_rec_t *rec, double weight) {
-  b->pub.tracked = 1;
-  b->pub.thread = rec->thread;
-  b->pub.seq = rec->seq;
-  b->pub.time_ms = rec->time_ms;
-  b->pub.site = rec->stack & ~TSRI_REC_EXPECTED;
-  b->pub.depth = (uint32_t)tsri_stack_frames(b->pub.site, &b->pub.frames);
-  b->pub.weight = weight;
-  b->expected = (rec->stack & TSRI_REC_EXPECTED) != 0;
-}
-
-/* Look p up in the table; true (and b filled) when it has an entry. */
-static bool walk_table(tsri_block_t *b) {
-  tsri_lock(&meta_lock);
-  const meta_entry_t *found = tsri_table_find(&table, (uintptr_t)b->pub.ptr);
-  meta_entry_t e;
-  if (found != NULL) e = *found;
-  tsri_unlock(&meta_lock);
-  if (found == NULL) return false;
-  fill_block(b, &e.rec, e.weight);
-  b->pub.requested = e.requested;
-  return true;
-}
-
-/* Copy page `slot` of a under the arena lock; false when it is no page
- * with blocks.  A span is carved under the lock but initialised by its new
- * owner outside it, and published by the owner's (seq_cst) store of
- * xowner: a page without an owner is skipped, and its geometry is taken
- * from its class (set under the lock), never from fields being written. */
-static bool walk_copy(tsr_arena_t *a, size_t slot, tsr_page_t *out, walk_page_t *w, bool *has_recs) {
-  tsri_lock(tsri_arena_lock_get());
-  const tsr_page_t *pg = &a->pages[slot];
-  if (pg->kind != TSR_SLOT_HEAD) {
-    tsri_unlock(tsri_arena_lock_get());
-    return false;
-  }
-  const tsri_class_t *c = &tsri_classes[pg->cls];
-  out->cls = pg->cls;
-  out->span_slots = pg->span_slots;
-  uintptr_t x = atomic_load_explicit(&pg->xowner, memory_order_acquire);
-  if ((x & ~TSR_PAGE_STATE_MASK) == 0 && (x & TSR_PAGE_STATE_MASK) != TSR_PAGE_ABANDONED) {
-    tsri_unlock(tsri_arena_lock_get());
-    out->capacity = 0;   /* nothing to visit; the caller still skips its tail slots */
-    atomic_store_explicit(&out->tracked, 0, memory_order_relaxed);
-    *has_recs = false;
-    return true;
-  }
-  out->capacity = c->capacity;
-  out->block_size = c->block_size;
-  out->start = (uint8_t *)a + slot * TSR_SLOT_SIZE;
-  atomic_store_explicit(&out->tracked, atomic_load_explicit(&pg->tracked, memory_order_relaxed),
-                        memory_order_relaxed);
-  size_t words = ((size_t)c->capacity + 63) / 64;
-  for (size_t k = 0; k < words; k++)
-    w->free[k] = atomic_load_explicit(tsri_local(pg, k), memory_order_relaxed) |
-                 atomic_load_explicit(tsri_remote(pg, k), memory_order_relaxed);
-  tsri_recs_t *r = atomic_load_explicit(&pg->recs, memory_order_acquire);
-  *has_recs = r != NULL;
-  if (r != NULL) {
-    rec_fmt_t f = rec_fmt(c->block_size);
-    /* the owner may free contexts meanwhile (ctx_collect, between two
-     * bumps of ctx_epoch): copy again until no collection overlapped */
-    for (int tries = 0; tries < 8; tries++) {
-      uint32_t before = atomic_load_explicit(&pg->ctx_epoch, memory_order_acquire);
-      for (size_t i = 0; i < c->capacity; i++) {
-        w->recs[i] = rec_read(r, f, i);
-        if (w->recs[i] != 0 && rec_is_long(f, rec_unpack(f, w->recs[i]))) w->longs[i] = long_read(r, c->capacity, i);
-      }
-      for (size_t k = 0; k < TSRI_CTX_SLOTS; k++) {
-        atomic_store_explicit(&w->ctx[k].stack, atomic_load_explicit(&r->ctx[k].stack, memory_order_relaxed),
-                              memory_order_relaxed);
-        atomic_store_explicit(&w->ctx[k].thread, atomic_load_explicit(&r->ctx[k].thread, memory_order_relaxed),
-                              memory_order_relaxed);
-        atomic_store_explicit(&w->ctx[k].seq_base,
-                              atomic_load_explicit(&r->ctx[k].seq_base, memory_order_relaxed), memory_order_relaxed);
-      }
-      atomic_thread_fence(memory_order_acquire);
-      if ((before & 1) == 0 && atomic_load_explicit(&pg->ctx_epoch, memory_order_relaxed) == before) break;
-    }
-  }
-  tsri_unlock(tsri_arena_lock_get());
-  return true;
-}
-
-static int walk_pages(tsri_walk_fn *fn, void *arg, bool only_tracked, walk_page_t *w) {
-  tsri_lock(tsri_arena_lock_get());
-  tsr_arena_t *a = tsri_arena_first();
-  tsri_unlock(tsri_arena_lock_get());
-  for (; a != NULL; a = a->next) {
-    for (size_t slot = a->meta_slots; slot < TSR_ARENA_SLOTS; slot++) {
-      tsr_page_t pg;
-      bool has_recs;
-      if (!walk_copy(a, slot, &pg, w, &has_recs)) continue;
-      slot += pg.span_slots - 1;
-      bool in_table = (atomic_load_explicit(&pg.tracked, memory_order_relaxed) & ~TSRI_TRACKED_ARRAY) != 0;
-      if (only_tracked && !has_recs && !in_table) continue;
-      rec_fmt_t f = rec_fmt(pg.block_size);
-      for (size_t i = 0; i < pg.capacity; i++) {
-        if ((w->free[i >> 6] >> (i & 63)) & 1) continue;
-        tsri_block_t b;
-        memset(&b, 0, sizeof b);
-        b.pub.ptr = pg.start + i * pg.block_size;
-        b.pub.usable = pg.block_size;
-        b.cls = pg.cls;
-        if (has_recs && w->recs[i] != 0) {
-          rec_fields_t fields = rec_unpack(f, w->recs[i]);
-          tsri_rec_t rec = rec_expand(w->ctx, fields, w->longs[i], f, pg.block_size, w->log, w->marks);
-          fill_block(&b, &rec, 1.0);
-          b.pub.requested = rec.requested;
-          b.in_area = true;
-        } else if (!(in_table && walk_table(&b)) && only_tracked) {
-          continue;
-        }
-        int stop = fn(&b, arg);
-        if (stop != 0) return stop;
-      }
-    }
-  }
-  return 0;
-}
-
-static int walk_large(tsri_walk_fn *fn, void *arg, bool only_tracked) {
-  tsr_large_t *list;
-  size_t count, bytes;
-  if (tsri_large_snapshot(&list, &count, &bytes) != 0) return 0;
-  int stop = 0;
-  for (size_t i = 0; i < count && stop == 0; i++) {
-    tsri_block_t b;
-    memset(&b, 0, sizeof b);
-    b.pub.ptr = (void *)list[i].block;
-    b.pub.usable = list[i].usable;
-    b.cls = TSR_CLASS_COUNT;
-    if (!walk_table(&b) && only_tracked) continue;
-    stop = fn(&b, arg);
-  }
-  tsri_large_snapshot_free(list, bytes);
-  return stop;
-}
-
-int tsri_meta_walk(tsri_walk_fn *fn, void *arg, bool only_tracked) {
-  tsri_init();
-  void *mem;
-  if (tsri_os_alloc(tsri_align_up(sizeof(walk_page_t), tsri_os_page_size()), tsri_os_page_size(), &mem) != 0)
-    return ENOMEM;
-  walk_page_t *w = mem;
-  w->marks = time_log_copy(w->log);
-  int stop = walk_pages(fn, arg, only_tracked, w);
-  tsri_os_release(mem, tsri_align_up(sizeof(walk_page_t), tsri_os_page_size()));
-  if (stop == 0) stop = walk_large(fn, arg, only_tracked);
-  return stop;
 }
 
 /* ------------------------------------------------------------------------
