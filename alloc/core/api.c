@@ -12,10 +12,10 @@
  * ---------------------------------------------------------------------- */
 
 /* Every allocation starts here: count the bytes down to the next sample
- * and take the fast path, or go through meta.c when a record may be due
- * (sampling, full tracking, a thread's first allocation) or the block is
- * large.  Inlined into each public function, so that `caller` is the
- * address the program's call returns to. */
+ * and take the fast path, or call tracking's allocation hook
+ * (core/hooks.h) when a record may be due (sampling, full tracking, a
+ * thread's first allocation).  Inlined into each public function, so that
+ * `caller` is the address the program's call returns to. */
 #define TSRI_CALLER __builtin_return_address(0)
 
 static inline __attribute__((always_inline)) void *alloc_class(size_t size, size_t cls, void *caller) {
@@ -27,13 +27,28 @@ static inline __attribute__((always_inline)) void *alloc_class(size_t size, size
   return tsri_heap_alloc(h, cls);
 }
 
+/* A large block (or one whose alignment no class serves), counted down
+ * like any other: large.c's own mapping when no record is due.  The hook's
+ * stack walk skips this frame, which the compiler usually makes a tail
+ * jump anyway. */
+static tsr_noinline void *alloc_large(size_t size, size_t align, bool zero, void *caller) {
+  tsr_heap_t *h = tsri_tl_heap;
+  int64_t left = atomic_load_explicit(&h->sample_left, memory_order_relaxed);
+  if (left < 0 || size > (uint64_t)left) return tsri_hook_alloc(size, TSR_CLASS_COUNT, align, zero, caller);
+  void *p = tsri_large_alloc(size, align, zero);
+  if (p == NULL) return NULL;
+  atomic_store_explicit(&h->sample_left, left - (int64_t)size, memory_order_relaxed);
+  tsri_heap_count(&h->allocs);
+  return p;
+}
+
 static inline __attribute__((always_inline)) void *alloc_any(size_t size, bool zero, void *caller) {
   if (tsr_likely(size <= TSR_SMALL_MAX)) {
     void *p = alloc_class(size, tsri_size_class(size), caller);
     if (zero && p != NULL) memset(p, 0, size);
     return p;
   }
-  return tsri_hook_alloc(size, TSR_CLASS_COUNT, 0, zero, caller);   /* fresh mappings are zero */
+  return alloc_large(size, 0, zero, caller);   /* fresh mappings are zero */
 }
 
 void *tsr_malloc(size_t size) { return alloc_any(size, false, TSRI_CALLER); }
@@ -62,7 +77,7 @@ static inline __attribute__((always_inline)) void *alloc_aligned(size_t align, s
   if (align <= TSR_MIN_ALIGN) return alloc_any(size, false, caller);
   size_t c = aligned_class(size, align);
   if (c < TSR_CLASS_COUNT) return alloc_class(size, c, caller);
-  return tsri_hook_alloc(size, TSR_CLASS_COUNT, align, false, caller);
+  return alloc_large(size, align, false, caller);
 }
 
 static inline bool is_pow2(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
