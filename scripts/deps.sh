@@ -3,7 +3,9 @@
 # need, and only those that are missing.
 #
 # Groups:
-#   build   compile the library and the demo (cmake, gcc, g++, make, pkg-config)
+#   build   compile the library, the demo and tessera-report (cmake, gcc, g++,
+#           make, pkg-config, and libjansson-dev, which tessera-report parses
+#           JSON with)
 #   test    the test suite: Criterion, clang with its sanitizer and libFuzzer
 #           runtimes, llvm-symbolizer for readable sanitizer reports, and
 #           python3 and sort, which the override test runs under LD_PRELOAD
@@ -25,7 +27,7 @@ usage() {
 
 group_packages() {
   case "$1" in
-    build) echo "cmake gcc g++ make pkg-config" ;;
+    build) echo "cmake gcc g++ make pkg-config libjansson-dev" ;;
     test)  echo "libcriterion-dev clang libclang-rt-14-dev llvm python3 python3-jsonschema coreutils" ;;
     bench) echo "libmimalloc-dev libjemalloc-dev libgoogle-perftools-dev hyperfine gnuplot-nox time python3" ;;
     windows) echo "gcc-mingw-w64-x86-64 gcc-mingw-w64-i686 wine wine64" ;;

@@ -5,7 +5,12 @@
  * docs/report-schema.json is made by the same typed reads that fill the
  * structs, so there is no second description of the schema to drift from
  * the first, and every view can trust types and bounds afterwards.  Also
- * the shared formatting of numbers.  JSON syntax is json.c's business.
+ * the shared formatting of numbers.
+ *
+ * JSON syntax is jansson's business.  It is as strict as the tool needs
+ * (RFC 8259: no comments, trailing commas or leading zeros, valid UTF-8,
+ * no lone surrogates, nesting capped), and it keeps integers as 64-bit
+ * integers, which the byte counts need: a double rounds them above 2^53.
  */
 #if !defined(_GNU_SOURCE)
 #define _GNU_SOURCE
@@ -77,36 +82,76 @@ static void path_index(char *buf, size_t size, const char *where, size_t i) {
   path_fit(buf, size, snprintf(buf, size, "%s[%zu]", where, i));
 }
 
+/* The types as the schema names them: jansson's, with its integer and
+ * real joined into number, and true and false into boolean. */
+typedef enum kind_e {
+  KIND_NULL,
+  KIND_BOOL,
+  KIND_NUMBER,
+  KIND_STRING,
+  KIND_ARRAY,
+  KIND_OBJECT,
+} kind_t;
+
+static kind_t kind_of(const json_t *v) {
+  switch (json_typeof(v)) {
+  case JSON_OBJECT: return KIND_OBJECT;
+  case JSON_ARRAY: return KIND_ARRAY;
+  case JSON_STRING: return KIND_STRING;
+  case JSON_INTEGER:
+  case JSON_REAL: return KIND_NUMBER;
+  case JSON_TRUE:
+  case JSON_FALSE: return KIND_BOOL;
+  case JSON_NULL: break;
+  }
+  return KIND_NULL;
+}
+
+/* For messages: "must be an object, not an array". */
+static const char *kind_name(kind_t kind) {
+  switch (kind) {
+  case KIND_NULL: return "null";
+  case KIND_BOOL: return "a boolean";
+  case KIND_NUMBER: return "a number";
+  case KIND_STRING: return "a string";
+  case KIND_ARRAY: return "an array";
+  case KIND_OBJECT: return "an object";
+  }
+  return "?";
+}
+
 static const json_t *need(const loader_t *ld, const json_t *obj, const char *where,
-                          const char *key, json_type_t type, bool required) {
+                          const char *key, kind_t kind, bool required) {
   char at[256];
   path_join(at, sizeof at, where, key);
-  const json_t *v = json_get(obj, key);
+  const json_t *v = json_object_get(obj, key);
   if (v == NULL) {
     if (required) bad(ld, at, "missing");
     return NULL;
   }
-  if (v->type != type)
-    bad(ld, at, "must be %s, not %s", json_type_name(type), json_type_name(v->type));
+  if (kind_of(v) != kind) bad(ld, at, "must be %s, not %s", kind_name(kind), kind_name(kind_of(v)));
   return v;
 }
 
-/* A JSON Schema integer: any number without a fraction (5.0 counts). */
+/* json_integer_value is where the exact counts come from. */
+_Static_assert(sizeof(json_int_t) == sizeof(int64_t), "jansson's integers must be 64-bit");
+
+/* A JSON Schema integer: any number without a fraction (5.0 counts).
+ * False for anything that is not a number. */
 static bool integer_of(const json_t *v, int64_t *out) {
-  if (v->is_int) {
-    *out = v->integer;
+  if (json_is_integer(v)) {
+    *out = (int64_t)json_integer_value(v);
     return true;
   }
-  if (v->number < -9.2e18 || v->number > 9.2e18 || (double)(int64_t)v->number != v->number)
-    return false;
-  *out = (int64_t)v->number;
+  double d = json_real_value(v);
+  if (!json_is_real(v) || d < -9.2e18 || d > 9.2e18 || (double)(int64_t)d != d) return false;
+  *out = (int64_t)d;
   return true;
 }
 
 static uint64_t count_value(const loader_t *ld, const json_t *v, const char *at) {
   int64_t n;
-  if (v->type != JSON_NUMBER || !integer_of(v, &n) || n < 0)
-    bad(ld, at, "must be a non-negative integer");
+  if (!integer_of(v, &n) || n < 0) bad(ld, at, "must be a non-negative integer");
   return (uint64_t)n;
 }
 
@@ -114,7 +159,7 @@ static bool opt_count(const loader_t *ld, const json_t *obj, const char *where, 
                       uint64_t *out) {
   char at[256];
   path_join(at, sizeof at, where, key);
-  const json_t *v = json_get(obj, key);
+  const json_t *v = json_object_get(obj, key);
   if (v == NULL) return false;
   *out = count_value(ld, v, at);
   return true;
@@ -123,14 +168,14 @@ static bool opt_count(const loader_t *ld, const json_t *obj, const char *where, 
 static uint64_t get_count(const loader_t *ld, const json_t *obj, const char *where,
                           const char *key) {
   uint64_t n = 0;
-  if (!opt_count(ld, obj, where, key, &n)) need(ld, obj, where, key, JSON_NUMBER, true);
+  if (!opt_count(ld, obj, where, key, &n)) need(ld, obj, where, key, KIND_NUMBER, true);
   return n;
 }
 
 static const char *get_string(const loader_t *ld, const json_t *obj, const char *where,
                               const char *key, bool required) {
-  const json_t *v = need(ld, obj, where, key, JSON_STRING, required);
-  return v ? v->string : NULL;
+  const json_t *v = need(ld, obj, where, key, KIND_STRING, required);
+  return v ? json_string_value(v) : NULL;
 }
 
 static const char *get_address(const loader_t *ld, const json_t *obj, const char *where,
@@ -161,33 +206,33 @@ static const char *get_enum(const loader_t *ld, const json_t *obj, const char *w
 
 static double get_number(const loader_t *ld, const json_t *obj, const char *where,
                          const char *key) {
-  return need(ld, obj, where, key, JSON_NUMBER, true)->number;
+  return json_number_value(need(ld, obj, where, key, KIND_NUMBER, true));
 }
 
 static bool get_bool(const loader_t *ld, const json_t *obj, const char *where, const char *key) {
-  return need(ld, obj, where, key, JSON_BOOL, true)->boolean;
+  return json_is_true(need(ld, obj, where, key, KIND_BOOL, true));
 }
 
 /* Item i of an array member, which must be of the given type; its path
  * ("sites[3]") goes to at. */
 static const json_t *item(const loader_t *ld, const json_t *arr, const char *where, size_t i,
-                          json_type_t type, char *at, size_t atsize) {
+                          kind_t kind, char *at, size_t atsize) {
   path_index(at, atsize, where, i);
-  if (arr->items[i]->type != type)
-    bad(ld, at, "must be %s, not %s", json_type_name(type), json_type_name(arr->items[i]->type));
-  return arr->items[i];
+  const json_t *v = json_array_get(arr, i);
+  if (kind_of(v) != kind) bad(ld, at, "must be %s, not %s", kind_name(kind), kind_name(kind_of(v)));
+  return v;
 }
 
 static void load_sites(const loader_t *ld, const json_t *parent, const char *where,
                        const char *key, site_t **out, size_t *count) {
   char path[256];
   path_join(path, sizeof path, where, key);
-  const json_t *arr = need(ld, parent, where, key, JSON_ARRAY, true);
-  *count = arr->count;
-  *out = tool_calloc(arr->count, sizeof **out);
-  for (size_t i = 0; i < arr->count; i++) {
+  const json_t *arr = need(ld, parent, where, key, KIND_ARRAY, true);
+  *count = json_array_size(arr);
+  *out = tool_calloc(*count, sizeof **out);
+  for (size_t i = 0; i < *count; i++) {
     char at[256];
-    const json_t *o = item(ld, arr, path, i, JSON_OBJECT, at, sizeof at);
+    const json_t *o = item(ld, arr, path, i, KIND_OBJECT, at, sizeof at);
     site_t *s = &(*out)[i];
     get_count(ld, o, at, "id");
     s->blocks = get_count(ld, o, at, "blocks");
@@ -196,12 +241,12 @@ static void load_sites(const loader_t *ld, const json_t *parent, const char *whe
     s->estimated = get_bool(ld, o, at, "estimated");
     char fpath[256];
     path_join(fpath, sizeof fpath, at, "frames");
-    const json_t *frames = need(ld, o, at, "frames", JSON_ARRAY, true);
-    s->nframes = frames->count;
-    s->frames = tool_calloc(frames->count, sizeof *s->frames);
-    for (size_t j = 0; j < frames->count; j++) {
+    const json_t *frames = need(ld, o, at, "frames", KIND_ARRAY, true);
+    s->nframes = json_array_size(frames);
+    s->frames = tool_calloc(s->nframes, sizeof *s->frames);
+    for (size_t j = 0; j < s->nframes; j++) {
       char fat[256];
-      const json_t *fo = item(ld, frames, fpath, j, JSON_OBJECT, fat, sizeof fat);
+      const json_t *fo = item(ld, frames, fpath, j, KIND_OBJECT, fat, sizeof fat);
       frame_t *f = &s->frames[j];
       f->addr = get_address(ld, fo, fat, "addr");
       f->function = get_string(ld, fo, fat, "function", false);
@@ -214,12 +259,12 @@ static void load_sites(const loader_t *ld, const json_t *parent, const char *whe
 }
 
 static void load_classes(const loader_t *ld, report_t *r, const json_t *root) {
-  const json_t *arr = need(ld, root, "", "classes", JSON_ARRAY, true);
-  r->nclasses = arr->count;
-  r->classes = tool_calloc(arr->count, sizeof *r->classes);
-  for (size_t i = 0; i < arr->count; i++) {
+  const json_t *arr = need(ld, root, "", "classes", KIND_ARRAY, true);
+  r->nclasses = json_array_size(arr);
+  r->classes = tool_calloc(r->nclasses, sizeof *r->classes);
+  for (size_t i = 0; i < r->nclasses; i++) {
     char at[256];
-    const json_t *o = item(ld, arr, "classes", i, JSON_OBJECT, at, sizeof at);
+    const json_t *o = item(ld, arr, "classes", i, KIND_OBJECT, at, sizeof at);
     class_t *c = &r->classes[i];
     get_count(ld, o, at, "index");
     c->block_size = get_count(ld, o, at, "block_size");
@@ -233,41 +278,43 @@ static void load_classes(const loader_t *ld, report_t *r, const json_t *root) {
     if (c->utilisation < 0 || c->utilisation > 1) bad(ld, at, "utilisation must lie in [0, 1]");
     char opath[256];
     path_join(opath, sizeof opath, at, "occupancy");
-    const json_t *occ = need(ld, o, at, "occupancy", JSON_ARRAY, true);
-    if (occ->count != 10) bad(ld, opath, "must have 10 buckets, not %zu", occ->count);
+    const json_t *occ = need(ld, o, at, "occupancy", KIND_ARRAY, true);
+    size_t buckets = json_array_size(occ);
+    if (buckets != 10) bad(ld, opath, "must have 10 buckets, not %zu", buckets);
     for (size_t j = 0; j < 10; j++) {
       char oat[256];
       path_index(oat, sizeof oat, opath, j);
-      c->occupancy[j] = count_value(ld, occ->items[j], oat);
+      c->occupancy[j] = count_value(ld, json_array_get(occ, j), oat);
     }
   }
 }
 
 static void load_map(const loader_t *ld, report_t *r, const json_t *root) {
-  const json_t *map = need(ld, root, "", "map", JSON_OBJECT, true);
+  const json_t *map = need(ld, root, "", "map", KIND_OBJECT, true);
   r->arena_size = get_count(ld, map, "map", "arena_size");
   r->slot_size = get_count(ld, map, "map", "slot_size");
-  const json_t *arr = need(ld, map, "map", "arenas", JSON_ARRAY, true);
-  r->narenas = arr->count;
-  r->arenas = tool_calloc(arr->count, sizeof *r->arenas);
-  for (size_t i = 0; i < arr->count; i++) {
+  const json_t *arr = need(ld, map, "map", "arenas", KIND_ARRAY, true);
+  r->narenas = json_array_size(arr);
+  r->arenas = tool_calloc(r->narenas, sizeof *r->arenas);
+  for (size_t i = 0; i < r->narenas; i++) {
     char at[256], ppath[256];
-    const json_t *o = item(ld, arr, "map.arenas", i, JSON_OBJECT, at, sizeof at);
+    const json_t *o = item(ld, arr, "map.arenas", i, KIND_OBJECT, at, sizeof at);
     arena_t *a = &r->arenas[i];
     a->base = get_address(ld, o, at, "base");
     a->slots = get_string(ld, o, at, "slots", true);
     a->nslots = strlen(a->slots);
     if (strspn(a->slots, "m.du") != a->nslots) bad(ld, at, "slots may only hold m . d u");
     path_join(ppath, sizeof ppath, at, "pages");
-    const json_t *pages = need(ld, o, at, "pages", JSON_ARRAY, true);
-    a->npages = pages->count;
-    a->pages = tool_calloc(pages->count, sizeof *a->pages);
-    for (size_t j = 0; j < pages->count; j++) {
+    const json_t *pages = need(ld, o, at, "pages", KIND_ARRAY, true);
+    a->npages = json_array_size(pages);
+    a->pages = tool_calloc(a->npages, sizeof *a->pages);
+    for (size_t j = 0; j < a->npages; j++) {
       char pat[256];
-      const json_t *row = item(ld, pages, ppath, j, JSON_ARRAY, pat, sizeof pat);
-      if (row->count != 6) bad(ld, pat, "must have 6 numbers, not %zu", row->count);
+      const json_t *row = item(ld, pages, ppath, j, KIND_ARRAY, pat, sizeof pat);
+      size_t numbers = json_array_size(row);
+      if (numbers != 6) bad(ld, pat, "must have 6 numbers, not %zu", numbers);
       uint64_t v[6];
-      for (size_t k = 0; k < 6; k++) v[k] = count_value(ld, row->items[k], pat);
+      for (size_t k = 0; k < 6; k++) v[k] = count_value(ld, json_array_get(row, k), pat);
       /* Not in the schema, but the drawing indexes slots with these. */
       if (v[0] > a->nslots || v[1] > a->nslots - v[0])
         bad(ld, pat, "slots %" PRIu64 "+%" PRIu64 " run past the arena's %zu slots", v[0], v[1],
@@ -280,19 +327,19 @@ static void load_map(const loader_t *ld, report_t *r, const json_t *root) {
 static void load_address_space(const loader_t *ld, report_t *r, const json_t *root) {
   static const char *const states[] = { "free", "reserved", "committed", NULL };
   const char *w = "address_space";
-  const json_t *as = need(ld, root, "", w, JSON_OBJECT, true);
+  const json_t *as = need(ld, root, "", w, KIND_OBJECT, true);
   r->as_reserved = get_count(ld, as, w, "reserved");
   r->as_committed = get_count(ld, as, w, "committed");
   r->as_free = get_count(ld, as, w, "free");
   r->as_largest_free = get_count(ld, as, w, "largest_free");
   r->as_largest_free_at = get_address(ld, as, w, "largest_free_at");
   r->as_tessera_reserved = get_count(ld, as, w, "tessera_reserved");
-  const json_t *arr = need(ld, as, w, "regions", JSON_ARRAY, true);
-  r->nregions = arr->count;
-  r->regions = tool_calloc(arr->count, sizeof *r->regions);
-  for (size_t i = 0; i < arr->count; i++) {
+  const json_t *arr = need(ld, as, w, "regions", KIND_ARRAY, true);
+  r->nregions = json_array_size(arr);
+  r->regions = tool_calloc(r->nregions, sizeof *r->regions);
+  for (size_t i = 0; i < r->nregions; i++) {
     char at[256];
-    const json_t *o = item(ld, arr, "address_space.regions", i, JSON_OBJECT, at, sizeof at);
+    const json_t *o = item(ld, arr, "address_space.regions", i, KIND_OBJECT, at, sizeof at);
     region_t *g = &r->regions[i];
     g->start_s = get_address(ld, o, at, "start");
     g->end_s = get_address(ld, o, at, "end");
@@ -309,7 +356,8 @@ static void load_address_space(const loader_t *ld, report_t *r, const json_t *ro
   }
 }
 
-/* Check doc against the schema and fill r; r takes the tree. */
+/* Check doc against the schema and fill r; r takes the caller's reference
+ * to doc. */
 static void load_report(const loader_t *ld, json_t *doc, report_t *r) {
   static const char *const reasons[] = { "api", "exit", "signal", "interval", NULL };
   static const char *const tracks[] = { "stats", "sample", "full", NULL };
@@ -317,11 +365,11 @@ static void load_report(const loader_t *ld, json_t *doc, report_t *r) {
   r->doc = doc;
   r->name = ld->name;
   int64_t version;
-  const json_t *v = need(ld, doc, "", "version", JSON_NUMBER, true);
+  const json_t *v = need(ld, doc, "", "version", KIND_NUMBER, true);
   if (!integer_of(v, &version) || version != 1)
-    bad(ld, "version", "this tool reads version 1 reports, not %g", v->number);
+    bad(ld, "version", "this tool reads version 1 reports, not %g", json_number_value(v));
   r->version = get_string(ld, doc, "", "tessera_version", true);
-  v = need(ld, doc, "", "pid", JSON_NUMBER, true);
+  v = need(ld, doc, "", "pid", KIND_NUMBER, true);
   if (!integer_of(v, &r->pid)) bad(ld, "pid", "must be an integer");
   r->program = get_string(ld, doc, "", "program", true);
   r->reason = get_enum(ld, doc, "", "reason", reasons);
@@ -330,7 +378,7 @@ static void load_report(const loader_t *ld, json_t *doc, report_t *r) {
   r->sample_bytes = get_count(ld, doc, "", "sample_bytes");
   if (r->sample_bytes < 1) bad(ld, "sample_bytes", "must be at least 1");
 
-  const json_t *st = need(ld, doc, "", "stats", JSON_OBJECT, true);
+  const json_t *st = need(ld, doc, "", "stats", KIND_OBJECT, true);
 #define X(name, bytes) r->stats.name = get_count(ld, st, "stats", #name);
   STAT_COUNTS(X)
 #undef X
@@ -343,20 +391,20 @@ static void load_report(const loader_t *ld, json_t *doc, report_t *r) {
   load_classes(ld, r, doc);
   load_sites(ld, doc, "", "sites", &r->sites, &r->nsites);
   r->sites_total = -1;
-  v = need(ld, doc, "", "sites_total", JSON_NUMBER, false);
+  v = need(ld, doc, "", "sites_total", KIND_NUMBER, false);
   if (v != NULL && !integer_of(v, &r->sites_total)) bad(ld, "sites_total", "must be an integer");
-  const json_t *leaks = need(ld, doc, "", "leaks", JSON_OBJECT, false);
+  const json_t *leaks = need(ld, doc, "", "leaks", KIND_OBJECT, false);
   if (leaks != NULL) {
     r->has_leaks = true;
     r->leak_blocks = get_count(ld, leaks, "leaks", "blocks");
     r->leak_bytes = get_count(ld, leaks, "leaks", "bytes");
     r->leak_expected = get_count(ld, leaks, "leaks", "expected_blocks");
-    const json_t *fns = need(ld, leaks, "leaks", "functions", JSON_ARRAY, true);
-    r->nleak_functions = fns->count;
-    r->leak_functions = tool_calloc(fns->count, sizeof *r->leak_functions);
-    for (size_t i = 0; i < fns->count; i++) {
+    const json_t *fns = need(ld, leaks, "leaks", "functions", KIND_ARRAY, true);
+    r->nleak_functions = json_array_size(fns);
+    r->leak_functions = tool_calloc(r->nleak_functions, sizeof *r->leak_functions);
+    for (size_t i = 0; i < r->nleak_functions; i++) {
       char at[256];
-      const json_t *o = item(ld, fns, "leaks.functions", i, JSON_OBJECT, at, sizeof at);
+      const json_t *o = item(ld, fns, "leaks.functions", i, KIND_OBJECT, at, sizeof at);
       leak_fn_t *f = &r->leak_functions[i];
       f->function = get_string(ld, o, at, "function", true);
       f->blocks = get_count(ld, o, at, "blocks");
@@ -382,7 +430,7 @@ void tool_report_free(report_t *r) {
   for (size_t i = 0; i < r->narenas; i++) free(r->arenas[i].pages);
   free(r->arenas);
   free(r->regions);
-  json_free(r->doc);
+  json_decref(r->doc);
 }
 
 static char *read_input(const char *file, const char *name, size_t *len) {
@@ -419,6 +467,51 @@ static bool on_last_line(const char *text, size_t len, size_t at) {
   return true;
 }
 
+/* How every document is parsed.  JSON_DECODE_ANY: a bare number or
+ * string is JSON too, and gets "not a tessera report" rather than "not
+ * valid JSON".  JSON_DISABLE_EOF_CHECK: stop after one document, since a
+ * file holds a sequence of them (JSON Lines).  JSON_REJECT_DUPLICATES: a
+ * name given twice makes a report ambiguous, so it is refused rather than
+ * silently resolved.  JSON_DECODE_INT_AS_REAL is left out on purpose: the
+ * counts must stay exact 64-bit integers.  Without JSON_ALLOW_NUL, a
+ * "\u0000" is refused, so every string is a whole C string. */
+#define PARSE_FLAGS (JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK | JSON_REJECT_DUPLICATES)
+
+/* Parse the document that starts at text[start] (not whitespace), on line
+ * line of the file, and set *end just past it.  Returns a new reference,
+ * or NULL with "line L, column C: what" in msg.  jansson counts lines and
+ * columns (in characters, from 1) from the start of the buffer it is
+ * given, so they are moved here to count from the start of the file. */
+static json_t *parse_document(const char *text, size_t len, size_t start, size_t line,
+                              size_t *end, char *msg, size_t msgsize) {
+  json_error_t e;
+  json_t *doc = json_loadb(text + start, len - start, PARSE_FLAGS, &e);
+  if (doc != NULL) {
+    /* On success e.position is the bytes read.  It is an int: a document
+     * of 2 GiB or more overflows it, and must not send the next parse to
+     * the wrong place. */
+    if (e.position <= 0 || (size_t)e.position > len - start) {
+      json_decref(doc);
+      snprintf(msg, msgsize, "line %zu: a document too large to read", line);
+      return NULL;
+    }
+    *end = start + (size_t)e.position;
+    return doc;
+  }
+  if (e.line < 1 || e.column < 0) {
+    snprintf(msg, msgsize, "%s", e.text);
+    return NULL;
+  }
+  size_t column = (size_t)e.column;
+  if (e.line == 1) {
+    /* Characters before the document on its first line: UTF-8 lead bytes. */
+    for (size_t i = start; i > 0 && text[i - 1] != '\n'; i--)
+      column += ((unsigned char)text[i - 1] & 0xc0) != 0x80;
+  }
+  snprintf(msg, msgsize, "line %zu, column %zu: %s", line + (size_t)e.line - 1, column, e.text);
+  return NULL;
+}
+
 /* Read file and load its last report, or the last one whose pid is pid
  * when by_pid.  Every document in the file must be JSON and an object
  * that says it is a tessera report, except a torn last line after at least
@@ -434,8 +527,8 @@ void tool_load(const char *file, bool by_pid, int64_t pid, report_t *r) {
     while (pos < len && is_space(text[pos])) line += text[pos++] == '\n';
     if (pos == len) break;
     size_t start = pos;
-    char err[256];
-    json_t *doc = json_parse(text, len, &pos, err, sizeof err);
+    char err[256 + JSON_ERROR_TEXT_LENGTH];
+    json_t *doc = parse_document(text, len, start, line, &pos, err, sizeof err);
     if (doc == NULL && docs > 0 && on_last_line(text, len, start)) {
       fprintf(stderr, "tessera-report: %s: line %zu: skipping a torn last report (%s)\n", name,
               line, err);
@@ -443,23 +536,21 @@ void tool_load(const char *file, bool by_pid, int64_t pid, report_t *r) {
     }
     if (doc == NULL) {
       free(text);
-      json_free(chosen);
+      json_decref(chosen);
       tool_die("%s: not valid JSON: %s", name, err);
     }
-    const json_t *schema = json_get(doc, "schema");
-    if (schema == NULL || schema->type != JSON_STRING || strcmp(schema->string, "tessera-report"))
+    const char *schema = json_string_value(json_object_get(doc, "schema"));
+    if (schema == NULL || strcmp(schema, "tessera-report") != 0)
       tool_die("%s: line %zu: not a tessera report (no \"schema\": \"tessera-report\")", name,
                line);
     docs++;
-    const json_t *p = json_get(doc, "pid");
     int64_t doc_pid;
-    if (!by_pid || (p != NULL && p->type == JSON_NUMBER && integer_of(p, &doc_pid) &&
-                    doc_pid == pid)) {
-      json_free(chosen);
+    if (!by_pid || (integer_of(json_object_get(doc, "pid"), &doc_pid) && doc_pid == pid)) {
+      json_decref(chosen);
       chosen = doc;
       ld.line = line;
     } else {
-      json_free(doc);
+      json_decref(doc);
     }
     for (size_t i = start; i < pos; i++) line += text[i] == '\n';
   }

@@ -4,8 +4,8 @@
  * fills them (tool_load: reading the file, picking the report, checking it
  * against the schema), and the number formatting every view uses.  The
  * views themselves live in tessera-report.c (text) and map.c (SVG).
- * Every string in these structs points into the JSON tree the report owns,
- * and lives until tool_report_free.
+ * Every string in these structs points into the JSON tree (jansson's) the
+ * report owns, and lives until tool_report_free.
  */
 #ifndef TSR_TOOLS_REPORT_H
 #define TSR_TOOLS_REPORT_H
@@ -15,7 +15,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "json.h"
+#include <jansson.h>
 
 /* ------------------------------------------------------------------------
  * The report, as the schema defines it
@@ -95,7 +95,7 @@ typedef struct region_s {
 } region_t;
 
 typedef struct report_s {
-  json_t *doc;                   /* owns every string below */
+  json_t *doc;                   /* one reference; owns every string below */
   const char *name;              /* the file, for messages */
   const char *version;            /* tessera_version */
   const char *program, *reason, *track;

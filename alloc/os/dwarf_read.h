@@ -1,6 +1,6 @@
 /* dwarf_read.h: a bounded reader for the binary encodings of DWARF and
  * .eh_frame (fixed-size numbers, LEB128), shared by dwarf_line.c (line
- * tables) and unwind_x86_64.c (call-frame information).  Private to
+ * tables) and unwind_eh.c (call-frame information).  Private to
  * alloc/os/.  A read past the end sets bad, moves the cursor to the end
  * and yields 0, so a parser may do a run of reads and check once.
  */

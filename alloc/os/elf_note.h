@@ -1,6 +1,6 @@
 /* elf_note.h: the GNU build-id among an ELF object's notes, for
  * symbols_elf.c (is this file the image that is loaded?) and
- * unwind_x86_64.c (may the unwind tables be read from this file?).
+ * unwind_eh.c (may the unwind tables be read from this file?).
  * Private to alloc/os/.
  */
 #ifndef TSR_ELF_NOTE_H

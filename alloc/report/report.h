@@ -1,4 +1,11 @@
-/* report.h: what report.c gives writer.c (private to those two). */
+/* report.h: the report layer's own declarations: what report.c (sites,
+ * snapshots, scratch memory) gives the writers (writer.h, writer*.c) and
+ * the triggers (trigger.c).
+ *
+ * Layer: alloc/report/ owns tsr_stats_get and the class rows (stats.c),
+ * the report API over the records (report.c), the writers, one file per
+ * format, and the triggers.  It may call tracking, the core and the OS
+ * layer; nothing below calls it. */
 #ifndef TSR_REPORT_H
 #define TSR_REPORT_H
 

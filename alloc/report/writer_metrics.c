@@ -1,0 +1,100 @@
+/* writer_metrics.c: the report in OpenMetrics text, for a /metrics
+ * endpoint: the totals, the ratios, each size class, and at most the 20
+ * biggest sites.  There is no diff in this format (tsr_report_diff
+ * refuses it).
+ *
+ * Owns: the metric families, their names and help.  The buffer, numbers,
+ * frame names and dispatch are writer.c's.
+ */
+#include "writer.h"
+
+/* OpenMetrics label values: escape \, " and newline. */
+static void put_label(tsri_out_t *o, const char *s) {
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\') tsri_put(o, "\\", 1);
+    if (*s == '\n') { tsri_puts(o, "\\n"); continue; }
+    tsri_put(o, s, 1);
+  }
+}
+
+static void om_metric(tsri_out_t *o, const char *name, const char *type, const char *help, uint64_t v) {
+  tsri_puts(o, "# TYPE tessera_"); tsri_puts(o, name); tsri_puts(o, " "); tsri_puts(o, type);
+  tsri_puts(o, "\n# HELP tessera_"); tsri_puts(o, name); tsri_puts(o, " "); tsri_puts(o, help);
+  tsri_puts(o, "\ntessera_"); tsri_puts(o, name);
+  if (strcmp(type, "counter") == 0) tsri_puts(o, "_total");
+  tsri_puts(o, " "); tsri_put_u64(o, v); tsri_puts(o, "\n");
+}
+
+static void om_ratio(tsri_out_t *o, const char *name, const char *help, double v) {
+  tsri_puts(o, "# TYPE tessera_"); tsri_puts(o, name); tsri_puts(o, " gauge\n# HELP tessera_");
+  tsri_puts(o, name); tsri_puts(o, " "); tsri_puts(o, help);
+  tsri_puts(o, "\ntessera_"); tsri_puts(o, name); tsri_puts(o, " "); tsri_put_fixed(o, v, 6); tsri_puts(o, "\n");
+}
+
+static void om_class_family(tsri_out_t *o, tsri_report_t *r, const char *name, const char *help, int which) {
+  tsri_puts(o, "# TYPE tessera_class_"); tsri_puts(o, name); tsri_puts(o, " gauge\n# HELP tessera_class_");
+  tsri_puts(o, name); tsri_puts(o, " "); tsri_puts(o, help); tsri_puts(o, "\n");
+  for (size_t c = 0; c <= TSR_CLASS_COUNT; c++) {
+    const tsr_class_stats_t *k = &r->classes[c];
+    if (k->pages == 0) continue;
+    tsri_puts(o, "tessera_class_"); tsri_puts(o, name); tsri_puts(o, "{size=\"");
+    if (c == TSR_CLASS_COUNT) tsri_puts(o, "large");
+    else tsri_put_u64(o, k->block_size);
+    tsri_puts(o, "\"} ");
+    if (which == 0) tsri_put_u64(o, k->bytes_live);
+    else if (which == 1) tsri_put_u64(o, k->bytes_requested);
+    else if (which == 2) tsri_put_u64(o, k->committed);
+    else tsri_put_fixed(o, k->utilisation, 6);
+    tsri_puts(o, "\n");
+  }
+}
+
+void tsri_write_openmetrics(tsri_out_t *o, tsri_report_t *r) {
+  const tsr_stats_t *s = &r->stats;
+  om_metric(o, "requested_bytes", "gauge", "Bytes asked for in live blocks (estimated unless tracking is full).", s->requested);
+  om_metric(o, "allocated_bytes", "gauge", "Usable bytes of live blocks.", s->allocated);
+  om_metric(o, "committed_bytes", "gauge", "Bytes committed from the OS.", s->committed);
+  om_metric(o, "reserved_bytes", "gauge", "Bytes of address space reserved.", s->reserved);
+  om_metric(o, "metadata_bytes", "gauge", "Bytes committed for tessera's own records.", s->metadata);
+  om_metric(o, "live_blocks", "gauge", "Live blocks.", s->live_blocks);
+  om_metric(o, "allocations", "counter", "Blocks handed out.", s->allocations);
+  om_metric(o, "frees", "counter", "Blocks given back.", s->frees);
+  om_metric(o, "purged_slots", "counter", "Free 64 KiB slots decommitted.", s->purges);
+  om_metric(o, "errors", "counter", "Bad calls reported.", s->errors);
+  tsri_puts(o, "# TYPE tessera_os_calls counter\n# HELP tessera_os_calls Calls to the OS memory functions.\n");
+  const char *calls[] = { "reserve", "commit", "decommit", "reset", "release" };
+  uint64_t counts[] = { s->os_reserves, s->os_commits, s->os_decommits, s->os_resets, s->os_releases };
+  for (size_t i = 0; i < 5; i++) {
+    tsri_puts(o, "tessera_os_calls_total{call=\""); tsri_puts(o, calls[i]); tsri_puts(o, "\"} ");
+    tsri_put_u64(o, counts[i]); tsri_puts(o, "\n");
+  }
+  om_ratio(o, "internal_fragmentation_ratio", "Allocated / requested bytes.", s->internal_fragmentation);
+  om_ratio(o, "external_fragmentation_ratio", "Committed / allocated bytes.", s->external_fragmentation);
+  om_ratio(o, "metadata_overhead_ratio", "Metadata / allocated bytes.", s->metadata_overhead);
+  om_ratio(o, "efficiency_ratio", "Requested / committed bytes.", s->efficiency);
+  om_class_family(o, r, "live_bytes", "Usable bytes of live blocks per size class.", 0);
+  om_class_family(o, r, "requested_bytes", "Bytes asked for per size class.", 1);
+  om_class_family(o, r, "committed_bytes", "Bytes of the pages of each size class.", 2);
+  om_class_family(o, r, "utilisation_ratio", "Live / total blocks of each size class.", 3);
+  if (r->sites != NULL) {
+    size_t listed = tsri_sites_listed(r->sites);
+    if (listed > 20) listed = 20;
+    tsri_puts(o, "# TYPE tessera_site_live_bytes gauge\n# HELP tessera_site_live_bytes Live bytes of the biggest allocation sites.\n");
+    for (size_t i = 0; i < listed; i++) {
+      const tsri_site_t *site = &r->sites->sites[i];
+      void *const *frames;
+      size_t depth = tsri_stack_frames(site->id, &frames);
+      tsri_puts(o, "tessera_site_live_bytes{site=\"");
+      tsri_put_u64(o, site->id);
+      tsri_puts(o, "\",function=\"");
+      tsri_os_symbol_t sym;
+      char buf[256];
+      if (depth > 0 && tsri_os_symbolize(frames[0], &sym) == 0)
+        put_label(o, sym.function[0] ? tsri_function_name(&sym, buf) : tsri_base_name(sym.module));
+      tsri_puts(o, "\"} ");
+      tsri_put_u64(o, tsri_round_u64(site->bytes));
+      tsri_puts(o, "\n");
+    }
+  }
+  tsri_puts(o, "# EOF\n");
+}

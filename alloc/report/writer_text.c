@@ -1,0 +1,257 @@
+/* writer_text.c: the report for people: the totals, the biggest sites with
+ * their stacks, the leaks at exit, the size classes and the address space,
+ * in aligned columns; and the growth between two snapshots, a line each.
+ *
+ * Owns: the layout and the sizes people read ("12.3 MiB").  The buffer,
+ * numbers, frame names, leaks by function and dispatch are writer.c's.
+ */
+#include "writer.h"
+
+/* Bytes with a unit people read: "12.3 MiB". */
+static void put_size(tsri_out_t *o, uint64_t bytes) {
+  static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+  double v = (double)bytes;
+  size_t u = 0;
+  while (v >= 1024 && u < 4) { v /= 1024; u++; }
+  tsri_put_fixed(o, v, u == 0 ? 0 : 1);
+  tsri_puts(o, " ");
+  tsri_puts(o, units[u]);
+}
+
+/* Pad to a column with spaces after text of n characters. */
+static void pad(tsri_out_t *o, size_t n, size_t width) {
+  while (n++ < width) tsri_put(o, " ", 1);
+}
+
+static size_t u64_len(uint64_t v) {
+  size_t n = 1;
+  while (v >= 10) { v /= 10; n++; }
+  return n;
+}
+
+static void put_u64_right(tsri_out_t *o, uint64_t v, size_t width) {
+  pad(o, u64_len(v), width);
+  tsri_put_u64(o, v);
+}
+
+static void text_line(tsri_out_t *o, const char *label, uint64_t bytes) {
+  tsri_puts(o, "  ");
+  tsri_puts(o, label);
+  pad(o, strlen(label), 22);
+  put_u64_right(o, bytes, 14);
+  tsri_puts(o, " bytes  (");
+  put_size(o, bytes);
+  tsri_puts(o, ")\n");
+}
+
+static void text_sites(tsri_out_t *o, const tsri_sites_t *s, size_t listed) {
+  for (size_t i = 0; i < listed; i++) {
+    const tsri_site_t *site = &s->sites[i];
+    tsri_puts(o, "  #");
+    tsri_put_u64(o, i + 1);
+    tsri_puts(o, site->estimated ? "  ~" : "  ");
+    tsri_put_u64(o, tsri_round_u64(site->bytes));
+    tsri_puts(o, " bytes in ");
+    tsri_put_u64(o, tsri_round_u64(site->blocks));
+    tsri_puts(o, tsri_round_u64(site->blocks) == 1 ? " block" : " blocks");
+    tsri_puts(o, ", requested ");
+    tsri_put_u64(o, tsri_round_u64(site->requested));
+    tsri_puts(o, ", waste ");
+    tsri_put_u64(o, tsri_round_u64(site->bytes - site->requested));
+    tsri_puts(o, "\n");
+    void *const *frames;
+    size_t depth = tsri_stack_frames(site->id, &frames);
+    if (depth == 0) tsri_puts(o, "      (no call stack recorded)\n");
+    for (size_t f = 0; f < depth; f++) {
+      tsri_os_symbol_t sym;
+      tsri_puts(o, "      ");
+      int rc = tsri_os_symbolize(frames[f], &sym);
+      tsri_put_hex(o, (uint64_t)(uintptr_t)frames[f]);
+      tsri_puts(o, " ");
+      if (rc == 0 && sym.function[0]) {
+        char buf[256];
+        tsri_puts(o, tsri_function_name(&sym, buf));
+        tsri_puts(o, "+");
+        tsri_put_hex(o, sym.offset);
+      } else if (rc == 0) {
+        tsri_puts(o, "?? ");
+      }
+      if (rc == 0 && sym.file[0]) {
+        tsri_puts(o, " (");
+        tsri_puts(o, sym.file);
+        tsri_puts(o, ":");
+        tsri_put_u64(o, sym.line);
+        tsri_puts(o, ")");
+      }
+      if (rc == 0) {
+        tsri_puts(o, " in ");
+        tsri_puts(o, tsri_base_name(sym.module));
+      }
+      tsri_puts(o, "\n");
+    }
+  }
+}
+
+void tsri_write_text(tsri_out_t *o, tsri_report_t *r) {
+  const tsr_stats_t *s = &r->stats;
+  tsri_puts(o, "== tessera report: ");
+  tsri_puts(o, r->program);
+  tsri_puts(o, " (pid ");
+  tsri_put_u64(o, tsri_os_process_id());
+  tsri_puts(o, "), ");
+  tsri_puts(o, r->reason);
+  tsri_puts(o, " after ");
+  tsri_put_fixed(o, (double)(tsri_os_clock_ms() - tsri_start_ms) / 1000.0, 1);
+  tsri_puts(o, " s; tracking: ");
+  tsri_puts(o, tsri_track_names[s->track]);
+  if (s->track == TSR_TRACK_SAMPLE) {
+    tsri_puts(o, " (one block per ");
+    put_size(o, (uint64_t)tsri_option(TSRI_OPT_SAMPLE_BYTES));
+    tsri_puts(o, ", site figures are estimates marked ~)");
+  }
+  tsri_puts(o, "\n\ntotals\n");
+  text_line(o, s->requested_exact ? "requested" : "requested (estimate)", s->requested);
+  text_line(o, "allocated", s->allocated);
+  text_line(o, "committed", s->committed);
+  text_line(o, "reserved", s->reserved);
+  text_line(o, "metadata", s->metadata);
+  tsri_puts(o, "  live blocks           ");
+  tsri_put_u64(o, s->live_blocks);
+  tsri_puts(o, " (");
+  tsri_put_u64(o, s->tracked_blocks);
+  tsri_puts(o, " with a record, ");
+  tsri_put_u64(o, s->large_live);
+  tsri_puts(o, " large)\n  allocations, frees    ");
+  tsri_put_u64(o, s->allocations);
+  tsri_puts(o, ", ");
+  tsri_put_u64(o, s->frees);
+  tsri_puts(o, "\n  OS calls              ");
+  tsri_put_u64(o, s->os_reserves);
+  tsri_puts(o, " reserve, ");
+  tsri_put_u64(o, s->os_commits);
+  tsri_puts(o, " commit, ");
+  tsri_put_u64(o, s->os_decommits);
+  tsri_puts(o, " decommit, ");
+  tsri_put_u64(o, s->os_resets);
+  tsri_puts(o, " reset, ");
+  tsri_put_u64(o, s->os_releases);
+  tsri_puts(o, " release; ");
+  tsri_put_u64(o, s->purges);
+  tsri_puts(o, " slots purged\n  internal fragmentation ");
+  tsri_put_fixed(o, s->internal_fragmentation, 3);
+  tsri_puts(o, "  (allocated / requested)\n  external fragmentation ");
+  tsri_put_fixed(o, s->external_fragmentation, 3);
+  tsri_puts(o, "  (committed / allocated)\n  metadata overhead      ");
+  tsri_put_fixed(o, s->metadata_overhead * 100, 1);
+  tsri_puts(o, " %  (metadata / allocated)\n  efficiency             ");
+  tsri_put_fixed(o, s->efficiency * 100, 1);
+  tsri_puts(o, " %  (requested / committed)\n  errors reported        ");
+  tsri_put_u64(o, s->errors);
+  tsri_puts(o, "\n");
+
+  if (r->sites != NULL) {
+    tsri_puts(o, "\nsites by live bytes (");
+    tsri_put_u64(o, r->sites->count);
+    tsri_puts(o, " in all)\n");
+    text_sites(o, r->sites, tsri_sites_listed(r->sites));
+  }
+  if (r->leaks != NULL) {
+    tsri_puts(o, "\nleaks at exit: ");
+    tsri_put_u64(o, r->leaks->blocks);
+    tsri_puts(o, " blocks, ");
+    tsri_put_u64(o, r->leaks->bytes);
+    tsri_puts(o, " bytes still live (");
+    tsri_put_u64(o, r->leaks->expected_blocks - r->leaks->libc_blocks);
+    tsri_puts(o, " more marked expected, ");
+    tsri_put_u64(o, r->leaks->libc_blocks);
+    tsri_puts(o, " kept by the C library)");
+    if (s->track != TSR_TRACK_FULL) tsri_puts(o, "; estimates: with TESSERA_TRACK=full every leaked block is counted");
+    tsri_puts(o, "\n  by allocating function:\n");
+    tsri_leak_fn_t *fns = tsri_scratch(TSRI_LEAK_FUNCTIONS * sizeof(tsri_leak_fn_t));
+    size_t nf = fns ? tsri_leak_functions(r->leaks, fns) : 0;
+    for (size_t i = 0; i < nf; i++) {
+      tsri_puts(o, "    ");
+      tsri_puts(o, fns[i].name);
+      tsri_puts(o, ": ");
+      tsri_put_u64(o, fns[i].blocks);
+      tsri_puts(o, fns[i].blocks == 1 ? " block, " : " blocks, ");
+      tsri_put_u64(o, fns[i].requested);
+      tsri_puts(o, " bytes requested (");
+      tsri_put_u64(o, fns[i].bytes);
+      tsri_puts(o, " usable)\n");
+    }
+    tsri_scratch_free(fns);
+    tsri_puts(o, "  by call stack:\n");
+    text_sites(o, r->leaks, tsri_sites_listed(r->leaks));
+  }
+
+  tsri_puts(o, "\nsize classes\n    size   pages     committed    live / total    util      requested   waste  occupancy 0-100%\n");
+  for (size_t c = 0; c <= TSR_CLASS_COUNT; c++) {
+    const tsr_class_stats_t *k = &r->classes[c];
+    if (k->pages == 0) continue;
+    if (c == TSR_CLASS_COUNT) tsri_puts(o, "   large");
+    else put_u64_right(o, k->block_size, 8);
+    put_u64_right(o, k->pages, 8);
+    put_u64_right(o, k->committed, 14);
+    put_u64_right(o, k->blocks_live, 8);
+    tsri_puts(o, " / ");
+    tsri_put_u64(o, k->blocks_total);
+    pad(o, u64_len(k->blocks_total), 8);
+    tsri_put_fixed(o, k->utilisation * 100, 1);
+    tsri_puts(o, " %");
+    put_u64_right(o, k->bytes_requested, 15);
+    double waste = k->bytes_live ? 100.0 * (double)(k->bytes_live - (k->bytes_requested < k->bytes_live ? k->bytes_requested : k->bytes_live)) / (double)k->bytes_live : 0;
+    pad(o, 0, 3);
+    tsri_put_fixed(o, waste, 1);
+    tsri_puts(o, " %  ");
+    for (size_t b = 0; b < TSR_OCCUPANCY_BUCKETS && c < TSR_CLASS_COUNT; b++) {
+      if (b) tsri_puts(o, " ");
+      tsri_put_u64(o, k->occupancy[b]);
+    }
+    tsri_puts(o, "\n");
+  }
+
+  if (r->space_ok) {
+    tsri_puts(o, "\naddress space\n");
+    text_line(o, "reserved (no access)", r->space.reserved);
+    text_line(o, "mapped", r->space.committed);
+    text_line(o, "of these, tessera's", r->space.tessera_reserved);
+    text_line(o, "free", r->space.free);
+    text_line(o, "largest free range", r->space.largest_free);
+    tsri_puts(o, "  largest free range at ");
+    tsri_put_hex(o, r->space.largest_free_at);
+    tsri_puts(o, "\n");
+  }
+  tsri_puts(o, "\n");
+}
+
+void tsri_diff_text(tsri_out_t *o, const tsr_delta_t *d, size_t n) {
+  tsri_puts(o, "== tessera growth between two snapshots (bytes, blocks; after)\n");
+  for (size_t i = 0; i < n; i++) {
+    const tsr_delta_t *e = &d[i];
+    tsri_puts(o, e->bytes >= 0 ? "  +" : "  ");
+    tsri_put_i64(o, e->bytes);
+    tsri_puts(o, " bytes, ");
+    tsri_puts(o, e->blocks >= 0 ? "+" : "");
+    tsri_put_i64(o, e->blocks);
+    tsri_puts(o, " blocks (now ");
+    tsri_put_u64(o, e->bytes_after);
+    tsri_puts(o, " bytes in ");
+    tsri_put_u64(o, e->blocks_after);
+    tsri_puts(o, ")  ");
+    if (e->is_site) {
+      tsri_puts(o, "site ");
+      for (size_t f = 0; f < e->depth && f < 4; f++) {
+        if (f) tsri_puts(o, " < ");
+        tsri_put_frame_short(o, e->frames[f], false);
+      }
+      if (e->depth == 0) tsri_puts(o, "[no stack]");
+    } else if (e->id == TSR_CLASS_COUNT) {
+      tsri_puts(o, "class large");
+    } else {
+      tsri_puts(o, "class ");
+      tsri_put_u64(o, e->block_size);
+    }
+    tsri_puts(o, "\n");
+  }
+}
