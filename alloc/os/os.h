@@ -3,6 +3,13 @@
  * (posix.c, windows.c), chosen by CMake.  Nothing outside alloc/os/ includes
  * an OS header for memory, threads or I/O.
  *
+ * Layer: alloc/os/ is the bottom of the four (docs/design.md).  Besides
+ * memory, threads, files and signals it owns what needs the platform's
+ * formats: the stack walk (unwind*.c: x86-64 frame pointers checked
+ * against .eh_frame) and symbols (symbols_elf.c, windows_symbols.c, DWARF
+ * line tables).  It calls no other layer of tessera, and no function of
+ * the heap.
+ *
  * Contract, for every function below unless it says otherwise:
  *  - addresses and sizes are multiples of tsri_os_page_size() (memory
  *    functions), output pointers are non-NULL;
