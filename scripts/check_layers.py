@@ -47,8 +47,11 @@ def layer_of_path(path):
 
 
 def hooks_declared(source_dir):
+    """The hooks hooks.h declares: tsri_hidden functions and static inline
+    ones (a name met only in a comment is no hook)."""
     text = open(os.path.join(source_dir, "alloc", "core", "hooks.h"), encoding="utf-8").read()
-    return set(re.findall(r"\b(tsri_hook_\w+)\s*\(", text))
+    decl = re.compile(r"^(?:tsri_hidden|static inline)\b[^;{]*?\b(tsri_hook_\w+)\s*\(", re.M)
+    return set(decl.findall(text))
 
 
 def nm_symbols(nm, path):
@@ -57,7 +60,7 @@ def nm_symbols(nm, path):
     defined, undefined = set(), set()
     for line in out.splitlines():
         fields = line.split()
-        if len(fields) >= 2 and fields[-2] == "U":
+        if len(fields) >= 2 and fields[-2] in ("U", "w", "v"):   # weak references count
             undefined.add(fields[-1])
         elif len(fields) >= 3:
             defined.add(fields[-1])
@@ -89,7 +92,7 @@ def check_objects(nm, objects, hooks):
     return breaches
 
 
-INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
+INCLUDE = re.compile(r'^\s*#\s*include\s+[<"]([^">]+)[">]')
 
 
 def check_sources(source_dir):
@@ -148,6 +151,9 @@ def main():
 
     hooks = hooks_declared(args.source_dir)
     breaches = check_objects(args.nm, objects, hooks) + check_sources(args.source_dir)
+    for name in LAYERS:
+        if not any(layer == name for layer, _ in objects):
+            breaches.append(f"no object of the {name} layer was given: the check would prove nothing")
     for b in breaches:
         print(f"layering: {b}")
     counts = {name: sum(1 for layer, _ in objects if layer == name) for name in LAYERS}

@@ -14,6 +14,11 @@
  *   signal    4 threads allocate and free for about 1.5 s while the main
  *             thread sends itself SIGUSR2 twice and waits, each time, for
  *             a report with reason "signal" to appear in the file
+ *   fork_signal  forks; in the child two threads allocate at once (both
+ *             may take the slow path that restarts the report thread the
+ *             parent had), the child sends itself SIGUSR2 and waits for a
+ *             signal report with its own pid; with the threads joined, it
+ *             must have two threads: its own and one report thread
  *
  * Prints "ok" and exits 0, or prints "FAIL: ..." and exits 1.
  */
@@ -23,8 +28,10 @@
 #include "tsr_helper.h"
 #include "tsr_sites.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/wait.h>
 
 static void *leaked[16];
 
@@ -161,10 +168,84 @@ static void signal_case(void) {
   CHECK(tsr_check() == 0, "tsr_check found problems\n");
 }
 
+/* Signal reports of process pid that are whole lines in the file. */
+static int signal_reports_of(const char *path, pid_t pid) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return 0;
+  char key[32];
+  snprintf(key, sizeof key, "\"pid\":%ld,", (long)pid);
+  int n = 0;
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  while ((len = getline(&line, &cap, f)) > 0)
+    if (line[len - 1] == '\n' && strstr(line, "\"reason\":\"signal\"") != NULL && strstr(line, key) != NULL) n++;
+  free(line);
+  fclose(f);
+  return n;
+}
+
+static int thread_count(void) {
+  DIR *d = opendir("/proc/self/task");
+  if (d == NULL) return -1;
+  int n = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;)
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n;
+}
+
+static void *short_churn(void *arg) {
+  uint64_t rng = (uint64_t)(uintptr_t)arg;
+  double start = tsr_test_now();
+  while (tsr_test_now() - start < 0.2) {
+    void *p = tsr_malloc(1 + tsr_test_rand(&rng) % 4000);
+    TSR_KEEP(p);
+    tsr_free(p);
+  }
+  return NULL;
+}
+
+static void fork_signal_case(void) {
+  const char *path = getenv("TESSERA_REPORT");
+  CHECK(path != NULL, "TESSERA_REPORT is not set\n");
+  if (path == NULL) return;
+  void *warm = tsr_malloc(100);   /* the parent's heap, and its report thread running */
+  TSR_KEEP(warm);
+  tsr_free(warm);
+  tsr_test_sleep_ms(50);
+  CHECK(thread_count() == 2, "the parent has %d threads, not itself and the report thread\n", thread_count());
+  pid_t child = fork();
+  if (child == 0) {
+    int bad = 0;
+    pthread_t t[2];
+    for (uintptr_t i = 0; i < 2; i++) pthread_create(&t[i], NULL, short_churn, (void *)(i + 1));
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    kill(getpid(), SIGUSR2);
+    double sent = tsr_test_now();
+    while (signal_reports_of(path, getpid()) < 1 && tsr_test_now() - sent < 10.0) tsr_test_sleep_ms(10);
+    if (signal_reports_of(path, getpid()) != 1) {
+      fprintf(stderr, "child: %d signal reports of its own\n", signal_reports_of(path, getpid()));
+      bad = 1;
+    }
+    if (thread_count() != 2) {
+      fprintf(stderr, "child: %d threads, not itself and one report thread\n", thread_count());
+      bad = 1;
+    }
+    _exit(bad);
+  }
+  CHECK(child > 0, "fork failed\n");
+  int status = 0;
+  CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+        "the child failed (status %#x)\n", status);
+  CHECK(signal_reports_of(path, getpid()) == 0, "the parent wrote a signal report\n");
+}
+
 static int run_case(const char *name) {
   if (strcmp(name, "leaks") == 0) leaks_case(false);
   else if (strcmp(name, "leaks_fn") == 0) leaks_case(true);
   else if (strcmp(name, "signal") == 0) signal_case();
+  else if (strcmp(name, "fork_signal") == 0) fork_signal_case();
   else return 2;
   return 0;
 }

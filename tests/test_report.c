@@ -1229,6 +1229,17 @@ Test(report, report_on_signal_while_busy) {
   free(out);
 }
 
+/* A fork child gets the parent's report thread back, once, however many of
+ * its threads take the slow path that restarts it. */
+Test(report, report_thread_restarts_once_in_a_fork_child) {
+  char path[64], report[128];
+  temp_path(path, sizeof path, "forksig");
+  setting(report, sizeof report, "TESSERA_REPORT", path);
+  char *env[] = { report, "TESSERA_REPORT_SIGNAL=usr2", "TESSERA_REPORT_FORMAT=json", NULL };
+  run_helper("fork_signal", env, path);
+  unlink(path);
+}
+
 /* ------------------------------------------------------------------------
  * 8. tsr_check finds a broken record
  * ---------------------------------------------------------------------- */

@@ -3,7 +3,8 @@
  * Owns: the C and POSIX semantics (sizes that overflow, alignments that are
  * invalid, realloc's special cases, errno) and the checks on the pointers a
  * caller hands back, with a defined answer for each bad one.  Routes each
- * request to the size-class heap (internal.h fast paths) or to large.c.
+ * request to the size-class heap (heap.h fast paths) or to large.c, and
+ * to tracking through the hooks of hooks.h when a record may be due.
  */
 #include "hooks.h"
 

@@ -5,7 +5,7 @@
  * making a page when the current page of a class is exhausted, moving pages
  * between a heap's avail and full queues, the remote-free protocol, handing
  * pages over when a thread exits (abandoning) and taking them up again
- * (adopting), and the fork handlers.  The fast paths are in internal.h.
+ * (adopting), and the fork handlers.  The fast paths are in heap.h.
  *
  * Remote-free protocol.  A thread that frees a block of a page it does not
  * own sets the block's bit in the page's remote bitmap (fetch_or, which

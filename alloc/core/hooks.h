@@ -3,7 +3,7 @@
  * The core (alloc/core/) knows nothing of records, call stacks or reports.
  * Where tracking must act on a block or a page, the core calls one of the
  * hooks below; tracking (alloc/track/) defines them, and nothing else of
- * tracking is visible here.  tools/check_layers.py fails the build's tests
+ * tracking is visible here.  scripts/check_layers.py fails the build's tests
  * when a core object names any other symbol of a higher layer.
  *
  * What each costs when tracking is `stats`: nothing on the fast paths.

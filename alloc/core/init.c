@@ -25,8 +25,9 @@ void tsri_on_fork_child(void (*fn)(void)) {
   atomic_store_explicit(&fork_child_fn, fn, memory_order_release);
 }
 
+/* Any thread's slow path may see the flag first: one of them runs fn. */
 void tsri_fork_child_run(void) {
-  atomic_store_explicit(&tsri_fork_child_pending, 0, memory_order_relaxed);
+  if (!atomic_exchange_explicit(&tsri_fork_child_pending, 0, memory_order_acq_rel)) return;
   void (*fn)(void) = atomic_load_explicit(&fork_child_fn, memory_order_acquire);
   if (fn != NULL) fn();
 }
@@ -75,7 +76,9 @@ void tsri_init_slow(void) {
   tsri_os_reserve_limit((uint64_t)tsri_option(TSRI_OPT_RESERVE_LIMIT));
   tsri_start_ms = tsri_os_clock_ms();
   /* before the environment says, every block is recorded: what is still
-   * live when it does has a record whatever the level is */
+   * live when it does has a record whatever the level is.  Tracking takes
+   * the heap lock inside init_lock here, with no heap made yet; no path
+   * that holds the heap lock comes back to tsri_init_slow. */
   tsri_hook_options(options_early);
   tsri_heap_init();
   atomic_store_explicit(&tsri_ready, 1, memory_order_release);

@@ -151,7 +151,7 @@ _Static_assert(sizeof(tsri_recs_t) + (4 + 8) * TSR_PAGE_MAX_BLOCKS + 8 <= TSRI_R
                "a record area fits its stride, long records included");
 
 typedef struct tsr_page_s {
-  /* The first 64 bytes are what the free fast path reads (internal.h). */
+  /* The first 64 bytes are what the free fast path reads (heap.h, hooks.h). */
   /* Set when the span is carved (arena lock held), fixed while in use. */
   uint8_t kind;                     /* TSR_SLOT_*; meaningful for every slot */
   uint8_t cls;                      /* size class index, HEAD only */
@@ -250,8 +250,9 @@ typedef struct tsr_queue_s {
 
 typedef struct tsr_heap_s {
   /* Bytes that may still be asked for before the next allocation goes
-   * through meta.c (a sample is due, or tracking is full: -1).  Owner
-   * reads and writes; tsr_track_set may store to it from elsewhere. */
+   * to tracking's hook (core/hooks.h: a sample is due, or tracking is
+   * full: -1).  Owner reads and writes; tracking (tsr_track_set,
+   * tsri_hook_options) may store to it from elsewhere. */
   _Atomic int64_t sample_left;
   _Atomic uint64_t allocs;            /* blocks handed out by this heap (owner writes) */
   _Atomic uint64_t frees;             /* blocks freed by this heap's thread (owner writes) */

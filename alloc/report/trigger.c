@@ -52,10 +52,10 @@ static void triggers_start(void) {
 /* A fork child, at its first allocation slow path (the core calls it so:
  * init.c, tsri_on_fork_child): its parent's report thread is not there. */
 static void triggers_restart(void) {
-  if (atomic_load_explicit(&trigger_running, memory_order_relaxed)) {
-    atomic_store_explicit(&trigger_running, 0, memory_order_relaxed);
+  int running = 1;
+  if (atomic_compare_exchange_strong_explicit(&trigger_running, &running, 0, memory_order_acq_rel,
+                                              memory_order_relaxed))
     triggers_start();
-  }
 }
 
 /* At load, after the core's constructor (priority 101) has read the

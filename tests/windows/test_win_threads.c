@@ -9,7 +9,7 @@
 #include <tessera.h>
 #include <windows.h>
 
-#include "internal.h"   /* tsri_heap_foreach: whose heaps are in use */
+#include "core/internal.h"   /* tsri_heap_foreach: whose heaps are in use */
 
 #define RING 4096
 

@@ -10,7 +10,7 @@
 #include <tessera.h>
 #include <windows.h>
 
-#include "types.h"   /* TSR_ARENA_SIZE */
+#include "core/types.h"   /* TSR_ARENA_SIZE */
 
 static MEMORY_BASIC_INFORMATION query(const void *p) {
   MEMORY_BASIC_INFORMATION m;
