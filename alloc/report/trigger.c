@@ -8,6 +8,13 @@
  */
 #include "report.h"
 
+/* A symbol for a static Windows program's link to ask for (-Wl,-u, which
+ * the CMake target tessera::prefixed adds; CMakeLists.txt says why), so
+ * that this object, and with it the constructor and the report at exit,
+ * comes along from libtessera-prefixed.a. */
+tsri_hidden extern const char tsri_report_triggers_anchor;
+const char tsri_report_triggers_anchor = 1;
+
 static _Atomic int trigger_running;
 static _Atomic int trigger_signalled;
 
