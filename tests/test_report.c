@@ -1235,7 +1235,10 @@ Test(report, report_thread_restarts_once_in_a_fork_child) {
   char path[64], report[128];
   temp_path(path, sizeof path, "forksig");
   setting(report, sizeof report, "TESSERA_REPORT", path);
-  char *env[] = { report, "TESSERA_REPORT_SIGNAL=usr2", "TESSERA_REPORT_FORMAT=json", NULL };
+  /* ThreadSanitizer refuses a thread started after a multi-threaded fork
+   * unless told; this child starts them on purpose */
+  char *env[] = { report, "TESSERA_REPORT_SIGNAL=usr2", "TESSERA_REPORT_FORMAT=json",
+                  "TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:die_after_fork=0", NULL };
   run_helper("fork_signal", env, path);
   unlink(path);
 }

@@ -42,6 +42,19 @@
 #ifndef TSR_TEST_SHADOW
 #define TSR_TEST_SHADOW 0
 #endif
+/* ThreadSanitizer builds: threads started in the child of a multi-threaded
+ * fork are outside what its runtime supports (it dies, or with
+ * die_after_fork=0 delivers no signal to them). */
+#if defined(__SANITIZE_THREAD__)
+#define TSR_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TSR_TEST_TSAN 1
+#endif
+#endif
+#ifndef TSR_TEST_TSAN
+#define TSR_TEST_TSAN 0
+#endif
 
 /* An integer setting from the environment, or def when unset or not a
  * positive number. */
