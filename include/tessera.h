@@ -68,6 +68,17 @@ TSR_API size_t tsr_usable_size(const void *ptr);
  * Never touches the memory ptr points to, never reports an error. */
 TSR_API int tsr_owns(const void *ptr);
 
+/* For programs that can move their own objects (as Redis's active defrag
+ * does): 1 if moving the live block ptr (a new allocation of its size by
+ * the calling thread, a copy, a free of ptr) would take it out of a page
+ * into one at least as full, so that its page may empty and go back to
+ * the OS; 0 if not (a large block, ptr's page is the one a new block
+ * would come from, is fuller, or has less than an eighth free; a fuller
+ * page of the calling thread's with room then becomes the one its next
+ * blocks of that size come from, so that the moves converge).  A pointer
+ * that is not a live block is reported like a bad free and gets 0. */
+TSR_API int tsr_defrag_hint(const void *ptr);
+
 /* Return free memory to the OS now: collect blocks freed by other threads
  * into the calling thread's pages, and decommit every free page and every
  * cached large block without waiting for TESSERA_PURGE_DELAY_MS. */

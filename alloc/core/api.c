@@ -263,6 +263,38 @@ int tsr_owns(const void *p) {
   return tsri_large_usable(p) != 0;
 }
 
+/* Yes when p's page has at least an eighth of its blocks free and is no
+ * fuller than the page the calling thread's next block of the class comes
+ * from.  When that page is sparser than p's and p's page is the calling
+ * thread's, with room, p's page becomes the one new blocks come from (the
+ * answer for p is no: it is where the others go).  So the target only
+ * ever gets fuller, and each move takes a block from a page to one at
+ * least as full, which raises the sum of the squares of the pages'
+ * counts: a program that moves what the hint names until it names
+ * nothing stops, with its blocks packed into few pages.  Occupancy is
+ * compared as used * the other's capacity, exactly. */
+int tsr_defrag_hint(const void *p) {
+  block_ref_t ref;
+  if (p == NULL || !block_lookup("tsr_defrag_hint", p, &ref) || ref.page == NULL) return 0;
+  tsr_page_t *pg = ref.page;
+  tsr_heap_t *h = tsri_tl_heap;
+  if (h == &tsri_heap_none) return 0;
+  /* where this thread's next block of the class comes from: its current
+   * page, or the first of its queue when none is current */
+  const tsr_page_t *to = h->cur[pg->cls];
+  if (to->capacity == 0 && h->avail[pg->cls].first != NULL) to = h->avail[pg->cls].first;
+  if (to == pg) return 0;
+  uint64_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
+  uint64_t to_used = to->capacity ? atomic_load_explicit(&to->used, memory_order_relaxed) : 0;
+  bool sparser = used * to->capacity <= to_used * pg->capacity;
+  if (to->capacity != 0 && to_used < to->capacity && sparser)
+    return 8 * used <= 7 * (uint64_t)pg->capacity;   /* not when nearly full already */
+  if (used < pg->capacity &&
+      atomic_load_explicit(&pg->xowner, memory_order_relaxed) == ((uintptr_t)h | TSR_PAGE_AVAIL))
+    tsri_heap_prefer(h, pg);
+  return 0;
+}
+
 void tsr_collect(void) {
   tsri_init();
   tsri_heap_collect();

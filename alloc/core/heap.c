@@ -88,6 +88,15 @@ static inline void set_owner(tsr_page_t *pg, tsr_heap_t *h, uintptr_t state) {
   atomic_store_explicit(&pg->xowner, (uintptr_t)h | state, memory_order_seq_cst);
 }
 
+void tsri_heap_prefer(tsr_heap_t *h, tsr_page_t *pg) {
+  tsr_assert_internal(atomic_load_explicit(&pg->xowner, memory_order_relaxed) == ((uintptr_t)h | TSR_PAGE_AVAIL));
+  if (h->avail[pg->cls].first != pg) {
+    queue_remove(&h->avail[pg->cls], pg);
+    queue_push_front(&h->avail[pg->cls], pg);
+  }
+  heap_sync_cur(h, pg->cls);
+}
+
 /* Give an empty page, in no queue, back to its arena. */
 static void heap_retire(tsr_page_t *pg) {
   tsr_assert_internal(atomic_load_explicit(&pg->used, memory_order_relaxed) == 0);

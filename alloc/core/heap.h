@@ -36,6 +36,9 @@ tsri_hidden tsr_heap_t *tsri_heap_get(void);
  * fn must not allocate. */
 tsri_hidden void tsri_heap_foreach(void (*fn)(tsr_heap_t *h, void *arg), void *arg);
 tsri_hidden void tsri_heap_free_slow(tsr_heap_t *h, tsr_page_t *pg);
+/* Make pg, a page of h's avail queue (its state AVAIL, its owner h), the
+ * page h's next block of its class comes from.  Owner only. */
+tsri_hidden void tsri_heap_prefer(tsr_heap_t *h, tsr_page_t *pg);
 tsri_hidden void tsri_heap_free_remote(tsr_page_t *pg, size_t word, uint64_t mask, void *p);
 
 /* Take the first free block of scan word w of pg, whose free bits are
