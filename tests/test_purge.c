@@ -210,3 +210,76 @@ Test(purge, remote_frees_into_idle_thread_return_when_it_allocates, .timeout = 1
                 "the emptied pages stayed committed after their owner allocated: %llu MiB -> %llu MiB",
                 (unsigned long long)(peak / MiB), (unsigned long long)(after / MiB));
 }
+
+/* The reclaimer (TESSERA_RECLAIM_MS, reclaim.c) starts at an allocation
+ * slow path once the process is a second old. */
+static void reclaimer_started(void) {
+  static bool started;
+  if (started) return;
+  tsr_test_sleep_ms(1100);
+  for (int i = 0; i < 4; i++) nudge_slow_paths();   /* a 16th slow path notes it, the next starts it */
+  started = true;
+}
+
+/* A process that frees its peak and then makes no call at all gives the
+ * memory back: nothing but the reclaimer runs. */
+Test(purge, idle_process_gives_memory_back, .timeout = 120) {
+  reclaimer_started();
+  static const size_t sizes[] = { 16, 48, 100, 256, 700, 1500, 4000, 9000, 30000, 100000 };
+  held_t h = allocate_touch(TOTAL, sizes, sizeof sizes / sizeof sizes[0]);
+  size_t rss_peak = tsr_test_rss();
+  uint64_t committed_peak = tsr_test_stats().committed;
+  free_all(&h);
+  /* the purge delay (10 ms) and a reclaimer period (250 ms) or two; more
+   * where a sanitizer slows everything */
+  for (int i = 0; i < 100 && committed_peak - tsr_test_stats().committed < 150 * MiB; i++) tsr_test_sleep_ms(100);
+  check_returned(rss_peak, tsr_test_rss(), committed_peak, tsr_test_stats().committed, 150 * MiB);
+  cr_assert_eq(tsr_check(), 0);
+}
+
+/* Blocks that a thread allocated and others freed while it sleeps: their
+ * pages stay its own until it allocates again, but the reclaimer gives
+ * their memory back meanwhile (the remote frees count as free). */
+static pthread_barrier_t asleep_filled, asleep_measured;
+static void **asleep_blocks;
+static size_t asleep_count;
+
+static void *asleep_producer(void *arg) {
+  (void)arg;
+  for (size_t i = 0; i < asleep_count; i++) {
+    asleep_blocks[i] = tsr_malloc(1000);
+    memset(asleep_blocks[i], 1, 1000);
+  }
+  pthread_barrier_wait(&asleep_filled);
+  pthread_barrier_wait(&asleep_measured);   /* asleep, no call, until the main thread measured */
+  void *p = tsr_malloc(1000);
+  memset(p, 2, 1000);
+  tsr_free(p);
+  return NULL;
+}
+
+Test(purge, remote_frees_into_a_sleeping_thread_go_back_while_it_sleeps, .timeout = 120) {
+  reclaimer_started();
+  asleep_count = TOTAL / 1000;
+  asleep_blocks = calloc(asleep_count, sizeof(void *));
+  cr_assert_not_null(asleep_blocks);
+  pthread_barrier_init(&asleep_filled, NULL, 2);
+  pthread_barrier_init(&asleep_measured, NULL, 2);
+  pthread_t t;
+  pthread_create(&t, NULL, asleep_producer, NULL);
+  pthread_barrier_wait(&asleep_filled);
+  size_t rss_peak = tsr_test_rss();
+  for (size_t i = 0; i < asleep_count; i++) tsr_free(asleep_blocks[i]);
+  size_t rss_after = tsr_test_rss();
+  for (int i = 0; i < 100 && !TSR_TEST_SHADOW && rss_after + 150 * MiB > rss_peak; i++) {
+    tsr_test_sleep_ms(100);
+    rss_after = tsr_test_rss();
+  }
+  pthread_barrier_wait(&asleep_measured);
+  pthread_join(t, NULL);
+  free(asleep_blocks);
+  cr_assert_eq(tsr_check(), 0);
+  if (TSR_TEST_SHADOW) return;
+  cr_assert_geq(rss_peak, rss_after + 150 * MiB, "RSS %zu MiB -> %zu MiB while the owner slept",
+                rss_peak / MiB, rss_after / MiB);
+}

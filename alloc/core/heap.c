@@ -88,13 +88,47 @@ static inline void set_owner(tsr_page_t *pg, tsr_heap_t *h, uintptr_t state) {
   atomic_store_explicit(&pg->xowner, (uintptr_t)h | state, memory_order_seq_cst);
 }
 
+
+/* ------------------------------------------------------------------------
+ * Parking.  The reclaimer (reclaim.c) gives back the free memory of heaps
+ * whose thread has taken no allocation slow path for one of its periods.
+ * It walks a heap's queues and trims its pages other than the current
+ * ones, which only the owner's slow paths change: the owner's fast paths
+ * allocate from the current pages alone and, freeing, set bits and counts
+ * that trimming only reads.  `park` says who is in: the owner for the
+ * length of each slow path, the reclaimer for its look at the heap; the
+ * other waits (the reclaimer does not: it passes the heap by).
+ * ---------------------------------------------------------------------- */
+
+enum { HEAP_OPEN = 0, HEAP_OWNER = 1, HEAP_PARKED = 2 };
+
+static tsr_noinline void heap_enter_wait(tsr_heap_t *h) {
+  int open = HEAP_OPEN;
+  while (!atomic_compare_exchange_weak_explicit(&h->park, &open, HEAP_OWNER, memory_order_acquire,
+                                                memory_order_relaxed)) {
+    open = HEAP_OPEN;
+    tsri_os_yield();
+  }
+}
+
+static inline void heap_enter(tsr_heap_t *h) {
+  int open = HEAP_OPEN;
+  if (tsr_unlikely(!atomic_compare_exchange_strong_explicit(&h->park, &open, HEAP_OWNER, memory_order_acquire,
+                                                            memory_order_relaxed)))
+    heap_enter_wait(h);
+}
+
+static inline void heap_leave(tsr_heap_t *h) { atomic_store_explicit(&h->park, HEAP_OPEN, memory_order_release); }
+
 void tsri_heap_prefer(tsr_heap_t *h, tsr_page_t *pg) {
   tsr_assert_internal(atomic_load_explicit(&pg->xowner, memory_order_relaxed) == ((uintptr_t)h | TSR_PAGE_AVAIL));
+  heap_enter(h);
   if (h->avail[pg->cls].first != pg) {
     queue_remove(&h->avail[pg->cls], pg);
     queue_push_front(&h->avail[pg->cls], pg);
   }
   heap_sync_cur(h, pg->cls);
+  heap_leave(h);
 }
 
 /* Give an empty page, in no queue, back to its arena. */
@@ -145,16 +179,18 @@ static tsr_heap_t *heap_acquire(void) {
   }
   h->in_use = true;
   tsri_unlock(&heap_lock);
+  heap_enter(h);   /* a reclaimer that saw in_use early looks at empty queues: wait for it */
   for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
     h->avail[c].first = h->avail[c].last = NULL;
     h->cur[c] = &page_empty_desc;
   }
   h->full.first = h->full.last = NULL;
   atomic_store_explicit(&h->notify, NULL, memory_order_relaxed);
-  h->slow_calls = 0;
+  atomic_store_explicit(&h->slow_calls, 0, memory_order_relaxed);
   h->next_trim_ms = 0;
   h->thread = tsri_os_thread_id();
   tsri_hook_heap_init(h);
+  heap_leave(h);
   return h;
 }
 
@@ -274,7 +310,10 @@ static void heap_trim(tsr_heap_t *h) {
 }
 
 static void heap_maybe_purge(tsr_heap_t *h) {
-  if ((++h->slow_calls & 15) == 0) {
+  uint32_t calls = atomic_load_explicit(&h->slow_calls, memory_order_relaxed) + 1;
+  atomic_store_explicit(&h->slow_calls, calls, memory_order_relaxed);
+  if ((calls & 15) == 0) {
+    tsri_reclaim_note();
     tsri_arena_purge(false);
     tsri_large_purge(false);
     int64_t every = tsri_option(TSRI_OPT_TRIM_MS);
@@ -288,14 +327,8 @@ static void heap_maybe_purge(tsr_heap_t *h) {
   }
 }
 
-void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls) {
-  if (h == &tsri_heap_none) {
-    h = heap_thread_start();
-    if (h == NULL) { errno = ENOMEM; return NULL; }
-    return tsri_heap_alloc(h, cls);
-  }
-  if (tsr_unlikely(atomic_load_explicit(&tsri_fork_child_pending, memory_order_relaxed)))
-    tsri_fork_child_run();   /* a fork child: what a higher layer left for now (init.c) */
+/* The slow path proper, parked as the owner. */
+static void *heap_alloc_slow(tsr_heap_t *h, size_t cls) {
   heap_take_notices(h);
   heap_maybe_purge(h);
   tsr_page_t *pg;
@@ -318,12 +351,29 @@ void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls) {
   return tsri_heap_alloc(h, cls);
 }
 
+void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls) {
+  if (h == &tsri_heap_none) {
+    h = heap_thread_start();
+    if (h == NULL) { errno = ENOMEM; return NULL; }
+    return tsri_heap_alloc(h, cls);
+  }
+  /* what may start a thread (which allocates) runs outside the park */
+  if (tsr_unlikely(atomic_load_explicit(&tsri_fork_child_pending, memory_order_relaxed)))
+    tsri_fork_child_run();   /* a fork child: what was left for now (init.c) */
+  if (tsr_unlikely(atomic_load_explicit(&tsri_reclaim_due, memory_order_relaxed))) tsri_reclaim_start();
+  heap_enter(h);
+  void *p = heap_alloc_slow(h, cls);
+  heap_leave(h);
+  return p;
+}
+
 /* ------------------------------------------------------------------------
  * Free slow paths
  * ---------------------------------------------------------------------- */
 
-/* The owner freed into pg and pg became empty, or pg was not AVAIL. */
-void tsri_heap_free_slow(tsr_heap_t *h, tsr_page_t *pg) {
+/* The owner freed into pg and pg became empty, or pg was not AVAIL.
+ * Parked as the owner by tsri_heap_free_slow. */
+static void heap_free_slow(tsr_heap_t *h, tsr_page_t *pg) {
   size_t cls = pg->cls;
   tsr_assert_internal(pg->kind == TSR_SLOT_HEAD && cls < TSR_CLASS_COUNT);
   uintptr_t x = atomic_load_explicit(&pg->xowner, memory_order_seq_cst);
@@ -344,6 +394,12 @@ void tsri_heap_free_slow(tsr_heap_t *h, tsr_page_t *pg) {
     heap_sync_cur(h, cls);
     heap_retire(pg);
   }
+}
+
+void tsri_heap_free_slow(tsr_heap_t *h, tsr_page_t *pg) {
+  heap_enter(h);
+  heap_free_slow(h, pg);
+  heap_leave(h);
 }
 
 _Atomic uint64_t tsri_frees_heapless;
@@ -440,6 +496,10 @@ static bool heap_page_valid(const tsr_page_t *pg, const tsr_heap_t *h) {
 }
 
 static void heap_abandon(tsr_heap_t *h, bool in_child) {
+  /* in a fork child no reclaimer runs, and the owner's slow path may have
+   * been cut: the heap is open */
+  if (in_child) atomic_store_explicit(&h->park, HEAP_OPEN, memory_order_relaxed);
+  heap_enter(h);
   tsri_lock(&abandoned_lock);
   /* 1. Mark every page ABANDONED before any is handed on, so that no
    *    remote free can win a CAS to QUEUED from now on. */
@@ -480,6 +540,7 @@ static void heap_abandon(tsr_heap_t *h, bool in_child) {
   tsri_lock(&heap_lock);
   h->in_use = false;
   tsri_unlock(&heap_lock);
+  heap_leave(h);
 }
 
 static void heap_thread_exit(void *value) {
@@ -494,9 +555,37 @@ static void heap_thread_exit(void *value) {
  * Collection, checks, fork
  * ---------------------------------------------------------------------- */
 
+/* Merge the remote frees of every abandoned page, give the empty ones back
+ * and trim the rest: all of a page's free OS pages (force: tsr_collect),
+ * or those of pages with more blocks free than at their last trim (the
+ * reclaimer).  Nobody allocates from them: we hold the lock.  Returns the
+ * bytes trimmed. */
+static size_t abandoned_sweep(bool force) {
+  size_t given = 0;
+  tsri_lock(&abandoned_lock);
+  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
+    tsr_page_t *pg = abandoned[c].first;
+    while (pg != NULL) {
+      tsr_page_t *next = pg->next;
+      tsri_page_collect(pg);
+      if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0) {
+        queue_remove(&abandoned[c], pg);
+        atomic_fetch_sub_explicit(&abandoned_count[c], 1, memory_order_relaxed);
+        heap_retire(pg);
+      } else {
+        given += force ? tsri_page_trim(pg, true) : tsri_page_trim_idle(pg);
+      }
+      pg = next;
+    }
+  }
+  tsri_unlock(&abandoned_lock);
+  return given;
+}
+
 void tsri_heap_collect(void) {
   tsr_heap_t *h = tsri_tl_heap;
   if (h != &tsri_heap_none) {
+    heap_enter(h);
     heap_take_notices(h);
     for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
       tsr_page_t *pg = h->avail[c].first;
@@ -513,24 +602,47 @@ void tsri_heap_collect(void) {
       }
       heap_sync_cur(h, c);
     }
+    heap_leave(h);
   }
-  tsri_lock(&abandoned_lock);
+  abandoned_sweep(true);
+}
+
+/* The reclaimer's look at one heap, parked: trim every page but the
+ * current ones (heap.c: parking). */
+static size_t heap_reclaim(tsr_heap_t *h) {
+  size_t given = 0;
   for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
-    tsr_page_t *pg = abandoned[c].first;
-    while (pg != NULL) {
-      tsr_page_t *next = pg->next;
-      tsri_page_collect(pg);
-      if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0) {
-        queue_remove(&abandoned[c], pg);
-        atomic_fetch_sub_explicit(&abandoned_count[c], 1, memory_order_relaxed);
-        heap_retire(pg);
-      } else {
-        tsri_page_trim(pg, true);   /* nobody allocates from it: we hold the lock */
-      }
-      pg = next;
-    }
+    tsr_page_t *pg = h->avail[c].first;
+    for (pg = pg ? pg->next : NULL; pg != NULL; pg = pg->next) given += tsri_page_trim_idle(pg);
   }
-  tsri_unlock(&abandoned_lock);
+  for (tsr_page_t *pg = h->full.first; pg != NULL; pg = pg->next) given += tsri_page_trim_idle(pg);
+  return given;
+}
+
+size_t tsri_heap_reclaim_idle(void) {
+  tsri_lock(&heap_lock);
+  tsr_heap_t *first = heap_all;
+  tsri_unlock(&heap_lock);
+  size_t given = 0;
+  /* heaps are never freed, and a heap's next_all is set before heap_all
+   * names it: the list from first on can be followed without the lock */
+  for (tsr_heap_t *h = first; h != NULL; h = h->next_all) {
+    uint32_t calls = atomic_load_explicit(&h->slow_calls, memory_order_relaxed);
+    if (calls != h->reclaim_seen) {   /* busy since the last look: its own trimming serves it */
+      h->reclaim_seen = calls;
+      continue;
+    }
+    int open = HEAP_OPEN;
+    if (!atomic_compare_exchange_strong_explicit(&h->park, &open, HEAP_PARKED, memory_order_acquire,
+                                                 memory_order_relaxed))
+      continue;
+    tsri_lock(&heap_lock);   /* in_use is written under it, before the owner enters */
+    bool live = h->in_use;
+    tsri_unlock(&heap_lock);
+    if (live) given += heap_reclaim(h);
+    atomic_store_explicit(&h->park, HEAP_OPEN, memory_order_release);
+  }
+  return given + abandoned_sweep(false);
 }
 
 /* Check one queue of h: every page in it has the right owner, state and
@@ -593,6 +705,10 @@ void tsri_heap_fork_parent(void) {
 void tsri_heap_fork_child(void) {
   tsri_unlock(&abandoned_lock);
   tsri_unlock(&heap_lock);
+  /* the forking thread was in no slow path, and the reclaimer (held off
+   * by its lock) in no heap: every heap is open */
+  for (tsr_heap_t *h = heap_all; h != NULL; h = h->next_all)
+    atomic_store_explicit(&h->park, HEAP_OPEN, memory_order_relaxed);
   tsri_arena_fork_child();
   for (tsr_heap_t *h = heap_all; h != NULL; h = h->next_all) {
     if (h->in_use && h != tsri_tl_heap) heap_abandon(h, true);

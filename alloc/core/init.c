@@ -33,9 +33,10 @@ void tsri_fork_child_run(void) {
 }
 
 /* Before fork: take every lock, so the child gets them in a known state.
- * Order as everywhere: heap and abandoned locks, arena lock, large lock,
- * then tracking's. */
+ * Order as everywhere: the reclaimer's, heap and abandoned locks, arena
+ * lock, large lock, then tracking's. */
 static void fork_prepare(void) {
+  tsri_reclaim_fork_prepare();
   tsri_heap_fork_prepare();
   tsri_lock(tsri_arena_lock_get());
   tsri_large_fork_prepare();
@@ -47,6 +48,7 @@ static void fork_parent(void) {
   tsri_large_fork_parent();
   tsri_unlock(tsri_arena_lock_get());
   tsri_heap_fork_parent();
+  tsri_reclaim_fork_parent();
 }
 
 static void fork_child(void) {
@@ -54,6 +56,7 @@ static void fork_child(void) {
   tsri_large_fork_child();
   tsri_unlock(tsri_arena_lock_get());
   tsri_heap_fork_child();
+  tsri_reclaim_fork_child();
   if (atomic_load_explicit(&fork_child_fn, memory_order_relaxed) != NULL)
     atomic_store_explicit(&tsri_fork_child_pending, 1, memory_order_relaxed);
 }

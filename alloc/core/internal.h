@@ -56,6 +56,7 @@ typedef enum tsri_option_e {
   TSRI_OPT_ON_ERROR,
   TSRI_OPT_LARGE_CACHE_MB,
   TSRI_OPT_TRIM_MS,
+  TSRI_OPT_RECLAIM_MS,
   TSRI_OPT_TRACK,
   TSRI_OPT_SAMPLE_BYTES,
   TSRI_OPT_REPORT,
@@ -197,6 +198,12 @@ tsri_hidden size_t tsri_page_check(const tsr_page_t *pg);
  * trim (always when force).  Caller: the owner, for a page it does not
  * allocate from right now.  Returns the bytes given back. */
 tsri_hidden size_t tsri_page_trim(tsr_page_t *pg, bool force);
+/* tsri_page_trim for the reclaimer (heap.c: tsri_heap_reclaim_idle), for a
+ * page of a parked heap that is not its current one: the blocks other
+ * threads freed count as free too, and the page is trimmed whenever more
+ * of its blocks are free than at its last trim.  Returns the bytes given
+ * back. */
+tsri_hidden size_t tsri_page_trim_idle(tsr_page_t *pg);
 /* Set used from the local bitmap (capacity minus free bits). */
 tsri_hidden void tsri_page_recount(tsr_page_t *pg);
 tsri_hidden bool tsri_page_has_remote(const tsr_page_t *pg);
@@ -247,6 +254,19 @@ tsri_hidden extern _Atomic size_t tsri_large_tracked;
 tsri_hidden void tsri_large_fork_prepare(void);
 tsri_hidden void tsri_large_fork_parent(void);
 tsri_hidden void tsri_large_fork_child(void);
+
+/* ---- the background reclaimer (reclaim.c) --------------------------------- */
+
+/* Called every 16th allocation slow path: once the process is old enough,
+ * ask for the reclaimer (tsri_reclaim_due). */
+tsri_hidden void tsri_reclaim_note(void);
+/* Set when the reclaimer should be started: the next allocation slow path
+ * starts it, outside every lock (starting a thread allocates). */
+tsri_hidden extern _Atomic int tsri_reclaim_due;
+tsri_hidden void tsri_reclaim_start(void);
+tsri_hidden void tsri_reclaim_fork_prepare(void);
+tsri_hidden void tsri_reclaim_fork_parent(void);
+tsri_hidden void tsri_reclaim_fork_child(void);
 
 /* ---- what tessera took from the OS (own.c) ------------------------------- */
 

@@ -37,6 +37,11 @@ static const option_desc_t option_table[TSRI_OPT_COUNT] = {
    * pages lying wholly inside free blocks of its partly used pages; 0: no
    * such passes (tsr_collect still does one). */
   [TSRI_OPT_TRIM_MS] = { "TESSERA_TRIM_MS", 10, 0, 3600000, NULL, false, false },
+  /* Milliseconds between two passes of the background reclaimer, which
+   * decommits free pages and cached large blocks and trims the pages of
+   * threads that stopped allocating, so that an idle process gives memory
+   * back; it starts once the process is a second old.  0: no reclaimer. */
+  [TSRI_OPT_RECLAIM_MS] = { "TESSERA_RECLAIM_MS", 250, 0, 3600000, NULL, false, false },
   /* Per-block records: stats (none), sample (about one per SAMPLE_BYTES
    * allocated), full (every block).  tsr_track_set changes it later. */
   [TSRI_OPT_TRACK] = { "TESSERA_TRACK", TSR_TRACK_SAMPLE, 0, 2, track_words, false, false },

@@ -35,15 +35,19 @@ void tsri_page_init(tsr_page_t *pg, size_t cls) {
   }
 }
 
-size_t tsri_page_trim(tsr_page_t *pg, bool force) {
-  uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
-  if (!force && used + pg->capacity / 8u > pg->trimmed_at_used) return 0;
-  pg->trimmed_at_used = used;
+/* Give back the OS pages inside runs of free blocks: the local bitmap's,
+ * and with_remote the blocks other threads freed too (free as well, and
+ * handed out by nobody until the owner collects them). */
+static size_t trim_runs(tsr_page_t *pg, bool with_remote) {
   size_t os_page = tsri_os_page_size(), given = 0;
   uintptr_t run_start = 0;   /* start of the current run of free blocks, 0: none */
   for (size_t i = 0; i <= pg->capacity; i++) {
-    bool free_block = i < pg->capacity &&
-        (atomic_load_explicit(tsri_local(pg, i >> 6), memory_order_relaxed) >> (i & 63)) & 1;
+    uint64_t word = 0;
+    if (i < pg->capacity) {
+      word = atomic_load_explicit(tsri_local(pg, i >> 6), memory_order_relaxed);
+      if (with_remote) word |= atomic_load_explicit(tsri_remote(pg, i >> 6), memory_order_relaxed);
+    }
+    bool free_block = (word >> (i & 63)) & 1;
     uintptr_t at = (uintptr_t)pg->start + i * pg->block_size;
     if (free_block) {
       if (run_start == 0) run_start = at;
@@ -60,6 +64,24 @@ size_t tsri_page_trim(tsr_page_t *pg, bool force) {
     }
   }
   return given;
+}
+
+size_t tsri_page_trim(tsr_page_t *pg, bool force) {
+  uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
+  if (!force && used + pg->capacity / 8u > pg->trimmed_at_used) return 0;
+  pg->trimmed_at_used = used;
+  return trim_runs(pg, false);
+}
+
+size_t tsri_page_trim_idle(tsr_page_t *pg) {
+  uint32_t free_blocks = 0;
+  for (size_t w = 0, n = page_words(pg); w < n; w++)
+    free_blocks += (uint32_t)__builtin_popcountll(atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed) |
+                                                  atomic_load_explicit(tsri_remote(pg, w), memory_order_relaxed));
+  uint32_t taken = pg->capacity - free_blocks;
+  if (taken >= pg->trimmed_at_used) return 0;   /* nothing freed since its last trim */
+  pg->trimmed_at_used = taken;
+  return trim_runs(pg, true);
 }
 
 void tsri_page_recount(tsr_page_t *pg) {

@@ -264,7 +264,12 @@ typedef struct tsr_heap_s {
   _Atomic(tsr_page_t *) notify;       /* pages with remote frees while full */
   _Atomic uint32_t pushers;           /* remote threads between reading FULL and the end
                                          of their push (heap.c: heap_abandon waits) */
-  uint32_t slow_calls;                /* alloc slow paths, drives purge checks */
+  _Atomic uint32_t slow_calls;        /* alloc slow paths, drives purge checks (owner
+                                         writes; the reclaimer reads: idle when unchanged) */
+  _Atomic int park;                   /* who may touch the queues and the pages that are
+                                         not current: open, the owner (a slow path) or the
+                                         reclaimer (heap.c: parking) */
+  uint32_t reclaim_seen;              /* slow_calls at the reclaimer's last look (reclaimer only) */
   uint64_t next_trim_ms;              /* clock at which to trim our sparse pages next */
   uint64_t rng;                       /* sampling random state (meta.c) */
   uint64_t seq_next, seq_end;         /* record numbers this heap may hand out (meta.c) */

@@ -1,0 +1,75 @@
+/* reclaim.c: memory given back while the program is idle.
+ *
+ * Owns: the reclaimer, a background thread that every TESSERA_RECLAIM_MS
+ * does what a thread's allocation slow path otherwise does now and then:
+ * decommits the free pages whose purge delay ran out (arena.c) and the
+ * cached large blocks (large.c), and trims the pages of threads that took
+ * no allocation slow path since its last pass, their free blocks and the
+ * ones other threads freed into them alike (heap.c: parking, page.c:
+ * tsri_page_trim_idle), and the abandoned pages.  Without it a server
+ * that stops allocating keeps its peak: those steps run from the slow
+ * path of whoever allocates next.
+ *
+ * Cost.  A pass takes the arena and large-block locks as a slow path's
+ * purge does, and parks each idle heap for as long as it reads its queues
+ * and trims what changed (tsri_page_trim_idle skips a page with no more
+ * blocks free than at its last trim); a thread that enters a slow path
+ * meanwhile waits that long.  A busy heap is passed by.  The thread
+ * starts at the first allocation slow path after the process is a second
+ * old, so short-lived programs never start it, and again in a fork child
+ * a second old.
+ */
+#include "internal.h"
+
+#define RECLAIM_AFTER_MS 1000   /* age of the process before the reclaimer starts */
+
+_Atomic int tsri_reclaim_due;
+static _Atomic int reclaim_running;
+static _Atomic uint64_t reclaim_born_ms;   /* when this process began: start, or its fork */
+static tsri_lock_t reclaim_lock;   /* held for a pass; fork waits for it */
+
+static void reclaim_main(void *arg) {
+  (void)arg;
+  for (;;) {
+    int64_t every = tsri_option(TSRI_OPT_RECLAIM_MS);
+    tsri_os_sleep_ms((uint32_t)(every > 0 ? every : 1000));
+    if (every == 0) continue;   /* tsri_options_init may have read a new value */
+    tsri_lock(&reclaim_lock);
+    tsri_arena_purge(false);
+    tsri_large_purge(false);
+    tsri_heap_reclaim_idle();
+    tsri_unlock(&reclaim_lock);
+  }
+}
+
+void tsri_reclaim_note(void) {
+  if (atomic_load_explicit(&reclaim_running, memory_order_relaxed) ||
+      tsri_option(TSRI_OPT_RECLAIM_MS) == 0)
+    return;
+  uint64_t born = atomic_load_explicit(&reclaim_born_ms, memory_order_relaxed);
+  if (born == 0) born = tsri_start_ms;
+  if (tsri_os_clock_ms() - born < RECLAIM_AFTER_MS)
+    return;
+  atomic_store_explicit(&tsri_reclaim_due, 1, memory_order_relaxed);
+}
+
+void tsri_reclaim_start(void) {
+  atomic_store_explicit(&tsri_reclaim_due, 0, memory_order_relaxed);
+  if (atomic_exchange_explicit(&reclaim_running, 1, memory_order_acq_rel)) return;
+  if (tsri_os_thread_start(reclaim_main, NULL) != 0)
+    tsri_warning("cannot start the reclaimer thread; an idle process keeps its free memory "
+                 "until its next allocation");
+}
+
+void tsri_reclaim_fork_prepare(void) { tsri_lock(&reclaim_lock); }
+
+void tsri_reclaim_fork_parent(void) { tsri_unlock(&reclaim_lock); }
+
+/* The child has no reclaimer: the first slow path that notes the child is
+ * a second old starts one (a child that soon execs or exits starts none). */
+void tsri_reclaim_fork_child(void) {
+  tsri_unlock(&reclaim_lock);
+  atomic_store_explicit(&reclaim_born_ms, tsri_os_clock_ms(), memory_order_relaxed);
+  atomic_store_explicit(&reclaim_running, 0, memory_order_relaxed);
+  atomic_store_explicit(&tsri_reclaim_due, 0, memory_order_relaxed);
+}
