@@ -257,8 +257,8 @@ tsri_hidden void tsri_large_fork_child(void);
 
 /* ---- the background reclaimer (reclaim.c) --------------------------------- */
 
-/* Called every 16th allocation slow path: once the process is old enough,
- * ask for the reclaimer (tsri_reclaim_due). */
+/* Called every 16th allocation slow path: once the process is old or big
+ * enough, ask for the reclaimer (tsri_reclaim_due). */
 tsri_hidden void tsri_reclaim_note(void);
 /* Set when the reclaimer should be started: the next allocation slow path
  * starts it, outside every lock (starting a thread allocates). */

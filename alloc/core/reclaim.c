@@ -15,13 +15,14 @@
  * and trims what changed (tsri_page_trim_idle skips a page with no more
  * blocks free than at its last trim); a thread that enters a slow path
  * meanwhile waits that long.  A busy heap is passed by.  The thread
- * starts at the first allocation slow path after the process is a second
- * old, so short-lived programs never start it, and again in a fork child
- * a second old.
+ * starts at an allocation slow path once the process is a second old or
+ * has 32 MiB committed, so small short-lived programs never start it, and
+ * again in a fork child a second old.
  */
 #include "internal.h"
 
-#define RECLAIM_AFTER_MS 1000   /* age of the process before the reclaimer starts */
+#define RECLAIM_AFTER_MS 1000                  /* age at which the reclaimer starts */
+#define RECLAIM_AFTER_BYTES ((uint64_t)32 << 20)   /* or committed memory, whichever first */
 
 _Atomic int tsri_reclaim_due;
 static _Atomic int reclaim_running;
@@ -46,10 +47,13 @@ void tsri_reclaim_note(void) {
   if (atomic_load_explicit(&reclaim_running, memory_order_relaxed) ||
       tsri_option(TSRI_OPT_RECLAIM_MS) == 0)
     return;
+  /* a fork child goes by its age alone: the committed memory it counts
+   * is its parent's */
   uint64_t born = atomic_load_explicit(&reclaim_born_ms, memory_order_relaxed);
+  bool big = born == 0 &&
+             atomic_load_explicit(&tsri_counters.committed, memory_order_relaxed) >= RECLAIM_AFTER_BYTES;
   if (born == 0) born = tsri_start_ms;
-  if (tsri_os_clock_ms() - born < RECLAIM_AFTER_MS)
-    return;
+  if (!big && tsri_os_clock_ms() - born < RECLAIM_AFTER_MS) return;
   atomic_store_explicit(&tsri_reclaim_due, 1, memory_order_relaxed);
 }
 
