@@ -215,6 +215,33 @@ typedef struct tsr_site_s {
  * at most max entries and returns the number of sites. */
 TSR_API size_t tsr_sites(tsr_site_t *out, size_t max);
 
+/* Who pins the pages.  A page of small blocks goes back to the OS only
+ * when its last block is freed: the sparse pages (at most half their
+ * blocks live) hold memory that no live block uses.  Each live block of
+ * such a page holds an equal share of its bytes; a site's share is what
+ * its blocks hold.  Under TESSERA_TRACK=sample the sites' figures are
+ * estimates scaled from the sampled blocks, and site 0 is the rest (blocks
+ * without a record); the totals are always exact. */
+typedef struct tsr_pins_s {
+  uint64_t pages;           /* sparse pages */
+  uint64_t bytes;           /* their bytes */
+  uint64_t live;            /* bytes of the live blocks in them */
+} tsr_pins_t;
+
+typedef struct tsr_pin_s {
+  uint32_t id;              /* call stack id; 0: blocks without a record */
+  uint32_t depth;
+  void *const *frames;      /* innermost first; NULL for site 0 */
+  uint64_t blocks;          /* its live blocks in sparse pages */
+  uint64_t pinned;          /* its share of those pages' bytes */
+  uint64_t idle;            /* of which free: what would go back if its blocks moved */
+  int estimated;            /* 1: scaled up from samples */
+} tsr_pin_t;
+
+/* Fill totals (when not NULL) and at most max sites, most pinned bytes
+ * first; returns the number of sites. */
+TSR_API size_t tsr_pins(tsr_pins_t *totals, tsr_pin_t *out, size_t max);
+
 /* ------------------------------------------------------------------------
  * Snapshots and growth
  * ---------------------------------------------------------------------- */

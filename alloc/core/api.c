@@ -297,8 +297,10 @@ int tsr_defrag_hint(const void *p) {
 
 void tsr_collect(void) {
   tsri_init();
+  tsri_lock(tsri_reclaim_lock_get());
   tsri_heap_collect();
   while (tsri_arena_purge(true) != 0) {
   }
   tsri_large_purge(true);
+  tsri_unlock(tsri_reclaim_lock_get());
 }

@@ -264,6 +264,10 @@ tsri_hidden void tsri_reclaim_note(void);
  * starts it, outside every lock (starting a thread allocates). */
 tsri_hidden extern _Atomic int tsri_reclaim_due;
 tsri_hidden void tsri_reclaim_start(void);
+/* Held for each pass of the reclaimer; tsr_collect holds it too, so that
+ * what it purges is not half way through another thread's decommit when
+ * it returns.  Taken before every heap, arena and large-block lock. */
+tsri_hidden tsri_lock_t *tsri_reclaim_lock_get(void);
 tsri_hidden void tsri_reclaim_fork_prepare(void);
 tsri_hidden void tsri_reclaim_fork_parent(void);
 tsri_hidden void tsri_reclaim_fork_child(void);

@@ -65,6 +65,8 @@ void tsri_reclaim_start(void) {
                  "until its next allocation");
 }
 
+tsri_lock_t *tsri_reclaim_lock_get(void) { return &reclaim_lock; }
+
 void tsri_reclaim_fork_prepare(void) { tsri_lock(&reclaim_lock); }
 
 void tsri_reclaim_fork_parent(void) { tsri_unlock(&reclaim_lock); }

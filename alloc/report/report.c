@@ -51,10 +51,6 @@ int tsr_walk(tsr_walk_fn *visit, void *arg) {
  * Ordering
  * ---------------------------------------------------------------------- */
 
-/* Does a come before b?  A strict total order, so that the sort's result
- * is one order whatever the input's. */
-typedef bool order_fn(const void *a, const void *b);
-
 static void swap_bytes(uint8_t *a, uint8_t *b, size_t size) {
   uint8_t t[64];
   for (size_t k = 0; k < size; k += sizeof t) {
@@ -65,7 +61,7 @@ static void swap_bytes(uint8_t *a, uint8_t *b, size_t size) {
   }
 }
 
-static void sift(uint8_t *v, size_t size, size_t n, size_t i, order_fn *before) {
+static void sift(uint8_t *v, size_t size, size_t n, size_t i, tsri_order_fn *before) {
   for (;;) {
     size_t l = 2 * i + 1, m = i;
     if (l < n && before(v + m * size, v + l * size)) m = l;
@@ -76,11 +72,10 @@ static void sift(uint8_t *v, size_t size, size_t n, size_t i, order_fn *before) 
   }
 }
 
-/* Sort the n elements of size bytes at base into `before` order: a heap
- * sort (a max-heap on "comes later", popped to the back), O(n log n) at
- * worst (under 2 n log2 n + 2 n comparisons) and no memory of its own,
+/* A heap sort (a max-heap on "comes later", popped to the back), O(n log n)
+ * at worst (under 2 n log2 n + 2 n comparisons) and no memory of its own,
  * where qsort may allocate. */
-static void heap_sort(void *base, size_t n, size_t size, order_fn *before) {
+void tsri_heap_sort(void *base, size_t n, size_t size, tsri_order_fn *before) {
   uint8_t *v = base;
   for (size_t i = n / 2; i-- > 0;) sift(v, size, n, i, before);
   for (size_t end = n; end > 1; end--) {
@@ -241,7 +236,7 @@ tsri_sites_t *tsri_sites_collect(bool leaks, bool by_id) {
   }
   tsri_os_symbols_end();
   tsri_scratch_free(memo);
-  if (!by_id) heap_sort(c.by_id, n, sizeof(tsri_site_t), site_before);
+  if (!by_id) tsri_heap_sort(c.by_id, n, sizeof(tsri_site_t), site_before);
   out->sites = c.by_id;
   out->count = n;
   out->expected_blocks = c.expected_blocks;
@@ -368,7 +363,7 @@ tsr_delta_t *tsri_snapshot_deltas(const tsr_snapshot_t *a, const tsr_snapshot_t 
     e->blocks_after = y->blocks;
     e->bytes_after = y->bytes;
   }
-  heap_sort(d, n, sizeof(tsr_delta_t), delta_before);
+  tsri_heap_sort(d, n, sizeof(tsr_delta_t), delta_before);
   *count = n;
   return d;
 }

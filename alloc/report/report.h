@@ -33,11 +33,34 @@ static inline uint64_t tsri_round_u64(double v) { return v <= 0 ? 0 : (uint64_t)
 tsri_hidden void *tsri_scratch(size_t bytes);
 tsri_hidden void tsri_scratch_free(void *p);
 
+/* Does a come before b?  A strict total order, so that a sort's result is
+ * one order whatever the input's. */
+typedef bool tsri_order_fn(const void *a, const void *b);
+/* Sort the n elements of size bytes at base into `before` order. */
+tsri_hidden void tsri_heap_sort(void *base, size_t n, size_t size, tsri_order_fn *before);
+
 /* Live blocks by site, biggest first (by_id: in stack id order); leaks:
  * without blocks and sites marked expected or kept by the C library. */
 tsri_hidden tsri_sites_t *tsri_sites_collect(bool leaks, bool by_id);
 tsri_hidden void tsri_sites_free(tsri_sites_t *s);
 tsri_hidden void tsri_site_public(const tsri_site_t *s, tsr_site_t *out);
+
+/* Who pins the pages (pins.c): the sparse small-block pages, at most half
+ * their blocks live, and the sites whose live blocks hold them. */
+typedef struct tsri_pin_s {
+  uint32_t id;               /* stack id; 0: blocks without a record */
+  bool estimated;
+  double blocks, pinned, idle;   /* idle: the free bytes of its share */
+} tsri_pin_t;
+
+typedef struct tsri_pins_s {
+  tsri_pin_t *pins;          /* most pinned bytes first */
+  size_t count;
+  uint64_t pages, bytes, live;   /* the sparse pages, their bytes, their live bytes */
+} tsri_pins_t;
+
+tsri_hidden tsri_pins_t *tsri_pins_collect(void);
+tsri_hidden void tsri_pins_free(tsri_pins_t *p);
 
 tsri_hidden bool tsri_snapshot_valid(const tsr_snapshot_t *s);
 /* Every change from a to b, most growth first (equal growth: sites before

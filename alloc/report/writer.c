@@ -114,6 +114,7 @@ static void report_gather(tsri_report_t *r, const char *reason, bool need_sites)
   tsr_class_stats(r->classes, TSR_CLASS_COUNT + 1);
   r->sites = need_sites ? tsri_sites_collect(false, false) : NULL;
   r->leaks = need_sites && strcmp(reason, "exit") == 0 ? tsri_sites_collect(true, false) : NULL;
+  r->pins = need_sites ? tsri_pins_collect() : NULL;
   r->space_ok = tsr_address_space(NULL, NULL, &r->space) == 0;
   tsri_os_program(r->program, sizeof r->program);
 }
@@ -121,6 +122,13 @@ static void report_gather(tsri_report_t *r, const char *reason, bool need_sites)
 static void report_release(tsri_report_t *r) {
   tsri_sites_free(r->sites);
   tsri_sites_free(r->leaks);
+  tsri_pins_free(r->pins);
+}
+
+size_t tsri_pins_listed(const tsri_pins_t *p) {
+  if (p == NULL) return 0;
+  size_t max = (size_t)tsri_option(TSRI_OPT_REPORT_SITES);
+  return p->count < max ? p->count : max;
 }
 
 size_t tsri_sites_listed(const tsri_sites_t *s) {

@@ -41,6 +41,7 @@ typedef struct tsri_report_s {
   tsr_class_stats_t classes[TSR_CLASS_COUNT + 1];
   tsri_sites_t *sites;
   tsri_sites_t *leaks;       /* at exit only */
+  tsri_pins_t *pins;         /* who pins the sparse pages (pins.c) */
   tsr_address_space_t space;
   bool space_ok;
   char program[256];
@@ -48,6 +49,8 @@ typedef struct tsri_report_s {
 
 tsri_hidden extern const char *const tsri_track_names[];   /* by tsr_track_t */
 tsri_hidden size_t tsri_sites_listed(const tsri_sites_t *s);
+/* How many of p's sites a report lists (TESSERA_REPORT_SITES). */
+tsri_hidden size_t tsri_pins_listed(const tsri_pins_t *p);
 
 /* ---- leaks by allocating function ------------------------------------- */
 

@@ -36,6 +36,43 @@ static void json_ratio(tsri_out_t *o, const char *key, double v, bool comma) {
   if (comma) tsri_puts(o, ",");
 }
 
+/* "frames":[...] of stack id, each frame with what symbolising finds. */
+static void json_frames(tsri_out_t *o, uint32_t id) {
+  put_json_key(o, "frames");
+  tsri_puts(o, "[");
+  void *const *frames;
+  size_t depth = tsri_stack_frames(id, &frames);
+  for (size_t f = 0; f < depth; f++) {
+    if (f) tsri_puts(o, ",");
+    tsri_puts(o, "{\"addr\":\"");
+    tsri_put_hex(o, (uint64_t)(uintptr_t)frames[f]);
+    tsri_puts(o, "\"");
+    tsri_os_symbol_t sym;
+    if (tsri_os_symbolize(frames[f], &sym) == 0) {
+      if (sym.function[0]) {
+        char buf[256];
+        tsri_puts(o, ",");
+        put_json_key(o, "function");
+        put_json_str(o, tsri_function_name(&sym, buf));
+        tsri_puts(o, ",");
+        json_u64(o, "offset", sym.offset, false);
+      }
+      tsri_puts(o, ",");
+      put_json_key(o, "module");
+      put_json_str(o, sym.module);
+      if (sym.file[0]) {
+        tsri_puts(o, ",");
+        put_json_key(o, "file");
+        put_json_str(o, sym.file);
+        tsri_puts(o, ",");
+        json_u64(o, "line", sym.line, false);
+      }
+    }
+    tsri_puts(o, "}");
+  }
+  tsri_puts(o, "]");
+}
+
 static void json_sites(tsri_out_t *o, const tsri_sites_t *s, size_t listed) {
   tsri_puts(o, "[");
   for (size_t i = 0; i < listed; i++) {
@@ -48,41 +85,36 @@ static void json_sites(tsri_out_t *o, const tsri_sites_t *s, size_t listed) {
     json_u64(o, "requested", tsri_round_u64(site->requested), true);
     put_json_key(o, "estimated");
     tsri_puts(o, site->estimated ? "true," : "false,");
-    put_json_key(o, "frames");
-    tsri_puts(o, "[");
-    void *const *frames;
-    size_t depth = tsri_stack_frames(site->id, &frames);
-    for (size_t f = 0; f < depth; f++) {
-      if (f) tsri_puts(o, ",");
-      tsri_puts(o, "{\"addr\":\"");
-      tsri_put_hex(o, (uint64_t)(uintptr_t)frames[f]);
-      tsri_puts(o, "\"");
-      tsri_os_symbol_t sym;
-      if (tsri_os_symbolize(frames[f], &sym) == 0) {
-        if (sym.function[0]) {
-          char buf[256];
-          tsri_puts(o, ",");
-          put_json_key(o, "function");
-          put_json_str(o, tsri_function_name(&sym, buf));
-          tsri_puts(o, ",");
-          json_u64(o, "offset", sym.offset, false);
-        }
-        tsri_puts(o, ",");
-        put_json_key(o, "module");
-        put_json_str(o, sym.module);
-        if (sym.file[0]) {
-          tsri_puts(o, ",");
-          put_json_key(o, "file");
-          put_json_str(o, sym.file);
-          tsri_puts(o, ",");
-          json_u64(o, "line", sym.line, false);
-        }
-      }
-      tsri_puts(o, "}");
-    }
-    tsri_puts(o, "]}");
+    json_frames(o, site->id);
+    tsri_puts(o, "}");
   }
   tsri_puts(o, "]");
+}
+
+/* "pins": who holds the sparse pages (pins.c). */
+static void json_pins(tsri_out_t *o, const tsri_pins_t *p) {
+  tsri_puts(o, "\"pins\":{");
+  json_u64(o, "pages", p->pages, true);
+  json_u64(o, "bytes", p->bytes, true);
+  json_u64(o, "live", p->live, true);
+  tsri_puts(o, "\"sites\":[");
+  size_t listed = tsri_pins_listed(p);
+  for (size_t i = 0; i < listed; i++) {
+    const tsri_pin_t *pin = &p->pins[i];
+    if (i) tsri_puts(o, ",");
+    tsri_puts(o, "{");
+    json_u64(o, "id", pin->id, true);
+    json_u64(o, "blocks", tsri_round_u64(pin->blocks), true);
+    json_u64(o, "pinned", tsri_round_u64(pin->pinned), true);
+    json_u64(o, "idle", tsri_round_u64(pin->idle), true);
+    put_json_key(o, "estimated");
+    tsri_puts(o, pin->estimated ? "true," : "false,");
+    json_frames(o, pin->id);
+    tsri_puts(o, "}");
+  }
+  tsri_puts(o, "],");
+  json_u64(o, "sites_total", p->count, false);
+  tsri_puts(o, "},");
 }
 
 typedef struct json_map_s {
@@ -231,6 +263,7 @@ void tsri_write_json(tsri_out_t *o, tsri_report_t *r) {
   json_sites(o, r->sites, tsri_sites_listed(r->sites));
   tsri_puts(o, ",");
   json_u64(o, "sites_total", r->sites ? r->sites->count : 0, true);
+  if (r->pins != NULL) json_pins(o, r->pins);
   if (r->leaks != NULL) {
     tsri_puts(o, "\"leaks\":{");
     json_u64(o, "blocks", r->leaks->blocks, true);

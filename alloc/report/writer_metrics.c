@@ -49,6 +49,24 @@ static void om_class_family(tsri_out_t *o, tsri_report_t *r, const char *name, c
   }
 }
 
+/* One sample of a per-site family: the stack id and its innermost
+ * function (or module) as labels. */
+static void om_site_sample(tsri_out_t *o, const char *family, uint32_t id, uint64_t value) {
+  void *const *frames;
+  size_t depth = id ? tsri_stack_frames(id, &frames) : 0;
+  tsri_puts(o, family);
+  tsri_puts(o, "{site=\"");
+  tsri_put_u64(o, id);
+  tsri_puts(o, "\",function=\"");
+  tsri_os_symbol_t sym;
+  char buf[256];
+  if (depth > 0 && tsri_os_symbolize(frames[0], &sym) == 0)
+    put_label(o, sym.function[0] ? tsri_function_name(&sym, buf) : tsri_base_name(sym.module));
+  tsri_puts(o, "\"} ");
+  tsri_put_u64(o, value);
+  tsri_puts(o, "\n");
+}
+
 void tsri_write_openmetrics(tsri_out_t *o, tsri_report_t *r) {
   const tsr_stats_t *s = &r->stats;
   om_metric(o, "requested_bytes", "gauge", "Bytes asked for in live blocks (estimated unless tracking is full).", s->requested);
@@ -82,18 +100,21 @@ void tsri_write_openmetrics(tsri_out_t *o, tsri_report_t *r) {
     tsri_puts(o, "# TYPE tessera_site_live_bytes gauge\n# HELP tessera_site_live_bytes Live bytes of the biggest allocation sites.\n");
     for (size_t i = 0; i < listed; i++) {
       const tsri_site_t *site = &r->sites->sites[i];
-      void *const *frames;
-      size_t depth = tsri_stack_frames(site->id, &frames);
-      tsri_puts(o, "tessera_site_live_bytes{site=\"");
-      tsri_put_u64(o, site->id);
-      tsri_puts(o, "\",function=\"");
-      tsri_os_symbol_t sym;
-      char buf[256];
-      if (depth > 0 && tsri_os_symbolize(frames[0], &sym) == 0)
-        put_label(o, sym.function[0] ? tsri_function_name(&sym, buf) : tsri_base_name(sym.module));
-      tsri_puts(o, "\"} ");
-      tsri_put_u64(o, tsri_round_u64(site->bytes));
-      tsri_puts(o, "\n");
+      om_site_sample(o, "tessera_site_live_bytes", site->id, tsri_round_u64(site->bytes));
+    }
+  }
+  if (r->pins != NULL) {
+    om_metric(o, "sparse_pages", "gauge",
+              "Pages of small blocks at most half used, which a live block keeps from the OS.", r->pins->pages);
+    om_metric(o, "sparse_page_bytes", "gauge", "Bytes of those pages.", r->pins->bytes);
+    om_metric(o, "sparse_page_live_bytes", "gauge", "Bytes of the live blocks in them.", r->pins->live);
+    size_t listed = tsri_pins_listed(r->pins);
+    if (listed > 20) listed = 20;
+    tsri_puts(o, "# TYPE tessera_site_pinned_bytes gauge\n# HELP tessera_site_pinned_bytes Bytes of sparse pages the "
+                 "live blocks of the biggest sites hold (site 0: blocks without a record).\n");
+    for (size_t i = 0; i < listed; i++) {
+      const tsri_pin_t *pin = &r->pins->pins[i];
+      om_site_sample(o, "tessera_site_pinned_bytes", pin->id, tsri_round_u64(pin->pinned));
     }
   }
   tsri_puts(o, "# EOF\n");

@@ -44,6 +44,40 @@ static void text_line(tsri_out_t *o, const char *label, uint64_t bytes) {
   tsri_puts(o, ")\n");
 }
 
+/* The frames of stack id, a line each, or a note that there are none. */
+static void text_frames(tsri_out_t *o, uint32_t id) {
+  void *const *frames;
+  size_t depth = tsri_stack_frames(id, &frames);
+  if (depth == 0) tsri_puts(o, "      (no call stack recorded)\n");
+  for (size_t f = 0; f < depth; f++) {
+    tsri_os_symbol_t sym;
+    tsri_puts(o, "      ");
+    int rc = tsri_os_symbolize(frames[f], &sym);
+    tsri_put_hex(o, (uint64_t)(uintptr_t)frames[f]);
+    tsri_puts(o, " ");
+    if (rc == 0 && sym.function[0]) {
+      char buf[256];
+      tsri_puts(o, tsri_function_name(&sym, buf));
+      tsri_puts(o, "+");
+      tsri_put_hex(o, sym.offset);
+    } else if (rc == 0) {
+      tsri_puts(o, "?? ");
+    }
+    if (rc == 0 && sym.file[0]) {
+      tsri_puts(o, " (");
+      tsri_puts(o, sym.file);
+      tsri_puts(o, ":");
+      tsri_put_u64(o, sym.line);
+      tsri_puts(o, ")");
+    }
+    if (rc == 0) {
+      tsri_puts(o, " in ");
+      tsri_puts(o, tsri_base_name(sym.module));
+    }
+    tsri_puts(o, "\n");
+  }
+}
+
 static void text_sites(tsri_out_t *o, const tsri_sites_t *s, size_t listed) {
   for (size_t i = 0; i < listed; i++) {
     const tsri_site_t *site = &s->sites[i];
@@ -59,36 +93,37 @@ static void text_sites(tsri_out_t *o, const tsri_sites_t *s, size_t listed) {
     tsri_puts(o, ", waste ");
     tsri_put_u64(o, tsri_round_u64(site->bytes - site->requested));
     tsri_puts(o, "\n");
-    void *const *frames;
-    size_t depth = tsri_stack_frames(site->id, &frames);
-    if (depth == 0) tsri_puts(o, "      (no call stack recorded)\n");
-    for (size_t f = 0; f < depth; f++) {
-      tsri_os_symbol_t sym;
-      tsri_puts(o, "      ");
-      int rc = tsri_os_symbolize(frames[f], &sym);
-      tsri_put_hex(o, (uint64_t)(uintptr_t)frames[f]);
-      tsri_puts(o, " ");
-      if (rc == 0 && sym.function[0]) {
-        char buf[256];
-        tsri_puts(o, tsri_function_name(&sym, buf));
-        tsri_puts(o, "+");
-        tsri_put_hex(o, sym.offset);
-      } else if (rc == 0) {
-        tsri_puts(o, "?? ");
-      }
-      if (rc == 0 && sym.file[0]) {
-        tsri_puts(o, " (");
-        tsri_puts(o, sym.file);
-        tsri_puts(o, ":");
-        tsri_put_u64(o, sym.line);
-        tsri_puts(o, ")");
-      }
-      if (rc == 0) {
-        tsri_puts(o, " in ");
-        tsri_puts(o, tsri_base_name(sym.module));
-      }
-      tsri_puts(o, "\n");
-    }
+    text_frames(o, site->id);
+  }
+}
+
+/* Who pins the sparse pages: the totals, then the sites by bytes held. */
+static void text_pins(tsri_out_t *o, const tsri_pins_t *p) {
+  tsri_puts(o, "\nsparse pages (at most half their blocks live): ");
+  tsri_put_u64(o, p->pages);
+  tsri_puts(o, p->pages == 1 ? " page, " : " pages, ");
+  put_size(o, p->bytes);
+  tsri_puts(o, " holding ");
+  put_size(o, p->live);
+  tsri_puts(o, " of live blocks\n");
+  size_t listed = tsri_pins_listed(p);
+  if (listed == 0) return;
+  tsri_puts(o, "  held by (");
+  tsri_put_u64(o, p->count);
+  tsri_puts(o, " sites in all; each live block holds an equal share of its page):\n");
+  for (size_t i = 0; i < listed; i++) {
+    const tsri_pin_t *pin = &p->pins[i];
+    tsri_puts(o, "  #");
+    tsri_put_u64(o, i + 1);
+    tsri_puts(o, pin->estimated ? "  ~" : "  ");
+    tsri_put_u64(o, tsri_round_u64(pin->pinned));
+    tsri_puts(o, " bytes held by ");
+    tsri_put_u64(o, tsri_round_u64(pin->blocks));
+    tsri_puts(o, tsri_round_u64(pin->blocks) == 1 ? " block, " : " blocks, ");
+    tsri_put_u64(o, tsri_round_u64(pin->idle));
+    tsri_puts(o, " of them free\n");
+    if (pin->id == 0) tsri_puts(o, "      (blocks without a record)\n");
+    else text_frames(o, pin->id);
   }
 }
 
@@ -155,6 +190,7 @@ void tsri_write_text(tsri_out_t *o, tsri_report_t *r) {
     tsri_puts(o, " in all)\n");
     text_sites(o, r->sites, tsri_sites_listed(r->sites));
   }
+  if (r->pins != NULL) text_pins(o, r->pins);
   if (r->leaks != NULL) {
     tsri_puts(o, "\nleaks at exit: ");
     tsri_put_u64(o, r->leaks->blocks);
