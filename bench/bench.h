@@ -176,14 +176,21 @@ static inline void bench_phase(const char *name, uint64_t live_bytes) {
   fflush(stdout);
 }
 
-/* The quiet period before the "settle" phase: a server between bursts.
- * Every 50 ms it serves a small request (a few blocks of assorted sizes,
- * allocated and freed), because allocators without a background thread
- * (glibc, tessera, and jemalloc/tcmalloc as Debian ships them) return
- * memory only from inside their calls; a process that makes none at all is
- * not what a server does.  The blocks are freed again, so live_bytes does
- * not change. */
+/* After the work, two quiet periods.  First BENCH_IDLE_MS in which the
+ * process makes no call at all (a server with nothing to do): what it gives
+ * back then it gives back from a thread of its own, if it has one; phase
+ * "idle".  Then BENCH_SETTLE_MS in which it serves a small request every
+ * 50 ms (a few blocks of assorted sizes, allocated and freed), because
+ * allocators without a background thread (glibc, and jemalloc/tcmalloc as
+ * Debian ships them) return memory only from inside their calls, and a
+ * server that goes quiet still serves the odd request; phase "settle".
+ * The blocks are freed again, so live_bytes does not change. */
 static inline void bench_settle(uint64_t live_bytes) {
+  long idle = (long)bench_env_num("BENCH_IDLE_MS", 1500);
+  if (idle > 0) {
+    bench_sleep_ms(idle);
+    bench_phase("idle", live_bytes);
+  }
   long ms = (long)bench_env_num("BENCH_SETTLE_MS", 2000);
   double end = bench_now() + (double)ms / 1000.0;
   void *tick[32];

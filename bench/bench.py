@@ -90,12 +90,12 @@ WORKLOADS = [
 MODES = {
     # runs per speed workload, per fragmentation workload, and the settings
     "quick": {"speed_runs": 3, "frag_runs": 2, "env": {
-        "BENCH_SCALE": "1", "BENCH_BUDGET_MB": "64", "BENCH_SETTLE_MS": "1000", "BENCH_SECONDS": "6"}},
+        "BENCH_SCALE": "1", "BENCH_BUDGET_MB": "64", "BENCH_SETTLE_MS": "1000", "BENCH_IDLE_MS": "1500", "BENCH_SECONDS": "6"}},
     "full": {"speed_runs": 5, "frag_runs": 3, "env": {
-        "BENCH_SCALE": "3", "BENCH_BUDGET_MB": "64", "BENCH_SETTLE_MS": "11000", "BENCH_SECONDS": "32"}},
+        "BENCH_SCALE": "3", "BENCH_BUDGET_MB": "64", "BENCH_SETTLE_MS": "11000", "BENCH_IDLE_MS": "3000", "BENCH_SECONDS": "32"}},
     # for the runner's own tests: seconds in all
     "tiny": {"speed_runs": 1, "frag_runs": 1, "env": {
-        "BENCH_SCALE": "0.02", "BENCH_BUDGET_MB": "2", "BENCH_SETTLE_MS": "50", "BENCH_SECONDS": "0.3"}},
+        "BENCH_SCALE": "0.02", "BENCH_BUDGET_MB": "2", "BENCH_SETTLE_MS": "50", "BENCH_IDLE_MS": "50", "BENCH_SECONDS": "0.3"}},
 }
 
 
@@ -271,6 +271,9 @@ def run_figures(rec):
             fig["settle_live_mib"] = s["live_bytes"] / MIB
             fig["settle_rss_mib"] = s["rss_bytes"] / MIB
             fig["rss_per_live"] = s["rss_bytes"] / s["live_bytes"]
+        idle = [p for p in phases if p["phase"] == "idle"]
+        if idle and idle[-1]["live_bytes"] > 0:
+            fig["idle_rss_per_live"] = idle[-1]["rss_bytes"] / idle[-1]["live_bytes"]
     m = re.search(r"^rss_slope_bytes_per_s: (-?\d+)", rec["out"], re.M)
     if m:
         fig["rss_slope_mib_per_s"] = int(m.group(1)) / MIB
@@ -284,8 +287,8 @@ def median(xs):
 def summarise(runs):
     """Medians over the runs of one workload under one allocator."""
     out = {"runs": runs}
-    for key in ("time_s", "cpu_s", "peak_rss_mib", "final_rss_mib", "rss_per_live", "settle_live_mib",
-                "settle_rss_mib", "rss_slope_mib_per_s"):
+    for key in ("time_s", "cpu_s", "peak_rss_mib", "final_rss_mib", "rss_per_live", "idle_rss_per_live",
+                "settle_live_mib", "settle_rss_mib", "rss_slope_mib_per_s"):
         vals = [r[key] for r in runs if key in r]
         if vals:
             out[key] = median(vals)
@@ -432,6 +435,19 @@ def write_suite_outputs(out, meta, allocs, results, plots):
             lines.append("| %s | %s | %s | %s | %s |" % (w, fmt(live, ".1f"), " | ".join(cells), fmt(best, ".2f"),
                                                       fmt(ratio(tr, best), ".2f")))
         lines.append("")
+        idle = [(w, res) for w, res in frag if any(res.get(a) and "idle_rss_per_live" in res[a] for a in names)]
+        if idle:
+            lines += ["### Fragmentation: RSS / live after the idle period (right after the work, no call at all "
+                      "for BENCH_IDLE_MS, before the settle period)", ""]
+            lines += ["| workload | " + " | ".join(names) + " | tessera: idle / settle |",
+                      "|---|" + "---:|" * (len(names) + 1)]
+            for w, res in idle:
+                cells = ["skipped" if res.get(a) is None else fmt(res[a].get("idle_rss_per_live"), ".2f")
+                         for a in names]
+                t = res.get("tessera") or {}
+                lines.append("| %s | %s | %s / %s |" % (w, " | ".join(cells), fmt(t.get("idle_rss_per_live"), ".2f"),
+                                                       fmt(t.get("rss_per_live"), ".2f")))
+            lines.append("")
         soak = [(w, res) for w, res in frag if any(res.get(a) and "rss_slope_mib_per_s" in res[a] for a in names)]
         for w, res in soak:
             lines += ["RSS slope of %s (each size cycle's peak RSS against time, the first cycle left out; MiB/s, 0 is flat): %s." % (
@@ -566,10 +582,10 @@ def cmd_suite(args):
     speed_runs = args.runs or mode["speed_runs"]
     frag_runs = args.runs or mode["frag_runs"]
     rounds = max(speed_runs, frag_runs)
-    mode_text = ("%d runs per speed workload, %d per fragmentation workload, settle %s ms, soak %s s, "
+    mode_text = ("%d runs per speed workload, %d per fragmentation workload, settle %s ms, idle %s ms, soak %s s, "
                  "fragmentation budget %s MiB, work scale %s" % (speed_runs, frag_runs, env["BENCH_SETTLE_MS"],
-                                                                 env["BENCH_SECONDS"], env["BENCH_BUDGET_MB"],
-                                                                 env["BENCH_SCALE"]))
+                                                                 env["BENCH_IDLE_MS"], env["BENCH_SECONDS"],
+                                                                 env["BENCH_BUDGET_MB"], env["BENCH_SCALE"]))
     say("bench: %s mode: %d workloads under %s; %s" % (args.mode, len(workloads), ", ".join(present), mode_text))
     t_start = time.time()
     runs = {w[0]: {a: [] for a in present} for w in workloads}

@@ -226,6 +226,8 @@ typedef struct tsr_pins_s {
   uint64_t pages;           /* sparse pages */
   uint64_t bytes;           /* their bytes */
   uint64_t live;            /* bytes of the live blocks in them */
+  uint64_t meshable;        /* bytes that meshing pairs of them (live blocks at
+                               different offsets, Mesh) would give back */
 } tsr_pins_t;
 
 typedef struct tsr_pin_s {

@@ -118,3 +118,32 @@ Test(pins, sampling_keeps_the_totals_exact) {
   cr_assert_lt(again.pages, totals.pages, "freeing the survivors left %llu sparse pages",
                (unsigned long long)again.pages);
 }
+
+/* Meshable: OS pages at the same offset of two spans of the size whose
+ * live blocks miss each other.  Blocks go out in address order, so
+ * survivors of every 16th allocation of 64-byte blocks (1024 to a span)
+ * sit at the same offsets in every span: nothing to mesh.  Survivors
+ * drawn at random leave most OS pages meshable with some other span's. */
+Test(pins, meshable_counts_pages_whose_live_blocks_miss_each_other) {
+  make_pages();
+  tsr_pins_t regular;
+  tsr_pins(&regular, NULL, 0);
+  cr_assert_gt(regular.pages, 5);
+  cr_assert_eq(regular.meshable, 0, "%llu bytes meshable with the same offsets in every span",
+               (unsigned long long)regular.meshable);
+  drop_pages();
+  uint64_t rng = 7;
+  for (int i = 0; i < SPARSE_COUNT; i++) sparse[i] = tsr_malloc(SPARSE_SIZE);
+  for (int i = 0; i < SPARSE_COUNT; i++)
+    if (tsr_test_rand(&rng) % 16 != 0) {
+      tsr_free(sparse[i]);
+      sparse[i] = NULL;
+    }
+  tsr_pins_t random;
+  tsr_pins(&random, NULL, 0);
+  cr_assert_gt(random.pages, 5);
+  cr_assert_gt(random.meshable, random.bytes / 4, "%llu of %llu bytes meshable with survivors at random",
+               (unsigned long long)random.meshable, (unsigned long long)random.bytes);
+  cr_assert_leq(random.meshable, random.bytes - random.live);
+  for (int i = 0; i < SPARSE_COUNT; i++) tsr_free(sparse[i]);
+}

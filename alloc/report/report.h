@@ -57,6 +57,7 @@ typedef struct tsri_pins_s {
   tsri_pin_t *pins;          /* most pinned bytes first */
   size_t count;
   uint64_t pages, bytes, live;   /* the sparse pages, their bytes, their live bytes */
+  uint64_t meshable;         /* bytes meshing pairs of them would give back */
 } tsri_pins_t;
 
 tsri_hidden tsri_pins_t *tsri_pins_collect(void);
