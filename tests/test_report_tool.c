@@ -6,9 +6,16 @@
  * 4242, the one the tool picks by default.  report-b.json holds a later
  * run (pid 5150, written at exit, with a leak section) in which the site
  * through cache_insert grew by 16 blocks of 4096 bytes, a site through
- * session_open is new, and the 4096-byte class grew with them.  Checks
- * what each command prints, the shape of the SVG map, and that bad input
- * ends with status 2 and a message.
+ * session_open is new, and the 4096-byte class grew with them.  Only
+ * report-b.json has a pins section (report-a.json stands for the reports
+ * written before there was one): of its map's four sparse pages (one of
+ * 16-byte blocks, 1096 of 4096 live; two of 64-byte blocks, 200 and 10 of
+ * 1024; one of 4096-byte blocks over two slots, 8 of 32), parse_header's
+ * blocks hold the two of 64-byte blocks, session_open's eight the big one
+ * and intern_string's the 16-byte one, so each page's bytes add up in its
+ * sites' shares.
+ * Checks what each command prints, the shape of the SVG map, and that bad
+ * input ends with status 2 and a message.
  */
 #include "tsr_criterion.h"
 
@@ -138,6 +145,32 @@ static const char *scratch_file(const char *name, const char *contents) {
   return path;
 }
 
+/* A copy of text with [from, to) replaced by with, where from is the first
+ * place of start and to the first of end after it; malloc'ed. */
+static char *splice(const char *text, const char *start, const char *end, const char *with) {
+  const char *from = strstr(text, start);
+  const char *to = from ? strstr(from, end) : NULL;
+  cr_assert(from != NULL && to != NULL, "no %s...%s to replace", start, end);
+  size_t head = (size_t)(from - text);
+  char *out = malloc(head + strlen(with) + strlen(to) + 1);
+  cr_assert_not_null(out);
+  memcpy(out, text, head);
+  strcpy(out + head, with);
+  strcat(out, to);
+  return out;
+}
+
+/* report-b.json with its pins section replaced by pins (the member and
+ * its comma; "" leaves the section out), as the scratch file name. */
+static const char *report_b_pins(const char *name, const char *pins) {
+  char *text = read_path(REPORT_B);
+  char *out = splice(text, "\"pins\":", "\"leaks\":", pins);
+  const char *path = scratch_file(name, out);
+  free(out);
+  free(text);
+  return path;
+}
+
 static void cleanup(void) {
   if (scratch[0] == 0) return;
   char cmd[128];
@@ -152,6 +185,7 @@ Test(report_tool, help) {
   expect_ok(r, "--help");
   expect_has(r->out, "usage: tessera-report", "--help");
   expect_has(r->out, "diff OLD NEW", "--help");
+  expect_has(r->out, "pins [-n N] FILE", "--help");
 }
 
 Test(report_tool, summary_is_the_default) {
@@ -267,6 +301,161 @@ Test(report_tool, leaks) {
   r = tool("leaks", REPORT_A, NULL);
   expect_ok(r, "leaks without a section");
   expect_has(r->out, "no leak section (the report was not written at exit)", "leaks");
+}
+
+Test(report_tool, pins_by_bytes_held) {
+  run_t *r = tool("pins", REPORT_B, NULL);
+  expect_ok(r, "pins");
+  const char *out = r->out;
+  expect_has(out, "demo-server (pid 5150): sparse pages (at most half their blocks live)", "pins");
+  char line[512];
+  line_with(out, " pages, ", line, sizeof line);
+  expect_has(line, "4 pages, 327680 B (320.0 KiB)", "the totals");
+  expect_has(line, "holding 63744 B (62.2 KiB) of live blocks", "the totals");
+  expect_has(line, "263936 B (257.8 KiB) free", "the totals");
+  expect_has(out, "held by 3 sites (3 listed), most pinned bytes first\n", "exact figures");
+  /* The order of the pins section, not of the sites: cache_insert holds
+   * more bytes than any of them, all in full pages, and pins nothing. */
+  cr_assert_null(strstr(out, "cache_insert"), "a site in full pages pins:\n%s", out);
+  cr_assert_null(strstr(out, "~"), "exact figures marked as estimates:\n%s", out);
+  /* #1 and #2 hold equal bytes: the writer put stack 3 before stack 5. */
+  const char *first = strstr(out, "#1 "), *second = strstr(out, "#2 "), *third = strstr(out, "#3 ");
+  cr_assert(first && second && third && first < second && second < third, "ranks:\n%s", out);
+  cr_assert_null(strstr(out, "#4 "), "a fourth site:\n%s", out);
+  line_with(first, "#1 ", line, sizeof line);
+  expect_has(line, "pinned 131072 (128.0 KiB)  idle 117632 (114.9 KiB)  blocks 210", "#1");
+  line_with(second, "#2 ", line, sizeof line);
+  expect_has(line, "pinned 131072 (128.0 KiB)  idle 98304 (96.0 KiB)  blocks 8", "#2");
+  line_with(third, "#3 ", line, sizeof line);
+  expect_has(line, "pinned 65536 (64.0 KiB)  idle 48000 (46.9 KiB)  blocks 1096", "#3");
+  /* Frames named as the sites view names them, under their own site. */
+  const char *at = strstr(out, "parse_header+0x22 (src/http.c:57)");
+  cr_assert(at != NULL && at > first && at < second, "#1's frames:\n%s", out);
+  at = strstr(out, "session_open+0x31 (src/session.c:77)");
+  cr_assert(at != NULL && at > second && at < third, "#2's frames:\n%s", out);
+  at = strstr(out, "/usr/bin/demo-server+0x1f00");
+  cr_assert(at != NULL && at > third, "#3's frames:\n%s", out);
+
+  r = tool("pins", "-n", "1", REPORT_B, NULL);
+  expect_ok(r, "pins -n 1");
+  expect_has(r->out, "parse_header", "pins -n 1");
+  cr_assert_null(strstr(r->out, "session_open"), "pins -n 1 shows a second site:\n%s", r->out);
+  expect_has(r->out, "(2 more: tessera-report pins -n 3)", "pins -n 1");
+
+  /* The summary has the totals in a line of its own. */
+  r = tool(REPORT_B, NULL);
+  expect_ok(r, "summary with pins");
+  line_with(r->out, "sparse pages", line, sizeof line);
+  expect_has(line, "320.0 KiB  327680 B in 4 pages, 62.2 KiB of it live", "summary");
+}
+
+Test(report_tool, pins_estimated_and_site_0) {
+  /* Sampled: the sites' figures are estimates, and site 0 is what they
+   * leave of the exact totals. */
+  char *text = read_path(REPORT_B);
+  char *sampled = splice(text, "\"track\":", ",\"sample_bytes\"", "\"track\":\"sample\"");
+  char *pinned = splice(sampled, "\"pins\":", "\"leaks\":",
+                        "\"pins\":{\"pages\":4,\"bytes\":327680,\"live\":63744,\"sites\":["
+                        "{\"id\":3,\"blocks\":256,\"pinned\":150000,\"idle\":130000,"
+                        "\"estimated\":true,\"frames\":[{\"addr\":\"0x804b022\","
+                        "\"function\":\"parse_header\",\"offset\":34}]},"
+                        "{\"id\":0,\"blocks\":800,\"pinned\":120000,\"idle\":90000,"
+                        "\"estimated\":true,\"frames\":[]},"
+                        "{\"id\":5,\"blocks\":7,\"pinned\":57680,\"idle\":43936,"
+                        "\"estimated\":true,\"frames\":[{\"addr\":\"0x8050031\"}]}],"
+                        "\"sites_total\":9},");
+  run_t *r = tool("pins", scratch_file("sampled.json", pinned), NULL);
+  free(text);
+  free(sampled);
+  free(pinned);
+  expect_ok(r, "pins, sampled");
+  const char *out = r->out;
+  expect_has(out, "4 pages, 327680 B", "exact totals");
+  expect_has(out, "held by 9 sites (3 listed), most pinned bytes first (~: estimated from samples)",
+             "sampled");
+  char line[512];
+  line_with(out, "#1 ", line, sizeof line);
+  expect_has(line, "pinned ~150000 (146.5 KiB)  idle ~130000 (127.0 KiB)  blocks ~256", "#1");
+  const char *zero = strstr(out, "#2 ");
+  cr_assert_not_null(zero, "no #2:\n%s", out);
+  line_with(zero, "#2 ", line, sizeof line);
+  expect_has(line, "pinned ~120000", "site 0");
+  cr_assert(strncmp(strchr(zero, '\n') + 1, "       (blocks without a record)\n", 33) == 0,
+            "site 0's stack:\n%s", out);
+  const char *third = strstr(out, "#3 ");
+  cr_assert(third != NULL && strstr(third, "       0x8050031\n") != NULL, "#3's frame:\n%s", out);
+  const char *frame = strstr(out, "       parse_header+0x22\n");
+  cr_assert(frame != NULL && frame < zero, "#1's frame:\n%s", out);
+  cleanup();
+}
+
+Test(report_tool, pins_missing) {
+  run_t *r = tool("pins", REPORT_A, NULL);
+  expect_ok(r, "pins without a section");
+  expect_has(r->out, "demo-server (pid 4242)", "pins without a section");
+  expect_has(r->out, "this report has no pins section", "pins without a section");
+  cr_assert_null(strstr(r->out, "#1"), "sites without a pins section:\n%s", r->out);
+  r = tool("pins", "--pid", "4100", REPORT_A, NULL);
+  expect_ok(r, "pins --pid 4100");
+  expect_has(r->out, "this report has no pins section", "pins --pid 4100");
+  r = tool(REPORT_A, NULL);
+  expect_ok(r, "summary without pins");
+  cr_assert_null(strstr(r->out, "sparse pages"), "summary without pins:\n%s", r->out);
+
+  /* The same report as one with pins, less the section, loads for every view. */
+  const char *path = report_b_pins("no-pins.json", "");
+  r = tool("pins", path, NULL);
+  expect_ok(r, "report-b without pins");
+  expect_has(r->out, "this report has no pins section", "report-b without pins");
+  r = tool("leaks", path, NULL);
+  expect_ok(r, "leaks of report-b without pins");
+  expect_has(r->out, "9 blocks, 1081344 bytes", "leaks of report-b without pins");
+  cleanup();
+}
+
+Test(report_tool, pins_malformed) {
+  static const struct {
+    const char *name, *pins, *error;
+  } cases[] = {
+    { "array.json", "\"pins\":[],", "pins: must be an object, not an array" },
+    { "no-live.json", "\"pins\":{\"pages\":1,\"bytes\":65536,\"sites\":[],\"sites_total\":0},",
+      "pins.live: missing" },
+    { "no-total.json", "\"pins\":{\"pages\":0,\"bytes\":0,\"live\":0,\"sites\":[]},",
+      "pins.sites_total: missing" },
+    { "negative.json",
+      "\"pins\":{\"pages\":1,\"bytes\":65536,\"live\":64,\"sites\":[{\"id\":0,\"blocks\":1,"
+      "\"pinned\":65536,\"idle\":65472,\"estimated\":false,\"frames\":[]},{\"id\":7,"
+      "\"blocks\":1,\"pinned\":-5,\"idle\":0,\"estimated\":false,\"frames\":[]}],"
+      "\"sites_total\":2},",
+      "pins.sites[1].pinned: must be a non-negative integer" },
+    { "no-idle.json",
+      "\"pins\":{\"pages\":1,\"bytes\":65536,\"live\":64,\"sites\":[{\"id\":3,\"blocks\":1,"
+      "\"pinned\":65536,\"estimated\":false,\"frames\":[]}],\"sites_total\":1},",
+      "pins.sites[0].idle: missing" },
+    { "estimated.json",
+      "\"pins\":{\"pages\":1,\"bytes\":65536,\"live\":64,\"sites\":[{\"id\":3,\"blocks\":1,"
+      "\"pinned\":65536,\"idle\":65472,\"estimated\":\"no\",\"frames\":[]}],\"sites_total\":1},",
+      "pins.sites[0].estimated: must be a boolean, not a string" },
+    { "frame.json",
+      "\"pins\":{\"pages\":1,\"bytes\":65536,\"live\":64,\"sites\":[{\"id\":3,\"blocks\":1,"
+      "\"pinned\":65536,\"idle\":65472,\"estimated\":false,\"frames\":[{\"addr\":\"0x10\"},"
+      "{\"function\":\"f\"}]}],\"sites_total\":1},",
+      "pins.sites[0].frames[1].addr: missing" },
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    const char *path = report_b_pins(cases[i].name, cases[i].pins);
+    /* Every view refuses it, not only pins: the whole report is checked. */
+    const char *views[] = { "pins", "summary" };
+    for (size_t v = 0; v < 2; v++) {
+      run_t *r = tool(views[v], path, NULL);
+      cr_assert_eq(r->code, 2, "%s of %s: status %d\nstdout:\n%s", views[v], cases[i].name, r->code,
+                   r->out);
+      expect_has(r->child.err, "line 1: not a valid tessera report: ", cases[i].name);
+      expect_has(r->child.err, cases[i].error, cases[i].name);
+      cr_assert_eq(r->out[0], 0, "%s of %s printed:\n%s", views[v], cases[i].name, r->out);
+    }
+  }
+  cleanup();
 }
 
 Test(report_tool, diff_names_growth) {

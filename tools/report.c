@@ -223,6 +223,27 @@ static const json_t *item(const loader_t *ld, const json_t *arr, const char *whe
   return v;
 }
 
+/* The "frames" member of the site (or pin site) o at path at. */
+static void load_frames(const loader_t *ld, const json_t *o, const char *at, frame_t **out,
+                        size_t *count) {
+  char fpath[256];
+  path_join(fpath, sizeof fpath, at, "frames");
+  const json_t *frames = need(ld, o, at, "frames", KIND_ARRAY, true);
+  *count = json_array_size(frames);
+  *out = tool_calloc(*count, sizeof **out);
+  for (size_t j = 0; j < *count; j++) {
+    char fat[256];
+    const json_t *fo = item(ld, frames, fpath, j, KIND_OBJECT, fat, sizeof fat);
+    frame_t *f = &(*out)[j];
+    f->addr = get_address(ld, fo, fat, "addr");
+    f->function = get_string(ld, fo, fat, "function", false);
+    f->module = get_string(ld, fo, fat, "module", false);
+    f->file = get_string(ld, fo, fat, "file", false);
+    f->has_offset = opt_count(ld, fo, fat, "offset", &f->offset);
+    opt_count(ld, fo, fat, "line", &f->line);
+  }
+}
+
 static void load_sites(const loader_t *ld, const json_t *parent, const char *where,
                        const char *key, site_t **out, size_t *count) {
   char path[256];
@@ -239,23 +260,34 @@ static void load_sites(const loader_t *ld, const json_t *parent, const char *whe
     s->bytes = get_count(ld, o, at, "bytes");
     s->requested = get_count(ld, o, at, "requested");
     s->estimated = get_bool(ld, o, at, "estimated");
-    char fpath[256];
-    path_join(fpath, sizeof fpath, at, "frames");
-    const json_t *frames = need(ld, o, at, "frames", KIND_ARRAY, true);
-    s->nframes = json_array_size(frames);
-    s->frames = tool_calloc(s->nframes, sizeof *s->frames);
-    for (size_t j = 0; j < s->nframes; j++) {
-      char fat[256];
-      const json_t *fo = item(ld, frames, fpath, j, KIND_OBJECT, fat, sizeof fat);
-      frame_t *f = &s->frames[j];
-      f->addr = get_address(ld, fo, fat, "addr");
-      f->function = get_string(ld, fo, fat, "function", false);
-      f->module = get_string(ld, fo, fat, "module", false);
-      f->file = get_string(ld, fo, fat, "file", false);
-      f->has_offset = opt_count(ld, fo, fat, "offset", &f->offset);
-      opt_count(ld, fo, fat, "line", &f->line);
-    }
+    load_frames(ld, o, at, &s->frames, &s->nframes);
   }
+}
+
+/* "pins", which reports written before tessera had it lack: a report
+ * without it loads with has_pins false. */
+static void load_pins(const loader_t *ld, report_t *r, const json_t *root) {
+  const json_t *pins = need(ld, root, "", "pins", KIND_OBJECT, false);
+  if (pins == NULL) return;
+  r->has_pins = true;
+  r->pin_pages = get_count(ld, pins, "pins", "pages");
+  r->pin_bytes = get_count(ld, pins, "pins", "bytes");
+  r->pin_live = get_count(ld, pins, "pins", "live");
+  const json_t *arr = need(ld, pins, "pins", "sites", KIND_ARRAY, true);
+  r->npins = json_array_size(arr);
+  r->pins = tool_calloc(r->npins, sizeof *r->pins);
+  for (size_t i = 0; i < r->npins; i++) {
+    char at[256];
+    const json_t *o = item(ld, arr, "pins.sites", i, KIND_OBJECT, at, sizeof at);
+    pin_t *p = &r->pins[i];
+    p->id = get_count(ld, o, at, "id");
+    p->blocks = get_count(ld, o, at, "blocks");
+    p->pinned = get_count(ld, o, at, "pinned");
+    p->idle = get_count(ld, o, at, "idle");
+    p->estimated = get_bool(ld, o, at, "estimated");
+    load_frames(ld, o, at, &p->frames, &p->nframes);
+  }
+  r->pins_total = get_count(ld, pins, "pins", "sites_total");
 }
 
 static void load_classes(const loader_t *ld, report_t *r, const json_t *root) {
@@ -393,6 +425,7 @@ static void load_report(const loader_t *ld, json_t *doc, report_t *r) {
   r->sites_total = -1;
   v = need(ld, doc, "", "sites_total", KIND_NUMBER, false);
   if (v != NULL && !integer_of(v, &r->sites_total)) bad(ld, "sites_total", "must be an integer");
+  load_pins(ld, r, doc);
   const json_t *leaks = need(ld, doc, "", "leaks", KIND_OBJECT, false);
   if (leaks != NULL) {
     r->has_leaks = true;
@@ -427,6 +460,8 @@ void tool_report_free(report_t *r) {
   free_sites(r->sites, r->nsites);
   free(r->leak_functions);
   free_sites(r->leak_sites, r->nleak_sites);
+  for (size_t i = 0; i < r->npins; i++) free(r->pins[i].frames);
+  free(r->pins);
   for (size_t i = 0; i < r->narenas; i++) free(r->arenas[i].pages);
   free(r->arenas);
   free(r->regions);

@@ -57,6 +57,18 @@ typedef struct site_s {
   frame_t *frames;               /* innermost first */
 } site_t;
 
+/* One row of pins.sites: what a site's live blocks hold of the sparse
+ * pages (docs/report.md, "Who pins the pages"). */
+typedef struct pin_s {
+  uint64_t id;                   /* call stack id, as in sites; 0: the blocks without a record */
+  uint64_t blocks;               /* its live blocks in sparse pages */
+  uint64_t pinned;               /* bytes: the sum of those blocks' shares of their pages */
+  uint64_t idle;                 /* bytes: the free part of those shares */
+  bool estimated;                /* scaled up from samples */
+  size_t nframes;
+  frame_t *frames;               /* innermost first; none for site 0 */
+} pin_t;
+
 /* One row of leaks.functions: leaked blocks by the allocator's caller. */
 typedef struct leak_fn_s {
   const char *function;
@@ -112,6 +124,12 @@ typedef struct report_s {
   size_t nleak_functions, nleak_sites;
   leak_fn_t *leak_functions;     /* most bytes first */
   site_t *leak_sites;
+  bool has_pins;                 /* reports written before the section lack it */
+  uint64_t pin_pages, pin_bytes; /* the sparse pages and their bytes: exact */
+  uint64_t pin_live;             /* bytes of the live blocks in them: exact */
+  uint64_t pins_total;           /* pin sites, those not listed included */
+  size_t npins;
+  pin_t *pins;                   /* most pinned bytes first */
   uint64_t arena_size, slot_size; /* bytes */
   size_t narenas, nregions;
   arena_t *arenas;               /* map.arenas */

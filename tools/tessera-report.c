@@ -1,7 +1,7 @@
 /* tessera-report.c: reads tessera's JSON reports and shows them to people.
  *
- * Owns the command line and the text views: summary, sites, classes, leaks
- * and diff.  Loading and checking a report is report.c's, the SVG map is
+ * Owns the command line and the text views: summary, sites, classes, leaks,
+ * pins and diff.  Loading and checking a report is report.c's, the SVG map is
  * map.c's.  The tool does not link tessera: it reads files another process
  * wrote, maybe on another machine.
  *
@@ -69,13 +69,26 @@ static char *site_key(const site_t *s, const char *sep, size_t max) {
   return key;
 }
 
+/* "s" unless n is 1: "1 page", "2 pages". */
+static const char *plural(uint64_t n) { return n == 1 ? "" : "s"; }
+
 static double percent(uint64_t part, uint64_t whole) {
   return whole ? 100.0 * (double)part / (double)whole : 0.0;
 }
 
 /* ------------------------------------------------------------------------
- * summary, sites, classes, leaks
+ * summary, sites, classes, leaks, pins
  * ---------------------------------------------------------------------- */
+
+/* A site's call stack, one frame a line, under its figures. */
+static void print_frames(const frame_t *frames, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    char text[1024];
+    frame_text(&frames[i], text, sizeof text);
+    printf("       %s\n", text);
+  }
+  if (n == 0) printf("       (no call stack)\n");
+}
 
 static void print_site(size_t rank, const site_t *s) {
   const char *e = s->estimated ? "~" : "";
@@ -83,12 +96,7 @@ static void print_site(size_t rank, const site_t *s) {
   printf("#%-3zu bytes %s%" PRIu64 " (%s)  blocks %s%" PRIu64 "  requested %s%" PRIu64
          "  waste %s%" PRId64 "\n",
          rank, e, s->bytes, tool_bytes(s->bytes), e, s->blocks, e, s->requested, e, waste);
-  for (size_t i = 0; i < s->nframes; i++) {
-    char text[1024];
-    frame_text(&s->frames[i], text, sizeof text);
-    printf("       %s\n", text);
-  }
-  if (s->nframes == 0) printf("       (no call stack)\n");
+  print_frames(s->frames, s->nframes);
 }
 
 static void print_site_line(const site_t *s) {
@@ -190,6 +198,11 @@ static void cmd_summary(const report_t *r, size_t top) {
   printf("  committed    %10s  %" PRIu64 " B\n", tool_bytes(s->committed), s->committed);
   printf("  reserved     %10s  %" PRIu64 " B\n", tool_bytes(s->reserved), s->reserved);
   printf("  metadata     %10s  %" PRIu64 " B\n", tool_bytes(s->metadata), s->metadata);
+  if (r->has_pins)
+    printf("  sparse pages %10s  %" PRIu64 " B in %" PRIu64 " page%s, %s of it live "
+           "(tessera-report pins)\n",
+           tool_bytes(r->pin_bytes), r->pin_bytes, r->pin_pages, plural(r->pin_pages),
+           tool_bytes(r->pin_live));
   printf("  live blocks  %10" PRIu64 "  (%" PRIu64 " large, %" PRIu64 " tracked)\n",
          s->live_blocks, s->large_live, s->tracked_blocks);
   printf("  arenas %" PRIu64 ", allocations %" PRIu64 ", frees %" PRIu64 ", purges %" PRIu64
@@ -227,6 +240,45 @@ static void cmd_sites(const report_t *r, size_t top) {
 static void cmd_classes(const report_t *r) {
   printf("%s (pid %" PRId64 "): %zu classes\n", r->program, r->pid, r->nclasses);
   print_classes(r, true);
+}
+
+/* The pins section: the sparse pages' exact totals, then the sites by the
+ * bytes of those pages their live blocks hold (docs/report.md, "Who pins
+ * the pages").  Site 0 is the blocks without a record. */
+static void cmd_pins(const report_t *r, size_t top) {
+  printf("%s (pid %" PRId64 "): sparse pages (at most half their blocks live)\n", r->program,
+         r->pid);
+  if (!r->has_pins) {
+    printf("this report has no pins section (it was written by a tessera from before the "
+           "section, or one that could not gather it)\n");
+    return;
+  }
+  uint64_t idle = r->pin_bytes > r->pin_live ? r->pin_bytes - r->pin_live : 0;
+  printf("  %" PRIu64 " page%s, %" PRIu64 " B (%s), holding %" PRIu64 " B (%s) of live blocks; %"
+         PRIu64 " B (%s) free\n",
+         r->pin_pages, plural(r->pin_pages), r->pin_bytes, tool_bytes(r->pin_bytes), r->pin_live,
+         tool_bytes(r->pin_live), idle, tool_bytes(idle));
+  if (r->npins == 0) {
+    printf("(no site: no page is that sparse)\n");
+    return;
+  }
+  const char *note = strcmp(r->track, "sample") == 0 ? " (~: estimated from samples)" : "";
+  printf("held by %" PRIu64 " site%s (%zu listed), most pinned bytes first%s\n", r->pins_total,
+         plural(r->pins_total), r->npins, note);
+  printf("(each live block holds an equal share of its page; idle: the free bytes of the "
+         "shares)\n");
+  size_t shown = r->npins < top ? r->npins : top;
+  for (size_t i = 0; i < shown; i++) {
+    const pin_t *p = &r->pins[i];
+    const char *e = p->estimated ? "~" : "";
+    printf("#%-3zu pinned %s%" PRIu64 " (%s)  idle %s%" PRIu64 " (%s)  blocks %s%" PRIu64 "\n",
+           i + 1, e, p->pinned, tool_bytes(p->pinned), e, p->idle, tool_bytes(p->idle), e,
+           p->blocks);
+    if (p->id == 0) printf("       (blocks without a record)\n");
+    else print_frames(p->frames, p->nframes);
+  }
+  if (shown < r->npins)
+    printf("(%zu more: tessera-report pins -n %zu)\n", r->npins - shown, r->npins);
 }
 
 
@@ -403,13 +455,15 @@ static void usage(FILE *out) {
         "                        (default 20)\n"
         "  classes FILE          one row per size class, with an occupancy histogram\n"
         "  leaks FILE            the blocks still live at exit, by site\n"
+        "  pins [-n N] FILE      who holds the sparse pages (at most half their\n"
+        "                        blocks live): totals, then N sites (default 20)\n"
         "  diff OLD NEW          what grew or shrank between two reports\n"
         "  map [-o OUT] FILE     draw the arenas and the address space as SVG\n"
         "                        (default OUT: tessera-map.svg; - for stdout)\n"
         "\n"
         "options:\n"
         "  --pid N               use the last report of process N in each file\n"
-        "  -n N                  sites to show (sites: 20, summary: 10)\n"
+        "  -n N                  sites to show (sites, pins: 20, summary: 10)\n"
         "  -o OUT                where map writes the picture\n"
         "  -h, --help            this text\n"
         "\n"
@@ -439,7 +493,7 @@ static int64_t parse_int(const char *opt, const char *s, int64_t min) {
 
 /* In the order of the names in main(). */
 typedef enum command_e {
-  CMD_SUMMARY, CMD_SITES, CMD_CLASSES, CMD_LEAKS, CMD_DIFF, CMD_MAP
+  CMD_SUMMARY, CMD_SITES, CMD_CLASSES, CMD_LEAKS, CMD_PINS, CMD_DIFF, CMD_MAP
 } command_t;
 
 static int write_map(const report_t *r, const char *path) {
@@ -464,7 +518,8 @@ static int write_map(const report_t *r, const char *path) {
 }
 
 int main(int argc, char **argv) {
-  static const char *const names[] = { "summary", "sites", "classes", "leaks", "diff", "map" };
+  static const char *const names[] = { "summary", "sites", "classes", "leaks",
+                                       "pins", "diff", "map" };
   command_t cmd = CMD_SUMMARY;
   int i = 1;
   for (size_t k = 0; argc > 1 && k < sizeof names / sizeof *names; k++)
@@ -488,8 +543,8 @@ int main(int argc, char **argv) {
       if (!is_n && !is_o && strcmp(a, "--pid") != 0) usage_error("unknown option %s", a);
       if (i + 1 >= argc) usage_error("%s needs a value", a);
       const char *v = argv[++i];
-      if (is_n && cmd != CMD_SITES && cmd != CMD_SUMMARY)
-        usage_error("-n applies to sites and summary");
+      if (is_n && cmd != CMD_SITES && cmd != CMD_PINS && cmd != CMD_SUMMARY)
+        usage_error("-n applies to sites, pins and summary");
       if (is_o && cmd != CMD_MAP) usage_error("-o applies to map");
       if (is_n) top = parse_int(a, v, 0);
       else if (is_o) out = v;
@@ -514,6 +569,7 @@ int main(int argc, char **argv) {
   case CMD_SITES: cmd_sites(&r, top < 0 ? 20 : (size_t)top); break;
   case CMD_CLASSES: cmd_classes(&r); break;
   case CMD_LEAKS: print_leaks(&r, true); break;
+  case CMD_PINS: cmd_pins(&r, top < 0 ? 20 : (size_t)top); break;
   case CMD_MAP: status = write_map(&r, out ? out : "tessera-map.svg"); break;
   case CMD_DIFF:
     old = r;
