@@ -147,7 +147,7 @@ static const char *scratch_file(const char *name, const char *contents) {
 
 /* A copy of text with [from, to) replaced by with, where from is the first
  * place of start and to the first of end after it; malloc'ed. */
-static char *splice(const char *text, const char *start, const char *end, const char *with) {
+static char *text_splice(const char *text, const char *start, const char *end, const char *with) {
   const char *from = strstr(text, start);
   const char *to = from ? strstr(from, end) : NULL;
   cr_assert(from != NULL && to != NULL, "no %s...%s to replace", start, end);
@@ -164,7 +164,7 @@ static char *splice(const char *text, const char *start, const char *end, const 
  * its comma; "" leaves the section out), as the scratch file name. */
 static const char *report_b_pins(const char *name, const char *pins) {
   char *text = read_path(REPORT_B);
-  char *out = splice(text, "\"pins\":", "\"leaks\":", pins);
+  char *out = text_splice(text, "\"pins\":", "\"leaks\":", pins);
   const char *path = scratch_file(name, out);
   free(out);
   free(text);
@@ -353,8 +353,8 @@ Test(report_tool, pins_estimated_and_site_0) {
   /* Sampled: the sites' figures are estimates, and site 0 is what they
    * leave of the exact totals. */
   char *text = read_path(REPORT_B);
-  char *sampled = splice(text, "\"track\":", ",\"sample_bytes\"", "\"track\":\"sample\"");
-  char *pinned = splice(sampled, "\"pins\":", "\"leaks\":",
+  char *sampled = text_splice(text, "\"track\":", ",\"sample_bytes\"", "\"track\":\"sample\"");
+  char *pinned = text_splice(sampled, "\"pins\":", "\"leaks\":",
                         "\"pins\":{\"pages\":4,\"bytes\":327680,\"live\":63744,\"sites\":["
                         "{\"id\":3,\"blocks\":256,\"pinned\":150000,\"idle\":130000,"
                         "\"estimated\":true,\"frames\":[{\"addr\":\"0x804b022\","
