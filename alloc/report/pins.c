@@ -21,12 +21,21 @@
  * tessera span is 64 KiB or more, far too many blocks for two to miss
  * each other, so the unit is the OS page inside it).  `meshable` counts
  * the bytes pairs of sparse spans would so give back, each span paired
- * with the best of at most MESH_PROBES others after it.  tessera does not
+ * with the best of at most MESH_PROBES others after it, over the first
+ * MESH_PAGES sparse spans of the walk.  tessera does not
  * mesh yet: the figure says what meshing would save on this heap now.
  */
 #include "report.h"
 
 #define MESH_PROBES 64
+#define MESH_PAGES 16384   /* sparse spans looked at for meshable, at most */
+
+/* A sparse span as the walk copied it, for meshable. */
+typedef struct mesh_page_s {
+  uint32_t cls;
+  uint32_t index;             /* in the walk's order: the tie-break of the sort */
+  uint64_t *live;             /* its live bitmap, TSR_BITMAP_WORDS words in `bits` */
+} mesh_page_t;
 
 typedef struct pins_walk_s {
   tsri_pin_t *by_id;          /* indexed by stack id, count + 1 entries */
@@ -36,40 +45,44 @@ typedef struct pins_walk_s {
   double share, idle_share;
   tsri_pin_t all;             /* every block of the sparse pages, weight 1 */
   uint64_t pages, bytes, live;
-  const tsr_page_t **seen;    /* the sparse pages met, up to seen_cap */
-  size_t nseen, seen_cap;
+  mesh_page_t *mesh;          /* the first MESH_PAGES sparse spans, with their bitmaps */
+  uint64_t *bits;
+  size_t nmesh;
 } pins_walk_t;
 
-/* Live blocks of pg by its bitmaps: the blocks other threads freed and
- * its owner has not collected yet are free too. */
-static uint32_t page_live(const tsr_page_t *pg) {
-  uint32_t free_blocks = 0;
-  for (size_t w = 0; w < ((size_t)pg->capacity + 63) / 64; w++)
-    free_blocks += (uint32_t)__builtin_popcountll(atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed) |
-                                                  atomic_load_explicit(tsri_remote(pg, w), memory_order_relaxed));
-  return free_blocks < pg->capacity ? pg->capacity - free_blocks : 0;
-}
-
-/* The walk visits a page's blocks one after another, so a page is
- * measured once, at its first block. */
+/* Everything comes from the walk's copy of the page (track.h): a page's
+ * live descriptor may be carved again meanwhile, for another class.  The
+ * walk visits a page's blocks one after another, so a page is measured
+ * once, at its first block. */
 static int pins_visit(const tsri_block_t *b, void *arg) {
   pins_walk_t *w = arg;
-  if (b->cls >= TSR_CLASS_COUNT) return 0;
-  const tsr_page_t *pg = tsri_page_of(b->pub.ptr);
-  if (pg == NULL) return 0;
-  if (pg != w->page) {
-    w->page = pg;
-    uint32_t live = page_live(pg);
-    w->sparse = live > 0 && 2 * live <= pg->capacity;
+  if (b->cls >= TSR_CLASS_COUNT || b->page == NULL) return 0;
+  if (b->page != w->page) {
+    const tsri_class_t *c = &tsri_classes[b->cls];
+    uint32_t live = b->page_live;
+    w->page = b->page;
+    w->sparse = live > 0 && 2 * live <= c->capacity;
     if (w->sparse) {
-      uint64_t bytes = (uint64_t)pg->span_slots * TSR_SLOT_SIZE;
-      uint64_t live_bytes = (uint64_t)live * pg->block_size;
+      uint64_t bytes = (uint64_t)c->span_slots * TSR_SLOT_SIZE;
+      uint64_t live_bytes = (uint64_t)live * c->block_size;
       w->share = (double)bytes / live;
       w->idle_share = (double)(bytes - live_bytes) / live;
       w->pages++;
       w->bytes += bytes;
       w->live += live_bytes;
-      if (w->nseen < w->seen_cap) w->seen[w->nseen++] = pg;
+      if (w->bits != NULL && w->nmesh < MESH_PAGES) {
+        mesh_page_t *m = &w->mesh[w->nmesh];
+        m->cls = b->cls;
+        m->index = (uint32_t)w->nmesh;
+        m->live = w->bits + w->nmesh * TSR_BITMAP_WORDS;
+        size_t words = ((size_t)c->capacity + 63) / 64;
+        for (size_t k = 0; k < words; k++) {
+          uint64_t mask = k + 1 < words || c->capacity % 64 == 0 ? ~(uint64_t)0
+                                                                  : ((uint64_t)1 << (c->capacity % 64)) - 1;
+          m->live[k] = ~b->page_free[k] & mask;
+        }
+        w->nmesh++;
+      }
     }
   }
   if (!w->sparse) return 0;
@@ -87,27 +100,20 @@ static int pins_visit(const tsri_block_t *b, void *arg) {
   return 0;
 }
 
-/* Is block i of pg live?  The blocks other threads freed are free. */
-static bool block_live(const tsr_page_t *pg, size_t i) {
-  uint64_t free_bits = atomic_load_explicit(tsri_local(pg, i >> 6), memory_order_relaxed) |
-                       atomic_load_explicit(tsri_remote(pg, i >> 6), memory_order_relaxed);
-  return !((free_bits >> (i & 63)) & 1);
-}
-
-/* OS pages that meshing a with b (same class and span) would free: those
- * at an offset where both have live blocks, none at the same place.  Two
- * OS pages at one offset of two spans of a class hold blocks at the same
+/* OS pages that meshing a with b (spans of class c) would free: those at
+ * an offset where both have live blocks, none at the same place.  Two OS
+ * pages at one offset of two spans of a class hold blocks at the same
  * offsets, so their contents fit in one page; an OS page with no live
  * block is trimmed already (page.c) and saves nothing here. */
-static size_t mesh_saving(const tsr_page_t *a, const tsr_page_t *b, size_t os_page) {
-  size_t saved = 0, span = (size_t)a->span_slots * TSR_SLOT_SIZE;
+static size_t mesh_saving(const tsri_class_t *c, const uint64_t *a, const uint64_t *b, size_t os_page) {
+  size_t saved = 0, span = (size_t)c->span_slots * TSR_SLOT_SIZE;
   for (size_t off = 0; off < span; off += os_page) {
-    size_t first = off / a->block_size, last = (off + os_page - 1) / a->block_size;
-    if (first >= a->capacity) break;
-    if (last >= a->capacity) last = a->capacity - 1;
+    size_t first = off / c->block_size, last = (off + os_page - 1) / c->block_size;
+    if (first >= c->capacity) break;
+    if (last >= c->capacity) last = c->capacity - 1;
     bool in_a = false, in_b = false, clash = false;
     for (size_t i = first; i <= last && !clash; i++) {
-      bool la = block_live(a, i), lb = block_live(b, i);
+      bool la = (a[i >> 6] >> (i & 63)) & 1, lb = (b[i >> 6] >> (i & 63)) & 1;
       in_a |= la;
       in_b |= lb;
       clash = la && lb;
@@ -117,27 +123,27 @@ static size_t mesh_saving(const tsr_page_t *a, const tsr_page_t *b, size_t os_pa
   return saved;
 }
 
-/* By class, then address. */
-static bool page_before(const void *pa, const void *pb) {
-  const tsr_page_t *a = *(const tsr_page_t *const *)pa, *b = *(const tsr_page_t *const *)pb;
-  return a->cls < b->cls || (a->cls == b->cls && (uintptr_t)a < (uintptr_t)b);
+/* By class, then in the walk's order. */
+static bool mesh_before(const void *pa, const void *pb) {
+  const mesh_page_t *a = pa, *b = pb;
+  return a->cls < b->cls || (a->cls == b->cls && a->index < b->index);
 }
 
-/* Bytes that meshing the sparse pages in pairs would give back: sorted by
- * class, each page not yet paired goes with the one of the next
- * MESH_PROBES of its class that frees the most OS pages (pages of a class
- * have one span size). */
-static uint64_t meshable_bytes(const tsr_page_t **pages, size_t n) {
-  tsri_heap_sort(pages, n, sizeof *pages, page_before);
+/* Bytes that meshing the sparse spans in pairs would give back: sorted by
+ * class, each span not yet paired goes with the one of the next
+ * MESH_PROBES of its class that frees the most OS pages. */
+static uint64_t meshable_bytes(mesh_page_t *pages, size_t n) {
+  tsri_heap_sort(pages, n, sizeof *pages, mesh_before);
   size_t os_page = tsri_os_page_size();
   uint64_t bytes = 0;
   for (size_t i = 0; i < n; i++) {
-    if (pages[i] == NULL) continue;
+    if (pages[i].live == NULL) continue;
+    const tsri_class_t *c = &tsri_classes[pages[i].cls];
     size_t best = 0, best_j = 0;
     for (size_t j = i + 1; j < n && j <= i + MESH_PROBES; j++) {
-      if (pages[j] == NULL) continue;   /* paired already */
-      if (pages[j]->cls != pages[i]->cls) break;
-      size_t saved = mesh_saving(pages[i], pages[j], os_page);
+      if (pages[j].live == NULL) continue;   /* paired already */
+      if (pages[j].cls != pages[i].cls) break;
+      size_t saved = mesh_saving(c, pages[i].live, pages[j].live, os_page);
       if (saved > best) {
         best = saved;
         best_j = j;
@@ -145,7 +151,7 @@ static uint64_t meshable_bytes(const tsr_page_t **pages, size_t n) {
     }
     if (best == 0) continue;
     bytes += (uint64_t)best * os_page;
-    pages[best_j] = NULL;
+    pages[best_j].live = NULL;
   }
   return bytes;
 }
@@ -168,17 +174,13 @@ tsri_pins_t *tsri_pins_collect(void) {
     return NULL;
   }
   memset(w.by_id, 0, (w.count + 1) * sizeof(tsri_pin_t));
-  /* room for every page of every arena: a sparse page is at least a slot */
-  size_t arenas = 0;
-  tsri_lock(tsri_arena_lock_get());
-  for (tsr_arena_t *a = tsri_arena_first(); a != NULL; a = a->next) arenas++;
-  tsri_unlock(tsri_arena_lock_get());
-  w.seen_cap = arenas * TSR_ARENA_SLOTS;
-  w.seen = w.seen_cap ? tsri_scratch(w.seen_cap * sizeof *w.seen) : NULL;
-  if (w.seen == NULL) w.seen_cap = 0;
+  /* meshable goes without when this cannot be had (8 MiB at most) */
+  w.mesh = tsri_scratch(MESH_PAGES * sizeof(mesh_page_t));
+  w.bits = w.mesh ? tsri_scratch((size_t)MESH_PAGES * TSR_BITMAP_WORDS * sizeof(uint64_t)) : NULL;
   int rc = tsri_meta_walk(pins_visit, &w, false);
-  out->meshable = rc == 0 ? meshable_bytes(w.seen, w.nseen) : 0;
-  tsri_scratch_free(w.seen);
+  out->meshable = rc == 0 && w.bits != NULL ? meshable_bytes(w.mesh, w.nmesh) : 0;
+  tsri_scratch_free(w.bits);
+  tsri_scratch_free(w.mesh);
   if (rc != 0) {
     tsri_scratch_free(w.by_id);
     tsri_scratch_free(out);

@@ -34,6 +34,14 @@ typedef struct tsri_block_s {
   uint32_t cls;                /* TSR_CLASS_COUNT for large blocks */
   bool expected;               /* marked by tsr_leak_expect */
   bool in_area;                /* the record is in its page's area (tsri_meta_area_count) */
+  /* Small blocks: the page as the walk copied it under the arena lock,
+   * the same for each block of a page, which the walk visits one after
+   * another.  page names it (never to be read: it may be carved again
+   * meanwhile); free is its copied free bitmap (TSR_BITMAP_WORDS words,
+   * local and remote together), valid during the visit only. */
+  const tsr_page_t *page;
+  uint32_t page_live;          /* its live blocks */
+  const uint64_t *page_free;
 } tsri_block_t;
 typedef int tsri_walk_fn(const tsri_block_t *b, void *arg);
 /* Walk every live block (see tsr_walk); only_tracked skips blocks without

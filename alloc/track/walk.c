@@ -173,6 +173,9 @@ static int walk_pages(tsri_walk_fn *fn, void *arg, bool only_tracked, walk_page_
       bool in_table = (atomic_load_explicit(&pg.tracked, memory_order_relaxed) & ~TSRI_TRACKED_ARRAY) != 0;
       if (only_tracked && !has_recs && !in_table) continue;
       rec_fmt_t f = rec_fmt(pg.block_size);
+      uint32_t free_blocks = 0;
+      for (size_t k = 0; k < ((size_t)pg.capacity + 63) / 64; k++)
+        free_blocks += (uint32_t)__builtin_popcountll(w->free[k]);
       for (size_t i = 0; i < pg.capacity; i++) {
         if ((w->free[i >> 6] >> (i & 63)) & 1) continue;
         tsri_block_t b;
@@ -180,6 +183,9 @@ static int walk_pages(tsri_walk_fn *fn, void *arg, bool only_tracked, walk_page_
         b.pub.ptr = pg.start + i * pg.block_size;
         b.pub.usable = pg.block_size;
         b.cls = pg.cls;
+        b.page = &a->pages[slot - (pg.span_slots - 1)];
+        b.page_live = pg.capacity - free_blocks;
+        b.page_free = w->free;
         if (has_recs && w->recs[i] != 0) {
           rec_fields_t fields = rec_unpack(f, w->recs[i]);
           tsri_rec_t rec = tsri_meta_rec_expand(w->ctx, fields, w->longs[i], f, pg.block_size, w->log, w->marks);
