@@ -14,6 +14,10 @@
  *   signal    4 threads allocate and free for about 1.5 s while the main
  *             thread sends itself SIGUSR2 twice and waits, each time, for
  *             a report with reason "signal" to appear in the file
+ *   rewrite_env  overwrites every environment string in place, as a
+ *             server that sets its process title does (Redis, nginx,
+ *             PostgreSQL), then allocates and exits: the report at exit
+ *             must still go to the file TESSERA_REPORT named
  *   fork_signal  forks; in the child two threads allocate at once (both
  *             may take the slow path that restarts the report thread the
  *             parent had), the child sends itself SIGUSR2 and waits for a
@@ -243,11 +247,20 @@ static void fork_signal_case(void) {
   CHECK(signal_reports_of(path, getpid()) == 0, "the parent wrote a signal report\n");
 }
 
+static void rewrite_env_case(void) {
+  extern char **environ;
+  for (char **e = environ; *e != NULL; e++) memset(*e, 'x', strlen(*e));
+  void *p = tsr_malloc(100);
+  TSR_KEEP(p);
+  tsr_free(p);
+}
+
 static int run_case(const char *name) {
   if (strcmp(name, "leaks") == 0) leaks_case(false);
   else if (strcmp(name, "leaks_fn") == 0) leaks_case(true);
   else if (strcmp(name, "signal") == 0) signal_case();
   else if (strcmp(name, "fork_signal") == 0) fork_signal_case();
+  else if (strcmp(name, "rewrite_env") == 0) rewrite_env_case();
   else return 2;
   return 0;
 }

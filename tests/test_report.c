@@ -1188,6 +1188,22 @@ Test(report, decoded_names_in_a_process_on_another_heap) {
 }
 #endif
 
+/* Settings are copied when they are read: a program that overwrites its
+ * environment strings (its process title) still gets its report. */
+Test(report, report_at_exit_survives_a_rewritten_environment) {
+  char path[64], report[128];
+  temp_path(path, sizeof path, "rewrite");
+  setting(report, sizeof report, "TESSERA_REPORT", path);
+  char *env[] = { report, "TESSERA_REPORT_FORMAT=json", NULL };
+  run_helper("rewrite_env", env, path);
+  char *out;
+  run_report_py(path, &out);
+  unlink(path);
+  cr_assert_not_null(strstr(out, "valid 1\n"), "one valid report at exit:\n%s", out);
+  cr_assert_not_null(strstr(out, "report exit "), "%s", out);
+  free(out);
+}
+
 /* "%p" in TESSERA_REPORT becomes the process id */
 Test(report, report_path_pid) {
   char dir[64];

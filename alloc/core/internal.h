@@ -72,7 +72,8 @@ enum { TSRI_ON_ERROR_ABORT = 0, TSRI_ON_ERROR_CONTINUE = 1 };
 
 /* The value of an option, read from the environment on first use. */
 tsri_hidden int64_t tsri_option(tsri_option_t opt);
-/* A text option's value (TESSERA_REPORT), or NULL when unset. */
+/* A text option's value (TESSERA_REPORT), or NULL when unset: tessera's
+ * copy, made when the environment was read. */
 tsri_hidden const char *tsri_option_string(tsri_option_t opt);
 /* Read (again) every option; false when the environment is not there yet
  * (the defaults hold until a later call finds it). */

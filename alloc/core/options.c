@@ -65,8 +65,14 @@ static const option_desc_t option_table[TSRI_OPT_COUNT] = {
   [TSRI_OPT_RESERVE_LIMIT] = { "TESSERA_RESERVE_LIMIT", 0, 0, (int64_t)1 << 62, NULL, false, true },
 };
 
+/* A text setting is copied when it is read: a program may overwrite its
+ * environment strings later (a server setting its process title writes
+ * over them), and the report at exit still needs the path.  Untouched
+ * rows of the copies cost no memory (zero pages never written). */
+#define OPTION_TEXT_MAX 4096
 static _Atomic int64_t option_value[TSRI_OPT_COUNT];
 static const char *_Atomic option_text[TSRI_OPT_COUNT];
+static char option_copy[TSRI_OPT_COUNT][OPTION_TEXT_MAX];
 static _Atomic int option_read[TSRI_OPT_COUNT];
 
 static bool parse_number(const char *s, int64_t *out) {
@@ -127,8 +133,14 @@ static int64_t option_load(tsri_option_t opt) {
   int64_t v = d->def;
   const char *s = tsri_os_getenv(d->env);
   if (d->string) {
-    atomic_store_explicit(&option_text[opt], s != NULL && *s != 0 ? s : NULL, memory_order_relaxed);
-    return s != NULL && *s != 0;
+    size_t n = s != NULL ? strlen(s) : 0;
+    if (n >= OPTION_TEXT_MAX) {
+      tsri_warning("%s is %zu characters long, more than tessera keeps; it is ignored", d->env, n);
+      n = 0;
+    }
+    if (n != 0) memcpy(option_copy[opt], s, n + 1);
+    atomic_store_explicit(&option_text[opt], n != 0 ? option_copy[opt] : NULL, memory_order_release);
+    return n != 0;
   }
   if (s != NULL && *s != 0) {
     int64_t parsed;
@@ -151,7 +163,7 @@ int64_t tsri_option(tsri_option_t opt) {
 
 const char *tsri_option_string(tsri_option_t opt) {
   tsri_option(opt);
-  return atomic_load_explicit(&option_text[opt], memory_order_relaxed);
+  return atomic_load_explicit(&option_text[opt], memory_order_acquire);
 }
 
 bool tsri_options_init(void) {
