@@ -8,7 +8,7 @@
  * (upstream: Snaipe/Criterion#274).  For that build, tests/CMakeLists.txt
  * defines TSR_TEST_BUILTIN_RUNNER and this header supplies the subset of
  * Criterion the tests use: Test() with .signal, .timeout and .disabled,
- * the cr_assert family, and a main() that runs each test in a forked child
+ * the cr_assert family, cr_skip_test, and a main() that runs each test in a forked child
  * (as Criterion does), with a timeout, and checks how it ended.  Arguments:
  * substrings of "suite::name" to run only matching tests.
  */
@@ -94,13 +94,28 @@ tsr_crit_fail(const char *file, int line, const char *expr, const char *fmt, ...
 #define cr_assert_not_null(p, ...) TSR_CRIT_CHECK((p) != NULL, #p " != NULL", __VA_ARGS__)
 #define cr_assert_fail(...) tsr_crit_fail(__FILE__, __LINE__, "cr_assert_fail", "" __VA_ARGS__)
 
+/* A test that cannot run here says why and ends with this status. */
+#define TSR_CRIT_SKIPPED 77
+__attribute__((noreturn, format(printf, 1, 2))) static inline void tsr_crit_skip(const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "[----] skipped: %s\n", msg);
+  fflush(NULL);
+  _exit(TSR_CRIT_SKIPPED);
+}
+#define cr_skip_test(...) tsr_crit_skip(__VA_ARGS__)
+
 static inline double tsr_crit_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Run one test in a child; returns 1 when it ended as expected. */
+/* Run one test in a child; returns 1 when it ended as expected, 2 when it
+ * skipped itself. */
 static inline int tsr_crit_run(const tsr_crit_test_t *t) {
   double timeout = t->opts->timeout > 0 ? t->opts->timeout : 60;
   double start = tsr_crit_now();
@@ -132,6 +147,10 @@ static inline int tsr_crit_run(const tsr_crit_test_t *t) {
     fprintf(stderr, "[FAIL] %s::%s: timed out after %.0f s\n", t->suite, t->name, timeout);
     return 0;
   }
+  if (t->opts->signal == 0 && WIFEXITED(status) && WEXITSTATUS(status) == TSR_CRIT_SKIPPED) {
+    fprintf(stderr, "[SKIP] %s::%s: (%.2fs)\n", t->suite, t->name, took);
+    return 2;
+  }
   int ok;
   if (t->opts->signal != 0)
     ok = WIFSIGNALED(status) && WTERMSIG(status) == t->opts->signal;
@@ -151,7 +170,7 @@ static inline int tsr_crit_run(const tsr_crit_test_t *t) {
 }
 
 int main(int argc, char **argv) {
-  int run = 0, passed = 0;
+  int run = 0, passed = 0, skipped = 0;
   for (int i = 0; i < tsr_crit_count; i++) {
     const tsr_crit_test_t *t = &tsr_crit_tests[i];
     char full[256];
@@ -163,11 +182,16 @@ int main(int argc, char **argv) {
       fprintf(stderr, "[SKIP] %s::%s: disabled\n", t->suite, t->name);
       continue;
     }
+    int r = tsr_crit_run(t);
+    if (r == 2) {
+      skipped++;
+      continue;
+    }
     run++;
-    passed += tsr_crit_run(t);
+    passed += r;
   }
-  fprintf(stderr, "[====] Synthesis: Tested: %d | Passing: %d | Failing: %d\n", run, passed,
-          run - passed);
+  fprintf(stderr, "[====] Synthesis: Tested: %d | Passing: %d | Failing: %d | Skipped: %d\n", run, passed,
+          run - passed, skipped);
   return run == passed ? 0 : 1;
 }
 

@@ -81,30 +81,30 @@ tsri_hidden bool tsri_options_init(void);
 
 /* ---- lock --------------------------------------------------------------- */
 
-/* A test-and-test-and-set spin lock that yields to the OS after a short
- * spin.  Guards only slow paths: arena carving, the abandoned list, the
- * large-block table.  Zero-initialised means unlocked. */
+/* A lock for slow paths (arena carving, the abandoned list, the large-block
+ * table, records): uncontended, one compare-and-swap to take and one
+ * exchange to give back.  Contended, it spins a little, then sleeps in
+ * the OS (a futex on Linux, WaitOnAddress on Windows), so that a thread of
+ * real-time priority does not spin for ever behind a holder it keeps off
+ * the CPU.  held: 0 free, 1 held, 2 held and a thread may be asleep on
+ * it.  Zero-initialised means free.  A fork child gives back what its
+ * fork handlers took with tsri_unlock, as anywhere. */
 typedef struct tsri_lock_s {
   _Atomic int held;
 } tsri_lock_t;
 
+tsri_hidden void tsri_lock_slow(tsri_lock_t *l);   /* lock.c */
+
 static inline void tsri_lock(tsri_lock_t *l) {
-  for (unsigned spins = 0;; spins++) {
-    if (atomic_load_explicit(&l->held, memory_order_relaxed) == 0 &&
-        atomic_exchange_explicit(&l->held, 1, memory_order_acquire) == 0)
-      return;
-    if (spins < 256) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-    } else {
-      tsri_os_yield();
-    }
-  }
+  int free_now = 0;
+  if (tsr_likely(atomic_compare_exchange_strong_explicit(&l->held, &free_now, 1, memory_order_acquire,
+                                                         memory_order_relaxed)))
+    return;
+  tsri_lock_slow(l);
 }
 
 static inline void tsri_unlock(tsri_lock_t *l) {
-  atomic_store_explicit(&l->held, 0, memory_order_release);
+  if (tsr_unlikely(atomic_exchange_explicit(&l->held, 0, memory_order_release) == 2)) tsri_os_wake(&l->held);
 }
 
 /* ---- size classes (sizeclass.c) ----------------------------------------- */

@@ -87,8 +87,15 @@ tsri_hidden uint64_t tsri_os_reserved(void);
 tsri_hidden int tsri_os_thread_exit_init(void (*fn)(void *value));
 /* Attach value to the calling thread for the exit callback (NULL: none). */
 tsri_hidden void tsri_os_thread_set(void *value);
-/* Let another thread run (used by spin locks that waited too long). */
+/* Let another thread run (used by spins that waited too long). */
 tsri_hidden void tsri_os_yield(void);
+/* Sleep while *addr == expected; may return early, for no reason (the
+ * caller checks again).  Where the OS has no such wait (Windows before
+ * 8, other POSIX systems than Linux) it yields once.  For the locks of
+ * core/internal.h. */
+tsri_hidden void tsri_os_wait(_Atomic int *addr, int expected);
+/* Wake one thread sleeping in tsri_os_wait on addr. */
+tsri_hidden void tsri_os_wake(_Atomic int *addr);
 /* True once the OS has ended the process's other threads wherever they
  * stood (Windows: a DLL's detach during ExitProcess), so that a lock one of
  * them held stays held for good.  Always false on POSIX, where exit()

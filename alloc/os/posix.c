@@ -166,6 +166,30 @@ void tsri_os_thread_set(void *value) {
 
 void tsri_os_yield(void) { sched_yield(); }
 
+#if defined(__linux__)
+#include <linux/futex.h>
+
+void tsri_os_wait(_Atomic int *addr, int expected) {
+  int saved = errno;
+  syscall(SYS_futex, (int *)addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+  errno = saved;
+}
+
+void tsri_os_wake(_Atomic int *addr) {
+  int saved = errno;
+  syscall(SYS_futex, (int *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  errno = saved;
+}
+#else
+void tsri_os_wait(_Atomic int *addr, int expected) {
+  (void)addr;
+  (void)expected;
+  sched_yield();
+}
+
+void tsri_os_wake(_Atomic int *addr) { (void)addr; }
+#endif
+
 bool tsri_os_others_gone(void) { return false; }
 
 /* libstdc++'s, when the process has it (a weak reference: 0 otherwise). */

@@ -255,6 +255,47 @@ void tsri_os_yield(void) {
   SetLastError(saved_last);
 }
 
+/* WaitOnAddress and WakeByAddressSingle (Windows 8 on), looked up in
+ * kernelbase.dll rather than linked, so that tessera needs no DLL beyond
+ * kernel32 and loads on older systems, where the wait yields instead. */
+typedef BOOL (WINAPI *os_wait_fn)(volatile VOID *addr, PVOID expected, SIZE_T size, DWORD ms);
+typedef VOID (WINAPI *os_wake_fn)(PVOID addr);
+static os_wait_fn _Atomic os_wait_on_address;
+static os_wake_fn _Atomic os_wake_by_address;
+static _Atomic int os_wait_looked_up;
+
+static void os_wait_look_up(void) {
+  HMODULE base = GetModuleHandleW(L"kernelbase.dll");
+  if (base != NULL) {
+    atomic_store_explicit(&os_wait_on_address,
+                          (os_wait_fn)(void (*)(void))GetProcAddress(base, "WaitOnAddress"), memory_order_relaxed);
+    atomic_store_explicit(&os_wake_by_address,
+                          (os_wake_fn)(void (*)(void))GetProcAddress(base, "WakeByAddressSingle"),
+                          memory_order_relaxed);
+  }
+  atomic_store_explicit(&os_wait_looked_up, 1, memory_order_release);
+}
+
+void tsri_os_wait(_Atomic int *addr, int expected) {
+  DWORD saved_last = GetLastError();
+  if (!atomic_load_explicit(&os_wait_looked_up, memory_order_acquire)) os_wait_look_up();
+  os_wait_fn wait = atomic_load_explicit(&os_wait_on_address, memory_order_relaxed);
+  if (wait != NULL && atomic_load_explicit(&os_wake_by_address, memory_order_relaxed) != NULL)
+    wait((volatile VOID *)addr, &expected, sizeof expected, INFINITE);
+  else
+    SwitchToThread();
+  SetLastError(saved_last);
+}
+
+void tsri_os_wake(_Atomic int *addr) {
+  DWORD saved_last = GetLastError();
+  if (!atomic_load_explicit(&os_wait_looked_up, memory_order_acquire)) os_wait_look_up();
+  os_wait_fn wait = atomic_load_explicit(&os_wait_on_address, memory_order_relaxed);
+  os_wake_fn wake = atomic_load_explicit(&os_wake_by_address, memory_order_relaxed);
+  if (wait != NULL && wake != NULL) wake((PVOID)addr);
+  SetLastError(saved_last);
+}
+
 /* Windows has no fork. */
 int tsri_os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void)) {
   (void)prepare; (void)parent; (void)child;
