@@ -18,6 +18,8 @@ nothing else.  Checked three ways:
   includes  every #include "..." of alloc/: no header of a higher layer
             (the core's hooks.h is the core's own)
   sizes     no source file of alloc/ over 800 lines (STYLE.md)
+  picture   every .c file of alloc/ named in docs/design.md's picture of
+            the layers (by name, or by a pattern such as unwind*.c)
 
 Usage:
   check_layers.py --source-dir DIR [--nm NM] [--object LAYER:PATH ...] OBJECT...
@@ -28,6 +30,7 @@ that calls the report layer, and expects a failure).  Exit status 0 when the
 layers hold, 1 with one line per breach otherwise.
 """
 import argparse
+import fnmatch
 import os
 import re
 import subprocess
@@ -129,6 +132,21 @@ def check_sources(source_dir):
     return breaches
 
 
+def check_picture(source_dir):
+    """Every .c file of alloc/ is named in the picture of docs/design.md."""
+    text = open(os.path.join(source_dir, "docs", "design.md"), encoding="utf-8").read()
+    start = text.find("## Layers")
+    picture = text[start:text.find("```", text.find("```", start) + 3)] if start >= 0 else ""
+    patterns = set(re.findall(r"[\w*]+\.c\b", picture))
+    breaches = []
+    for root, _, files in os.walk(os.path.join(source_dir, "alloc")):
+        for f in sorted(files):
+            if f.endswith(".c") and not any(fnmatch.fnmatch(f, p) for p in patterns):
+                rel = os.path.relpath(os.path.join(root, f), source_dir)
+                breaches.append(f"{rel}: not in the picture of the layers in docs/design.md")
+    return breaches
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--source-dir", required=True)
@@ -150,7 +168,8 @@ def main():
         objects.append((layer, path))
 
     hooks = hooks_declared(args.source_dir)
-    breaches = check_objects(args.nm, objects, hooks) + check_sources(args.source_dir)
+    breaches = (check_objects(args.nm, objects, hooks) + check_sources(args.source_dir)
+                + check_picture(args.source_dir))
     for name in LAYERS:
         if not any(layer == name for layer, _ in objects):
             breaches.append(f"no object of the {name} layer was given: the check would prove nothing")
