@@ -84,9 +84,9 @@ tsri_hidden bool tsri_options_init(void);
 /* A lock for slow paths (arena carving, the abandoned list, the large-block
  * table, records): uncontended, one compare-and-swap to take and one
  * exchange to give back.  Contended, it spins a little, then sleeps in
- * the OS (a futex on Linux, WaitOnAddress on Windows), so that a thread of
- * real-time priority does not spin for ever behind a holder it keeps off
- * the CPU.  held: 0 free, 1 held, 2 held and a thread may be asleep on
+ * the OS (a futex on Linux; Windows yields to any ready thread, os.h), so
+ * that a thread of real-time priority does not spin for ever behind a
+ * holder it keeps off the CPU.  held: 0 free, 1 held, 2 held and a thread may be asleep on
  * it.  Zero-initialised means free.  A fork child gives back what its
  * fork handlers took with tsri_unlock, as anywhere. */
 typedef struct tsri_lock_s {

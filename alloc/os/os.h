@@ -90,9 +90,9 @@ tsri_hidden void tsri_os_thread_set(void *value);
 /* Let another thread run (used by spins that waited too long). */
 tsri_hidden void tsri_os_yield(void);
 /* Sleep while *addr == expected; may return early, for no reason (the
- * caller checks again).  Where the OS has no such wait (Windows before
- * 8, other POSIX systems than Linux) it yields once.  For the locks of
- * core/internal.h. */
+ * caller checks again).  Linux sleeps on a futex; Windows and other POSIX
+ * systems yield once (windows.c says why not WaitOnAddress).  For the
+ * locks of core/internal.h. */
 tsri_hidden void tsri_os_wait(_Atomic int *addr, int expected);
 /* Wake one thread sleeping in tsri_os_wait on addr. */
 tsri_hidden void tsri_os_wake(_Atomic int *addr);
