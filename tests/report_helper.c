@@ -14,6 +14,10 @@
  *   signal    4 threads allocate and free for about 1.5 s while the main
  *             thread sends itself SIGUSR2 twice and waits, each time, for
  *             a report with reason "signal" to appear in the file
+ *   plain     allocates, frees and exits (the report at exit is the test)
+ *   secure    run set-user-ID by a user without its privileges: the report
+ *             it asks for names the settings tessera ignored (prints
+ *             "not secure" and exits 0 where the OS did not make it so)
  *   rewrite_env  overwrites every environment string in place, as a
  *             server that sets its process title does (Redis, nginx,
  *             PostgreSQL), then allocates and exits: the report at exit
@@ -36,6 +40,7 @@
 #include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/auxv.h>
 #include <sys/wait.h>
 
 static void *leaked[16];
@@ -247,6 +252,31 @@ static void fork_signal_case(void) {
   CHECK(signal_reports_of(path, getpid()) == 0, "the parent wrote a signal report\n");
 }
 
+static void plain_case(void) {
+  void *p = tsr_malloc(100);
+  TSR_KEEP(p);
+  tsr_free(p);
+}
+
+static void text_to_buffer(const char *text, size_t len, void *arg) {
+  char *buf = arg;
+  size_t have = strlen(buf);
+  if (have + len >= 65536) len = 65535 - have;
+  memcpy(buf + have, text, len);
+  buf[have + len] = 0;
+}
+
+static void secure_case(void) {
+  if (getauxval(AT_SECURE) == 0) {
+    printf("not secure\n");
+    return;
+  }
+  static char text[65536];
+  CHECK(tsr_report(TSR_FORMAT_TEXT, text_to_buffer, text) == 0, "tsr_report failed\n");
+  CHECK(strstr(text, "secure mode (set-user-ID or the like): ignored TESSERA_ON_ERROR TESSERA_REPORT\n") != NULL,
+        "the report does not name the ignored settings:\n%.600s\n", text);
+}
+
 static void rewrite_env_case(void) {
   extern char **environ;
   for (char **e = environ; *e != NULL; e++) memset(*e, 'x', strlen(*e));
@@ -261,6 +291,8 @@ static int run_case(const char *name) {
   else if (strcmp(name, "signal") == 0) signal_case();
   else if (strcmp(name, "fork_signal") == 0) fork_signal_case();
   else if (strcmp(name, "rewrite_env") == 0) rewrite_env_case();
+  else if (strcmp(name, "plain") == 0) plain_case();
+  else if (strcmp(name, "secure") == 0) secure_case();
   else return 2;
   return 0;
 }

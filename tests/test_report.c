@@ -28,6 +28,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 
 #include "track/track.h"   /* the broken-record test reaches a page's record area */
 
@@ -1202,6 +1203,90 @@ Test(report, report_at_exit_survives_a_rewritten_environment) {
   cr_assert_not_null(strstr(out, "valid 1\n"), "one valid report at exit:\n%s", out);
   cr_assert_not_null(strstr(out, "report exit "), "%s", out);
   free(out);
+}
+
+/* Report files are appended to, never truncated, not opened through a
+ * symbolic link, and made readable by their owner alone. */
+Test(report, report_file_is_appended_private_and_not_through_a_link) {
+  char dir[] = "/tmp/tsr-rfile-XXXXXX";
+  cr_assert_not_null(mkdtemp(dir));
+  char path[128], report[160], target[128], link[160], cmd[256];
+  snprintf(path, sizeof path, "%s/r.json", dir);
+  setting(report, sizeof report, "TESSERA_REPORT", path);
+  char *env[] = { report, "TESSERA_REPORT_FORMAT=json", NULL };
+  run_helper("plain", env, path);
+  struct stat st;
+  cr_assert_eq(stat(path, &st), 0, "no report file");
+  cr_assert_eq(st.st_mode & 0777, 0600, "report file mode %o", (unsigned)(st.st_mode & 0777));
+  run_helper("plain", env, path);   /* a second report goes after the first */
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f);
+  int lines = 0;
+  for (int c; (c = fgetc(f)) != EOF;) lines += c == '\n';
+  fclose(f);
+  cr_assert_eq(lines, 2, "%d reports in the file after two runs", lines);
+  /* through a symbolic link: refused, the file it names left alone */
+  snprintf(target, sizeof target, "%s/precious", dir);
+  snprintf(link, sizeof link, "%s/link.json", dir);
+  f = fopen(target, "w");
+  cr_assert_not_null(f);
+  fputs("keep\n", f);
+  fclose(f);
+  cr_assert_eq(symlink(target, link), 0);
+  setting(report, sizeof report, "TESSERA_REPORT", link);
+  run_helper("plain", env, link);
+  f = fopen(target, "r");
+  char line[32] = "";
+  cr_assert_not_null(fgets(line, sizeof line, f));
+  cr_assert_eq(fgetc(f), EOF, "the report went through the link");
+  fclose(f);
+  cr_assert_eq(strcmp(line, "keep\n"), 0, "the linked file now holds %s", line);
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  cr_assert_eq(system(cmd), 0);
+}
+
+/* A set-user-ID program run by a user without its privileges ignores the
+ * settings that name files or change how it fails, and its reports say
+ * so.  Needs root (to make the helper set-user-ID root and run it as
+ * nobody) and setpriv; skipped with a message where either is missing or
+ * the OS does not mark the run as secure. */
+Test(report, secure_mode_ignores_settings_the_caller_may_not_give) {
+  if (geteuid() != 0 || access("/usr/bin/setpriv", X_OK) != 0) {
+    cr_skip_test("needs root and /usr/bin/setpriv to run a set-user-ID helper as nobody");
+    return;
+  }
+  char dir[] = "/tmp/tsr-secure-XXXXXX";
+  cr_assert_not_null(mkdtemp(dir));
+  char helper[128], path[128], report[160], cmd[512];
+  snprintf(helper, sizeof helper, "%s/report_helper", dir);
+  snprintf(path, sizeof path, "%s/r.txt", dir);
+  snprintf(cmd, sizeof cmd, "chmod 755 %s && cp %s %s && chown root:root %s && chmod 4755 %s", dir,
+           TSR_REPORT_HELPER, helper, helper, helper);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  setting(report, sizeof report, "TESSERA_REPORT", path);
+  char *env[] = { report, "TESSERA_ON_ERROR=continue", NULL };
+  char *argv[] = { "/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", helper, "secure", NULL };
+  FILE *out = tmpfile();
+  cr_assert_not_null(out);
+  tsr_child_t child;
+  cr_assert(tsr_test_run_exec(argv, env, fileno(out), &child));
+  rewind(out);
+  char text[4096];
+  size_t n = fread(text, 1, sizeof text - 1, out);
+  text[n] = 0;
+  fclose(out);
+  bool secure = strstr(text, "not secure") == NULL;
+  bool wrote = access(path, F_OK) == 0;
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  cr_assert_eq(system(cmd), 0);
+  if (!secure) {
+    cr_skip_test("the OS did not run the set-user-ID helper in secure mode here (a nosuid mount?)");
+    return;
+  }
+  cr_assert(WIFEXITED(child.status) && WEXITSTATUS(child.status) == 0, "status %#x\n%s\n%s", child.status,
+            text, child.err);
+  cr_assert_not_null(strstr(text, "ok\n"), "%s", text);
+  cr_assert_not(wrote, "the set-user-ID helper wrote the report TESSERA_REPORT named");
 }
 
 /* "%p" in TESSERA_REPORT becomes the process id */

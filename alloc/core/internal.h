@@ -75,6 +75,12 @@ tsri_hidden int64_t tsri_option(tsri_option_t opt);
 /* A text option's value (TESSERA_REPORT), or NULL when unset: tessera's
  * copy, made when the environment was read. */
 tsri_hidden const char *tsri_option_string(tsri_option_t opt);
+/* The options set in the environment but ignored because the process runs
+ * in secure mode (set-user-ID and the like: tsri_os_secure), a bit each
+ * (1 << option); the reports say which. */
+tsri_hidden uint32_t tsri_options_ignored(void);
+/* An option's environment name (TESSERA_...). */
+tsri_hidden const char *tsri_option_name(tsri_option_t opt);
 /* Read (again) every option; false when the environment is not there yet
  * (the defaults hold until a later call finds it). */
 tsri_hidden bool tsri_options_init(void);

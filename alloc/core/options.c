@@ -15,6 +15,9 @@ typedef struct option_desc_s {
   const char *const *words;  /* accepted words (value = index), or NULL: a number */
   bool string;            /* any text: tsri_option_string gives it, tsri_option 1 if set */
   bool bytes;             /* a number of bytes: K, M, G or T (powers of 1024) may follow */
+  bool privileged;        /* ignored in secure mode (tsri_os_secure): it names a file,
+                             writes the heap's layout out, or changes how the
+                             program fails, which its unprivileged caller may not */
 } option_desc_t;
 
 static const char *const on_error_words[] = { "abort", "continue", NULL };
@@ -25,44 +28,44 @@ static const char *const signal_words[] = { "none", "usr1", "usr2", "hup", NULL 
 static const option_desc_t option_table[TSRI_OPT_COUNT] = {
   /* Milliseconds a free page or a freed large block stays committed before
    * it goes back to the OS; 0: at once; -1: never. */
-  [TSRI_OPT_PURGE_DELAY_MS] = { "TESSERA_PURGE_DELAY_MS", 10, -1, 3600000, NULL, false, false },
+  [TSRI_OPT_PURGE_DELAY_MS] = { "TESSERA_PURGE_DELAY_MS", 10, -1, 3600000, NULL, false, false, false },
   /* What a bad free/realloc does after its message: abort (as glibc) or
    * continue (ignore the call). */
-  [TSRI_OPT_ON_ERROR] = { "TESSERA_ON_ERROR", TSRI_ON_ERROR_ABORT, 0, 1, on_error_words, false, false },
+  [TSRI_OPT_ON_ERROR] = { "TESSERA_ON_ERROR", TSRI_ON_ERROR_ABORT, 0, 1, on_error_words, false, false, true },
   /* Cap, in MiB, on freed large blocks kept mapped for reuse within the
    * purge delay (the cache also stays below 1/8 of the live large bytes,
    * or 32 MiB); 0 releases them on free. */
-  [TSRI_OPT_LARGE_CACHE_MB] = { "TESSERA_LARGE_CACHE_MB", 256, 0, 65536, NULL, false, false },
+  [TSRI_OPT_LARGE_CACHE_MB] = { "TESSERA_LARGE_CACHE_MB", 256, 0, 65536, NULL, false, false, false },
   /* Milliseconds between two passes in which a thread gives back the OS
    * pages lying wholly inside free blocks of its partly used pages; 0: no
    * such passes (tsr_collect still does one). */
-  [TSRI_OPT_TRIM_MS] = { "TESSERA_TRIM_MS", 10, 0, 3600000, NULL, false, false },
+  [TSRI_OPT_TRIM_MS] = { "TESSERA_TRIM_MS", 10, 0, 3600000, NULL, false, false, false },
   /* Milliseconds between two passes of the background reclaimer, which
    * decommits free pages and cached large blocks and trims the pages of
    * threads that stopped allocating, so that an idle process gives memory
    * back; it starts once the process is a second old.  0: no reclaimer. */
-  [TSRI_OPT_RECLAIM_MS] = { "TESSERA_RECLAIM_MS", 250, 0, 3600000, NULL, false, false },
+  [TSRI_OPT_RECLAIM_MS] = { "TESSERA_RECLAIM_MS", 250, 0, 3600000, NULL, false, false, false },
   /* Per-block records: stats (none), sample (about one per SAMPLE_BYTES
    * allocated), full (every block).  tsr_track_set changes it later. */
-  [TSRI_OPT_TRACK] = { "TESSERA_TRACK", TSR_TRACK_SAMPLE, 0, 2, track_words, false, false },
+  [TSRI_OPT_TRACK] = { "TESSERA_TRACK", TSR_TRACK_SAMPLE, 0, 2, track_words, false, false, false },
   /* Mean bytes allocated between two sampled blocks. */
-  [TSRI_OPT_SAMPLE_BYTES] = { "TESSERA_SAMPLE_BYTES", 512 * 1024, 1, (int64_t)1 << 40, NULL, false, false },
+  [TSRI_OPT_SAMPLE_BYTES] = { "TESSERA_SAMPLE_BYTES", 512 * 1024, 1, (int64_t)1 << 40, NULL, false, false, false },
   /* Write a report at exit (and on the signal or interval below) to
    * "stderr" or to this file, appended; "%p" becomes the process id. */
-  [TSRI_OPT_REPORT] = { "TESSERA_REPORT", 0, 0, 1, NULL, true, false },
+  [TSRI_OPT_REPORT] = { "TESSERA_REPORT", 0, 0, 1, NULL, true, false, true },
   /* Format of those reports: text, json, openmetrics or folded. */
-  [TSRI_OPT_REPORT_FORMAT] = { "TESSERA_REPORT_FORMAT", TSR_FORMAT_TEXT, 0, 3, format_words, false, false },
+  [TSRI_OPT_REPORT_FORMAT] = { "TESSERA_REPORT_FORMAT", TSR_FORMAT_TEXT, 0, 3, format_words, false, false, false },
   /* A signal (usr1, usr2, hup) that asks for a report; a thread of
    * tessera's writes it, never the signal handler. */
-  [TSRI_OPT_REPORT_SIGNAL] = { "TESSERA_REPORT_SIGNAL", 0, 0, 3, signal_words, false, false },
+  [TSRI_OPT_REPORT_SIGNAL] = { "TESSERA_REPORT_SIGNAL", 0, 0, 3, signal_words, false, false, true },
   /* Seconds between two reports in a running process; 0: none. */
-  [TSRI_OPT_REPORT_INTERVAL_S] = { "TESSERA_REPORT_INTERVAL_S", 0, 0, 31536000, NULL, false, false },
+  [TSRI_OPT_REPORT_INTERVAL_S] = { "TESSERA_REPORT_INTERVAL_S", 0, 0, 31536000, NULL, false, false, true },
   /* Sites listed in a report (the biggest). */
-  [TSRI_OPT_REPORT_SITES] = { "TESSERA_REPORT_SITES", 50, 1, 1000000, NULL, false, false },
+  [TSRI_OPT_REPORT_SITES] = { "TESSERA_REPORT_SITES", 50, 1, 1000000, NULL, false, false, false },
   /* Cap, in bytes, on the address space tessera holds in reservations
    * (arenas, large blocks, records); past it a request that needs a new
    * reservation gets NULL/ENOMEM.  0: no cap (the OS's own limit). */
-  [TSRI_OPT_RESERVE_LIMIT] = { "TESSERA_RESERVE_LIMIT", 0, 0, (int64_t)1 << 62, NULL, false, true },
+  [TSRI_OPT_RESERVE_LIMIT] = { "TESSERA_RESERVE_LIMIT", 0, 0, (int64_t)1 << 62, NULL, false, true, true },
 };
 
 /* A text setting is copied when it is read: a program may overwrite its
@@ -74,6 +77,7 @@ static _Atomic int64_t option_value[TSRI_OPT_COUNT];
 static const char *_Atomic option_text[TSRI_OPT_COUNT];
 static char option_copy[TSRI_OPT_COUNT][OPTION_TEXT_MAX];
 static _Atomic int option_read[TSRI_OPT_COUNT];
+static _Atomic uint32_t option_ignored;   /* bit per option set but ignored in secure mode */
 
 static bool parse_number(const char *s, int64_t *out) {
   bool neg = *s == '-';
@@ -132,6 +136,10 @@ static int64_t option_load(tsri_option_t opt) {
   const option_desc_t *d = &option_table[opt];
   int64_t v = d->def;
   const char *s = tsri_os_getenv(d->env);
+  if (s != NULL && *s != 0 && d->privileged && tsri_os_secure()) {
+    atomic_fetch_or_explicit(&option_ignored, (uint32_t)1 << opt, memory_order_relaxed);
+    s = NULL;
+  }
   if (d->string) {
     size_t n = s != NULL ? strlen(s) : 0;
     if (n >= OPTION_TEXT_MAX) {
@@ -165,6 +173,10 @@ const char *tsri_option_string(tsri_option_t opt) {
   tsri_option(opt);
   return atomic_load_explicit(&option_text[opt], memory_order_acquire);
 }
+
+uint32_t tsri_options_ignored(void) { return atomic_load_explicit(&option_ignored, memory_order_relaxed); }
+
+const char *tsri_option_name(tsri_option_t opt) { return option_table[opt].env; }
 
 bool tsri_options_init(void) {
   for (int i = 0; i < TSRI_OPT_COUNT; i++) {

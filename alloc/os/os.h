@@ -96,6 +96,11 @@ tsri_hidden void tsri_os_yield(void);
 tsri_hidden void tsri_os_wait(_Atomic int *addr, int expected);
 /* Wake one thread sleeping in tsri_os_wait on addr. */
 tsri_hidden void tsri_os_wake(_Atomic int *addr);
+/* True when the process runs with privileges its caller lacks
+ * (set-user-ID, set-group-ID, file capabilities: Linux's AT_SECURE), so
+ * that settings from the caller's environment must not steer it.  Always
+ * false on Windows. */
+tsri_hidden bool tsri_os_secure(void);
 /* True once the OS has ended the process's other threads wherever they
  * stood (Windows: a DLL's detach during ExitProcess), so that a lock one of
  * them held stays held for good.  Always false on POSIX, where exit()

@@ -274,6 +274,14 @@ const char *tsri_os_getenv(const char *name) {
 
 bool tsri_os_env_ready(void) { return environ != NULL; }
 
+#if defined(__linux__)
+#include <sys/auxv.h>
+
+bool tsri_os_secure(void) { return getauxval(AT_SECURE) != 0; }
+#else
+bool tsri_os_secure(void) { return getuid() != geteuid() || getgid() != getegid(); }
+#endif
+
 void tsri_os_write_stderr(const char *text, size_t len) {
   int saved = errno;
   while (len > 0) {
@@ -313,7 +321,9 @@ void tsri_os_program(char *buf, size_t size) {
 
 int tsri_os_file_append(const char *path, intptr_t *handle) {
   int saved = errno;
-  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  /* appended to, never truncated; not through a symbolic link; readable
+   * by its owner alone when made here (a report shows the heap's layout) */
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
   int rc = fd < 0 ? errno : 0;
   errno = saved;
   if (fd >= 0) *handle = fd;

@@ -222,6 +222,8 @@ int tsri_os_thread_exit_init(void (*fn)(void *value)) {
 
 bool tsri_os_others_gone(void) { return os_shutting_down != NULL && os_shutting_down(); }
 
+bool tsri_os_secure(void) { return false; }
+
 /* The C++ runtime as a DLL (a program linked with libstdc++ statically
  * keeps its pool in a report at exit). */
 void tsri_os_runtime_freeres(void) {

@@ -210,6 +210,18 @@ void tsri_write_json(tsri_out_t *o, tsri_report_t *r) {
   put_json_str(o, tsri_track_names[s->track]);
   tsri_puts(o, ",");
   json_u64(o, "sample_bytes", (uint64_t)tsri_option(TSRI_OPT_SAMPLE_BYTES), true);
+  uint32_t ignored = tsri_options_ignored();
+  if (ignored != 0) {
+    tsri_puts(o, "\"secure_mode\":{\"ignored\":[");
+    bool first = true;
+    for (int i = 0; i < TSRI_OPT_COUNT; i++)
+      if (ignored & ((uint32_t)1 << i)) {
+        if (!first) tsri_puts(o, ",");
+        put_json_str(o, tsri_option_name((tsri_option_t)i));
+        first = false;
+      }
+    tsri_puts(o, "]},");
+  }
   tsri_puts(o, "\"stats\":{");
   json_u64(o, "allocated", s->allocated, true);
   json_u64(o, "requested", s->requested, true);

@@ -144,6 +144,15 @@ void tsri_write_text(tsri_out_t *o, tsri_report_t *r) {
     put_size(o, (uint64_t)tsri_option(TSRI_OPT_SAMPLE_BYTES));
     tsri_puts(o, ", site figures are estimates marked ~)");
   }
+  uint32_t ignored = tsri_options_ignored();
+  if (ignored != 0) {
+    tsri_puts(o, "\nsecure mode (set-user-ID or the like): ignored");
+    for (int i = 0; i < TSRI_OPT_COUNT; i++)
+      if (ignored & ((uint32_t)1 << i)) {
+        tsri_puts(o, " ");
+        tsri_puts(o, tsri_option_name((tsri_option_t)i));
+      }
+  }
   tsri_puts(o, "\n\ntotals\n");
   text_line(o, s->requested_exact ? "requested" : "requested (estimate)", s->requested);
   text_line(o, "allocated", s->allocated);
