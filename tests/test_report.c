@@ -1210,7 +1210,7 @@ Test(report, report_at_exit_survives_a_rewritten_environment) {
 Test(report, report_file_is_appended_private_and_not_through_a_link) {
   char dir[] = "/tmp/tsr-rfile-XXXXXX";
   cr_assert_not_null(mkdtemp(dir));
-  char path[128], report[160], target[128], link[160], cmd[256];
+  char path[128], report[256], target[128], link[160], cmd[256];
   snprintf(path, sizeof path, "%s/r.json", dir);
   setting(report, sizeof report, "TESSERA_REPORT", path);
   char *env[] = { report, "TESSERA_REPORT_FORMAT=json", NULL };
