@@ -280,9 +280,8 @@ int tsr_defrag_hint(const void *p) {
   tsr_heap_t *h = tsri_tl_heap;
   if (h == &tsri_heap_none) return 0;
   /* where this thread's next block of the class comes from: its current
-   * page, or the first of its queue when none is current */
+   * page, the first of its queue (the empty page, capacity 0, when none) */
   const tsr_page_t *to = h->cur[pg->cls];
-  if (to->capacity == 0 && h->avail[pg->cls].first != NULL) to = h->avail[pg->cls].first;
   if (to == pg) return 0;
   uint64_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
   uint64_t to_used = to->capacity ? atomic_load_explicit(&to->used, memory_order_relaxed) : 0;

@@ -73,22 +73,27 @@ size_t tsri_page_trim(tsr_page_t *pg, bool force) {
   return trim_runs(pg, false);
 }
 
+/* Free blocks of pg by its local bitmap, and with_remote its remote one
+ * too. */
+static uint32_t free_count(const tsr_page_t *pg, bool with_remote) {
+  uint32_t n = 0;
+  for (size_t w = 0, words = page_words(pg); w < words; w++) {
+    uint64_t bits = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
+    if (with_remote) bits |= atomic_load_explicit(tsri_remote(pg, w), memory_order_relaxed);
+    n += (uint32_t)__builtin_popcountll(bits);
+  }
+  return n;
+}
+
 size_t tsri_page_trim_idle(tsr_page_t *pg) {
-  uint32_t free_blocks = 0;
-  for (size_t w = 0, n = page_words(pg); w < n; w++)
-    free_blocks += (uint32_t)__builtin_popcountll(atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed) |
-                                                  atomic_load_explicit(tsri_remote(pg, w), memory_order_relaxed));
-  uint32_t taken = pg->capacity - free_blocks;
+  uint32_t taken = pg->capacity - free_count(pg, true);
   if (taken >= pg->trimmed_at_used) return 0;   /* nothing freed since its last trim */
   pg->trimmed_at_used = taken;
   return trim_runs(pg, true);
 }
 
 void tsri_page_recount(tsr_page_t *pg) {
-  uint32_t free_blocks = 0;
-  for (size_t w = 0, n = page_words(pg); w < n; w++)
-    free_blocks += (uint32_t)__builtin_popcountll(atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed));
-  atomic_store_explicit(&pg->used, pg->capacity - free_blocks, memory_order_relaxed);
+  atomic_store_explicit(&pg->used, pg->capacity - free_count(pg, false), memory_order_relaxed);
 }
 
 bool tsri_page_has_remote(const tsr_page_t *pg) {

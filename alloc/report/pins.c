@@ -233,8 +233,8 @@ size_t tsr_pins(tsr_pins_t *totals, tsr_pin_t *out, size_t max) {
   for (size_t i = 0; i < p->count && i < max; i++) {
     const tsri_pin_t *s = &p->pins[i];
     out[i].id = s->id;
+    out[i].frames = NULL;
     out[i].depth = s->id ? (uint32_t)tsri_stack_frames(s->id, &out[i].frames) : 0;
-    if (s->id == 0) out[i].frames = NULL;
     out[i].blocks = tsri_round_u64(s->blocks);
     out[i].pinned = tsri_round_u64(s->pinned);
     out[i].idle = tsri_round_u64(s->idle);

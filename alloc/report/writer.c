@@ -125,17 +125,15 @@ static void report_release(tsri_report_t *r) {
   tsri_pins_free(r->pins);
 }
 
-size_t tsri_pins_listed(const tsri_pins_t *p) {
-  if (p == NULL) return 0;
+/* How many of count sites a report lists (TESSERA_REPORT_SITES). */
+static size_t listed(size_t count) {
   size_t max = (size_t)tsri_option(TSRI_OPT_REPORT_SITES);
-  return p->count < max ? p->count : max;
+  return count < max ? count : max;
 }
 
-size_t tsri_sites_listed(const tsri_sites_t *s) {
-  if (s == NULL) return 0;
-  size_t max = (size_t)tsri_option(TSRI_OPT_REPORT_SITES);
-  return s->count < max ? s->count : max;
-}
+size_t tsri_pins_listed(const tsri_pins_t *p) { return p != NULL ? listed(p->count) : 0; }
+
+size_t tsri_sites_listed(const tsri_sites_t *s) { return s != NULL ? listed(s->count) : 0; }
 
 /* ------------------------------------------------------------------------
  * Leaks by allocating function: the function that asked for the block,
