@@ -20,8 +20,8 @@
  * Output, one "key: value" per line, then for the fragmentation workloads
  *   phase NAME live_bytes=N rss_bytes=N t_ms=N
  * after every phase: live_bytes is what the workload itself holds (sum of
- * the requested sizes of its live blocks), rss_bytes is VmRSS from
- * /proc/self/status at that moment.
+ * the requested sizes of its live blocks), rss_bytes is the resident set
+ * at that moment (bench_rss_bytes: VmRSS, a page mapped twice counted once).
  */
 #ifndef TSR_BENCH_H
 #define TSR_BENCH_H
@@ -134,20 +134,36 @@ static inline void *bench_xmalloc(size_t n) {
 }
 
 /* ------------------------------------------------------------------------
- * Resident set, from /proc/self/status (VmRSS), without calling malloc
+ * Resident set, without calling malloc
+ *
+ * VmRSS counts a page once per address it is mapped at, so a physical
+ * page that meshing (tessera's TESSERA_MESH, Mesh) maps at two addresses
+ * would count twice.  The figure taken is VmRSS less its shared-memory part
+ * (RssShmem), plus that part counted once per page (Pss_Shmem of
+ * smaps_rollup): for a heap that maps nothing twice it is VmRSS.
  * ---------------------------------------------------------------------- */
 
-static inline uint64_t bench_rss_bytes(void) {
-  char buf[4096];
-  int fd = open("/proc/self/status", O_RDONLY);
-  if (fd < 0) return 0;
+/* The number after "key" in the file at path, in KiB, or -1. */
+static inline long long bench_proc_kib(const char *path, const char *key) {
+  char buf[8192];
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return -1;
   ssize_t n = read(fd, buf, sizeof buf - 1);
   close(fd);
-  if (n <= 0) return 0;
+  if (n <= 0) return -1;
   buf[n] = 0;
-  const char *p = strstr(buf, "VmRSS:");
-  if (p == NULL) return 0;
-  return (uint64_t)strtoull(p + 6, NULL, 10) * 1024u;
+  const char *p = strstr(buf, key);
+  if (p == NULL) return -1;
+  return strtoll(p + strlen(key), NULL, 10);
+}
+
+static inline uint64_t bench_rss_bytes(void) {
+  long long rss = bench_proc_kib("/proc/self/status", "VmRSS:");
+  if (rss < 0) return 0;
+  long long shmem = bench_proc_kib("/proc/self/status", "RssShmem:");
+  long long pss_shmem = shmem > 0 ? bench_proc_kib("/proc/self/smaps_rollup", "Pss_Shmem:") : -1;
+  if (pss_shmem >= 0 && pss_shmem <= shmem) rss += pss_shmem - shmem;
+  return (uint64_t)rss * 1024u;
 }
 
 /* ------------------------------------------------------------------------

@@ -396,7 +396,7 @@ def write_suite_outputs(out, meta, allocs, results, plots):
                      else "- system: glibc malloc, no preload")
     lines.append("")
     lines.append("Time: median wall seconds of the whole process (hyperfine).  Peak RSS: median "
-                 "ru_maxrss (wait4), MiB.  RSS/live: VmRSS over the bytes the workload holds, "
+                 "ru_maxrss (wait4), MiB.  RSS/live: the resident set (VmRSS, a page mapped at two addresses by meshing counted once) over the bytes the workload holds, "
                  "after its settle period.  Spread: (max - min) / median over the runs.")
     lines.append("")
     t = lambda res, a: r_of(res, a, "time_s")

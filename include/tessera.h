@@ -228,7 +228,24 @@ typedef struct tsr_pins_s {
   uint64_t live;            /* bytes of the live blocks in them */
   uint64_t meshable;        /* bytes that meshing pairs of them (live blocks at
                                different offsets, Mesh) would give back */
+  /* Meshing (TESSERA_MESH): what it holds now and did since start. */
+  uint32_t mesh_state;      /* tsr_mesh_state_t */
+  uint64_t meshed_pages;    /* OS pages sharing their physical page with another now */
+  uint64_t mesh_saved;      /* bytes of physical memory that sharing saves now */
+  uint64_t meshes;          /* pairs of OS pages made since start */
+  uint64_t unmeshes;        /* pairs taken apart since start (one side emptied) */
+  uint64_t mesh_passes;     /* passes over a heap */
+  uint64_t mesh_ns;         /* time spent in them */
+  uint64_t mesh_pause_max_ns;  /* longest a page stayed read-only while copied */
 } tsr_pins_t;
+
+typedef enum tsr_mesh_state_e {
+  TSR_MESH_OFF = 0,         /* TESSERA_MESH=off */
+  TSR_MESH_ON = 1,
+  TSR_MESH_UNSUPPORTED = 2, /* the OS cannot map a page twice (Windows for now) */
+  TSR_MESH_PAUSED = 3,      /* the program replaced tessera's SIGSEGV handler,
+                               or the mapping budget is spent */
+} tsr_mesh_state_t;
 
 typedef struct tsr_pin_s {
   uint32_t id;              /* call stack id; 0: blocks without a record */

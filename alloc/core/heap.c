@@ -29,6 +29,7 @@
  * pages.  Lock order: abandoned_lock, then the arena lock.
  */
 #include "hooks.h"
+#include "queue.h"
 
 /* The page every class of a new heap points at: no free bits, so the fast
  * path falls through to the slow path without a NULL test. */
@@ -54,39 +55,10 @@ static _Atomic size_t abandoned_count[TSR_CLASS_COUNT];
  * the heap's cur[] entry follows the first page.
  * ---------------------------------------------------------------------- */
 
-static void queue_remove(tsr_queue_t *q, tsr_page_t *pg) {
-  if (pg->prev) pg->prev->next = pg->next;
-  else q->first = pg->next;
-  if (pg->next) pg->next->prev = pg->prev;
-  else q->last = pg->prev;
-  pg->next = pg->prev = NULL;
-}
-
-static void queue_push_front(tsr_queue_t *q, tsr_page_t *pg) {
-  tsr_assert_internal(pg->next == NULL && pg->prev == NULL && q->first != pg);
-  pg->prev = NULL;
-  pg->next = q->first;
-  if (q->first) q->first->prev = pg;
-  else q->last = pg;
-  q->first = pg;
-}
-
-static void queue_push_back(tsr_queue_t *q, tsr_page_t *pg) {
-  tsr_assert_internal(pg->next == NULL && pg->prev == NULL && q->last != pg);
-  pg->next = NULL;
-  pg->prev = q->last;
-  if (q->last) q->last->next = pg;
-  else q->first = pg;
-  q->last = pg;
-}
-
 static inline void heap_sync_cur(tsr_heap_t *h, size_t cls) {
   h->cur[cls] = h->avail[cls].first ? h->avail[cls].first : &page_empty_desc;
 }
 
-static inline void set_owner(tsr_page_t *pg, tsr_heap_t *h, uintptr_t state) {
-  atomic_store_explicit(&pg->xowner, (uintptr_t)h | state, memory_order_seq_cst);
-}
 
 
 /* ------------------------------------------------------------------------
@@ -135,6 +107,8 @@ void tsri_heap_prefer(tsr_heap_t *h, tsr_page_t *pg) {
 static void heap_retire(tsr_page_t *pg) {
   tsr_assert_internal(atomic_load_explicit(&pg->used, memory_order_relaxed) == 0);
   tsr_assert_expensive(tsri_page_check(pg) == 0);
+  if (atomic_load_explicit(&pg->filed, memory_order_relaxed) != 0) tsri_mesh_check(pg);
+  tsr_assert_internal(atomic_load_explicit(&pg->filed, memory_order_relaxed) == 0);
   tsri_hook_page_retire(pg);
   set_owner(pg, NULL, TSR_PAGE_AVAIL);
   tsri_arena_span_free(pg);
@@ -227,6 +201,16 @@ static void heap_take_notices(tsr_heap_t *h) {
     tsr_page_t *next = pg->notify_next;
     if (atomic_load_explicit(&pg->xowner, memory_order_seq_cst) ==
         ((uintptr_t)h | TSR_PAGE_QUEUED)) {
+      if (atomic_load_explicit(&pg->meshed, memory_order_relaxed) != 0) {
+        /* frozen (mesh.c): FULL again before merging, so that a remote
+         * free from now on pushes a new notice */
+        set_owner(pg, h, TSR_PAGE_FULL);
+        tsri_page_collect(pg);
+        if (tsri_mesh_check(pg) != 0) {
+          pg = next;
+          continue;
+        }
+      }
       set_owner(pg, h, TSR_PAGE_AVAIL);
       queue_remove(&h->full, pg);
       tsri_page_collect(pg);
@@ -271,15 +255,21 @@ static bool heap_page_full(tsr_heap_t *h, tsr_page_t *pg) {
  * looked at, so one malloc never walks a long list. */
 #define ADOPT_TRIES 8
 
+/* An abandoned page with a free block that is not frozen (mesh.c). */
+static bool heap_adoptable(tsr_page_t *pg) {
+  return atomic_load_explicit(&pg->used, memory_order_relaxed) < pg->capacity &&
+         (atomic_load_explicit(&pg->meshed, memory_order_relaxed) == 0 || tsri_mesh_check(pg) == 0);
+}
+
 static tsr_page_t *heap_adopt(tsr_heap_t *h, size_t cls) {
   if (atomic_load_explicit(&abandoned_count[cls], memory_order_relaxed) == 0) return NULL;
   tsri_lock(&abandoned_lock);
   tsr_page_t *pg = abandoned[cls].first;
   for (int tries = 0; pg != NULL && tries < ADOPT_TRIES; tries++, pg = pg->next) {
     tsri_page_collect(pg);   /* we hold the lock: we act as its owner */
-    if (atomic_load_explicit(&pg->used, memory_order_relaxed) < pg->capacity) break;
+    if (heap_adoptable(pg)) break;
   }
-  if (pg != NULL && atomic_load_explicit(&pg->used, memory_order_relaxed) < pg->capacity) {
+  if (pg != NULL && heap_adoptable(pg)) {
     queue_remove(&abandoned[cls], pg);
     atomic_fetch_sub_explicit(&abandoned_count[cls], 1, memory_order_relaxed);
     set_owner(pg, h, TSR_PAGE_AVAIL);
@@ -324,6 +314,7 @@ static void heap_maybe_purge(tsr_heap_t *h) {
         heap_trim(h);
       }
     }
+    if (tsri_mesh_due(h)) tsri_heap_mesh(h, false);
   }
 }
 
@@ -378,6 +369,8 @@ static void heap_free_slow(tsr_heap_t *h, tsr_page_t *pg) {
   tsr_assert_internal(pg->kind == TSR_SLOT_HEAD && cls < TSR_CLASS_COUNT);
   uintptr_t x = atomic_load_explicit(&pg->xowner, memory_order_seq_cst);
   if ((x & TSR_PAGE_STATE_MASK) == TSR_PAGE_FULL) {
+    if (atomic_load_explicit(&pg->meshed, memory_order_relaxed) != 0 && tsri_mesh_check(pg) != 0)
+      return;   /* frozen: still shares an OS page (mesh.c) */
     if (!atomic_compare_exchange_strong_explicit(&pg->xowner, &x, (uintptr_t)h | TSR_PAGE_AVAIL,
                                                  memory_order_seq_cst, memory_order_seq_cst))
       return;   /* QUEUED meanwhile: heap_take_notices brings it back */
@@ -460,6 +453,7 @@ void tsri_heap_abandoned_free(tsr_page_t *pg) {
   tsri_lock(&abandoned_lock);
   if (atomic_load_explicit(&pg->xowner, memory_order_seq_cst) == TSR_PAGE_ABANDONED) {
     tsri_page_collect(pg);
+    if (atomic_load_explicit(&pg->meshed, memory_order_relaxed) != 0) tsri_mesh_check(pg);
     if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0) {
       queue_remove(&abandoned[pg->cls], pg);
       atomic_fetch_sub_explicit(&abandoned_count[pg->cls], 1, memory_order_relaxed);
@@ -602,6 +596,9 @@ void tsri_heap_collect(void) {
       }
       heap_sync_cur(h, c);
     }
+    if (tsri_option(TSRI_OPT_MESH) != 0)
+      while (tsri_heap_mesh(h, true) != 0) {   /* all it can: each pass is bounded */
+      }
     heap_leave(h);
   }
   abandoned_sweep(true);
@@ -616,6 +613,7 @@ static size_t heap_reclaim(tsr_heap_t *h) {
     for (pg = pg ? pg->next : NULL; pg != NULL; pg = pg->next) given += tsri_page_trim_idle(pg);
   }
   for (tsr_page_t *pg = h->full.first; pg != NULL; pg = pg->next) given += tsri_page_trim_idle(pg);
+  if (tsri_mesh_due(h)) given += tsri_heap_mesh(h, false);
   return given;
 }
 

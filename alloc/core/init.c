@@ -34,16 +34,19 @@ void tsri_fork_child_run(void) {
 
 /* Before fork: take every lock, so the child gets them in a known state.
  * Order as everywhere: the reclaimer's, heap and abandoned locks, arena
- * lock, large lock, then tracking's. */
+ * lock, large lock, tracking's, then meshing's, which also makes the
+ * meshed pages read-only until the child has its own copy (mesh.c). */
 static void fork_prepare(void) {
   tsri_reclaim_fork_prepare();
   tsri_heap_fork_prepare();
   tsri_lock(tsri_arena_lock_get());
   tsri_large_fork_prepare();
   tsri_hook_fork_prepare();
+  tsri_mesh_fork_prepare();
 }
 
 static void fork_parent(void) {
+  tsri_mesh_fork_parent();
   tsri_hook_fork_parent();
   tsri_large_fork_parent();
   tsri_unlock(tsri_arena_lock_get());
@@ -52,6 +55,7 @@ static void fork_parent(void) {
 }
 
 static void fork_child(void) {
+  tsri_mesh_fork_child();
   tsri_hook_fork_child();
   tsri_large_fork_child();
   tsri_unlock(tsri_arena_lock_get());

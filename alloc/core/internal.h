@@ -57,6 +57,8 @@ typedef enum tsri_option_e {
   TSRI_OPT_LARGE_CACHE_MB,
   TSRI_OPT_TRIM_MS,
   TSRI_OPT_RECLAIM_MS,
+  TSRI_OPT_MESH,
+  TSRI_OPT_MESH_MS,
   TSRI_OPT_TRACK,
   TSRI_OPT_SAMPLE_BYTES,
   TSRI_OPT_REPORT,
@@ -234,6 +236,8 @@ tsri_hidden void *tsri_table_find(const tsri_table_t *t, uintptr_t key);
 tsri_hidden void *tsri_table_insert(tsri_table_t *t, uintptr_t key);
 /* Remove an entry returned by find or insert; other entries may move. */
 tsri_hidden void tsri_table_remove(tsri_table_t *t, void *entry);
+/* Remove every entry, keeping the storage. */
+tsri_hidden void tsri_table_clear(tsri_table_t *t);
 /* Every entry, one per call from *cursor (start at 0); NULL at the end. */
 tsri_hidden void *tsri_table_next(const tsri_table_t *t, size_t *cursor);
 
@@ -278,6 +282,26 @@ tsri_hidden tsri_lock_t *tsri_reclaim_lock_get(void);
 tsri_hidden void tsri_reclaim_fork_prepare(void);
 tsri_hidden void tsri_reclaim_fork_parent(void);
 tsri_hidden void tsri_reclaim_fork_child(void);
+
+/* ---- meshing (mesh.c) ----------------------------------------------------- */
+
+/* Whether a meshing pass over a heap is due now (TESSERA_MESH on, the
+ * OS able, TESSERA_MESH_MS since the heap's last pass). */
+tsri_hidden bool tsri_mesh_due(tsr_heap_t *h);
+/* A meshing pass over h (heap.c, mesh.c: its owner in a slow path, or
+ * the reclaimer with h parked): pairs the OS pages of its sparse pages
+ * that are not current, freezes the pages meshed and thaws those meshed
+ * no more.  `all`: every sparse page, cold or not (tsr_collect).  Returns
+ * the bytes given back. */
+tsri_hidden size_t tsri_heap_mesh(tsr_heap_t *h, bool all);
+/* Take pg's OS pages out of the shared file where pg has no live block
+ * left (its owner, or whoever holds its page as the owner would).
+ * Returns pg->meshed after: 0 when the page may be allocated from. */
+tsri_hidden uint32_t tsri_mesh_check(tsr_page_t *pg);
+tsri_hidden void tsri_mesh_figures(tsr_pins_t *out);
+tsri_hidden void tsri_mesh_fork_prepare(void);
+tsri_hidden void tsri_mesh_fork_parent(void);
+tsri_hidden void tsri_mesh_fork_child(void);
 
 /* ---- what tessera took from the OS (own.c) ------------------------------- */
 

@@ -23,6 +23,7 @@ typedef struct option_desc_s {
 static const char *const on_error_words[] = { "abort", "continue", NULL };
 static const char *const track_words[] = { "stats", "sample", "full", NULL };
 static const char *const format_words[] = { "text", "json", "openmetrics", "folded", NULL };
+static const char *const mesh_words[] = { "off", "on", NULL };
 static const char *const signal_words[] = { "none", "usr1", "usr2", "hup", NULL };
 
 static const option_desc_t option_table[TSRI_OPT_COUNT] = {
@@ -45,6 +46,11 @@ static const option_desc_t option_table[TSRI_OPT_COUNT] = {
    * threads that stopped allocating, so that an idle process gives memory
    * back; it starts once the process is a second old.  0: no reclaimer. */
   [TSRI_OPT_RECLAIM_MS] = { "TESSERA_RECLAIM_MS", 250, 0, 3600000, NULL, false, false, false },
+  /* Meshing: two sparsely used OS pages of one size class whose live
+   * blocks sit at different offsets share one physical page (mesh.c). */
+  [TSRI_OPT_MESH] = { "TESSERA_MESH", 0, 0, 1, mesh_words, false, false, false },
+  /* Milliseconds between two meshing passes over a heap. */
+  [TSRI_OPT_MESH_MS] = { "TESSERA_MESH_MS", 1000, 1, 3600000, NULL, false, false, false },
   /* Per-block records: stats (none), sample (about one per SAMPLE_BYTES
    * allocated), full (every block).  tsr_track_set changes it later. */
   [TSRI_OPT_TRACK] = { "TESSERA_TRACK", TSR_TRACK_SAMPLE, 0, 2, track_words, false, false, false },

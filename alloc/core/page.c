@@ -25,6 +25,7 @@ void tsri_page_init(tsr_page_t *pg, size_t cls) {
   pg->scan = 0;
   pg->trimmed_at_used = c->capacity;
   pg->seen_used = c->capacity;   /* not seen yet: no growth to hold trimming back */
+  pg->mesh_seen_used = UINT32_MAX;   /* not seen yet: not cold */
   pg->next = pg->prev = NULL;
   pg->notify_next = NULL;
   size_t full_words = c->capacity / 64, rest = c->capacity % 64;
@@ -70,6 +71,7 @@ size_t tsri_page_trim(tsr_page_t *pg, bool force) {
   uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
   if (!force && used + pg->capacity / 8u > pg->trimmed_at_used) return 0;
   pg->trimmed_at_used = used;
+  tsri_mesh_check(pg);   /* an OS page of the shared file with no live block leaves it */
   return trim_runs(pg, false);
 }
 
@@ -89,6 +91,7 @@ size_t tsri_page_trim_idle(tsr_page_t *pg) {
   uint32_t taken = pg->capacity - free_count(pg, true);
   if (taken >= pg->trimmed_at_used) return 0;   /* nothing freed since its last trim */
   pg->trimmed_at_used = taken;
+  tsri_mesh_check(pg);
   return trim_runs(pg, true);
 }
 

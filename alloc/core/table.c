@@ -97,3 +97,8 @@ void *tsri_table_next(const tsri_table_t *t, size_t *cursor) {
   }
   return NULL;
 }
+
+void tsri_table_clear(tsri_table_t *t) {
+  if (t->slots != NULL) memset(t->slots, 0, t->capacity * t->entry_size);
+  t->count = 0;
+}

@@ -188,6 +188,13 @@ typedef struct tsr_page_s {
   uint32_t trimmed_at_used;         /* owner: `used` when the page's free OS pages were
                                        last given back (page.c: tsri_page_trim) */
   uint32_t seen_used;               /* owner: `used` at the heap's last trim pass */
+  /* Meshing (mesh.c), written under its lock: OS pages of this span
+   * mapped from the shared file, and how many of them share their
+   * physical page with another span's.  While meshed > 0 the page is
+   * frozen: FULL, in the full queue, never allocated from. */
+  _Atomic uint16_t filed;
+  _Atomic uint16_t meshed;
+  uint32_t mesh_seen_used;          /* owner: `used` at the heap's last meshing pass */
   uint32_t recs_committed;          /* bytes of this slot's record area committed;
                                        kept from span to span until the slot is
                                        purged (meta.c) */
@@ -271,6 +278,7 @@ typedef struct tsr_heap_s {
                                          reclaimer (heap.c: parking) */
   uint32_t reclaim_seen;              /* slow_calls at the reclaimer's last look (reclaimer only) */
   uint64_t next_trim_ms;              /* clock at which to trim our sparse pages next */
+  uint64_t next_mesh_ms;              /* clock at which to mesh its pages next (mesh.c) */
   uint64_t rng;                       /* sampling random state (meta.c) */
   uint64_t seq_next, seq_end;         /* record numbers this heap may hand out (meta.c) */
   uint32_t seq_ms;                    /* coarse clock when they were taken */

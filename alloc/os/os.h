@@ -278,6 +278,43 @@ tsri_hidden void tsri_os_wakeup_wait(uint64_t timeout_ms);
  * must only do what is safe in a signal handler.  0, or ENOTSUP. */
 tsri_hidden int tsri_os_signal(int which, void (*handler)(void));
 
+/* ---- memory mapped at two addresses (core/mesh.c) ----------------------
+ * A file of the process's own (a memfd on Linux) whose pages can be mapped
+ * at more than one address, so that two sparsely used pages can share one
+ * physical page.  Where the OS has no such file (Windows, for now) open
+ * answers ENOSYS and meshing stays off.  All but open and close act on
+ * whole OS pages and return 0 or an errno value. */
+tsri_hidden int tsri_os_share_open(void);
+/* Close the file (a fork child drops its parent's). */
+tsri_hidden void tsri_os_share_close(void);
+/* Make the file at least bytes long (its pages cost nothing until used). */
+tsri_hidden int tsri_os_share_size(uint64_t bytes);
+/* Copy size bytes from src into the file at off. */
+tsri_hidden int tsri_os_share_write(uint64_t off, const void *src, size_t size);
+/* Map the file's [off, off+size) read-write, shared, at addr, in place of
+ * whatever was mapped there (atomically: no access sees a hole). */
+tsri_hidden int tsri_os_share_map(void *addr, size_t size, uint64_t off);
+/* Give the file's [off, off+size) back to the OS (a hole reads as zero). */
+tsri_hidden int tsri_os_share_punch(uint64_t off, size_t size);
+/* Map fresh private zero pages, read-write, at addr in place of what was
+ * mapped there. */
+tsri_hidden int tsri_os_private_map(void *addr, size_t size);
+/* Make committed [addr, addr+size) read-only (write false) or read-write. */
+tsri_hidden int tsri_os_protect(void *addr, size_t size, bool write);
+/* The most mappings the process may hold (vm.max_map_count on Linux). */
+tsri_hidden size_t tsri_os_map_limit(void);
+/* Catch access faults: fn(addr) is called for every fault of the process
+ * (in the faulting thread, in a signal handler: it may only do what is
+ * safe there) and returns true when the access should run again; false
+ * passes the fault on to the handler the program had.  Installed once;
+ * tsri_os_fault_ours says whether the program has since replaced it. */
+tsri_hidden int tsri_os_fault_catch(bool (*fn)(void *addr));
+tsri_hidden bool tsri_os_fault_ours(void);
+/* A pipe for a fork child to tell its parent it is ready: handles [0]
+ * read, [1] write; read_byte waits for a byte or the writer's close. */
+tsri_hidden int tsri_os_pipe(intptr_t handles[2]);
+tsri_hidden void tsri_os_pipe_read_byte(intptr_t handle);
+
 /* ---- host services ---------------------------------------------------- */
 
 /* Milliseconds from an arbitrary fixed point, monotonic, to the OS's
@@ -290,6 +327,9 @@ tsri_hidden uint64_t tsri_os_clock_ms(void);
 #else
 #define TSRI_OS_CLOCK_IS_A_READ 0
 #endif
+/* Nanoseconds from an arbitrary fixed point, monotonic: for timing
+ * tessera's own pauses. */
+tsri_hidden uint64_t tsri_os_clock_ns(void);
 /* Sleep for about ms milliseconds. */
 tsri_hidden void tsri_os_sleep_ms(uint32_t ms);
 /* The value of environment variable name, or NULL; never allocates. */

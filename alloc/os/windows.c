@@ -547,3 +547,40 @@ int tsri_os_signal(int which, void (*handler)(void)) {
   (void)which; (void)handler;
   return ENOTSUP;
 }
+
+/* Meshing needs memory that can be mapped at two addresses and replaced
+ * in place without a hole: on Windows, a pagefile-backed section mapped
+ * into placeholders (VirtualAlloc2, MapViewOfFile3, Windows 10 1803 and
+ * later).  tessera does not use them yet: tsri_os_share_open answers
+ * ENOSYS, meshing stays off and the report says so, and the rest is never
+ * called. */
+int tsri_os_share_open(void) { return ENOSYS; }
+void tsri_os_share_close(void) {}
+int tsri_os_share_size(uint64_t bytes) { (void)bytes; return ENOSYS; }
+int tsri_os_share_write(uint64_t off, const void *src, size_t size) {
+  (void)off; (void)src; (void)size;
+  return ENOSYS;
+}
+int tsri_os_share_map(void *addr, size_t size, uint64_t off) {
+  (void)addr; (void)size; (void)off;
+  return ENOSYS;
+}
+int tsri_os_share_punch(uint64_t off, size_t size) { (void)off; (void)size; return ENOSYS; }
+int tsri_os_private_map(void *addr, size_t size) { (void)addr; (void)size; return ENOSYS; }
+int tsri_os_protect(void *addr, size_t size, bool write) {
+  (void)addr; (void)size; (void)write;
+  return ENOSYS;
+}
+size_t tsri_os_map_limit(void) { return 0; }
+int tsri_os_fault_catch(bool (*fn)(void *addr)) { (void)fn; return ENOSYS; }
+bool tsri_os_fault_ours(void) { return false; }
+int tsri_os_pipe(intptr_t handles[2]) { (void)handles; return ENOSYS; }
+void tsri_os_pipe_read_byte(intptr_t handle) { (void)handle; }
+
+uint64_t tsri_os_clock_ns(void) {
+  static LARGE_INTEGER freq;
+  LARGE_INTEGER now;
+  if (freq.QuadPart == 0) QueryPerformanceFrequency(&freq);
+  QueryPerformanceCounter(&now);
+  return (uint64_t)((double)now.QuadPart * 1e9 / (double)freq.QuadPart);
+}

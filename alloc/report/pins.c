@@ -210,6 +210,8 @@ tsri_pins_t *tsri_pins_collect(void) {
   out->pages = w.pages;
   out->bytes = w.bytes;
   out->live = w.live;
+  memset(&out->mesh, 0, sizeof out->mesh);
+  tsri_mesh_figures(&out->mesh);
   return out;
 }
 
@@ -225,6 +227,7 @@ size_t tsr_pins(tsr_pins_t *totals, tsr_pin_t *out, size_t max) {
   if (totals != NULL) memset(totals, 0, sizeof *totals);
   if (p == NULL) return 0;
   if (totals != NULL) {
+    *totals = p->mesh;
     totals->pages = p->pages;
     totals->bytes = p->bytes;
     totals->live = p->live;

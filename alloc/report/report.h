@@ -58,6 +58,7 @@ typedef struct tsri_pins_s {
   size_t count;
   uint64_t pages, bytes, live;   /* the sparse pages, their bytes, their live bytes */
   uint64_t meshable;         /* bytes meshing pairs of them would give back */
+  tsr_pins_t mesh;           /* meshing's figures (its mesh_* and meshed_* fields) */
 } tsri_pins_t;
 
 tsri_hidden tsri_pins_t *tsri_pins_collect(void);

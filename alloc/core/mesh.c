@@ -1,0 +1,596 @@
+/* mesh.c: meshing, two sparsely used OS pages on one physical page.
+ *
+ * Owns: finding pairs of OS pages, at the same offset in two spans of one
+ * size class, whose live blocks do not overlap; copying the live blocks of
+ * both into one page of a shared file and mapping both virtual pages onto
+ * it (the physical pages they had go back to the OS); taking a pair apart
+ * when one side's blocks on it are all free; the write barrier that keeps
+ * every write made meanwhile; and what fork must do about the shared file.
+ * Pointers never change: a block stays at its address, only the physical
+ * page behind it does.  After Mesh (Powers et al., PLDI 2019), in tessera's
+ * terms; docs/design.md argues the choices.
+ *
+ * The unit.  A span is 64 KiB or more; two spans almost never have their
+ * live blocks at different offsets throughout, two 4 KiB OS pages at the
+ * same offset of two spans often do.  The grid of blocks is the same in
+ * every span of a class, so block i of one span and block i of the other
+ * cover the same bytes of the OS page: the pair is meshable when no index
+ * i of a block overlapping the OS page is live in both.
+ *
+ * Frozen pages.  Each side keeps its own bitmap, exactly as before: its
+ * live blocks are its own, the other side's are free in it.  So that
+ * neither hands out a free block over the other's live one, a page with a
+ * meshed OS page is frozen: heap.c keeps it FULL in its owner's full
+ * queue, where nothing is allocated from it and every free of one of its
+ * blocks goes through a slow path (heap_free_slow, heap_take_notices),
+ * which calls tsri_mesh_check.  When a side has no live block left on a
+ * shared OS page, its virtual page gets fresh private memory (its blocks
+ * there are free, their contents do not matter), and the other side keeps
+ * the file page alone, a "single" that behaves like any memory.  A page
+ * whose OS pages are meshed no more thaws: it may be allocated from again.
+ * Singles go back to private memory when their page is trimmed or retired.
+ *
+ * The write barrier.  While a virtual page is copied into the file it is
+ * read-only (mesh_fence): a thread that writes to it meanwhile faults,
+ * waits in tessera's SIGSEGV handler until the file page is mapped in its
+ * place, and its write runs again there.  Reads never wait.  A write by
+ * the kernel (read(2) into a buffer on that page) fails with EFAULT for
+ * those microseconds instead; docs/design.md says so.  A fault that is not
+ * tessera's goes on to the handler the program had.  If the program
+ * replaced tessera's handler, meshing pauses (it would otherwise crash a
+ * writer) and the report says so.
+ *
+ * fork.  The child must not share its heap's memory with the parent, and
+ * must see the memory as it was at fork.  Before fork every file page is
+ * made read-only (writers in the parent wait, as above); the child, first
+ * thing, gives each of them private memory with the same contents and
+ * drops the file; the parent waits on a pipe until the child is done (or
+ * gone), then makes them writable again.  The cost is proportional to the
+ * meshed pages (bounded: MESH_MAX_RECORDS), not to the heap.
+ *
+ * Limits.  Every mapped file page splits its mapping: at most 4 more
+ * mappings per pair.  Records are capped at vm.max_map_count / 8, so
+ * meshing uses at most half of what the process may map.
+ *
+ * Locking: mesh_lock guards the records, the table and every page's
+ * filed/meshed.  Order: the reclaimer's lock, a heap's park, the abandoned
+ * lock, then mesh_lock.
+ */
+#include "queue.h"
+
+#define MESH_OPEN 32                  /* unmatched OS pages kept per offset, probed for each new one */
+#define MESH_PAGE_MAX 16384           /* largest OS page meshing supports */
+#define MESH_MASK_WORDS ((MESH_PAGE_MAX / TSR_MIN_ALIGN + 1 + 63) / 64)
+#define MESH_OFFSETS (TSR_SPAN_MAX_SLOTS * TSR_SLOT_SIZE / 4096)
+#define MESH_MAX_RECORDS 65536u
+#define MESH_FILE_STEP ((uint64_t)64 << 20)   /* the file grows this much at a time */
+#define REC_NONE UINT32_MAX
+
+/* A page of the shared file: the virtual pages mapped onto it, 0 for none. */
+typedef struct mesh_rec_s {
+  uintptr_t va[2];
+} mesh_rec_t;
+
+/* The table's entry for a virtual page mapped from the file. */
+typedef struct mesh_entry_s {
+  uintptr_t va;
+  uint32_t rec;
+  uint32_t side;
+} mesh_entry_t;
+
+/* A candidate OS page waiting for a partner. */
+typedef struct mesh_open_s {
+  tsr_page_t *pg;
+  uint64_t live[MESH_MASK_WORDS];
+} mesh_open_t;
+
+enum { MESH_UNTRIED = 0, MESH_READY, MESH_FAILED };
+
+static tsri_lock_t mesh_lock;
+static int mesh_setup = MESH_UNTRIED;
+static size_t page_size;
+static mesh_rec_t *recs;
+static uint32_t *rec_free;            /* stack of free record numbers */
+static uint32_t rec_free_count, rec_high, rec_cap;
+static uint64_t file_bytes;
+static tsri_table_t mesh_table = TSRI_TABLE_INIT(mesh_entry_t, 1024);
+static mesh_open_t (*open_list)[MESH_OPEN];   /* [MESH_OFFSETS][MESH_OPEN] */
+static uint32_t open_count[MESH_OFFSETS];
+
+/* Figures, read by tsri_mesh_figures without the lock. */
+static _Atomic uint64_t fig_pairs, fig_singles, fig_meshes, fig_unmeshes, fig_passes, fig_ns, fig_pause_max;
+static _Atomic int mesh_paused;
+
+/* The write barrier (see above). */
+static _Atomic uintptr_t fence_page;
+static _Atomic uint64_t fence_seq;
+static _Atomic int fork_fence;
+static uint32_t fork_pid, fork_tid;
+static intptr_t fork_pipe[2] = { -1, -1 };
+static TSRI_TLS uintptr_t fault_last_page;
+static TSRI_TLS uint64_t fault_last_seq;
+static uint8_t unshare_buf[MESH_PAGE_MAX];
+
+static inline tsr_page_t *page_at(uintptr_t va) { return tsri_page_of((const void *)va); }
+
+static inline void count_add(_Atomic uint16_t *c, int d) {
+  atomic_store_explicit(c, (uint16_t)(atomic_load_explicit(c, memory_order_relaxed) + d), memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------
+ * Faults
+ * ---------------------------------------------------------------------- */
+
+/* The page at va, read-only and mapped from the file, gets private memory
+ * with the same contents.  Single-threaded (a fork child). */
+static void unshare(uintptr_t va) {
+  memcpy(unshare_buf, (const void *)va, page_size);
+  if (tsri_os_private_map((void *)va, page_size) == 0) memcpy((void *)va, unshare_buf, page_size);
+}
+
+static bool mesh_fault(void *addr) {
+  uintptr_t page = (uintptr_t)addr & ~(uintptr_t)(page_size - 1);
+  uint64_t seq = atomic_load_explicit(&fence_seq, memory_order_acquire);
+  if (atomic_load_explicit(&fence_page, memory_order_acquire) == page) {
+    while (atomic_load_explicit(&fence_page, memory_order_acquire) == page) tsri_os_yield();
+    return true;
+  }
+  if (!tsri_arena_registered(page & ~(uintptr_t)TSR_ARENA_MASK)) return false;
+  if (atomic_load_explicit(&fork_fence, memory_order_acquire)) {
+    if (tsri_os_process_id() != fork_pid) {
+      unshare(page);   /* a fork child writing before its handler ran */
+    } else if (tsri_os_thread_id() == fork_tid) {
+      /* the forking thread itself, between fork's prepare and parent
+       * handlers: it cannot wait for itself */
+      tsri_os_protect((void *)page, page_size, true);
+    } else {
+      while (atomic_load_explicit(&fork_fence, memory_order_acquire)) tsri_os_yield();
+    }
+    return true;
+  }
+  /* A fault on our memory as a fence ended: run it again, once per fence
+   * (a second fault at the same page with no fence in between is real). */
+  if (fault_last_page == page && fault_last_seq == seq) return false;
+  fault_last_page = page;
+  fault_last_seq = seq;
+  return true;
+}
+
+static void fence_begin(uintptr_t va) { atomic_store_explicit(&fence_page, va, memory_order_seq_cst); }
+
+static void fence_end(uint64_t since_ns) {
+  atomic_fetch_add_explicit(&fence_seq, 1, memory_order_release);
+  atomic_store_explicit(&fence_page, 0, memory_order_seq_cst);
+  uint64_t took = tsri_os_clock_ns() - since_ns;
+  if (took > atomic_load_explicit(&fig_pause_max, memory_order_relaxed))
+    atomic_store_explicit(&fig_pause_max, took, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------
+ * Set-up and records.  Lock held.
+ * ---------------------------------------------------------------------- */
+
+static bool mesh_ready(void) {
+  if (mesh_setup != MESH_UNTRIED) return mesh_setup == MESH_READY;
+  mesh_setup = MESH_FAILED;
+  page_size = tsri_os_page_size();
+  if (page_size > MESH_PAGE_MAX || TSR_SLOT_SIZE % page_size != 0) return false;
+  rec_cap = (uint32_t)(tsri_os_map_limit() / 8);
+  if (rec_cap > MESH_MAX_RECORDS) rec_cap = MESH_MAX_RECORDS;
+  if (rec_cap == 0) return false;
+  size_t rec_bytes = tsri_align_up((size_t)rec_cap * (sizeof(mesh_rec_t) + sizeof(uint32_t)), page_size);
+  size_t open_bytes = tsri_align_up(sizeof(mesh_open_t) * MESH_OPEN * MESH_OFFSETS, page_size);
+  void *mem;
+  if (tsri_os_share_open() != 0) return false;
+  if (tsri_os_alloc(rec_bytes + open_bytes, page_size, &mem) != 0) {
+    tsri_os_share_close();
+    return false;
+  }
+  if (tsri_os_fault_catch(mesh_fault) != 0) {
+    tsri_os_release(mem, rec_bytes + open_bytes);
+    tsri_os_share_close();
+    return false;
+  }
+  tsri_own_add(mem, rec_bytes + open_bytes);
+  tsri_count(&tsri_counters.metadata, (int64_t)(rec_bytes + open_bytes));
+  tsri_count(&tsri_counters.committed, (int64_t)(rec_bytes + open_bytes));
+  tsri_count(&tsri_counters.reserved, (int64_t)(rec_bytes + open_bytes));
+  recs = mem;
+  rec_free = (uint32_t *)(recs + rec_cap);
+  open_list = (mesh_open_t(*)[MESH_OPEN])((uint8_t *)mem + rec_bytes);
+  mesh_setup = MESH_READY;
+  return true;
+}
+
+static uint32_t rec_alloc(void) {
+  uint32_t r;
+  if (rec_free_count > 0) r = rec_free[--rec_free_count];
+  else if (rec_high < rec_cap) r = rec_high++;
+  else return REC_NONE;
+  uint64_t need = ((uint64_t)r + 1) * page_size;
+  if (need > file_bytes) {
+    uint64_t grown = file_bytes + MESH_FILE_STEP;
+    if (tsri_os_share_size(grown) != 0) {
+      rec_free[rec_free_count++] = r;
+      return REC_NONE;
+    }
+    file_bytes = grown;
+  }
+  recs[r].va[0] = recs[r].va[1] = 0;
+  return r;
+}
+
+static void rec_drop(uint32_t r) {
+  tsri_os_share_punch((uint64_t)r * page_size, page_size);
+  recs[r].va[0] = recs[r].va[1] = 0;
+  rec_free[rec_free_count++] = r;
+}
+
+static bool entry_add(uintptr_t va, uint32_t r, uint32_t side) {
+  mesh_entry_t *e = tsri_table_insert(&mesh_table, va);
+  if (e == NULL) return false;
+  e->rec = r;
+  e->side = side;
+  return true;
+}
+
+/* ------------------------------------------------------------------------
+ * Live blocks on an OS page
+ * ---------------------------------------------------------------------- */
+
+/* The blocks of pg overlapping OS page k: [*first, *first + count). */
+static size_t blocks_on(const tsr_page_t *pg, size_t k, size_t *first) {
+  size_t lo = k * page_size, hi = lo + page_size;
+  size_t end = (size_t)pg->capacity * pg->block_size;
+  if (lo >= end) return 0;
+  if (hi > end) hi = end;
+  *first = lo / pg->block_size;
+  return (hi - 1) / pg->block_size + 1 - *first;
+}
+
+/* Bit j of live: block first + j is live (free in neither bitmap). */
+static bool live_mask(const tsr_page_t *pg, size_t first, size_t count, uint64_t *live) {
+  uint64_t any = 0;
+  memset(live, 0, MESH_MASK_WORDS * sizeof(uint64_t));
+  for (size_t j = 0; j < count; j++) {
+    size_t i = first + j;
+    uint64_t m = (uint64_t)1 << (i & 63);
+    uint64_t free_bits = atomic_load_explicit(tsri_local(pg, i >> 6), memory_order_relaxed) |
+                         atomic_load_explicit(tsri_remote(pg, i >> 6), memory_order_relaxed);
+    if (!(free_bits & m)) {
+      live[j >> 6] |= (uint64_t)1 << (j & 63);
+      any = 1;
+    }
+  }
+  return any != 0;
+}
+
+static bool masks_apart(const uint64_t *a, const uint64_t *b, size_t count) {
+  for (size_t w = 0; w < (count + 63) / 64; w++)
+    if (a[w] & b[w]) return false;
+  return true;
+}
+
+/* ------------------------------------------------------------------------
+ * Making and taking apart pairs.  Lock held.
+ * ---------------------------------------------------------------------- */
+
+/* Put OS page k of px (at a) and of py (at b) on one page of the file:
+ * a's whole page first, then py's live blocks there (ylive over the
+ * blocks from first on).  false when something failed; what was done is
+ * consistent (a may be left a single). */
+static bool mesh_pair(tsr_page_t *px, tsr_page_t *py, size_t k, const uint64_t *ylive, size_t first,
+                      size_t count) {
+  uintptr_t a = (uintptr_t)px->start + k * page_size, b = (uintptr_t)py->start + k * page_size;
+  uint32_t r = rec_alloc();
+  if (r == REC_NONE) return false;
+  uint64_t off = (uint64_t)r * page_size;
+  if (!entry_add(a, r, 0)) {
+    rec_drop(r);
+    return false;
+  }
+  uint64_t t0 = tsri_os_clock_ns();
+  fence_begin(a);
+  bool ok = tsri_os_protect((void *)a, page_size, false) == 0;
+  if (ok && (tsri_os_share_write(off, (const void *)a, page_size) != 0 ||
+             tsri_os_share_map((void *)a, page_size, off) != 0)) {
+    tsri_os_protect((void *)a, page_size, true);
+    ok = false;
+  }
+  fence_end(t0);
+  if (!ok) {
+    tsri_table_remove(&mesh_table, tsri_table_find(&mesh_table, a));
+    rec_drop(r);
+    return false;
+  }
+  recs[r].va[0] = a;
+  count_add(&px->filed, 1);
+  atomic_fetch_add_explicit(&fig_singles, 1, memory_order_relaxed);
+  if (!entry_add(b, r, 1)) return false;
+  uint64_t t1 = tsri_os_clock_ns();
+  fence_begin(b);
+  ok = tsri_os_protect((void *)b, page_size, false) == 0;
+  if (ok) {
+    size_t base = k * page_size;
+    for (size_t j = 0; j < count; j++) {
+      if (!((ylive[j >> 6] >> (j & 63)) & 1)) continue;
+      size_t lo = (first + j) * py->block_size, hi = lo + py->block_size;
+      if (lo < base) lo = base;
+      if (hi > base + page_size) hi = base + page_size;
+      memcpy((void *)(a + (lo - base)), (const void *)(b + (lo - base)), hi - lo);
+    }
+    if (tsri_os_share_map((void *)b, page_size, off) != 0) {
+      tsri_os_protect((void *)b, page_size, true);
+      ok = false;
+    }
+  }
+  fence_end(t1);
+  if (!ok) {
+    tsri_table_remove(&mesh_table, tsri_table_find(&mesh_table, b));
+    return false;
+  }
+  recs[r].va[1] = b;
+  count_add(&py->filed, 1);
+  count_add(&px->meshed, 1);
+  count_add(&py->meshed, 1);
+  atomic_fetch_sub_explicit(&fig_singles, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&fig_pairs, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&fig_meshes, 1, memory_order_relaxed);
+  return true;
+}
+
+/* The virtual page of entry e leaves the file: fresh private memory there
+ * (pg's blocks on it are all free).  False when the OS refused. */
+static bool mesh_leave(tsr_page_t *pg, mesh_entry_t *e) {
+  uintptr_t va = e->va;
+  uint32_t r = e->rec, side = e->side;
+  if (tsri_os_private_map((void *)va, page_size) != 0) return false;
+  tsri_table_remove(&mesh_table, e);
+  recs[r].va[side] = 0;
+  count_add(&pg->filed, -1);
+  uintptr_t other = recs[r].va[!side];
+  if (other != 0) {
+    count_add(&pg->meshed, -1);
+    count_add(&page_at(other)->meshed, -1);
+    atomic_fetch_sub_explicit(&fig_pairs, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&fig_singles, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&fig_unmeshes, 1, memory_order_relaxed);
+  } else {
+    rec_drop(r);
+    atomic_fetch_sub_explicit(&fig_singles, 1, memory_order_relaxed);
+  }
+  return true;
+}
+
+uint32_t tsri_mesh_check(tsr_page_t *pg) {
+  if (atomic_load_explicit(&pg->filed, memory_order_relaxed) == 0) return 0;
+  tsri_lock(&mesh_lock);
+  size_t pages = (size_t)pg->span_slots * TSR_SLOT_SIZE / page_size;
+  uint64_t live[MESH_MASK_WORDS];
+  for (size_t k = 0; k < pages && atomic_load_explicit(&pg->filed, memory_order_relaxed) > 0; k++) {
+    mesh_entry_t *e = tsri_table_find(&mesh_table, (uintptr_t)pg->start + k * page_size);
+    if (e == NULL) continue;
+    size_t first = 0, count = blocks_on(pg, k, &first);
+    if (count == 0 || !live_mask(pg, first, count, live)) mesh_leave(pg, e);
+  }
+  uint32_t meshed = atomic_load_explicit(&pg->meshed, memory_order_relaxed);
+  tsri_unlock(&mesh_lock);
+  return meshed;
+}
+
+/* ------------------------------------------------------------------------
+ * A pass
+ * ---------------------------------------------------------------------- */
+
+bool tsri_mesh_due(tsr_heap_t *h) {
+  if (tsri_option(TSRI_OPT_MESH) == 0) return false;
+  uint64_t now = tsri_os_clock_ms();
+  if (now < h->next_mesh_ms) return false;
+  h->next_mesh_ms = now + (uint64_t)tsri_option(TSRI_OPT_MESH_MS);
+  return true;
+}
+
+/* Mesh the OS pages of the n pages of one size class given (none of them
+ * a current page), at most `budget` pairs.  Returns the pairs made. */
+static size_t mesh_pages(tsr_page_t **pages, size_t n, size_t budget) {
+  if (n < 2 || budget == 0) return 0;
+  tsri_lock(&mesh_lock);
+  size_t made = 0;
+  if (!mesh_ready()) goto out;
+  bool ours = tsri_os_fault_ours();
+  atomic_store_explicit(&mesh_paused, !ours, memory_order_relaxed);
+  if (!ours) goto out;
+  uint64_t t0 = tsri_os_clock_ns();
+  size_t offsets = (size_t)pages[0]->span_slots * TSR_SLOT_SIZE / page_size;
+  memset(open_count, 0, sizeof open_count);
+  uint64_t live[MESH_MASK_WORDS];
+  for (size_t p = 0; p < n && made < budget; p++) {
+    tsr_page_t *pg = pages[p];
+    for (size_t k = 0; k < offsets && made < budget; k++) {
+      size_t first = 0, count = blocks_on(pg, k, &first);
+      if (count == 0) break;
+      uintptr_t va = (uintptr_t)pg->start + k * page_size;
+      if (atomic_load_explicit(&pg->filed, memory_order_relaxed) > 0 && tsri_table_find(&mesh_table, va))
+        continue;
+      if (!live_mask(pg, first, count, live)) continue;   /* no live block: trimming's business */
+      mesh_open_t *list = open_list[k];
+      uint32_t found = open_count[k];
+      for (uint32_t j = 0; j < open_count[k]; j++) {
+        if (list[j].pg != pg && masks_apart(list[j].live, live, count)) { found = j; break; }
+      }
+      if (found < open_count[k]) {
+        tsr_page_t *other = list[found].pg;
+        list[found] = list[--open_count[k]];
+        if (mesh_pair(other, pg, k, live, first, count)) made++;
+        else if (rec_free_count == 0 && rec_high == rec_cap) goto done;   /* no records left */
+      } else if (open_count[k] < MESH_OPEN) {
+        list[open_count[k]].pg = pg;
+        memcpy(list[open_count[k]].live, live, sizeof live);
+        open_count[k]++;
+      } else {
+        /* full: the newest replaces one, so later pages get their chance */
+        mesh_open_t *slot = &list[(p + k) % MESH_OPEN];
+        slot->pg = pg;
+        memcpy(slot->live, live, sizeof live);
+      }
+    }
+  }
+done:
+  atomic_fetch_add_explicit(&fig_passes, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&fig_ns, tsri_os_clock_ns() - t0, memory_order_relaxed);
+out:
+  tsri_unlock(&mesh_lock);
+  return made;
+}
+
+/* Meshing (mesh.c) over h, parked by the reclaimer or entered by its
+ * owner.  Candidates are the cold sparse pages of each class other than
+ * the current one: at most half their blocks live, and as many as at the
+ * heap's previous pass (all sparse pages when `all`: tsr_collect), so
+ * that pages the program keeps allocating from and freeing into are left
+ * to do so; and the frozen pages, whose other OS pages may still pair.
+ * A page that got a meshed OS page is frozen: FULL, in the full queue.
+ * Bounded: MESH_PAIRS pairs and MESH_CANDIDATES pages per class and pass.
+ * Returns the bytes given back. */
+#define MESH_CANDIDATES 512
+#define MESH_PAIRS 512
+
+/* The frozen pages of h whose OS pages are meshed no more go back to the
+ * avail queue of their class, behind its current page (so cur stays). */
+static void heap_thaw(tsr_heap_t *h) {
+  tsr_page_t *pg = h->full.first;
+  while (pg != NULL) {
+    tsr_page_t *next = pg->next;
+    uintptr_t x = (uintptr_t)h | TSR_PAGE_FULL;
+    if (atomic_load_explicit(&pg->used, memory_order_relaxed) < pg->capacity &&
+        atomic_load_explicit(&pg->meshed, memory_order_relaxed) == 0 && h->avail[pg->cls].first != NULL &&
+        atomic_compare_exchange_strong_explicit(&pg->xowner, &x, (uintptr_t)h | TSR_PAGE_AVAIL,
+                                                memory_order_seq_cst, memory_order_seq_cst)) {
+      queue_remove(&h->full, pg);
+      queue_push_back(&h->avail[pg->cls], pg);
+    }
+    pg = next;
+  }
+}
+
+size_t tsri_heap_mesh(tsr_heap_t *h, bool all) {
+  tsr_page_t *cand[MESH_CANDIDATES];
+  size_t made = 0;
+  heap_thaw(h);
+  for (size_t c = 0; c < TSR_CLASS_COUNT && made < MESH_PAIRS; c++) {
+    size_t n = 0;
+    tsr_page_t *pg = h->avail[c].first;
+    for (pg = pg ? pg->next : NULL; pg != NULL && n < MESH_CANDIDATES; pg = pg->next) {
+      uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
+      bool cold = all || used == pg->mesh_seen_used;
+      pg->mesh_seen_used = used;
+      if (cold && 2 * used <= pg->capacity) cand[n++] = pg;
+    }
+    if (n == 0) continue;
+    for (pg = h->full.first; pg != NULL && n < MESH_CANDIDATES; pg = pg->next)
+      if (pg->cls == c && atomic_load_explicit(&pg->meshed, memory_order_relaxed) != 0) cand[n++] = pg;
+    size_t pairs = mesh_pages(cand, n, MESH_PAIRS - made);
+    if (pairs == 0) continue;
+    made += pairs;
+    for (size_t i = 0; i < n; i++) {
+      pg = cand[i];
+      if (atomic_load_explicit(&pg->meshed, memory_order_relaxed) == 0 ||
+          (atomic_load_explicit(&pg->xowner, memory_order_relaxed) & TSR_PAGE_STATE_MASK) != TSR_PAGE_AVAIL)
+        continue;
+      queue_remove(&h->avail[c], pg);
+      queue_push_back(&h->full, pg);
+      set_owner(pg, h, TSR_PAGE_FULL);
+    }
+  }
+  return made * tsri_os_page_size();
+}
+
+void tsri_mesh_figures(tsr_pins_t *out) {
+  if (tsri_option(TSRI_OPT_MESH) == 0) out->mesh_state = TSR_MESH_OFF;
+  else if (mesh_setup == MESH_FAILED) out->mesh_state = TSR_MESH_UNSUPPORTED;
+  else if (atomic_load_explicit(&mesh_paused, memory_order_relaxed) ||
+           (mesh_setup == MESH_READY && rec_free_count == 0 && rec_high == rec_cap))
+    out->mesh_state = TSR_MESH_PAUSED;
+  else out->mesh_state = TSR_MESH_ON;
+  uint64_t pairs = atomic_load_explicit(&fig_pairs, memory_order_relaxed);
+  size_t page = tsri_os_page_size();
+  out->meshed_pages = 2 * pairs;
+  out->mesh_saved = pairs * page;
+  out->meshes = atomic_load_explicit(&fig_meshes, memory_order_relaxed);
+  out->unmeshes = atomic_load_explicit(&fig_unmeshes, memory_order_relaxed);
+  out->mesh_passes = atomic_load_explicit(&fig_passes, memory_order_relaxed);
+  out->mesh_ns = atomic_load_explicit(&fig_ns, memory_order_relaxed);
+  out->mesh_pause_max_ns = atomic_load_explicit(&fig_pause_max, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------
+ * fork
+ * ---------------------------------------------------------------------- */
+
+/* Every virtual page mapped from the file, read-only (write false) or
+ * writable again. */
+static void protect_all(bool write) {
+  size_t cursor = 0;
+  mesh_entry_t *e;
+  while ((e = tsri_table_next(&mesh_table, &cursor)) != NULL) tsri_os_protect((void *)e->va, page_size, write);
+}
+
+void tsri_mesh_fork_prepare(void) {
+  tsri_lock(&mesh_lock);
+  if (mesh_table.count == 0) return;
+  fork_pid = tsri_os_process_id();
+  fork_tid = tsri_os_thread_id();
+  if (tsri_os_pipe(fork_pipe) != 0) fork_pipe[0] = fork_pipe[1] = -1;
+  /* with the program's own SIGSEGV handler in place a writer would crash
+   * on a read-only page: then the child copies what it finds */
+  if (tsri_os_fault_ours()) {
+    atomic_store_explicit(&fork_fence, 1, memory_order_seq_cst);
+    protect_all(false);
+  }
+}
+
+void tsri_mesh_fork_parent(void) {
+  if (mesh_table.count != 0) {
+    if (fork_pipe[1] != -1) {
+      tsri_os_file_close(fork_pipe[1]);
+      tsri_os_pipe_read_byte(fork_pipe[0]);   /* the child is done, or gone */
+      tsri_os_file_close(fork_pipe[0]);
+      fork_pipe[0] = fork_pipe[1] = -1;
+    }
+    if (atomic_load_explicit(&fork_fence, memory_order_relaxed)) {
+      protect_all(true);
+      atomic_store_explicit(&fork_fence, 0, memory_order_seq_cst);
+    }
+  }
+  tsri_unlock(&mesh_lock);
+}
+
+void tsri_mesh_fork_child(void) {
+  if (mesh_table.count != 0) {
+    size_t cursor = 0;
+    mesh_entry_t *e;
+    while ((e = tsri_table_next(&mesh_table, &cursor)) != NULL) {
+      unshare(e->va);
+      tsr_page_t *pg = page_at(e->va);
+      atomic_store_explicit(&pg->filed, 0, memory_order_relaxed);
+      atomic_store_explicit(&pg->meshed, 0, memory_order_relaxed);
+    }
+    tsri_table_clear(&mesh_table);
+    rec_free_count = 0;
+    rec_high = 0;
+    tsri_os_share_close();
+    file_bytes = 0;
+    /* a new file for the child's own meshing, when it meshes */
+    if (tsri_os_share_open() != 0) mesh_setup = MESH_FAILED;
+    atomic_store_explicit(&fig_pairs, 0, memory_order_relaxed);
+    atomic_store_explicit(&fig_singles, 0, memory_order_relaxed);
+    if (fork_pipe[1] != -1) {
+      tsri_os_file_write(fork_pipe[1], "", 1);
+      tsri_os_file_close(fork_pipe[1]);
+      tsri_os_file_close(fork_pipe[0]);
+      fork_pipe[0] = fork_pipe[1] = -1;
+    }
+    atomic_store_explicit(&fork_fence, 0, memory_order_seq_cst);
+  }
+  tsri_unlock(&mesh_lock);
+}

@@ -1,0 +1,210 @@
+/* posix_mesh.c: what meshing needs of the OS on Linux (os.h: memory mapped
+ * at two addresses).
+ *
+ * The file is a memfd: memory with no name in the file system, whose pages
+ * exist only where they were written, and which mmap(MAP_SHARED) can map
+ * at any number of addresses.  A page mapped at two addresses is one
+ * physical page; fallocate(PUNCH_HOLE) gives it back.  The fault handler
+ * is the write barrier of core/mesh.c: a thread that writes to a page
+ * while it is being copied faults, waits in the handler until the copy is
+ * mapped in its place, and runs its write again there.  Every function
+ * saves and restores errno.
+ */
+#if !defined(_GNU_SOURCE)
+#define _GNU_SOURCE
+#endif
+#include "os.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef MAP_NORESERVE
+#define MAP_NORESERVE 0
+#endif
+
+static int share_fd = -1;
+
+int tsri_os_share_open(void) {
+#if defined(__linux__) && defined(MFD_CLOEXEC)
+  int saved = errno;
+  int fd = memfd_create("tessera-mesh", MFD_CLOEXEC);
+  int rc = fd >= 0 ? 0 : errno;
+  if (fd >= 0) share_fd = fd;
+  errno = saved;
+  return rc;
+#else
+  return ENOSYS;
+#endif
+}
+
+void tsri_os_share_close(void) {
+  int saved = errno;
+  if (share_fd >= 0) close(share_fd);
+  share_fd = -1;
+  errno = saved;
+}
+
+int tsri_os_share_size(uint64_t bytes) {
+  int saved = errno;
+  int rc = ftruncate(share_fd, (off_t)bytes) == 0 ? 0 : errno;
+  errno = saved;
+  return rc;
+}
+
+int tsri_os_share_write(uint64_t off, const void *src, size_t size) {
+  int saved = errno, rc = 0;
+  const char *from = src;
+  while (size > 0) {
+    ssize_t n = pwrite(share_fd, from, size, (off_t)off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) { rc = n < 0 ? errno : EIO; break; }
+    from += n;
+    off += (uint64_t)n;
+    size -= (size_t)n;
+  }
+  errno = saved;
+  return rc;
+}
+
+int tsri_os_share_map(void *addr, size_t size, uint64_t off) {
+  int saved = errno;
+  void *p = mmap(addr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, share_fd, (off_t)off);
+  int rc = p == addr ? 0 : errno;
+  errno = saved;
+  return rc;
+}
+
+int tsri_os_share_punch(uint64_t off, size_t size) {
+  int saved = errno;
+  int rc = fallocate(share_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)size) == 0
+               ? 0 : errno;
+  errno = saved;
+  return rc;
+}
+
+int tsri_os_private_map(void *addr, size_t size) {
+  int saved = errno;
+  /* the flags of the arenas' own mapping (posix.c), so that the kernel
+   * can merge the page back into its neighbours */
+  void *p = mmap(addr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+                 -1, 0);
+  int rc = p == addr ? 0 : errno;
+  errno = saved;
+  return rc;
+}
+
+int tsri_os_protect(void *addr, size_t size, bool write) {
+  int saved = errno;
+  int rc = mprotect(addr, size, write ? PROT_READ | PROT_WRITE : PROT_READ) == 0 ? 0 : errno;
+  errno = saved;
+  return rc;
+}
+
+size_t tsri_os_map_limit(void) {
+  int saved = errno;
+  size_t limit = 65530;   /* the kernel's default */
+  int fd = open("/proc/sys/vm/max_map_count", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char buf[32];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n > 0) {
+      size_t v = 0;
+      for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++) v = v * 10 + (size_t)(buf[i] - '0');
+      if (v > 0) limit = v;
+    }
+  }
+  errno = saved;
+  return limit;
+}
+
+/* ------------------------------------------------------------------------
+ * The fault handler
+ * ---------------------------------------------------------------------- */
+
+static bool (*fault_fn)(void *addr);
+static struct sigaction fault_prev;   /* the program's handler before ours */
+static _Atomic int fault_installed;
+
+static void fault_handler(int sig, siginfo_t *info, void *ctx) {
+  int saved = errno;
+  if (fault_fn(info->si_addr)) {
+    errno = saved;
+    return;   /* the access runs again */
+  }
+  errno = saved;
+  if (fault_prev.sa_flags & SA_SIGINFO) {
+    fault_prev.sa_sigaction(sig, info, ctx);
+  } else if (fault_prev.sa_handler != SIG_DFL && fault_prev.sa_handler != SIG_IGN) {
+    fault_prev.sa_handler(sig);
+  } else {
+    /* the default action: with it back in place, the access faults again
+     * as it would have without tessera */
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(sig, &dfl, NULL);
+  }
+}
+
+int tsri_os_fault_catch(bool (*fn)(void *addr)) {
+  if (atomic_load_explicit(&fault_installed, memory_order_acquire)) return 0;
+  int saved = errno;
+  fault_fn = fn;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = fault_handler;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK | SA_NODEFER;
+  int rc = sigaction(SIGSEGV, &sa, &fault_prev) == 0 ? 0 : errno;
+  if (rc == 0) atomic_store_explicit(&fault_installed, 1, memory_order_release);
+  errno = saved;
+  return rc;
+}
+
+bool tsri_os_fault_ours(void) {
+  if (!atomic_load_explicit(&fault_installed, memory_order_acquire)) return false;
+  int saved = errno;
+  struct sigaction now;
+  bool ours = sigaction(SIGSEGV, NULL, &now) == 0 && (now.sa_flags & SA_SIGINFO) &&
+              now.sa_sigaction == fault_handler;
+  errno = saved;
+  return ours;
+}
+
+/* ------------------------------------------------------------------------
+ * The fork pipe
+ * ---------------------------------------------------------------------- */
+
+int tsri_os_pipe(intptr_t handles[2]) {
+  int saved = errno, fds[2];
+  int rc = pipe2(fds, O_CLOEXEC) == 0 ? 0 : errno;
+  if (rc == 0) {
+    handles[0] = fds[0];
+    handles[1] = fds[1];
+  }
+  errno = saved;
+  return rc;
+}
+
+void tsri_os_pipe_read_byte(intptr_t handle) {
+  int saved = errno;
+  char c;
+  while (read((int)handle, &c, 1) < 0 && errno == EINTR) {
+  }
+  errno = saved;
+}
+
+uint64_t tsri_os_clock_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
