@@ -1,0 +1,338 @@
+/* test_mesh.c: meshing (TESSERA_MESH=on, set by tests/CMakeLists.txt).
+ *
+ * Sparse pages are made by filling many spans of one class and keeping a
+ * block in `keep` at random; tsr_collect meshes all it can.  The tests
+ * check that memory goes back and every kept block keeps its contents;
+ * that no write is lost while other threads write to the pages being
+ * copied; that freeing takes pairs apart and the pages serve allocations
+ * again; that a fork child gets memory of its own, as it was at fork,
+ * while the parent keeps writing; and that faults that are not meshing's
+ * reach the program's own SIGSEGV handler.
+ */
+#include "tsr_criterion.h"
+
+#include "tsr_test.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+
+#define COUNT 60000
+
+typedef struct sparse_s {
+  unsigned char **kept;
+  size_t n, size;
+} sparse_t;
+
+/* COUNT blocks of `size`, one in `keep` kept at random, each kept block
+ * filled with its own pattern; the rest freed. */
+static sparse_t make_sparse(size_t size, unsigned keep, uint64_t seed) {
+  unsigned char **all = tsr_malloc(COUNT * sizeof *all);
+  sparse_t s = { tsr_malloc(COUNT * sizeof *s.kept), 0, size };
+  cr_assert(all != NULL && s.kept != NULL);
+  for (size_t i = 0; i < COUNT; i++) {
+    all[i] = tsr_malloc(size);
+    cr_assert(all[i] != NULL);
+    memset(all[i], 0x5a, size);
+  }
+  for (size_t i = 0; i < COUNT; i++) {
+    if (tsr_test_rand(&seed) % keep == 0) {
+      s.kept[s.n] = all[i];
+      tsr_test_fill(all[i], size, s.n);
+      s.n++;
+    } else {
+      tsr_free(all[i]);
+    }
+  }
+  tsr_free(all);
+  return s;
+}
+
+static void free_sparse(sparse_t *s) {
+  for (size_t i = 0; i < s->n; i++) tsr_free(s->kept[i]);
+  tsr_free(s->kept);
+  s->n = 0;
+}
+
+/* Kept blocks whose contents changed. */
+static size_t damaged(const sparse_t *s) {
+  size_t bad = 0;
+  for (size_t i = 0; i < s->n; i++) bad += tsr_test_verify(s->kept[i], s->size, i) != s->size;
+  return bad;
+}
+
+static tsr_pins_t figures(void) {
+  tsr_pins_t t;
+  tsr_pins(&t, NULL, 0);
+  return t;
+}
+
+/* The resident set counting a page mapped twice once (as bench.h does):
+ * VmRSS less RssShmem plus Pss_Shmem, in KiB. */
+static long proc_kib(const char *path, const char *key) {
+  char buf[8192];
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  const char *p = strstr(buf, key);
+  return p ? strtol(p + strlen(key), NULL, 10) : -1;
+}
+
+static long resident_kib(void) {
+  long rss = proc_kib("/proc/self/status", "VmRSS:");
+  long shmem = proc_kib("/proc/self/status", "RssShmem:");
+  long pss_shmem = proc_kib("/proc/self/smaps_rollup", "Pss_Shmem:");
+  return shmem >= 0 && pss_shmem >= 0 ? rss - shmem + pss_shmem : rss;
+}
+
+Test(mesh, gives_back_pages_and_keeps_every_block) {
+  sparse_t s = make_sparse(64, 16, 1);
+  long before = resident_kib();
+  tsr_collect();
+  tsr_pins_t t = figures();
+  cr_assert_eq(t.mesh_state, TSR_MESH_ON, "meshing state %u", t.mesh_state);
+  cr_assert_gt(t.meshes, 100, "only %llu pairs among %zu sparse spans' OS pages", (unsigned long long)t.meshes,
+               s.n);
+  cr_assert_eq(t.meshed_pages, 2 * t.mesh_saved / (uint64_t)sysconf(_SC_PAGESIZE));
+  cr_assert_gt(t.mesh_passes, 0);
+  long after = resident_kib();
+#if !TSR_TEST_SHADOW
+  cr_assert_lt(after, before - (long)(t.mesh_saved / 1024) / 2,
+               "resident %ld KiB -> %ld KiB; meshing says %llu KiB saved", before, after,
+               (unsigned long long)(t.mesh_saved / 1024));
+#else
+  (void)before;
+  (void)after;
+#endif
+  cr_assert_eq(damaged(&s), 0);
+  cr_assert_eq(tsr_check(), 0);
+  /* written after meshing, each block through its own address */
+  for (size_t i = 0; i < s.n; i++) tsr_test_fill(s.kept[i], s.size, i + 7);
+  for (size_t i = 0; i < s.n; i++)
+    cr_assert_eq(tsr_test_verify(s.kept[i], s.size, i + 7), s.size, "block %zu damaged", i);
+  free_sparse(&s);
+  t = figures();
+  cr_assert_eq(t.meshed_pages, 0, "%llu OS pages still meshed with every block freed",
+               (unsigned long long)t.meshed_pages);
+  cr_assert_eq(t.unmeshes, t.meshes);
+  cr_assert_eq(tsr_check(), 0);
+}
+
+/* Larger blocks straddle OS pages: a block live on two pages pins both. */
+Test(mesh, keeps_blocks_that_straddle_os_pages) {
+  sparse_t s = make_sparse(1008, 6, 2);
+  tsr_collect();
+  cr_assert_gt(figures().meshes, 10);
+  cr_assert_eq(damaged(&s), 0);
+  free_sparse(&s);
+  cr_assert_eq(figures().meshed_pages, 0);
+  cr_assert_eq(tsr_check(), 0);
+}
+
+/* ---- writers while pages are copied ------------------------------------ */
+
+typedef struct writer_s {
+  pthread_t thread;
+  sparse_t *s;
+  size_t from, to;              /* its blocks */
+  uint64_t *count;              /* what each of them must hold */
+  atomic_int *stop;
+} writer_t;
+
+/* Add one to the first word of each of its blocks, round after round: a
+ * write lost in a copy leaves the block behind its count for good. */
+static void *writer_main(void *arg) {
+  writer_t *w = arg;
+  while (!atomic_load_explicit(w->stop, memory_order_relaxed)) {
+    for (size_t i = w->from; i < w->to; i++) {
+      volatile uint64_t *word = (volatile uint64_t *)(void *)w->s->kept[i];
+      *word = *word + 1;
+      w->count[i]++;
+    }
+  }
+  return NULL;
+}
+
+static void start_writers(writer_t *w, int n, sparse_t *s, uint64_t *count, atomic_int *stop) {
+  atomic_store(stop, 0);
+  for (int t = 0; t < n; t++) {
+    w[t] = (writer_t){ 0, s, s->n * (size_t)t / (size_t)n, s->n * (size_t)(t + 1) / (size_t)n, count, stop };
+    cr_assert_eq(pthread_create(&w[t].thread, NULL, writer_main, &w[t]), 0);
+  }
+}
+
+static void stop_writers(writer_t *w, int n, atomic_int *stop) {
+  atomic_store(stop, 1);
+  for (int t = 0; t < n; t++) pthread_join(w[t].thread, NULL);
+}
+
+Test(mesh, no_write_is_lost_while_pages_are_copied) {
+  enum { WRITERS = 2, BATCHES = 6 };
+  uint64_t meshed = 0;
+  for (int b = 0; b < BATCHES; b++) {
+    sparse_t s = make_sparse(64, 12, 100 + (uint64_t)b);
+    uint64_t *count = calloc(s.n, sizeof *count);
+    cr_assert(count != NULL);
+    for (size_t i = 0; i < s.n; i++) *(uint64_t *)(void *)s.kept[i] = 0;
+    writer_t w[WRITERS];
+    atomic_int stop;
+    start_writers(w, WRITERS, &s, count, &stop);
+    uint64_t before = figures().meshes;
+    tsr_collect();   /* meshes this batch's pages while they are written */
+    meshed += figures().meshes - before;
+    stop_writers(w, WRITERS, &stop);
+    for (size_t i = 0; i < s.n; i++)
+      cr_assert_eq(*(uint64_t *)(void *)s.kept[i], count[i], "batch %d block %zu holds %llu, written %llu times",
+                   b, i, (unsigned long long)*(uint64_t *)(void *)s.kept[i], (unsigned long long)count[i]);
+    free(count);
+    free_sparse(&s);
+  }
+  cr_assert_gt(meshed, 0, "nothing was meshed while written");
+  cr_assert_eq(tsr_check(), 0);
+}
+
+/* ---- freeing ------------------------------------------------------------- */
+
+static void *free_odd(void *arg) {
+  sparse_t *s = arg;
+  for (size_t i = 1; i < s->n; i += 2) tsr_free(s->kept[i]);
+  return NULL;
+}
+
+Test(mesh, freeing_takes_pairs_apart_and_pages_serve_again) {
+  sparse_t s = make_sparse(48, 16, 3);
+  tsr_collect();
+  tsr_pins_t t = figures();
+  cr_assert_gt(t.meshes, 0);
+  /* half the blocks freed by another thread (remote frees into frozen
+   * pages), the rest here */
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, free_odd, &s), 0);
+  pthread_join(th, NULL);
+  for (size_t i = 0; i < s.n; i += 2) {
+    cr_assert_eq(tsr_test_verify(s.kept[i], s.size, i), s.size, "block %zu damaged", i);
+    tsr_free(s.kept[i]);
+  }
+  tsr_free(s.kept);
+  tsr_collect();
+  t = figures();
+  cr_assert_eq(t.meshed_pages, 0, "%llu OS pages still meshed", (unsigned long long)t.meshed_pages);
+  cr_assert_eq(t.unmeshes, t.meshes);
+  /* every page serves allocations again, none overlapping another */
+  unsigned char **again = tsr_malloc(COUNT * sizeof *again);
+  for (size_t i = 0; i < COUNT; i++) {
+    again[i] = tsr_malloc(48);
+    tsr_test_fill(again[i], 48, i);
+  }
+  for (size_t i = 0; i < COUNT; i++) {
+    cr_assert_eq(tsr_test_verify(again[i], 48, i), 48, "block %zu overwritten", i);
+    tsr_free(again[i]);
+  }
+  tsr_free(again);
+  cr_assert_eq(tsr_check(), 0);
+}
+
+/* ---- fork ---------------------------------------------------------------- */
+
+/* The child: its blocks hold what they held at fork and stay so while
+ * the parent keeps writing; what it writes stays its own. */
+static int child_checks(sparse_t *s, const uint64_t *at_fork_min) {
+  uint64_t *now = tsr_malloc(s->n * sizeof *now);
+  if (now == NULL) return 1;
+  for (size_t i = 0; i < s->n; i++) {
+    now[i] = *(uint64_t *)(void *)s->kept[i];
+    if (now[i] < at_fork_min[i]) return 2;
+  }
+  tsr_test_sleep_ms(100);
+  for (size_t i = 0; i < s->n; i++)
+    if (*(uint64_t *)(void *)s->kept[i] != now[i]) return 3;
+  for (size_t i = 0; i < s->n; i++) memset(s->kept[i], 0xee, s->size);
+  tsr_free(now);
+  return tsr_check() == 0 ? 0 : 4;
+}
+
+Test(mesh, fork_child_gets_its_own_memory_as_it_was) {
+  sparse_t s = make_sparse(64, 12, 4);
+  for (size_t i = 0; i < s.n; i++) *(uint64_t *)(void *)s.kept[i] = 0;
+  tsr_collect();
+  cr_assert_gt(figures().meshes, 0);
+  uint64_t *count = calloc(s.n, sizeof *count), *seen = calloc(s.n, sizeof *seen);
+  cr_assert(count != NULL && seen != NULL);
+  writer_t w[2];
+  atomic_int stop;
+  start_writers(w, 2, &s, count, &stop);
+  for (int round = 0; round < 3; round++) {
+    for (size_t i = 0; i < s.n; i++) seen[i] = *(uint64_t *)(void *)s.kept[i];
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) _exit(child_checks(&s, seen));
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child of round %d: status %#x", round, status);
+  }
+  stop_writers(w, 2, &stop);
+  for (size_t i = 0; i < s.n; i++) {
+    const uint64_t *word = (const uint64_t *)(void *)s.kept[i];
+    cr_assert_eq(word[0], count[i], "block %zu: %llu, written %llu times", i, (unsigned long long)word[0],
+                 (unsigned long long)count[i]);
+    for (size_t j = sizeof(uint64_t); j < s.size; j++)
+      cr_assert_eq(s.kept[i][j], tsr_test_byte(i, j), "block %zu byte %zu: the child's write reached the parent", i,
+                   j);
+  }
+  free(count);
+  free(seen);
+  free_sparse(&s);
+  cr_assert_eq(tsr_check(), 0);
+}
+
+/* ---- the program's own fault handler ------------------------------------- */
+
+static sigjmp_buf fault_jump;
+static volatile sig_atomic_t program_faults;
+
+static void program_handler(int sig) {
+  (void)sig;
+  program_faults++;
+  siglongjmp(fault_jump, 1);
+}
+
+static bool faults_at(volatile unsigned char *p) {
+  if (sigsetjmp(fault_jump, 1) == 0) {
+    *p = 1;
+    return false;
+  }
+  return true;
+}
+
+Test(mesh, faults_not_meshings_reach_the_program_handler) {
+  struct sigaction sa, prev;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = program_handler;
+  sigemptyset(&sa.sa_mask);
+  cr_assert_eq(sigaction(SIGSEGV, &sa, NULL), 0);
+  sparse_t s = make_sparse(64, 16, 5);
+  tsr_collect();   /* tessera's handler goes in front of the program's */
+  cr_assert_gt(figures().meshes, 0);
+  unsigned char *guard = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  cr_assert(guard != MAP_FAILED);
+  cr_assert(faults_at(guard), "a write to a PROT_NONE page did not fault");
+  cr_assert_eq(program_faults, 1, "the program's handler ran %d times", (int)program_faults);
+  munmap(guard, 4096);
+  /* the program replaces tessera's handler: meshing pauses */
+  cr_assert_eq(sigaction(SIGSEGV, &sa, &prev), 0);
+  sparse_t more = make_sparse(64, 16, 6);
+  uint64_t meshes = figures().meshes;
+  tsr_collect();
+  tsr_pins_t t = figures();
+  cr_assert_eq(t.mesh_state, TSR_MESH_PAUSED, "state %u", t.mesh_state);
+  cr_assert_eq(t.meshes, meshes, "meshed with the program's handler in tessera's place");
+  cr_assert_eq(damaged(&s), 0);
+  cr_assert_eq(damaged(&more), 0);
+  free_sparse(&more);
+  free_sparse(&s);
+  cr_assert_eq(tsr_check(), 0);
+}
