@@ -97,7 +97,10 @@ Test(mesh, gives_back_pages_and_keeps_every_block) {
   cr_assert_eq(t.mesh_state, TSR_MESH_ON, "meshing state %u", t.mesh_state);
   cr_assert_gt(t.meshes, 100, "only %llu pairs among %zu sparse spans' OS pages", (unsigned long long)t.meshes,
                s.n);
-  cr_assert_eq(t.meshed_pages, 2 * t.mesh_saved / (uint64_t)sysconf(_SC_PAGESIZE));
+  /* n virtual pages on one physical page save n - 1 */
+  uint64_t saved_pages = t.mesh_saved / (uint64_t)sysconf(_SC_PAGESIZE);
+  cr_assert(t.meshed_pages > saved_pages && t.meshed_pages <= 2 * saved_pages, "%llu pages meshed, %llu saved",
+            (unsigned long long)t.meshed_pages, (unsigned long long)saved_pages);
   cr_assert_gt(t.mesh_passes, 0);
   long after = resident_kib();
 #if !TSR_TEST_SHADOW

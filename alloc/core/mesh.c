@@ -58,7 +58,8 @@
  */
 #include "queue.h"
 
-#define MESH_OPEN 32                  /* unmatched OS pages kept per offset, probed for each new one */
+#define MESH_OPEN 32                  /* open OS pages kept per offset, probed for each new one */
+#define MESH_WAYS 8                   /* virtual pages on one file page, at most */
 #define MESH_PAGE_MAX 16384           /* largest OS page meshing supports */
 #define MESH_MASK_WORDS ((MESH_PAGE_MAX / TSR_MIN_ALIGN + 1 + 63) / 64)
 #define MESH_OFFSETS (TSR_SPAN_MAX_SLOTS * TSR_SLOT_SIZE / 4096)
@@ -66,9 +67,11 @@
 #define MESH_FILE_STEP ((uint64_t)64 << 20)   /* the file grows this much at a time */
 #define REC_NONE UINT32_MAX
 
-/* A page of the shared file: the virtual pages mapped onto it, 0 for none. */
+/* A page of the shared file: the virtual pages mapped onto it (0: a free
+ * place), all at the same offset of spans of one class. */
 typedef struct mesh_rec_s {
-  uintptr_t va[2];
+  uintptr_t va[MESH_WAYS];
+  uint32_t sides;                     /* of va[] not 0 */
 } mesh_rec_t;
 
 /* The table's entry for a virtual page mapped from the file. */
@@ -78,9 +81,11 @@ typedef struct mesh_entry_s {
   uint32_t side;
 } mesh_entry_t;
 
-/* A candidate OS page waiting for a partner. */
+/* An OS page open for a partner in a pass: a page's own (rec REC_NONE),
+ * or a file page's, whose live blocks are those of all its sides. */
 typedef struct mesh_open_s {
   tsr_page_t *pg;
+  uint32_t rec;
   uint64_t live[MESH_MASK_WORDS];
 } mesh_open_t;
 
@@ -92,13 +97,14 @@ static size_t page_size;
 static mesh_rec_t *recs;
 static uint32_t *rec_free;            /* stack of free record numbers */
 static uint32_t rec_free_count, rec_high, rec_cap;
+static uint32_t sides_all, sides_cap;   /* virtual pages mapped from the file, and their cap */
 static uint64_t file_bytes;
 static tsri_table_t mesh_table = TSRI_TABLE_INIT(mesh_entry_t, 1024);
 static mesh_open_t (*open_list)[MESH_OPEN];   /* [MESH_OFFSETS][MESH_OPEN] */
 static uint32_t open_count[MESH_OFFSETS];
 
 /* Figures, read by tsri_mesh_figures without the lock. */
-static _Atomic uint64_t fig_pairs, fig_singles, fig_meshes, fig_unmeshes, fig_passes, fig_ns, fig_pause_max;
+static _Atomic uint64_t fig_meshed, fig_saved, fig_meshes, fig_unmeshes, fig_passes, fig_ns, fig_pause_max;
 static _Atomic int mesh_paused;
 
 /* The write barrier (see above). */
@@ -175,8 +181,10 @@ static bool mesh_ready(void) {
   mesh_setup = MESH_FAILED;
   page_size = tsri_os_page_size();
   if (page_size > MESH_PAGE_MAX || TSR_SLOT_SIZE % page_size != 0) return false;
-  rec_cap = (uint32_t)(tsri_os_map_limit() / 8);
-  if (rec_cap > MESH_MAX_RECORDS) rec_cap = MESH_MAX_RECORDS;
+  /* each virtual page mapped from the file may split its mapping in
+   * three, two more mappings: meshing keeps to half of the limit */
+  sides_cap = (uint32_t)(tsri_os_map_limit() / 4);
+  rec_cap = sides_cap < MESH_MAX_RECORDS ? sides_cap : MESH_MAX_RECORDS;
   if (rec_cap == 0) return false;
   size_t rec_bytes = tsri_align_up((size_t)rec_cap * (sizeof(mesh_rec_t) + sizeof(uint32_t)), page_size);
   size_t open_bytes = tsri_align_up(sizeof(mesh_open_t) * MESH_OPEN * MESH_OFFSETS, page_size);
@@ -216,13 +224,13 @@ static uint32_t rec_alloc(void) {
     }
     file_bytes = grown;
   }
-  recs[r].va[0] = recs[r].va[1] = 0;
+  memset(&recs[r], 0, sizeof recs[r]);
   return r;
 }
 
 static void rec_drop(uint32_t r) {
   tsri_os_share_punch((uint64_t)r * page_size, page_size);
-  recs[r].va[0] = recs[r].va[1] = 0;
+  memset(&recs[r], 0, sizeof recs[r]);
   rec_free[rec_free_count++] = r;
 }
 
@@ -275,19 +283,17 @@ static bool masks_apart(const uint64_t *a, const uint64_t *b, size_t count) {
  * Making and taking apart pairs.  Lock held.
  * ---------------------------------------------------------------------- */
 
-/* Put OS page k of px (at a) and of py (at b) on one page of the file:
- * a's whole page first, then py's live blocks there (ylive over the
- * blocks from first on).  false when something failed; what was done is
- * consistent (a may be left a single). */
-static bool mesh_pair(tsr_page_t *px, tsr_page_t *py, size_t k, const uint64_t *ylive, size_t first,
-                      size_t count) {
-  uintptr_t a = (uintptr_t)px->start + k * page_size, b = (uintptr_t)py->start + k * page_size;
+/* OS page k of pg goes onto a new page of the file, alone: its record,
+ * or REC_NONE when something failed (nothing changed then). */
+static uint32_t mesh_single(tsr_page_t *pg, size_t k) {
+  uintptr_t a = (uintptr_t)pg->start + k * page_size;
+  if (sides_all >= sides_cap) return REC_NONE;
   uint32_t r = rec_alloc();
-  if (r == REC_NONE) return false;
+  if (r == REC_NONE) return REC_NONE;
   uint64_t off = (uint64_t)r * page_size;
   if (!entry_add(a, r, 0)) {
     rec_drop(r);
-    return false;
+    return REC_NONE;
   }
   uint64_t t0 = tsri_os_clock_ns();
   fence_begin(a);
@@ -301,15 +307,31 @@ static bool mesh_pair(tsr_page_t *px, tsr_page_t *py, size_t k, const uint64_t *
   if (!ok) {
     tsri_table_remove(&mesh_table, tsri_table_find(&mesh_table, a));
     rec_drop(r);
-    return false;
+    return REC_NONE;
   }
   recs[r].va[0] = a;
-  count_add(&px->filed, 1);
-  atomic_fetch_add_explicit(&fig_singles, 1, memory_order_relaxed);
-  if (!entry_add(b, r, 1)) return false;
-  uint64_t t1 = tsri_os_clock_ns();
+  recs[r].sides = 1;
+  sides_all++;
+  count_add(&pg->filed, 1);
+  return r;
+}
+
+/* OS page k of py joins file page r: py's live blocks there (ylive over
+ * the blocks from first on, apart from those of r's sides) are copied in
+ * and its virtual page mapped onto it.  false when something failed
+ * (nothing changed then). */
+static bool mesh_join(uint32_t r, tsr_page_t *py, size_t k, const uint64_t *ylive, size_t first, size_t count) {
+  mesh_rec_t *rec = &recs[r];
+  uintptr_t b = (uintptr_t)py->start + k * page_size, a = 0;
+  uint32_t side = MESH_WAYS;
+  for (uint32_t i = 0; i < MESH_WAYS; i++) {
+    if (rec->va[i] != 0 && a == 0) a = rec->va[i];   /* writable: the copy goes in through it */
+    if (rec->va[i] == 0 && side == MESH_WAYS) side = i;
+  }
+  if (side == MESH_WAYS || a == 0 || sides_all >= sides_cap || !entry_add(b, r, side)) return false;
+  uint64_t t0 = tsri_os_clock_ns();
   fence_begin(b);
-  ok = tsri_os_protect((void *)b, page_size, false) == 0;
+  bool ok = tsri_os_protect((void *)b, page_size, false) == 0;
   if (ok) {
     size_t base = k * page_size;
     for (size_t j = 0; j < count; j++) {
@@ -319,22 +341,27 @@ static bool mesh_pair(tsr_page_t *px, tsr_page_t *py, size_t k, const uint64_t *
       if (hi > base + page_size) hi = base + page_size;
       memcpy((void *)(a + (lo - base)), (const void *)(b + (lo - base)), hi - lo);
     }
-    if (tsri_os_share_map((void *)b, page_size, off) != 0) {
+    if (tsri_os_share_map((void *)b, page_size, (uint64_t)r * page_size) != 0) {
       tsri_os_protect((void *)b, page_size, true);
       ok = false;
     }
   }
-  fence_end(t1);
+  fence_end(t0);
   if (!ok) {
     tsri_table_remove(&mesh_table, tsri_table_find(&mesh_table, b));
     return false;
   }
-  recs[r].va[1] = b;
+  if (rec->sides == 1) {   /* the single it was becomes meshed too */
+    count_add(&page_at(a)->meshed, 1);
+    atomic_fetch_add_explicit(&fig_meshed, 1, memory_order_relaxed);
+  }
+  rec->va[side] = b;
+  rec->sides++;
+  sides_all++;
   count_add(&py->filed, 1);
-  count_add(&px->meshed, 1);
   count_add(&py->meshed, 1);
-  atomic_fetch_sub_explicit(&fig_singles, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&fig_pairs, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&fig_meshed, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&fig_saved, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&fig_meshes, 1, memory_order_relaxed);
   return true;
 }
@@ -344,20 +371,25 @@ static bool mesh_pair(tsr_page_t *px, tsr_page_t *py, size_t k, const uint64_t *
 static bool mesh_leave(tsr_page_t *pg, mesh_entry_t *e) {
   uintptr_t va = e->va;
   uint32_t r = e->rec, side = e->side;
+  mesh_rec_t *rec = &recs[r];
   if (tsri_os_private_map((void *)va, page_size) != 0) return false;
   tsri_table_remove(&mesh_table, e);
-  recs[r].va[side] = 0;
+  rec->va[side] = 0;
+  rec->sides--;
+  sides_all--;
   count_add(&pg->filed, -1);
-  uintptr_t other = recs[r].va[!side];
-  if (other != 0) {
-    count_add(&pg->meshed, -1);
-    count_add(&page_at(other)->meshed, -1);
-    atomic_fetch_sub_explicit(&fig_pairs, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&fig_singles, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&fig_unmeshes, 1, memory_order_relaxed);
-  } else {
+  if (rec->sides == 0) {
     rec_drop(r);
-    atomic_fetch_sub_explicit(&fig_singles, 1, memory_order_relaxed);
+    return true;
+  }
+  count_add(&pg->meshed, -1);
+  atomic_fetch_sub_explicit(&fig_meshed, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&fig_saved, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&fig_unmeshes, 1, memory_order_relaxed);
+  if (rec->sides == 1) {   /* the one left is a single now */
+    for (uint32_t i = 0; i < MESH_WAYS; i++)
+      if (rec->va[i] != 0) count_add(&page_at(rec->va[i])->meshed, -1);
+    atomic_fetch_sub_explicit(&fig_meshed, 1, memory_order_relaxed);
   }
   return true;
 }
@@ -404,38 +436,62 @@ static size_t mesh_pages(tsr_page_t **pages, size_t n, size_t budget) {
   size_t offsets = (size_t)pages[0]->span_slots * TSR_SLOT_SIZE / page_size;
   memset(open_count, 0, sizeof open_count);
   uint64_t live[MESH_MASK_WORDS];
-  for (size_t p = 0; p < n && made < budget; p++) {
+  for (size_t p = 0; p < n && made < budget && sides_all < sides_cap; p++) {
     tsr_page_t *pg = pages[p];
     for (size_t k = 0; k < offsets && made < budget; k++) {
       size_t first = 0, count = blocks_on(pg, k, &first);
       if (count == 0) break;
-      uintptr_t va = (uintptr_t)pg->start + k * page_size;
-      if (atomic_load_explicit(&pg->filed, memory_order_relaxed) > 0 && tsri_table_find(&mesh_table, va))
-        continue;
-      if (!live_mask(pg, first, count, live)) continue;   /* no live block: trimming's business */
       mesh_open_t *list = open_list[k];
+      uintptr_t va = (uintptr_t)pg->start + k * page_size;
+      mesh_entry_t *e = atomic_load_explicit(&pg->filed, memory_order_relaxed) > 0
+                            ? tsri_table_find(&mesh_table, va) : NULL;
+      if (e != NULL) {
+        /* already on a file page: open it for more sides, once per pass */
+        uint32_t r = e->rec;
+        bool listed = recs[r].sides >= MESH_WAYS;
+        for (uint32_t j = 0; j < open_count[k] && !listed; j++) listed = list[j].rec == r;
+        if (listed || open_count[k] == MESH_OPEN) continue;
+        mesh_open_t *o = &list[open_count[k]++];
+        o->pg = pg;
+        o->rec = r;
+        memset(o->live, 0, sizeof o->live);
+        for (uint32_t i = 0; i < MESH_WAYS; i++) {
+          if (recs[r].va[i] == 0) continue;
+          live_mask(page_at(recs[r].va[i]), first, count, live);
+          for (size_t w = 0; w < MESH_MASK_WORDS; w++) o->live[w] |= live[w];
+        }
+        continue;
+      }
+      if (!live_mask(pg, first, count, live)) continue;   /* no live block: trimming's business */
       uint32_t found = open_count[k];
       for (uint32_t j = 0; j < open_count[k]; j++) {
         if (list[j].pg != pg && masks_apart(list[j].live, live, count)) { found = j; break; }
       }
-      if (found < open_count[k]) {
-        tsr_page_t *other = list[found].pg;
-        list[found] = list[--open_count[k]];
-        if (mesh_pair(other, pg, k, live, first, count)) made++;
-        else if (rec_free_count == 0 && rec_high == rec_cap) goto done;   /* no records left */
-      } else if (open_count[k] < MESH_OPEN) {
-        list[open_count[k]].pg = pg;
-        memcpy(list[open_count[k]].live, live, sizeof live);
-        open_count[k]++;
-      } else {
-        /* full: the newest replaces one, so later pages get their chance */
-        mesh_open_t *slot = &list[(p + k) % MESH_OPEN];
-        slot->pg = pg;
-        memcpy(slot->live, live, sizeof live);
+      if (found == open_count[k]) {
+        /* no partner yet: open it, or in place of one (so that later
+         * pages get their chance) when the list is full */
+        mesh_open_t *o = open_count[k] < MESH_OPEN ? &list[open_count[k]++] : &list[(p + k) % MESH_OPEN];
+        o->pg = pg;
+        o->rec = REC_NONE;
+        memcpy(o->live, live, sizeof live);
+        continue;
       }
+      mesh_open_t *o = &list[found];
+      if (o->rec == REC_NONE) {
+        o->rec = mesh_single(o->pg, k);
+        if (o->rec == REC_NONE) {
+          *o = list[--open_count[k]];
+          continue;
+        }
+      }
+      if (mesh_join(o->rec, pg, k, live, first, count)) {
+        made++;
+        for (size_t w = 0; w < MESH_MASK_WORDS; w++) o->live[w] |= live[w];
+        o->pg = pg;
+      }
+      if (recs[o->rec].sides >= MESH_WAYS) *o = list[--open_count[k]];
     }
   }
-done:
   atomic_fetch_add_explicit(&fig_passes, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&fig_ns, tsri_os_clock_ns() - t0, memory_order_relaxed);
 out:
@@ -509,13 +565,11 @@ void tsri_mesh_figures(tsr_pins_t *out) {
   if (tsri_option(TSRI_OPT_MESH) == 0) out->mesh_state = TSR_MESH_OFF;
   else if (mesh_setup == MESH_FAILED) out->mesh_state = TSR_MESH_UNSUPPORTED;
   else if (atomic_load_explicit(&mesh_paused, memory_order_relaxed) ||
-           (mesh_setup == MESH_READY && rec_free_count == 0 && rec_high == rec_cap))
+           (mesh_setup == MESH_READY && sides_all >= sides_cap))
     out->mesh_state = TSR_MESH_PAUSED;
   else out->mesh_state = TSR_MESH_ON;
-  uint64_t pairs = atomic_load_explicit(&fig_pairs, memory_order_relaxed);
-  size_t page = tsri_os_page_size();
-  out->meshed_pages = 2 * pairs;
-  out->mesh_saved = pairs * page;
+  out->meshed_pages = atomic_load_explicit(&fig_meshed, memory_order_relaxed);
+  out->mesh_saved = atomic_load_explicit(&fig_saved, memory_order_relaxed) * tsri_os_page_size();
   out->meshes = atomic_load_explicit(&fig_meshes, memory_order_relaxed);
   out->unmeshes = atomic_load_explicit(&fig_unmeshes, memory_order_relaxed);
   out->mesh_passes = atomic_load_explicit(&fig_passes, memory_order_relaxed);
@@ -582,8 +636,9 @@ void tsri_mesh_fork_child(void) {
     file_bytes = 0;
     /* a new file for the child's own meshing, when it meshes */
     if (tsri_os_share_open() != 0) mesh_setup = MESH_FAILED;
-    atomic_store_explicit(&fig_pairs, 0, memory_order_relaxed);
-    atomic_store_explicit(&fig_singles, 0, memory_order_relaxed);
+    sides_all = 0;
+    atomic_store_explicit(&fig_meshed, 0, memory_order_relaxed);
+    atomic_store_explicit(&fig_saved, 0, memory_order_relaxed);
     if (fork_pipe[1] != -1) {
       tsri_os_file_write(fork_pipe[1], "", 1);
       tsri_os_file_close(fork_pipe[1]);
