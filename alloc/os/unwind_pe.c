@@ -29,13 +29,15 @@
  * Where the stack ends.  A return address in a module without .eh_frame
  * (system DLLs, modules built by MSVC) or without an FDE for it is
  * reported and ends the stack.  So does a frame the rule word cannot
- * describe, where on Linux libgcc would take over: on i686 that is chiefly
- * main, which gcc realigns to 16 bytes with its CFA computed by an
- * expression.  Redoing the capture with RtlCaptureStackBackTrace would
- * lose every frame the walk found, so its frame is the last one reported,
- * and stacks end at main, not in the C runtime's start-up code.
+ * describe, where on Linux libgcc would take over: a function that
+ * realigns the stack through another register, whose CFA is computed by
+ * an expression, as the C runtime's __tmainCRTStartup does (main realigns
+ * with EBP as its frame pointer, which the rule word says).  Redoing the
+ * capture with RtlCaptureStackBackTrace would lose every frame the walk
+ * found, so that frame is the last one reported.
  *
- * Nothing here allocates or locks; a module is read in place.
+ * Nothing here allocates or takes a lock of tessera's or the loader's; a
+ * module is read in place.
  */
 #include "unwind_x86.h"
 
