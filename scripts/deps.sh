@@ -11,8 +11,9 @@
 #           python3 and sort, which the override test runs under LD_PRELOAD
 #   bench   the allocators we compare with, the tools that time them and plot
 #           the results, and python3, which runs bench/bench.py
-#   windows the mingw-w64 cross compilers (64- and 32-bit) and wine, which
-#           runs the 64-bit Windows tests (docs/windows.md)
+#   windows the mingw-w64 cross compilers (64- and 32-bit) and wine, 64-bit
+#           (wine64) and 32-bit (wine32:i386, which enables dpkg's i386
+#           architecture first), which run the Windows tests (docs/windows.md)
 #   all     every group above
 #
 # Runs as root (as on CI and a fresh machine) or through sudo when that
@@ -30,7 +31,7 @@ group_packages() {
     build) echo "cmake gcc g++ make pkg-config libjansson-dev" ;;
     test)  echo "libcriterion-dev clang libclang-rt-14-dev llvm python3 python3-jsonschema coreutils" ;;
     bench) echo "libmimalloc-dev libjemalloc-dev libgoogle-perftools-dev hyperfine gnuplot-nox time python3" ;;
-    windows) echo "gcc-mingw-w64-x86-64 gcc-mingw-w64-i686 wine wine64" ;;
+    windows) echo "gcc-mingw-w64-x86-64 gcc-mingw-w64-i686 wine wine64 wine32:i386" ;;
     all)   echo "$(group_packages build) $(group_packages test) $(group_packages bench) $(group_packages windows)" ;;
     *)     return 1 ;;
   esac
@@ -72,6 +73,18 @@ else
        "(no sudo here): ${missing[*]}" >&2
   exit 1
 fi
+
+# A package of another architecture (wine32:i386) needs that architecture
+# known to dpkg before apt-get update reads the package lists; once.
+for pkg in "${missing[@]}"; do
+  case "$pkg" in *:*) ;; *) continue ;; esac
+  arch=${pkg##*:}
+  if [ "$arch" != "$(dpkg --print-architecture)" ] &&
+     ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+    echo "deps.sh: enabling the $arch architecture for $pkg (dpkg --add-architecture $arch)"
+    "${as_root[@]}" dpkg --add-architecture "$arch"
+  fi
+done
 
 echo "deps.sh: installing ${#missing[@]} missing package(s): ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive

@@ -15,10 +15,10 @@
 #   release  gcc, Release: the library, bench/ and the suite compile with -Werror,
 #            the suite passes, and the demo gives the same checksum under tessera
 #            as under the system heap
-#   windows  mingw-w64 cross builds (docs/windows.md): x86_64, Debug, -Werror, its
-#            tests run under wine (headless, a wine prefix of its own in the build
-#            tree); i686, RelWithDebInfo, -Werror, compiled and linked only (this
-#            wine runs 64-bit programs only)
+#   windows  mingw-w64 cross builds (docs/windows.md): x86_64, Debug, and i686,
+#            RelWithDebInfo, both -Werror, each with its tests run under wine
+#            (wine64 and wine32: headless, a wine prefix of each build tree's own,
+#            its wineserver stopped when the tests end, passed or not)
 #
 # Usage: bash scripts/test.sh [STAGE...]   (no argument: every stage, as CI)
 # Build trees: build/debug build/tsan build/ubsan build/asan build/fuzz build/release
@@ -164,20 +164,24 @@ stage_release() {
 }
 
 # ---------------------------------------------------------------------------
-stage_windows() {
-  banner windows "mingw-w64: x86_64 under wine (build/win64), i686 built (build/win32)"
-  cmake -S . -B build/win64 -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-mingw-x86_64.cmake \
-    -DCMAKE_BUILD_TYPE=Debug -DTSR_WERROR=ON -DTSR_BUILD_TESTS=ON -DTSR_BUILD_BENCH=OFF
-  cmake --build build/win64 -j "$JOBS"
+# One mingw build and its tests under wine: DIR TOOLCHAIN-FILE BUILD-TYPE.
+win_build_test() {
+  local dir=$1 rc=0
+  cmake -S . -B "$dir" -DCMAKE_TOOLCHAIN_FILE="cmake/$2" \
+    -DCMAKE_BUILD_TYPE="$3" -DTSR_WERROR=ON -DTSR_BUILD_TESTS=ON -DTSR_BUILD_BENCH=OFF
+  cmake --build "$dir" -j "$JOBS"
   # CI has no display and no standard input; neither does this run
-  (unset DISPLAY; run_ctest build/win64 error </dev/null)
+  (unset DISPLAY; run_ctest "$dir" error </dev/null) || rc=$?
   # wine keeps a server per prefix for a few seconds after its last
-  # program: stop it now rather than leave it behind
-  WINEPREFIX="$PWD/build/win64/wineprefix" wineserver -k 2>/dev/null || true
-  cmake -S . -B build/win32 -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-mingw-i686.cmake \
-    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTSR_WERROR=ON -DTSR_BUILD_TESTS=ON -DTSR_BUILD_BENCH=OFF
-  cmake --build build/win32 -j "$JOBS"
-  echo "32-bit Windows: library and $(find build/win32/tests/windows -name '*.exe' | wc -l) test programs built (not run: no 32-bit wine)"
+  # program: stop it now, passed or failed, rather than leave it behind
+  WINEPREFIX="$PWD/$dir/wineprefix" wineserver -k 2>/dev/null || true
+  return "$rc"
+}
+
+stage_windows() {
+  banner windows "mingw-w64 under wine: x86_64 (build/win64), i686 (build/win32)"
+  win_build_test build/win64 toolchain-mingw-x86_64.cmake Debug
+  win_build_test build/win32 toolchain-mingw-i686.cmake RelWithDebInfo
   stage_done
 }
 

@@ -1,6 +1,6 @@
 /* test_unwind.c: tsri_os_stack_capture against libgcc's _Unwind_Backtrace.
  *
- * The fast walk (alloc/os/unwind_x86_64.c) promises the frames libgcc
+ * The fast walk (alloc/os/unwind_x86.c) promises the frames libgcc
  * reports, in the same order, on code built without frame pointers; this
  * file is built -O2 -fomit-frame-pointer (tests/CMakeLists.txt).  Each case
  * captures one stack three ways from the same frame: libgcc called here,
@@ -31,7 +31,7 @@
 #include <unwind.h>
 
 #include "os/os.h"
-#include "os/unwind_x86_64.h"
+#include "os/unwind_x86.h"
 
 #define DEPTH_MAX 128
 #define CHAIN 20

@@ -5,9 +5,9 @@
  *
  * Layer: alloc/os/ is the bottom of the four (docs/design.md).  Besides
  * memory, threads, files and signals it owns what needs the platform's
- * formats: the stack walk (unwind*.c: x86-64 frame pointers checked
- * against .eh_frame) and symbols (symbols_elf.c, windows_symbols.c, DWARF
- * line tables).  It calls no other layer of tessera, and no function of
+ * formats: the stack walk (unwind*.c and cfi.c: the DWARF CFI of
+ * .eh_frame, on x86-64 Linux and i686 Windows) and symbols (symbols_elf.c,
+ * windows_symbols.c, DWARF line tables).  It calls no other layer of tessera, and no function of
  * the heap.
  *
  * Contract, for every function below unless it says otherwise:

@@ -1,7 +1,7 @@
 /* unwind.c: call-stack capture for the allocation records (os.h:
  * tsri_os_stack_capture).
  *
- * On x86-64 Linux the walk is unwind_x86_64.c's: a cache of
+ * On x86-64 Linux the walk is unwind_x86.c's: a cache of
  * per-return-address rules read from the objects' own unwind tables, tens
  * of nanoseconds a stack.  Whatever it cannot follow exactly as libgcc
  * would (signal frames, CFA expressions, a frame it finds implausible) it
@@ -16,7 +16,7 @@
  * which allocates.)
  */
 #include "os.h"
-#include "unwind_x86_64.h"
+#include "unwind_x86.h"
 
 #include <string.h>
 

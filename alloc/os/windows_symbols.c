@@ -1,11 +1,13 @@
 /* windows_symbols.c: call stacks and symbols on Windows (os.h:
  * tsri_os_stack_capture, tsri_os_symbolize).
  *
- * Stacks come from RtlCaptureStackBackTrace, which allocates nothing: on
- * x86-64 it unwinds with the .pdata/.xdata tables every x64 PE carries
- * (mingw-w64 emits them), so it is exact without frame pointers; on 32-bit
- * x86 it follows the EBP chain, so frames compiled without frame pointers
- * are missed there (build with -fno-omit-frame-pointer for full stacks).
+ * Stacks, on x86-64, come from RtlCaptureStackBackTrace, which allocates
+ * nothing and unwinds with the .pdata/.xdata tables every x64 PE carries
+ * (mingw-w64 emits them), so it is exact without frame pointers.  On
+ * 32-bit x86 it follows the EBP chain, which code built without frame
+ * pointers does not keep, so there the walk is unwind_x86.c's, by the
+ * DWARF CFI in the images' .eh_frame (unwind_pe.c), with
+ * RtlCaptureStackBackTrace only where that walk finds a frame implausible.
  *
  * A symbol is found in three places, best first:
  *   1. the module: GetModuleHandleExW(FROM_ADDRESS) and its file name;
@@ -28,6 +30,7 @@
 
 #include "os.h"
 #include "dwarf_line.h"
+#include "unwind_x86.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -37,13 +40,26 @@
  * Stacks
  * ---------------------------------------------------------------------- */
 
-/* noinline: the first frame RtlCaptureStackBackTrace reports is the
- * return address into this function, which the + 1 drops. */
+/* Inlined into the capture function, so that the first frame
+ * RtlCaptureStackBackTrace reports is the return address into it, which
+ * the + 1 drops. */
+static inline __attribute__((always_inline)) size_t rtl_capture(void **frames, size_t max, size_t skip) {
+  DWORD want = max > 0xff00 ? 0xff00 : (DWORD)max;
+  return RtlCaptureStackBackTrace((DWORD)skip + 1, want, frames, NULL);
+}
+
+/* noinline: both walks count this function's frame as the first to drop. */
 __attribute__((noinline)) size_t tsri_os_stack_capture(void **frames, size_t max, size_t skip) {
   if (max == 0 || skip > 0xfff0) return 0;
   DWORD saved_last = GetLastError();
-  DWORD want = max > 0xff00 ? 0xff00 : (DWORD)max;
-  USHORT n = RtlCaptureStackBackTrace((DWORD)skip + 1, want, frames, NULL);
+#if TSRI_UNWIND_FAST
+  /* taking our own frame address gives this function a frame pointer,
+   * which is where the walk starts */
+  size_t n = tsri_unwind_walk(__builtin_frame_address(0), frames, max, skip, NULL);
+  if (n == TSRI_UNWIND_FALLBACK) n = rtl_capture(frames, max, skip);
+#else
+  size_t n = rtl_capture(frames, max, skip);
+#endif
   SetLastError(saved_last);
   return n;
 }

@@ -14,7 +14,8 @@
 static volatile int sink;
 static unsigned capture_line;   /* the line of the call in capture_here */
 
-__attribute__((noinline)) static size_t capture_here(void **frames, size_t max) {
+/* noipa: no clone with a suffixed name (.constprop) in an optimised build */
+__attribute__((noipa)) static size_t capture_here(void **frames, size_t max) {
   size_t n = tsri_os_stack_capture(frames, max, 0); capture_line = __LINE__;
   sink++;   /* no tail call: this frame stays on the stack */
   return n;

@@ -1,44 +1,47 @@
-/* unwind_x86_64.c: the fast stack walk for tsri_os_stack_capture on x86-64
- * Linux (unwind_x86_64.h: tsri_unwind_walk), for code built without frame
- * pointers.
+/* unwind_x86.c: the fast stack walk for tsri_os_stack_capture (unwind_x86.h:
+ * tsri_unwind_walk), for code built without frame pointers: on x86-64
+ * Linux, and on i686 Windows, where RtlCaptureStackBackTrace follows the
+ * EBP chain only.
  *
- * Why it is fast.  To step from a frame to its caller on x86-64 the walk
- * needs three facts about the frame's return address: where the CFA (the
- * caller's stack pointer) is, RSP + k or RBP + k; where RBP was saved, at
- * CFA + off or not at all; and that the return address sits at CFA - 8.
- * They depend on the return address only, so the walk computes them once
- * from the FDE that covers it, in the object's .eh_frame, and keeps them
- * in a fixed, lock-free table.  An allocation profile revisits the same
- * few hundred call sites, so nearly every step is a table hit: a hash,
- * four loads and two stack reads, instead of libgcc's reinterpretation of
- * the whole CFI program of every frame.
+ * Why it is fast.  To step from a frame to its caller the walk needs three
+ * facts about the frame's return address: where the CFA (the caller's
+ * stack pointer) is, SP + k or FP + k (FP: RBP or EBP; SP: RSP or ESP);
+ * where FP was saved, at CFA + off or not at all; and that the return
+ * address sits one word below the CFA.  They depend on the return address
+ * only, so the walk computes them once from the FDE that covers it, in
+ * the module's .eh_frame, and keeps them in a fixed, lock-free table.  An
+ * allocation profile revisits the same few hundred call sites, so nearly
+ * every step is a table hit: a hash, four loads and two stack reads,
+ * instead of libgcc's reinterpretation of the whole CFI program of every
+ * frame.
  *
  * What it owns: the rule table and the walk.  What it leaves to
- * unwind_eh.c: computing a rule on a table miss (finding the object that
- * holds the return address, reading its .eh_frame_hdr and .eh_frame, in
- * place or from its file, and interpreting the FDE: the subset compilers
- * emit for ordinary x86-64 functions); the rule word the two share is in
- * unwind_x86_64.h.  What it leaves to unwind.c: everything else.  A rule
- * the three facts cannot say (CFA expressions, as in frames that realign
- * the stack; signal frames; registers other than RSP and RBP as the CFA
- * base; RBP kept in another register) is cached as "fall back", and the
- * capture is then redone by _Unwind_Backtrace from the start.  So when
- * this walk answers, it gives what libgcc gives: the same FDE (the
+ * unwind_eh.c (ELF) and unwind_pe.c (PE): computing a rule on a table
+ * miss (finding the module that holds the return address, its FDE, and
+ * having cfi.c interpret it: the subset compilers emit for ordinary x86
+ * functions); the rule word is cfi.h's.  What it leaves to the caller
+ * (unwind.c, windows_symbols.c): everything else.  On Linux a rule the
+ * three facts cannot say (CFA expressions, as in frames that realign the
+ * stack; signal frames; registers other than SP and FP as the CFA base; FP
+ * kept in another register) is cached as "fall back", and the capture is
+ * then redone by _Unwind_Backtrace from the start.  So when this walk
+ * answers there, it gives what libgcc gives: the same FDE (the
  * eh_frame_hdr search for pc - 1), the same instructions executed, the
  * same end (a return address of 0, a frame whose return address rule is
  * DW_CFA_undefined, as glibc's _start and clone3 have, or one with no
- * FDE, which is reported and ends the stack).
+ * FDE, which is reported and ends the stack).  On Windows unwind_pe.c ends
+ * the stack at such a frame instead (unwind_pe.c says why).
  *
- * Why it does not fault.  The walk reads the stack only at CFA - 8 and
+ * Why it does not fault.  The walk reads the stack only at CFA - word and
  * CFA + off, and the code word before each return address.  With rules
  * taken from the frames' real FDEs every CFA is a live frame of this
  * thread's stack, by induction from the walk's own frame.  Two guards
  * cover a rule that is no longer true: a table entry carries the 8 code
  * bytes around its return address and is used only while they are
- * unchanged (an object unloaded and another loaded at the same address
+ * unchanged (a module unloaded and another loaded at the same address
  * has other code there; only the same 8 bytes at the same address with a
  * different frame layout would pass), and every CFA must lie above the
- * previous one by at most STEP_MAX, or libgcc takes over.
+ * previous one by at most STEP_MAX, or the caller's fallback takes over.
  *
  * The table: SLOTS entries of (sequence, pc, code, rule), open addressing
  * over PROBES slots, of which only the first 2^table_use.bits are in use:
@@ -52,7 +55,7 @@
  * half-written entry.  Losing a race loses only a cache entry.  Nothing
  * here allocates.
  */
-#include "unwind_x86_64.h"
+#include "unwind_x86.h"
 
 #if TSRI_UNWIND_FAST
 
@@ -150,22 +153,26 @@ static void table_insert(uintptr_t pc, uint64_t code, uint64_t rule) {
  * The walk
  * ---------------------------------------------------------------------- */
 
-/* The largest frame the walk takes on trust; a larger step goes to libgcc. */
+/* The largest frame the walk takes on trust; a larger step goes to the fallback. */
 #define STEP_MAX ((uintptr_t)1 << 20)
 
 typedef uintptr_t __attribute__((aligned(1), may_alias)) raw_word_t;
 
 static inline RAW_READS uintptr_t peek(uintptr_t addr) { return *(const raw_word_t *)addr; }
 
+/* The 8 code bytes of the aligned block holding pc - 1, which lies in
+ * pc - 1's page. */
+static inline RAW_READS uint64_t code_at(uintptr_t pc) {
+  return *(const uint64_t *)((pc - 1) & ~(uintptr_t)7);
+}
+
 /* pc's rule, from the table while the code around pc is what it was. */
 static inline RAW_READS uint64_t rule_for(uintptr_t pc) {
-  /* the aligned word holding pc - 1 lies in pc - 1's page, which is code */
-  uintptr_t at = (pc - 1) & ~(uintptr_t)7;
   uint64_t rule, code;
-  if (table_find(pc, &rule, &code) && code == peek(at)) return rule;
-  /* only now is pc known to lie in a loaded object, so its code readable */
+  if (table_find(pc, &rule, &code) && code == code_at(pc)) return rule;
+  /* only now is pc known to lie in a loaded module, so its code readable */
   rule = tsri_unwind_rule_compute(pc);
-  if (rule != TSRI_RULE_NONE) table_insert(pc, peek(at), rule);
+  if (rule != TSRI_RULE_NONE) table_insert(pc, code_at(pc), rule);
   return rule;
 }
 
@@ -181,19 +188,20 @@ static inline bool note_read(tsri_os_memo_way_t *w, uintptr_t fp, uintptr_t addr
 
 RAW_READS size_t tsri_unwind_walk(void *fp, void **frames, size_t max, size_t skip,
                                   tsri_os_memo_way_t *w) {
-  /* fp points at the saved RBP, with the return address above it */
+  const uintptr_t word = sizeof(uintptr_t);
+  /* fp points at the saved FP, with the return address above it */
   uintptr_t base = (uintptr_t)fp;
-  uintptr_t sp = base + 16;
-  uintptr_t rbp_at = base;   /* where rbp was read; 0 once the memo has it */
-  uintptr_t rbp = peek(rbp_at);
-  uintptr_t pc = peek(base + 8);
+  uintptr_t sp = base + 2 * word;
+  uintptr_t fp_at = base;   /* where FP was read; 0 once the memo has it */
+  uintptr_t fpv = peek(fp_at);
+  uintptr_t pc = peek(base + word);
   /* The memo keeps the words the walk's answer depends on: every return
-   * address read, and a saved RBP only when a CFA was computed from it
-   * (most RBPs read are the program's, reused as a general register). */
+   * address read, and a saved FP only when a CFA was computed from it
+   * (most FPs read are the program's, reused as a general register). */
   bool memo = w != NULL;
   if (memo) {
     w->reads = 0;
-    memo = note_read(w, base, base + 8, pc);
+    memo = note_read(w, base, base + word, pc);
   }
   size_t n = 0;
   while (pc != 0) {
@@ -207,18 +215,18 @@ RAW_READS size_t tsri_unwind_walk(void *fp, void **frames, size_t max, size_t sk
     unsigned kind = TSRI_RULE_KIND(rule);
     if (kind == TSRI_RULE_FALLBACK) return TSRI_UNWIND_FALLBACK;
     if (kind != TSRI_RULE_STEP) break;
-    if ((rule & TSRI_RULE_CFA_RBP) && memo && rbp_at != 0) {
-      memo = note_read(w, base, rbp_at, rbp);
-      rbp_at = 0;
+    if ((rule & TSRI_RULE_CFA_FP) && memo && fp_at != 0) {
+      memo = note_read(w, base, fp_at, fpv);
+      fp_at = 0;
     }
-    uintptr_t cfa = ((rule & TSRI_RULE_CFA_RBP) ? rbp : sp) + (uintptr_t)tsri_rule_cfa_offset(rule);
+    uintptr_t cfa = ((rule & TSRI_RULE_CFA_FP) ? fpv : sp) + (uintptr_t)tsri_rule_cfa_offset(rule);
     if (cfa <= sp || cfa - sp > STEP_MAX) return TSRI_UNWIND_FALLBACK;
-    if (rule & TSRI_RULE_RBP_SAVED) {
-      rbp_at = cfa + (uintptr_t)tsri_rule_rbp_offset(rule);
-      rbp = peek(rbp_at);
+    if (rule & TSRI_RULE_FP_SAVED) {
+      fp_at = cfa + (uintptr_t)tsri_rule_fp_offset(rule);
+      fpv = peek(fp_at);
     }
-    pc = peek(cfa - 8);
-    if (memo) memo = note_read(w, base, cfa - 8, pc);
+    pc = peek(cfa - word);
+    if (memo) memo = note_read(w, base, cfa - word, pc);
     sp = cfa;
   }
   if (w != NULL && !memo) w->reads = UINT32_MAX;
