@@ -46,9 +46,10 @@
  * a compact record have a full record in a hash table keyed by address.
  * Call stacks are interned once each in stack.c.
  *
- * Large block.  A request above TSR_SMALL_MAX gets its own OS reservation,
- * recorded in a hash table (large.c); its record holds the mapping and the
- * usable size, never anything inside the user's block.
+ * Large block.  A request above TSR_SMALL_MAX is a run of pages of a large
+ * segment (segment.c), or above TSRI_LARGE_CARVE_MAX an OS reservation of
+ * its own, recorded in a hash table (large.c); its record holds the run or
+ * mapping and the usable size, never anything inside the user's block.
  *
  * Build variants: TSR_DEBUG (0..3) turns on tsr_assert (1),
  * tsr_assert_internal (2) and tsr_assert_expensive (3).  The CMake Debug
@@ -287,11 +288,15 @@ typedef struct tsr_heap_s {
 
 /* ---- large block ------------------------------------------------------- */
 
+typedef struct tsri_seg_s tsri_seg_t;   /* a large segment (segment.c) */
+
 typedef struct tsr_large_s {
   uintptr_t block;                    /* address handed to the user; 0: empty */
-  uintptr_t base;                     /* start of the mapping */
-  size_t mapped;                      /* bytes mapped from base */
+  uintptr_t base;                     /* start of its run or mapping */
+  size_t mapped;                      /* bytes from base it holds */
   size_t usable;                      /* bytes from block the user may use */
+  tsri_seg_t *seg;                    /* segment it is a run of; NULL: a mapping
+                                         of its own */
 } tsr_large_t;
 
 #endif /* TSR_TYPES_H */

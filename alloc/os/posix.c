@@ -122,6 +122,17 @@ int tsri_os_reserve(size_t size, size_t align, void **out) {
   return rc;
 }
 
+int tsri_os_reserve_open(size_t size, size_t align, void **out, bool *open) {
+  if (!os_budget_take(size)) return ENOMEM;
+  int saved = errno;
+  int rc = os_map_aligned(size, align, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, out);
+  errno = saved;
+  if (rc != 0) os_budget_give(size);
+  *open = true;
+  return rc;
+}
+
 int tsri_os_alloc(size_t size, size_t align, void **out) {
   if (!os_budget_take(size)) return ENOMEM;
   int saved = errno;
