@@ -454,7 +454,8 @@ typedef struct space_walk_s {
   int stop;
   const uintptr_t *lo;    /* the lowest user address, set by the OS layer */
   range_t *ours;          /* tessera's reservations: arenas, their record areas, large
-                             blocks, and the others of tsri_own_add */
+                             blocks of their own, and the others of tsri_own_add
+                             (large segments among them) */
   size_t n_ours;
 } space_walk_t;
 
@@ -481,7 +482,8 @@ static range_t *ours_collect(size_t *count) {
         r[n++] = (range_t){ recs, recs + a->slots * TSRI_RECS_STRIDE };
     }
     tsri_unlock(tsri_arena_lock_get());
-    for (size_t i = 0; i < n_large; i++) r[n++] = (range_t){ large[i].base, large[i].base + large[i].mapped };
+    for (size_t i = 0; i < n_large; i++)   /* a run of a segment lies in the segment's range below */
+      if (large[i].seg == NULL) r[n++] = (range_t){ large[i].base, large[i].base + large[i].mapped };
     uintptr_t base;
     size_t size, cursor = 0;
     while (tsri_own_next(&cursor, &base, &size)) r[n++] = (range_t){ base, base + size };
