@@ -51,27 +51,57 @@ static inline uint8_t *arena_slot_addr(tsr_arena_t *a, size_t slot) {
   return (uint8_t *)a + slot * TSR_SLOT_SIZE;
 }
 
-/* Reserve a new arena and commit its record slots.  Arena lock held. */
+/* ---- sizing ----
+ * An arena reserves as many slots as the arenas before it together, from
+ * ARENA_FIRST_SLOTS (4 MiB) up to TSR_ARENA_SLOTS: a program that
+ * allocates little holds little address space (its first arena is all a
+ * loop of large blocks needs), and one that allocates much soon gets whole
+ * arenas.  When the OS refuses the reservation (a cap on the address
+ * space, RLIMIT_AS or TESSERA_RESERVE_LIMIT, near its end), it is tried
+ * again at half the size, down to ARENA_MIN_SLOTS, so the last MiB of the
+ * address space still hold blocks.  Whatever its size, an arena starts at
+ * a multiple of TSR_ARENA_SIZE and owns that window in the registry; its
+ * records cover the descriptors of the whole window (those past `slots`
+ * stay FREE) and the bitmaps of its own slots only. */
+#define ARENA_META_BYTES(slots) (offsetof(tsr_arena_t, bitmaps) + (slots) * sizeof(((tsr_arena_t *)0)->bitmaps[0]))
+#define ARENA_META_SLOTS(slots) ((ARENA_META_BYTES(slots) + TSR_SLOT_SIZE - 1) / TSR_SLOT_SIZE)
+#define ARENA_FIRST_SLOTS (TSR_ARENA_SLOTS < 64 ? TSR_ARENA_SLOTS : 64)
+#define ARENA_MIN_SLOTS 16
+_Static_assert(ARENA_MIN_SLOTS >= ARENA_META_SLOTS(ARENA_MIN_SLOTS) + TSR_SPAN_MAX_SLOTS,
+               "the smallest arena holds the longest span");
+
+static size_t arena_slots_total;   /* slots of all arenas; arena lock */
+
+/* Reserve a new arena (sized as above) and commit its record slots.
+ * Arena lock held. */
 static tsr_arena_t *arena_create(void) {
+  size_t slots = arena_slots_total < ARENA_FIRST_SLOTS ? ARENA_FIRST_SLOTS : arena_slots_total;
+  if (slots > TSR_ARENA_SLOTS) slots = TSR_ARENA_SLOTS;
   void *mem;
-  if (tsri_os_reserve(TSR_ARENA_SIZE, TSR_ARENA_SIZE, &mem) != 0) return NULL;
+  while (tsri_os_reserve(slots * TSR_SLOT_SIZE, TSR_ARENA_SIZE, &mem) != 0) {
+    if (slots / 2 < ARENA_MIN_SLOTS) return NULL;
+    slots /= 2;
+  }
   tsri_count(&tsri_counters.os_reserves, 1);
-  size_t meta_bytes = TSR_ARENA_META_SLOTS * TSR_SLOT_SIZE;
+  size_t meta_slots = ARENA_META_SLOTS(slots);
+  size_t meta_bytes = meta_slots * TSR_SLOT_SIZE;
   if (tsri_os_commit(mem, meta_bytes) != 0) {
-    tsri_os_release(mem, TSR_ARENA_SIZE);
+    tsri_os_release(mem, slots * TSR_SLOT_SIZE);
     tsri_count(&tsri_counters.os_releases, 1);
     return NULL;
   }
   tsri_count(&tsri_counters.os_commits, 1);
-  tsri_count(&tsri_counters.reserved, (int64_t)TSR_ARENA_SIZE);
+  tsri_count(&tsri_counters.reserved, (int64_t)(slots * TSR_SLOT_SIZE));
   tsri_count(&tsri_counters.committed, (int64_t)meta_bytes);
-  tsri_count(&tsri_counters.metadata, (int64_t)sizeof(tsr_arena_t));
+  tsri_count(&tsri_counters.metadata, (int64_t)ARENA_META_BYTES(slots));
   tsri_count(&tsri_counters.arenas, 1);
+  arena_slots_total += slots;
 
   tsr_arena_t *a = mem;   /* fresh memory is zero: every slot FREE, maps empty */
-  a->meta_slots = TSR_ARENA_META_SLOTS;
-  a->free_slots = TSR_ARENA_SLOTS - a->meta_slots;
-  for (size_t i = 0; i < TSR_ARENA_SLOTS; i++) {
+  a->slots = slots;
+  a->meta_slots = meta_slots;
+  a->free_slots = slots - meta_slots;
+  for (size_t i = 0; i < slots; i++) {
     a->pages[i].start = arena_slot_addr(a, i);
     if (i < a->meta_slots) {
       a->pages[i].kind = TSR_SLOT_META;
@@ -160,7 +190,7 @@ tsr_page_t *tsri_arena_span_alloc(size_t cls) {
     if (a == NULL) { tsri_unlock(&arena_lock); return NULL; }
     first = arena_find_run(a, n);
   }
-  tsr_assert_internal(first >= a->meta_slots && first + n <= TSR_ARENA_SLOTS);
+  tsr_assert_internal(first >= a->meta_slots && first + n <= a->slots);
   /* claim the slots; those not committed yet are committed below, outside
    * the lock */
   slot_run_t todo[TSR_SPAN_MAX_SLOTS];
@@ -251,12 +281,12 @@ size_t tsri_arena_purge(bool force) {
   tsri_lock(&arena_lock);
   for (tsr_arena_t *a = arena_list; a != NULL; a = a->next) {
     size_t i = a->meta_slots;
-    while (i < TSR_ARENA_SLOTS) {
+    while (i < a->slots) {
       if (a->dirty_map[i >> 6] == 0) { i = (i | 63) + 1; continue; }
       if (!map_get(a->dirty_map, i)) { i++; continue; }
       /* a run of dirty slots old enough to go */
       size_t j = i;
-      while (j < TSR_ARENA_SLOTS && map_get(a->dirty_map, j) &&
+      while (j < a->slots && map_get(a->dirty_map, j) &&
              (force || (uint32_t)(now - a->pages[j].freed_at_ms) >= (uint64_t)delay))
         j++;
       if (j > i && count < sizeof runs / sizeof runs[0]) {
@@ -313,7 +343,7 @@ void tsri_arena_fork_child(void) {
  * Arena lock held. */
 size_t tsri_arena_check(tsr_arena_t *a) {
   size_t bad = 0, free_count = 0;
-  for (size_t i = 0; i < TSR_ARENA_SLOTS; i++) {
+  for (size_t i = 0; i < a->slots; i++) {
     const tsr_page_t *pg = &a->pages[i];
     bool is_free = map_get(a->free_map, i);
     free_count += is_free;
@@ -339,7 +369,7 @@ size_t tsri_arena_check(tsr_arena_t *a) {
       bad++;
     }
     if (pg->kind == TSR_SLOT_HEAD) {
-      if (pg->span_slots != tsri_classes[pg->cls].span_slots || i + pg->span_slots > TSR_ARENA_SLOTS) {
+      if (pg->span_slots != tsri_classes[pg->cls].span_slots || i + pg->span_slots > a->slots) {
         tsri_warning("check: arena %p slot %zu: span length %d wrong", (void *)a, i,
                      (int)pg->span_slots);
         bad++;

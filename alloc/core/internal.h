@@ -266,6 +266,30 @@ tsri_hidden void tsri_large_fork_prepare(void);
 tsri_hidden void tsri_large_fork_parent(void);
 tsri_hidden void tsri_large_fork_child(void);
 
+/* ---- large segments (segment.c), all under large.c's lock ---------------- */
+
+/* Blocks up to this size are carved from segments; bigger ones are
+ * mappings of their own (large.c). */
+#define TSRI_LARGE_CARVE_MAX ((size_t)4 << 20)
+/* A run of bytes (a multiple of the OS page) for a block: its address,
+ * *seg its segment, *dirty whether some of its pages may not be zero (a
+ * freed run not yet given back); a new segment is reserved when none has
+ * room.  0 when the OS refuses. */
+tsri_hidden uintptr_t tsri_seg_carve(size_t bytes, tsri_seg_t **seg, bool *dirty);
+/* The segment holding p, or NULL. */
+tsri_hidden tsri_seg_t *tsri_seg_of(uintptr_t p);
+/* Free run [addr, addr + bytes) of s: kept committed until the purge
+ * (keep), or given back to the OS now. */
+tsri_hidden void tsri_seg_free(tsri_seg_t *s, uintptr_t addr, size_t bytes, bool keep);
+/* Shrink or grow the run at addr in place; false when the pages after it
+ * are taken (or the OS will not commit them). */
+tsri_hidden bool tsri_seg_resize(tsri_seg_t *s, uintptr_t addr, size_t old_bytes, size_t new_bytes);
+/* Give the dirty runs back: of segments whose oldest waited delay ms, or
+ * all (force). */
+tsri_hidden void tsri_seg_purge(bool force, int64_t delay);
+/* Bytes of freed runs still committed. */
+tsri_hidden uint64_t tsri_seg_dirty_bytes(void);
+
 /* ---- the background reclaimer (reclaim.c) --------------------------------- */
 
 /* Called every 16th allocation slow path: once the process is old or big

@@ -1,17 +1,22 @@
 /* large.c: blocks above the largest size class.
  *
- * Owns: one OS reservation per block, committed to the OS page that covers
- * the request (so a 1 MiB + 1 byte request commits 1 MiB + 4 KiB, not 2
- * MiB), recorded in a table keyed by the block's address (table.c), out
- * of band like every other record.  A freed mapping is kept in a small
- * cache for TESSERA_PURGE_DELAY_MS, so that a program that allocates and
- * frees big buffers in a loop does not pay an mmap, the page
- * faults and a munmap per iteration; the purge releases it after the delay.
- * The cache holds at most an eighth of the live large bytes (at least
- * 32 MiB, at most TESSERA_LARGE_CACHE_MB), so it adds little to peak RSS.
- * realloc moves big blocks with mremap, without copying, where the OS can.
+ * Owns: the table of live large blocks, keyed by the block's address
+ * (table.c), out of band like every other record, and the blocks above
+ * TSRI_LARGE_CARVE_MAX.  A block is rounded up to the OS page that covers
+ * the request (so a 1 MiB + 1 byte request takes 1 MiB + 4 KiB, not
+ * 2 MiB).  Up to TSRI_LARGE_CARVE_MAX it is a run of pages of a large
+ * segment (segment.c), so that any number of them costs the kernel a few
+ * mappings (vm.max_map_count); freed runs stay committed until the purge.
+ * Bigger blocks are one OS reservation each, which realloc moves with
+ * mremap, without copying, where the OS can; a freed one is kept in a
+ * small cache for TESSERA_PURGE_DELAY_MS, so that a program that
+ * allocates and frees big buffers in a loop does not pay an mmap, the page
+ * faults and a munmap per iteration; the purge releases it after the
+ * delay.  The cache and the freed runs together hold at most an eighth of
+ * the live large bytes (at least 32 MiB, at most TESSERA_LARGE_CACHE_MB),
+ * so they add little to peak RSS.
  *
- * large_lock guards the table and the cache.
+ * large_lock guards the table, the cache and the segments.
  */
 #include "internal.h"
 
@@ -117,10 +122,32 @@ static size_t large_cache_budget(void) {
   return rel < cap ? rel : cap;
 }
 
+/* A block of need bytes carved from a segment, or NULL. */
+static void *large_carve(size_t size, size_t need, bool zero) {
+  tsri_lock(&large_lock);
+  tsri_seg_t *seg = NULL;
+  bool dirty = false;
+  uintptr_t base = tsri_seg_carve(need, &seg, &dirty);
+  tsr_large_t *e = base != 0 ? tsri_table_insert(&large_table, base) : NULL;
+  if (e == NULL) {
+    if (base != 0) tsri_seg_free(seg, base, need, false);
+    tsri_unlock(&large_lock);
+    errno = ENOMEM;
+    return NULL;
+  }
+  *e = (tsr_large_t){ base, base, need, need, seg };
+  large_live_bytes += need;
+  large_mapped_bytes += need;
+  tsri_unlock(&large_lock);
+  if (zero && dirty) memset((void *)base, 0, size);
+  return (void *)base;
+}
+
 void *tsri_large_alloc(size_t size, size_t align, bool zero) {
   size_t page = tsri_os_page_size();
   if (size > PTRDIFF_MAX - 2 * page) { errno = ENOMEM; return NULL; }
   size_t need = size == 0 ? page : tsri_align_up(size, page);
+  if (need <= TSRI_LARGE_CARVE_MAX && align <= page) return large_carve(size, need, zero);
   if (align < tsri_os_granularity()) align = tsri_os_granularity();
   tsri_lock(&large_lock);
   size_t mapped = 0;
@@ -149,9 +176,7 @@ void *tsri_large_alloc(size_t size, size_t align, bool zero) {
     errno = ENOMEM;
     return NULL;
   }
-  e->base = base;
-  e->mapped = mapped;
-  e->usable = mapped;
+  *e = (tsr_large_t){ base, base, mapped, mapped, NULL };
   large_live_bytes += mapped;
   tsri_unlock(&large_lock);
   return (void *)base;
@@ -169,9 +194,16 @@ bool tsri_large_free(void *p) {
   uintptr_t drop_base = e.base;
   size_t drop_mapped = e.mapped;
   size_t cache_max = large_cache_budget();
-  if (delay > 0) large_cache_expire(false, delay, &drop);   /* a program with no small
-                                                              allocations purges here */
-  if (delay != 0 && e.mapped <= cache_max) {
+  if (delay > 0) {   /* a program with no small allocations purges here */
+    large_cache_expire(false, delay, &drop);
+    tsri_seg_purge(false, delay);
+  }
+  if (e.seg != NULL) {
+    large_mapped_bytes -= e.mapped;
+    bool keep = delay != 0 && large_cached_bytes + tsri_seg_dirty_bytes() + e.mapped <= cache_max;
+    tsri_seg_free(e.seg, e.base, e.mapped, keep);
+    drop_base = 0;
+  } else if (delay != 0 && e.mapped <= cache_max) {
     /* keep it: evict the oldest entries until it fits */
     while (large_cached_bytes + e.mapped > cache_max) {
       size_t oldest = LARGE_CACHE_SLOTS;
@@ -211,6 +243,7 @@ void tsri_large_purge(bool force) {
   large_drop_t drop = { 0 };
   tsri_lock(&large_lock);
   large_cache_expire(force, delay, &drop);
+  tsri_seg_purge(force, delay);
   tsri_unlock(&large_lock);
   large_drop_flush(&drop);
 }
@@ -236,6 +269,17 @@ void *tsri_large_realloc(void *p, size_t size) {
   }
   tsr_large_t e = *found;
   if (need <= e.mapped && need >= e.mapped / 2) {   /* fits, and not much too big */
+    tsri_unlock(&large_lock);
+    return p;
+  }
+  if (e.seg != NULL) {   /* in place, or the caller moves it */
+    if (need > TSRI_LARGE_CARVE_MAX || !tsri_seg_resize(e.seg, e.base, e.mapped, need)) {
+      tsri_unlock(&large_lock);
+      return NULL;
+    }
+    found->mapped = found->usable = need;
+    large_live_bytes = large_live_bytes - e.usable + need;
+    large_mapped_bytes = large_mapped_bytes - e.mapped + need;
     tsri_unlock(&large_lock);
     return p;
   }

@@ -1,10 +1,13 @@
 /* types.h: tessera's core data structures and how they link.
  *
- * Arena.  A reservation of TSR_ARENA_SIZE bytes aligned to its own size, so
- * that (p & ~TSR_ARENA_MASK) is the arena of any pointer p inside it.  It is
- * cut into TSR_ARENA_SLOTS slots of TSR_SLOT_SIZE bytes.  The first
- * TSR_ARENA_META_SLOTS slots hold the arena's own records: this struct, the
- * page descriptor of every slot and the two block bitmaps of every slot.
+ * Arena.  A reservation aligned to TSR_ARENA_SIZE, so that
+ * (p & ~TSR_ARENA_MASK) is the arena of any pointer p inside it, of up to
+ * TSR_ARENA_SIZE bytes: `slots` slots of TSR_SLOT_SIZE bytes, the first
+ * arenas and those reserved when the OS would not give a whole one having
+ * fewer (arena.c: sizing).  The first `meta_slots` slots hold the arena's
+ * own records: this struct, the page descriptor of every slot of the
+ * window (those past `slots` stay FREE, so a pointer there is not ours)
+ * and the two block bitmaps of every slot it has.
  * User blocks never share a slot with records, so an overflow of a user's
  * buffer cannot reach them.  Slots are committed when a span is carved out
  * of them and decommitted after they stayed free for TSR purge delay.
@@ -43,9 +46,10 @@
  * a compact record have a full record in a hash table keyed by address.
  * Call stacks are interned once each in stack.c.
  *
- * Large block.  A request above TSR_SMALL_MAX gets its own OS reservation,
- * recorded in a hash table (large.c); its record holds the mapping and the
- * usable size, never anything inside the user's block.
+ * Large block.  A request above TSR_SMALL_MAX is a run of pages of a large
+ * segment (segment.c), or above TSRI_LARGE_CARVE_MAX an OS reservation of
+ * its own, recorded in a hash table (large.c); its record holds the run or
+ * mapping and the usable size, never anything inside the user's block.
  *
  * Build variants: TSR_DEBUG (0..3) turns on tsr_assert (1),
  * tsr_assert_internal (2) and tsr_assert_expensive (3).  The CMake Debug
@@ -146,7 +150,6 @@ typedef struct tsri_recs_s {
  * records of the most blocks a page has, at an address any OS page size
  * divides. */
 #define TSRI_RECS_STRIDE TSR_SLOT_SIZE
-#define TSRI_ARENA_RECS_BYTES ((size_t)TSR_ARENA_SLOTS * TSRI_RECS_STRIDE)
 _Static_assert(sizeof(tsri_recs_t) + (4 + 8) * TSR_PAGE_MAX_BLOCKS + 8 <= TSRI_RECS_STRIDE,
                "a record area fits its stride, long records included");
 
@@ -218,6 +221,9 @@ static inline _Atomic(uint64_t) *tsri_remote(const tsr_page_t *pg, size_t w) { r
 
 typedef struct tsr_arena_s {
   _Atomic(struct tsr_arena_s *) next;   /* all arenas, append only: walked without the lock (arena.c) */
+  size_t slots;                     /* slots of its reservation: TSR_ARENA_SLOTS, or
+                                       fewer (arena.c: sizing); the rest of its
+                                       TSR_ARENA_SIZE window is not ours */
   size_t meta_slots;                /* slots used by these records */
   size_t free_slots;                /* slots not in a span */
   uint64_t free_map[TSR_ARENA_SLOTS / 64];       /* bit set: slot is FREE */
@@ -232,7 +238,6 @@ typedef struct tsr_arena_s {
   _Atomic(uint64_t) bitmaps[TSR_ARENA_SLOTS][2 * TSR_BITMAP_WORDS]; /* see tsr_page_t.bits */
 } tsr_arena_t;
 
-#define TSR_ARENA_META_SLOTS ((sizeof(tsr_arena_t) + TSR_SLOT_SIZE - 1) / TSR_SLOT_SIZE)
 
 /* ---- heap -------------------------------------------------------------- */
 
@@ -291,11 +296,15 @@ typedef struct tsr_heap_s {
 
 /* ---- large block ------------------------------------------------------- */
 
+typedef struct tsri_seg_s tsri_seg_t;   /* a large segment (segment.c) */
+
 typedef struct tsr_large_s {
   uintptr_t block;                    /* address handed to the user; 0: empty */
-  uintptr_t base;                     /* start of the mapping */
-  size_t mapped;                      /* bytes mapped from base */
+  uintptr_t base;                     /* start of its run or mapping */
+  size_t mapped;                      /* bytes from base it holds */
   size_t usable;                      /* bytes from block the user may use */
+  tsri_seg_t *seg;                    /* segment it is a run of; NULL: a mapping
+                                         of its own */
 } tsr_large_t;
 
 #endif /* TSR_TYPES_H */

@@ -50,6 +50,13 @@ tsri_hidden size_t tsri_os_granularity(void);
 /* Reserve size bytes aligned to align (a power of two, at least the
  * granularity).  The range is not accessible until committed. */
 tsri_hidden int tsri_os_reserve(size_t size, size_t align, void **out);
+/* Reserve size bytes that, where the OS allows, are read and written
+ * without a commit (*open true; POSIX: mapped readable and writable with
+ * MAP_NORESERVE, so a page costs memory once touched, and no commit or
+ * decommit ever changes a protection, which would split the mapping and
+ * count against vm.max_map_count); elsewhere (Windows) a plain
+ * reservation, committed as usual (*open false). */
+tsri_hidden int tsri_os_reserve_open(size_t size, size_t align, void **out, bool *open);
 /* Reserve and commit in one call: size bytes, readable, writable, zero. */
 tsri_hidden int tsri_os_alloc(size_t size, size_t align, void **out);
 /* Make [addr, addr+size) of a reservation readable, writable and zero where

@@ -58,25 +58,57 @@ size_t tsri_os_granularity(void) { return tsri_os_page_size(); }
  * ---------------------------------------------------------------------- */
 
 /* Map size bytes aligned to align: try the plain call first (the kernel
- * often returns aligned addresses for large sizes), else over-map by align
- * and unmap the two ends. */
-static int os_map_aligned(size_t size, size_t align, int prot, int flags, void **out) {
+ * often returns aligned addresses for large sizes); else ask for aligned
+ * addresses, which the kernel takes when they are free: the one just
+ * above where it put them, the window below the last aligned mapping made
+ * here (aligned reservations, arenas, go down one window after another,
+ * as the kernel hands out addresses top down; the range it chose may lie
+ * in the unused end of a smaller arena's window), then those below where
+ * it put them; else over-map by align and unmap the two ends.  The hints
+ * cost no more address space than size, which is what counts under a cap
+ * on the address space (RLIMIT_AS): near the cap the over-map fails where
+ * they succeed. */
+#define OS_MAP_HINTS 8
+static _Atomic uintptr_t os_next_hint;   /* a window below the last aligned mapping; 0: none */
+
+static void *os_map_at(uintptr_t hint, size_t size, int prot, int flags) {
+  if (hint == 0 || hint + size < hint) return NULL;
+  void *q = mmap((void *)hint, size, prot, flags, -1, 0);
+  if (q == (void *)hint) return q;
+  if (q != MAP_FAILED) munmap(q, size);
+  return NULL;
+}
+
+/* Map size bytes at a multiple of align, or NULL. */
+static void *os_map_aligned_try(size_t size, size_t align, int prot, int flags) {
   void *p = mmap(NULL, size, prot, flags, -1, 0);
-  if (p == MAP_FAILED) return errno == EINVAL ? EINVAL : ENOMEM;
-  if (((uintptr_t)p & (align - 1)) == 0) {
-    *out = p;
-    return 0;
-  }
+  if (p == MAP_FAILED) return NULL;
+  uintptr_t mask = ~(uintptr_t)(align - 1);
+  if (((uintptr_t)p & ~mask) == 0) return p;
   munmap(p, size);
-  if (size + align < size) return ENOMEM;
+  uintptr_t below = (uintptr_t)p & mask;
+  uintptr_t next = atomic_load_explicit(&os_next_hint, memory_order_relaxed) & mask;
+  void *q = os_map_at(below + align, size, prot, flags);
+  if (q == NULL && next != 0) q = os_map_at(next, size, prot, flags);
+  for (size_t i = 0; q == NULL && i < OS_MAP_HINTS && below > i * align; i++)
+    q = os_map_at(below - i * align, size, prot, flags);
+  if (q != NULL || size + align < size) return q;
   p = mmap(NULL, size + align, prot, flags, -1, 0);
-  if (p == MAP_FAILED) return ENOMEM;
-  uintptr_t start = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+  if (p == MAP_FAILED) return NULL;
+  uintptr_t start = ((uintptr_t)p + align - 1) & mask;
   size_t head = start - (uintptr_t)p;
   size_t tail = align - head;
   if (head != 0) munmap(p, head);
   if (tail != 0) munmap((void *)(start + size), tail);
-  *out = (void *)start;
+  return (void *)start;
+}
+
+static int os_map_aligned(size_t size, size_t align, int prot, int flags, void **out) {
+  void *p = os_map_aligned_try(size, align, prot, flags);
+  if (p == NULL) return ENOMEM;
+  if (align > tsri_os_page_size())
+    atomic_store_explicit(&os_next_hint, (uintptr_t)p - align, memory_order_relaxed);
+  *out = p;
   return 0;
 }
 
@@ -87,6 +119,17 @@ int tsri_os_reserve(size_t size, size_t align, void **out) {
                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, out);
   errno = saved;
   if (rc != 0) os_budget_give(size);
+  return rc;
+}
+
+int tsri_os_reserve_open(size_t size, size_t align, void **out, bool *open) {
+  if (!os_budget_take(size)) return ENOMEM;
+  int saved = errno;
+  int rc = os_map_aligned(size, align, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, out);
+  errno = saved;
+  if (rc != 0) os_budget_give(size);
+  *open = true;
   return rc;
 }
 

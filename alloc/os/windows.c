@@ -139,6 +139,11 @@ int tsri_os_reserve(size_t size, size_t align, void **out) {
   return rc;
 }
 
+int tsri_os_reserve_open(size_t size, size_t align, void **out, bool *open) {
+  *open = false;   /* committed page by page, as any reservation */
+  return tsri_os_reserve(size, align, out);
+}
+
 int tsri_os_alloc(size_t size, size_t align, void **out) {
   if (!os_budget_take(os_span(size))) return ENOMEM;
   OS_SAVE;

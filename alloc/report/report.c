@@ -393,7 +393,7 @@ static size_t map_arena(tsr_arena_t *a, uint32_t number, tsr_map_entry_t *out) {
   out[n++] = (tsr_map_entry_t){ .start = a, .size = a->meta_slots * TSR_SLOT_SIZE, .arena = number,
                                 .slot = 0, .slots = (uint32_t)a->meta_slots,
                                 .state = TSR_SLOT_STATE_META };
-  for (size_t s = a->meta_slots; s < TSR_ARENA_SLOTS;) {
+  for (size_t s = a->meta_slots; s < a->slots;) {
     const tsr_page_t *pg = &a->pages[s];
     tsr_map_entry_t e = { .start = (uint8_t *)a + s * TSR_SLOT_SIZE, .arena = number,
                           .slot = (uint32_t)s, .slots = 1 };
@@ -454,7 +454,8 @@ typedef struct space_walk_s {
   int stop;
   const uintptr_t *lo;    /* the lowest user address, set by the OS layer */
   range_t *ours;          /* tessera's reservations: arenas, their record areas, large
-                             blocks, and the others of tsri_own_add */
+                             blocks of their own, and the others of tsri_own_add
+                             (large segments among them) */
   size_t n_ours;
 } space_walk_t;
 
@@ -475,13 +476,14 @@ static range_t *ours_collect(size_t *count) {
     tsri_lock(tsri_arena_lock_get());
     size_t k = 0;
     for (tsr_arena_t *a = tsri_arena_first(); a != NULL && k < arenas; a = a->next, k++) {
-      r[n++] = (range_t){ (uintptr_t)a, (uintptr_t)a + TSR_ARENA_SIZE };
+      r[n++] = (range_t){ (uintptr_t)a, (uintptr_t)a + a->slots * TSR_SLOT_SIZE };
       uintptr_t recs = (uintptr_t)atomic_load_explicit(&a->recs, memory_order_relaxed);
       if (recs != 0)
-        r[n++] = (range_t){ recs, recs + TSRI_ARENA_RECS_BYTES };
+        r[n++] = (range_t){ recs, recs + a->slots * TSRI_RECS_STRIDE };
     }
     tsri_unlock(tsri_arena_lock_get());
-    for (size_t i = 0; i < n_large; i++) r[n++] = (range_t){ large[i].base, large[i].base + large[i].mapped };
+    for (size_t i = 0; i < n_large; i++)   /* a run of a segment lies in the segment's range below */
+      if (large[i].seg == NULL) r[n++] = (range_t){ large[i].base, large[i].base + large[i].mapped };
     uintptr_t base;
     size_t size, cursor = 0;
     while (tsri_own_next(&cursor, &base, &size)) r[n++] = (range_t){ base, base + size };

@@ -22,7 +22,7 @@ static void pages_pass(class_acc_t acc[TSR_CLASS_COUNT]) {
   memset(acc, 0, sizeof(class_acc_t) * TSR_CLASS_COUNT);
   tsri_lock(tsri_arena_lock_get());
   for (tsr_arena_t *a = tsri_arena_first(); a != NULL; a = a->next) {
-    for (size_t i = a->meta_slots; i < TSR_ARENA_SLOTS; i++) {
+    for (size_t i = a->meta_slots; i < a->slots; i++) {
       const tsr_page_t *pg = &a->pages[i];
       if (pg->kind != TSR_SLOT_HEAD) continue;
       class_acc_t *c = &acc[pg->cls];   /* cls is set under the lock */

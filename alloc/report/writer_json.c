@@ -121,6 +121,7 @@ typedef struct json_map_s {
   tsri_out_t *o;
   uint32_t arena;            /* arena being written, UINT32_MAX before the first */
   char slots[TSR_ARENA_SLOTS + 1];
+  size_t slot_count;         /* slots of the arena (arenas may be smaller than the window) */
   size_t pages;
   tsr_map_entry_t page_list[TSR_ARENA_SLOTS];
 } json_map_t;
@@ -129,7 +130,7 @@ static void json_map_arena_end(json_map_t *m) {
   if (m->arena == UINT32_MAX) return;
   tsri_out_t *o = m->o;
   tsri_puts(o, "\"slots\":\"");
-  tsri_put(o, m->slots, TSR_ARENA_SLOTS);
+  tsri_put(o, m->slots, m->slot_count);
   tsri_puts(o, "\",\"pages\":[");
   for (size_t i = 0; i < m->pages; i++) {
     const tsr_map_entry_t *e = &m->page_list[i];
@@ -153,12 +154,14 @@ static int json_map_entry(const tsr_map_entry_t *e, void *arg) {
     if (m->arena != UINT32_MAX) tsri_puts(m->o, ",");
     m->arena = e->arena;
     m->pages = 0;
+    m->slot_count = 0;
     tsri_puts(m->o, "{\"base\":\"");
     tsri_put_hex(m->o, (uint64_t)((uintptr_t)e->start & ~(uintptr_t)TSR_ARENA_MASK));
     tsri_puts(m->o, "\",");
   }
   static const char state_char[] = { 'm', '.', 'd', 'u' };
   for (uint32_t s = e->slot; s < e->slot + e->slots && s < TSR_ARENA_SLOTS; s++) m->slots[s] = state_char[e->state];
+  if (e->slot + e->slots > m->slot_count) m->slot_count = e->slot + e->slots < TSR_ARENA_SLOTS ? e->slot + e->slots : TSR_ARENA_SLOTS;
   if (e->state == TSR_SLOT_STATE_USED && e->capacity != 0) m->page_list[m->pages++] = *e;
   return 0;
 }

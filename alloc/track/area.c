@@ -45,15 +45,15 @@ tsri_recs_t *tsri_area_make(tsr_page_t *pg) {
   uint8_t *base = atomic_load_explicit(&a->recs, memory_order_acquire);
   if (base == NULL) {
     void *mem;
-    if (tsri_os_reserve(TSRI_ARENA_RECS_BYTES, tsri_os_granularity(), &mem) != 0) return NULL;
+    if (tsri_os_reserve(a->slots * TSRI_RECS_STRIDE, tsri_os_granularity(), &mem) != 0) return NULL;
     uint8_t *none = NULL;
     if (atomic_compare_exchange_strong_explicit(&a->recs, &none, (uint8_t *)mem, memory_order_acq_rel,
                                                 memory_order_acquire)) {
       base = mem;
       tsri_count(&tsri_counters.os_reserves, 1);
-      tsri_count(&tsri_counters.reserved, (int64_t)TSRI_ARENA_RECS_BYTES);
+      tsri_count(&tsri_counters.reserved, (int64_t)(a->slots * TSRI_RECS_STRIDE));
     } else {
-      tsri_os_release(mem, TSRI_ARENA_RECS_BYTES);
+      tsri_os_release(mem, a->slots * TSRI_RECS_STRIDE);
       base = none;
     }
   }

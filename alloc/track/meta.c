@@ -718,7 +718,7 @@ size_t tsri_meta_check(void) {
   tsri_unlock(&meta_lock);
   tsri_lock(tsri_arena_lock_get());
   for (tsr_arena_t *a = tsri_arena_first(); a != NULL; a = a->next) {
-    for (size_t s = a->meta_slots; s < TSR_ARENA_SLOTS; s++) {
+    for (size_t s = a->meta_slots; s < a->slots; s++) {
       tsr_page_t *pg = &a->pages[s];
       tsri_recs_t *r = atomic_load_explicit(&pg->recs, memory_order_acquire);
       if (pg->kind != TSR_SLOT_HEAD || r == NULL) continue;

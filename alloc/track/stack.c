@@ -1,16 +1,21 @@
 /* stack.c: the call-stack table.  Each distinct allocation call stack is
  * stored once and named by a small id, which is what a block record holds.
  *
- * Owns: three regions reserved at first use and committed as they fill
- * (never the heap): the frames of every stack end to end, and one entry
- * per stack (its hash, where its frames are, its depth); and an
- * open-addressing index from hash to id that doubles when half full.
- * Lookup of a known stack takes no lock: an entry and its frames are
- * written before its id is published in the index with a release store,
- * and are never changed after; an index that was outgrown stays valid for
- * readers still in it (the old ones add up to less than the current one).
- * Inserting takes stack_lock.  Bounds: TSRI_STACKS_MAX stacks and STACK_FRAMES_MAX frames
- * in all; past either, new stacks get id 0 ("no stack").
+ * Owns: the frames of every stack end to end, one entry per stack (its
+ * hash, where its frames are, its depth), and an open-addressing index
+ * from hash to id that doubles when half full, all taken from the OS
+ * (never the heap) as they fill: entries and frames in chunks of
+ * STACK_CHUNK_BYTES, so that a program with few stacks holds a few
+ * hundred KiB of address space for them, not the bound's worth (which
+ * under a cap on the address space would be memory its blocks could not
+ * have).  A stack's frames lie in one chunk.
+ * Lookup of a known stack takes no lock: an entry and its frames (and
+ * their chunks) are written before its id is published in the index with
+ * a release store, and are never changed after; an index that was
+ * outgrown stays valid for readers still in it (the old ones add up to
+ * less than the current one).  Inserting takes stack_lock.  Bounds:
+ * TSRI_STACKS_MAX stacks and STACK_FRAMES_MAX frames in all; past either,
+ * or when the OS refuses a chunk, new stacks get id 0 ("no stack").
  */
 #include "track.h"
 
@@ -21,13 +26,17 @@
 #endif
 #define STACK_INDEX_FIRST 512                           /* slots of the first index (a page) */
 #define STACK_FRAMES_MAX (TSRI_STACKS_MAX * 16)        /* 16 frames a stack on average */
-#define STACK_COMMIT_STEP ((size_t)256 * 1024)
+#define STACK_CHUNK_BYTES ((size_t)256 * 1024)
 
 typedef struct stack_entry_s {
   uint64_t hash;
-  uint32_t first;      /* index of its first frame in stack_frames */
+  uint32_t first;      /* index of its first frame (chunk * FRAMES_PER_CHUNK + offset) */
   uint32_t depth;
 } stack_entry_t;
+
+#define ENTRIES_PER_CHUNK (STACK_CHUNK_BYTES / sizeof(stack_entry_t))
+#define FRAMES_PER_CHUNK (STACK_CHUNK_BYTES / sizeof(void *))
+_Static_assert(TSRI_STACK_DEPTH <= FRAMES_PER_CHUNK, "a stack's frames fit a chunk");
 
 typedef struct stack_index_s {
   size_t mask;                  /* slots - 1 */
@@ -36,11 +45,20 @@ typedef struct stack_index_s {
 
 static tsri_lock_t stack_lock;
 static _Atomic(stack_index_t *) stack_index;      /* load <= 1/2 */
-static stack_entry_t *stack_entries;              /* [1..stack_count] */
-static void **stack_frames;
+/* Chunks, made under stack_lock before an id that needs them is
+ * published; entry id is entry_chunks[id / ENTRIES_PER_CHUNK][id % ...]. */
+static stack_entry_t *entry_chunks[TSRI_STACKS_MAX / ENTRIES_PER_CHUNK];
+static void **frame_chunks[STACK_FRAMES_MAX / FRAMES_PER_CHUNK];
 static _Atomic uint32_t stack_count;
 static size_t stack_frames_used;                  /* stack_lock */
-static size_t entries_committed, frames_committed; /* bytes, stack_lock */
+
+static inline stack_entry_t *stack_entry(uint32_t id) {
+  return &entry_chunks[id / ENTRIES_PER_CHUNK][id % ENTRIES_PER_CHUNK];
+}
+
+static inline void **stack_frame(size_t first) {
+  return &frame_chunks[first / FRAMES_PER_CHUNK][first % FRAMES_PER_CHUNK];
+}
 
 static uint64_t stack_hash(void *const *frames, size_t n) {
   uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
@@ -69,29 +87,11 @@ static stack_index_t *index_make(size_t slots) {
   return ix;
 }
 
-/* Make the regions exist.  stack_lock held. */
+/* Make the first index.  stack_lock held. */
 static bool stack_setup(void) {
   if (atomic_load_explicit(&stack_index, memory_order_relaxed) != NULL) return true;
-  void *entries, *frames;
-  if (tsri_os_reserve(TSRI_STACKS_MAX * sizeof(stack_entry_t), tsri_os_granularity(), &entries) != 0)
-    return false;
-  if (tsri_os_reserve(STACK_FRAMES_MAX * sizeof(void *), tsri_os_granularity(), &frames) != 0) {
-    tsri_os_release(entries, TSRI_STACKS_MAX * sizeof(stack_entry_t));
-    return false;
-  }
   stack_index_t *ix = index_make(STACK_INDEX_FIRST);
-  if (ix == NULL) {
-    tsri_os_release(entries, TSRI_STACKS_MAX * sizeof(stack_entry_t));
-    tsri_os_release(frames, STACK_FRAMES_MAX * sizeof(void *));
-    return false;
-  }
-  stack_entries = entries;
-  stack_frames = frames;
-  tsri_own_add(entries, TSRI_STACKS_MAX * sizeof(stack_entry_t));
-  tsri_own_add(frames, STACK_FRAMES_MAX * sizeof(void *));
-  tsri_count(&tsri_counters.reserved, (int64_t)(TSRI_STACKS_MAX * sizeof(stack_entry_t) +
-                                                STACK_FRAMES_MAX * sizeof(void *)));
-  tsri_count(&tsri_counters.os_reserves, 2);
+  if (ix == NULL) return false;
   atomic_store_explicit(&stack_index, ix, memory_order_release);
   return true;
 }
@@ -104,7 +104,7 @@ static bool index_grow(stack_index_t **ixp, uint32_t id) {
   stack_index_t *bigger = index_make(2 * (ix->mask + 1));
   if (bigger == NULL) return false;
   for (uint32_t k = 1; k < id; k++) {
-    size_t i = (size_t)stack_entries[k].hash & bigger->mask;
+    size_t i = (size_t)stack_entry(k)->hash & bigger->mask;
     while (atomic_load_explicit(&bigger->ids[i], memory_order_relaxed) != 0) i = (i + 1) & bigger->mask;
     atomic_store_explicit(&bigger->ids[i], k, memory_order_relaxed);
   }
@@ -113,26 +113,34 @@ static bool index_grow(stack_index_t **ixp, uint32_t id) {
   return true;
 }
 
-/* Commit region base up to `need` bytes (committed: bytes so far). */
-static bool stack_grow(void *base, size_t *committed, size_t need, size_t limit) {
-  if (need <= *committed) return true;
-  size_t to = tsri_align_up(need, STACK_COMMIT_STEP);
-  if (to > limit) to = limit;
-  if (tsri_os_commit((uint8_t *)base + *committed, to - *committed) != 0) return false;
-  tsri_count(&tsri_counters.os_commits, 1);
-  tsri_count(&tsri_counters.committed, (int64_t)(to - *committed));
-  tsri_count(&tsri_counters.metadata, (int64_t)(to - *committed));
-  *committed = to;
-  return true;
+/* A new chunk, or NULL when the OS refuses.  stack_lock held. */
+static void *chunk_new(void) {
+  void *mem;
+  if (tsri_os_alloc(STACK_CHUNK_BYTES, tsri_os_page_size(), &mem) != 0) return NULL;
+  tsri_own_add(mem, STACK_CHUNK_BYTES);
+  tsri_count(&tsri_counters.os_reserves, 1);
+  tsri_count(&tsri_counters.reserved, (int64_t)STACK_CHUNK_BYTES);
+  tsri_count(&tsri_counters.committed, (int64_t)STACK_CHUNK_BYTES);
+  tsri_count(&tsri_counters.metadata, (int64_t)STACK_CHUNK_BYTES);
+  return mem;
+}
+
+/* The chunks that entry id and frames [first, first + n) lie in exist.
+ * stack_lock held. */
+static bool chunks_ready(uint32_t id, size_t first) {
+  stack_entry_t **e = &entry_chunks[id / ENTRIES_PER_CHUNK];
+  void ***f = &frame_chunks[first / FRAMES_PER_CHUNK];
+  if (*e == NULL && (*e = chunk_new()) == NULL) return false;
+  return *f != NULL || (*f = chunk_new()) != NULL;
 }
 
 /* A loop rather than memcmp: a program that never calls memcmp itself (an
  * allocation benchmark) would otherwise map 64 KiB of the C library's
  * string code for sampling (the kernel maps pages around each first run). */
 static bool stack_equal(uint32_t id, uint64_t h, void *const *frames, size_t n) {
-  const stack_entry_t *e = &stack_entries[id];
+  const stack_entry_t *e = stack_entry(id);
   if (e->hash != h || e->depth != n) return false;
-  void *const *known = &stack_frames[e->first];
+  void *const *known = stack_frame(e->first);
   for (size_t i = 0; i < n; i++)
     if (known[i] != frames[i]) return false;
   return true;
@@ -166,17 +174,15 @@ uint32_t tsri_stack_intern(void *const *frames, size_t n) {
   found = index_find(ix, h, frames, n, &slot);
   if (found != 0) goto out;
   uint32_t id = atomic_load_explicit(&stack_count, memory_order_relaxed) + 1;
-  if (id >= TSRI_STACKS_MAX || stack_frames_used + n > STACK_FRAMES_MAX ||
-      !stack_grow(stack_entries, &entries_committed, (id + 1) * sizeof(stack_entry_t),
-                  TSRI_STACKS_MAX * sizeof(stack_entry_t)) ||
-      !stack_grow(stack_frames, &frames_committed, (stack_frames_used + n) * sizeof(void *),
-                  STACK_FRAMES_MAX * sizeof(void *)) ||
-      !index_grow(&ix, id)) {
+  size_t first = stack_frames_used;
+  if (first % FRAMES_PER_CHUNK + n > FRAMES_PER_CHUNK) first = tsri_align_up(first, FRAMES_PER_CHUNK);
+  if (id >= TSRI_STACKS_MAX || first + n > STACK_FRAMES_MAX ||
+      !chunks_ready(id, first) || !index_grow(&ix, id)) {
     goto out;
   }
-  memcpy(&stack_frames[stack_frames_used], frames, n * sizeof(void *));
-  stack_entries[id] = (stack_entry_t){ h, (uint32_t)stack_frames_used, (uint32_t)n };
-  stack_frames_used += n;
+  memcpy(stack_frame(first), frames, n * sizeof(void *));
+  *stack_entry(id) = (stack_entry_t){ h, (uint32_t)first, (uint32_t)n };
+  stack_frames_used = first + n;
   atomic_store_explicit(&stack_count, id, memory_order_release);
   index_find(ix, h, frames, n, &slot);
   atomic_store_explicit(&ix->ids[slot], id, memory_order_release);
@@ -191,13 +197,12 @@ size_t tsri_stack_frames(uint32_t id, void *const **frames) {
     *frames = NULL;
     return 0;
   }
-  *frames = &stack_frames[stack_entries[id].first];
-  return stack_entries[id].depth;
+  const stack_entry_t *e = stack_entry(id);
+  *frames = stack_frame(e->first);
+  return e->depth;
 }
 
 uint32_t tsri_stack_count(void) { return atomic_load_explicit(&stack_count, memory_order_acquire); }
-
-
 
 void tsri_stack_fork_prepare(void) { tsri_lock(&stack_lock); }
 void tsri_stack_fork_parent(void) { tsri_unlock(&stack_lock); }

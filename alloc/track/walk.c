@@ -165,7 +165,7 @@ static int walk_pages(tsri_walk_fn *fn, void *arg, bool only_tracked, walk_page_
   tsr_arena_t *a = tsri_arena_first();
   tsri_unlock(tsri_arena_lock_get());
   for (; a != NULL; a = a->next) {
-    for (size_t slot = a->meta_slots; slot < TSR_ARENA_SLOTS; slot++) {
+    for (size_t slot = a->meta_slots; slot < a->slots; slot++) {
       tsr_page_t pg;
       bool has_recs;
       if (!walk_copy(a, slot, &pg, w, &has_recs)) continue;

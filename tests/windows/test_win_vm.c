@@ -10,7 +10,7 @@
 #include <tessera.h>
 #include <windows.h>
 
-#include "core/types.h"   /* TSR_ARENA_SIZE */
+#include "core/types.h"   /* TSR_ARENA_SIZE, tsr_arena_t */
 
 static MEMORY_BASIC_INFORMATION query(const void *p) {
   MEMORY_BASIC_INFORMATION m;
@@ -29,11 +29,13 @@ static void arena_is_one_aligned_reservation(void) {
   CHECK(m.Protect == PAGE_READWRITE);
   CHECK_MSG((uintptr_t)m.AllocationBase == arena, "block %p: allocation base %p, arena %p", (void *)p,
             m.AllocationBase, (void *)arena);
-  /* every region of the arena belongs to that one reservation, some of
-   * it committed, most of it only reserved */
+  /* every region of the arena (its slots: arenas start smaller than
+   * their aligned window, alloc/core/arena.c) belongs to that one
+   * reservation, some of it committed, most of it only reserved */
+  uintptr_t end = arena + ((const tsr_arena_t *)arena)->slots * TSR_SLOT_SIZE;
   uintptr_t at = arena;
   size_t committed = 0, reserved = 0;
-  while (at < arena + TSR_ARENA_SIZE) {
+  while (at < end) {
     m = query((void *)at);
     CHECK((uintptr_t)m.AllocationBase == arena);
     CHECK(m.State == MEM_COMMIT || m.State == MEM_RESERVE);
@@ -41,7 +43,7 @@ static void arena_is_one_aligned_reservation(void) {
     else reserved += m.RegionSize;
     at = (uintptr_t)m.BaseAddress + m.RegionSize;
   }
-  CHECK(at == arena + TSR_ARENA_SIZE);
+  CHECK(at == end);
   CHECK(committed > 0 && reserved > committed);
   tsr_free(p);
 }
@@ -119,7 +121,7 @@ static void address_space_lists_the_arenas(void) {
   CHECK(s.block_committed);
   CHECK(s.exe_image);
   CHECK(t.reserved == s.reserved && t.committed == s.committed && t.free == s.free);
-  CHECK(t.tessera_reserved >= TSR_ARENA_SIZE);
+  CHECK(t.tessera_reserved >= ((const tsr_arena_t *)s.arena)->slots * TSR_SLOT_SIZE);
   CHECK(t.largest_free > 0 && t.largest_free <= t.free);
   /* the user address space, end to end */
   SYSTEM_INFO si;
