@@ -145,5 +145,9 @@ Test(pins, meshable_counts_pages_whose_live_blocks_miss_each_other) {
   cr_assert_gt(random.meshable, random.bytes / 4, "%llu of %llu bytes meshable with survivors at random",
                (unsigned long long)random.meshable, (unsigned long long)random.bytes);
   cr_assert_leq(random.meshable, random.bytes - random.live);
+  /* what pairing could save, whether or not meshing (off by default) runs */
+  cr_assert_eq(random.mesh_state, TSR_MESH_OFF);
+  cr_assert_eq(random.meshes, 0);
+  cr_assert_eq(random.mesh_saved, 0);
   for (int i = 0; i < SPARSE_COUNT; i++) tsr_free(sparse[i]);
 }

@@ -220,6 +220,8 @@ static text_t report_text(tsr_format_t format) {
  *   leaks BLOCKS BYTES EXPECTED_BLOCKS LIBC_BLOCKS
  *   leak FUNCTION BLOCKS BYTES REQUESTED           (per site, innermost frame's)
  *   leakfn FUNCTION BLOCKS BYTES REQUESTED         (per allocating function)
+ *   meshable BYTES                                 (pins.meshable)
+ *   mesh STATE MESHED_PAGES SAVED MESHES UNMESHES PASSES TIME_NS PAUSE_MAX_NS   (pins.mesh)
  * and "valid N" at the end; any failure is a traceback and exit status 1. */
 static const char report_py[] =
   "import json, sys\n"
@@ -244,6 +246,13 @@ static const char report_py[] =
   "            print('leak', fn(site), site['blocks'], site['bytes'], site['requested'])\n"
   "        for f in l['functions']:\n"
   "            print('leakfn', f['function'], f['blocks'], f['bytes'], f['requested'])\n"
+  "    p = doc.get('pins', {})\n"
+  "    if 'meshable' in p:\n"
+  "        print('meshable', p['meshable'])\n"
+  "    if 'mesh' in p:\n"
+  "        m = p['mesh']\n"
+  "        print('mesh', m['state'], m['meshed_pages'], m['saved'], m['meshes'], m['unmeshes'], m['passes'],\n"
+  "              m['time_ns'], m['pause_max_ns'])\n"
   "    n += 1\n"
   "print('valid', n)\n";
 
@@ -975,21 +984,26 @@ Test(report, report_to_file_appends) {
  * ---------------------------------------------------------------------- */
 
 /* Run the program argv (one argument at most) with env added to the
- * environment and its stdout into a file: it must print "ok" and exit 0. */
-static void run_program(char *const argv[], char *const env[]) {
+ * environment and its stdout into text (size bytes): it must print "ok"
+ * and exit 0. */
+static void run_program_text(char *const argv[], char *const env[], char *text, size_t size) {
   FILE *out = tmpfile();
   cr_assert_not_null(out);
   tsr_child_t child;
   cr_assert(tsr_test_run_exec(argv, env, fileno(out), &child), "could not start %s", argv[0]);
   rewind(out);
-  char text[4096];
-  size_t n = fread(text, 1, sizeof text - 1, out);
+  size_t n = fread(text, 1, size - 1, out);
   text[n] = 0;
   fclose(out);
   cr_assert(WIFEXITED(child.status) && WEXITSTATUS(child.status) == 0,
             "%s %s: status %#x\nstdout:\n%s\nstderr:\n%s", argv[0], argv[1] ? argv[1] : "", child.status, text,
             child.err);
   cr_assert_not_null(strstr(text, "ok\n"), "%s", text);
+}
+
+static void run_program(char *const argv[], char *const env[]) {
+  char text[4096];
+  run_program_text(argv, env, text, sizeof text);
 }
 
 static void run_helper(const char *name, char *const env[], const char *report_path) {
@@ -1342,6 +1356,140 @@ Test(report, report_thread_restarts_once_in_a_fork_child) {
                   "TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:die_after_fork=0", NULL };
   run_helper("fork_signal", env, path);
   unlink(path);
+}
+
+/* Meshing's figures in every format.  report_helper mesh leaves one block
+ * in sixteen of many spans live at random and calls tsr_collect, which
+ * meshes when TESSERA_MESH (read at start-up) is on; it writes the text,
+ * JSON and OpenMetrics reports and prints what tsr_pins said meanwhile.
+ * Each report must say the same, JSON valid against the schema, and
+ * tessera-report pins must show it. */
+typedef struct mesh_figures_s {
+  char state[16];
+  unsigned long long meshed_pages, saved, meshes, unmeshes, passes, ns, pause_max_ns, meshable;
+} mesh_figures_t;
+
+/* The report written to base + suffix, which is then removed. */
+static text_t mesh_report(const char *base, const char *suffix) {
+  char path[96];
+  snprintf(path, sizeof path, "%s%s", base, suffix);
+  return text_of_file(path);
+}
+
+static void expect_in(const text_t *t, const char *what, const char *want) {
+  cr_assert_not_null(strstr(t->buf, want), "%s: no \"%s\" in:\n%s", what, want, t->buf);
+}
+
+/* Run report_helper mesh with setting (TESSERA_MESH=...); check its
+ * reports against the figures it printed, which come back in f. */
+static void mesh_run(const char *setting, mesh_figures_t *f) {
+  char base[64], env_base[128];
+  temp_path(base, sizeof base, "mesh");
+  snprintf(env_base, sizeof env_base, "TSR_TEST_REPORT_BASE=%s", base);
+  char *env[] = { (char *)setting, env_base, NULL };
+  char *argv[] = { (char *)TSR_REPORT_HELPER, (char *)"mesh", NULL };
+  char out[4096];
+  run_program_text(argv, env, out, sizeof out);
+  unlink(base);
+  static const char *const states[] = { "off", "on", "unsupported", "paused" };
+  unsigned state;
+  cr_assert_eq(sscanf(out, "mesh %u %llu %llu %llu %llu %llu %llu %llu %llu", &state, &f->meshed_pages, &f->saved,
+                      &f->meshes, &f->unmeshes, &f->passes, &f->ns, &f->pause_max_ns, &f->meshable),
+               9, "%s", out);
+  cr_assert_lt(state, 4, "%s", out);
+  snprintf(f->state, sizeof f->state, "%s", states[state]);
+  char want[256];
+
+  text_t txt = mesh_report(base, ".text");
+  snprintf(want, sizeof want, "\n  meshing: %s", f->state);
+  expect_in(&txt, "text", want);
+  expect_in(&txt, "text", " meshable (pairs whose live blocks miss each other)\n");
+  if (f->meshes != 0) {
+    snprintf(want, sizeof want, "; %llu OS pages share %llu physical pages now, ", f->meshed_pages,
+             f->meshed_pages / 2);
+    expect_in(&txt, "text", want);
+    snprintf(want, sizeof want, " saved; %llu pair%s made, %llu taken apart, in %llu pass", f->meshes,
+             f->meshes == 1 ? "" : "s", f->unmeshes, f->passes);
+    expect_in(&txt, "text", want);
+  }
+  free(txt.buf);
+
+  char json[96];
+  snprintf(json, sizeof json, "%s.json", base);
+  char *py;
+  run_report_py(json, &py);
+  cr_assert_not_null(strstr(py, "valid 1\n"), "%s", py);
+  snprintf(want, sizeof want, "\nmesh %s %llu %llu %llu %llu %llu %llu %llu\n", f->state, f->meshed_pages, f->saved,
+           f->meshes, f->unmeshes, f->passes, f->ns, f->pause_max_ns);
+  cr_assert_not_null(strstr(py, want), "JSON: no \"%s\" in:\n%s", want + 1, py);
+  snprintf(want, sizeof want, "\nmeshable %llu\n", f->meshable);
+  cr_assert_not_null(strstr(py, want), "JSON: no \"%s\" in:\n%s", want + 1, py);
+  free(py);
+
+  text_t tool = { 0 };
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "'%s' pins '%s' 2>&1", TSR_REPORT_TOOL, json);
+  FILE *p = popen(cmd, "r");
+  cr_assert_not_null(p);
+  read_stream(p, &tool);
+  int status = pclose(p);
+  unlink(json);
+  cr_assert(tool.buf != NULL && WIFEXITED(status) && WEXITSTATUS(status) == 0, "tessera-report pins: status %#x:\n%s",
+            status, tool.buf ? tool.buf : "");
+  snprintf(want, sizeof want, "\n  %llu B (", f->meshable);
+  expect_in(&tool, "tessera-report pins", want);
+  snprintf(want, sizeof want, "\n  meshing: %s", f->state);
+  expect_in(&tool, "tessera-report pins", want);
+  if (f->meshes != 0) {
+    snprintf(want, sizeof want, "; %llu OS pages share %llu physical pages now, %llu B (", f->meshed_pages,
+             f->meshed_pages / 2, f->saved);
+    expect_in(&tool, "tessera-report pins", want);
+  }
+  free(tool.buf);
+
+  text_t om = mesh_report(base, ".om");
+  for (size_t i = 0; i < 4; i++) {
+    snprintf(want, sizeof want, "\ntessera_mesh_state{tessera_mesh_state=\"%s\"} %d\n", states[i], i == state);
+    expect_in(&om, "OpenMetrics", want);
+  }
+  static const char *const counts[] = { "meshed_pages", "mesh_saved_bytes", "meshes_total", "unmeshes_total",
+                                        "mesh_passes_total", "sparse_page_meshable_bytes" };
+  unsigned long long values[] = { f->meshed_pages, f->saved, f->meshes, f->unmeshes, f->passes, f->meshable };
+  for (size_t i = 0; i < 6; i++) {
+    snprintf(want, sizeof want, "\ntessera_%s %llu\n", counts[i], values[i]);
+    expect_in(&om, "OpenMetrics", want);
+  }
+  snprintf(want, sizeof want, "\ntessera_mesh_seconds_total %llu.%09llu\n", f->ns / 1000000000, f->ns % 1000000000);
+  expect_in(&om, "OpenMetrics", want);
+  snprintf(want, sizeof want, "\ntessera_mesh_pause_max_seconds %llu.%09llu\n", f->pause_max_ns / 1000000000,
+           f->pause_max_ns % 1000000000);
+  expect_in(&om, "OpenMetrics", want);
+  expect_in(&om, "OpenMetrics", "\n# TYPE tessera_mesh_state stateset\n");
+  expect_in(&om, "OpenMetrics", "\n# TYPE tessera_mesh_seconds counter\n");
+  free(om.buf);
+}
+
+Test(report, mesh_figures_in_every_format) {
+  mesh_figures_t f;
+  mesh_run("TESSERA_MESH=on", &f);
+  if (strcmp(f.state, "unsupported") == 0) cr_skip_test("the OS cannot map a page twice here");
+  cr_assert(strcmp(f.state, "on") == 0, "meshing %s", f.state);
+  cr_assert_gt(f.meshes, 0, "survivors at random, and nothing meshed");
+  cr_assert_gt(f.meshed_pages, 0);
+  cr_assert_gt(f.saved, 0);
+  cr_assert_gt(f.passes, 0);
+  cr_assert_gt(f.ns, 0);
+  cr_assert_gt(f.meshable, 0);
+}
+
+Test(report, mesh_off_in_every_format) {
+  mesh_figures_t f;
+  mesh_run("TESSERA_MESH=off", &f);
+  cr_assert(strcmp(f.state, "off") == 0, "meshing %s", f.state);
+  cr_assert_eq(f.meshes, 0);
+  cr_assert_eq(f.meshed_pages, 0);
+  cr_assert_eq(f.passes, 0);
+  cr_assert_gt(f.meshable, 0, "survivors at random, and nothing meshable");
 }
 
 /* ------------------------------------------------------------------------

@@ -13,7 +13,9 @@
  * 1024; one of 4096-byte blocks over two slots, 8 of 32), parse_header's
  * blocks hold the two of 64-byte blocks, session_open's eight the big one
  * and intern_string's the 16-byte one, so each page's bytes add up in its
- * sites' shares.
+ * sites' shares.  Its pins section has meshable and mesh too (six pairs
+ * of OS pages meshed now, of nine made and three taken apart), which
+ * reports written before meshing lack.
  * Checks what each command prints, the shape of the SVG map, and that bad
  * input ends with status 2 and a message.
  */
@@ -336,6 +338,16 @@ Test(report_tool, pins_by_bytes_held) {
   at = strstr(out, "/usr/bin/demo-server+0x1f00");
   cr_assert(at != NULL && at > third, "#3's frames:\n%s", out);
 
+  /* Meshing's lines, between the totals and the sites. */
+  line_with(out, " meshable ", line, sizeof line);
+  expect_has(line, "  57344 B (56.0 KiB) meshable (pairs whose live blocks miss each other)", "meshable");
+  line_with(out, "meshing: ", line, sizeof line);
+  expect_has(line, "  meshing: on; 12 OS pages share 6 physical pages now, 24576 B (24.0 KiB) saved; "
+                   "9 pairs made, 3 taken apart, in 41 passes, 12.3 ms in all, longest page pause 35.2 us",
+             "meshing");
+  const char *mesh = strstr(out, "meshing: ");
+  cr_assert(mesh != NULL && mesh < strstr(out, "held by "), "meshing after the sites:\n%s", out);
+
   r = tool("pins", "-n", "1", REPORT_B, NULL);
   expect_ok(r, "pins -n 1");
   expect_has(r->out, "parse_header", "pins -n 1");
@@ -389,6 +401,58 @@ Test(report_tool, pins_estimated_and_site_0) {
   cleanup();
 }
 
+/* report-b.json with its pins.mesh object replaced by mesh ("" leaves it
+ * out, with the comma after it), as the scratch file name. */
+static const char *report_b_mesh(const char *name, const char *mesh) {
+  char *text = read_path(REPORT_B);
+  char *out = text_splice(text, "\"mesh\":", "\"sites\":", mesh);
+  const char *path = scratch_file(name, out);
+  free(out);
+  free(text);
+  return path;
+}
+
+Test(report_tool, pins_mesh_states) {
+  static const struct {
+    const char *name, *mesh, *line;
+  } cases[] = {
+    { "off.json",
+      "\"mesh\":{\"state\":\"off\",\"meshed_pages\":0,\"saved\":0,\"meshes\":0,\"unmeshes\":0,"
+      "\"passes\":0,\"time_ns\":0,\"pause_max_ns\":0},",
+      "  meshing: off\n" },
+    { "unsupported.json",
+      "\"mesh\":{\"state\":\"unsupported\",\"meshed_pages\":0,\"saved\":0,\"meshes\":0,"
+      "\"unmeshes\":0,\"passes\":3,\"time_ns\":0,\"pause_max_ns\":0},",
+      "  meshing: unsupported by this OS\n" },
+    { "paused.json",
+      "\"mesh\":{\"state\":\"paused\",\"meshed_pages\":2,\"saved\":4096,\"meshes\":1,"
+      "\"unmeshes\":0,\"passes\":1,\"time_ns\":850,\"pause_max_ns\":2500000000},",
+      "  meshing: paused (the program replaced tessera's SIGSEGV handler, or the mapping budget is "
+      "spent); 2 OS pages share 1 physical pages now, 4096 B (4.0 KiB) saved; 1 pair made, 0 taken "
+      "apart, in 1 pass, 850 ns in all, longest page pause 2.5 s\n" },
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    run_t *r = tool("pins", report_b_mesh(cases[i].name, cases[i].mesh), NULL);
+    expect_ok(r, cases[i].name);
+    expect_has(r->out, cases[i].line, cases[i].name);
+  }
+  /* Written before meshing: no mesh object, or neither it nor meshable. */
+  run_t *r = tool("pins", report_b_mesh("no-mesh.json", ""), NULL);
+  expect_ok(r, "pins without mesh");
+  expect_has(r->out, "4 pages, 327680 B", "pins without mesh");
+  expect_has(r->out, "57344 B (56.0 KiB) meshable", "pins without mesh");
+  cr_assert_null(strstr(r->out, "meshing"), "a meshing line without mesh:\n%s", r->out);
+  char *text = read_path(REPORT_B);
+  char *old = text_splice(text, "\"meshable\":", "\"sites\":", "");
+  r = tool("pins", scratch_file("no-meshable.json", old), NULL);
+  free(old);
+  free(text);
+  expect_ok(r, "pins without meshable and mesh");
+  expect_has(r->out, "held by 3 sites (3 listed)", "pins without meshable and mesh");
+  cr_assert_null(strstr(r->out, "mesh"), "meshing figures without them:\n%s", r->out);
+  cleanup();
+}
+
 Test(report_tool, pins_missing) {
   run_t *r = tool("pins", REPORT_A, NULL);
   expect_ok(r, "pins without a section");
@@ -398,6 +462,7 @@ Test(report_tool, pins_missing) {
   r = tool("pins", "--pid", "4100", REPORT_A, NULL);
   expect_ok(r, "pins --pid 4100");
   expect_has(r->out, "this report has no pins section", "pins --pid 4100");
+  cr_assert_null(strstr(r->out, "mesh"), "meshing without a pins section:\n%s", r->out);
   r = tool(REPORT_A, NULL);
   expect_ok(r, "summary without pins");
   cr_assert_null(strstr(r->out, "sparse pages"), "summary without pins:\n%s", r->out);
@@ -441,6 +506,19 @@ Test(report_tool, pins_malformed) {
       "\"pinned\":65536,\"idle\":65472,\"estimated\":false,\"frames\":[{\"addr\":\"0x10\"},"
       "{\"function\":\"f\"}]}],\"sites_total\":1},",
       "pins.sites[0].frames[1].addr: missing" },
+    { "meshable.json",
+      "\"pins\":{\"pages\":0,\"bytes\":0,\"live\":0,\"meshable\":\"none\",\"sites\":[],\"sites_total\":0},",
+      "pins.meshable: must be a non-negative integer" },
+    { "mesh-state.json",
+      "\"pins\":{\"pages\":0,\"bytes\":0,\"live\":0,\"mesh\":{\"state\":\"busy\",\"meshed_pages\":0,"
+      "\"saved\":0,\"meshes\":0,\"unmeshes\":0,\"passes\":0,\"time_ns\":0,\"pause_max_ns\":0},"
+      "\"sites\":[],\"sites_total\":0},",
+      "pins.mesh.state: \"busy\" is not one of the values the schema allows" },
+    { "mesh-saved.json",
+      "\"pins\":{\"pages\":0,\"bytes\":0,\"live\":0,\"mesh\":{\"state\":\"on\",\"meshed_pages\":0,"
+      "\"meshes\":0,\"unmeshes\":0,\"passes\":0,\"time_ns\":0,\"pause_max_ns\":0},"
+      "\"sites\":[],\"sites_total\":0},",
+      "pins.mesh.saved: missing" },
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     const char *path = report_b_pins(cases[i].name, cases[i].pins);

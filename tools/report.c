@@ -264,8 +264,25 @@ static void load_sites(const loader_t *ld, const json_t *parent, const char *whe
   }
 }
 
+/* "pins.mesh", which reports written before tessera meshed lack: a report
+ * without it loads with has_mesh false. */
+static void load_mesh(const loader_t *ld, report_t *r, const json_t *pins) {
+  static const char *const states[] = { "off", "on", "unsupported", "paused", NULL };
+  const json_t *m = need(ld, pins, "pins", "mesh", KIND_OBJECT, false);
+  if (m == NULL) return;
+  r->has_mesh = true;
+  r->mesh.state = get_enum(ld, m, "pins.mesh", "state", states);
+  r->mesh.meshed_pages = get_count(ld, m, "pins.mesh", "meshed_pages");
+  r->mesh.saved = get_count(ld, m, "pins.mesh", "saved");
+  r->mesh.meshes = get_count(ld, m, "pins.mesh", "meshes");
+  r->mesh.unmeshes = get_count(ld, m, "pins.mesh", "unmeshes");
+  r->mesh.passes = get_count(ld, m, "pins.mesh", "passes");
+  r->mesh.time_ns = get_count(ld, m, "pins.mesh", "time_ns");
+  r->mesh.pause_max_ns = get_count(ld, m, "pins.mesh", "pause_max_ns");
+}
+
 /* "pins", which reports written before tessera had it lack: a report
- * without it loads with has_pins false. */
+ * without it loads with has_pins false; so with meshable and mesh. */
 static void load_pins(const loader_t *ld, report_t *r, const json_t *root) {
   const json_t *pins = need(ld, root, "", "pins", KIND_OBJECT, false);
   if (pins == NULL) return;
@@ -273,6 +290,8 @@ static void load_pins(const loader_t *ld, report_t *r, const json_t *root) {
   r->pin_pages = get_count(ld, pins, "pins", "pages");
   r->pin_bytes = get_count(ld, pins, "pins", "bytes");
   r->pin_live = get_count(ld, pins, "pins", "live");
+  r->has_meshable = opt_count(ld, pins, "pins", "meshable", &r->pin_meshable);
+  load_mesh(ld, r, pins);
   const json_t *arr = need(ld, pins, "pins", "sites", KIND_ARRAY, true);
   r->npins = json_array_size(arr);
   r->pins = tool_calloc(r->npins, sizeof *r->pins);

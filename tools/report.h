@@ -106,6 +106,17 @@ typedef struct region_s {
   bool tessera;                  /* one of tessera's reservations */
 } region_t;
 
+/* pins.mesh: meshing's state and figures (docs/report.md, "Meshing"). */
+typedef struct mesh_s {
+  const char *state;             /* "off", "on", "unsupported" or "paused" */
+  uint64_t meshed_pages;         /* OS pages sharing their physical page now, two to one */
+  uint64_t saved;                /* bytes of physical memory that sharing saves now */
+  uint64_t meshes, unmeshes;     /* pairs made and taken apart since start */
+  uint64_t passes;               /* passes over a heap since start */
+  uint64_t time_ns;              /* spent in them */
+  uint64_t pause_max_ns;         /* longest a page stayed read-only while copied */
+} mesh_t;
+
 typedef struct report_s {
   json_t *doc;                   /* one reference; owns every string below */
   const char *name;              /* the file, for messages */
@@ -127,6 +138,10 @@ typedef struct report_s {
   bool has_pins;                 /* reports written before the section lack it */
   uint64_t pin_pages, pin_bytes; /* the sparse pages and their bytes: exact */
   uint64_t pin_live;             /* bytes of the live blocks in them: exact */
+  bool has_meshable;             /* reports written before pins.meshable lack it */
+  uint64_t pin_meshable;         /* bytes pairing the sparse pages could give back */
+  bool has_mesh;                 /* reports written before pins.mesh lack it */
+  mesh_t mesh;
   uint64_t pins_total;           /* pin sites, those not listed included */
   size_t npins;
   pin_t *pins;                   /* most pinned bytes first */

@@ -242,9 +242,46 @@ static void cmd_classes(const report_t *r) {
   print_classes(r, true);
 }
 
-/* The pins section: the sparse pages' exact totals, then the sites by the
- * bytes of those pages their live blocks hold (docs/report.md, "Who pins
- * the pages").  Site 0 is the blocks without a record. */
+/* "850 ns", "35.2 us", "12.3 ms", "4.1 s", as the text report writes them. */
+static const char *duration(uint64_t ns) {
+  static const char *const units[] = { "ns", "us", "ms", "s" };
+  double v = (double)ns;
+  size_t u = 0;
+  while (v >= 1000 && u < 3) {
+    v /= 1000;
+    u++;
+  }
+  char *buf = tool_scratch();
+  snprintf(buf, 64, "%.*f %s", u == 0 ? 0 : 1, v, units[u]);
+  return buf;
+}
+
+/* Meshing's line, as the text report has it (docs/report.md, "Meshing"):
+ * the state, and unless it is off or unsupported and never meshed, what
+ * it holds now and did since start. */
+static void print_mesh(const mesh_t *m) {
+  const char *state = m->state;
+  if (strcmp(state, "unsupported") == 0) state = "unsupported by this OS";
+  else if (strcmp(state, "paused") == 0)
+    state = "paused (the program replaced tessera's SIGSEGV handler, or the mapping budget is spent)";
+  printf("  meshing: %s", state);
+  if (m->meshes == 0 && (strcmp(m->state, "off") == 0 || strcmp(m->state, "unsupported") == 0)) {
+    printf("\n");
+    return;
+  }
+  /* a pair's two OS pages share one physical page */
+  printf("; %" PRIu64 " OS pages share %" PRIu64 " physical pages now, %" PRIu64 " B (%s) saved; %"
+         PRIu64 " pair%s made, %" PRIu64 " taken apart, in %" PRIu64 " pass%s, %s in all, "
+         "longest page pause %s\n",
+         m->meshed_pages, m->meshed_pages / 2, m->saved, tool_bytes(m->saved), m->meshes,
+         plural(m->meshes), m->unmeshes, m->passes, m->passes == 1 ? "" : "es",
+         duration(m->time_ns), duration(m->pause_max_ns));
+}
+
+/* The pins section: the sparse pages' exact totals, what meshing pairs of
+ * them could give back and what meshing does, then the sites by the bytes
+ * of those pages their live blocks hold (docs/report.md, "Who pins the
+ * pages").  Site 0 is the blocks without a record. */
 static void cmd_pins(const report_t *r, size_t top) {
   printf("%s (pid %" PRId64 "): sparse pages (at most half their blocks live)\n", r->program,
          r->pid);
@@ -258,6 +295,10 @@ static void cmd_pins(const report_t *r, size_t top) {
          PRIu64 " B (%s) free\n",
          r->pin_pages, plural(r->pin_pages), r->pin_bytes, tool_bytes(r->pin_bytes), r->pin_live,
          tool_bytes(r->pin_live), idle, tool_bytes(idle));
+  if (r->has_meshable)
+    printf("  %" PRIu64 " B (%s) meshable (pairs whose live blocks miss each other)\n", r->pin_meshable,
+           tool_bytes(r->pin_meshable));
+  if (r->has_mesh) print_mesh(&r->mesh);
   if (r->npins == 0) {
     printf("(no site: no page is that sparse)\n");
     return;
@@ -456,7 +497,8 @@ static void usage(FILE *out) {
         "  classes FILE          one row per size class, with an occupancy histogram\n"
         "  leaks FILE            the blocks still live at exit, by site\n"
         "  pins [-n N] FILE      who holds the sparse pages (at most half their\n"
-        "                        blocks live): totals, then N sites (default 20)\n"
+        "                        blocks live): totals, meshing, then N sites\n"
+        "                        (default 20)\n"
         "  diff OLD NEW          what grew or shrank between two reports\n"
         "  map [-o OUT] FILE     draw the arenas and the address space as SVG\n"
         "                        (default OUT: tessera-map.svg; - for stdout)\n"

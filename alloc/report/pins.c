@@ -22,8 +22,10 @@
  * each other, so the unit is the OS page inside it).  `meshable` counts
  * the bytes pairs of sparse spans would so give back, each span paired
  * with the best of at most MESH_PROBES others after it, over the first
- * MESH_PAGES sparse spans of the walk.  tessera does not
- * mesh yet: the figure says what meshing would save on this heap now.
+ * MESH_PAGES sparse spans of the walk.  It is reckoned from the bitmaps
+ * alone, whether or not meshing (mesh.c, TESSERA_MESH) has paired those
+ * pages already: what pairing could save on this heap now, beside what
+ * meshing does save (mesh_saved, from tsri_mesh_figures).
  */
 #include "report.h"
 

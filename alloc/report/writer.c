@@ -106,6 +106,7 @@ void tsri_put_frame_short(tsri_out_t *o, void *addr, bool with_offset) {
  * ---------------------------------------------------------------------- */
 
 const char *const tsri_track_names[] = { "stats", "sample", "full" };
+const char *const tsri_mesh_state_names[] = { "off", "on", "unsupported", "paused" };
 
 static void report_gather(tsri_report_t *r, const char *reason, bool need_sites) {
   r->reason = reason;

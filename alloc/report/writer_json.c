@@ -1,6 +1,7 @@
 /* writer_json.c: the report in JSON, one line as docs/report-schema.json
- * gives it (the totals, classes, sites with their frames, leaks at exit,
- * the arena map and the address space), and the diff of two snapshots
+ * gives it (the totals, classes, sites with their frames, who pins the
+ * sparse pages and meshing, leaks at exit, the arena map and the address
+ * space), and the diff of two snapshots
  * ("tessera-diff").
  *
  * Owns: the keys and their order, and string escapes.  The buffer,
@@ -91,12 +92,31 @@ static void json_sites(tsri_out_t *o, const tsri_sites_t *s, size_t listed) {
   tsri_puts(o, "]");
 }
 
-/* "pins": who holds the sparse pages (pins.c). */
+/* "mesh": meshing's state and figures (mesh.c), without the C names'
+ * mesh_ prefix. */
+static void json_mesh(tsri_out_t *o, const tsr_pins_t *m) {
+  tsri_puts(o, "\"mesh\":{");
+  put_json_key(o, "state");
+  put_json_str(o, tsri_mesh_state_names[m->mesh_state]);
+  tsri_puts(o, ",");
+  json_u64(o, "meshed_pages", m->meshed_pages, true);
+  json_u64(o, "saved", m->mesh_saved, true);
+  json_u64(o, "meshes", m->meshes, true);
+  json_u64(o, "unmeshes", m->unmeshes, true);
+  json_u64(o, "passes", m->mesh_passes, true);
+  json_u64(o, "time_ns", m->mesh_ns, true);
+  json_u64(o, "pause_max_ns", m->mesh_pause_max_ns, false);
+  tsri_puts(o, "},");
+}
+
+/* "pins": who holds the sparse pages (pins.c), and meshing. */
 static void json_pins(tsri_out_t *o, const tsri_pins_t *p) {
   tsri_puts(o, "\"pins\":{");
   json_u64(o, "pages", p->pages, true);
   json_u64(o, "bytes", p->bytes, true);
   json_u64(o, "live", p->live, true);
+  json_u64(o, "meshable", p->meshable, true);
+  json_mesh(o, &p->mesh);
   tsri_puts(o, "\"sites\":[");
   size_t listed = tsri_pins_listed(p);
   for (size_t i = 0; i < listed; i++) {

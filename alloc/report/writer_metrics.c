@@ -1,6 +1,7 @@
 /* writer_metrics.c: the report in OpenMetrics text, for a /metrics
- * endpoint: the totals, the ratios, each size class, and at most the 20
- * biggest sites.  There is no diff in this format (tsr_report_diff
+ * endpoint: the totals, the ratios, each size class, at most the 20
+ * biggest sites, the sparse pages with meshing, and the 20 sites that pin
+ * most of them.  There is no diff in this format (tsr_report_diff
  * refuses it).
  *
  * Owns: the metric families, their names and help.  The buffer, numbers,
@@ -17,18 +18,54 @@ static void put_label(tsri_out_t *o, const char *s) {
   }
 }
 
-static void om_metric(tsri_out_t *o, const char *name, const char *type, const char *help, uint64_t v) {
+/* A family of one sample: its TYPE and HELP lines, and the sample's name
+ * (with _total for a counter) up to its value. */
+static void om_head(tsri_out_t *o, const char *name, const char *type, const char *help) {
   tsri_puts(o, "# TYPE tessera_"); tsri_puts(o, name); tsri_puts(o, " "); tsri_puts(o, type);
   tsri_puts(o, "\n# HELP tessera_"); tsri_puts(o, name); tsri_puts(o, " "); tsri_puts(o, help);
   tsri_puts(o, "\ntessera_"); tsri_puts(o, name);
   if (strcmp(type, "counter") == 0) tsri_puts(o, "_total");
-  tsri_puts(o, " "); tsri_put_u64(o, v); tsri_puts(o, "\n");
+  tsri_puts(o, " ");
+}
+
+static void om_metric(tsri_out_t *o, const char *name, const char *type, const char *help, uint64_t v) {
+  om_head(o, name, type, help);
+  tsri_put_u64(o, v); tsri_puts(o, "\n");
 }
 
 static void om_ratio(tsri_out_t *o, const char *name, const char *help, double v) {
   tsri_puts(o, "# TYPE tessera_"); tsri_puts(o, name); tsri_puts(o, " gauge\n# HELP tessera_");
   tsri_puts(o, name); tsri_puts(o, " "); tsri_puts(o, help);
   tsri_puts(o, "\ntessera_"); tsri_puts(o, name); tsri_puts(o, " "); tsri_put_fixed(o, v, 6); tsri_puts(o, "\n");
+}
+
+/* A counter or gauge of seconds, from nanoseconds: exact, nine places. */
+static void om_seconds(tsri_out_t *o, const char *name, const char *type, const char *help, uint64_t ns) {
+  om_head(o, name, type, help);
+  tsri_put_u64(o, ns / 1000000000);
+  char frac[9];
+  uint64_t f = ns % 1000000000;
+  for (int i = 8; i >= 0; i--) { frac[i] = (char)('0' + f % 10); f /= 10; }
+  tsri_puts(o, "."); tsri_put(o, frac, sizeof frac); tsri_puts(o, "\n");
+}
+
+/* Meshing (mesh.c): its state as a stateset, one sample per state, then
+ * what it holds now and did since start. */
+static void om_mesh(tsri_out_t *o, const tsr_pins_t *m) {
+  tsri_puts(o, "# TYPE tessera_mesh_state stateset\n# HELP tessera_mesh_state Meshing (TESSERA_MESH): off, on, "
+               "unsupported by the OS, or paused (SIGSEGV handler replaced, or mapping budget spent).\n");
+  for (uint32_t i = TSR_MESH_OFF; i <= TSR_MESH_PAUSED; i++) {
+    tsri_puts(o, "tessera_mesh_state{tessera_mesh_state=\""); tsri_puts(o, tsri_mesh_state_names[i]);
+    tsri_puts(o, m->mesh_state == i ? "\"} 1\n" : "\"} 0\n");
+  }
+  om_metric(o, "meshed_pages", "gauge", "OS pages that share their physical page with another now.", m->meshed_pages);
+  om_metric(o, "mesh_saved_bytes", "gauge", "Bytes of physical memory that sharing saves now.", m->mesh_saved);
+  om_metric(o, "meshes", "counter", "Pairs of OS pages meshed onto one physical page.", m->meshes);
+  om_metric(o, "unmeshes", "counter", "Meshed pairs taken apart (one side emptied).", m->unmeshes);
+  om_metric(o, "mesh_passes", "counter", "Meshing passes over a heap.", m->mesh_passes);
+  om_seconds(o, "mesh_seconds", "counter", "Time spent in meshing passes.", m->mesh_ns);
+  om_seconds(o, "mesh_pause_max_seconds", "gauge", "Longest a page stayed read-only while meshing copied it.",
+             m->mesh_pause_max_ns);
 }
 
 static void om_class_family(tsri_out_t *o, tsri_report_t *r, const char *name, const char *help, int which) {
@@ -108,6 +145,10 @@ void tsri_write_openmetrics(tsri_out_t *o, tsri_report_t *r) {
               "Pages of small blocks at most half used, which a live block keeps from the OS.", r->pins->pages);
     om_metric(o, "sparse_page_bytes", "gauge", "Bytes of those pages.", r->pins->bytes);
     om_metric(o, "sparse_page_live_bytes", "gauge", "Bytes of the live blocks in them.", r->pins->live);
+    om_metric(o, "sparse_page_meshable_bytes", "gauge",
+              "Bytes that meshing pairs of them (live blocks at different offsets) could give back.",
+              r->pins->meshable);
+    om_mesh(o, &r->pins->mesh);
     size_t listed = tsri_pins_listed(r->pins);
     if (listed > 20) listed = 20;
     tsri_puts(o, "# TYPE tessera_site_pinned_bytes gauge\n# HELP tessera_site_pinned_bytes Bytes of sparse pages the "

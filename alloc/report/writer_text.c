@@ -97,7 +97,54 @@ static void text_sites(tsri_out_t *o, const tsri_sites_t *s, size_t listed) {
   }
 }
 
-/* Who pins the sparse pages: the totals, then the sites by bytes held. */
+/* A time people read: "850 ns", "35.2 us", "12.3 ms", "4.1 s". */
+static void put_duration(tsri_out_t *o, uint64_t ns) {
+  static const char *const units[] = { "ns", "us", "ms", "s" };
+  double v = (double)ns;
+  size_t u = 0;
+  while (v >= 1000 && u < 3) { v /= 1000; u++; }
+  tsri_put_fixed(o, v, u == 0 ? 0 : 1);
+  tsri_puts(o, " ");
+  tsri_puts(o, units[u]);
+}
+
+/* Meshing's line (mesh.c): its state, what it holds now, what it did since
+ * start.  Off, or unsupported, and never having meshed: the state alone. */
+static void text_mesh(tsri_out_t *o, const tsr_pins_t *m) {
+  static const char *const states[] = {
+    [TSR_MESH_OFF] = "off",
+    [TSR_MESH_ON] = "on",
+    [TSR_MESH_UNSUPPORTED] = "unsupported by this OS",
+    [TSR_MESH_PAUSED] = "paused (the program replaced tessera's SIGSEGV handler, or the mapping budget is spent)",
+  };
+  tsri_puts(o, "  meshing: ");
+  tsri_puts(o, states[m->mesh_state]);
+  if (m->meshes == 0 && (m->mesh_state == TSR_MESH_OFF || m->mesh_state == TSR_MESH_UNSUPPORTED)) {
+    tsri_puts(o, "\n");
+    return;
+  }
+  /* a pair's two OS pages share one physical page */
+  tsri_puts(o, "; ");
+  tsri_put_u64(o, m->meshed_pages);
+  tsri_puts(o, " OS pages share ");
+  tsri_put_u64(o, m->meshed_pages / 2);
+  tsri_puts(o, " physical pages now, ");
+  put_size(o, m->mesh_saved);
+  tsri_puts(o, " saved; ");
+  tsri_put_u64(o, m->meshes);
+  tsri_puts(o, m->meshes == 1 ? " pair made, " : " pairs made, ");
+  tsri_put_u64(o, m->unmeshes);
+  tsri_puts(o, " taken apart, in ");
+  tsri_put_u64(o, m->mesh_passes);
+  tsri_puts(o, m->mesh_passes == 1 ? " pass, " : " passes, ");
+  put_duration(o, m->mesh_ns);
+  tsri_puts(o, " in all, longest page pause ");
+  put_duration(o, m->mesh_pause_max_ns);
+  tsri_puts(o, "\n");
+}
+
+/* Who pins the sparse pages: the totals, what meshing pairs of them
+ * could give back and what meshing does, then the sites by bytes held. */
 static void text_pins(tsri_out_t *o, const tsri_pins_t *p) {
   tsri_puts(o, "\nsparse pages (at most half their blocks live): ");
   tsri_put_u64(o, p->pages);
@@ -105,7 +152,10 @@ static void text_pins(tsri_out_t *o, const tsri_pins_t *p) {
   put_size(o, p->bytes);
   tsri_puts(o, " holding ");
   put_size(o, p->live);
-  tsri_puts(o, " of live blocks\n");
+  tsri_puts(o, " of live blocks; ");
+  put_size(o, p->meshable);
+  tsri_puts(o, " meshable (pairs whose live blocks miss each other)\n");
+  text_mesh(o, &p->mesh);
   size_t listed = tsri_pins_listed(p);
   if (listed == 0) return;
   tsri_puts(o, "  held by (");
