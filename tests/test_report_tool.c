@@ -342,8 +342,8 @@ Test(report_tool, pins_by_bytes_held) {
   line_with(out, " meshable ", line, sizeof line);
   expect_has(line, "  57344 B (56.0 KiB) meshable (pairs whose live blocks miss each other)", "meshable");
   line_with(out, "meshing: ", line, sizeof line);
-  expect_has(line, "  meshing: on; 12 OS pages share 6 physical pages now, 24576 B (24.0 KiB) saved; "
-                   "9 pairs made, 3 taken apart, in 41 passes, 12.3 ms in all, longest page pause 35.2 us",
+  expect_has(line, "  meshing: on; 12 OS pages share physical pages now, 24576 B (24.0 KiB) saved; "
+                   "9 meshed since start, 3 taken apart, in 41 passes, 12.3 ms in all, longest page pause 35.2 us",
              "meshing");
   const char *mesh = strstr(out, "meshing: ");
   cr_assert(mesh != NULL && mesh < strstr(out, "held by "), "meshing after the sites:\n%s", out);
@@ -428,7 +428,7 @@ Test(report_tool, pins_mesh_states) {
       "\"mesh\":{\"state\":\"paused\",\"meshed_pages\":2,\"saved\":4096,\"meshes\":1,"
       "\"unmeshes\":0,\"passes\":1,\"time_ns\":850,\"pause_max_ns\":2500000000},",
       "  meshing: paused (the program replaced tessera's SIGSEGV handler, or the mapping budget is "
-      "spent); 2 OS pages share 1 physical pages now, 4096 B (4.0 KiB) saved; 1 pair made, 0 taken "
+      "spent); 2 OS pages share physical pages now, 4096 B (4.0 KiB) saved; 1 meshed since start, 0 taken "
       "apart, in 1 pass, 850 ns in all, longest page pause 2.5 s\n" },
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {

@@ -269,12 +269,12 @@ static void print_mesh(const mesh_t *m) {
     printf("\n");
     return;
   }
-  /* a pair's two OS pages share one physical page */
-  printf("; %" PRIu64 " OS pages share %" PRIu64 " physical pages now, %" PRIu64 " B (%s) saved; %"
-         PRIu64 " pair%s made, %" PRIu64 " taken apart, in %" PRIu64 " pass%s, %s in all, "
+  /* up to eight OS pages share one physical page: n of them save n - 1 */
+  printf("; %" PRIu64 " OS pages share physical pages now, %" PRIu64 " B (%s) saved; %"
+         PRIu64 " meshed since start, %" PRIu64 " taken apart, in %" PRIu64 " pass%s, %s in all, "
          "longest page pause %s\n",
-         m->meshed_pages, m->meshed_pages / 2, m->saved, tool_bytes(m->saved), m->meshes,
-         plural(m->meshes), m->unmeshes, m->passes, m->passes == 1 ? "" : "es",
+         m->meshed_pages, m->saved, tool_bytes(m->saved), m->meshes, m->unmeshes, m->passes,
+         m->passes == 1 ? "" : "es",
          duration(m->time_ns), duration(m->pause_max_ns));
 }
 

@@ -123,16 +123,14 @@ static void text_mesh(tsri_out_t *o, const tsr_pins_t *m) {
     tsri_puts(o, "\n");
     return;
   }
-  /* a pair's two OS pages share one physical page */
+  /* up to eight OS pages share one physical page: n of them save n - 1 */
   tsri_puts(o, "; ");
   tsri_put_u64(o, m->meshed_pages);
-  tsri_puts(o, " OS pages share ");
-  tsri_put_u64(o, m->meshed_pages / 2);
-  tsri_puts(o, " physical pages now, ");
+  tsri_puts(o, " OS pages share physical pages now, ");
   put_size(o, m->mesh_saved);
   tsri_puts(o, " saved; ");
   tsri_put_u64(o, m->meshes);
-  tsri_puts(o, m->meshes == 1 ? " pair made, " : " pairs made, ");
+  tsri_puts(o, " meshed since start, ");
   tsri_put_u64(o, m->unmeshes);
   tsri_puts(o, " taken apart, in ");
   tsri_put_u64(o, m->mesh_passes);
