@@ -95,9 +95,10 @@ static tsri_lock_t mesh_lock;
 static int mesh_setup = MESH_UNTRIED;
 static size_t page_size;
 static mesh_rec_t *recs;
-static uint32_t *rec_free;            /* stack of free record numbers */
-static uint32_t rec_free_count, rec_high, rec_cap;
-static uint32_t sides_all, sides_cap;   /* virtual pages mapped from the file, and their cap */
+static uint64_t rec_used[MESH_MAX_RECORDS / 64];   /* bit r: file page r holds sides */
+static uint32_t rec_high, rec_cap;    /* records ever used (from 0), the most there may be */
+static size_t rec_counted;            /* bytes of recs counted as metadata */
+static uint32_t vmas, vma_cap;        /* mappings meshing added (an estimate), and their cap */
 static uint64_t file_bytes;
 static tsri_table_t mesh_table = TSRI_TABLE_INIT(mesh_entry_t, 1024);
 static mesh_open_t (*open_list)[MESH_OPEN];   /* [MESH_OFFSETS][MESH_OPEN] */
@@ -181,12 +182,11 @@ static bool mesh_ready(void) {
   mesh_setup = MESH_FAILED;
   page_size = tsri_os_page_size();
   if (page_size > MESH_PAGE_MAX || TSR_SLOT_SIZE % page_size != 0) return false;
-  /* each virtual page mapped from the file may split its mapping in
-   * three, two more mappings: meshing keeps to half of the limit */
-  sides_cap = (uint32_t)(tsri_os_map_limit() / 4);
-  rec_cap = sides_cap < MESH_MAX_RECORDS ? sides_cap : MESH_MAX_RECORDS;
+  /* meshing keeps to half of the mappings the process may have */
+  vma_cap = (uint32_t)(tsri_os_map_limit() / 2);
+  rec_cap = vma_cap < MESH_MAX_RECORDS ? vma_cap : MESH_MAX_RECORDS;
   if (rec_cap == 0) return false;
-  size_t rec_bytes = tsri_align_up((size_t)rec_cap * (sizeof(mesh_rec_t) + sizeof(uint32_t)), page_size);
+  size_t rec_bytes = tsri_align_up((size_t)rec_cap * sizeof(mesh_rec_t), page_size);
   size_t open_bytes = tsri_align_up(sizeof(mesh_open_t) * MESH_OPEN * MESH_OFFSETS, page_size);
   void *mem;
   if (tsri_os_share_open() != 0) return false;
@@ -200,30 +200,47 @@ static bool mesh_ready(void) {
     return false;
   }
   tsri_own_add(mem, rec_bytes + open_bytes);
-  tsri_count(&tsri_counters.metadata, (int64_t)(rec_bytes + open_bytes));
-  tsri_count(&tsri_counters.committed, (int64_t)(rec_bytes + open_bytes));
+  /* the records count as committed as they come into use (rec_alloc) */
+  tsri_count(&tsri_counters.metadata, (int64_t)open_bytes);
+  tsri_count(&tsri_counters.committed, (int64_t)open_bytes);
   tsri_count(&tsri_counters.reserved, (int64_t)(rec_bytes + open_bytes));
   recs = mem;
-  rec_free = (uint32_t *)(recs + rec_cap);
   open_list = (mesh_open_t(*)[MESH_OPEN])((uint8_t *)mem + rec_bytes);
   mesh_setup = MESH_READY;
   return true;
 }
 
-static uint32_t rec_alloc(void) {
-  uint32_t r;
-  if (rec_free_count > 0) r = rec_free[--rec_free_count];
-  else if (rec_high < rec_cap) r = rec_high++;
-  else return REC_NONE;
-  uint64_t need = ((uint64_t)r + 1) * page_size;
-  if (need > file_bytes) {
-    uint64_t grown = file_bytes + MESH_FILE_STEP;
-    if (tsri_os_share_size(grown) != 0) {
-      rec_free[rec_free_count++] = r;
-      return REC_NONE;
-    }
-    file_bytes = grown;
+static inline bool rec_in_use(uint32_t r) { return (rec_used[r >> 6] >> (r & 63)) & 1; }
+
+/* A free file page: `prefer` when it is free (the one next to a
+ * neighbour's, so that their mappings merge), else one never used, else
+ * any.  REC_NONE when there is none or the file cannot grow. */
+static uint32_t rec_alloc(uint32_t prefer) {
+  uint32_t r = REC_NONE;
+  if (prefer < rec_cap && !rec_in_use(prefer)) {
+    r = prefer;
+  } else if (rec_high < rec_cap) {
+    r = rec_high;
+  } else {
+    for (uint32_t w = 0; w < rec_cap / 64 && r == REC_NONE; w++)
+      if (~rec_used[w] != 0) r = w * 64 + (uint32_t)__builtin_ctzll(~rec_used[w]);
+    if (r >= rec_cap) return REC_NONE;
   }
+  uint64_t need = ((uint64_t)r + 1) * page_size;
+  while (need > file_bytes) {
+    if (tsri_os_share_size(file_bytes + MESH_FILE_STEP) != 0) return REC_NONE;
+    file_bytes += MESH_FILE_STEP;
+  }
+  if (r >= rec_high) {
+    rec_high = r + 1;
+    size_t bytes = tsri_align_up((size_t)rec_high * sizeof(mesh_rec_t), page_size);
+    if (bytes > rec_counted) {
+      tsri_count(&tsri_counters.metadata, (int64_t)(bytes - rec_counted));
+      tsri_count(&tsri_counters.committed, (int64_t)(bytes - rec_counted));
+      rec_counted = bytes;
+    }
+  }
+  rec_used[r >> 6] |= (uint64_t)1 << (r & 63);
   memset(&recs[r], 0, sizeof recs[r]);
   return r;
 }
@@ -231,7 +248,27 @@ static uint32_t rec_alloc(void) {
 static void rec_drop(uint32_t r) {
   tsri_os_share_punch((uint64_t)r * page_size, page_size);
   memset(&recs[r], 0, sizeof recs[r]);
-  rec_free[rec_free_count++] = r;
+  rec_used[r >> 6] &= ~((uint64_t)1 << (r & 63));
+}
+
+/* The mappings a virtual page at va mapped from file page r adds: two
+ * (the mapping around it splits in three), one less for each neighbour
+ * mapped from the file page next to r, with which it merges. */
+static uint32_t map_cost(uintptr_t va, uint32_t r) {
+  uint32_t cost = 2;
+  mesh_entry_t *e = tsri_table_find(&mesh_table, va - page_size);
+  if (e != NULL && e->rec + 1 == r) cost--;
+  e = tsri_table_find(&mesh_table, va + page_size);
+  if (e != NULL && e->rec == r + 1) cost--;
+  return cost;
+}
+
+/* The file page next to those of va's neighbours, or REC_NONE. */
+static uint32_t rec_beside(uintptr_t va) {
+  mesh_entry_t *e = tsri_table_find(&mesh_table, va - page_size);
+  if (e != NULL) return e->rec + 1;
+  e = tsri_table_find(&mesh_table, va + page_size);
+  return e != NULL && e->rec > 0 ? e->rec - 1 : REC_NONE;
 }
 
 static bool entry_add(uintptr_t va, uint32_t r, uint32_t side) {
@@ -287,9 +324,13 @@ static bool masks_apart(const uint64_t *a, const uint64_t *b, size_t count) {
  * or REC_NONE when something failed (nothing changed then). */
 static uint32_t mesh_single(tsr_page_t *pg, size_t k) {
   uintptr_t a = (uintptr_t)pg->start + k * page_size;
-  if (sides_all >= sides_cap) return REC_NONE;
-  uint32_t r = rec_alloc();
+  uint32_t r = rec_alloc(rec_beside(a));
   if (r == REC_NONE) return REC_NONE;
+  uint32_t cost = map_cost(a, r);
+  if (vmas + cost > vma_cap) {
+    rec_drop(r);
+    return REC_NONE;
+  }
   uint64_t off = (uint64_t)r * page_size;
   if (!entry_add(a, r, 0)) {
     rec_drop(r);
@@ -311,7 +352,7 @@ static uint32_t mesh_single(tsr_page_t *pg, size_t k) {
   }
   recs[r].va[0] = a;
   recs[r].sides = 1;
-  sides_all++;
+  vmas += cost;
   count_add(&pg->filed, 1);
   return r;
 }
@@ -328,7 +369,8 @@ static bool mesh_join(uint32_t r, tsr_page_t *py, size_t k, const uint64_t *yliv
     if (rec->va[i] != 0 && a == 0) a = rec->va[i];   /* writable: the copy goes in through it */
     if (rec->va[i] == 0 && side == MESH_WAYS) side = i;
   }
-  if (side == MESH_WAYS || a == 0 || sides_all >= sides_cap || !entry_add(b, r, side)) return false;
+  uint32_t cost = map_cost(b, r);
+  if (side == MESH_WAYS || a == 0 || vmas + cost > vma_cap || !entry_add(b, r, side)) return false;
   uint64_t t0 = tsri_os_clock_ns();
   fence_begin(b);
   bool ok = tsri_os_protect((void *)b, page_size, false) == 0;
@@ -357,7 +399,7 @@ static bool mesh_join(uint32_t r, tsr_page_t *py, size_t k, const uint64_t *yliv
   }
   rec->va[side] = b;
   rec->sides++;
-  sides_all++;
+  vmas += cost;
   count_add(&py->filed, 1);
   count_add(&py->meshed, 1);
   atomic_fetch_add_explicit(&fig_meshed, 1, memory_order_relaxed);
@@ -373,10 +415,11 @@ static bool mesh_leave(tsr_page_t *pg, mesh_entry_t *e) {
   uint32_t r = e->rec, side = e->side;
   mesh_rec_t *rec = &recs[r];
   if (tsri_os_private_map((void *)va, page_size) != 0) return false;
+  uint32_t cost = map_cost(va, r);
+  vmas = vmas > cost ? vmas - cost : 0;
   tsri_table_remove(&mesh_table, e);
   rec->va[side] = 0;
   rec->sides--;
-  sides_all--;
   count_add(&pg->filed, -1);
   if (rec->sides == 0) {
     rec_drop(r);
@@ -436,9 +479,11 @@ static size_t mesh_pages(tsr_page_t **pages, size_t n, size_t budget) {
   size_t offsets = (size_t)pages[0]->span_slots * TSR_SLOT_SIZE / page_size;
   memset(open_count, 0, sizeof open_count);
   uint64_t live[MESH_MASK_WORDS];
-  for (size_t p = 0; p < n && made < budget && sides_all < sides_cap; p++) {
+  for (size_t p = 0; p < n && made < budget && vmas < vma_cap; p++) {
     tsr_page_t *pg = pages[p];
-    for (size_t k = 0; k < offsets && made < budget; k++) {
+    uint32_t last = REC_NONE;   /* the file page pg's previous OS page went onto, + 1 */
+    tsr_page_t *partner = NULL; /* the page it went onto with */
+    for (size_t k = 0; k < offsets && made < budget; k++, last = last == REC_NONE ? last : last + 1) {
       size_t first = 0, count = blocks_on(pg, k, &first);
       if (count == 0) break;
       mesh_open_t *list = open_list[k];
@@ -448,6 +493,7 @@ static size_t mesh_pages(tsr_page_t **pages, size_t n, size_t budget) {
       if (e != NULL) {
         /* already on a file page: open it for more sides, once per pass */
         uint32_t r = e->rec;
+        last = r;
         bool listed = recs[r].sides >= MESH_WAYS;
         for (uint32_t j = 0; j < open_count[k] && !listed; j++) listed = list[j].rec == r;
         if (listed || open_count[k] == MESH_OPEN) continue;
@@ -463,9 +509,16 @@ static size_t mesh_pages(tsr_page_t **pages, size_t n, size_t budget) {
         continue;
       }
       if (!live_mask(pg, first, count, live)) continue;   /* no live block: trimming's business */
+      /* a partner, the file page next to the last one first: the two
+       * mappings then merge into one */
       uint32_t found = open_count[k];
       for (uint32_t j = 0; j < open_count[k]; j++) {
-        if (list[j].pg != pg && masks_apart(list[j].live, live, count)) { found = j; break; }
+        if (list[j].pg == pg || !masks_apart(list[j].live, live, count)) continue;
+        if (found == open_count[k]) found = j;
+        if ((last != REC_NONE && list[j].rec == last) || (partner != NULL && list[j].pg == partner)) {
+          found = j;
+          break;
+        }
       }
       if (found == open_count[k]) {
         /* no partner yet: open it, or in place of one (so that later
@@ -477,6 +530,7 @@ static size_t mesh_pages(tsr_page_t **pages, size_t n, size_t budget) {
         continue;
       }
       mesh_open_t *o = &list[found];
+      partner = o->pg;
       if (o->rec == REC_NONE) {
         o->rec = mesh_single(o->pg, k);
         if (o->rec == REC_NONE) {
@@ -486,6 +540,7 @@ static size_t mesh_pages(tsr_page_t **pages, size_t n, size_t budget) {
       }
       if (mesh_join(o->rec, pg, k, live, first, count)) {
         made++;
+        last = o->rec;
         for (size_t w = 0; w < MESH_MASK_WORDS; w++) o->live[w] |= live[w];
         o->pg = pg;
       }
@@ -565,7 +620,7 @@ void tsri_mesh_figures(tsr_pins_t *out) {
   if (tsri_option(TSRI_OPT_MESH) == 0) out->mesh_state = TSR_MESH_OFF;
   else if (mesh_setup == MESH_FAILED) out->mesh_state = TSR_MESH_UNSUPPORTED;
   else if (atomic_load_explicit(&mesh_paused, memory_order_relaxed) ||
-           (mesh_setup == MESH_READY && sides_all >= sides_cap))
+           (mesh_setup == MESH_READY && vmas + 2 > vma_cap))
     out->mesh_state = TSR_MESH_PAUSED;
   else out->mesh_state = TSR_MESH_ON;
   out->meshed_pages = atomic_load_explicit(&fig_meshed, memory_order_relaxed);
@@ -630,13 +685,12 @@ void tsri_mesh_fork_child(void) {
       atomic_store_explicit(&pg->meshed, 0, memory_order_relaxed);
     }
     tsri_table_clear(&mesh_table);
-    rec_free_count = 0;
-    rec_high = 0;
+    memset(rec_used, 0, sizeof rec_used);
+    vmas = 0;
     tsri_os_share_close();
     file_bytes = 0;
     /* a new file for the child's own meshing, when it meshes */
     if (tsri_os_share_open() != 0) mesh_setup = MESH_FAILED;
-    sides_all = 0;
     atomic_store_explicit(&fig_meshed, 0, memory_order_relaxed);
     atomic_store_explicit(&fig_saved, 0, memory_order_relaxed);
     if (fork_pipe[1] != -1) {
