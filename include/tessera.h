@@ -49,7 +49,8 @@ TSR_API TSR_ALLOC_SIZE(2, 3) void *tsr_reallocarray(void *ptr, size_t count, siz
 TSR_API void tsr_free(void *ptr);
 
 /* Aligned allocation.  alignment must be a power of two (posix_memalign:
- * also a multiple of sizeof(void *)); otherwise EINVAL. */
+ * also a multiple of sizeof(void *)); otherwise EINVAL.  Out of memory,
+ * each sets errno to ENOMEM, posix_memalign too (its result says ENOMEM). */
 TSR_API TSR_MALLOC_ATTR TSR_ALLOC_SIZE(2) void *tsr_aligned_alloc(size_t alignment, size_t size);
 TSR_API int tsr_posix_memalign(void **out, size_t alignment, size_t size);
 TSR_API TSR_MALLOC_ATTR TSR_ALLOC_SIZE(2) void *tsr_memalign(size_t alignment, size_t size);

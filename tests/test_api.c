@@ -293,8 +293,10 @@ Test(api, posix_memalign_accepts_powers_of_two) {
     tsr_free(out);
   }
   void *out = (void *)0x1234;
+  errno = 0;
   int rc = tsr_posix_memalign(&out, 64, HUGE(SIZE_MAX));
   cr_assert_eq(rc, ENOMEM);
+  cr_assert_eq(errno, ENOMEM, "posix_memalign's ENOMEM is in errno too, as glibc's");
   cr_assert_eq(out, (void *)0x1234);
   heap_is_sound();
 }
@@ -401,6 +403,57 @@ Test(api, owns) {
   cr_assert_eq(tsr_owns(l), 0, "a freed large block is not live");
   tsr_stats_t s = tsr_test_stats();
   cr_assert_eq(s.errors, 0, "tsr_owns never reports an error");
+  heap_is_sound();
+}
+
+/* Every entry point that fails for want of memory says ENOMEM in errno,
+ * posix_memalign included (glibc's does, and programs read it: glibc's
+ * tst-malloc-thread-fail); an alignment that is none says EINVAL, through
+ * errno or, for posix_memalign, through its result alone
+ * (posix_memalign_rejects_bad_alignments). */
+#define FAILS_WITH(code, expr, size)                                                        \
+  do {                                                                                      \
+    errno = 0;                                                                              \
+    void *got_ = (expr);                                                                    \
+    int err_ = errno;                                                                       \
+    cr_assert_null(got_, "%s succeeded (size %zu)", #expr, (size_t)(size));                 \
+    cr_assert_eq(err_, code, "%s: errno %d, not %d (size %zu)", #expr, err_, code, (size_t)(size)); \
+  } while (0)
+
+Test(api, every_failure_sets_errno) {
+  static const size_t huge[] = { SIZE_MAX, SIZE_MAX - 4096, (size_t)PTRDIFF_MAX + 1, (size_t)1 << 62 };
+  void *small = tsr_malloc(100);
+  void *large = tsr_malloc(1 << 20);
+  for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+    size_t n = HUGE(huge[i]);
+    FAILS_WITH(ENOMEM, tsr_malloc(n), n);
+    FAILS_WITH(ENOMEM, tsr_calloc(1, n), n);
+    FAILS_WITH(ENOMEM, tsr_realloc(NULL, n), n);
+    FAILS_WITH(ENOMEM, tsr_realloc(small, n), n);
+    FAILS_WITH(ENOMEM, tsr_realloc(large, n), n);
+    FAILS_WITH(ENOMEM, tsr_reallocarray(small, 1, n), n);
+    FAILS_WITH(ENOMEM, tsr_aligned_alloc(64, n), n);
+    FAILS_WITH(ENOMEM, tsr_aligned_alloc(1 << 20, n), n);
+    FAILS_WITH(ENOMEM, tsr_memalign(4096, n), n);
+    FAILS_WITH(ENOMEM, tsr_valloc(n), n);
+    FAILS_WITH(ENOMEM, tsr_pvalloc(n), n);
+    for (size_t align = sizeof(void *); align <= ((size_t)1 << 20); align <<= 4) {
+      void *out = (void *)0x1234;
+      errno = 0;
+      int rc = tsr_posix_memalign(&out, align, n);
+      cr_assert_eq(rc, ENOMEM, "posix_memalign(%zu, %zu) = %d", align, n, rc);
+      cr_assert_eq(errno, ENOMEM, "posix_memalign(%zu, %zu): errno %d", align, n, errno);
+      cr_assert_eq(out, (void *)0x1234);
+    }
+  }
+  FAILS_WITH(ENOMEM, tsr_calloc(HUGE(SIZE_MAX / 2 + 1), 2), SIZE_MAX / 2 + 1);
+  FAILS_WITH(ENOMEM, tsr_reallocarray(NULL, HUGE(SIZE_MAX / 2 + 1), 2), SIZE_MAX / 2 + 1);
+  FAILS_WITH(EINVAL, tsr_aligned_alloc(24, 64), 64);
+  FAILS_WITH(EINVAL, tsr_memalign(HUGE(SIZE_MAX), 64), 64);
+  /* the blocks a failed realloc was given stay as they were */
+  cr_assert(tsr_owns(small) && tsr_owns(large));
+  tsr_free(small);
+  tsr_free(large);
   heap_is_sound();
 }
 

@@ -65,10 +65,13 @@ Test(reserve_limit, large_blocks_stop_at_the_cap_small_ones_go_on) {
   errno = 0;
   cr_assert_null(tsr_malloc(BIG));
   cr_assert_eq(errno, ENOMEM);
+  errno = 0;
   cr_assert_null(tsr_calloc(1, BIG));
   cr_assert_eq(errno, ENOMEM);
   void *q = NULL;
+  errno = 0;
   cr_assert_eq(tsr_posix_memalign(&q, 4096, BIG), ENOMEM);
+  cr_assert_eq(errno, ENOMEM, "posix_memalign refused by the OS: errno %d", errno);
   cr_assert_null(q);
 
   /* what is freed is there again */

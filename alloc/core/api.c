@@ -91,11 +91,12 @@ void *tsr_aligned_alloc(size_t alignment, size_t size) {
   return alloc_aligned(alignment, size, TSRI_CALLER);
 }
 
+/* Its result says why it failed; a failure for want of memory leaves
+ * ENOMEM in errno too, as glibc's does and as programs expect (the
+ * allocation path set it), while a bad alignment leaves errno alone. */
 int tsr_posix_memalign(void **out, size_t alignment, size_t size) {
   if (!is_pow2(alignment) || alignment % sizeof(void *) != 0) return EINVAL;
-  int saved = errno;
   void *p = alloc_aligned(alignment, size, TSRI_CALLER);
-  errno = saved;
   if (p == NULL) return ENOMEM;
   *out = p;
   return 0;

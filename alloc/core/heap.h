@@ -11,12 +11,6 @@
 #ifndef TSR_HEAP_H
 #define TSR_HEAP_H
 
-#if defined(_WIN32)
-#define TSRI_TLS __thread
-#else
-#define TSRI_TLS __thread __attribute__((tls_model("initial-exec")))
-#endif
-
 /* The calling thread's heap; the empty heap tsri_heap_none (whose every
  * class has an empty page) until the thread's first allocation and after
  * its heap is given back. */

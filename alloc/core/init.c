@@ -32,11 +32,55 @@ void tsri_fork_child_run(void) {
   if (fn != NULL) fn();
 }
 
-/* Before fork: take every lock, so the child gets them in a known state.
- * Order as everywhere: the reclaimer's, heap and abandoned locks, arena
- * lock, large lock, tracking's, then meshing's, which also makes the
- * meshed pages read-only until the child has its own copy (mesh.c). */
+/* Before fork.  The child must find every lock free and what it guards
+ * whole, so prepare normally takes them all, and three cases decide how:
+ *
+ *  - The C library says the process never had a second thread: no other
+ *    thread can hold a lock, so none is taken (glibc's fork takes none of
+ *    its own then).  This is what lets a fork from a signal handler work
+ *    in a single-threaded program, where the handler may have interrupted
+ *    malloc, or the prepare handler of another fork, holding a lock
+ *    (glibc's tst-mallocfork2 and tst-mallocfork).
+ *  - This thread holds or waits for one of tessera's locks
+ *    (tsri_locks_held): fork was called by a signal handler that interrupted
+ *    tessera, or interrupted a fork between its prepare and its parent
+ *    handler; waiting would never end.  None is taken.  The child starts
+ *    from the heap as the interrupted code left it and, as POSIX says of
+ *    a child of a process with threads, may call only async-signal-safe
+ *    functions (it may _exit or exec; tessera's own threads, the
+ *    reclaimer and the report thread, make a program that started none
+ *    such a process).
+ *  - Otherwise: the C library's lock on its list of streams first, then
+ *    tessera's.  The C library's fork takes that lock after the prepare
+ *    handlers, and fflush(NULL) holds it while it takes each stream's
+ *    lock, whose holder (getline growing its buffer) may be in malloc:
+ *    tessera's locks held across that wait closed a cycle (glibc bug
+ *    19431, tst-malloc-fork-deadlock).  Taken first, it orders fork as
+ *    glibc orders its own malloc's locks: the list, a stream, the heap.
+ *    Then, as everywhere: the reclaimer's, heap and abandoned locks,
+ *    arena lock, large lock, tracking's.
+ *
+ * Meshing's part (mesh.c: the meshed pages read-only until the child has
+ * its own copy of them) runs in the first two cases too, unless this
+ * thread holds a lock: a single-threaded child must not share memory with
+ * its parent either.  In the second case the child shares the meshed
+ * pages until it execs or exits.
+ *
+ * A fork that takes no lock nests inside one that does, on the same
+ * thread (a handler's fork inside the interrupted fork), so counts per
+ * thread of the forks that took none, and of those that left meshing
+ * out, tell each parent and child handler which kind it ends. */
+static TSRI_TLS int fork_unlocked, fork_unmeshed;
+
 static void fork_prepare(void) {
+  bool held = tsri_locks_held();
+  if (tsri_os_single_threaded() || held) {
+    fork_unlocked++;
+    if (held) fork_unmeshed++;
+    else tsri_mesh_fork_prepare();
+    return;
+  }
+  tsri_os_stdio_lock();
   tsri_reclaim_fork_prepare();
   tsri_heap_fork_prepare();
   tsri_lock(tsri_arena_lock_get());
@@ -46,21 +90,36 @@ static void fork_prepare(void) {
 }
 
 static void fork_parent(void) {
-  tsri_mesh_fork_parent();
+  if (fork_unmeshed > 0) fork_unmeshed--;
+  else tsri_mesh_fork_parent();
+  if (fork_unlocked > 0) {
+    fork_unlocked--;
+    return;
+  }
   tsri_hook_fork_parent();
   tsri_large_fork_parent();
   tsri_unlock(tsri_arena_lock_get());
   tsri_heap_fork_parent();
   tsri_reclaim_fork_parent();
+  tsri_os_stdio_unlock(false);
 }
 
+/* The reclaimer and the report thread are not in the child: either way it
+ * may start its own. */
 static void fork_child(void) {
-  tsri_mesh_fork_child();
-  tsri_hook_fork_child();
-  tsri_large_fork_child();
-  tsri_unlock(tsri_arena_lock_get());
-  tsri_heap_fork_child();
-  tsri_reclaim_fork_child();
+  if (fork_unmeshed > 0) fork_unmeshed--;
+  else tsri_mesh_fork_child();
+  bool locked = fork_unlocked == 0;
+  if (locked) {
+    tsri_hook_fork_child();
+    tsri_large_fork_child();
+    tsri_unlock(tsri_arena_lock_get());
+    tsri_heap_fork_child();
+  } else {
+    fork_unlocked--;
+  }
+  tsri_reclaim_fork_child(locked);
+  if (locked) tsri_os_stdio_unlock(true);
   if (atomic_load_explicit(&fork_child_fn, memory_order_relaxed) != NULL)
     atomic_store_explicit(&tsri_fork_child_pending, 1, memory_order_relaxed);
 }

@@ -87,6 +87,14 @@ tsri_hidden const char *tsri_option_name(tsri_option_t opt);
  * (the defaults hold until a later call finds it). */
 tsri_hidden bool tsri_options_init(void);
 
+/* Thread-local storage, in the block the program's threads start with
+ * where the platform has one (no call to find it). */
+#if defined(_WIN32)
+#define TSRI_TLS __thread
+#else
+#define TSRI_TLS __thread __attribute__((tls_model("initial-exec")))
+#endif
+
 /* ---- lock --------------------------------------------------------------- */
 
 /* A lock for slow paths (arena carving, the abandoned list, the large-block
@@ -103,7 +111,30 @@ typedef struct tsri_lock_s {
 
 tsri_hidden void tsri_lock_slow(tsri_lock_t *l);   /* lock.c */
 
+#if defined(_WIN32)
+/* No fork to ask. */
+static inline void tsri_lock_count(int d) { (void)d; }
+static inline bool tsri_locks_held(void) { return false; }
+#else
+/* How many of tessera's locks the calling thread holds or waits for.
+ * Fork's prepare handler reads it (init.c): run by a signal handler that
+ * interrupted this thread inside a lock, it must not wait for that lock.
+ * Counted up before the lock is tried and down after it is given back,
+ * with the compiler kept from moving either across (signal fences cost
+ * nothing at run time), so that a handler never sees 0 while the
+ * interrupted code holds a lock. */
+tsri_hidden extern TSRI_TLS _Atomic int tsri_tl_locks;
+static inline void tsri_lock_count(int d) {
+  atomic_signal_fence(memory_order_seq_cst);
+  atomic_store_explicit(&tsri_tl_locks, atomic_load_explicit(&tsri_tl_locks, memory_order_relaxed) + d,
+                        memory_order_relaxed);
+  atomic_signal_fence(memory_order_seq_cst);
+}
+static inline bool tsri_locks_held(void) { return atomic_load_explicit(&tsri_tl_locks, memory_order_relaxed) != 0; }
+#endif
+
 static inline void tsri_lock(tsri_lock_t *l) {
+  tsri_lock_count(1);
   int free_now = 0;
   if (tsr_likely(atomic_compare_exchange_strong_explicit(&l->held, &free_now, 1, memory_order_acquire,
                                                          memory_order_relaxed)))
@@ -113,6 +144,7 @@ static inline void tsri_lock(tsri_lock_t *l) {
 
 static inline void tsri_unlock(tsri_lock_t *l) {
   if (tsr_unlikely(atomic_exchange_explicit(&l->held, 0, memory_order_release) == 2)) tsri_os_wake(&l->held);
+  tsri_lock_count(-1);
 }
 
 /* ---- size classes (sizeclass.c) ----------------------------------------- */
@@ -305,7 +337,7 @@ tsri_hidden void tsri_reclaim_start(void);
 tsri_hidden tsri_lock_t *tsri_reclaim_lock_get(void);
 tsri_hidden void tsri_reclaim_fork_prepare(void);
 tsri_hidden void tsri_reclaim_fork_parent(void);
-tsri_hidden void tsri_reclaim_fork_child(void);
+tsri_hidden void tsri_reclaim_fork_child(bool locked);
 
 /* ---- meshing (mesh.c) ----------------------------------------------------- */
 

@@ -11,6 +11,10 @@
 
 #define LOCK_SPINS 128
 
+#if !defined(_WIN32)
+TSRI_TLS _Atomic int tsri_tl_locks;
+#endif
+
 void tsri_lock_slow(tsri_lock_t *l) {
   for (unsigned spins = 0; spins < LOCK_SPINS; spins++) {
     int free_now = 0;

@@ -72,9 +72,10 @@ void tsri_reclaim_fork_prepare(void) { tsri_lock(&reclaim_lock); }
 void tsri_reclaim_fork_parent(void) { tsri_unlock(&reclaim_lock); }
 
 /* The child has no reclaimer: the first slow path that notes the child is
- * a second old starts one (a child that soon execs or exits starts none). */
-void tsri_reclaim_fork_child(void) {
-  tsri_unlock(&reclaim_lock);
+ * a second old starts one (a child that soon execs or exits starts none).
+ * locked: the prepare handler took reclaim_lock. */
+void tsri_reclaim_fork_child(bool locked) {
+  if (locked) tsri_unlock(&reclaim_lock);
   atomic_store_explicit(&reclaim_born_ms, tsri_os_clock_ms(), memory_order_relaxed);
   atomic_store_explicit(&reclaim_running, 0, memory_order_relaxed);
   atomic_store_explicit(&tsri_reclaim_due, 0, memory_order_relaxed);

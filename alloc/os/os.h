@@ -126,6 +126,20 @@ tsri_hidden void tsri_os_runtime_freeres(void);
 tsri_hidden bool tsri_os_demangle(const char *name, char *out, size_t size);
 /* Register the three fork handlers (POSIX only; 0 and no effect elsewhere). */
 tsri_hidden int tsri_os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void));
+/* True when the C library knows that the process never had a second
+ * thread (glibc 2.32 and later: __libc_single_threaded, which glibc's own
+ * fork reads to take no lock then); false when it may have had one, or
+ * the C library cannot say (and always on Windows). */
+tsri_hidden bool tsri_os_single_threaded(void);
+/* The C library's lock on its list of open streams, which its fork takes
+ * after the fork handlers' prepare and before its own malloc's locks
+ * (glibc: _IO_list_lock; recursive, so fork taking it again is fine).
+ * Fork's prepare takes it before tessera's locks, for the same order as
+ * glibc's malloc; unlock gives it back in the parent and resets it in the
+ * child (child: true).  No effect where the C library does not export it
+ * (musl) and on Windows. */
+tsri_hidden void tsri_os_stdio_lock(void);
+tsri_hidden void tsri_os_stdio_unlock(bool child);
 
 /* ---- call stacks and symbols ------------------------------------------- */
 

@@ -35,6 +35,13 @@
 #define MAP_NORESERVE 0
 #endif
 
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+#include <sys/single_threaded.h>
+#define OS_SINGLE_THREADED_KNOWN 1
+#else
+#define OS_SINGLE_THREADED_KNOWN 0
+#endif
+
 extern char **environ;
 
 /* Read lazily by whichever thread asks first; every thread computes the
@@ -282,6 +289,34 @@ bool tsri_os_demangle(const char *name, char *out, size_t size) {
 int tsri_os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void)) {
   return pthread_atfork(prepare, parent, child);
 }
+
+bool tsri_os_single_threaded(void) {
+#if OS_SINGLE_THREADED_KNOWN
+  return __libc_single_threaded != 0;
+#else
+  return false;
+#endif
+}
+
+#if defined(__GLIBC__)
+/* Exported by glibc (GLIBC_2.2.5), no longer declared by its headers. */
+extern void _IO_list_lock(void);
+extern void _IO_list_unlock(void);
+extern void _IO_list_resetlock(void);
+
+void tsri_os_stdio_lock(void) { _IO_list_lock(); }
+
+/* In the child glibc's fork has reset the lock already when the process
+ * had threads; resetting it again is harmless, and right when it had none
+ * (fork then leaves the lock as it was, held by us). */
+void tsri_os_stdio_unlock(bool child) {
+  if (child) _IO_list_resetlock();
+  else _IO_list_unlock();
+}
+#else
+void tsri_os_stdio_lock(void) {}
+void tsri_os_stdio_unlock(bool child) { (void)child; }
+#endif
 
 /* ------------------------------------------------------------------------
  * Host services

@@ -283,6 +283,12 @@ int tsri_os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(vo
   return 0;
 }
 
+bool tsri_os_single_threaded(void) { return false; }
+
+void tsri_os_stdio_lock(void) {}
+
+void tsri_os_stdio_unlock(bool child) { (void)child; }
+
 /* ------------------------------------------------------------------------
  * Host services
  * ---------------------------------------------------------------------- */

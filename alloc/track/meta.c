@@ -681,13 +681,16 @@ void tsri_hook_resized(const void *from, const void *to, size_t requested) {
       return;
     }
   }
+  /* the large-block lock is not taken inside the table's: fork takes
+   * them the other way round (core/init.c) */
+  size_t usable = pg == NULL ? tsri_large_usable(to) : 0;
   meta_entry_t e;
   tsri_lock(&meta_lock);
   if (table_remove((uintptr_t)from, &e)) {
     e.ptr = (uintptr_t)to;
     e.requested = requested;
     e.rec.requested = requested > UINT32_MAX ? UINT32_MAX : (uint32_t)requested;
-    if (pg == NULL) e.usable = tsri_large_usable(to);
+    if (pg == NULL) e.usable = usable;
     table_insert(&e);   /* cannot fail: an entry was just removed */
   }
   tsri_unlock(&meta_lock);
