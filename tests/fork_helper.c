@@ -2,7 +2,7 @@
  * a process of its own that starts with one thread, as glibc's tests do
  * (test_fork_libc.c runs it with a deadline):
  *
- *   fork_helper signal_in_fork | signal_in_malloc | stdio
+ *   fork_helper signal_in_fork | signal_in_malloc | stdio | mesh
  *
  * Exit status 0 when the scenario went through; otherwise a line on
  * stderr says what went wrong.  A scenario that deadlocks never ends.
@@ -15,6 +15,8 @@
  *  - signal_in_malloc (tst-mallocfork2): another process sends signals
  *    as fast as it can while this one allocates and frees; the handler
  *    forks, so fork runs on top of an interrupted malloc or free.
+ *  - mesh: a process with one thread whose pages are meshed (mesh.c)
+ *    forks: the child's memory must be its own.
  *  - stdio (tst-malloc-fork-deadlock, glibc bug 19431): threads fork
  *    while one flushes every stream (fflush(NULL): the C library's list
  *    of streams locked, then each stream) and others read a long line
@@ -270,11 +272,68 @@ static int stdio(int forkers, int readers, double seconds) {
   return 0;
 }
 
+/* mesh (TESSERA_MESH=on, no reclaimer: the process keeps one thread): a
+ * process whose sparse pages share physical pages forks.  The child must
+ * have memory of its own, as it was at fork: the parent's writes after
+ * fork must not reach it, nor its writes the parent. */
+static int mesh_fork(void) {
+  enum { COUNT = 40000, SIZE = 64 };
+  static unsigned char *all[COUNT], *kept[COUNT];
+  size_t n = 0;
+  uint64_t seed = 9;
+  for (size_t i = 0; i < COUNT; i++) {
+    all[i] = S_MALLOC(SIZE);
+    if (all[i] == NULL) return 1;
+    memset(all[i], 0x11, SIZE);
+  }
+  for (size_t i = 0; i < COUNT; i++) {
+    if (tsr_test_rand(&seed) % 16 == 0) kept[n++] = all[i];
+    else S_FREE(all[i]);
+  }
+  tsr_collect();
+  tsr_pins_t t;
+  tsr_pins(&t, NULL, 0);
+  if (t.meshes == 0) {
+    say("mesh: nothing was meshed\n");
+    return 1;
+  }
+  int to_child[2], to_parent[2];
+  if (pipe(to_child) != 0 || pipe(to_parent) != 0) return 1;
+  char c = 0;
+  pid_t pid = fork();
+  if (pid < 0) return 1;
+  if (pid == 0) {
+    if (read(to_child[0], &c, 1) != 1) _exit(2);
+    for (size_t i = 0; i < n; i++)
+      for (size_t j = 0; j < SIZE; j++)
+        if (kept[i][j] != 0x11) _exit(3);
+    for (size_t i = 0; i < n; i++) memset(kept[i], 0x33, SIZE);
+    _exit(write(to_parent[1], &c, 1) == 1 ? 0 : 2);
+  }
+  for (size_t i = 0; i < n; i++) memset(kept[i], 0x22, SIZE);
+  if (write(to_child[1], &c, 1) != 1 || read(to_parent[0], &c, 1) != 1) return 1;
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = 0; j < SIZE; j++)
+      if (kept[i][j] != 0x22) {
+        say("mesh: the child's write reached the parent\n");
+        return 1;
+      }
+  int status = wait_child(pid);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    say(WIFEXITED(status) && WEXITSTATUS(status) == 3 ? "mesh: the parent's write reached the child\n"
+                                                       : "mesh: the child failed\n");
+    return 1;
+  }
+  for (size_t i = 0; i < n; i++) S_FREE(kept[i]);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "signal_in_fork") == 0) return signal_in_fork(300);
   if (argc == 2 && strcmp(argv[1], "signal_in_malloc") == 0)
     return signal_in_malloc(1000, (double)tsr_test_seconds() * 3);
   if (argc == 2 && strcmp(argv[1], "stdio") == 0) return stdio(4, 8, (double)tsr_test_seconds() * 2);
-  say("usage: fork_helper signal_in_fork|signal_in_malloc|stdio\n");
+  if (argc == 2 && strcmp(argv[1], "mesh") == 0) return mesh_fork();
+  say("usage: fork_helper signal_in_fork|signal_in_malloc|stdio|mesh\n");
   return 2;
 }

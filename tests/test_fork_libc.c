@@ -74,6 +74,14 @@ Test(fork_libc, fork_while_streams_flush_and_grow, .timeout = 60) {
   run_guarded(TSR_FORK_HELPER, "stdio");
 }
 
+/* A fork of a process that never had a second thread takes no lock, but
+ * its meshed pages must still become the child's own (mesh.c). */
+Test(fork_libc, single_threaded_fork_of_meshed_pages, .timeout = 60) {
+  setenv("TESSERA_MESH", "on", 1);
+  setenv("TESSERA_RECLAIM_MS", "0", 1);
+  run_guarded(TSR_FORK_HELPER, "mesh");
+}
+
 #ifdef TSR_FORK_HELPER_OVERRIDE
 Test(fork_libc, override_fork_in_handler_of_signal_during_fork, .timeout = 60) {
   run_guarded(TSR_FORK_HELPER_OVERRIDE, "signal_in_fork");
