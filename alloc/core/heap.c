@@ -314,7 +314,7 @@ static void heap_maybe_purge(tsr_heap_t *h) {
         heap_trim(h);
       }
     }
-    if (tsri_mesh_due(h)) tsri_heap_mesh(h, false);
+    if (tsri_mesh_due(h)) tsri_heap_mesh(h, TSRI_MESH_OWNER);
   }
 }
 
@@ -597,7 +597,7 @@ void tsri_heap_collect(void) {
       heap_sync_cur(h, c);
     }
     if (tsri_option(TSRI_OPT_MESH) != 0)
-      while (tsri_heap_mesh(h, true) != 0) {   /* all it can: each pass is bounded */
+      while (tsri_heap_mesh(h, TSRI_MESH_ALL) != 0) {   /* all it can */
       }
     heap_leave(h);
   }
@@ -613,7 +613,7 @@ static size_t heap_reclaim(tsr_heap_t *h) {
     for (pg = pg ? pg->next : NULL; pg != NULL; pg = pg->next) given += tsri_page_trim_idle(pg);
   }
   for (tsr_page_t *pg = h->full.first; pg != NULL; pg = pg->next) given += tsri_page_trim_idle(pg);
-  if (tsri_mesh_due(h)) given += tsri_heap_mesh(h, false);
+  if (tsri_mesh_due(h)) given += tsri_heap_mesh(h, TSRI_MESH_IDLE);
   return given;
 }
 

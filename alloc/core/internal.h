@@ -344,12 +344,14 @@ tsri_hidden void tsri_reclaim_fork_child(bool locked);
 /* Whether a meshing pass over a heap is due now (TESSERA_MESH on, the
  * OS able, TESSERA_MESH_MS since the heap's last pass). */
 tsri_hidden bool tsri_mesh_due(tsr_heap_t *h);
-/* A meshing pass over h (heap.c, mesh.c: its owner in a slow path, or
- * the reclaimer with h parked): pairs the OS pages of its sparse pages
- * that are not current, freezes the pages meshed and thaws those meshed
- * no more.  `all`: every sparse page, cold or not (tsr_collect).  Returns
- * the bytes given back. */
-tsri_hidden size_t tsri_heap_mesh(tsr_heap_t *h, bool all);
+/* A meshing pass over h (heap.c, mesh.c): meshes the OS pages of its
+ * sparse pages that are not current, freezes the pages meshed and thaws
+ * those meshed no more.  Who asks decides how long it may take: its
+ * owner in an allocation slow path (4 ms), the reclaimer with h parked
+ * (20 ms), or tsr_collect (as long as it takes, every sparse page, cold
+ * or not).  Returns the bytes given back. */
+typedef enum tsri_mesh_by_e { TSRI_MESH_OWNER, TSRI_MESH_IDLE, TSRI_MESH_ALL } tsri_mesh_by_t;
+tsri_hidden size_t tsri_heap_mesh(tsr_heap_t *h, tsri_mesh_by_t by);
 /* Take pg's OS pages out of the shared file where pg has no live block
  * left (its owner, or whoever holds its page as the owner would).
  * Returns pg->meshed after: 0 when the page may be allocated from. */

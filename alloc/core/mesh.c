@@ -293,20 +293,26 @@ static size_t blocks_on(const tsr_page_t *pg, size_t k, size_t *first) {
   return (hi - 1) / pg->block_size + 1 - *first;
 }
 
-/* Bit j of live: block first + j is live (free in neither bitmap). */
+/* Bit j of live: block first + j is live (free in neither bitmap), for
+ * j < count; a word of the bitmaps at a time. */
 static bool live_mask(const tsr_page_t *pg, size_t first, size_t count, uint64_t *live) {
   uint64_t any = 0;
-  memset(live, 0, MESH_MASK_WORDS * sizeof(uint64_t));
-  for (size_t j = 0; j < count; j++) {
-    size_t i = first + j;
-    uint64_t m = (uint64_t)1 << (i & 63);
-    uint64_t free_bits = atomic_load_explicit(tsri_local(pg, i >> 6), memory_order_relaxed) |
-                         atomic_load_explicit(tsri_remote(pg, i >> 6), memory_order_relaxed);
-    if (!(free_bits & m)) {
-      live[j >> 6] |= (uint64_t)1 << (j & 63);
-      any = 1;
-    }
+  size_t words = (count + 63) / 64, last = (first + count - 1) >> 6;
+  for (size_t w = 0; w < words; w++) {
+    size_t bit = first + w * 64, src = bit >> 6, shift = bit & 63;
+    uint64_t lo = ~(atomic_load_explicit(tsri_local(pg, src), memory_order_relaxed) |
+                    atomic_load_explicit(tsri_remote(pg, src), memory_order_relaxed));
+    uint64_t v = lo >> shift;
+    if (shift != 0 && src + 1 <= last)
+      v |= ~(atomic_load_explicit(tsri_local(pg, src + 1), memory_order_relaxed) |
+             atomic_load_explicit(tsri_remote(pg, src + 1), memory_order_relaxed))
+           << (64 - shift);
+    size_t left = count - w * 64;
+    if (left < 64) v &= ((uint64_t)1 << left) - 1;
+    live[w] = v;
+    any |= v;
   }
+  for (size_t w = words; w < MESH_MASK_WORDS; w++) live[w] = 0;
   return any != 0;
 }
 
@@ -466,9 +472,10 @@ bool tsri_mesh_due(tsr_heap_t *h) {
 }
 
 /* Mesh the OS pages of the n pages of one size class given (none of them
- * a current page), at most `budget` pairs.  Returns the pairs made. */
-static size_t mesh_pages(tsr_page_t **pages, size_t n, size_t budget) {
-  if (n < 2 || budget == 0) return 0;
+ * a current page), until the clock reads `until` (ns).  Returns the
+ * OS pages meshed. */
+static size_t mesh_pages(tsr_page_t **pages, size_t n, uint64_t until) {
+  if (n < 2) return 0;
   tsri_lock(&mesh_lock);
   size_t made = 0;
   if (!mesh_ready()) goto out;
@@ -479,11 +486,13 @@ static size_t mesh_pages(tsr_page_t **pages, size_t n, size_t budget) {
   size_t offsets = (size_t)pages[0]->span_slots * TSR_SLOT_SIZE / page_size;
   memset(open_count, 0, sizeof open_count);
   uint64_t live[MESH_MASK_WORDS];
-  for (size_t p = 0; p < n && made < budget && vmas < vma_cap; p++) {
+  bool late = false;
+  for (size_t p = 0; p < n && !late && vmas < vma_cap; p++) {
+    late = tsri_os_clock_ns() >= until;
     tsr_page_t *pg = pages[p];
     uint32_t last = REC_NONE;   /* the file page pg's previous OS page went onto, + 1 */
     tsr_page_t *partner = NULL; /* the page it went onto with */
-    for (size_t k = 0; k < offsets && made < budget; k++, last = last == REC_NONE ? last : last + 1) {
+    for (size_t k = 0; k < offsets && !late; k++, last = last == REC_NONE ? last : last + 1) {
       size_t first = 0, count = blocks_on(pg, k, &first);
       if (count == 0) break;
       mesh_open_t *list = open_list[k];
@@ -540,6 +549,7 @@ static size_t mesh_pages(tsr_page_t **pages, size_t n, size_t budget) {
       }
       if (mesh_join(o->rec, pg, k, live, first, count)) {
         made++;
+        late = tsri_os_clock_ns() >= until;
         last = o->rec;
         for (size_t w = 0; w < MESH_MASK_WORDS; w++) o->live[w] |= live[w];
         o->pg = pg;
@@ -561,10 +571,11 @@ out:
  * that pages the program keeps allocating from and freeing into are left
  * to do so; and the frozen pages, whose other OS pages may still pair.
  * A page that got a meshed OS page is frozen: FULL, in the full queue.
- * Bounded: MESH_PAIRS pairs and MESH_CANDIDATES pages per class and pass.
+ * Bounded in time (tsri_mesh_by_t: the owner's own pass delays its
+ * allocation, the reclaimer's parks the heap, for that long) and to
+ * MESH_CANDIDATES pages per class and pass.
  * Returns the bytes given back. */
 #define MESH_CANDIDATES 512
-#define MESH_PAIRS 512
 
 /* The frozen pages of h whose OS pages are meshed no more go back to the
  * avail queue of their class, behind its current page (so cur stays). */
@@ -584,11 +595,14 @@ static void heap_thaw(tsr_heap_t *h) {
   }
 }
 
-size_t tsri_heap_mesh(tsr_heap_t *h, bool all) {
+size_t tsri_heap_mesh(tsr_heap_t *h, tsri_mesh_by_t by) {
   tsr_page_t *cand[MESH_CANDIDATES];
   size_t made = 0;
   heap_thaw(h);
-  for (size_t c = 0; c < TSR_CLASS_COUNT && made < MESH_PAIRS; c++) {
+  static const uint64_t budget_ns[] = { [TSRI_MESH_OWNER] = 4000000, [TSRI_MESH_IDLE] = 20000000 };
+  bool all = by == TSRI_MESH_ALL;
+  uint64_t until = all ? UINT64_MAX : tsri_os_clock_ns() + budget_ns[by];
+  for (size_t c = 0; c < TSR_CLASS_COUNT && tsri_os_clock_ns() < until; c++) {
     size_t n = 0;
     tsr_page_t *pg = h->avail[c].first;
     for (pg = pg ? pg->next : NULL; pg != NULL && n < MESH_CANDIDATES; pg = pg->next) {
@@ -600,17 +614,20 @@ size_t tsri_heap_mesh(tsr_heap_t *h, bool all) {
     if (n == 0) continue;
     for (pg = h->full.first; pg != NULL && n < MESH_CANDIDATES; pg = pg->next)
       if (pg->cls == c && atomic_load_explicit(&pg->meshed, memory_order_relaxed) != 0) cand[n++] = pg;
-    size_t pairs = mesh_pages(cand, n, MESH_PAIRS - made);
-    if (pairs == 0) continue;
-    made += pairs;
+    made += mesh_pages(cand, n, until);
+    /* the pages meshed freeze; the others go to the back of the queue,
+     * so that the next pass looks at pages this one did not reach */
     for (size_t i = 0; i < n; i++) {
       pg = cand[i];
-      if (atomic_load_explicit(&pg->meshed, memory_order_relaxed) == 0 ||
-          (atomic_load_explicit(&pg->xowner, memory_order_relaxed) & TSR_PAGE_STATE_MASK) != TSR_PAGE_AVAIL)
+      if ((atomic_load_explicit(&pg->xowner, memory_order_relaxed) & TSR_PAGE_STATE_MASK) != TSR_PAGE_AVAIL)
         continue;
       queue_remove(&h->avail[c], pg);
-      queue_push_back(&h->full, pg);
-      set_owner(pg, h, TSR_PAGE_FULL);
+      if (atomic_load_explicit(&pg->meshed, memory_order_relaxed) == 0) {
+        queue_push_back(&h->avail[c], pg);
+      } else {
+        queue_push_back(&h->full, pg);
+        set_owner(pg, h, TSR_PAGE_FULL);
+      }
     }
   }
   return made * tsri_os_page_size();

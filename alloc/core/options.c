@@ -50,7 +50,7 @@ static const option_desc_t option_table[TSRI_OPT_COUNT] = {
    * blocks sit at different offsets share one physical page (mesh.c). */
   [TSRI_OPT_MESH] = { "TESSERA_MESH", 0, 0, 1, mesh_words, false, false, false },
   /* Milliseconds between two meshing passes over a heap. */
-  [TSRI_OPT_MESH_MS] = { "TESSERA_MESH_MS", 1000, 1, 3600000, NULL, false, false, false },
+  [TSRI_OPT_MESH_MS] = { "TESSERA_MESH_MS", 250, 1, 3600000, NULL, false, false, false },
   /* Per-block records: stats (none), sample (about one per SAMPLE_BYTES
    * allocated), full (every block).  tsr_track_set changes it later. */
   [TSRI_OPT_TRACK] = { "TESSERA_TRACK", TSR_TRACK_SAMPLE, 0, 2, track_words, false, false, false },
