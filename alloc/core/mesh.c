@@ -120,6 +120,28 @@ static uint8_t unshare_buf[MESH_PAGE_MAX];
 
 static inline tsr_page_t *page_at(uintptr_t va) { return tsri_page_of((const void *)va); }
 
+/* ThreadSanitizer cannot see the write barrier: a page's writers are
+ * ordered before its copy by the mprotect that makes it read-only (the
+ * kernel's flush of every CPU's mapping), not by anything in the program,
+ * and it takes a new mapping for a write to all of it.  It is told not to
+ * look at the copy and the mapping. */
+#if defined(__SANITIZE_THREAD__)
+#define MESH_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MESH_TSAN 1
+#endif
+#endif
+#if defined(MESH_TSAN)
+void __tsan_ignore_thread_begin(void);
+void __tsan_ignore_thread_end(void);
+static inline void copy_begin(void) { __tsan_ignore_thread_begin(); }
+static inline void copy_end(void) { __tsan_ignore_thread_end(); }
+#else
+static inline void copy_begin(void) {}
+static inline void copy_end(void) {}
+#endif
+
 static inline void count_add(_Atomic uint16_t *c, int d) {
   atomic_store_explicit(c, (uint16_t)(atomic_load_explicit(c, memory_order_relaxed) + d), memory_order_relaxed);
 }
@@ -345,11 +367,13 @@ static uint32_t mesh_single(tsr_page_t *pg, size_t k) {
   uint64_t t0 = tsri_os_clock_ns();
   fence_begin(a);
   bool ok = tsri_os_protect((void *)a, page_size, false) == 0;
+  copy_begin();
   if (ok && (tsri_os_share_write(off, (const void *)a, page_size) != 0 ||
              tsri_os_share_map((void *)a, page_size, off) != 0)) {
     tsri_os_protect((void *)a, page_size, true);
     ok = false;
   }
+  copy_end();
   fence_end(t0);
   if (!ok) {
     tsri_table_remove(&mesh_table, tsri_table_find(&mesh_table, a));
@@ -382,6 +406,7 @@ static bool mesh_join(uint32_t r, tsr_page_t *py, size_t k, const uint64_t *yliv
   bool ok = tsri_os_protect((void *)b, page_size, false) == 0;
   if (ok) {
     size_t base = k * page_size;
+    copy_begin();
     for (size_t j = 0; j < count; j++) {
       if (!((ylive[j >> 6] >> (j & 63)) & 1)) continue;
       size_t lo = (first + j) * py->block_size, hi = lo + py->block_size;
@@ -393,6 +418,7 @@ static bool mesh_join(uint32_t r, tsr_page_t *py, size_t k, const uint64_t *yliv
       tsri_os_protect((void *)b, page_size, true);
       ok = false;
     }
+    copy_end();
   }
   fence_end(t0);
   if (!ok) {

@@ -135,6 +135,10 @@ static _Atomic int fault_installed;
 
 static void fault_handler(int sig, siginfo_t *info, void *ctx) {
   int saved = errno;
+  /* installed is set once sigaction has filled fault_prev: a fault in
+   * between (not meshing's, which has not begun) waits those instants */
+  while (!atomic_load_explicit(&fault_installed, memory_order_acquire)) {
+  }
   if (fault_fn(info->si_addr)) {
     errno = saved;
     return;   /* the access runs again */
