@@ -11,10 +11,12 @@
 #           python3 and sort, which the override test runs under LD_PRELOAD
 #   bench   the allocators we compare with, the tools that time them and plot
 #           the results, and python3, which runs bench/bench.py
+#   server  a real server for bench/server_lru.sh: redis-server and
+#           redis-tools (redis-benchmark, redis-cli), and gcc for its shim
 #   windows the mingw-w64 cross compilers (64- and 32-bit) and wine, 64-bit
 #           (wine64) and 32-bit (wine32:i386, which enables dpkg's i386
 #           architecture first), which run the Windows tests (docs/windows.md)
-#   all     every group above
+#   all     every group above but server
 #
 # Runs as root (as on CI and a fresh machine) or through sudo when that
 # exists.  apt-get update runs once, and only when something is missing.
@@ -22,7 +24,7 @@
 set -euo pipefail
 
 usage() {
-  echo "usage: bash scripts/deps.sh GROUP...   (groups: build test bench windows all)" >&2
+  echo "usage: bash scripts/deps.sh GROUP...   (groups: build test bench server windows all)" >&2
   exit 2
 }
 
@@ -31,6 +33,7 @@ group_packages() {
     build) echo "cmake gcc g++ make pkg-config libjansson-dev" ;;
     test)  echo "libcriterion-dev clang libclang-rt-14-dev llvm python3 python3-jsonschema coreutils" ;;
     bench) echo "libmimalloc-dev libjemalloc-dev libgoogle-perftools-dev hyperfine gnuplot-nox time python3" ;;
+    server) echo "redis-server redis-tools gcc" ;;
     windows) echo "gcc-mingw-w64-x86-64 gcc-mingw-w64-i686 wine wine64 wine32:i386" ;;
     all)   echo "$(group_packages build) $(group_packages test) $(group_packages bench) $(group_packages windows)" ;;
     *)     return 1 ;;
