@@ -107,8 +107,18 @@ void tsri_heap_prefer(tsr_heap_t *h, tsr_page_t *pg) {
 static void heap_retire(tsr_page_t *pg) {
   tsr_assert_internal(atomic_load_explicit(&pg->used, memory_order_relaxed) == 0);
   tsr_assert_expensive(tsri_page_check(pg) == 0);
-  if (atomic_load_explicit(&pg->filed, memory_order_relaxed) != 0) tsri_mesh_check(pg);
-  tsr_assert_internal(atomic_load_explicit(&pg->filed, memory_order_relaxed) == 0);
+  if (atomic_load_explicit(&pg->filed, memory_order_relaxed) != 0) {
+    tsri_mesh_check(pg);
+    if (atomic_load_explicit(&pg->filed, memory_order_relaxed) != 0) {
+      /* the OS would not map private memory back in place of a shared
+       * page (mesh.c): carved again, the span would write over another
+       * page's blocks.  It stays out of use, owned by nobody. */
+      tsri_warning("cannot take a meshed page at %p out of the shared file; its span is kept out of use",
+                   (void *)pg->start);
+      set_owner(pg, NULL, TSR_PAGE_ABANDONED);
+      return;
+    }
+  }
   tsri_hook_page_retire(pg);
   set_owner(pg, NULL, TSR_PAGE_AVAIL);
   tsri_arena_span_free(pg);
