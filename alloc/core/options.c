@@ -18,6 +18,8 @@ typedef struct option_desc_s {
   bool privileged;        /* ignored in secure mode (tsri_os_secure): it names a file,
                              writes the heap's layout out, or changes how the
                              program fails, which its unprivileged caller may not */
+  bool flags;             /* a list of words (value: bit i for words[i]), separated
+                             by commas; "all" sets every bit, "none" or "off" none */
 } option_desc_t;
 
 static const char *const on_error_words[] = { "abort", "continue", NULL };
@@ -25,6 +27,7 @@ static const char *const track_words[] = { "stats", "sample", "full", NULL };
 static const char *const format_words[] = { "text", "json", "openmetrics", "folded", NULL };
 static const char *const mesh_words[] = { "off", "on", NULL };
 static const char *const signal_words[] = { "none", "usr1", "usr2", "hup", NULL };
+static const char *const debug_words[] = { "guard", "fill", "quarantine", NULL };
 
 static const option_desc_t option_table[TSRI_OPT_COUNT] = {
   /* Milliseconds a free page or a freed large block stays committed before
@@ -72,6 +75,21 @@ static const option_desc_t option_table[TSRI_OPT_COUNT] = {
    * (arenas, large blocks, records); past it a request that needs a new
    * reservation gets NULL/ENOMEM.  0: no cap (the OS's own limit). */
   [TSRI_OPT_RESERVE_LIMIT] = { "TESSERA_RESERVE_LIMIT", 0, 0, (int64_t)1 << 62, NULL, false, true, true },
+  /* The debug checks (track/debug.c), a list: guard (canary bytes past
+   * each block's requested size, checked on free, realloc and tsr_check),
+   * fill (new blocks and freed ones filled with patterns, the freed
+   * pattern checked when the block is handed out again), quarantine
+   * (freed blocks held back, FIFO, before reuse); all; none. */
+  [TSRI_OPT_DEBUG] = { "TESSERA_DEBUG", 0, 0, TSRI_DEBUG_ALL, debug_words, false, false, false, true },
+  /* Bytes of freed blocks the quarantine holds back (TESSERA_DEBUG). */
+  [TSRI_OPT_QUARANTINE_BYTES] = { "TESSERA_QUARANTINE_BYTES", 16 << 20, 0, (int64_t)1 << 40, NULL, false, true, false },
+  /* Guarded sampling (track/guarded.c): about one allocation in this many
+   * is placed between inaccessible pages, and a fault there is reported;
+   * 1: every one that fits a free slot; 0: none. */
+  [TSRI_OPT_GUARD_SAMPLE] = { "TESSERA_GUARD_SAMPLE", 100000, 0, (int64_t)1 << 40, NULL, false, false, false },
+  /* Slots of guarded sampling: its blocks live at the same time, each an
+   * OS page between two inaccessible ones. */
+  [TSRI_OPT_GUARD_SLOTS] = { "TESSERA_GUARD_SLOTS", 32, 1, 4096, NULL, false, false, false },
 };
 
 /* A text setting is copied when it is read: a program may overwrite its
@@ -138,6 +156,30 @@ static bool parse_word(const char *s, const char *const *words, int64_t *out) {
   return false;
 }
 
+/* A list of words from words, one bit each, separated by commas. */
+static bool parse_flags(const char *s, const char *const *words, int64_t *out) {
+  int64_t all = 0;
+  for (int64_t i = 0; words[i] != NULL; i++) all |= (int64_t)1 << i;
+  *out = 0;
+  while (*s) {
+    char word[32];
+    size_t n = 0;
+    while (*s && *s != ',') {
+      if (n + 1 >= sizeof word) return false;
+      word[n++] = *s++;
+    }
+    word[n] = 0;
+    if (*s == ',') s++;
+    static const char *const all_words[] = { "none", "off", "0", "all", "on", "1", NULL };
+    int64_t i;
+    if (n == 0) continue;
+    if (parse_word(word, all_words, &i)) *out |= i >= 3 ? all : 0;
+    else if (parse_word(word, words, &i)) *out |= (int64_t)1 << i;
+    else return false;
+  }
+  return true;
+}
+
 static int64_t option_load(tsri_option_t opt) {
   const option_desc_t *d = &option_table[opt];
   int64_t v = d->def;
@@ -158,7 +200,8 @@ static int64_t option_load(tsri_option_t opt) {
   }
   if (s != NULL && *s != 0) {
     int64_t parsed;
-    bool ok = d->words ? parse_word(s, d->words, &parsed)
+    bool ok = d->flags ? parse_flags(s, d->words, &parsed)
+            : d->words ? parse_word(s, d->words, &parsed)
             : d->bytes ? parse_bytes(s, &parsed) : parse_number(s, &parsed);
     if (ok && parsed >= d->min && parsed <= d->max) v = parsed;
     else tsri_warning("%s=%s is not valid; using the default", d->env, s);

@@ -194,5 +194,5 @@ size_t tsr_check(void) {
   tsri_lock(tsri_arena_lock_get());
   for (tsr_arena_t *a = tsri_arena_first(); a != NULL; a = a->next) bad += tsri_arena_check(a);
   tsri_unlock(tsri_arena_lock_get());
-  return bad + tsri_meta_check();
+  return bad + tsri_meta_check() + tsri_debug_check();
 }
