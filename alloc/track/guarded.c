@@ -58,6 +58,7 @@ static gslot_t *slot_rec;            /* a record per slot */
 static uint32_t *free_list;          /* a ring of free slots, oldest freed first */
 static size_t free_head, free_count;
 static _Atomic int fault_reported;   /* one report per process */
+static _Atomic uint64_t live_blocks, live_bytes;   /* for the totals (tsri_guarded_stats) */
 
 static inline uintptr_t slot_page(size_t i) { return pool + (2 * i + 1) * page; }
 
@@ -186,7 +187,10 @@ void *tsri_guarded_alloc(size_t size, size_t align, tsr_heap_t *h, void *caller,
   tsri_unlock(&guard_lock);
 
   uint8_t *start = (uint8_t *)slot_page(i);
-  if (tsri_os_commit(start, page) != 0) {
+  if (tsri_os_commit(start, page) == 0) {
+    tsri_count(&tsri_counters.os_commits, 1);
+    tsri_count(&tsri_counters.committed, (int64_t)page);
+  } else {
     tsri_lock(&guard_lock);
     free_list[(free_head + free_count) % slots] = (uint32_t)i;
     free_count++;
@@ -205,6 +209,8 @@ void *tsri_guarded_alloc(size_t size, size_t align, tsr_heap_t *h, void *caller,
   tsri_lock(&guard_lock);
   slot_rec[i] = rec;
   tsri_unlock(&guard_lock);
+  atomic_fetch_add_explicit(&live_blocks, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&live_bytes, size, memory_order_relaxed);
   return block;
 }
 
@@ -264,6 +270,10 @@ void tsri_hook_guarded_free(void *p, void *caller) {
     tsri_error_end();
   }
   tsri_os_guard(start, page);
+  tsri_count(&tsri_counters.os_decommits, 1);
+  tsri_count(&tsri_counters.committed, -(int64_t)page);
+  atomic_fetch_sub_explicit(&live_blocks, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&live_bytes, s.size, memory_order_relaxed);
   tsri_lock(&guard_lock);
   slot_rec[i].state = SLOT_FREED;
   slot_rec[i].free_stack = stack;
@@ -272,6 +282,11 @@ void tsri_hook_guarded_free(void *p, void *caller) {
   free_count++;
   tsri_unlock(&guard_lock);
   tsri_heap_count_free();
+}
+
+void tsri_guarded_stats(uint64_t *blocks, uint64_t *bytes) {
+  *blocks = atomic_load_explicit(&live_blocks, memory_order_relaxed);
+  *bytes = atomic_load_explicit(&live_bytes, memory_order_relaxed);
 }
 
 void tsri_guarded_fork_prepare(void) { tsri_lock(&guard_lock); }

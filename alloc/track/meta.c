@@ -531,18 +531,15 @@ tsr_noinline void *tsri_hook_alloc(size_t size, size_t cls, size_t align, bool z
   if (tsr_unlikely(atomic_load_explicit(&tsri_debug_checks, memory_order_relaxed) != 0))
     return tsri_debug_alloc(h, size, cls, align, zero, caller, fp);
   size_t idx = 0;
-  /* a guarded block has no record: the report's figures leave out the
-   * few of them */
-  void *p = tsri_guarded_due(h, size) ? tsri_guarded_alloc(size, align, h, caller, fp) : NULL;
+  /* a guarded block has no record (the totals count it, guarded.c), so
+   * full tracking, which records every block, guards none */
+  void *p = level != TSR_TRACK_FULL && tsri_guarded_due(h, size) ? tsri_guarded_alloc(size, align, h, caller, fp)
+                                                                 : NULL;
   bool guarded = p != NULL;
   if (!guarded) p = cls < TSR_CLASS_COUNT ? tsri_heap_alloc_at(h, cls, &idx) : tsri_large_alloc(size, align, zero);
   if (p == NULL) return NULL;
   tsri_heap_count(&h->allocs);
   if (guarded && zero) memset(p, 0, size);
-  if (level == TSR_TRACK_FULL && guarded) {
-    atomic_store_explicit(&h->sample_left, -1, memory_order_relaxed);
-    return p;
-  }
   if (level == TSR_TRACK_FULL) {
     /* a large block, a thread's first allocation, or a small block whose
      * record tsri_hook_alloc_small left to this path */

@@ -93,6 +93,9 @@ tsri_hidden bool tsri_guarded_due(tsr_heap_t *h, size_t size);
 /* A guarded block of size bytes (align: 0 or the alignment asked for),
  * or NULL when none can be had (too big, no free slot). */
 tsri_hidden void *tsri_guarded_alloc(size_t size, size_t align, tsr_heap_t *h, void *caller, void *fp);
+/* Live guarded blocks and the bytes asked for them (a guarded block's
+ * usable size), for the totals. */
+tsri_hidden void tsri_guarded_stats(uint64_t *blocks, uint64_t *bytes);
 tsri_hidden void tsri_guarded_fork_prepare(void);
 tsri_hidden void tsri_guarded_fork_parent(void);
 tsri_hidden void tsri_guarded_fork_child(void);
