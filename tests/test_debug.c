@@ -124,27 +124,27 @@ Test(debug, double_free_still_reported_without_debug, .timeout = 60) {
 
 /* A block lies against the leading or the trailing guard at random: a few
  * runs see both. */
-Test(guarded, overflow_by_one_byte, .timeout = 120) {
+Test(debug, guarded_overflow_by_one_byte, .timeout = 120) {
   const char *want[] = { "heap buffer overflow", "13 bytes", NULL };
   for (int i = 0; i < 4; i++) expect_caught("overflow", "TESSERA_GUARD_SAMPLE=1", false, want);
 }
 
-Test(guarded, underflow_by_one_byte, .timeout = 120) {
+Test(debug, guarded_underflow_by_one_byte, .timeout = 120) {
   const char *want[] = { "heap buffer underflow", "13 bytes", NULL };
   for (int i = 0; i < 4; i++) expect_caught("underflow", "TESSERA_GUARD_SAMPLE=1", false, want);
 }
 
-Test(guarded, write_after_free_faults, .timeout = 60) {
+Test(debug, guarded_write_after_free_faults, .timeout = 60) {
   const char *want[] = { "guarded sampling: use after free", "byte 3 of block", NULL };
   expect_caught("write_after_free", "TESSERA_GUARD_SAMPLE=1", true, want);
 }
 
-Test(guarded, read_after_free_faults, .timeout = 60) {
+Test(debug, guarded_read_after_free_faults, .timeout = 60) {
   const char *want[] = { "guarded sampling: use after free", "byte 3 of block", NULL };
   expect_caught("read_after_free", "TESSERA_GUARD_SAMPLE=1", true, want);
 }
 
-Test(guarded, double_free_names_both_stacks, .timeout = 60) {
+Test(debug, guarded_double_free_names_both_stacks, .timeout = 60) {
   const char *want[] = { "double free of", "guarded block", NULL };
   expect_caught("double_free", "TESSERA_GUARD_SAMPLE=1", true, want);
 }

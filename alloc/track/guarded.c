@@ -289,6 +289,24 @@ void tsri_guarded_stats(uint64_t *blocks, uint64_t *bytes) {
   *bytes = atomic_load_explicit(&live_bytes, memory_order_relaxed);
 }
 
+int tsri_guarded_walk(tsri_walk_fn *fn, void *arg) {
+  if (atomic_load_explicit(&guard_setup, memory_order_acquire) != 1) return 0;
+  int stop = 0;
+  for (size_t i = 0; i < slots && stop == 0; i++) {
+    tsri_lock(&guard_lock);
+    gslot_t s = slot_rec[i];
+    tsri_unlock(&guard_lock);
+    if (s.state != SLOT_LIVE) continue;
+    tsri_block_t b;
+    memset(&b, 0, sizeof b);
+    b.pub.ptr = (void *)s.block;
+    b.pub.usable = s.size;
+    b.cls = TSR_CLASS_COUNT;
+    stop = fn(&b, arg);
+  }
+  return stop;
+}
+
 void tsri_guarded_fork_prepare(void) { tsri_lock(&guard_lock); }
 void tsri_guarded_fork_parent(void) { tsri_unlock(&guard_lock); }
 void tsri_guarded_fork_child(void) { tsri_unlock(&guard_lock); }

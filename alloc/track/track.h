@@ -96,6 +96,9 @@ tsri_hidden void *tsri_guarded_alloc(size_t size, size_t align, tsr_heap_t *h, v
 /* Live guarded blocks and the bytes asked for them (a guarded block's
  * usable size), for the totals. */
 tsri_hidden void tsri_guarded_stats(uint64_t *blocks, uint64_t *bytes);
+/* Visit each live guarded block (no record: tracked 0), as tsri_meta_walk
+ * does; fn may allocate. */
+tsri_hidden int tsri_guarded_walk(tsri_walk_fn *fn, void *arg);
 tsri_hidden void tsri_guarded_fork_prepare(void);
 tsri_hidden void tsri_guarded_fork_parent(void);
 tsri_hidden void tsri_guarded_fork_child(void);

@@ -231,5 +231,6 @@ int tsri_meta_walk(tsri_walk_fn *fn, void *arg, bool only_tracked) {
   int stop = walk_pages(fn, arg, only_tracked, w);
   tsri_os_release(mem, tsri_align_up(sizeof(walk_page_t), tsri_os_page_size()));
   if (stop == 0) stop = walk_large(fn, arg, only_tracked);
+  if (stop == 0 && !only_tracked) stop = tsri_guarded_walk(fn, arg);
   return stop;
 }
