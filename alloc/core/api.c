@@ -8,6 +8,9 @@
  */
 #include "hooks.h"
 
+_Atomic uint32_t tsri_debug_checks;
+_Atomic uintptr_t tsri_guard_lo, tsri_guard_len;
+
 /* ------------------------------------------------------------------------
  * Allocation
  * ---------------------------------------------------------------------- */
@@ -19,10 +22,11 @@
  * `caller` is the address the program's call returns to. */
 #define TSRI_CALLER __builtin_return_address(0)
 
-static inline __attribute__((always_inline)) void *alloc_class(size_t size, size_t cls, void *caller) {
+static inline __attribute__((always_inline)) void *alloc_class(size_t size, size_t cls, size_t align,
+                                                               void *caller) {
   tsr_heap_t *h = tsri_tl_heap;
   int64_t left = atomic_load_explicit(&h->sample_left, memory_order_relaxed) - (int64_t)size;
-  if (tsr_unlikely(left < 0)) return tsri_hook_alloc_small(size, cls, caller);
+  if (tsr_unlikely(left < 0)) return tsri_hook_alloc_small(size, cls, align, caller);
   atomic_store_explicit(&h->sample_left, left, memory_order_relaxed);
   tsri_heap_count(&h->allocs);
   return tsri_heap_alloc(h, cls);
@@ -45,7 +49,7 @@ static tsr_noinline void *alloc_large(size_t size, size_t align, bool zero, void
 
 static inline __attribute__((always_inline)) void *alloc_any(size_t size, bool zero, void *caller) {
   if (tsr_likely(size <= TSR_SMALL_MAX)) {
-    void *p = alloc_class(size, tsri_size_class(size), caller);
+    void *p = alloc_class(size, tsri_size_class(size), 0, caller);
     if (zero && p != NULL) memset(p, 0, size);
     return p;
   }
@@ -77,7 +81,7 @@ static size_t aligned_class(size_t size, size_t align) {
 static inline __attribute__((always_inline)) void *alloc_aligned(size_t align, size_t size, void *caller) {
   if (align <= TSR_MIN_ALIGN) return alloc_any(size, false, caller);
   size_t c = aligned_class(size, align);
-  if (c < TSR_CLASS_COUNT) return alloc_class(size, c, caller);
+  if (c < TSR_CLASS_COUNT) return alloc_class(size, c, align, caller);
   return alloc_large(size, align, false, caller);
 }
 
@@ -149,6 +153,9 @@ static tsr_noinline void report_bad(const char *call, const void *p) {
   } else if (tsri_arena_registered(a)) {
     tsri_error("%s(%p): points into tessera's arena but not into a live page "
                "(double free, use after free, or a wild pointer)", call, p);
+  } else if (tsri_guarded(p)) {
+    tsri_error("%s(%p): not a live block of guarded sampling (double free, use after free, "
+               "or an interior pointer)", call, p);
   } else if (tsri_large_contains(p)) {
     tsri_error("%s(%p): interior pointer into a large block", call, p);
   } else {
@@ -169,7 +176,7 @@ static bool block_lookup(const char *call, const void *p, block_ref_t *ref) {
       return true;
     }
   } else {
-    size_t usable = tsri_large_usable(p);
+    size_t usable = tsri_guarded(p) ? tsri_hook_guarded_usable(p) : tsri_large_usable(p);
     if (usable != 0) {
       ref->page = NULL;
       ref->index = 0;
@@ -181,18 +188,30 @@ static bool block_lookup(const char *call, const void *p, block_ref_t *ref) {
   return false;
 }
 
-static inline __attribute__((always_inline)) void free_any(void *p) {
+/* caller: the program's return address, for the stack of a debug free. */
+static inline __attribute__((always_inline)) void free_any(void *p, void *caller) {
   if (p == NULL) return;
   tsr_page_t *pg = tsri_page_of(p);
   if (tsr_likely(pg != NULL)) {
     long idx = tsri_block_index(pg, p);
     if (tsr_likely(idx >= 0)) {
-      if (tsr_unlikely(atomic_load_explicit(&pg->tracked, memory_order_relaxed) != 0))
+      uint32_t t = atomic_load_explicit(&pg->tracked, memory_order_relaxed);
+      if (tsr_unlikely(t != 0)) {
+        /* under TESSERA_DEBUG the debug checks take the block */
+        if (tsr_unlikely(t & TSRI_TRACKED_DEBUG) && tsri_hook_debug_free(pg, (size_t)idx, p, caller)) return;
         tsri_hook_free_small(pg, (size_t)idx, p);
+      }
       tsri_heap_free_block(pg, (size_t)idx, p);
       return;
     }
   } else {
+    if (tsri_guarded(p)) {
+      tsri_hook_guarded_free(p, caller);
+      return;
+    }
+    if (atomic_load_explicit(&tsri_debug_checks, memory_order_relaxed) != 0 &&
+        tsri_hook_debug_free(NULL, 0, p, caller))
+      return;
     if (atomic_load_explicit(&tsri_large_tracked, memory_order_relaxed) != 0) tsri_hook_free_large(p);
     if (tsri_large_free(p)) {
       tsri_heap_count_free();
@@ -202,7 +221,7 @@ static inline __attribute__((always_inline)) void free_any(void *p) {
   report_bad("free", p);
 }
 
-void tsr_free(void *p) { free_any(p); }
+void tsr_free(void *p) { free_any(p, TSRI_CALLER); }
 
 static inline __attribute__((always_inline)) bool is_tracked(const block_ref_t *ref) {
   return ref->page != NULL ? atomic_load_explicit(&ref->page->tracked, memory_order_relaxed) != 0
@@ -211,13 +230,17 @@ static inline __attribute__((always_inline)) bool is_tracked(const block_ref_t *
 
 static inline __attribute__((always_inline)) void *realloc_any(void *p, size_t size, void *caller) {
   if (p == NULL) return alloc_any(size, false, caller);
+  void *out;
+  if (tsr_unlikely(atomic_load_explicit(&tsri_debug_checks, memory_order_relaxed) != 0) &&
+      tsri_hook_debug_realloc(p, size, caller, &out))
+    return out;
   block_ref_t ref;
   if (!block_lookup("realloc", p, &ref)) {
     errno = EINVAL;
     return NULL;
   }
   if (size == 0) {   /* glibc: free and return NULL */
-    free_any(p);
+    free_any(p, caller);
     return NULL;
   }
   if (ref.page == NULL && size > TSR_SMALL_MAX) {
@@ -233,7 +256,7 @@ static inline __attribute__((always_inline)) void *realloc_any(void *p, size_t s
   void *q = alloc_any(size, false, caller);
   if (q == NULL) return NULL;   /* p stays valid, as C requires */
   memcpy(q, p, size < ref.usable ? size : ref.usable);
-  free_any(p);
+  free_any(p, caller);
   return q;
 }
 
@@ -261,7 +284,7 @@ int tsr_owns(const void *p) {
     long idx = tsri_block_index(pg, p);
     return idx >= 0 && !tsri_block_is_free(pg, (size_t)idx);
   }
-  return tsri_large_usable(p) != 0;
+  return (tsri_guarded(p) ? tsri_hook_guarded_usable(p) : tsri_large_usable(p)) != 0;
 }
 
 /* Yes when p's page has at least an eighth of its blocks free and is no

@@ -65,18 +65,37 @@ static void message(const char *kind, const char *fmt, va_list ap) {
   tsri_os_write_stderr(buf, at);
 }
 
-void tsri_error(const char *fmt, ...) {
+void tsri_error_begin(const char *fmt, ...) {
   atomic_fetch_add_explicit(&tsri_error_count, 1, memory_order_relaxed);
   va_list ap;
   va_start(ap, fmt);
   message("error: ", fmt, ap);
   va_end(ap);
+}
+
+void tsri_error_line(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  message("  ", fmt, ap);
+  va_end(ap);
+}
+
+void tsri_error_end(void) {
   if (tsri_option(TSRI_OPT_ON_ERROR) == TSRI_ON_ERROR_ABORT) {
     static const char hint[] =
         "tessera: aborting (set TESSERA_ON_ERROR=continue to ignore such calls)\n";
     tsri_os_write_stderr(hint, sizeof hint - 1);
     tsri_os_abort();
   }
+}
+
+void tsri_error(const char *fmt, ...) {
+  atomic_fetch_add_explicit(&tsri_error_count, 1, memory_order_relaxed);
+  va_list ap;
+  va_start(ap, fmt);
+  message("error: ", fmt, ap);
+  va_end(ap);
+  tsri_error_end();
 }
 
 void tsri_warning(const char *fmt, ...) {

@@ -14,8 +14,14 @@
  * only tracking sets; the page and slot hooks are on paths that already
  * give memory back to an arena.
  *
- * Future hooks (meshing, the debug checks, guarded sampling) belong here
- * too, each as one named call from the core.
+ * The debug checks and guarded sampling hook in here too: an allocation
+ * reaches them through tsri_hook_alloc (debug mode keeps every heap's
+ * countdown at -1, and guarded sampling decides when a countdown runs
+ * out); a free reaches tsri_hook_debug_free only from the branch for
+ * tracked pages (debug mode marks its pages, TSRI_TRACKED_DEBUG) or for
+ * pointers outside the arenas, and tsri_hook_guarded_* only for pointers
+ * in the guarded pool (tsri_guarded), which lies outside the arenas.
+ * Neither adds a test to the fast paths.
  */
 #ifndef TSR_HOOKS_H
 #define TSR_HOOKS_H
@@ -32,8 +38,9 @@
  * program, where the stack of the record begins. */
 tsri_hidden void *tsri_hook_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller);
 /* tsri_hook_alloc for a block of class cls (< TSR_CLASS_COUNT), with the
- * path of nearly every allocation under full tracking inline. */
-tsri_hidden void *tsri_hook_alloc_small(size_t size, size_t cls, void *caller);
+ * path of nearly every allocation under full tracking inline.  align: the
+ * alignment asked for (0: malloc's), which the class's blocks meet. */
+tsri_hidden void *tsri_hook_alloc_small(size_t size, size_t cls, size_t align, void *caller);
 /* A tracked block was resized in place (to == from) or moved by the OS. */
 tsri_hidden void tsri_hook_resized(const void *from, const void *to, size_t requested);
 
@@ -55,7 +62,7 @@ static inline void tsri_hook_free_small(tsr_page_t *pg, size_t idx, const void *
   tsri_recs_t *r = atomic_load_explicit(&pg->recs, memory_order_acquire);
   if ((t & TSRI_TRACKED_ARRAY) && r != NULL) {   /* NULL: a double free racing the page's retirement */
     /* with no table records in the page, the record is the area's */
-    bool only_area = t == TSRI_TRACKED_ARRAY;
+    bool only_area = (t & ~TSRI_TRACKED_DEBUG) == TSRI_TRACKED_ARRAY;
     uint64_t had = 0;
     if (pg->block_size <= TSRI_REC_NARROW_MAX) {
       _Atomic uint32_t *rec = &((_Atomic uint32_t *)(void *)r->recs)[idx];
@@ -67,7 +74,7 @@ static inline void tsri_hook_free_small(tsr_page_t *pg, size_t idx, const void *
     }
     if (only_area || had != 0) return;   /* a block has one record: not in the table too */
   }
-  if (tsr_unlikely((t & ~TSRI_TRACKED_ARRAY) != 0) &&
+  if (tsr_unlikely((t & TSRI_TRACKED_COUNT) != 0) &&
       (atomic_load_explicit(&pg->in_table, memory_order_relaxed) & tsri_in_table_bit(idx)) != 0)
     tsri_hook_free_table(pg, p);
 }
@@ -75,6 +82,25 @@ static inline void tsri_hook_free_small(tsr_page_t *pg, size_t idx, const void *
 /* Drop the record of large block p, if it has one; called for every
  * large free while tsri_large_tracked (large.c) is nonzero. */
 tsri_hidden void tsri_hook_free_large(const void *p);
+
+/* ---- debug checks (track/debug.c) and guarded sampling (track/guarded.c) -- */
+
+/* Free p under TESSERA_DEBUG: block idx of pg (a tracked page), or a
+ * block outside the arenas (pg NULL).  Checks the guard bytes, records
+ * the free's stack, fills the block and holds it in the quarantine or
+ * gives it back; reports a double free with both stacks.  False when p
+ * has no debug record (a block from before debug mode, or no block at
+ * all): the caller frees it as usual.  caller: the program's return
+ * address. */
+tsri_hidden bool tsri_hook_debug_free(tsr_page_t *pg, size_t idx, void *p, void *caller);
+/* realloc under TESSERA_DEBUG: always a new block and a debug free of
+ * the old one (so its guard is checked and a stale pointer to it hits the
+ * fill).  False when p has no debug record; else *out is the answer. */
+tsri_hidden bool tsri_hook_debug_realloc(void *p, size_t size, void *caller, void **out);
+/* Free p, which lies in the guarded pool (tsri_guarded). */
+tsri_hidden void tsri_hook_guarded_free(void *p, void *caller);
+/* The size of the live guarded block starting at p; 0 when p is not one. */
+tsri_hidden size_t tsri_hook_guarded_usable(const void *p);
 
 /* ---- pages and slots ------------------------------------------------------ */
 

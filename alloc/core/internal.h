@@ -45,6 +45,14 @@ tsri_hidden _Noreturn void tsri_assert_fail(const char *expr, const char *file, 
  * tsr_stats_t.errors; then abort, unless TESSERA_ON_ERROR=continue.
  * Formats: %p %s %zu %d %x only.  Never allocates. */
 tsri_hidden void tsri_error(const char *fmt, ...);
+/* tsri_error in parts, for a message of several lines (the debug checks'
+ * reports with their call stacks): begin counts the error and prints its
+ * first line, each tsri_error_line one more ("tessera:   <line>"), and
+ * end aborts unless TESSERA_ON_ERROR=continue.  A guarded-sampling fault
+ * calls begin and lines, and ends the process its own way. */
+tsri_hidden void tsri_error_begin(const char *fmt, ...);
+tsri_hidden void tsri_error_line(const char *fmt, ...);
+tsri_hidden void tsri_error_end(void);
 /* The same without counting or aborting: a warning (bad option value). */
 tsri_hidden void tsri_warning(const char *fmt, ...);
 tsri_hidden extern _Atomic uint64_t tsri_error_count;
@@ -67,10 +75,16 @@ typedef enum tsri_option_e {
   TSRI_OPT_REPORT_INTERVAL_S,
   TSRI_OPT_REPORT_SITES,
   TSRI_OPT_RESERVE_LIMIT,
+  TSRI_OPT_DEBUG,
+  TSRI_OPT_QUARANTINE_BYTES,
+  TSRI_OPT_GUARD_SAMPLE,
+  TSRI_OPT_GUARD_SLOTS,
   TSRI_OPT_COUNT
 } tsri_option_t;
 
 enum { TSRI_ON_ERROR_ABORT = 0, TSRI_ON_ERROR_CONTINUE = 1 };
+/* The checks of TESSERA_DEBUG, a bit each (track/debug.c). */
+enum { TSRI_DEBUG_GUARD = 1, TSRI_DEBUG_FILL = 2, TSRI_DEBUG_QUARANTINE = 4, TSRI_DEBUG_ALL = 7 };
 
 /* The value of an option, read from the environment on first use. */
 tsri_hidden int64_t tsri_option(tsri_option_t opt);
@@ -94,6 +108,21 @@ tsri_hidden bool tsri_options_init(void);
 #else
 #define TSRI_TLS __thread __attribute__((tls_model("initial-exec")))
 #endif
+
+/* ---- debug checks and guarded sampling (api.c) ---------------------------- */
+
+/* The TESSERA_DEBUG checks in force (TSRI_DEBUG_* bits), set by tracking
+ * when it reads the options (track/debug.c); 0: none, and the paths that
+ * look at it (a free of a tracked block, realloc, a page trim) go on as
+ * without it. */
+tsri_hidden extern _Atomic uint32_t tsri_debug_checks;
+/* The address range of guarded sampling's pool (track/guarded.c), set once
+ * when it is reserved; empty until then. */
+tsri_hidden extern _Atomic uintptr_t tsri_guard_lo, tsri_guard_len;
+static inline bool tsri_guarded(const void *p) {
+  return (uintptr_t)p - atomic_load_explicit(&tsri_guard_lo, memory_order_relaxed) <
+         atomic_load_explicit(&tsri_guard_len, memory_order_relaxed);
+}
 
 /* ---- lock --------------------------------------------------------------- */
 

@@ -491,6 +491,9 @@ uint32_t tsri_mesh_check(tsr_page_t *pg) {
 
 bool tsri_mesh_due(tsr_heap_t *h) {
   if (tsri_option(TSRI_OPT_MESH) == 0) return false;
+  /* a meshed page shows its partner's bytes where its own free blocks
+   * were: the freed pattern of TESSERA_DEBUG=fill would be lost */
+  if (atomic_load_explicit(&tsri_debug_checks, memory_order_relaxed) & TSRI_DEBUG_FILL) return false;
   uint64_t now = tsri_os_clock_ms();
   if (now < h->next_mesh_ms) return false;
   h->next_mesh_ms = now + (uint64_t)tsri_option(TSRI_OPT_MESH_MS);

@@ -40,6 +40,9 @@ void tsri_page_init(tsr_page_t *pg, size_t cls) {
  * and with_remote the blocks other threads freed too (free as well, and
  * handed out by nobody until the owner collects them). */
 static size_t trim_runs(tsr_page_t *pg, bool with_remote) {
+  /* the fill check of TESSERA_DEBUG reads a freed block's pattern back
+   * when the block is handed out again: its pages must keep it */
+  if (atomic_load_explicit(&tsri_debug_checks, memory_order_relaxed) & TSRI_DEBUG_FILL) return 0;
   size_t os_page = tsri_os_page_size(), given = 0;
   uintptr_t run_start = 0;   /* start of the current run of free blocks, 0: none */
   for (size_t i = 0; i <= pg->capacity; i++) {

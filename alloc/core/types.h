@@ -120,6 +120,10 @@ typedef struct tsri_rec_s {
 
 #define TSRI_REC_EXPECTED 0x80000000u   /* tsr_leak_expect: not a leak */
 #define TSRI_TRACKED_ARRAY 0x80000000u  /* tsr_page_t.tracked: the page has `recs` */
+#define TSRI_TRACKED_DEBUG 0x40000000u  /* tsr_page_t.tracked: blocks of the slot were handed
+                                           out under TESSERA_DEBUG (track/debug.c), which
+                                           stays on for the process's life: never cleared */
+#define TSRI_TRACKED_COUNT 0x3fffffffu  /* tsr_page_t.tracked: its count of table records */
 
 /* A context: what the blocks of a page recorded from one call stack by one
  * thread share.  Their sequence numbers lie in [seq_base, seq_base + 2^k),
@@ -284,7 +288,8 @@ typedef struct tsr_heap_s {
   uint32_t reclaim_seen;              /* slow_calls at the reclaimer's last look (reclaimer only) */
   uint64_t next_trim_ms;              /* clock at which to trim our sparse pages next */
   uint64_t next_mesh_ms;              /* clock at which to mesh its pages next (mesh.c) */
-  uint64_t rng;                       /* sampling random state (meta.c) */
+  uint64_t rng;                       /* sampling random state (meta.c, guarded.c) */
+  uint64_t guard_seen;                /* allocs when guarded sampling last looked (guarded.c) */
   uint64_t seq_next, seq_end;         /* record numbers this heap may hand out (meta.c) */
   uint32_t seq_ms;                    /* coarse clock when they were taken */
   tsri_ctx_hint_t ctx_hint[TSR_CLASS_COUNT];   /* per class (meta.c) */

@@ -322,13 +322,24 @@ tsri_hidden int tsri_os_share_punch(uint64_t off, size_t size);
 tsri_hidden int tsri_os_private_map(void *addr, size_t size);
 /* Make committed [addr, addr+size) read-only (write false) or read-write. */
 tsri_hidden int tsri_os_protect(void *addr, size_t size, bool write);
+/* Make [addr, addr+size) of a reservation inaccessible again (any access
+ * faults) and give its memory back: the opposite of tsri_os_commit, for
+ * guard pages and freed guarded slots (POSIX: PROT_NONE and
+ * MADV_DONTNEED; Windows: MEM_DECOMMIT). */
+tsri_hidden int tsri_os_guard(void *addr, size_t size);
 /* The most mappings the process may hold (vm.max_map_count on Linux). */
 tsri_hidden size_t tsri_os_map_limit(void);
 /* Catch access faults: fn(addr) is called for every fault of the process
- * (in the faulting thread, in a signal handler: it may only do what is
- * safe there) and returns true when the access should run again; false
- * passes the fault on to the handler the program had.  Installed once;
+ * (in the faulting thread, in a signal handler or a vectored exception
+ * handler: it may only do what is safe there) and returns true when the
+ * access should run again; false passes the fault on to the next fn
+ * registered, and after the last to the handler the program had (POSIX;
+ * on Windows to the exception handlers after ours).  Up to
+ * TSRI_OS_FAULT_FNS functions, each registered once (a second call with
+ * the same fn changes nothing); the handler is installed by the first.
+ * 0, ENOSPC when every place is taken, ENOSYS where the OS cannot.
  * tsri_os_fault_ours says whether the program has since replaced it. */
+#define TSRI_OS_FAULT_FNS 4
 tsri_hidden int tsri_os_fault_catch(bool (*fn)(void *addr));
 tsri_hidden bool tsri_os_fault_ours(void);
 /* A pipe for a fork child to tell its parent it is ready: handles [0]

@@ -7,8 +7,10 @@
  * physical page; fallocate(PUNCH_HOLE) gives it back.  The fault handler
  * is the write barrier of core/mesh.c: a thread that writes to a page
  * while it is being copied faults, waits in the handler until the copy is
- * mapped in its place, and runs its write again there.  Every function
- * saves and restores errno.
+ * mapped in its place, and runs its write again there.  The same handler
+ * serves guarded sampling (track/guarded.c), which registers with it too:
+ * one SIGSEGV handler for the process, whoever asked first installs it.
+ * Every function saves and restores errno.
  */
 #if !defined(_GNU_SOURCE)
 #define _GNU_SOURCE
@@ -107,6 +109,14 @@ int tsri_os_protect(void *addr, size_t size, bool write) {
   return rc;
 }
 
+int tsri_os_guard(void *addr, size_t size) {
+  int saved = errno;
+  int rc = mprotect(addr, size, PROT_NONE) == 0 ? 0 : errno;
+  if (rc == 0) madvise(addr, size, MADV_DONTNEED);
+  errno = saved;
+  return rc;
+}
+
 size_t tsri_os_map_limit(void) {
   int saved = errno;
   size_t limit = 65530;   /* the kernel's default */
@@ -126,22 +136,26 @@ size_t tsri_os_map_limit(void) {
 }
 
 /* ------------------------------------------------------------------------
- * The fault handler
+ * The fault handler: one for the process, shared by whoever registers
+ * (core/mesh.c's write barrier, track/guarded.c's guard pages)
  * ---------------------------------------------------------------------- */
 
-static bool (*fault_fn)(void *addr);
+static bool (*_Atomic fault_fns[TSRI_OS_FAULT_FNS])(void *addr);
 static struct sigaction fault_prev;   /* the program's handler before ours */
-static _Atomic int fault_installed;
+static _Atomic int fault_state;       /* 0: not installed, 1: being installed, 2: installed */
 
 static void fault_handler(int sig, siginfo_t *info, void *ctx) {
   int saved = errno;
-  /* installed is set once sigaction has filled fault_prev: a fault in
+  /* the state turns 2 once sigaction has filled fault_prev: a fault in
    * between (not meshing's, which has not begun) waits those instants */
-  while (!atomic_load_explicit(&fault_installed, memory_order_acquire)) {
+  while (atomic_load_explicit(&fault_state, memory_order_acquire) != 2) {
   }
-  if (fault_fn(info->si_addr)) {
-    errno = saved;
-    return;   /* the access runs again */
+  for (size_t i = 0; i < TSRI_OS_FAULT_FNS; i++) {
+    bool (*fn)(void *) = atomic_load_explicit(&fault_fns[i], memory_order_acquire);
+    if (fn != NULL && fn(info->si_addr)) {
+      errno = saved;
+      return;   /* the access runs again */
+    }
   }
   errno = saved;
   if (fault_prev.sa_flags & SA_SIGINFO) {
@@ -160,22 +174,41 @@ static void fault_handler(int sig, siginfo_t *info, void *ctx) {
 }
 
 int tsri_os_fault_catch(bool (*fn)(void *addr)) {
-  if (atomic_load_explicit(&fault_installed, memory_order_acquire)) return 0;
+  size_t free_at = TSRI_OS_FAULT_FNS;
+  for (size_t i = 0; i < TSRI_OS_FAULT_FNS; i++) {
+    bool (*had)(void *) = atomic_load_explicit(&fault_fns[i], memory_order_acquire);
+    if (had == fn) {
+      free_at = i;
+      break;
+    }
+    if (had == NULL && free_at == TSRI_OS_FAULT_FNS) {
+      bool (*none)(void *) = NULL;
+      if (atomic_compare_exchange_strong_explicit(&fault_fns[i], &none, fn, memory_order_acq_rel,
+                                                  memory_order_acquire))
+        free_at = i;
+    }
+  }
+  if (free_at == TSRI_OS_FAULT_FNS) return ENOSPC;
+  int expected = 0;
+  if (!atomic_compare_exchange_strong_explicit(&fault_state, &expected, 1, memory_order_acq_rel,
+                                               memory_order_acquire)) {
+    while (atomic_load_explicit(&fault_state, memory_order_acquire) == 1) tsri_os_yield();
+    return atomic_load_explicit(&fault_state, memory_order_acquire) == 2 ? 0 : EAGAIN;
+  }
   int saved = errno;
-  fault_fn = fn;
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_sigaction = fault_handler;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK | SA_NODEFER;
   int rc = sigaction(SIGSEGV, &sa, &fault_prev) == 0 ? 0 : errno;
-  if (rc == 0) atomic_store_explicit(&fault_installed, 1, memory_order_release);
+  atomic_store_explicit(&fault_state, rc == 0 ? 2 : 0, memory_order_release);
   errno = saved;
   return rc;
 }
 
 bool tsri_os_fault_ours(void) {
-  if (!atomic_load_explicit(&fault_installed, memory_order_acquire)) return false;
+  if (atomic_load_explicit(&fault_state, memory_order_acquire) != 2) return false;
   int saved = errno;
   struct sigaction now;
   bool ours = sigaction(SIGSEGV, NULL, &now) == 0 && (now.sa_flags & SA_SIGINFO) &&

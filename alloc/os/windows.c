@@ -583,8 +583,47 @@ int tsri_os_protect(void *addr, size_t size, bool write) {
   return ENOSYS;
 }
 size_t tsri_os_map_limit(void) { return 0; }
-int tsri_os_fault_catch(bool (*fn)(void *addr)) { (void)fn; return ENOSYS; }
-bool tsri_os_fault_ours(void) { return false; }
+/* Faults: a vectored exception handler, first in the chain, sees every
+ * access violation before the program's own handlers (structured
+ * exception handlers, the unhandled-exception filter) and passes on what
+ * no registered function takes: the process then ends as it would have.
+ * A vectored handler cannot be replaced, so once installed it stays ours. */
+static bool (*volatile fault_fns[TSRI_OS_FAULT_FNS])(void *addr);
+static volatile LONG fault_state;   /* 0: not installed, 1: being installed, 2: installed */
+
+static LONG CALLBACK fault_handler(EXCEPTION_POINTERS *info) {
+  EXCEPTION_RECORD *r = info->ExceptionRecord;
+  if (r->ExceptionCode != EXCEPTION_ACCESS_VIOLATION || r->NumberParameters < 2)
+    return EXCEPTION_CONTINUE_SEARCH;
+  void *addr = (void *)r->ExceptionInformation[1];
+  for (size_t i = 0; i < TSRI_OS_FAULT_FNS; i++) {
+    bool (*fn)(void *) = fault_fns[i];
+    if (fn != NULL && fn(addr)) return EXCEPTION_CONTINUE_EXECUTION;
+  }
+  return EXCEPTION_CONTINUE_SEARCH;
+}
+
+int tsri_os_fault_catch(bool (*fn)(void *addr)) {
+  size_t at = TSRI_OS_FAULT_FNS;
+  for (size_t i = 0; i < TSRI_OS_FAULT_FNS && at == TSRI_OS_FAULT_FNS; i++) {
+    if (fault_fns[i] == fn) at = i;
+    else if (InterlockedCompareExchangePointer((PVOID volatile *)&fault_fns[i], (PVOID)fn, NULL) == NULL) at = i;
+  }
+  if (at == TSRI_OS_FAULT_FNS) return ENOSPC;
+  if (InterlockedCompareExchange(&fault_state, 1, 0) != 0) {
+    while (fault_state == 1) SwitchToThread();
+    return fault_state == 2 ? 0 : EAGAIN;
+  }
+  OS_SAVE;
+  bool ok = AddVectoredExceptionHandler(1, fault_handler) != NULL;
+  OS_RESTORE;
+  InterlockedExchange(&fault_state, ok ? 2 : 0);
+  return ok ? 0 : ENOMEM;
+}
+
+bool tsri_os_fault_ours(void) { return fault_state == 2; }
+
+int tsri_os_guard(void *addr, size_t size) { return tsri_os_decommit(addr, size); }
 int tsri_os_pipe(intptr_t handles[2]) { (void)handles; return ENOSYS; }
 void tsri_os_pipe_read_byte(intptr_t handle) { (void)handle; }
 

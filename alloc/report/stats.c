@@ -79,9 +79,11 @@ int tsr_stats_get(tsr_stats_t *stats) {
   }
   uint64_t large_bytes, large_blocks, large_mapped;
   tsri_large_stats(&large_bytes, &large_blocks, &large_mapped);
-  s.allocated = live + large_bytes;
+  uint64_t guarded_blocks, guarded_bytes;
+  tsri_guarded_stats(&guarded_blocks, &guarded_bytes);
+  s.allocated = live + large_bytes + guarded_bytes;
   s.large_live = large_blocks;
-  s.live_blocks = blocks + large_blocks;
+  s.live_blocks = blocks + large_blocks + guarded_blocks;
 #define TSRI_COPY(name) s.name = atomic_load_explicit(&tsri_counters.name, memory_order_relaxed);
   TSRI_OS_COUNTERS(TSRI_COPY)
 #undef TSRI_COPY
@@ -194,5 +196,5 @@ size_t tsr_check(void) {
   tsri_lock(tsri_arena_lock_get());
   for (tsr_arena_t *a = tsri_arena_first(); a != NULL; a = a->next) bad += tsri_arena_check(a);
   tsri_unlock(tsri_arena_lock_get());
-  return bad + tsri_meta_check();
+  return bad + tsri_meta_check() + tsri_debug_check();
 }

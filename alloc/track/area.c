@@ -183,6 +183,7 @@ void tsri_meta_area_count(const tsr_page_t *pg, uint64_t *live, uint64_t *reques
 }
 
 void tsri_hook_page_retire(tsr_page_t *pg) {
+  tsri_debug_page_retire(pg);
   if (atomic_load_explicit(&pg->recs, memory_order_relaxed) == NULL) return;
   /* walkers copy areas under the arena lock: once the pointer is gone
    * under that lock, nobody reads the area any more */

@@ -182,9 +182,14 @@ static int64_t next_interval(tsr_heap_t *h) {
   return n > 4e18 ? INT64_MAX : (int64_t)n;
 }
 
+/* -1 sends every allocation to tsri_hook_alloc: full tracking, debug
+ * mode, guarded sampling of every allocation.  Guarded sampling decides
+ * when a countdown runs out, so it keeps one even at `stats`. */
 static int64_t countdown_for(int level, tsr_heap_t *h) {
-  if (level == TSR_TRACK_FULL) return -1;
-  if (level == TSR_TRACK_STATS) return INT64_MAX;
+  int64_t guard = tsri_option(TSRI_OPT_GUARD_SAMPLE);
+  if (level == TSR_TRACK_FULL || guard == 1 || atomic_load_explicit(&tsri_debug_checks, memory_order_relaxed) != 0)
+    return -1;
+  if (level == TSR_TRACK_STATS && guard == 0) return INT64_MAX;
   return next_interval(h);
 }
 
@@ -213,6 +218,7 @@ static void level_set(int level) {
 }
 
 void tsri_hook_options(bool early) {
+  if (!early) tsri_debug_options();
   level_set(early ? TSR_TRACK_FULL : (int)tsri_option(TSRI_OPT_TRACK));
 }
 
@@ -407,6 +413,8 @@ static inline uint32_t capture_stack(void *caller, tsr_heap_t *h, void *fp) {
   return tsr_likely(known != 0) ? known : capture_walk(caller, h, fp);
 }
 
+uint32_t tsri_meta_stack(void *caller, tsr_heap_t *h, void *fp) { return capture_stack(caller, h, fp); }
+
 /* The smallest request whose waste in a block of block_size format f holds. */
 static inline uint32_t waste_fits_from(rec_fmt_t f, uint32_t block_size) {
   uint32_t most = (1u << f.waste_bits) - 1u;
@@ -468,7 +476,7 @@ static bool record_in_table(const meta_entry_t *e, tsr_page_t *pg) {
     /* the page's first table record starts the mask afresh (the word
      * held the slot's free time, or bits of records gone since) */
     uint32_t bit = tsri_in_table_bit(tsri_block_index_of(pg, (const void *)e->ptr));
-    if ((atomic_fetch_add_explicit(&pg->tracked, 1, memory_order_relaxed) & ~TSRI_TRACKED_ARRAY) == 0)
+    if ((atomic_fetch_add_explicit(&pg->tracked, 1, memory_order_relaxed) & TSRI_TRACKED_COUNT) == 0)
       atomic_store_explicit(&pg->in_table, bit, memory_order_relaxed);
     else
       atomic_fetch_or_explicit(&pg->in_table, bit, memory_order_relaxed);
@@ -487,6 +495,11 @@ static tsr_noinline void record_table(void *p, tsr_page_t *pg, size_t requested,
                      pg ? pg->cls : TSR_CLASS_COUNT,
                      { seq, requested > UINT32_MAX ? UINT32_MAX : (uint32_t)requested, stack, h->thread, ms } };
   record_in_table(&e, pg);
+}
+
+void tsri_meta_record(void *p, tsr_page_t *pg, size_t size, uint32_t stack, tsr_heap_t *h) {
+  uint64_t seq = atomic_fetch_add_explicit(&meta_seq, 1, memory_order_relaxed) + 1;
+  record_table(p, pg, size, 1.0, stack, seq, clock_now(), h);
 }
 
 /* Full tracking: the record of block p, idx of pg, which h just handed
@@ -515,10 +528,18 @@ tsr_noinline void *tsri_hook_alloc(size_t size, size_t cls, size_t align, bool z
     errno = ENOMEM;
     return NULL;
   }
+  if (tsr_unlikely(atomic_load_explicit(&tsri_debug_checks, memory_order_relaxed) != 0))
+    return tsri_debug_alloc(h, size, cls, align, zero, caller, fp);
   size_t idx = 0;
-  void *p = cls < TSR_CLASS_COUNT ? tsri_heap_alloc_at(h, cls, &idx) : tsri_large_alloc(size, align, zero);
+  /* a guarded block has no record (the totals count it, guarded.c), so
+   * full tracking, which records every block, guards none */
+  void *p = level != TSR_TRACK_FULL && tsri_guarded_due(h, size) ? tsri_guarded_alloc(size, align, h, caller, fp)
+                                                                 : NULL;
+  bool guarded = p != NULL;
+  if (!guarded) p = cls < TSR_CLASS_COUNT ? tsri_heap_alloc_at(h, cls, &idx) : tsri_large_alloc(size, align, zero);
   if (p == NULL) return NULL;
   tsri_heap_count(&h->allocs);
+  if (guarded && zero) memset(p, 0, size);
   if (level == TSR_TRACK_FULL) {
     /* a large block, a thread's first allocation, or a small block whose
      * record tsri_hook_alloc_small left to this path */
@@ -535,7 +556,7 @@ tsr_noinline void *tsri_hook_alloc(size_t size, size_t cls, size_t align, bool z
   if (level == TSR_TRACK_SAMPLE) {
     if (left < 0) left = next_interval(h);   /* the level changed: start counting */
     left -= (int64_t)size;
-    if (left < 0) {
+    if (left < 0 && !guarded) {
       double mean = (double)tsri_option(TSRI_OPT_SAMPLE_BYTES);
       double prob = one_minus_exp((double)(size ? size : 1) / mean);
       /* a number of its own, dated in the record: a sample takes no block
@@ -544,11 +565,13 @@ tsr_noinline void *tsri_hook_alloc(size_t size, size_t cls, size_t align, bool z
       h->seq_end = h->seq_next;   /* numbers after it only, back under full tracking */
       record_table(p, cls < TSR_CLASS_COUNT ? tsri_page_of(p) : NULL, size, 1.0 / prob,
                    capture_stack(caller, h, fp), seq, clock_now(), h);
-      left = next_interval(h);
     }
-  } else {
-    left = INT64_MAX;
   }
+  /* a new countdown when this one ran out, or when every allocation is to
+   * come here (guarded sampling of each: each is then a fresh draw of
+   * the exponential, which forgets what came before) */
+  if (left < 0 || level != TSR_TRACK_SAMPLE || tsri_option(TSRI_OPT_GUARD_SAMPLE) == 1)
+    left = countdown_for(level, h);
   atomic_store_explicit(&h->sample_left, left, memory_order_relaxed);
   return p;
 }
@@ -578,7 +601,7 @@ static inline bool hint_serves(const tsri_ctx_hint_t *hint, const tsr_page_t *pg
  * (TSRI_OS_STACK_MEMO 0) or a ticker (TSRI_OS_CLOCK_IS_A_READ) it is the
  * same, and there every record walks its stack, which costs far more than
  * the way round. */
-void *tsri_hook_alloc_small(size_t size, size_t cls, void *caller) {
+void *tsri_hook_alloc_small(size_t size, size_t cls, size_t align, void *caller) {
   tsr_heap_t *h = tsri_tl_heap;
   if (tsr_likely(atomic_load_explicit(&tsri_track_level, memory_order_relaxed) == TSR_TRACK_FULL &&
                  h != &tsri_heap_none)) {
@@ -609,7 +632,7 @@ void *tsri_hook_alloc_small(size_t size, size_t cls, void *caller) {
       }
     }
   }
-  return tsri_hook_alloc(size, cls, 0, false, caller);
+  return tsri_hook_alloc(size, cls, align, false, caller);
 }
 
 tsri_rec_t tsri_meta_rec_expand(const tsri_ctx_t *ctxs, rec_fields_t rec, uint64_t longv, rec_fmt_t f,
@@ -712,7 +735,7 @@ size_t tsri_meta_check(void) {
     long idx = pg ? tsri_block_index(pg, (void *)e->ptr) : -1;
     bool live = pg ? idx >= 0 && !tsri_block_is_free(pg, (size_t)idx) : tsri_large_usable((void *)e->ptr) != 0;
     if (!live || e->requested > e->usable || (e->rec.stack & ~TSRI_REC_EXPECTED) > stacks ||
-        (pg != NULL && (atomic_load_explicit(&pg->tracked, memory_order_relaxed) & ~TSRI_TRACKED_ARRAY) == 0)) {
+        (pg != NULL && (atomic_load_explicit(&pg->tracked, memory_order_relaxed) & TSRI_TRACKED_COUNT) == 0)) {
       tsri_warning("check: record of %p (requested %zu, stack %zu) does not match a live block",
                    (void *)e->ptr, (size_t)e->requested, (size_t)(e->rec.stack & ~TSRI_REC_EXPECTED));
       bad++;
@@ -742,6 +765,8 @@ size_t tsri_meta_check(void) {
 }
 
 void tsri_hook_fork_prepare(void) {
+  tsri_debug_fork_prepare();
+  tsri_guarded_fork_prepare();
   tsri_stack_fork_prepare();
   tsri_lock(&meta_lock);
   tsri_lock(&seq_lock);
@@ -751,6 +776,8 @@ void tsri_hook_fork_parent(void) {
   tsri_unlock(&seq_lock);
   tsri_unlock(&meta_lock);
   tsri_stack_fork_parent();
+  tsri_guarded_fork_parent();
+  tsri_debug_fork_parent();
 }
 
 void tsri_hook_fork_child(void) {
@@ -760,4 +787,6 @@ void tsri_hook_fork_child(void) {
   tsri_unlock(&seq_lock);
   tsri_unlock(&meta_lock);
   tsri_stack_fork_child();
+  tsri_guarded_fork_child();
+  tsri_debug_fork_child();
 }

@@ -157,6 +157,20 @@ static uint32_t index_find(const stack_index_t *ix, uint64_t h, void *const *fra
   }
 }
 
+uint32_t tsri_stack_capture_from(void *caller) {
+  void *frames[TSRI_STACK_DEPTH + 8];
+  size_t n = tsri_os_stack_capture(frames, TSRI_STACK_DEPTH + 8, 0);
+  size_t first = 0;
+  while (first < n && frames[first] != caller) first++;
+  if (first == n) {   /* the unwinder lost the way: the caller is known */
+    frames[0] = caller;
+    first = 0;
+    n = 1;
+  }
+  size_t depth = n - first < TSRI_STACK_DEPTH ? n - first : TSRI_STACK_DEPTH;
+  return tsri_stack_intern(frames + first, depth);
+}
+
 uint32_t tsri_stack_intern(void *const *frames, size_t n) {
   if (n == 0) return 0;
   if (n > TSRI_STACK_DEPTH) n = TSRI_STACK_DEPTH;

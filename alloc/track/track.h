@@ -52,6 +52,57 @@ tsri_hidden int tsri_meta_walk(tsri_walk_fn *fn, void *arg, bool only_tracked);
 tsri_hidden bool tsri_meta_site_expected(uint32_t stack);
 tsri_hidden size_t tsri_meta_check(void);
 
+/* ---- making records and capturing stacks (meta.c, stack.c) ---------------- */
+
+/* The stack of an allocation that returns to caller, captured from the
+ * frame fp of a function of tracking's that is still running (meta.c:
+ * through the heap's memo). */
+tsri_hidden uint32_t tsri_meta_stack(void *caller, tsr_heap_t *h, void *fp);
+/* A table record, weight 1, for block p of pg (NULL: large) that h just
+ * handed out for a request of size bytes. */
+tsri_hidden void tsri_meta_record(void *p, tsr_page_t *pg, size_t size, uint32_t stack, tsr_heap_t *h);
+/* The stack of the calling thread from the program's call that returns to
+ * caller outwards, interned; for frees, which have no heap memo. */
+tsri_hidden uint32_t tsri_stack_capture_from(void *caller);
+
+/* ---- the debug checks (debug.c) and guarded sampling (guarded.c) --------- */
+
+/* The patterns of TESSERA_DEBUG: new blocks, freed blocks, guard bytes
+ * (also the slack of a guarded block). */
+#define TSRI_DEBUG_NEW_BYTE 0xAB
+#define TSRI_DEBUG_FREED_BYTE 0xFB
+#define TSRI_DEBUG_GUARD_BYTE 0xC5
+/* tsri_hook_alloc's work under TESSERA_DEBUG, from its frame fp. */
+tsri_hidden void *tsri_debug_alloc(tsr_heap_t *h, size_t size, size_t cls, size_t align, bool zero,
+                                   void *caller, void *fp);
+/* Take the checks from the options (when they are read). */
+tsri_hidden void tsri_debug_options(void);
+/* pg goes back to its arena: drop the records of its freed blocks. */
+tsri_hidden void tsri_debug_page_retire(tsr_page_t *pg);
+/* tsr_check's part: the guard of every live block and the freed pattern
+ * of every block in the quarantine; returns the damaged blocks. */
+tsri_hidden size_t tsri_debug_check(void);
+/* Lines of a message (tsri_error_line): "<what> by thread T at:" and the
+ * frames of stack, symbolised. */
+tsri_hidden void tsri_debug_stack_lines(const char *what, uint32_t stack, uint32_t thread);
+tsri_hidden void tsri_debug_fork_prepare(void);
+tsri_hidden void tsri_debug_fork_parent(void);
+tsri_hidden void tsri_debug_fork_child(void);
+/* Should the allocation whose countdown ran out on h be guarded? */
+tsri_hidden bool tsri_guarded_due(tsr_heap_t *h, size_t size);
+/* A guarded block of size bytes (align: 0 or the alignment asked for),
+ * or NULL when none can be had (too big, no free slot). */
+tsri_hidden void *tsri_guarded_alloc(size_t size, size_t align, tsr_heap_t *h, void *caller, void *fp);
+/* Live guarded blocks and the bytes asked for them (a guarded block's
+ * usable size), for the totals. */
+tsri_hidden void tsri_guarded_stats(uint64_t *blocks, uint64_t *bytes);
+/* Visit each live guarded block (no record: tracked 0), as tsri_meta_walk
+ * does; fn may allocate. */
+tsri_hidden int tsri_guarded_walk(tsri_walk_fn *fn, void *arg);
+tsri_hidden void tsri_guarded_fork_prepare(void);
+tsri_hidden void tsri_guarded_fork_parent(void);
+tsri_hidden void tsri_guarded_fork_child(void);
+
 #define TSRI_STACK_DEPTH 32
 /* The id of this stack (frames innermost first), interning it on first
  * sight; 0 when n is 0 or the table is full.  Lock-free when known. */

@@ -170,7 +170,7 @@ static int walk_pages(tsri_walk_fn *fn, void *arg, bool only_tracked, walk_page_
       bool has_recs;
       if (!walk_copy(a, slot, &pg, w, &has_recs)) continue;
       slot += pg.span_slots - 1;
-      bool in_table = (atomic_load_explicit(&pg.tracked, memory_order_relaxed) & ~TSRI_TRACKED_ARRAY) != 0;
+      bool in_table = (atomic_load_explicit(&pg.tracked, memory_order_relaxed) & TSRI_TRACKED_COUNT) != 0;
       if (only_tracked && !has_recs && !in_table) continue;
       rec_fmt_t f = rec_fmt(pg.block_size);
       uint32_t free_blocks = 0;
@@ -231,5 +231,6 @@ int tsri_meta_walk(tsri_walk_fn *fn, void *arg, bool only_tracked) {
   int stop = walk_pages(fn, arg, only_tracked, w);
   tsri_os_release(mem, tsri_align_up(sizeof(walk_page_t), tsri_os_page_size()));
   if (stop == 0) stop = walk_large(fn, arg, only_tracked);
+  if (stop == 0 && !only_tracked) stop = tsri_guarded_walk(fn, arg);
   return stop;
 }
