@@ -143,6 +143,46 @@ int tsri_os_alloc(size_t size, size_t align, void **out) {
   return rc;
 }
 
+int tsri_os_alloc_uncapped(size_t size, void **out) {
+  int saved = errno;
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  errno = saved;
+  if (p == MAP_FAILED) return ENOMEM;
+  *out = p;
+  return 0;
+}
+
+void tsri_os_release_uncapped(void *addr, size_t size) {
+  int saved = errno;
+  munmap(addr, size);
+  errno = saved;
+}
+
+/* The kernel hands out mappings top down already. */
+int tsri_os_alloc_high(size_t size, size_t align, void **out) { return tsri_os_alloc(size, align, out); }
+
+/* A binary search of PROT_NONE mappings, each unmapped at once; the cap
+ * (RLIMIT_AS) is the kernel's, TESSERA_RESERVE_LIMIT is not consulted. */
+uint64_t tsri_os_largest_reservation(void) {
+  int saved = errno;
+  size_t page = tsri_os_page_size();
+  uint64_t lo = 0, hi = UINTPTR_MAX > 0xFFFFFFFFu ? (uint64_t)1 << 47 : (uint64_t)1 << 32;
+  while (hi - lo > page) {
+    uint64_t mid = (lo + (hi - lo) / 2) & ~(uint64_t)(page - 1);
+    if (mid <= lo) break;
+    void *p = mid <= SIZE_MAX ? mmap(NULL, (size_t)mid, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+                              : MAP_FAILED;
+    if (p != MAP_FAILED) {
+      munmap(p, (size_t)mid);
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  errno = saved;
+  return lo;
+}
+
 int tsri_os_commit(void *addr, size_t size) {
   int saved = errno;
   int rc = mprotect(addr, size, PROT_READ | PROT_WRITE) == 0 ? 0 : ENOMEM;
@@ -430,6 +470,7 @@ int tsri_os_regions(int (*fn)(const tsri_os_region_t *r, void *arg), void *arg,
   char buf[8192];
   size_t have = 0;
   int stop = 0;
+  uintptr_t guard_end = 0;   /* end of the last anonymous no-access page run of up to 64 KiB */
   for (;;) {
     ssize_t n = read(fd, buf + have, sizeof buf - 1 - have);
     if (n < 0 && errno == EINTR) continue;
@@ -440,7 +481,14 @@ int tsri_os_regions(int (*fn)(const tsri_os_region_t *r, void *arg), void *arg,
     while (!stop && (nl = memchr(line, '\n', have - (size_t)(line - buf))) != NULL) {
       *nl = 0;
       tsri_os_region_t r = { 0 };
-      if (maps_line(line, &r) && r.end <= *hi) stop = fn(&r, arg);
+      if (maps_line(line, &r) && r.end <= *hi) {
+        bool anon = r.name[0] == 0;
+        if (strcmp(r.name, "[heap]") == 0) r.holder = TSRI_OS_HOLDER_HEAP;
+        else if (strncmp(r.name, "[stack", 6) == 0) r.holder = TSRI_OS_HOLDER_STACK;
+        else if (anon && (r.prot & 3u) == 3u && guard_end == r.start) r.holder = TSRI_OS_HOLDER_STACK;
+        guard_end = anon && r.prot == 0 && r.end - r.start <= 65536 ? r.end : 0;
+        stop = fn(&r, arg);
+      }
       line = nl + 1;
     }
     if (stop) break;

@@ -76,16 +76,50 @@ size_t tsri_os_granularity(void) {
  * Memory
  * ---------------------------------------------------------------------- */
 
-/* Where the next aligned reservation is tried first: just past the last
- * one, so that arenas line up without the over-reserve dance below. */
+/* Where the next aligned reservation is tried first (64-bit): just past
+ * the last one, so that arenas line up without the over-reserve dance
+ * below. */
 static _Atomic uintptr_t os_hint;
 
-/* VirtualAlloc size bytes (type MEM_RESERVE, or MEM_RESERVE|MEM_COMMIT)
- * aligned to align.  Windows aligns every reservation to the allocation
- * granularity; beyond that it cannot trim a reservation as munmap can, so
- * an aligned one is found by reserving size + align, releasing it, and
- * reserving again at the aligned address inside it, which another thread
- * may take in between: then the whole step is tried again. */
+/* A 32-bit process: its 2 GiB are what runs out, so placement follows
+ * FastMM's rule.  Aligned reservations (arenas, which live as long as the
+ * process and hold its long-lived small blocks) go to the lowest aligned
+ * window that is free; large blocks, which come and go, are reserved top
+ * down (tsri_os_alloc_high, tsri_os_reserve_open); the free space stays
+ * one range between the two instead of being cut by whichever came
+ * last. */
+#define OS_SPACE_TIGHT (UINTPTR_MAX <= 0xFFFFFFFFu)
+
+/* Reserve (type) size bytes at the lowest multiple of align inside a free
+ * region, found by VirtualQuery from the bottom; NULL when none is free.
+ * A window another thread took meanwhile is passed by. */
+static void *os_alloc_lowest(size_t size, size_t align, DWORD type, DWORD prot) {
+  uintptr_t at = atomic_load_explicit(&os_min_addr, memory_order_relaxed);
+  uintptr_t last = atomic_load_explicit(&os_max_addr, memory_order_relaxed);
+  while (at < last) {
+    MEMORY_BASIC_INFORMATION m;
+    if (VirtualQuery((const void *)at, &m, sizeof m) != sizeof m || m.RegionSize == 0) break;
+    uintptr_t start = (uintptr_t)m.BaseAddress, end = start + m.RegionSize;
+    if (end <= at) break;
+    uintptr_t want = (start + align - 1) & ~(uintptr_t)(align - 1);
+    if (m.State == MEM_FREE && want >= start && want + size > want && want + size <= end) {
+      void *p = VirtualAlloc((void *)want, size, type, prot);
+      if (p == (void *)want) return p;
+      if (p != NULL) VirtualFree(p, 0, MEM_RELEASE);
+    }
+    at = end;
+  }
+  return NULL;
+}
+
+/* VirtualAlloc size bytes (type MEM_RESERVE, or MEM_RESERVE|MEM_COMMIT,
+ * with MEM_TOP_DOWN for a large block in a 32-bit process) aligned to
+ * align.  Windows aligns every reservation to the allocation granularity;
+ * beyond that it cannot trim a reservation as munmap can, so an aligned
+ * one is found at the lowest free aligned window (32-bit) or just past
+ * the last one (64-bit), else by reserving size + align, releasing it,
+ * and reserving again at the aligned address inside it, which another
+ * thread may take in between: then the whole step is tried again. */
 static int os_virtual_alloc(size_t size, size_t align, DWORD type, void **out) {
   size_t gran = tsri_os_granularity();
   DWORD prot = (type & MEM_COMMIT) ? PAGE_READWRITE : PAGE_NOACCESS;
@@ -96,8 +130,16 @@ static int os_virtual_alloc(size_t size, size_t align, DWORD type, void **out) {
     *out = p;
     return 0;
   }
+  type &= ~(DWORD)MEM_TOP_DOWN;
+  if (OS_SPACE_TIGHT) {
+    void *p = os_alloc_lowest(size, align, type, prot);
+    if (p != NULL) {
+      *out = p;
+      return 0;
+    }
+  }
   uintptr_t hint = atomic_load_explicit(&os_hint, memory_order_relaxed);
-  if (hint != 0 && (hint & (align - 1)) == 0) {
+  if (!OS_SPACE_TIGHT && hint != 0 && (hint & (align - 1)) == 0) {
     void *p = VirtualAlloc((void *)hint, size, type, prot);
     if (p == (void *)hint) {
       atomic_store_explicit(&os_hint, hint + size, memory_order_relaxed);
@@ -139,18 +181,66 @@ int tsri_os_reserve(size_t size, size_t align, void **out) {
   return rc;
 }
 
+/* Placed high in a 32-bit process: a large segment (segment.c). */
 int tsri_os_reserve_open(size_t size, size_t align, void **out, bool *open) {
   *open = false;   /* committed page by page, as any reservation */
-  return tsri_os_reserve(size, align, out);
-}
-
-int tsri_os_alloc(size_t size, size_t align, void **out) {
   if (!os_budget_take(os_span(size))) return ENOMEM;
   OS_SAVE;
-  int rc = os_virtual_alloc(size, align, MEM_RESERVE | MEM_COMMIT, out);
+  int rc = os_virtual_alloc(size, align, MEM_RESERVE | (OS_SPACE_TIGHT ? MEM_TOP_DOWN : 0), out);
   OS_RESTORE;
   if (rc != 0) os_budget_give(os_span(size));
   return rc;
+}
+
+static int os_alloc_placed(size_t size, size_t align, DWORD top, void **out) {
+  if (!os_budget_take(os_span(size))) return ENOMEM;
+  OS_SAVE;
+  int rc = os_virtual_alloc(size, align, MEM_RESERVE | MEM_COMMIT | top, out);
+  OS_RESTORE;
+  if (rc != 0) os_budget_give(os_span(size));
+  return rc;
+}
+
+int tsri_os_alloc(size_t size, size_t align, void **out) { return os_alloc_placed(size, align, 0, out); }
+
+int tsri_os_alloc_high(size_t size, size_t align, void **out) {
+  return os_alloc_placed(size, align, OS_SPACE_TIGHT ? MEM_TOP_DOWN : 0, out);
+}
+
+int tsri_os_alloc_uncapped(size_t size, void **out) {
+  OS_SAVE;
+  int rc = os_virtual_alloc(size, tsri_os_granularity(), MEM_RESERVE | MEM_COMMIT, out);
+  OS_RESTORE;
+  return rc;
+}
+
+void tsri_os_release_uncapped(void *addr, size_t size) {
+  (void)size;
+  OS_SAVE;
+  VirtualFree(addr, 0, MEM_RELEASE);
+  OS_RESTORE;
+}
+
+/* A binary search of reservations, each released at once; not counted
+ * against the cap (nothing is kept). */
+uint64_t tsri_os_largest_reservation(void) {
+  OS_SAVE;
+  size_t gran = tsri_os_granularity();
+  uint64_t lo = 0;
+  uint64_t hi = (uint64_t)atomic_load_explicit(&os_max_addr, memory_order_relaxed) + 1;
+  while (hi - lo > gran) {
+    uint64_t mid = (lo + (hi - lo) / 2) & ~(uint64_t)(gran - 1);
+    if (mid <= lo) break;
+    void *p = mid <= SIZE_MAX ? VirtualAlloc(NULL, (size_t)mid, MEM_RESERVE, PAGE_NOACCESS) : NULL;
+    if (p != NULL) {
+      VirtualFree(p, 0, MEM_RELEASE);
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  OS_RESTORE;
+  return lo;
 }
 
 int tsri_os_commit(void *addr, size_t size) {
@@ -445,6 +535,50 @@ static void os_region_name(const MEMORY_BASIC_INFORMATION *m, char *buf, size_t 
   if (n > 0 && n < sizeof w / sizeof w[0]) os_utf8(w, buf, size);
 }
 
+/* Whether the process runs under wine, whose VirtualQuery calls the free
+ * parts of the ranges it reserved for itself at start-up MEM_RESERVE,
+ * though VirtualAlloc hands them out (in a 32-bit process everything
+ * above the first 512 MiB). */
+static bool os_under_wine(void) {
+  HMODULE ntdll = GetModuleHandleW(L"ntdll.dll");
+  return ntdll != NULL && GetProcAddress(ntdll, "wine_get_version") != NULL;
+}
+
+/* A reservation with nothing committed that VirtualAlloc grants again
+ * (released at once) is free: wine's reserved areas.  On Windows the
+ * call fails on any reservation. */
+static bool os_reservable(uintptr_t start, uintptr_t end) {
+  void *p = VirtualAlloc((void *)start, end - start, MEM_RESERVE, PAGE_NOACCESS);
+  if (p == NULL) return false;
+  VirtualFree(p, 0, MEM_RELEASE);
+  return p == (void *)start;
+}
+
+/* What holds the reservation at base (private memory): a thread's stack
+ * (a guard page in it, or the calling thread's own, which holds a local
+ * variable of this function), a heap (the
+ * first reservation of one of the process's heaps: GetProcessHeaps; its
+ * later segments and big blocks are reservations of their own, which
+ * stay TSRI_OS_HOLDER_NONE), or unknown.  Reads the regions of the
+ * reservation ahead of the walk. */
+static unsigned os_holder_of(uintptr_t base, uintptr_t last, const HANDLE *heaps, DWORD n_heaps) {
+  uintptr_t at = base, end = base;
+  bool guard = false;
+  while (at <= last) {
+    MEMORY_BASIC_INFORMATION m;
+    if (VirtualQuery((const void *)at, &m, sizeof m) != sizeof m || m.RegionSize == 0) break;
+    if ((uintptr_t)m.AllocationBase != base || m.State == MEM_FREE) break;
+    guard = guard || (m.State == MEM_COMMIT && (m.Protect & PAGE_GUARD));
+    end = (uintptr_t)m.BaseAddress + m.RegionSize;
+    at = end;
+  }
+  uintptr_t here = (uintptr_t)&at;
+  if (guard || (here >= base && here < end)) return TSRI_OS_HOLDER_STACK;
+  for (DWORD i = 0; i < n_heaps; i++)
+    if ((uintptr_t)heaps[i] >= base && (uintptr_t)heaps[i] < end) return TSRI_OS_HOLDER_HEAP;
+  return TSRI_OS_HOLDER_NONE;
+}
+
 int tsri_os_regions(int (*fn)(const tsri_os_region_t *r, void *arg), void *arg,
                     uintptr_t *lo, uintptr_t *hi) {
   OS_SAVE;
@@ -453,14 +587,25 @@ int tsri_os_regions(int (*fn)(const tsri_os_region_t *r, void *arg), void *arg,
   uintptr_t last = atomic_load_explicit(&os_max_addr, memory_order_relaxed);
   *lo = first;
   *hi = last + 1;   /* lpMaximumApplicationAddress is the last byte */
-  uintptr_t at = first;
+  HANDLE heaps[64];
+  DWORD n_heaps = GetProcessHeaps(sizeof heaps / sizeof heaps[0], heaps);
+  if (n_heaps > sizeof heaps / sizeof heaps[0]) n_heaps = sizeof heaps / sizeof heaps[0];
+  bool wine = os_under_wine();
+  uintptr_t at = first, holder_base = 0;
+  unsigned holder = TSRI_OS_HOLDER_NONE;
   char name[1024];
   while (at >= first && at <= last) {
     MEMORY_BASIC_INFORMATION m;
     if (VirtualQuery((const void *)at, &m, sizeof m) != sizeof m || m.RegionSize == 0) break;
     uintptr_t start = (uintptr_t)m.BaseAddress, end = start + m.RegionSize;
     if (end <= at) break;
-    if (m.State != MEM_FREE) {
+    bool wine_free = wine && m.State == MEM_RESERVE && m.Type == MEM_PRIVATE &&
+                     (uintptr_t)m.AllocationBase == start && os_reservable(start, end);
+    if (m.State != MEM_FREE && !wine_free) {
+      if (m.Type == MEM_PRIVATE && (uintptr_t)m.AllocationBase != holder_base) {
+        holder_base = (uintptr_t)m.AllocationBase;
+        holder = os_holder_of(holder_base, last, heaps, n_heaps);
+      }
       tsri_os_region_t r;
       memset(&r, 0, sizeof r);
       r.start = start;
@@ -469,6 +614,7 @@ int tsri_os_regions(int (*fn)(const tsri_os_region_t *r, void *arg), void *arg,
       r.prot = m.State == MEM_COMMIT && !(m.Protect & PAGE_GUARD) ? os_prot_bits(m.Protect) : 0;
       r.type = m.Type == MEM_IMAGE ? 3u : m.Type == MEM_MAPPED ? 2u : 1u;
       r.base = (uintptr_t)m.AllocationBase;
+      r.holder = m.Type == MEM_PRIVATE ? holder : TSRI_OS_HOLDER_NONE;
       os_region_name(&m, name, sizeof name);
       r.name = name;
       if (fn(&r, arg) != 0) break;
