@@ -28,6 +28,10 @@
  *             signal report with its own pid; with the threads joined, it
  *             must have one thread more than it had at birth: the report
  *             thread, once
+ *   failure   under TESSERA_RESERVE_LIMIT: 8 MiB blocks until NULL (the
+ *             report at failure is written then), small blocks until
+ *             NULL, then everything freed; tsr_space_pieces must count
+ *             both refusals and name the last
  *
  * Prints "ok" and exits 0, or prints "FAIL: ..." and exits 1.
  */
@@ -285,6 +289,27 @@ static void rewrite_env_case(void) {
   tsr_free(p);
 }
 
+static void failure_case(void) {
+  static void *blocks[4096];
+  size_t n = 0;
+  while (n < 64 && (blocks[n] = tsr_malloc((size_t)8 << 20)) != NULL) n++;
+  CHECK(n > 0 && n < 64, "%zu blocks of 8 MiB under the cap\n", n);
+  tsr_space_pieces_t p;
+  p.size = sizeof p;
+  CHECK(tsr_space_pieces(&p) == 0, "tsr_space_pieces failed\n");
+  CHECK(p.refusals == 1 && p.refused_size == (size_t)8 << 20 && p.refused_large == 1,
+        "refusals %llu, last %llu bytes, large %u\n", (unsigned long long)p.refusals,
+        (unsigned long long)p.refused_size, p.refused_large);
+  CHECK(p.reserve_left < (size_t)8 << 20, "the cap leaves %llu bytes\n", (unsigned long long)p.reserve_left);
+  size_t small_first = n;
+  while (n < sizeof blocks / sizeof blocks[0] && (blocks[n] = tsr_malloc(100000)) != NULL) n++;
+  CHECK(n > small_first && n < sizeof blocks / sizeof blocks[0], "%zu small blocks under the cap\n", n - small_first);
+  CHECK(tsr_space_pieces(&p) == 0, "tsr_space_pieces failed\n");
+  CHECK(p.refusals == 2 && p.refused_large == 0, "refusals %llu, large %u\n", (unsigned long long)p.refusals,
+        p.refused_large);
+  for (size_t i = 0; i < n; i++) tsr_free(blocks[i]);
+}
+
 static int run_case(const char *name) {
   if (strcmp(name, "leaks") == 0) leaks_case(false);
   else if (strcmp(name, "leaks_fn") == 0) leaks_case(true);
@@ -293,6 +318,7 @@ static int run_case(const char *name) {
   else if (strcmp(name, "rewrite_env") == 0) rewrite_env_case();
   else if (strcmp(name, "plain") == 0) plain_case();
   else if (strcmp(name, "secure") == 0) secure_case();
+  else if (strcmp(name, "failure") == 0) failure_case();
   else return 2;
   return 0;
 }

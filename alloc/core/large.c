@@ -147,7 +147,11 @@ void *tsri_large_alloc(size_t size, size_t align, bool zero) {
   size_t page = tsri_os_page_size();
   if (size > PTRDIFF_MAX - 2 * page) { errno = ENOMEM; return NULL; }
   size_t need = size == 0 ? page : tsri_align_up(size, page);
-  if (need <= TSRI_LARGE_CARVE_MAX && align <= page) return large_carve(size, need, zero);
+  if (need <= TSRI_LARGE_CARVE_MAX && align <= page) {
+    void *p = large_carve(size, need, zero);
+    if (p == NULL) tsri_refused(size, TSRI_REFUSED_LARGE);
+    return p;
+  }
   if (align < tsri_os_granularity()) align = tsri_os_granularity();
   tsri_lock(&large_lock);
   size_t mapped = 0;
@@ -156,7 +160,11 @@ void *tsri_large_alloc(size_t size, size_t align, bool zero) {
   tsri_unlock(&large_lock);
   if (fresh) {
     void *mem;
-    if (tsri_os_alloc(need, align, &mem) != 0) { errno = ENOMEM; return NULL; }
+    if (tsri_os_alloc(need, align, &mem) != 0) {
+      tsri_refused(size, TSRI_REFUSED_LARGE);
+      errno = ENOMEM;
+      return NULL;
+    }
     base = (uintptr_t)mem;
     mapped = need;
     tsri_count(&tsri_counters.os_reserves, 1);
@@ -331,7 +339,7 @@ int tsri_large_snapshot(tsr_large_t **list, size_t *count, size_t *bytes_out) {
     tsri_unlock(&large_lock);
     size_t bytes = tsri_align_up((n + 1) * sizeof(tsr_large_t), tsri_os_page_size());
     void *mem;
-    if (tsri_os_alloc(bytes, tsri_os_page_size(), &mem) != 0) return ENOMEM;
+    if (tsri_os_alloc_uncapped(bytes, &mem) != 0) return ENOMEM;
     tsr_large_t *out = mem;
     tsri_lock(&large_lock);
     if (large_table.count <= n) {
@@ -344,8 +352,8 @@ int tsri_large_snapshot(tsr_large_t **list, size_t *count, size_t *bytes_out) {
       return 0;
     }
     tsri_unlock(&large_lock);   /* grew meanwhile: try again with more room */
-    tsri_os_release(mem, bytes);
+    tsri_os_release_uncapped(mem, bytes);
   }
 }
 
-void tsri_large_snapshot_free(tsr_large_t *list, size_t bytes) { tsri_os_release(list, bytes); }
+void tsri_large_snapshot_free(tsr_large_t *list, size_t bytes) { tsri_os_release_uncapped(list, bytes); }

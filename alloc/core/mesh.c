@@ -199,7 +199,7 @@ static bool mesh_ready(void) {
     tsri_os_share_close();
     return false;
   }
-  tsri_own_add(mem, rec_bytes + open_bytes);
+  tsri_own_add(mem, rec_bytes + open_bytes, TSRI_OWN_META);
   tsri_count(&tsri_counters.metadata, (int64_t)(rec_bytes + open_bytes));
   tsri_count(&tsri_counters.committed, (int64_t)(rec_bytes + open_bytes));
   tsri_count(&tsri_counters.reserved, (int64_t)(rec_bytes + open_bytes));

@@ -150,8 +150,8 @@ static tsri_seg_t *seg_reserve(size_t pages) {
   s->free_pages = s->max_run = n;
   s->meta_bytes = meta;
   s->open = open;
-  tsri_own_add(mem, bytes);
-  tsri_own_add(desc, meta);
+  tsri_own_add(mem, bytes, TSRI_OWN_LARGE);
+  tsri_own_add(desc, meta, TSRI_OWN_META);
   tsri_count(&tsri_counters.os_reserves, 2);
   tsri_count(&tsri_counters.reserved, (int64_t)(bytes + meta));
   tsri_count(&tsri_counters.committed, (int64_t)meta);
