@@ -407,8 +407,10 @@ typedef struct tsr_space_pieces_s {
   size_t size;                          /* set by the caller: sizeof(tsr_space_pieces_t) */
   uint32_t version;                     /* set by tessera: TSR_SPACE_VERSION */
   tsr_address_space_t totals;           /* as tsr_address_space gives them */
-  uint64_t reservable;                  /* the biggest reservation the OS grants now,
-                                           probed (reserved and released at once) */
+  uint64_t reservable;                  /* the biggest reservation the OS grants now, up
+                                           to 4 GiB (all of a 32-bit process; on 64-bit:
+                                           at least that), probed: reserved and released
+                                           at once */
   uint64_t reserve_left;                /* what TESSERA_RESERVE_LIMIT still allows;
                                            UINT64_MAX without a cap */
   uint64_t free_ranges;                 /* pieces of free space */

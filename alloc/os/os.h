@@ -103,11 +103,14 @@ tsri_hidden int tsri_os_remap(void *addr, size_t old_size, size_t new_size, void
 tsri_hidden void tsri_os_reserve_limit(uint64_t limit);
 /* Bytes of address space held in reservations now (what the cap counts). */
 tsri_hidden uint64_t tsri_os_reserved(void);
-/* The biggest reservation the OS grants now, to the granularity: a
- * binary search of reservations, each released at once, so nothing is
- * kept and the cap is not consulted.  What decides whether a large
- * request can succeed, whatever the OS's map calls free (wine's
- * VirtualQuery calls much of the free space reserved). */
+/* The biggest reservation the OS grants now, to the granularity, up to
+ * TSRI_OS_PROBE_MAX (4 GiB: all of a 32-bit process; on 64-bit it means
+ * "at least that", and the OS's cost of a reservation grows with its
+ * size under wine): a binary search of reservations, each released at
+ * once, so nothing is kept and the cap is not consulted.  What decides
+ * whether a large request can succeed, whatever the OS's map calls free
+ * (wine's VirtualQuery calls much of the free space reserved). */
+#define TSRI_OS_PROBE_MAX ((uint64_t)1 << 32)
 tsri_hidden uint64_t tsri_os_largest_reservation(void);
 
 /* ---- threads ---------------------------------------------------------- */

@@ -166,7 +166,7 @@ int tsri_os_alloc_high(size_t size, size_t align, void **out) { return tsri_os_a
 uint64_t tsri_os_largest_reservation(void) {
   int saved = errno;
   size_t page = tsri_os_page_size();
-  uint64_t lo = 0, hi = UINTPTR_MAX > 0xFFFFFFFFu ? (uint64_t)1 << 47 : (uint64_t)1 << 32;
+  uint64_t lo = 0, hi = TSRI_OS_PROBE_MAX + page;
   while (hi - lo > page) {
     uint64_t mid = (lo + (hi - lo) / 2) & ~(uint64_t)(page - 1);
     if (mid <= lo) break;

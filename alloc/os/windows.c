@@ -228,6 +228,7 @@ uint64_t tsri_os_largest_reservation(void) {
   size_t gran = tsri_os_granularity();
   uint64_t lo = 0;
   uint64_t hi = (uint64_t)atomic_load_explicit(&os_max_addr, memory_order_relaxed) + 1;
+  if (hi > TSRI_OS_PROBE_MAX) hi = TSRI_OS_PROBE_MAX + gran;
   while (hi - lo > gran) {
     uint64_t mid = (lo + (hi - lo) / 2) & ~(uint64_t)(gran - 1);
     if (mid <= lo) break;

@@ -208,7 +208,8 @@ static void text_space(tsri_out_t *o, const tsr_space_pieces_t *p, bool at_failu
   tsri_put_hex(o, t->largest_free_at);
   tsri_puts(o, "\n");
   text_line(o, "largest reservation", p->reservable);
-  tsri_puts(o, "    (the biggest the OS grants now, probed)\n");
+  tsri_puts(o, p->reservable > ((uint64_t)4 << 30) - 1 ? "    (the biggest the OS grants now, probed up to 4 GiB)\n"
+                                                      : "    (the biggest the OS grants now, probed)\n");
   if (p->reserve_left != UINT64_MAX) text_line(o, "left under the cap", p->reserve_left);
   if (p->refusals != 0 && at_failure) {
     tsri_puts(o, "  why the request failed: ");
