@@ -112,6 +112,35 @@ static void *os_alloc_lowest(size_t size, size_t align, DWORD type, DWORD prot) 
   return NULL;
 }
 
+/* A large block in a 32-bit process: best fit, at the top of the
+ * smallest free region that holds it (found by VirtualQuery), so that the
+ * big free ranges stay whole for the big requests to come, as a best-fit
+ * heap keeps its big free chunks; NULL when none does or another thread
+ * took it meanwhile (the caller asks for MEM_TOP_DOWN instead). */
+static void *os_alloc_best(size_t size, DWORD type, DWORD prot) {
+  size_t gran = tsri_os_granularity();
+  uintptr_t at = atomic_load_explicit(&os_min_addr, memory_order_relaxed);
+  uintptr_t last = atomic_load_explicit(&os_max_addr, memory_order_relaxed);
+  uintptr_t best = 0, best_len = 0;
+  while (at < last) {
+    MEMORY_BASIC_INFORMATION m;
+    if (VirtualQuery((const void *)at, &m, sizeof m) != sizeof m || m.RegionSize == 0) break;
+    uintptr_t start = (uintptr_t)m.BaseAddress, end = start + m.RegionSize;
+    if (end <= at) break;
+    uintptr_t top = (end - size) & ~(uintptr_t)(gran - 1);
+    if (m.State == MEM_FREE && m.RegionSize >= size && top >= start && (best_len == 0 || m.RegionSize <= best_len)) {
+      best = top;
+      best_len = m.RegionSize;
+    }
+    at = end;
+  }
+  if (best_len == 0) return NULL;
+  void *p = VirtualAlloc((void *)best, size, type, prot);
+  if (p == (void *)best) return p;
+  if (p != NULL) VirtualFree(p, 0, MEM_RELEASE);
+  return NULL;
+}
+
 /* VirtualAlloc size bytes (type MEM_RESERVE, or MEM_RESERVE|MEM_COMMIT,
  * with MEM_TOP_DOWN for a large block in a 32-bit process) aligned to
  * align.  Windows aligns every reservation to the allocation granularity;
@@ -125,7 +154,8 @@ static int os_virtual_alloc(size_t size, size_t align, DWORD type, void **out) {
   DWORD prot = (type & MEM_COMMIT) ? PAGE_READWRITE : PAGE_NOACCESS;
   if (size == 0 || (align & (align - 1)) != 0) return EINVAL;
   if (align <= gran) {
-    void *p = VirtualAlloc(NULL, size, type, prot);
+    void *p = (type & MEM_TOP_DOWN) ? os_alloc_best(size, type & ~(DWORD)MEM_TOP_DOWN, prot) : NULL;
+    if (p == NULL) p = VirtualAlloc(NULL, size, type, prot);
     if (p == NULL) return ENOMEM;
     *out = p;
     return 0;
