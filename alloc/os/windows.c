@@ -90,6 +90,29 @@ static _Atomic uintptr_t os_hint;
  * last. */
 #define OS_SPACE_TIGHT (UINTPTR_MAX <= 0xFFFFFFFFu)
 
+/* Whether the process runs under wine, whose VirtualQuery calls the free
+ * parts of the ranges it reserved for itself at start-up MEM_RESERVE,
+ * though VirtualAlloc hands them out (in a 32-bit process everything
+ * above the first 512 MiB). */
+static bool os_under_wine(void) {
+  static _Atomic int wine;   /* 0 unknown, 1 no, 2 yes */
+  int w = atomic_load_explicit(&wine, memory_order_relaxed);
+  if (w == 0) {
+    HMODULE ntdll = GetModuleHandleW(L"ntdll.dll");
+    w = ntdll != NULL && GetProcAddress(ntdll, "wine_get_version") != NULL ? 2 : 1;
+    atomic_store_explicit(&wine, w, memory_order_relaxed);
+  }
+  return w == 2;
+}
+
+/* A region a placement may try: free, or under wine one of wine's
+ * reserved areas as VirtualQuery shows them (a try there fails at once
+ * when the region is a real reservation). */
+static bool os_may_place(const MEMORY_BASIC_INFORMATION *m) {
+  return m->State == MEM_FREE || (m->State == MEM_RESERVE && m->Type == MEM_PRIVATE &&
+                                  m->AllocationBase == m->BaseAddress && os_under_wine());
+}
+
 /* Reserve (type) size bytes at the lowest multiple of align inside a free
  * region, found by VirtualQuery from the bottom; NULL when none is free.
  * A window another thread took meanwhile is passed by. */
@@ -102,7 +125,7 @@ static void *os_alloc_lowest(size_t size, size_t align, DWORD type, DWORD prot) 
     uintptr_t start = (uintptr_t)m.BaseAddress, end = start + m.RegionSize;
     if (end <= at) break;
     uintptr_t want = (start + align - 1) & ~(uintptr_t)(align - 1);
-    if (m.State == MEM_FREE && want >= start && want + size > want && want + size <= end) {
+    if (os_may_place(&m) && want >= start && want + size > want && want + size <= end) {
       void *p = VirtualAlloc((void *)want, size, type, prot);
       if (p == (void *)want) return p;
       if (p != NULL) VirtualFree(p, 0, MEM_RELEASE);
@@ -128,7 +151,7 @@ static void *os_alloc_best(size_t size, DWORD type, DWORD prot) {
     uintptr_t start = (uintptr_t)m.BaseAddress, end = start + m.RegionSize;
     if (end <= at) break;
     uintptr_t top = (end - size) & ~(uintptr_t)(gran - 1);
-    if (m.State == MEM_FREE && m.RegionSize >= size && top >= start && (best_len == 0 || m.RegionSize <= best_len)) {
+    if (os_may_place(&m) && m.RegionSize >= size && top >= start && (best_len == 0 || m.RegionSize <= best_len)) {
       best = top;
       best_len = m.RegionSize;
     }
@@ -564,15 +587,6 @@ static void os_region_name(const MEMORY_BASIC_INFORMATION *m, char *buf, size_t 
   else if (m->Type == MEM_MAPPED)
     n = K32GetMappedFileNameW(GetCurrentProcess(), m->BaseAddress, w, sizeof w / sizeof w[0]);
   if (n > 0 && n < sizeof w / sizeof w[0]) os_utf8(w, buf, size);
-}
-
-/* Whether the process runs under wine, whose VirtualQuery calls the free
- * parts of the ranges it reserved for itself at start-up MEM_RESERVE,
- * though VirtualAlloc hands them out (in a 32-bit process everything
- * above the first 512 MiB). */
-static bool os_under_wine(void) {
-  HMODULE ntdll = GetModuleHandleW(L"ntdll.dll");
-  return ntdll != NULL && GetProcAddress(ntdll, "wine_get_version") != NULL;
 }
 
 /* A reservation with nothing committed that VirtualAlloc grants again
