@@ -350,7 +350,28 @@ typedef struct tsr_region_s {
    * say (Linux) and in free gaps. */
   uint32_t type;            /* TSR_REGION_TYPE_*: what backs the region */
   uintptr_t base;           /* start of the reservation it belongs to (AllocationBase) */
+  /* Appended after type and base: who holds it, on every OS. */
+  uint32_t holder;          /* TSR_HOLDER_*; for a region partly tessera's, the
+                               holder of most of its bytes */
 } tsr_region_t;
+
+/* Who holds a range of the address space, as a VirtualQuery monitor
+ * (VMMap) names it.  tessera knows its own reservations; the OS says
+ * which are images and mapped files; stacks and other heaps are found as
+ * docs/report.md says (Windows: a guard page, GetProcessHeaps; Linux:
+ * [stack], [heap], a guard page below). */
+typedef enum tsr_holder_e {
+  TSR_HOLDER_FREE = 0,      /* nobody: free */
+  TSR_HOLDER_ARENA = 1,     /* tessera: arenas (small blocks) */
+  TSR_HOLDER_LARGE = 2,     /* tessera: large blocks (segments, mappings of their own) */
+  TSR_HOLDER_TESSERA = 3,   /* tessera: its records, stack table and tables */
+  TSR_HOLDER_IMAGE = 4,     /* the program and its libraries */
+  TSR_HOLDER_MAPPED = 5,    /* mapped files and sections */
+  TSR_HOLDER_HEAP = 6,      /* another heap: the C runtime's, a HeapCreate, glibc's [heap] */
+  TSR_HOLDER_STACK = 7,     /* a thread's stack */
+  TSR_HOLDER_OTHER = 8,     /* other private memory (VirtualAlloc, mmap, a heap's big blocks) */
+} tsr_holder_t;
+#define TSR_HOLDER_COUNT 9
 
 #define TSR_PROT_READ 1u
 #define TSR_PROT_WRITE 2u
@@ -374,6 +395,43 @@ typedef struct tsr_address_space_s {
  * Linux, a VirtualQuery walk on Windows), free gaps included, in address order, and its totals (either
  * may be NULL).  0, or an errno value when the OS will not say. */
 TSR_API int tsr_address_space(tsr_region_fn *visit, void *arg, tsr_address_space_t *totals);
+
+/* Why a request can fail with most of the address space free: the pieces
+ * the free space is cut into and who holds the rest (tsr_space_pieces).
+ * Free ranges are counted in TSR_FREE_BUCKETS sizes: below 1 MiB, 4 MiB,
+ * 16 MiB, 64 MiB, 256 MiB, and above. */
+#define TSR_SPACE_VERSION 1
+#define TSR_FREE_BUCKETS 6
+#define TSR_LARGEST_LISTED 8
+
+typedef struct tsr_space_pieces_s {
+  size_t size;                          /* set by the caller: sizeof(tsr_space_pieces_t) */
+  uint32_t version;                     /* set by tessera: TSR_SPACE_VERSION */
+  tsr_address_space_t totals;           /* as tsr_address_space gives them */
+  uint64_t reservable;                  /* the biggest reservation the OS grants now, up
+                                           to 4 GiB (all of a 32-bit process; on 64-bit:
+                                           at least that), probed: reserved and released
+                                           at once */
+  uint64_t reserve_left;                /* what TESSERA_RESERVE_LIMIT still allows;
+                                           UINT64_MAX without a cap */
+  uint64_t free_ranges;                 /* pieces of free space */
+  uint64_t pieces[TSR_FREE_BUCKETS];    /* free ranges by size */
+  uint64_t pieces_bytes[TSR_FREE_BUCKETS];
+  uint64_t largest[TSR_LARGEST_LISTED]; /* the biggest free ranges, biggest first (0: none) */
+  uintptr_t largest_at[TSR_LARGEST_LISTED];
+  uint64_t held[TSR_HOLDER_COUNT];      /* bytes, reserved or committed, by holder
+                                           ([TSR_HOLDER_FREE]: free) */
+  uint64_t held_regions[TSR_HOLDER_COUNT];  /* regions of each */
+  uint64_t refusals;                    /* requests tessera answered NULL because the OS
+                                           (or TESSERA_RESERVE_LIMIT) refused what they needed */
+  uint64_t refused_size;                /* the last of them: bytes asked for */
+  uint32_t refused_large;               /* 1: it was a large block; 0: small blocks (a new arena) */
+  uint64_t refused_ms;                  /* when: ms after tessera started */
+} tsr_space_pieces_t;
+
+/* Fill *pieces (set pieces->size first).  0, EINVAL for a size too small,
+ * or an errno value when the OS will not say. */
+TSR_API int tsr_space_pieces(tsr_space_pieces_t *pieces);
 
 /* ------------------------------------------------------------------------
  * Reports

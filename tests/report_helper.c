@@ -35,6 +35,10 @@
  *             TSR_TEST_REPORT_BASE names plus .text, .json and .om, and
  *             prints tsr_pins's figures, as they were when they were written:
  *               mesh STATE MESHED_PAGES SAVED MESHES UNMESHES PASSES NS PAUSE_MAX_NS MESHABLE
+ *   failure   under TESSERA_RESERVE_LIMIT: 8 MiB blocks until NULL (the
+ *             report at failure is written then), small blocks until
+ *             NULL, then everything freed; tsr_space_pieces must count
+ *             both refusals and name the last
  *
  * Prints "ok" and exits 0, or prints "FAIL: ..." and exits 1.
  */
@@ -333,6 +337,31 @@ static void mesh_case(void) {
   CHECK(tsr_check() == 0, "tsr_check found problems\n");
 }
 
+/* ------------------------------------------------------------------------
+ * failure
+ * ---------------------------------------------------------------------- */
+
+static void failure_case(void) {
+  static void *blocks[4096];
+  size_t n = 0;
+  while (n < 64 && (blocks[n] = tsr_malloc((size_t)8 << 20)) != NULL) n++;
+  CHECK(n > 0 && n < 64, "%zu blocks of 8 MiB under the cap\n", n);
+  tsr_space_pieces_t p;
+  p.size = sizeof p;
+  CHECK(tsr_space_pieces(&p) == 0, "tsr_space_pieces failed\n");
+  CHECK(p.refusals == 1 && p.refused_size == (size_t)8 << 20 && p.refused_large == 1,
+        "refusals %llu, last %llu bytes, large %u\n", (unsigned long long)p.refusals,
+        (unsigned long long)p.refused_size, p.refused_large);
+  CHECK(p.reserve_left < (size_t)8 << 20, "the cap leaves %llu bytes\n", (unsigned long long)p.reserve_left);
+  size_t small_first = n;
+  while (n < sizeof blocks / sizeof blocks[0] && (blocks[n] = tsr_malloc(100000)) != NULL) n++;
+  CHECK(n > small_first && n < sizeof blocks / sizeof blocks[0], "%zu small blocks under the cap\n", n - small_first);
+  CHECK(tsr_space_pieces(&p) == 0, "tsr_space_pieces failed\n");
+  CHECK(p.refusals == 2 && p.refused_large == 0, "refusals %llu, large %u\n", (unsigned long long)p.refusals,
+        p.refused_large);
+  for (size_t i = 0; i < n; i++) tsr_free(blocks[i]);
+}
+
 static int run_case(const char *name) {
   if (strcmp(name, "leaks") == 0) leaks_case(false);
   else if (strcmp(name, "leaks_fn") == 0) leaks_case(true);
@@ -342,6 +371,7 @@ static int run_case(const char *name) {
   else if (strcmp(name, "plain") == 0) plain_case();
   else if (strcmp(name, "secure") == 0) secure_case();
   else if (strcmp(name, "mesh") == 0) mesh_case();
+  else if (strcmp(name, "failure") == 0) failure_case();
   else return 2;
   return 0;
 }

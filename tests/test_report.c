@@ -1625,3 +1625,124 @@ Test(report, address_space_and_map) {
   tsr_free(p);
   tsr_free(big);
 }
+
+/* ------------------------------------------------------------------------
+ * 10. Why memory runs out: the pieces and their holders (issue 19, item 5)
+ * ---------------------------------------------------------------------- */
+
+typedef struct holders_s {
+  uintptr_t at[6];            /* addresses to find: small, large, code, stack, thread stack, heap */
+  uint32_t holder[6];
+  uint64_t held[TSR_HOLDER_COUNT];
+  uint64_t free_bytes;
+} holders_t;
+
+static int holders_visit(const tsr_region_t *r, void *arg) {
+  holders_t *h = arg;
+  for (size_t i = 0; i < 6; i++)
+    if (r->start <= h->at[i] && h->at[i] < r->end) h->holder[i] = r->holder;
+  if (r->state == TSR_REGION_FREE) {
+    h->free_bytes += r->end - r->start;
+    cr_assert_eq(r->holder, TSR_HOLDER_FREE);
+  }
+  return 0;
+}
+
+static void *parked_thread(void *arg) {
+  volatile char local = 1;
+  *(uintptr_t *)arg = (uintptr_t)&local;
+  while (local) usleep(1000 * 1000);   /* the main thread cancels it */
+  return NULL;
+}
+
+Test(report, space_pieces_and_holders) {
+  tsr_space_pieces_t p;
+  p.size = sizeof p - 1;
+  cr_assert_eq(tsr_space_pieces(&p), EINVAL);
+  void *small = tsr_malloc(100);
+  void *large = tsr_malloc(1 << 20);
+  char *heap = malloc(100);   /* the C library's heap ([heap]) */
+  uintptr_t thread_local_at = 0;
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, parked_thread, &thread_local_at), 0);
+  while (__atomic_load_n(&thread_local_at, __ATOMIC_ACQUIRE) == 0) usleep(1000);
+  volatile char local = 0;
+  holders_t h = { { (uintptr_t)small, (uintptr_t)large, (uintptr_t)&strstr, (uintptr_t)&local,
+                    thread_local_at, (uintptr_t)heap }, { 0 }, { 0 }, 0 };
+  cr_assert_eq(tsr_address_space(holders_visit, &h, NULL), 0);
+  cr_assert_eq(h.holder[0], TSR_HOLDER_ARENA);
+  cr_assert_eq(h.holder[1], TSR_HOLDER_LARGE);
+  cr_assert_eq(h.holder[2], TSR_HOLDER_IMAGE, "the C library's code: holder %u", h.holder[2]);
+  cr_assert_eq(h.holder[3], TSR_HOLDER_STACK, "the main thread's stack: holder %u", h.holder[3]);
+  cr_assert_eq(h.holder[4], TSR_HOLDER_STACK, "another thread's stack: holder %u", h.holder[4]);
+  cr_assert_eq(h.holder[5], TSR_HOLDER_HEAP, "the C library's heap: holder %u", h.holder[5]);
+
+  p.size = sizeof p;
+  cr_assert_eq(tsr_space_pieces(&p), 0);
+  cr_assert_eq(p.version, TSR_SPACE_VERSION);
+  uint64_t held = 0, pieces = 0, piece_bytes = 0;
+  for (size_t k = 1; k < TSR_HOLDER_COUNT; k++) held += p.held[k];
+  for (size_t b = 0; b < TSR_FREE_BUCKETS; b++) {
+    pieces += p.pieces[b];
+    piece_bytes += p.pieces_bytes[b];
+  }
+  cr_assert_eq(held, p.totals.reserved + p.totals.committed, "the holders share what is not free");
+  cr_assert_eq(p.held[TSR_HOLDER_FREE], p.totals.free);
+  cr_assert_eq(pieces, p.free_ranges);
+  cr_assert_eq(piece_bytes, p.totals.free);
+  cr_assert_eq(p.largest[0], p.totals.largest_free);
+  cr_assert_eq(p.largest_at[0], p.totals.largest_free_at);
+  for (size_t i = 1; i < TSR_LARGEST_LISTED; i++) cr_assert_leq(p.largest[i], p.largest[i - 1]);
+  cr_assert_gt(p.held[TSR_HOLDER_ARENA], 0);
+  cr_assert_geq(p.held[TSR_HOLDER_LARGE], 1 << 20);
+  cr_assert_gt(p.held[TSR_HOLDER_IMAGE], 0);
+  cr_assert_gt(p.held[TSR_HOLDER_STACK], 0);
+  /* the probe finds what the map calls free, give or take the pages
+   * another thread of this process mapped in between */
+  cr_assert_gt(p.reservable, 0);
+  cr_assert_leq(p.reservable, p.totals.largest_free + ((uint64_t)64 << 20));
+  cr_assert_eq(p.reserve_left, UINT64_MAX);
+  pthread_cancel(t);
+  pthread_join(t, NULL);
+  free(heap);
+  tsr_free(small);
+  tsr_free(large);
+}
+
+/* The report at failure: under TESSERA_RESERVE_LIMIT the helper asks for
+ * 8 MiB blocks until NULL; the first refusal writes the report, which
+ * tells why: the request, the largest free range, the cap. */
+Test(report, report_at_failure) {
+  char path[64], report[128];
+  temp_path(path, sizeof path, "failure");
+  setting(report, sizeof report, "TESSERA_REPORT", path);
+  char *env[] = { "TESSERA_TRACK=stats", report, "TESSERA_RESERVE_LIMIT=96M", "TESSERA_PURGE_DELAY_MS=0", NULL };
+  run_helper("failure", env, path);
+  text_t t = text_of_file(path);
+  const char *failure = strstr(t.buf, "), failure after ");
+  cr_assert_not_null(failure, "no report at failure:\n%s", t.buf);
+  const char *exit_report = strstr(t.buf, "), exit after ");
+  cr_assert_not_null(exit_report, "no report at exit:\n%s", t.buf);
+  cr_assert_lt(failure, exit_report, "one report at failure, first");
+  cr_assert_null(strstr(failure + 1, "), failure after "), "a second report at failure");
+  cr_assert_not_null(strstr(failure, "why the request failed: 8.0 MiB (a large block) needed a free range of "
+                                     "its size; the largest free range is "), "%s", t.buf);
+  cr_assert_not_null(strstr(failure, " and the cap leaves "), "%s", t.buf);
+  cr_assert_not_null(strstr(exit_report, "requests refused      2, the last "), "%s", t.buf);
+  cr_assert_not_null(strstr(failure, "  held by "), "%s", t.buf);
+  cr_assert_not_null(strstr(failure, "    tessera large blocks "), "%s", t.buf);
+  cr_assert_not_null(strstr(failure, "  free space in "), "%s", t.buf);
+  free(t.buf);
+
+  /* the same as JSON, against the schema */
+  char *envj[] = { "TESSERA_TRACK=stats", report, "TESSERA_REPORT_FORMAT=json", "TESSERA_RESERVE_LIMIT=96M",
+                   "TESSERA_PURGE_DELAY_MS=0", NULL };
+  unlink(path);
+  run_helper("failure", envj, path);
+  char *out;
+  run_report_py(path, &out);
+  cr_assert_not_null(strstr(out, "valid 2\n"), "a report at failure and one at exit:\n%s", out);
+  cr_assert_not_null(strstr(out, "report failure stats "), "%s", out);
+  free(out);
+  unlink(path);
+}

@@ -187,7 +187,16 @@ tsr_page_t *tsri_arena_span_alloc(size_t cls) {
   }
   if (a == NULL) {
     a = arena_create();
-    if (a == NULL) { tsri_unlock(&arena_lock); return NULL; }
+    if (a == NULL) {
+      /* refused even at the smallest size: what large blocks hold for
+       * reuse (cached mappings, empty segments) goes back, and one more
+       * try; the caller records a second refusal */
+      tsri_unlock(&arena_lock);
+      tsri_large_purge(true);
+      tsri_lock(&arena_lock);
+      a = arena_create();
+      if (a == NULL) { tsri_unlock(&arena_lock); return NULL; }
+    }
     first = arena_find_run(a, n);
   }
   tsr_assert_internal(first >= a->meta_slots && first + n <= a->slots);

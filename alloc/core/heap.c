@@ -152,7 +152,7 @@ static tsr_heap_t *heap_acquire(void) {
       tsri_count(&tsri_counters.metadata, (int64_t)HEAP_CHUNK);
       tsri_count(&tsri_counters.committed, (int64_t)HEAP_CHUNK);
       tsri_count(&tsri_counters.reserved, (int64_t)HEAP_CHUNK);
-      tsri_own_add(mem, HEAP_CHUNK);
+      tsri_own_add(mem, HEAP_CHUNK, TSRI_OWN_META);
       heap_chunk_next = mem;
       heap_chunk_end = heap_chunk_next + HEAP_CHUNK;
     }
@@ -365,6 +365,7 @@ void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls) {
   heap_enter(h);
   void *p = heap_alloc_slow(h, cls);
   heap_leave(h);
+  if (tsr_unlikely(p == NULL)) tsri_refused(tsri_classes[cls].block_size, TSRI_REFUSED_SMALL);
   return p;
 }
 

@@ -346,7 +346,8 @@ tsri_hidden void tsri_seg_free(tsri_seg_t *s, uintptr_t addr, size_t bytes, bool
  * are taken (or the OS will not commit them). */
 tsri_hidden bool tsri_seg_resize(tsri_seg_t *s, uintptr_t addr, size_t old_bytes, size_t new_bytes);
 /* Give the dirty runs back: of segments whose oldest waited delay ms, or
- * all (force). */
+ * all (force); and release the segments that stayed empty as long (but
+ * for the last one, unless force). */
 tsri_hidden void tsri_seg_purge(bool force, int64_t delay);
 /* Bytes of freed runs still committed. */
 tsri_hidden uint64_t tsri_seg_dirty_bytes(void);
@@ -410,14 +411,33 @@ static inline void tsri_count(_Atomic uint64_t *c, int64_t delta) {
 }
 
 /* tessera's reservations other than arenas, their record areas and large
- * blocks (the stack table, heap chunks, hash tables), so that the
- * address-space report counts them as tessera's. */
-tsri_hidden void tsri_own_add(const void *base, size_t size);
+ * blocks of their own (large segments, the stack table, heap chunks, hash
+ * tables), so that the address-space report counts them as tessera's, of
+ * what kind. */
+enum { TSRI_OWN_META = 0, TSRI_OWN_LARGE = 1 };   /* records and tables; large segments */
+tsri_hidden void tsri_own_add(const void *base, size_t size, unsigned kind);
 tsri_hidden void tsri_own_remove(const void *base);
 /* Every reservation of tsri_own_add, one per call from *cursor (start at
  * 0); false at the end.  Lock-free: entries may come and go meanwhile. */
-tsri_hidden bool tsri_own_next(size_t *cursor, uintptr_t *base, size_t *size);
+tsri_hidden bool tsri_own_next(size_t *cursor, uintptr_t *base, size_t *size, unsigned *kind);
 #define TSRI_OWN_SLOTS 256
+
+/* Refusals: requests answered NULL because the OS (or
+ * TESSERA_RESERVE_LIMIT) refused the reservation they needed, after the
+ * retries (a smaller arena or segment, the large cache given back).
+ * tsri_refused records one and calls the function a higher layer left
+ * with tsri_on_refusal (the report at failure), once at a time; the
+ * caller holds no lock of tessera's and no heap of its own parked. */
+enum { TSRI_REFUSED_SMALL = 1, TSRI_REFUSED_LARGE = 2 };   /* a new arena; a large block */
+typedef struct tsri_refusal_s {
+  uint64_t count;       /* refusals so far */
+  uint64_t size;        /* the last: bytes asked for */
+  uint32_t what;        /* TSRI_REFUSED_*; 0: none yet */
+  uint64_t at_ms;       /* its clock (tsri_os_clock_ms) */
+} tsri_refusal_t;
+tsri_hidden void tsri_refused(size_t size, unsigned what);
+tsri_hidden void tsri_refusal_get(tsri_refusal_t *out);
+tsri_hidden void tsri_on_refusal(void (*fn)(void));
 
 /* ---- init (init.c) --------------------------------------------------------- */
 

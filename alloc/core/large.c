@@ -13,8 +13,10 @@
  * allocates and frees big buffers in a loop does not pay an mmap, the page
  * faults and a munmap per iteration; the purge releases it after the
  * delay.  The cache and the freed runs together hold at most an eighth of
- * the live large bytes (at least 32 MiB, at most TESSERA_LARGE_CACHE_MB),
- * so they add little to peak RSS.
+ * the live large bytes (at least 32 MiB, at most TESSERA_LARGE_CACHE_MB;
+ * in a 32-bit process a thirty-second, at least 8 MiB), so they add
+ * little to peak RSS.  Blocks are placed high (os.h: placement).  When
+ * the OS refuses a block, all of that goes back and it is tried again.
  *
  * large_lock guards the table, the cache and the segments.
  */
@@ -85,8 +87,10 @@ static uintptr_t large_cache_take(size_t need, size_t *mapped) {
   bool resize = have < need || have - need > need / 4;
   void *moved = (void *)base;
   if (resize && tsri_os_remap((void *)base, have, need, &moved) != 0) {
-    if (have < need) return 0;   /* cannot grow it here: leave it cached */
-    moved = (void *)base;         /* a little too big: use it as it is */
+    /* cannot resize it here (Windows): leave it cached rather than hold
+     * address space the block does not need */
+    if (have < need || have - need > need / 4) return 0;
+    moved = (void *)base;   /* a little too big: use it as it is */
     resize = false;
   }
   large_cache[pick].base = 0;
@@ -114,15 +118,24 @@ static void large_cache_expire(bool force, int64_t delay, large_drop_t *drop) {
 
 /* Bytes of freed mappings the cache may hold: an eighth of the live large
  * bytes (at least 32 MiB, so that one big buffer freed and allocated again in a
- * loop stays cached), capped by TESSERA_LARGE_CACHE_MB.  Lock held. */
+ * loop stays cached), capped by TESSERA_LARGE_CACHE_MB.  In a 32-bit
+ * process, where what the cache holds is address space a large request
+ * may need, a thirty-second (at least 8 MiB).  Lock held. */
+#if UINTPTR_MAX > 0xFFFFFFFFu
+#define LARGE_CACHE_SHARE 8
+#define LARGE_CACHE_MIN ((size_t)32 << 20)
+#else
+#define LARGE_CACHE_SHARE 32
+#define LARGE_CACHE_MIN ((size_t)8 << 20)
+#endif
 static size_t large_cache_budget(void) {
   size_t cap = (size_t)tsri_option(TSRI_OPT_LARGE_CACHE_MB) << 20;
-  size_t rel = (size_t)(large_live_bytes / 8);
-  if (rel < ((size_t)32 << 20)) rel = (size_t)32 << 20;
+  size_t rel = (size_t)(large_live_bytes / LARGE_CACHE_SHARE);
+  if (rel < LARGE_CACHE_MIN) rel = LARGE_CACHE_MIN;
   return rel < cap ? rel : cap;
 }
 
-/* A block of need bytes carved from a segment, or NULL. */
+/* A block of need bytes carved from a segment, or NULL (errno ENOMEM). */
 static void *large_carve(size_t size, size_t need, bool zero) {
   tsri_lock(&large_lock);
   tsri_seg_t *seg = NULL;
@@ -143,12 +156,9 @@ static void *large_carve(size_t size, size_t need, bool zero) {
   return (void *)base;
 }
 
-void *tsri_large_alloc(size_t size, size_t align, bool zero) {
-  size_t page = tsri_os_page_size();
-  if (size > PTRDIFF_MAX - 2 * page) { errno = ENOMEM; return NULL; }
-  size_t need = size == 0 ? page : tsri_align_up(size, page);
-  if (need <= TSRI_LARGE_CARVE_MAX && align <= page) return large_carve(size, need, zero);
-  if (align < tsri_os_granularity()) align = tsri_os_granularity();
+/* A block of need bytes that is a mapping of its own (placed high), a
+ * cached one when one fits, or NULL (errno ENOMEM). */
+static void *large_map(size_t size, size_t need, size_t align, bool zero) {
   tsri_lock(&large_lock);
   size_t mapped = 0;
   uintptr_t base = align == tsri_os_granularity() ? large_cache_take(need, &mapped) : 0;
@@ -156,7 +166,7 @@ void *tsri_large_alloc(size_t size, size_t align, bool zero) {
   tsri_unlock(&large_lock);
   if (fresh) {
     void *mem;
-    if (tsri_os_alloc(need, align, &mem) != 0) { errno = ENOMEM; return NULL; }
+    if (tsri_os_alloc_high(need, align, &mem) != 0) { errno = ENOMEM; return NULL; }
     base = (uintptr_t)mem;
     mapped = need;
     tsri_count(&tsri_counters.os_reserves, 1);
@@ -182,6 +192,26 @@ void *tsri_large_alloc(size_t size, size_t align, bool zero) {
   return (void *)base;
 }
 
+/* When the OS refuses, what tessera holds for reuse (cached mappings,
+ * empty segments, dirty runs) goes back and the request is tried once
+ * more; a second refusal is the program's NULL, and is recorded
+ * (tsri_refused) once no lock is held. */
+void *tsri_large_alloc(size_t size, size_t align, bool zero) {
+  size_t page = tsri_os_page_size();
+  if (size > PTRDIFF_MAX - 2 * page) { errno = ENOMEM; return NULL; }
+  size_t need = size == 0 ? page : tsri_align_up(size, page);
+  bool carve = need <= TSRI_LARGE_CARVE_MAX && align <= page;
+  if (align < tsri_os_granularity()) align = tsri_os_granularity();
+  for (int attempt = 0; attempt < 2; attempt++) {
+    void *p = carve ? large_carve(size, need, zero) : large_map(size, need, align, zero);
+    if (p != NULL) return p;
+    if (attempt == 0) tsri_large_purge(true);
+  }
+  tsri_refused(size, TSRI_REFUSED_LARGE);
+  errno = ENOMEM;
+  return NULL;
+}
+
 bool tsri_large_free(void *p) {
   int64_t delay = tsri_option(TSRI_OPT_PURGE_DELAY_MS);
   large_drop_t drop = { 0 };
@@ -194,8 +224,8 @@ bool tsri_large_free(void *p) {
   uintptr_t drop_base = e.base;
   size_t drop_mapped = e.mapped;
   size_t cache_max = large_cache_budget();
-  if (delay > 0) {   /* a program with no small allocations purges here */
-    large_cache_expire(false, delay, &drop);
+  if (delay >= 0) {   /* a program with no small allocations purges here */
+    if (delay > 0) large_cache_expire(false, delay, &drop);
     tsri_seg_purge(false, delay);
   }
   if (e.seg != NULL) {
@@ -331,7 +361,7 @@ int tsri_large_snapshot(tsr_large_t **list, size_t *count, size_t *bytes_out) {
     tsri_unlock(&large_lock);
     size_t bytes = tsri_align_up((n + 1) * sizeof(tsr_large_t), tsri_os_page_size());
     void *mem;
-    if (tsri_os_alloc(bytes, tsri_os_page_size(), &mem) != 0) return ENOMEM;
+    if (tsri_os_alloc_uncapped(bytes, &mem) != 0) return ENOMEM;
     tsr_large_t *out = mem;
     tsri_lock(&large_lock);
     if (large_table.count <= n) {
@@ -344,8 +374,8 @@ int tsri_large_snapshot(tsr_large_t **list, size_t *count, size_t *bytes_out) {
       return 0;
     }
     tsri_unlock(&large_lock);   /* grew meanwhile: try again with more room */
-    tsri_os_release(mem, bytes);
+    tsri_os_release_uncapped(mem, bytes);
   }
 }
 
-void tsri_large_snapshot_free(tsr_large_t *list, size_t bytes) { tsri_os_release(list, bytes); }
+void tsri_large_snapshot_free(tsr_large_t *list, size_t bytes) { tsri_os_release_uncapped(list, bytes); }

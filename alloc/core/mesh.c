@@ -221,7 +221,7 @@ static bool mesh_ready(void) {
     tsri_os_share_close();
     return false;
   }
-  tsri_own_add(mem, rec_bytes + open_bytes);
+  tsri_own_add(mem, rec_bytes + open_bytes, TSRI_OWN_META);
   /* the records count as committed as they come into use (rec_alloc) */
   tsri_count(&tsri_counters.metadata, (int64_t)open_bytes);
   tsri_count(&tsri_counters.committed, (int64_t)open_bytes);

@@ -29,18 +29,25 @@
  * When the OS refuses a segment (a cap on the address space: RLIMIT_AS,
  * TESSERA_RESERVE_LIMIT), the size is halved and tried again, down to the
  * block's own size, so that the end of the address space still holds
- * blocks.
+ * blocks.  A segment that stayed empty for the purge delay is released
+ * (but for the last one, until tsr_collect or a refusal forces it),
+ * so the address space it held can take any block again (a 32-bit
+ * process's next big image); its successors are sized from what is left.
+ * Segments are reserved high (os.h: placement), away from the arenas.
  *
  * Every function here is called with large.c's large_lock held; the OS
  * calls (madvise of one block, a segment's reservation) are made under it.
  */
 #include "internal.h"
 
-#define SEG_FIRST_BYTES ((size_t)16 << 20)
+/* In a 32-bit process every reserved MiB counts: segments start at the
+ * largest carved block and grow to 16 MiB only. */
 #if UINTPTR_MAX > 0xFFFFFFFFu
+#define SEG_FIRST_BYTES ((size_t)16 << 20)
 #define SEG_MAX_BYTES ((size_t)256 << 20)
 #else
-#define SEG_MAX_BYTES ((size_t)32 << 20)
+#define SEG_FIRST_BYTES TSRI_LARGE_CARVE_MAX
+#define SEG_MAX_BYTES ((size_t)16 << 20)
 #endif
 #define SEG_ROUND_PAGES 64   /* a segment has a whole number of bitmap words */
 
@@ -52,7 +59,8 @@ struct tsri_seg_s {
   size_t max_run;            /* no run of free pages is longer (exact after a
                                 failed search, raised by frees) */
   size_t dirty_pages;        /* free pages still committed */
-  uint64_t dirty_at_ms;      /* clock when the oldest of them was freed */
+  uint64_t dirty_at_ms;      /* clock when the oldest of them was freed, or
+                                when the segment emptied */
   size_t meta_bytes;         /* of this descriptor and its bitmaps */
   bool open;                 /* read and written without a commit (POSIX) */
   uint64_t bits[];           /* used[pages / 64], then dirty[pages / 64] */
@@ -150,8 +158,8 @@ static tsri_seg_t *seg_reserve(size_t pages) {
   s->free_pages = s->max_run = n;
   s->meta_bytes = meta;
   s->open = open;
-  tsri_own_add(mem, bytes);
-  tsri_own_add(desc, meta);
+  tsri_own_add(mem, bytes, TSRI_OWN_LARGE);
+  tsri_own_add(desc, meta, TSRI_OWN_META);
   tsri_count(&tsri_counters.os_reserves, 2);
   tsri_count(&tsri_counters.reserved, (int64_t)(bytes + meta));
   tsri_count(&tsri_counters.committed, (int64_t)meta);
@@ -225,6 +233,7 @@ void tsri_seg_free(tsri_seg_t *s, uintptr_t addr, size_t bytes, bool keep) {
   }
   bits_set(seg_used(s), first, n, false);
   s->free_pages += n;
+  if (s->free_pages == s->pages && s->dirty_pages == 0) s->dirty_at_ms = tsri_os_clock_ms();
   size_t run = seg_run_around(s, first, n);
   if (run > s->max_run) s->max_run = run;
 }
@@ -246,10 +255,35 @@ bool tsri_seg_resize(tsri_seg_t *s, uintptr_t addr, size_t old_bytes, size_t new
 
 uint64_t tsri_seg_dirty_bytes(void) { return seg_dirty_bytes; }
 
+/* Release empty segment s, which follows prev (NULL: the first). */
+static void seg_release(tsri_seg_t *prev, tsri_seg_t *s) {
+  size_t bytes = s->pages * tsri_os_page_size(), meta = s->meta_bytes;
+  if (prev) prev->next = s->next;
+  else seg_list = s->next;
+  if (seg_tail == s) seg_tail = prev;
+  seg_total_bytes -= bytes;
+  tsri_own_remove((void *)s->base);
+  tsri_own_remove(s);
+  tsri_os_release((void *)s->base, bytes);
+  tsri_os_release(s, meta);
+  tsri_count(&tsri_counters.os_releases, 2);
+  tsri_count(&tsri_counters.reserved, -(int64_t)(bytes + meta));
+  tsri_count(&tsri_counters.committed, -(int64_t)meta);
+  tsri_count(&tsri_counters.metadata, -(int64_t)meta);
+}
+
 void tsri_seg_purge(bool force, int64_t delay) {
   uint64_t now = tsri_os_clock_ms();
-  for (tsri_seg_t *s = seg_list; s != NULL; s = s->next) {
-    if (s->dirty_pages == 0 || (!force && now - s->dirty_at_ms < (uint64_t)delay)) continue;
+  tsri_seg_t *prev = NULL;
+  for (tsri_seg_t *s = seg_list, *next; s != NULL; s = next) {
+    next = s->next;
+    /* the last segment left stays, unless forced: a loop that frees and
+     * allocates one block does not reserve a segment each time */
+    bool empty = s->free_pages == s->pages && (force || seg_list != s || next != NULL);
+    if ((s->dirty_pages == 0 && !empty) || (!force && now - s->dirty_at_ms < (uint64_t)delay)) {
+      prev = s;
+      continue;
+    }
     uint64_t *dirty = seg_dirty(s);
     for (size_t i = 0; i < s->pages;) {
       if (dirty[i >> 6] == 0) { i = (i | 63) + 1; continue; }
@@ -262,5 +296,7 @@ void tsri_seg_purge(bool force, int64_t delay) {
     memset(dirty, 0, seg_words(s) * sizeof(uint64_t));
     seg_dirty_bytes -= s->dirty_pages * tsri_os_page_size();
     s->dirty_pages = 0;
+    if (empty) seg_release(prev, s);
+    else prev = s;
   }
 }

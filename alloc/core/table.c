@@ -51,7 +51,7 @@ static bool table_grow(tsri_table_t *t) {
     if (*key_at(&old, i) != 0)
       memcpy(key_at(t, table_slot(t, *key_at(&old, i))), key_at(&old, i), t->entry_size);
   int64_t delta = (int64_t)bytes;
-  tsri_own_add(mem, bytes);
+  tsri_own_add(mem, bytes, TSRI_OWN_META);
   if (old.slots != NULL) {
     tsri_own_remove(old.slots);
     tsri_os_release(old.slots, table_bytes(&old, old.capacity));

@@ -50,6 +50,15 @@ tsri_hidden size_t tsri_os_granularity(void);
 /* Reserve size bytes aligned to align (a power of two, at least the
  * granularity).  The range is not accessible until committed. */
 tsri_hidden int tsri_os_reserve(size_t size, size_t align, void **out);
+/* Placement.  Reservations and allocations go where the OS puts them,
+ * except that in a 32-bit Windows process an aligned reservation (an
+ * arena) takes the lowest free aligned window, and the two calls for
+ * large blocks below are made top down (MEM_TOP_DOWN): long-lived small
+ * blocks at the bottom, large blocks, which come and go, at the top, so
+ * that the free space between stays one range (FastMM's rule; windows.c).
+ * On POSIX the kernel's own order stands (Linux hands out mappings top
+ * down, under the stack). */
+
 /* Reserve size bytes that, where the OS allows, are read and written
  * without a commit (*open true; POSIX: mapped readable and writable with
  * MAP_NORESERVE, so a page costs memory once touched, and no commit or
@@ -59,6 +68,14 @@ tsri_hidden int tsri_os_reserve(size_t size, size_t align, void **out);
 tsri_hidden int tsri_os_reserve_open(size_t size, size_t align, void **out, bool *open);
 /* Reserve and commit in one call: size bytes, readable, writable, zero. */
 tsri_hidden int tsri_os_alloc(size_t size, size_t align, void **out);
+/* The same for a large block: placed high (see Placement). */
+tsri_hidden int tsri_os_alloc_high(size_t size, size_t align, void **out);
+/* Memory for a moment, outside the cap: as tsri_os_alloc (page-aligned)
+ * and tsri_os_release, but not counted against TESSERA_RESERVE_LIMIT, so
+ * that a report about running out is written when the cap is reached
+ * (its tables, the snapshot of the large blocks). */
+tsri_hidden int tsri_os_alloc_uncapped(size_t size, void **out);
+tsri_hidden void tsri_os_release_uncapped(void *addr, size_t size);
 /* Make [addr, addr+size) of a reservation readable, writable and zero where
  * it was not committed before. */
 tsri_hidden int tsri_os_commit(void *addr, size_t size);
@@ -86,6 +103,15 @@ tsri_hidden int tsri_os_remap(void *addr, size_t old_size, size_t new_size, void
 tsri_hidden void tsri_os_reserve_limit(uint64_t limit);
 /* Bytes of address space held in reservations now (what the cap counts). */
 tsri_hidden uint64_t tsri_os_reserved(void);
+/* The biggest reservation the OS grants now, to the granularity, up to
+ * TSRI_OS_PROBE_MAX (4 GiB: all of a 32-bit process; on 64-bit it means
+ * "at least that", and the OS's cost of a reservation grows with its
+ * size under wine): a binary search of reservations, each released at
+ * once, so nothing is kept and the cap is not consulted.  What decides
+ * whether a large request can succeed, whatever the OS's map calls free
+ * (wine's VirtualQuery calls much of the free space reserved). */
+#define TSRI_OS_PROBE_MAX ((uint64_t)1 << 32)
+tsri_hidden uint64_t tsri_os_largest_reservation(void);
 
 /* ---- threads ---------------------------------------------------------- */
 
@@ -281,10 +307,25 @@ typedef struct tsri_os_region_s {
                                  image); 0 where the OS does not say (POSIX) */
   uintptr_t base;             /* start of the reservation the region belongs to
                                  (Windows AllocationBase); 0 where unknown */
+  unsigned holder;            /* TSRI_OS_HOLDER_*: who holds it, where the OS
+                                 layer can tell */
 } tsri_os_region_t;
+
+/* Who holds a region, as far as the OS layer can tell (report.c adds
+ * tessera's own and the images and mapped files).  Windows: a private
+ * reservation with a guard page (or the calling thread's stack) is a
+ * stack; one that holds a heap's handle (GetProcessHeaps) is a heap.
+ * Linux: [stack] and anonymous memory right above a one-page guard with
+ * no access (a thread's stack as the C library maps it) are stacks;
+ * [heap] is the C library's heap. */
+#define TSRI_OS_HOLDER_NONE 0u
+#define TSRI_OS_HOLDER_STACK 1u
+#define TSRI_OS_HOLDER_HEAP 2u
 /* Call fn for every mapping, in address order (a nonzero return stops);
  * lo and hi get the bounds of the user address space.  0, or an errno
- * value when the OS will not say. */
+ * value when the OS will not say.  Under wine, the free parts of wine's
+ * own reserved areas, which its VirtualQuery calls MEM_RESERVE, are
+ * left out (free), as VirtualAlloc grants them (windows.c). */
 tsri_hidden int tsri_os_regions(int (*fn)(const tsri_os_region_t *r, void *arg), void *arg,
                                 uintptr_t *lo, uintptr_t *hi);
 

@@ -86,8 +86,84 @@ static void *os_map_at(uintptr_t hint, size_t size, int prot, int flags) {
   return NULL;
 }
 
+/* A 32-bit process: its address space is what runs out, so an aligned
+ * reservation (an arena, which lives as long as the process and holds its
+ * long-lived small blocks) takes the lowest free aligned window, as on
+ * Windows, while the kernel hands large blocks out top down: the free
+ * space stays one range between the two.  The window is found in
+ * /proc/self/maps and asked for by hint; a hint the kernel does not take
+ * (another thread mapped there meanwhile) is given back. */
+#define OS_SPACE_TIGHT (UINTPTR_MAX <= 0xFFFFFFFFu)
+
+typedef struct os_low_s {
+  size_t size, align;
+  uintptr_t from;      /* end of the last mapping seen */
+  uintptr_t found;     /* 0: none yet */
+} os_low_t;
+
+static bool os_low_fits(os_low_t *w, uintptr_t end) {
+  uintptr_t at = (w->from + w->align - 1) & ~(uintptr_t)(w->align - 1);
+  if (at >= w->from && at + w->size > at && at + w->size <= end) w->found = at;
+  return w->found != 0;
+}
+
+static int os_low_region(const tsri_os_region_t *r, void *arg) {
+  os_low_t *w = arg;
+  if (r->start > w->from && os_low_fits(w, r->start)) return 1;
+  if (r->end > w->from) w->from = r->end;
+  return 0;
+}
+
+static void *os_map_lowest(size_t size, size_t align, int prot, int flags) {
+  os_low_t w = { size, align, align, 0 };   /* never the window at address 0 */
+  uintptr_t lo, hi;
+  if (tsri_os_regions(os_low_region, &w, &lo, &hi) != 0) return NULL;
+  if (w.found == 0 && !os_low_fits(&w, hi)) return NULL;
+  return os_map_at(w.found, size, prot, flags);
+}
+
+/* Large blocks in a 32-bit process go best fit: to the top of the
+ * smallest free range that holds them (the kernel's own choice is the
+ * highest range that does, which cuts up the big ones), so the big free
+ * ranges stay whole for the big requests to come, as a best-fit heap
+ * keeps its big free chunks.  NULL when the walk finds no range or the
+ * kernel will not map there (the caller maps where the kernel likes). */
+typedef struct os_best_s {
+  size_t size;
+  uintptr_t from;      /* end of the last mapping seen */
+  uintptr_t best_end, best_len;
+} os_best_t;
+
+static void os_best_gap(os_best_t *w, uintptr_t end) {
+  if (end <= w->from) return;
+  uintptr_t len = end - w->from;
+  if (len >= w->size && (w->best_len == 0 || len <= w->best_len)) {
+    w->best_len = len;
+    w->best_end = end;
+  }
+}
+
+static int os_best_region(const tsri_os_region_t *r, void *arg) {
+  os_best_t *w = arg;
+  os_best_gap(w, r->start);
+  if (r->end > w->from) w->from = r->end;
+  return 0;
+}
+
+static void *os_map_best(size_t size, int prot, int flags) {
+  os_best_t w = { size, tsri_os_page_size(), 0, 0 };
+  uintptr_t lo, hi;
+  if (tsri_os_regions(os_best_region, &w, &lo, &hi) != 0) return NULL;
+  os_best_gap(&w, hi);
+  return w.best_len != 0 ? os_map_at(w.best_end - size, size, prot, flags) : NULL;
+}
+
 /* Map size bytes at a multiple of align, or NULL. */
 static void *os_map_aligned_try(size_t size, size_t align, int prot, int flags) {
+  if (OS_SPACE_TIGHT && align > tsri_os_page_size()) {
+    void *low = os_map_lowest(size, align, prot, flags);
+    if (low != NULL) return low;
+  }
   void *p = mmap(NULL, size, prot, flags, -1, 0);
   if (p == MAP_FAILED) return NULL;
   uintptr_t mask = ~(uintptr_t)(align - 1);
@@ -132,8 +208,12 @@ int tsri_os_reserve(size_t size, size_t align, void **out) {
 int tsri_os_reserve_open(size_t size, size_t align, void **out, bool *open) {
   if (!os_budget_take(size)) return ENOMEM;
   int saved = errno;
-  int rc = os_map_aligned(size, align, PROT_READ | PROT_WRITE,
-                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, out);
+  int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+  void *best = OS_SPACE_TIGHT && align <= tsri_os_page_size() ? os_map_best(size, PROT_READ | PROT_WRITE, flags)
+                                                              : NULL;
+  int rc = 0;
+  if (best != NULL) *out = best;
+  else rc = os_map_aligned(size, align, PROT_READ | PROT_WRITE, flags, out);
   errno = saved;
   if (rc != 0) os_budget_give(size);
   *open = true;
@@ -148,6 +228,58 @@ int tsri_os_alloc(size_t size, size_t align, void **out) {
   errno = saved;
   if (rc != 0) os_budget_give(size);
   return rc;
+}
+
+int tsri_os_alloc_uncapped(size_t size, void **out) {
+  int saved = errno;
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  errno = saved;
+  if (p == MAP_FAILED) return ENOMEM;
+  *out = p;
+  return 0;
+}
+
+void tsri_os_release_uncapped(void *addr, size_t size) {
+  int saved = errno;
+  munmap(addr, size);
+  errno = saved;
+}
+
+/* Best fit in a 32-bit process (os_map_best); elsewhere the kernel's
+ * order, top down already. */
+int tsri_os_alloc_high(size_t size, size_t align, void **out) {
+  if (!OS_SPACE_TIGHT || align > tsri_os_page_size()) return tsri_os_alloc(size, align, out);
+  if (!os_budget_take(size)) return ENOMEM;
+  int saved = errno;
+  void *p = os_map_best(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
+  int rc = 0;
+  if (p != NULL) *out = p;
+  else rc = os_map_aligned(size, align, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, out);
+  errno = saved;
+  if (rc != 0) os_budget_give(size);
+  return rc;
+}
+
+/* A binary search of PROT_NONE mappings, each unmapped at once; the cap
+ * (RLIMIT_AS) is the kernel's, TESSERA_RESERVE_LIMIT is not consulted. */
+uint64_t tsri_os_largest_reservation(void) {
+  int saved = errno;
+  size_t page = tsri_os_page_size();
+  uint64_t lo = 0, hi = TSRI_OS_PROBE_MAX + page;
+  while (hi - lo > page) {
+    uint64_t mid = (lo + (hi - lo) / 2) & ~(uint64_t)(page - 1);
+    if (mid <= lo) break;
+    void *p = mid <= SIZE_MAX ? mmap(NULL, (size_t)mid, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+                              : MAP_FAILED;
+    if (p != MAP_FAILED) {
+      munmap(p, (size_t)mid);
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  errno = saved;
+  return lo;
 }
 
 int tsri_os_commit(void *addr, size_t size) {
@@ -465,6 +597,7 @@ int tsri_os_regions(int (*fn)(const tsri_os_region_t *r, void *arg), void *arg,
   char buf[8192];
   size_t have = 0;
   int stop = 0;
+  uintptr_t guard_end = 0;   /* end of the last anonymous no-access page run of up to 64 KiB */
   for (;;) {
     ssize_t n = read(fd, buf + have, sizeof buf - 1 - have);
     if (n < 0 && errno == EINTR) continue;
@@ -475,7 +608,17 @@ int tsri_os_regions(int (*fn)(const tsri_os_region_t *r, void *arg), void *arg,
     while (!stop && (nl = memchr(line, '\n', have - (size_t)(line - buf))) != NULL) {
       *nl = 0;
       tsri_os_region_t r = { 0 };
-      if (maps_line(line, &r) && r.end <= *hi) stop = fn(&r, arg);
+      /* a 32-bit process on a 64-bit kernel has all 4 GiB: its mappings
+       * above 3 GiB say so */
+      if (maps_line(line, &r) && UINTPTR_MAX <= 0xFFFFFFFFu && r.end > *hi) *hi = (uintptr_t)0xFFFFE000u;
+      if (r.end != 0 && r.end <= *hi) {
+        bool anon = r.name[0] == 0;
+        if (strcmp(r.name, "[heap]") == 0) r.holder = TSRI_OS_HOLDER_HEAP;
+        else if (strncmp(r.name, "[stack", 6) == 0) r.holder = TSRI_OS_HOLDER_STACK;
+        else if (anon && (r.prot & 3u) == 3u && guard_end == r.start) r.holder = TSRI_OS_HOLDER_STACK;
+        guard_end = anon && r.prot == 0 && r.end - r.start <= 65536 ? r.end : 0;
+        stop = fn(&r, arg);
+      }
       line = nl + 1;
     }
     if (stop) break;

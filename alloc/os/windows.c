@@ -76,28 +76,123 @@ size_t tsri_os_granularity(void) {
  * Memory
  * ---------------------------------------------------------------------- */
 
-/* Where the next aligned reservation is tried first: just past the last
- * one, so that arenas line up without the over-reserve dance below. */
+/* Where the next aligned reservation is tried first (64-bit): just past
+ * the last one, so that arenas line up without the over-reserve dance
+ * below. */
 static _Atomic uintptr_t os_hint;
 
-/* VirtualAlloc size bytes (type MEM_RESERVE, or MEM_RESERVE|MEM_COMMIT)
- * aligned to align.  Windows aligns every reservation to the allocation
- * granularity; beyond that it cannot trim a reservation as munmap can, so
- * an aligned one is found by reserving size + align, releasing it, and
- * reserving again at the aligned address inside it, which another thread
- * may take in between: then the whole step is tried again. */
+/* A 32-bit process: its 2 GiB are what runs out, so placement follows
+ * FastMM's rule.  Aligned reservations (arenas, which live as long as the
+ * process and hold its long-lived small blocks) go to the lowest aligned
+ * window that is free; large blocks, which come and go, are reserved top
+ * down (tsri_os_alloc_high, tsri_os_reserve_open); the free space stays
+ * one range between the two instead of being cut by whichever came
+ * last. */
+#define OS_SPACE_TIGHT (UINTPTR_MAX <= 0xFFFFFFFFu)
+
+/* Whether the process runs under wine, whose VirtualQuery calls the free
+ * parts of the ranges it reserved for itself at start-up MEM_RESERVE,
+ * though VirtualAlloc hands them out (in a 32-bit process everything
+ * above the first 512 MiB). */
+static bool os_under_wine(void) {
+  static _Atomic int wine;   /* 0 unknown, 1 no, 2 yes */
+  int w = atomic_load_explicit(&wine, memory_order_relaxed);
+  if (w == 0) {
+    HMODULE ntdll = GetModuleHandleW(L"ntdll.dll");
+    w = ntdll != NULL && GetProcAddress(ntdll, "wine_get_version") != NULL ? 2 : 1;
+    atomic_store_explicit(&wine, w, memory_order_relaxed);
+  }
+  return w == 2;
+}
+
+/* A region a placement may try: free, or under wine one of wine's
+ * reserved areas as VirtualQuery shows them (a try there fails at once
+ * when the region is a real reservation). */
+static bool os_may_place(const MEMORY_BASIC_INFORMATION *m) {
+  return m->State == MEM_FREE || (m->State == MEM_RESERVE && m->Type == MEM_PRIVATE &&
+                                  m->AllocationBase == m->BaseAddress && os_under_wine());
+}
+
+/* Reserve (type) size bytes at the lowest multiple of align inside a free
+ * region, found by VirtualQuery from the bottom; NULL when none is free.
+ * A window another thread took meanwhile is passed by. */
+static void *os_alloc_lowest(size_t size, size_t align, DWORD type, DWORD prot) {
+  uintptr_t at = atomic_load_explicit(&os_min_addr, memory_order_relaxed);
+  uintptr_t last = atomic_load_explicit(&os_max_addr, memory_order_relaxed);
+  while (at < last) {
+    MEMORY_BASIC_INFORMATION m;
+    if (VirtualQuery((const void *)at, &m, sizeof m) != sizeof m || m.RegionSize == 0) break;
+    uintptr_t start = (uintptr_t)m.BaseAddress, end = start + m.RegionSize;
+    if (end <= at) break;
+    uintptr_t want = (start + align - 1) & ~(uintptr_t)(align - 1);
+    if (os_may_place(&m) && want >= start && want + size > want && want + size <= end) {
+      void *p = VirtualAlloc((void *)want, size, type, prot);
+      if (p == (void *)want) return p;
+      if (p != NULL) VirtualFree(p, 0, MEM_RELEASE);
+    }
+    at = end;
+  }
+  return NULL;
+}
+
+/* A large block in a 32-bit process: best fit, at the top of the
+ * smallest free region that holds it (found by VirtualQuery), so that the
+ * big free ranges stay whole for the big requests to come, as a best-fit
+ * heap keeps its big free chunks; NULL when none does or another thread
+ * took it meanwhile (the caller asks for MEM_TOP_DOWN instead). */
+static void *os_alloc_best(size_t size, DWORD type, DWORD prot) {
+  size_t gran = tsri_os_granularity();
+  uintptr_t at = atomic_load_explicit(&os_min_addr, memory_order_relaxed);
+  uintptr_t last = atomic_load_explicit(&os_max_addr, memory_order_relaxed);
+  uintptr_t best = 0, best_len = 0;
+  while (at < last) {
+    MEMORY_BASIC_INFORMATION m;
+    if (VirtualQuery((const void *)at, &m, sizeof m) != sizeof m || m.RegionSize == 0) break;
+    uintptr_t start = (uintptr_t)m.BaseAddress, end = start + m.RegionSize;
+    if (end <= at) break;
+    uintptr_t top = (end - size) & ~(uintptr_t)(gran - 1);
+    if (os_may_place(&m) && m.RegionSize >= size && top >= start && (best_len == 0 || m.RegionSize <= best_len)) {
+      best = top;
+      best_len = m.RegionSize;
+    }
+    at = end;
+  }
+  if (best_len == 0) return NULL;
+  void *p = VirtualAlloc((void *)best, size, type, prot);
+  if (p == (void *)best) return p;
+  if (p != NULL) VirtualFree(p, 0, MEM_RELEASE);
+  return NULL;
+}
+
+/* VirtualAlloc size bytes (type MEM_RESERVE, or MEM_RESERVE|MEM_COMMIT,
+ * with MEM_TOP_DOWN for a large block in a 32-bit process) aligned to
+ * align.  Windows aligns every reservation to the allocation granularity;
+ * beyond that it cannot trim a reservation as munmap can, so an aligned
+ * one is found at the lowest free aligned window (32-bit) or just past
+ * the last one (64-bit), else by reserving size + align, releasing it,
+ * and reserving again at the aligned address inside it, which another
+ * thread may take in between: then the whole step is tried again. */
 static int os_virtual_alloc(size_t size, size_t align, DWORD type, void **out) {
   size_t gran = tsri_os_granularity();
   DWORD prot = (type & MEM_COMMIT) ? PAGE_READWRITE : PAGE_NOACCESS;
   if (size == 0 || (align & (align - 1)) != 0) return EINVAL;
   if (align <= gran) {
-    void *p = VirtualAlloc(NULL, size, type, prot);
+    void *p = (type & MEM_TOP_DOWN) ? os_alloc_best(size, type & ~(DWORD)MEM_TOP_DOWN, prot) : NULL;
+    if (p == NULL) p = VirtualAlloc(NULL, size, type, prot);
     if (p == NULL) return ENOMEM;
     *out = p;
     return 0;
   }
+  type &= ~(DWORD)MEM_TOP_DOWN;
+  if (OS_SPACE_TIGHT) {
+    void *p = os_alloc_lowest(size, align, type, prot);
+    if (p != NULL) {
+      *out = p;
+      return 0;
+    }
+  }
   uintptr_t hint = atomic_load_explicit(&os_hint, memory_order_relaxed);
-  if (hint != 0 && (hint & (align - 1)) == 0) {
+  if (!OS_SPACE_TIGHT && hint != 0 && (hint & (align - 1)) == 0) {
     void *p = VirtualAlloc((void *)hint, size, type, prot);
     if (p == (void *)hint) {
       atomic_store_explicit(&os_hint, hint + size, memory_order_relaxed);
@@ -139,18 +234,67 @@ int tsri_os_reserve(size_t size, size_t align, void **out) {
   return rc;
 }
 
+/* Placed high in a 32-bit process: a large segment (segment.c). */
 int tsri_os_reserve_open(size_t size, size_t align, void **out, bool *open) {
   *open = false;   /* committed page by page, as any reservation */
-  return tsri_os_reserve(size, align, out);
-}
-
-int tsri_os_alloc(size_t size, size_t align, void **out) {
   if (!os_budget_take(os_span(size))) return ENOMEM;
   OS_SAVE;
-  int rc = os_virtual_alloc(size, align, MEM_RESERVE | MEM_COMMIT, out);
+  int rc = os_virtual_alloc(size, align, MEM_RESERVE | (OS_SPACE_TIGHT ? MEM_TOP_DOWN : 0), out);
   OS_RESTORE;
   if (rc != 0) os_budget_give(os_span(size));
   return rc;
+}
+
+static int os_alloc_placed(size_t size, size_t align, DWORD top, void **out) {
+  if (!os_budget_take(os_span(size))) return ENOMEM;
+  OS_SAVE;
+  int rc = os_virtual_alloc(size, align, MEM_RESERVE | MEM_COMMIT | top, out);
+  OS_RESTORE;
+  if (rc != 0) os_budget_give(os_span(size));
+  return rc;
+}
+
+int tsri_os_alloc(size_t size, size_t align, void **out) { return os_alloc_placed(size, align, 0, out); }
+
+int tsri_os_alloc_high(size_t size, size_t align, void **out) {
+  return os_alloc_placed(size, align, OS_SPACE_TIGHT ? MEM_TOP_DOWN : 0, out);
+}
+
+int tsri_os_alloc_uncapped(size_t size, void **out) {
+  OS_SAVE;
+  int rc = os_virtual_alloc(size, tsri_os_granularity(), MEM_RESERVE | MEM_COMMIT, out);
+  OS_RESTORE;
+  return rc;
+}
+
+void tsri_os_release_uncapped(void *addr, size_t size) {
+  (void)size;
+  OS_SAVE;
+  VirtualFree(addr, 0, MEM_RELEASE);
+  OS_RESTORE;
+}
+
+/* A binary search of reservations, each released at once; not counted
+ * against the cap (nothing is kept). */
+uint64_t tsri_os_largest_reservation(void) {
+  OS_SAVE;
+  size_t gran = tsri_os_granularity();
+  uint64_t lo = 0;
+  uint64_t hi = (uint64_t)atomic_load_explicit(&os_max_addr, memory_order_relaxed) + 1;
+  if (hi > TSRI_OS_PROBE_MAX) hi = TSRI_OS_PROBE_MAX + gran;
+  while (hi - lo > gran) {
+    uint64_t mid = (lo + (hi - lo) / 2) & ~(uint64_t)(gran - 1);
+    if (mid <= lo) break;
+    void *p = mid <= SIZE_MAX ? VirtualAlloc(NULL, (size_t)mid, MEM_RESERVE, PAGE_NOACCESS) : NULL;
+    if (p != NULL) {
+      VirtualFree(p, 0, MEM_RELEASE);
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  OS_RESTORE;
+  return lo;
 }
 
 int tsri_os_commit(void *addr, size_t size) {
@@ -451,6 +595,41 @@ static void os_region_name(const MEMORY_BASIC_INFORMATION *m, char *buf, size_t 
   if (n > 0 && n < sizeof w / sizeof w[0]) os_utf8(w, buf, size);
 }
 
+/* A reservation with nothing committed that VirtualAlloc grants again
+ * (released at once) is free: wine's reserved areas.  On Windows the
+ * call fails on any reservation. */
+static bool os_reservable(uintptr_t start, uintptr_t end) {
+  void *p = VirtualAlloc((void *)start, end - start, MEM_RESERVE, PAGE_NOACCESS);
+  if (p == NULL) return false;
+  VirtualFree(p, 0, MEM_RELEASE);
+  return p == (void *)start;
+}
+
+/* What holds the reservation at base (private memory): a thread's stack
+ * (a guard page in it, or the calling thread's own, which holds a local
+ * variable of this function), a heap (the
+ * first reservation of one of the process's heaps: GetProcessHeaps; its
+ * later segments and big blocks are reservations of their own, which
+ * stay TSRI_OS_HOLDER_NONE), or unknown.  Reads the regions of the
+ * reservation ahead of the walk. */
+static unsigned os_holder_of(uintptr_t base, uintptr_t last, const HANDLE *heaps, DWORD n_heaps) {
+  uintptr_t at = base, end = base;
+  bool guard = false;
+  while (at <= last) {
+    MEMORY_BASIC_INFORMATION m;
+    if (VirtualQuery((const void *)at, &m, sizeof m) != sizeof m || m.RegionSize == 0) break;
+    if ((uintptr_t)m.AllocationBase != base || m.State == MEM_FREE) break;
+    guard = guard || (m.State == MEM_COMMIT && (m.Protect & PAGE_GUARD));
+    end = (uintptr_t)m.BaseAddress + m.RegionSize;
+    at = end;
+  }
+  uintptr_t here = (uintptr_t)&at;
+  if (guard || (here >= base && here < end)) return TSRI_OS_HOLDER_STACK;
+  for (DWORD i = 0; i < n_heaps; i++)
+    if ((uintptr_t)heaps[i] >= base && (uintptr_t)heaps[i] < end) return TSRI_OS_HOLDER_HEAP;
+  return TSRI_OS_HOLDER_NONE;
+}
+
 int tsri_os_regions(int (*fn)(const tsri_os_region_t *r, void *arg), void *arg,
                     uintptr_t *lo, uintptr_t *hi) {
   OS_SAVE;
@@ -459,14 +638,25 @@ int tsri_os_regions(int (*fn)(const tsri_os_region_t *r, void *arg), void *arg,
   uintptr_t last = atomic_load_explicit(&os_max_addr, memory_order_relaxed);
   *lo = first;
   *hi = last + 1;   /* lpMaximumApplicationAddress is the last byte */
-  uintptr_t at = first;
+  HANDLE heaps[64];
+  DWORD n_heaps = GetProcessHeaps(sizeof heaps / sizeof heaps[0], heaps);
+  if (n_heaps > sizeof heaps / sizeof heaps[0]) n_heaps = sizeof heaps / sizeof heaps[0];
+  bool wine = os_under_wine();
+  uintptr_t at = first, holder_base = 0;
+  unsigned holder = TSRI_OS_HOLDER_NONE;
   char name[1024];
   while (at >= first && at <= last) {
     MEMORY_BASIC_INFORMATION m;
     if (VirtualQuery((const void *)at, &m, sizeof m) != sizeof m || m.RegionSize == 0) break;
     uintptr_t start = (uintptr_t)m.BaseAddress, end = start + m.RegionSize;
     if (end <= at) break;
-    if (m.State != MEM_FREE) {
+    bool wine_free = wine && m.State == MEM_RESERVE && m.Type == MEM_PRIVATE &&
+                     (uintptr_t)m.AllocationBase == start && os_reservable(start, end);
+    if (m.State != MEM_FREE && !wine_free) {
+      if (m.Type == MEM_PRIVATE && (uintptr_t)m.AllocationBase != holder_base) {
+        holder_base = (uintptr_t)m.AllocationBase;
+        holder = os_holder_of(holder_base, last, heaps, n_heaps);
+      }
       tsri_os_region_t r;
       memset(&r, 0, sizeof r);
       r.start = start;
@@ -475,6 +665,7 @@ int tsri_os_regions(int (*fn)(const tsri_os_region_t *r, void *arg), void *arg,
       r.prot = m.State == MEM_COMMIT && !(m.Protect & PAGE_GUARD) ? os_prot_bits(m.Protect) : 0;
       r.type = m.Type == MEM_IMAGE ? 3u : m.Type == MEM_MAPPED ? 2u : 1u;
       r.base = (uintptr_t)m.AllocationBase;
+      r.holder = m.Type == MEM_PRIVATE ? holder : TSRI_OS_HOLDER_NONE;
       os_region_name(&m, name, sizeof name);
       r.name = name;
       if (fn(&r, arg) != 0) break;
@@ -557,80 +748,4 @@ void tsri_os_wakeup_wait(uint64_t timeout_ms) {
 int tsri_os_signal(int which, void (*handler)(void)) {
   (void)which; (void)handler;
   return ENOTSUP;
-}
-
-/* Meshing needs memory that can be mapped at two addresses and replaced
- * in place without a hole: on Windows, a pagefile-backed section mapped
- * into placeholders (VirtualAlloc2, MapViewOfFile3, Windows 10 1803 and
- * later).  tessera does not use them yet: tsri_os_share_open answers
- * ENOSYS, meshing stays off and the report says so, and the rest is never
- * called. */
-int tsri_os_share_open(void) { return ENOSYS; }
-void tsri_os_share_close(void) {}
-int tsri_os_share_size(uint64_t bytes) { (void)bytes; return ENOSYS; }
-int tsri_os_share_write(uint64_t off, const void *src, size_t size) {
-  (void)off; (void)src; (void)size;
-  return ENOSYS;
-}
-int tsri_os_share_map(void *addr, size_t size, uint64_t off) {
-  (void)addr; (void)size; (void)off;
-  return ENOSYS;
-}
-int tsri_os_share_punch(uint64_t off, size_t size) { (void)off; (void)size; return ENOSYS; }
-int tsri_os_private_map(void *addr, size_t size) { (void)addr; (void)size; return ENOSYS; }
-int tsri_os_protect(void *addr, size_t size, bool write) {
-  (void)addr; (void)size; (void)write;
-  return ENOSYS;
-}
-size_t tsri_os_map_limit(void) { return 0; }
-/* Faults: a vectored exception handler, first in the chain, sees every
- * access violation before the program's own handlers (structured
- * exception handlers, the unhandled-exception filter) and passes on what
- * no registered function takes: the process then ends as it would have.
- * A vectored handler cannot be replaced, so once installed it stays ours. */
-static bool (*volatile fault_fns[TSRI_OS_FAULT_FNS])(void *addr);
-static volatile LONG fault_state;   /* 0: not installed, 1: being installed, 2: installed */
-
-static LONG CALLBACK fault_handler(EXCEPTION_POINTERS *info) {
-  EXCEPTION_RECORD *r = info->ExceptionRecord;
-  if (r->ExceptionCode != EXCEPTION_ACCESS_VIOLATION || r->NumberParameters < 2)
-    return EXCEPTION_CONTINUE_SEARCH;
-  void *addr = (void *)r->ExceptionInformation[1];
-  for (size_t i = 0; i < TSRI_OS_FAULT_FNS; i++) {
-    bool (*fn)(void *) = fault_fns[i];
-    if (fn != NULL && fn(addr)) return EXCEPTION_CONTINUE_EXECUTION;
-  }
-  return EXCEPTION_CONTINUE_SEARCH;
-}
-
-int tsri_os_fault_catch(bool (*fn)(void *addr)) {
-  size_t at = TSRI_OS_FAULT_FNS;
-  for (size_t i = 0; i < TSRI_OS_FAULT_FNS && at == TSRI_OS_FAULT_FNS; i++) {
-    if (fault_fns[i] == fn) at = i;
-    else if (InterlockedCompareExchangePointer((PVOID volatile *)&fault_fns[i], (PVOID)fn, NULL) == NULL) at = i;
-  }
-  if (at == TSRI_OS_FAULT_FNS) return ENOSPC;
-  if (InterlockedCompareExchange(&fault_state, 1, 0) != 0) {
-    while (fault_state == 1) SwitchToThread();
-    return fault_state == 2 ? 0 : EAGAIN;
-  }
-  OS_SAVE;
-  bool ok = AddVectoredExceptionHandler(1, fault_handler) != NULL;
-  OS_RESTORE;
-  InterlockedExchange(&fault_state, ok ? 2 : 0);
-  return ok ? 0 : ENOMEM;
-}
-
-bool tsri_os_fault_ours(void) { return fault_state == 2; }
-
-int tsri_os_guard(void *addr, size_t size) { return tsri_os_decommit(addr, size); }
-int tsri_os_pipe(intptr_t handles[2]) { (void)handles; return ENOSYS; }
-void tsri_os_pipe_read_byte(intptr_t handle) { (void)handle; }
-
-uint64_t tsri_os_clock_ns(void) {
-  static LARGE_INTEGER freq;
-  LARGE_INTEGER now;
-  if (freq.QuadPart == 0) QueryPerformanceFrequency(&freq);
-  QueryPerformanceCounter(&now);
-  return (uint64_t)((double)now.QuadPart * 1e9 / (double)freq.QuadPart);
 }

@@ -16,7 +16,7 @@
 void *tsri_scratch(size_t bytes) {
   void *mem;
   size_t size = tsri_align_up(bytes + 16, tsri_os_page_size());
-  if (tsri_os_alloc(size, tsri_os_page_size(), &mem) != 0) return NULL;
+  if (tsri_os_alloc_uncapped(size, &mem) != 0) return NULL;
   *(size_t *)mem = size;
   return (uint8_t *)mem + 16;
 }
@@ -24,7 +24,7 @@ void *tsri_scratch(size_t bytes) {
 void tsri_scratch_free(void *p) {
   if (p == NULL) return;
   uint8_t *mem = (uint8_t *)p - 16;
-  tsri_os_release(mem, *(size_t *)mem);
+  tsri_os_release_uncapped(mem, *(size_t *)mem);
 }
 
 /* ------------------------------------------------------------------------
@@ -444,12 +444,14 @@ int tsr_map_walk(tsr_map_fn *visit, void *arg) {
 
 typedef struct range_s {
   uintptr_t start, end;
+  uint32_t holder;        /* TSR_HOLDER_ARENA, _LARGE or _TESSERA */
 } range_t;
 
 typedef struct space_walk_s {
   tsr_region_fn *visit;
   void *arg;
   tsr_address_space_t totals;
+  tsr_space_pieces_t *pieces;   /* or NULL */
   uintptr_t last_end;
   int stop;
   const uintptr_t *lo;    /* the lowest user address, set by the OS layer */
@@ -476,34 +478,66 @@ static range_t *ours_collect(size_t *count) {
     tsri_lock(tsri_arena_lock_get());
     size_t k = 0;
     for (tsr_arena_t *a = tsri_arena_first(); a != NULL && k < arenas; a = a->next, k++) {
-      r[n++] = (range_t){ (uintptr_t)a, (uintptr_t)a + a->slots * TSR_SLOT_SIZE };
+      r[n++] = (range_t){ (uintptr_t)a, (uintptr_t)a + a->slots * TSR_SLOT_SIZE, TSR_HOLDER_ARENA };
       uintptr_t recs = (uintptr_t)atomic_load_explicit(&a->recs, memory_order_relaxed);
       if (recs != 0)
-        r[n++] = (range_t){ recs, recs + a->slots * TSRI_RECS_STRIDE };
+        r[n++] = (range_t){ recs, recs + a->slots * TSRI_RECS_STRIDE, TSR_HOLDER_TESSERA };
     }
     tsri_unlock(tsri_arena_lock_get());
     for (size_t i = 0; i < n_large; i++)   /* a run of a segment lies in the segment's range below */
-      if (large[i].seg == NULL) r[n++] = (range_t){ large[i].base, large[i].base + large[i].mapped };
+      if (large[i].seg == NULL)
+        r[n++] = (range_t){ large[i].base, large[i].base + large[i].mapped, TSR_HOLDER_LARGE };
     uintptr_t base;
     size_t size, cursor = 0;
-    while (tsri_own_next(&cursor, &base, &size)) r[n++] = (range_t){ base, base + size };
+    unsigned kind;
+    while (tsri_own_next(&cursor, &base, &size, &kind))
+      r[n++] = (range_t){ base, base + size, kind == TSRI_OWN_LARGE ? TSR_HOLDER_LARGE : TSR_HOLDER_TESSERA };
   }
   if (large != NULL) tsri_large_snapshot_free(large, large_bytes);
   *count = n;
   return r;
 }
 
-static uint64_t ours_overlap(const space_walk_t *w, uintptr_t start, uintptr_t end) {
+/* Bytes of [start, end) in tessera's reservations, by holder (indices
+ * TSR_HOLDER_ARENA.._TESSERA of by[]). */
+static uint64_t ours_overlap(const space_walk_t *w, uintptr_t start, uintptr_t end, uint64_t *by) {
   uint64_t bytes = 0;
   for (size_t i = 0; i < w->n_ours; i++) {
     uintptr_t s = w->ours[i].start > start ? w->ours[i].start : start;
     uintptr_t e = w->ours[i].end < end ? w->ours[i].end : end;
-    if (s < e) bytes += e - s;
+    if (s < e) {
+      bytes += e - s;
+      by[w->ours[i].holder] += e - s;
+    }
   }
   return bytes;
 }
 
-static void space_emit(space_walk_t *w, const tsr_region_t *r, uint64_t ours) {
+/* The bucket of a free range of size bytes: < 1, 4, 16, 64, 256 MiB, more. */
+static size_t free_bucket(uint64_t size) {
+  size_t b = 0;
+  for (uint64_t limit = (uint64_t)1 << 20; b + 1 < TSR_FREE_BUCKETS && size >= limit; limit <<= 2) b++;
+  return b;
+}
+
+/* Note free range [start, start + size) among the biggest. */
+static void pieces_note_free(tsr_space_pieces_t *p, uintptr_t start, uint64_t size) {
+  size_t b = free_bucket(size);
+  p->free_ranges++;
+  p->pieces[b]++;
+  p->pieces_bytes[b] += size;
+  size_t i = TSR_LARGEST_LISTED;
+  while (i > 0 && p->largest[i - 1] < size) i--;
+  if (i == TSR_LARGEST_LISTED) return;
+  for (size_t k = TSR_LARGEST_LISTED - 1; k > i; k--) {
+    p->largest[k] = p->largest[k - 1];
+    p->largest_at[k] = p->largest_at[k - 1];
+  }
+  p->largest[i] = size;
+  p->largest_at[i] = start;
+}
+
+static void space_emit(space_walk_t *w, const tsr_region_t *r, uint64_t ours, const uint64_t *by) {
   uint64_t size = r->end - r->start;
   w->totals.regions++;
   if (r->state == TSR_REGION_FREE) {
@@ -512,44 +546,96 @@ static void space_emit(space_walk_t *w, const tsr_region_t *r, uint64_t ours) {
       w->totals.largest_free = size;
       w->totals.largest_free_at = r->start;
     }
+    if (w->pieces != NULL) pieces_note_free(w->pieces, r->start, size);
   } else {
     if (r->state == TSR_REGION_RESERVED) w->totals.reserved += size;
     else w->totals.committed += size;
     w->totals.tessera_reserved += ours;
   }
+  if (w->pieces != NULL) {
+    for (size_t h = 0; h < TSR_HOLDER_COUNT; h++) w->pieces->held[h] += by[h];
+    w->pieces->held_regions[r->holder]++;
+  }
   if (w->visit != NULL && w->stop == 0) w->stop = w->visit(r, w->arg);
+}
+
+/* Who holds what the OS layer describes, tessera's own aside. */
+static uint32_t os_holder(const tsri_os_region_t *os) {
+  if (os->holder == TSRI_OS_HOLDER_STACK) return TSR_HOLDER_STACK;
+  if (os->holder == TSRI_OS_HOLDER_HEAP) return TSR_HOLDER_HEAP;
+  if (os->type == TSR_REGION_TYPE_IMAGE) return TSR_HOLDER_IMAGE;
+  if (os->type == TSR_REGION_TYPE_MAPPED) return TSR_HOLDER_MAPPED;
+  if (os->type == 0 && os->name[0] == '/')   /* POSIX: a library or the program, else a file */
+    return (os->prot & TSR_PROT_EXEC) || strstr(os->name, ".so") != NULL ? TSR_HOLDER_IMAGE
+                                                                         : TSR_HOLDER_MAPPED;
+  return TSR_HOLDER_OTHER;
 }
 
 static int space_region(const tsri_os_region_t *os, void *arg) {
   space_walk_t *w = arg;
   uintptr_t from = w->last_end != 0 ? w->last_end : *w->lo;
+  uint64_t by[TSR_HOLDER_COUNT] = { 0 };
   if (os->start > from) {
-    tsr_region_t gap = { from, os->start, TSR_REGION_FREE, 0, 0, "", 0, 0 };
-    space_emit(w, &gap, 0);
+    tsr_region_t gap = { from, os->start, TSR_REGION_FREE, 0, 0, "", 0, 0, TSR_HOLDER_FREE };
+    by[TSR_HOLDER_FREE] = os->start - from;
+    space_emit(w, &gap, 0, by);
+    by[TSR_HOLDER_FREE] = 0;
   }
-  uint64_t ours = ours_overlap(w, os->start, os->end);
+  uint64_t ours = ours_overlap(w, os->start, os->end, by);
+  uint32_t rest_holder = os_holder(os);
+  by[rest_holder] += (os->end - os->start) - ours;
+  uint32_t holder = rest_holder;
+  for (uint32_t h = 0; h < TSR_HOLDER_COUNT; h++)
+    if (by[h] > by[holder]) holder = h;
   tsr_region_t r = { os->start, os->end, os->accessible ? TSR_REGION_COMMITTED : TSR_REGION_RESERVED,
-                     os->prot, ours != 0, os->name, os->type, os->base };
-  space_emit(w, &r, ours);
+                     os->prot, ours != 0, os->name, os->type, os->base, holder };
+  space_emit(w, &r, ours, by);
   w->last_end = os->end;
   return 0;
 }
 
-int tsr_address_space(tsr_region_fn *visit, void *arg, tsr_address_space_t *totals) {
+static int space_walk(tsr_region_fn *visit, void *arg, tsr_address_space_t *totals,
+                      tsr_space_pieces_t *pieces) {
   tsri_init();
   space_walk_t w;
   memset(&w, 0, sizeof w);
   w.visit = visit;
   w.arg = arg;
+  w.pieces = pieces;
   w.ours = ours_collect(&w.n_ours);
   uintptr_t lo = 0, hi = 0;
   w.lo = &lo;
   int rc = tsri_os_regions(space_region, &w, &lo, &hi);
   if (rc == 0 && hi > w.last_end) {
-    tsr_region_t gap = { w.last_end > lo ? w.last_end : lo, hi, TSR_REGION_FREE, 0, 0, "", 0, 0 };
-    space_emit(&w, &gap, 0);
+    uintptr_t from = w.last_end > lo ? w.last_end : lo;
+    tsr_region_t gap = { from, hi, TSR_REGION_FREE, 0, 0, "", 0, 0, TSR_HOLDER_FREE };
+    uint64_t by[TSR_HOLDER_COUNT] = { hi - from };
+    space_emit(&w, &gap, 0, by);
   }
   tsri_scratch_free(w.ours);
   if (rc == 0 && totals != NULL) *totals = w.totals;
   return rc;
+}
+
+int tsr_address_space(tsr_region_fn *visit, void *arg, tsr_address_space_t *totals) {
+  return space_walk(visit, arg, totals, NULL);
+}
+
+int tsr_space_pieces(tsr_space_pieces_t *pieces) {
+  if (pieces == NULL || pieces->size < sizeof(tsr_space_pieces_t)) return EINVAL;
+  memset(pieces, 0, sizeof *pieces);
+  pieces->size = sizeof *pieces;
+  pieces->version = TSR_SPACE_VERSION;
+  int rc = space_walk(NULL, NULL, &pieces->totals, pieces);
+  if (rc != 0) return rc;
+  pieces->reservable = tsri_os_largest_reservation();
+  uint64_t limit = (uint64_t)tsri_option(TSRI_OPT_RESERVE_LIMIT), held = tsri_os_reserved();
+  pieces->reserve_left = limit == 0 ? UINT64_MAX : limit > held ? limit - held : 0;
+  tsri_refusal_t refusal;
+  tsri_refusal_get(&refusal);
+  pieces->refusals = refusal.count;
+  pieces->refused_size = refusal.size;
+  pieces->refused_large = refusal.what == TSRI_REFUSED_LARGE;
+  pieces->refused_ms = refusal.count ? refusal.at_ms - tsri_start_ms : 0;
+  return 0;
 }

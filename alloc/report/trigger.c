@@ -1,6 +1,7 @@
 /* trigger.c: reports written without a call from the program: at exit
- * (TESSERA_REPORT), on a signal (TESSERA_REPORT_SIGNAL) and every few
- * seconds (TESSERA_REPORT_INTERVAL_S).
+ * and at the first allocation failure (TESSERA_REPORT), on a signal
+ * (TESSERA_REPORT_SIGNAL) and every few seconds
+ * (TESSERA_REPORT_INTERVAL_S).
  *
  * Owns: the reporter thread, started at load and again in a fork child,
  * and the report at exit.  The core starts nothing for reports: these
@@ -67,9 +68,22 @@ static void triggers_restart(void) {
 
 /* At load, after the core's constructor (priority 101) has read the
  * options the triggers depend on. */
+/* TESSERA_REPORT: the report at failure, written by the thread whose
+ * request the OS refused (the core calls it so: own.c, tsri_refused),
+ * before that request returns NULL, holding none of tessera's locks.  The
+ * first refusal only: a program that retries smaller requests would
+ * write one per try; the later ones are counted in the reports after. */
+static _Atomic int failure_reported;
+
+static void report_at_failure(void) {
+  if (atomic_exchange_explicit(&failure_reported, 1, memory_order_relaxed)) return;
+  report_now("failure");
+}
+
 __attribute__((constructor)) static void triggers_at_load(void) {
   tsri_init();
   tsri_on_fork_child(triggers_restart);
+  if (tsri_option_string(TSRI_OPT_REPORT) != NULL) tsri_on_refusal(report_at_failure);
   triggers_start();
 }
 

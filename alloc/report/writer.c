@@ -107,6 +107,9 @@ void tsri_put_frame_short(tsri_out_t *o, void *addr, bool with_offset) {
 
 const char *const tsri_track_names[] = { "stats", "sample", "full" };
 const char *const tsri_mesh_state_names[] = { "off", "on", "unsupported", "paused" };
+const char *const tsri_holder_names[] = { "free", "tessera arenas", "tessera large blocks", "tessera records",
+                                          "images", "mapped files", "other heaps", "thread stacks",
+                                          "other private" };
 
 static void report_gather(tsri_report_t *r, const char *reason, bool need_sites) {
   r->reason = reason;
@@ -116,7 +119,9 @@ static void report_gather(tsri_report_t *r, const char *reason, bool need_sites)
   r->sites = need_sites ? tsri_sites_collect(false, false) : NULL;
   r->leaks = need_sites && strcmp(reason, "exit") == 0 ? tsri_sites_collect(true, false) : NULL;
   r->pins = need_sites ? tsri_pins_collect() : NULL;
-  r->space_ok = tsr_address_space(NULL, NULL, &r->space) == 0;
+  r->pieces.size = sizeof r->pieces;
+  r->space_ok = tsr_space_pieces(&r->pieces) == 0;
+  r->space = r->pieces.totals;
   tsri_os_program(r->program, sizeof r->program);
 }
 

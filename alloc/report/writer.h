@@ -43,12 +43,14 @@ typedef struct tsri_report_s {
   tsri_sites_t *leaks;       /* at exit only */
   tsri_pins_t *pins;         /* who pins the sparse pages (pins.c) */
   tsr_address_space_t space;
+  tsr_space_pieces_t pieces;   /* space is pieces.totals */
   bool space_ok;
   char program[256];
 } tsri_report_t;
 
 tsri_hidden extern const char *const tsri_track_names[];   /* by tsr_track_t */
 tsri_hidden extern const char *const tsri_mesh_state_names[];   /* by tsr_mesh_state_t */
+tsri_hidden extern const char *const tsri_holder_names[];  /* by tsr_holder_t */
 tsri_hidden size_t tsri_sites_listed(const tsri_sites_t *s);
 /* How many of p's sites a report lists (TESSERA_REPORT_SITES). */
 tsri_hidden size_t tsri_pins_listed(const tsri_pins_t *p);

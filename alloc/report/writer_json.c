@@ -208,10 +208,53 @@ static int json_region(const tsr_region_t *r, void *arg) {
   tsri_puts(o, (r->prot & TSR_PROT_EXEC) ? "x" : "-");
   tsri_puts(o, "\",\"tessera\":");
   tsri_puts(o, r->tessera ? "true" : "false");
+  tsri_puts(o, ",\"holder\":");
+  put_json_str(o, tsri_holder_names[r->holder < TSR_HOLDER_COUNT ? r->holder : TSR_HOLDER_OTHER]);
   tsri_puts(o, ",\"name\":");
   put_json_str(o, r->name);
   tsri_puts(o, "}");
   return 0;
+}
+
+/* What tsr_space_pieces adds to the address space: the probe, the cap,
+ * the free pieces, the biggest free ranges, the holders, the refusals. */
+static void json_pieces(tsri_out_t *o, const tsr_space_pieces_t *p) {
+  static const uint64_t below[TSR_FREE_BUCKETS] = { 1u << 20, 4u << 20, 16u << 20, 64u << 20, 256u << 20, 0 };
+  json_u64(o, "reservable", p->reservable, true);
+  if (p->reserve_left != UINT64_MAX) json_u64(o, "reserve_left", p->reserve_left, true);
+  json_u64(o, "free_ranges", p->free_ranges, true);
+  tsri_puts(o, "\"pieces\":[");
+  for (size_t b = 0; b < TSR_FREE_BUCKETS; b++) {
+    tsri_puts(o, b ? ",{" : "{");
+    json_u64(o, "below", below[b], true);   /* 0: no bound */
+    json_u64(o, "count", p->pieces[b], true);
+    json_u64(o, "bytes", p->pieces_bytes[b], false);
+    tsri_puts(o, "}");
+  }
+  tsri_puts(o, "],\"largest\":[");
+  for (size_t i = 0; i < TSR_LARGEST_LISTED && p->largest[i] != 0; i++) {
+    tsri_puts(o, i ? ",{\"at\":\"" : "{\"at\":\"");
+    tsri_put_hex(o, p->largest_at[i]);
+    tsri_puts(o, "\",");
+    json_u64(o, "bytes", p->largest[i], false);
+    tsri_puts(o, "}");
+  }
+  tsri_puts(o, "],\"held\":{");
+  for (size_t h = 1; h < TSR_HOLDER_COUNT; h++) {
+    if (h > 1) tsri_puts(o, ",");
+    put_json_key(o, tsri_holder_names[h]);
+    tsri_puts(o, "{");
+    json_u64(o, "bytes", p->held[h], true);
+    json_u64(o, "regions", p->held_regions[h], false);
+    tsri_puts(o, "}");
+  }
+  tsri_puts(o, "},\"refusals\":{");
+  json_u64(o, "count", p->refusals, true);
+  json_u64(o, "last_size", p->refused_size, true);
+  put_json_key(o, "last_large");
+  tsri_puts(o, p->refused_large ? "true," : "false,");
+  json_u64(o, "last_ms", p->refused_ms, false);
+  tsri_puts(o, "},");
 }
 
 void tsri_write_json(tsri_out_t *o, tsri_report_t *r) {
@@ -345,6 +388,7 @@ void tsri_write_json(tsri_out_t *o, tsri_report_t *r) {
   tsri_put_hex(o, r->space.largest_free_at);
   tsri_puts(o, "\",");
   json_u64(o, "tessera_reserved", r->space.tessera_reserved, true);
+  json_pieces(o, &r->pieces);
   tsri_puts(o, "\"regions\":[");
   json_space_t js = { o, true };
   if (r->space_ok) tsr_address_space(json_region, &js, NULL);

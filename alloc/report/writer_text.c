@@ -175,6 +175,150 @@ static void text_pins(tsri_out_t *o, const tsri_pins_t *p) {
   }
 }
 
+/* ------------------------------------------------------------------------
+ * The address space: why a request fails with most of it free
+ * ---------------------------------------------------------------------- */
+
+/* The map of a user address space of at most 4 GiB (a 32-bit process):
+ * MAP_CELLS characters, one per cell, named by the holder with the most
+ * bytes in it; upper case when it holds half the cell or more, '.' when
+ * the cell is all free. */
+#define MAP_CELLS 512
+#define MAP_LINE 64
+static const char map_letters[] = ".altimhsp";   /* by tsr_holder_t */
+
+typedef struct space_map_s {
+  uint64_t cell;                                /* bytes per character */
+  uint64_t held[MAP_CELLS][TSR_HOLDER_COUNT];
+} space_map_t;
+
+static int map_region(const tsr_region_t *reg, void *arg) {
+  space_map_t *m = arg;
+  for (uintptr_t at = reg->start; at < reg->end;) {
+    uint64_t i = at / m->cell;
+    if (i >= MAP_CELLS) break;
+    uintptr_t cell_end = (uintptr_t)((i + 1) * m->cell);
+    uintptr_t end = reg->end < cell_end ? reg->end : cell_end;
+    m->held[i][reg->state == TSR_REGION_FREE ? TSR_HOLDER_FREE : reg->holder] += end - at;
+    at = end;
+  }
+  return 0;
+}
+
+static void text_map(tsri_out_t *o, const tsr_space_pieces_t *p) {
+  uint64_t span = p->totals.free + p->totals.reserved + p->totals.committed;
+  if (span == 0 || span > ((uint64_t)1 << 32)) return;
+  space_map_t *m = tsri_scratch(sizeof(space_map_t));
+  if (m == NULL) return;
+  /* from address 0: the space walked starts at the OS's lowest user
+   * address, 64 KiB on Windows and Linux */
+  m->cell = (span + 65536 + MAP_CELLS - 1) / MAP_CELLS;
+  m->cell = (m->cell + 65535) & ~(uint64_t)65535;
+  tsr_address_space(map_region, m, NULL);
+  tsri_puts(o, "  map, a character per ");
+  put_size(o, m->cell);
+  tsri_puts(o, " ('.' free; upper case: held for half the cell or more; a arenas, l large\n"
+               "  blocks, t tessera's records, i images, m mapped files, h other heaps, s stacks,\n"
+               "  p other private)\n");
+  char line[MAP_LINE + 1];
+  for (size_t i = 0; i < MAP_CELLS; i++) {
+    const uint64_t *h = m->held[i];
+    size_t best = TSR_HOLDER_FREE;
+    for (size_t k = 1; k < TSR_HOLDER_COUNT; k++)
+      if (h[k] > 0 && (best == TSR_HOLDER_FREE || h[k] > h[best])) best = k;
+    char c = map_letters[best];
+    if (best != TSR_HOLDER_FREE && h[best] * 2 >= m->cell) c = (char)(c - 'a' + 'A');
+    line[i % MAP_LINE] = c;
+    if (i % MAP_LINE == MAP_LINE - 1) {
+      line[MAP_LINE] = 0;
+      tsri_puts(o, "  ");
+      tsri_put_hex(o, (uint64_t)(i + 1 - MAP_LINE) * m->cell);
+      tsri_puts(o, " ");
+      tsri_puts(o, line);
+      tsri_puts(o, "\n");
+    }
+  }
+  tsri_scratch_free(m);
+}
+
+static void text_space(tsri_out_t *o, const tsr_space_pieces_t *p, bool at_failure) {
+  static const char *const bucket_names[TSR_FREE_BUCKETS] = {
+    "below 1 MiB", "1 to 4 MiB", "4 to 16 MiB", "16 to 64 MiB", "64 to 256 MiB", "256 MiB and more"
+  };
+  const tsr_address_space_t *t = &p->totals;
+  tsri_puts(o, "\naddress space\n");
+  text_line(o, "reserved (no access)", t->reserved);
+  text_line(o, "mapped", t->committed);
+  text_line(o, "of these, tessera's", t->tessera_reserved);
+  text_line(o, "free", t->free);
+  text_line(o, "largest free range", t->largest_free);
+  tsri_puts(o, "  largest free range at ");
+  tsri_put_hex(o, t->largest_free_at);
+  tsri_puts(o, "\n");
+  text_line(o, "largest reservation", p->reservable);
+  tsri_puts(o, p->reservable > ((uint64_t)4 << 30) - 1 ? "    (the biggest the OS grants now, probed up to 4 GiB)\n"
+                                                      : "    (the biggest the OS grants now, probed)\n");
+  if (p->reserve_left != UINT64_MAX) text_line(o, "left under the cap", p->reserve_left);
+  if (p->refusals != 0 && at_failure) {
+    tsri_puts(o, "  why the request failed: ");
+    put_size(o, p->refused_size);
+    tsri_puts(o, p->refused_large ? " (a large block) needed a free range of its size"
+                                  : " (small blocks) needed a new arena");
+    tsri_puts(o, "; the largest free range is ");
+    put_size(o, p->reservable);
+    if (p->reserve_left != UINT64_MAX) {
+      tsri_puts(o, " and the cap leaves ");
+      put_size(o, p->reserve_left);
+    }
+    tsri_puts(o, ", though ");
+    put_size(o, t->free);
+    tsri_puts(o, " are free in ");
+    tsri_put_u64(o, p->free_ranges);
+    tsri_puts(o, " pieces\n");
+  } else if (p->refusals != 0) {
+    tsri_puts(o, "  requests refused      ");
+    tsri_put_u64(o, p->refusals);
+    tsri_puts(o, ", the last ");
+    put_size(o, p->refused_size);
+    tsri_puts(o, p->refused_large ? " (a large block) at " : " (small blocks) at ");
+    tsri_put_fixed(o, (double)p->refused_ms / 1000.0, 1);
+    tsri_puts(o, " s\n");
+  }
+  tsri_puts(o, "  free space in ");
+  tsri_put_u64(o, p->free_ranges);
+  tsri_puts(o, " pieces\n");
+  for (size_t b = 0; b < TSR_FREE_BUCKETS; b++) {
+    if (p->pieces[b] == 0) continue;
+    tsri_puts(o, "    ");
+    tsri_puts(o, bucket_names[b]);
+    pad(o, strlen(bucket_names[b]), 18);
+    put_u64_right(o, p->pieces[b], 8);
+    tsri_puts(o, " pieces, ");
+    put_size(o, p->pieces_bytes[b]);
+    tsri_puts(o, "\n");
+  }
+  tsri_puts(o, "  biggest free ranges  ");
+  for (size_t i = 0; i < TSR_LARGEST_LISTED && p->largest[i] != 0; i++) {
+    if (i) tsri_puts(o, i % 3 == 0 ? ",\n                       " : ", ");
+    put_size(o, p->largest[i]);
+    tsri_puts(o, " at ");
+    tsri_put_hex(o, p->largest_at[i]);
+  }
+  tsri_puts(o, "\n  held by                      bytes   regions\n");
+  for (size_t h = 1; h < TSR_HOLDER_COUNT; h++) {
+    if (p->held[h] == 0) continue;
+    tsri_puts(o, "    ");
+    tsri_puts(o, tsri_holder_names[h]);
+    pad(o, strlen(tsri_holder_names[h]), 22);
+    put_u64_right(o, p->held[h], 14);
+    put_u64_right(o, p->held_regions[h], 10);
+    tsri_puts(o, "  (");
+    put_size(o, p->held[h]);
+    tsri_puts(o, ")\n");
+  }
+  text_map(o, p);
+}
+
 void tsri_write_text(tsri_out_t *o, tsri_report_t *r) {
   const tsr_stats_t *s = &r->stats;
   tsri_puts(o, "== tessera report: ");
@@ -304,17 +448,7 @@ void tsri_write_text(tsri_out_t *o, tsri_report_t *r) {
     tsri_puts(o, "\n");
   }
 
-  if (r->space_ok) {
-    tsri_puts(o, "\naddress space\n");
-    text_line(o, "reserved (no access)", r->space.reserved);
-    text_line(o, "mapped", r->space.committed);
-    text_line(o, "of these, tessera's", r->space.tessera_reserved);
-    text_line(o, "free", r->space.free);
-    text_line(o, "largest free range", r->space.largest_free);
-    tsri_puts(o, "  largest free range at ");
-    tsri_put_hex(o, r->space.largest_free_at);
-    tsri_puts(o, "\n");
-  }
+  if (r->space_ok) text_space(o, &r->pieces, strcmp(r->reason, "failure") == 0);
   tsri_puts(o, "\n");
 }
 

@@ -134,8 +134,8 @@ static tsr_noinline bool guard_init(void) {
     void *mem, *recs;
     if (tsri_os_reserve(bytes, gran, &mem) == 0) {
       if (tsri_os_alloc(meta, gran, &recs) == 0) {
-        tsri_own_add(mem, bytes);
-        tsri_own_add(recs, meta);
+        tsri_own_add(mem, bytes, TSRI_OWN_LARGE);   /* user blocks, as large ones are */
+        tsri_own_add(recs, meta, TSRI_OWN_META);
         tsri_count(&tsri_counters.metadata, (int64_t)meta);
         pool = (uintptr_t)mem;
         slot_rec = recs;

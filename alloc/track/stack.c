@@ -81,7 +81,7 @@ static stack_index_t *index_make(size_t slots) {
   tsri_count(&tsri_counters.reserved, (int64_t)index_bytes(slots));
   tsri_count(&tsri_counters.committed, (int64_t)index_bytes(slots));
   tsri_count(&tsri_counters.metadata, (int64_t)index_bytes(slots));
-  tsri_own_add(mem, index_bytes(slots));
+  tsri_own_add(mem, index_bytes(slots), TSRI_OWN_META);
   stack_index_t *ix = mem;
   ix->mask = slots - 1;
   return ix;
@@ -117,7 +117,7 @@ static bool index_grow(stack_index_t **ixp, uint32_t id) {
 static void *chunk_new(void) {
   void *mem;
   if (tsri_os_alloc(STACK_CHUNK_BYTES, tsri_os_page_size(), &mem) != 0) return NULL;
-  tsri_own_add(mem, STACK_CHUNK_BYTES);
+  tsri_own_add(mem, STACK_CHUNK_BYTES, TSRI_OWN_META);
   tsri_count(&tsri_counters.os_reserves, 1);
   tsri_count(&tsri_counters.reserved, (int64_t)STACK_CHUNK_BYTES);
   tsri_count(&tsri_counters.committed, (int64_t)STACK_CHUNK_BYTES);

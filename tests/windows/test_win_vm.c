@@ -130,12 +130,20 @@ static void address_space_lists_the_arenas(void) {
   CHECK(t.reserved + t.committed + t.free == span);
 
   /* against a VirtualQuery walk of our own, right after (tessera's walk
-   * took a little scratch memory of its own meanwhile) */
+   * took a little scratch memory of its own meanwhile).  Under wine,
+   * VirtualQuery calls the free parts of wine's own reserved areas
+   * MEM_RESERVE though VirtualAlloc grants them: a reservation that can
+   * be made again where it lies is free, for tessera's walk and ours. */
   uint64_t reserved = 0, committed = 0, largest = 0, free_run = 0;
   uintptr_t at = (uintptr_t)si.lpMinimumApplicationAddress;
   while (at <= (uintptr_t)si.lpMaximumApplicationAddress) {
     MEMORY_BASIC_INFORMATION m = query((void *)at);
     if (m.RegionSize == 0) break;
+    if (m.State == MEM_RESERVE && m.Type == MEM_PRIVATE && m.AllocationBase == m.BaseAddress) {
+      void *again = VirtualAlloc(m.BaseAddress, m.RegionSize, MEM_RESERVE, PAGE_NOACCESS);
+      if (again != NULL) VirtualFree(again, 0, MEM_RELEASE);
+      if (again == m.BaseAddress) m.State = MEM_FREE;
+    }
     if (m.State == MEM_RESERVE) reserved += m.RegionSize;
     if (m.State == MEM_COMMIT) committed += m.RegionSize;
     /* a free range may come back in pieces: neighbours add up */

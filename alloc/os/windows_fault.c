@@ -1,0 +1,92 @@
+/* windows_fault.c: what meshing and guarded sampling need of Windows
+ * (os.h): the fault handler they share, guard pages, a fine clock, and
+ * meshing's memory mapped twice, which tessera does not have on Windows
+ * yet.  Split from windows.c, which keeps memory, threads, files and the
+ * address-space walk.
+ */
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h>
+
+#include "os.h"
+
+#include <errno.h>
+
+/* errno and the thread's last error, kept across a call (as in windows.c) */
+#define OS_SAVE int saved_errno = errno; DWORD saved_last = GetLastError()
+#define OS_RESTORE (errno = saved_errno, SetLastError(saved_last))
+
+/* Meshing needs memory that can be mapped at two addresses and replaced
+ * in place without a hole: on Windows, a pagefile-backed section mapped
+ * into placeholders (VirtualAlloc2, MapViewOfFile3, Windows 10 1803 and
+ * later).  tessera does not use them yet: tsri_os_share_open answers
+ * ENOSYS, meshing stays off and the report says so, and the rest is never
+ * called. */
+int tsri_os_share_open(void) { return ENOSYS; }
+void tsri_os_share_close(void) {}
+int tsri_os_share_size(uint64_t bytes) { (void)bytes; return ENOSYS; }
+int tsri_os_share_write(uint64_t off, const void *src, size_t size) {
+  (void)off; (void)src; (void)size;
+  return ENOSYS;
+}
+int tsri_os_share_map(void *addr, size_t size, uint64_t off) {
+  (void)addr; (void)size; (void)off;
+  return ENOSYS;
+}
+int tsri_os_share_punch(uint64_t off, size_t size) { (void)off; (void)size; return ENOSYS; }
+int tsri_os_private_map(void *addr, size_t size) { (void)addr; (void)size; return ENOSYS; }
+int tsri_os_protect(void *addr, size_t size, bool write) {
+  (void)addr; (void)size; (void)write;
+  return ENOSYS;
+}
+size_t tsri_os_map_limit(void) { return 0; }
+/* Faults: a vectored exception handler, first in the chain, sees every
+ * access violation before the program's own handlers (structured
+ * exception handlers, the unhandled-exception filter) and passes on what
+ * no registered function takes: the process then ends as it would have.
+ * A vectored handler cannot be replaced, so once installed it stays ours. */
+static bool (*volatile fault_fns[TSRI_OS_FAULT_FNS])(void *addr);
+static volatile LONG fault_state;   /* 0: not installed, 1: being installed, 2: installed */
+
+static LONG CALLBACK fault_handler(EXCEPTION_POINTERS *info) {
+  EXCEPTION_RECORD *r = info->ExceptionRecord;
+  if (r->ExceptionCode != EXCEPTION_ACCESS_VIOLATION || r->NumberParameters < 2)
+    return EXCEPTION_CONTINUE_SEARCH;
+  void *addr = (void *)r->ExceptionInformation[1];
+  for (size_t i = 0; i < TSRI_OS_FAULT_FNS; i++) {
+    bool (*fn)(void *) = fault_fns[i];
+    if (fn != NULL && fn(addr)) return EXCEPTION_CONTINUE_EXECUTION;
+  }
+  return EXCEPTION_CONTINUE_SEARCH;
+}
+
+int tsri_os_fault_catch(bool (*fn)(void *addr)) {
+  size_t at = TSRI_OS_FAULT_FNS;
+  for (size_t i = 0; i < TSRI_OS_FAULT_FNS && at == TSRI_OS_FAULT_FNS; i++) {
+    if (fault_fns[i] == fn) at = i;
+    else if (InterlockedCompareExchangePointer((PVOID volatile *)&fault_fns[i], (PVOID)fn, NULL) == NULL) at = i;
+  }
+  if (at == TSRI_OS_FAULT_FNS) return ENOSPC;
+  if (InterlockedCompareExchange(&fault_state, 1, 0) != 0) {
+    while (fault_state == 1) SwitchToThread();
+    return fault_state == 2 ? 0 : EAGAIN;
+  }
+  OS_SAVE;
+  bool ok = AddVectoredExceptionHandler(1, fault_handler) != NULL;
+  OS_RESTORE;
+  InterlockedExchange(&fault_state, ok ? 2 : 0);
+  return ok ? 0 : ENOMEM;
+}
+
+bool tsri_os_fault_ours(void) { return fault_state == 2; }
+
+int tsri_os_guard(void *addr, size_t size) { return tsri_os_decommit(addr, size); }
+int tsri_os_pipe(intptr_t handles[2]) { (void)handles; return ENOSYS; }
+void tsri_os_pipe_read_byte(intptr_t handle) { (void)handle; }
+
+uint64_t tsri_os_clock_ns(void) {
+  static LARGE_INTEGER freq;
+  LARGE_INTEGER now;
+  if (freq.QuadPart == 0) QueryPerformanceFrequency(&freq);
+  QueryPerformanceCounter(&now);
+  return (uint64_t)((double)now.QuadPart * 1e9 / (double)freq.QuadPart);
+}
