@@ -298,6 +298,36 @@ Test(mesh, fork_child_gets_its_own_memory_as_it_was) {
   cr_assert_eq(tsr_check(), 0);
 }
 
+/* Meshing, then everything freed (nothing meshed at fork), then a fork:
+ * parent and child mesh again, each into a file of its own.  Sharing the
+ * parent's, both would take the same file pages and write into each
+ * other's blocks. */
+static int mesh_again_and_check(uint64_t seed) {
+  sparse_t s = make_sparse(64, 16, seed);
+  tsr_collect();
+  if (figures().meshed_pages == 0) return 1;
+  tsr_test_sleep_ms(100);   /* the other process meshes and writes meanwhile */
+  size_t bad = damaged(&s);
+  free_sparse(&s);
+  return bad == 0 ? 0 : 2;
+}
+
+Test(mesh, fork_after_everything_unmeshed_meshes_apart) {
+  sparse_t s = make_sparse(64, 16, 7);
+  tsr_collect();
+  cr_assert_gt(figures().meshes, 0);
+  free_sparse(&s);
+  cr_assert_eq(figures().meshed_pages, 0);
+  pid_t pid = fork();
+  cr_assert_neq(pid, -1);
+  if (pid == 0) _exit(mesh_again_and_check(8));
+  int mine = mesh_again_and_check(9);
+  int status = 0;
+  cr_assert_eq(waitpid(pid, &status, 0), pid);
+  cr_assert_eq(mine, 0, "the parent's kept blocks changed (%d)", mine);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child: status %#x", status);
+}
+
 /* ---- the program's own fault handler ------------------------------------- */
 
 static sigjmp_buf fault_jump;

@@ -93,8 +93,13 @@ static inline void heap_enter(tsr_heap_t *h) {
 static inline void heap_leave(tsr_heap_t *h) { atomic_store_explicit(&h->park, HEAP_OPEN, memory_order_release); }
 
 void tsri_heap_prefer(tsr_heap_t *h, tsr_page_t *pg) {
-  tsr_assert_internal(atomic_load_explicit(&pg->xowner, memory_order_relaxed) == ((uintptr_t)h | TSR_PAGE_AVAIL));
   heap_enter(h);
+  /* the reclaimer may have frozen it meanwhile (mesh.c): then it stays
+   * where it is */
+  if (atomic_load_explicit(&pg->xowner, memory_order_relaxed) != ((uintptr_t)h | TSR_PAGE_AVAIL)) {
+    heap_leave(h);
+    return;
+  }
   if (h->avail[pg->cls].first != pg) {
     queue_remove(&h->avail[pg->cls], pg);
     queue_push_front(&h->avail[pg->cls], pg);
@@ -216,12 +221,18 @@ static void heap_take_notices(tsr_heap_t *h) {
          * free from now on pushes a new notice */
         set_owner(pg, h, TSR_PAGE_FULL);
         tsri_page_collect(pg);
-        if (tsri_mesh_check(pg) != 0) {
+        /* still meshed, or queued again by a remote free since (its new
+         * notice brings it back): it stays in the full queue */
+        uintptr_t full = (uintptr_t)h | TSR_PAGE_FULL;
+        if (tsri_mesh_check(pg) != 0 ||
+            !atomic_compare_exchange_strong_explicit(&pg->xowner, &full, (uintptr_t)h | TSR_PAGE_AVAIL,
+                                                     memory_order_seq_cst, memory_order_seq_cst)) {
           pg = next;
           continue;
         }
+      } else {
+        set_owner(pg, h, TSR_PAGE_AVAIL);
       }
-      set_owner(pg, h, TSR_PAGE_AVAIL);
       queue_remove(&h->full, pg);
       tsri_page_collect(pg);
       if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0 && h->avail[pg->cls].first != NULL) {

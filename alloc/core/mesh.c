@@ -18,12 +18,14 @@
  * i of a block overlapping the OS page is live in both.
  *
  * Frozen pages.  Each side keeps its own bitmap, exactly as before: its
- * live blocks are its own, the other side's are free in it.  So that
- * neither hands out a free block over the other's live one, a page with a
- * meshed OS page is frozen: heap.c keeps it FULL in its owner's full
- * queue, where nothing is allocated from it and every free of one of its
- * blocks goes through a slow path (heap_free_slow, heap_take_notices),
- * which calls tsri_mesh_check.  When a side has no live block left on a
+ * live blocks are its own, the other sides' are free in it.  So that none
+ * hands out a free block over another's live one, a page with a meshed OS
+ * page is frozen: heap.c keeps it FULL in its owner's full queue, where
+ * nothing is allocated from it, and a free into it after the freeze goes
+ * through a slow path (heap_free_slow, heap_take_notices), which calls
+ * tsri_mesh_check; the frees that raced the freeze (their thread saw it
+ * AVAIL) are seen at the heap's next pass (heap_thaw checks every frozen
+ * page).  When a side has no live block left on a
  * shared OS page, its virtual page gets fresh private memory (its blocks
  * there are free, their contents do not matter), and the other side keeps
  * the file page alone, a "single" that behaves like any memory.  A page
@@ -38,19 +40,24 @@
  * those microseconds instead; docs/design.md says so.  A fault that is not
  * tessera's goes on to the handler the program had.  If the program
  * replaced tessera's handler, meshing pauses (it would otherwise crash a
- * writer) and the report says so.
+ * writer) and the report says so.  A pass holds its thread's asynchronous
+ * signals back: a handler that wrote to the page its own thread fenced
+ * would wait for ever.
  *
  * fork.  The child must not share its heap's memory with the parent, and
  * must see the memory as it was at fork.  Before fork every file page is
  * made read-only (writers in the parent wait, as above); the child, first
  * thing, gives each of them private memory with the same contents and
  * drops the file; the parent waits on a pipe until the child is done (or
- * gone), then makes them writable again.  The cost is proportional to the
- * meshed pages (bounded: MESH_MAX_RECORDS), not to the heap.
+ * gone), then makes them writable again.  A child opens a file of its
+ * own even when nothing was meshed at fork: with its parent's, both would
+ * take the same file pages.  The cost is proportional to the meshed pages,
+ * not to the heap.
  *
- * Limits.  Every mapped file page splits its mapping: at most 4 more
- * mappings per pair.  Records are capped at vm.max_map_count / 8, so
- * meshing uses at most half of what the process may map.
+ * Limits.  Every virtual page mapped from the file may split its mapping
+ * in three; meshing keeps its estimate of the mappings it added (vmas,
+ * map_cost) under half of vm.max_map_count, and places neighbours on
+ * neighbouring file pages so that their mappings merge.
  *
  * Locking: mesh_lock guards the records, the table and every page's
  * filed/meshed.  Order: the reclaimer's lock, a heap's park, the abandoned
@@ -512,6 +519,8 @@ static size_t mesh_pages(tsr_page_t **pages, size_t n, uint64_t until) {
   atomic_store_explicit(&mesh_paused, !ours, memory_order_relaxed);
   if (!ours) goto out;
   uint64_t t0 = tsri_os_clock_ns();
+  tsri_os_sigmask_t mask;
+  tsri_os_signals_hold(&mask);   /* a handler writing to a fenced page would wait for this thread */
   size_t offsets = (size_t)pages[0]->span_slots * TSR_SLOT_SIZE / page_size;
   memset(open_count, 0, sizeof open_count);
   uint64_t live[MESH_MASK_WORDS];
@@ -586,6 +595,7 @@ static size_t mesh_pages(tsr_page_t **pages, size_t n, uint64_t until) {
       if (recs[o->rec].sides >= MESH_WAYS) *o = list[--open_count[k]];
     }
   }
+  tsri_os_signals_restore(&mask);
   atomic_fetch_add_explicit(&fig_passes, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&fig_ns, tsri_os_clock_ns() - t0, memory_order_relaxed);
 out:
@@ -607,11 +617,16 @@ out:
 #define MESH_CANDIDATES 512
 
 /* The frozen pages of h whose OS pages are meshed no more go back to the
- * avail queue of their class, behind its current page (so cur stays). */
+ * avail queue of their class, behind its current page (so cur stays).
+ * Each frozen page is checked first: the frees other threads made into
+ * it since its freeze may not have come through a slow path of its
+ * owner (they saw it AVAIL), and another page's leaving may have left it
+ * alone on a file page. */
 static void heap_thaw(tsr_heap_t *h) {
   tsr_page_t *pg = h->full.first;
   while (pg != NULL) {
     tsr_page_t *next = pg->next;
+    if (atomic_load_explicit(&pg->meshed, memory_order_relaxed) != 0) tsri_mesh_check(pg);
     uintptr_t x = (uintptr_t)h | TSR_PAGE_FULL;
     if (atomic_load_explicit(&pg->used, memory_order_relaxed) < pg->capacity &&
         atomic_load_explicit(&pg->meshed, memory_order_relaxed) == 0 && h->avail[pg->cls].first != NULL &&
@@ -731,12 +746,6 @@ void tsri_mesh_fork_child(void) {
       atomic_store_explicit(&pg->meshed, 0, memory_order_relaxed);
     }
     tsri_table_clear(&mesh_table);
-    memset(rec_used, 0, sizeof rec_used);
-    vmas = 0;
-    tsri_os_share_close();
-    file_bytes = 0;
-    /* a new file for the child's own meshing, when it meshes */
-    if (tsri_os_share_open() != 0) mesh_setup = MESH_FAILED;
     atomic_store_explicit(&fig_meshed, 0, memory_order_relaxed);
     atomic_store_explicit(&fig_saved, 0, memory_order_relaxed);
     if (fork_pipe[1] != -1) {
@@ -746,6 +755,16 @@ void tsri_mesh_fork_child(void) {
       fork_pipe[0] = fork_pipe[1] = -1;
     }
     atomic_store_explicit(&fork_fence, 0, memory_order_seq_cst);
+  }
+  if (mesh_setup == MESH_READY) {
+    /* a file of the child's own, meshed or not at fork: with the
+     * parent's, both would hand out the same file pages */
+    memset(rec_used, 0, sizeof rec_used);
+    rec_high = 0;
+    vmas = 0;
+    tsri_os_share_close();
+    file_bytes = 0;
+    if (tsri_os_share_open() != 0) mesh_setup = MESH_FAILED;
   }
   tsri_unlock(&mesh_lock);
 }

@@ -383,6 +383,14 @@ tsri_hidden size_t tsri_os_map_limit(void);
 #define TSRI_OS_FAULT_FNS 4
 tsri_hidden int tsri_os_fault_catch(bool (*fn)(void *addr));
 tsri_hidden bool tsri_os_fault_ours(void);
+/* Hold back the calling thread's asynchronous signals (not the faults),
+ * saving its mask, and put it back: a handler that ran on a thread while
+ * it holds a page read-only, and wrote there, would wait for itself. */
+typedef struct tsri_os_sigmask_s {
+  uint64_t words[16];
+} tsri_os_sigmask_t;
+tsri_hidden void tsri_os_signals_hold(tsri_os_sigmask_t *saved);
+tsri_hidden void tsri_os_signals_restore(const tsri_os_sigmask_t *saved);
 /* A pipe for a fork child to tell its parent it is ready: handles [0]
  * read, [1] write; read_byte waits for a byte or the writer's close. */
 tsri_hidden int tsri_os_pipe(intptr_t handles[2]);

@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -215,6 +216,24 @@ bool tsri_os_fault_ours(void) {
               now.sa_sigaction == fault_handler;
   errno = saved;
   return ours;
+}
+
+_Static_assert(sizeof(sigset_t) <= sizeof(tsri_os_sigmask_t), "a signal mask fits tsri_os_sigmask_t");
+
+void tsri_os_signals_hold(tsri_os_sigmask_t *saved) {
+  int keep = errno;
+  sigset_t all;
+  sigfillset(&all);
+  static const int faults[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP };
+  for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) sigdelset(&all, faults[i]);
+  pthread_sigmask(SIG_BLOCK, &all, (sigset_t *)(void *)saved->words);
+  errno = keep;
+}
+
+void tsri_os_signals_restore(const tsri_os_sigmask_t *saved) {
+  int keep = errno;
+  pthread_sigmask(SIG_SETMASK, (const sigset_t *)(const void *)saved->words, NULL);
+  errno = keep;
 }
 
 /* ------------------------------------------------------------------------

@@ -80,6 +80,10 @@ int tsri_os_fault_catch(bool (*fn)(void *addr)) {
 bool tsri_os_fault_ours(void) { return fault_state == 2; }
 
 int tsri_os_guard(void *addr, size_t size) { return tsri_os_decommit(addr, size); }
+/* Windows has no asynchronous signals to hold back. */
+void tsri_os_signals_hold(tsri_os_sigmask_t *saved) { (void)saved; }
+void tsri_os_signals_restore(const tsri_os_sigmask_t *saved) { (void)saved; }
+
 int tsri_os_pipe(intptr_t handles[2]) { (void)handles; return ENOSYS; }
 void tsri_os_pipe_read_byte(intptr_t handle) { (void)handle; }
 
