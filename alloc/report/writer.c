@@ -107,6 +107,9 @@ void tsri_put_frame_short(tsri_out_t *o, void *addr, bool with_offset) {
 
 const char *const tsri_track_names[] = { "stats", "sample", "full" };
 const char *const tsri_mesh_state_names[] = { "off", "on", "unsupported", "paused" };
+const char *const tsri_error_kind_names[TSR_ERROR_KINDS] = {
+  "bad_free", "double_free", "overflow", "underflow", "write_after_free", "use_after_free", "other",
+};
 
 static void report_gather(tsri_report_t *r, const char *reason, bool need_sites) {
   r->reason = reason;
