@@ -109,7 +109,24 @@ TSR_API tsr_track_t tsr_track_get(void);
  * Totals
  * ---------------------------------------------------------------------- */
 
-#define TSR_STATS_VERSION 2
+#define TSR_STATS_VERSION 3
+
+/* The kinds of error tessera reports (docs/debugging.md), each counted in
+ * tsr_stats_t.errors_by_kind.  Their number is part of version 3 of
+ * tsr_stats_t: a kind added later comes with a new version. */
+typedef enum tsr_error_kind_e {
+  TSR_ERROR_BAD_FREE = 0,       /* a pointer that is no block: foreign, interior, wild,
+                                   or one whose memory went back to the OS */
+  TSR_ERROR_DOUBLE_FREE = 1,    /* a block freed again */
+  TSR_ERROR_OVERFLOW = 2,       /* written past its end (guard bytes, a guard page) */
+  TSR_ERROR_UNDERFLOW = 3,      /* written before its start (a guarded block) */
+  TSR_ERROR_WRITE_AFTER_FREE = 4, /* the freed pattern of a freed block damaged */
+  TSR_ERROR_USE_AFTER_FREE = 5, /* a freed block used: a guarded block's fault, or
+                                   realloc or malloc_usable_size of it */
+  TSR_ERROR_OTHER = 6,          /* anything else (a wild access to a guard page) */
+} tsr_error_kind_t;
+
+#define TSR_ERROR_KINDS 7
 
 typedef struct tsr_stats_s {
   size_t size;              /* set by the caller: sizeof(tsr_stats_t) */
@@ -125,7 +142,7 @@ typedef struct tsr_stats_s {
   uint64_t os_reserves;     /* reserve calls made to the OS */
   uint64_t os_releases;     /* release calls made to the OS */
   uint64_t os_resets;       /* calls giving back free OS pages inside used pages */
-  uint64_t errors;          /* bad calls reported (bad free, double free, ...) */
+  uint64_t errors;          /* errors reported, of every kind (bad free, double free, ...) */
   /* ---- version 2 ---- */
   uint32_t track;           /* tsr_track_t in force */
   uint32_t requested_exact; /* 1: `requested` is exact (every live block has a
@@ -140,11 +157,13 @@ typedef struct tsr_stats_s {
   double external_fragmentation;  /* committed / allocated, >= 1 once warm */
   double metadata_overhead;       /* metadata / allocated */
   double efficiency;              /* requested / committed, in (0, 1] */
+  /* ---- version 3 ---- */
+  uint64_t errors_by_kind[TSR_ERROR_KINDS];  /* errors by tsr_error_kind_t; they sum to `errors` */
 } tsr_stats_t;
 
 /* Fill *stats (stats->size must be set; a caller built against version 1
- * passes the smaller struct and gets its fields).  Returns 0, or EINVAL
- * when the struct is smaller than the first version of it. */
+ * or 2 passes the smaller struct and gets its fields).  Returns 0, or
+ * EINVAL when the struct is smaller than the first version of it. */
 TSR_API int tsr_stats_get(tsr_stats_t *stats);
 
 /* ------------------------------------------------------------------------

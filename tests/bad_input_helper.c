@@ -9,7 +9,8 @@
  *
  * Each case surrounds a victim with neighbour blocks holding a pattern,
  * makes one bad call, and then checks that the call was ignored: counted
- * once in tsr_stats_t.errors, the neighbours intact, the heap sound
+ * once in tsr_stats_t.errors, under the kind the case expects (its
+ * errors_by_kind), the neighbours intact, the heap sound
  * (tsr_check), the allocator still working, and every live byte accounted
  * for.  It prints "addr=0x..." (the address the bad call passed, which
  * tessera's message must name) and "ok" on stdout and exits 0; on a
@@ -66,11 +67,26 @@ static void show(const void *bad) {
 
 typedef enum { CALL_FREE, CALL_REALLOC, CALL_USABLE } call_t;
 
-/* Make the bad call and check its answer. */
-static void bad_call(call_t call, void *bad) {
+/* The error kinds a case accepts, as a mask of tsr_error_kind_t bits. */
+#define KIND(k) (1u << TSR_ERROR_##k)
+
+/* The errors went up by one, of a kind in kinds (errors is the sum of the
+ * kinds' counts). */
+static void counted_once(const tsr_stats_t *before, const tsr_stats_t *after, unsigned kinds) {
+  CHECK(after->errors == before->errors + 1, "errors counter went %llu -> %llu, expected +1\n",
+        (unsigned long long)before->errors, (unsigned long long)after->errors);
+  for (int k = 0; k < TSR_ERROR_KINDS; k++) {
+    uint64_t rose = after->errors_by_kind[k] - before->errors_by_kind[k];
+    CHECK(rose == 0 || ((kinds >> k) & 1) != 0, "errors of kind %d went up by %llu, a kind not expected\n", k,
+          (unsigned long long)rose);
+  }
+}
+
+/* Make the bad call and check its answer and the kind of error counted. */
+static void bad_call(call_t call, void *bad, unsigned kinds) {
   show(bad);
   fflush(stdout);
-  uint64_t errors = tsr_test_stats().errors;
+  tsr_stats_t before = tsr_test_stats();
   switch (call) {
   case CALL_FREE:
     tsr_free(bad);
@@ -88,9 +104,8 @@ static void bad_call(call_t call, void *bad) {
     break;
   }
   }
-  uint64_t now = tsr_test_stats().errors;
-  CHECK(now == errors + 1, "errors counter went %llu -> %llu, expected +1\n",
-        (unsigned long long)errors, (unsigned long long)now);
+  tsr_stats_t after = tsr_test_stats();
+  counted_once(&before, &after, kinds);
 }
 
 static void *thread_free(void *p) {
@@ -106,27 +121,26 @@ static void free_in_thread(void *p) {
 
 typedef struct remote_bad_s {
   void *bad;
-  uint64_t errors_before, errors_after;
+  tsr_stats_t before, after;
 } remote_bad_t;
 
 static void *thread_bad_free(void *arg) {
   remote_bad_t *r = arg;
   show(r->bad);
   fflush(stdout);
-  r->errors_before = tsr_test_stats().errors;
+  r->before = tsr_test_stats();
   tsr_free(r->bad);
-  r->errors_after = tsr_test_stats().errors;
+  r->after = tsr_test_stats();
   return NULL;
 }
 
-/* The bad free made by another thread. */
+/* The bad free (a double free) made by another thread. */
 static void bad_free_in_thread(void *bad) {
-  remote_bad_t r = { bad, 0, 0 };
+  remote_bad_t r = { .bad = bad };
   pthread_t t;
   pthread_create(&t, NULL, thread_bad_free, &r);
   pthread_join(t, NULL);
-  CHECK(r.errors_after == r.errors_before + 1, "errors counter went %llu -> %llu, expected +1\n",
-        (unsigned long long)r.errors_before, (unsigned long long)r.errors_after);
+  counted_once(&r.before, &r.after, KIND(DOUBLE_FREE));
 }
 
 /* ------------------------------------------------------------------------
@@ -138,20 +152,20 @@ static int run_case(const char *name) {
   int stack_var[16] = { 0 };
   if (strcmp(name, "free_stack") == 0) {
     neighbours_make(&nb, 64);
-    bad_call(CALL_FREE, &stack_var[4]);
+    bad_call(CALL_FREE, &stack_var[4], KIND(BAD_FREE));
     neighbours_check_and_free(&nb);
   } else if (strcmp(name, "free_libc") == 0) {
     neighbours_make(&nb, 64);
     void *foreign = malloc(64);
-    bad_call(CALL_FREE, foreign);
+    bad_call(CALL_FREE, foreign, KIND(BAD_FREE));
     free(foreign);   /* still the C library's, still valid */
     neighbours_check_and_free(&nb);
   } else if (strcmp(name, "free_interior") == 0) {
     neighbours_make(&nb, 64);
     uint8_t *p = tsr_malloc(64);
     tsr_test_fill(p, 64, 5);
-    bad_call(CALL_FREE, p + 16);
-    bad_call(CALL_FREE, p + 1);
+    bad_call(CALL_FREE, p + 16, KIND(BAD_FREE));
+    bad_call(CALL_FREE, p + 1, KIND(BAD_FREE));
     CHECK(tsr_owns(p), "the block is still live after a bad free of its interior\n");
     CHECK(tsr_test_verify(p, 64, 5) == 64, "the block changed\n");
     tsr_free(p);
@@ -160,7 +174,7 @@ static int run_case(const char *name) {
     neighbours_make(&nb, 64);
     uint8_t *p = tsr_malloc(64);
     tsr_free(p);
-    bad_call(CALL_FREE, p);
+    bad_call(CALL_FREE, p, KIND(DOUBLE_FREE));
     /* the block must be handed out once, not twice */
     void *a = tsr_malloc(64), *b = tsr_malloc(64);
     CHECK(a != b, "after an ignored double free the same block came back twice\n");
@@ -190,19 +204,19 @@ static int run_case(const char *name) {
     neighbours_make(&nb, 64);
     uint8_t *p = tsr_malloc(64);
     free_in_thread(p);
-    bad_call(CALL_FREE, p);
+    bad_call(CALL_FREE, p, KIND(DOUBLE_FREE));
     neighbours_check_and_free(&nb);
   } else if (strcmp(name, "realloc_freed") == 0) {
     neighbours_make(&nb, 64);
     uint8_t *p = tsr_malloc(64);
     tsr_free(p);
-    bad_call(CALL_REALLOC, p);
+    bad_call(CALL_REALLOC, p, KIND(USE_AFTER_FREE));
     neighbours_check_and_free(&nb);
   } else if (strcmp(name, "realloc_interior") == 0) {
     neighbours_make(&nb, 200);
     uint8_t *p = tsr_malloc(200);
     tsr_test_fill(p, 200, 6);
-    bad_call(CALL_REALLOC, p + 32);
+    bad_call(CALL_REALLOC, p + 32, KIND(BAD_FREE));
     CHECK(tsr_owns(p) && tsr_test_verify(p, 200, 6) == 200, "the block changed\n");
     tsr_free(p);
     neighbours_check_and_free(&nb);
@@ -210,8 +224,8 @@ static int run_case(const char *name) {
     neighbours_make(&nb, 64);
     uint8_t *l = tsr_malloc(2 << 20);
     tsr_test_fill(l, 2 << 20, 7);
-    bad_call(CALL_FREE, l + 4096);
-    bad_call(CALL_FREE, l + 16);
+    bad_call(CALL_FREE, l + 4096, KIND(BAD_FREE));
+    bad_call(CALL_FREE, l + 16, KIND(BAD_FREE));
     CHECK(tsr_owns(l), "the large block is still live\n");
     CHECK(tsr_test_verify(l, 2 << 20, 7) == (size_t)2 << 20, "the large block changed\n");
     tsr_free(l);
@@ -220,17 +234,17 @@ static int run_case(const char *name) {
     neighbours_make(&nb, 64);
     void *l = tsr_malloc(2 << 20);
     tsr_free(l);
-    bad_call(CALL_FREE, l);
+    bad_call(CALL_FREE, l, KIND(BAD_FREE));   /* its memory went back: a pointer like any other */
     neighbours_check_and_free(&nb);
   } else if (strcmp(name, "usable_size_freed") == 0) {
     neighbours_make(&nb, 64);
     void *p = tsr_malloc(64);
     tsr_free(p);
-    bad_call(CALL_USABLE, p);
+    bad_call(CALL_USABLE, p, KIND(USE_AFTER_FREE));
     neighbours_check_and_free(&nb);
   } else if (strcmp(name, "usable_size_foreign") == 0) {
     neighbours_make(&nb, 64);
-    bad_call(CALL_USABLE, &stack_var[2]);
+    bad_call(CALL_USABLE, &stack_var[2], KIND(BAD_FREE));
     neighbours_check_and_free(&nb);
   } else if (strcmp(name, "double_free_returned_page") == 0) {
     /* the page of the block has gone back to its arena meanwhile */
@@ -239,8 +253,10 @@ static int run_case(const char *name) {
     neighbours_make(&nb, 48);
     for (int i = 0; i < N; i++) b[i] = tsr_malloc(64);
     for (int i = 0; i < N; i++) tsr_free(b[i]);
-    bad_call(CALL_FREE, b[0]);
-    bad_call(CALL_FREE, b[N - 1]);
+    /* a block of a page still in use is a double free; one of a page gone
+     * back, a pointer into the arena like any other */
+    bad_call(CALL_FREE, b[0], KIND(DOUBLE_FREE) | KIND(BAD_FREE));
+    bad_call(CALL_FREE, b[N - 1], KIND(DOUBLE_FREE) | KIND(BAD_FREE));
     neighbours_check_and_free(&nb);
   } else if (strcmp(name, "free_past_last_block") == 0) {
     /* the slack at the end of a span, where no block starts */
@@ -251,7 +267,7 @@ static int run_case(const char *name) {
     for (int k = 0; k < 6 && (((uintptr_t)first & 0xffff) != 0 || !tsr_owns(first)); k++)
       first -= 106496;
     CHECK(((uintptr_t)first & 0xffff) == 0 && tsr_owns(first), "block 0 of the span not found\n");
-    bad_call(CALL_FREE, first + 6 * 106496);
+    bad_call(CALL_FREE, first + 6 * 106496, KIND(BAD_FREE));
     tsr_free(p);
     neighbours_check_and_free(&nb);
   } else {

@@ -14,7 +14,9 @@
  * Cases: overflow (one byte past a 13-byte block), underflow (one byte
  * before it), write_after_free, read_after_free, uninit (a read of a new
  * block), double_free, align (every block of sizes 0 to 100 aligned to
- * 16 bytes and as large as asked: exit 3 otherwise).
+ * 16 bytes and as large as asked: exit 3 otherwise), and two_errors (under
+ * TESSERA_ON_ERROR=continue: a double free, then an overflow, and what
+ * tsr_stats_get counts of them: "errors=2 double_free=1 overflow=1").
  */
 #include "tsr_helper.h"
 
@@ -75,6 +77,17 @@ static int run_case(const char *name) {
     char *p = victim(40);
     free_victim(p);
     free_victim(p);
+  } else if (strcmp(name, "two_errors") == 0) {
+    char *p = victim(40);
+    free_victim(p);
+    free_victim(p);
+    volatile char *q = victim(13);
+    q[13] = 'x';
+    free_victim((char *)q);
+    tsr_stats_t s = tsr_test_stats();
+    printf("errors=%llu double_free=%llu overflow=%llu\n", (unsigned long long)s.errors,
+           (unsigned long long)s.errors_by_kind[TSR_ERROR_DOUBLE_FREE],
+           (unsigned long long)s.errors_by_kind[TSR_ERROR_OVERFLOW]);
   } else if (strcmp(name, "align") == 0) {
     /* every block 16-byte aligned and as large as asked, malloc(0) too */
     for (size_t size = 0; size <= 100; size++) {

@@ -15,6 +15,10 @@
  *             thread sends itself SIGUSR2 twice and waits, each time, for
  *             a report with reason "signal" to appear in the file
  *   plain     allocates, frees and exits (the report at exit is the test)
+ *   errors    under TESSERA_ON_ERROR=continue: frees a pointer into its
+ *             stack, frees a block twice, and asks malloc_usable_size of
+ *             the freed block (one error of each of three kinds), checks
+ *             tsr_stats_get's counts of them, and exits
  *   secure    run set-user-ID by a user without its privileges: the report
  *             it asks for names the settings tessera ignored (prints
  *             "not secure" and exits 0 where the OS did not make it so)
@@ -269,6 +273,25 @@ static void plain_case(void) {
   tsr_free(p);
 }
 
+static void errors_case(void) {
+  int on_stack[4] = { 0 };
+  TSR_KEEP(on_stack);
+  tsr_free(&on_stack[1]);
+  void *p = tsr_malloc(100);
+  TSR_KEEP(p);
+  tsr_free(p);
+  tsr_free(p);
+  CHECK(tsr_usable_size(p) == 0, "malloc_usable_size of a freed block is not 0\n");
+  tsr_stats_t s = tsr_test_stats();
+  CHECK(s.errors == 3, "%llu errors, not 3\n", (unsigned long long)s.errors);
+  CHECK(s.errors_by_kind[TSR_ERROR_BAD_FREE] == 1 && s.errors_by_kind[TSR_ERROR_DOUBLE_FREE] == 1 &&
+            s.errors_by_kind[TSR_ERROR_USE_AFTER_FREE] == 1,
+        "errors by kind: %llu bad free, %llu double free, %llu use after free\n",
+        (unsigned long long)s.errors_by_kind[TSR_ERROR_BAD_FREE],
+        (unsigned long long)s.errors_by_kind[TSR_ERROR_DOUBLE_FREE],
+        (unsigned long long)s.errors_by_kind[TSR_ERROR_USE_AFTER_FREE]);
+}
+
 static void text_to_buffer(const char *text, size_t len, void *arg) {
   char *buf = arg;
   size_t have = strlen(buf);
@@ -369,6 +392,7 @@ static int run_case(const char *name) {
   else if (strcmp(name, "fork_signal") == 0) fork_signal_case();
   else if (strcmp(name, "rewrite_env") == 0) rewrite_env_case();
   else if (strcmp(name, "plain") == 0) plain_case();
+  else if (strcmp(name, "errors") == 0) errors_case();
   else if (strcmp(name, "secure") == 0) secure_case();
   else if (strcmp(name, "mesh") == 0) mesh_case();
   else if (strcmp(name, "failure") == 0) failure_case();

@@ -535,6 +535,14 @@ Test(api, stats_get_checks_size) {
   cr_assert_eq(v1.s.version, TSR_STATS_VERSION);
   cr_assert_eq(v1.s.size, offsetof(tsr_stats_t, track));
   cr_assert_eq(v1.s.track, 0xABABABABu, "version 2 fields written into a version 1 struct");
+  /* one built against version 2: the same, up to the ratios */
+  struct { tsr_stats_t s; } v2;
+  memset(&v2, 0xAB, sizeof v2);
+  v2.s.size = offsetof(tsr_stats_t, errors_by_kind);
+  cr_assert_eq(tsr_stats_get(&v2.s), 0);
+  cr_assert_eq(v2.s.size, offsetof(tsr_stats_t, errors_by_kind));
+  cr_assert_neq(v2.s.track, 0xABABABABu, "version 2 fields not filled");
+  cr_assert_eq(v2.s.errors_by_kind[0], 0xABABABABABABABABull, "version 3 fields written into a version 2 struct");
   s.size = 8;
   cr_assert_eq(tsr_stats_get(&s), EINVAL);
   cr_assert_eq(tsr_stats_get(NULL), EINVAL);
@@ -542,6 +550,9 @@ Test(api, stats_get_checks_size) {
   cr_assert_eq(tsr_stats_get(&s), 0);
   cr_assert_eq(s.version, TSR_STATS_VERSION);
   cr_assert_eq(s.size, sizeof s);
+  uint64_t kinds = 0;
+  for (size_t k = 0; k < TSR_ERROR_KINDS; k++) kinds += s.errors_by_kind[k];
+  cr_assert_eq(kinds, s.errors, "errors is not the sum of errors_by_kind");
   /* a caller built against a newer, bigger struct: accepted */
   struct { tsr_stats_t s; uint64_t future[4]; } big;
   memset(&big, 0xee, sizeof big);

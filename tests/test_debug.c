@@ -8,7 +8,9 @@
  * free) with the setting in its environment, and reads what it printed.
  * An error ends the helper abnormally: SIGABRT after a message of the
  * debug checks, SIGSEGV (or the sanitizer's own exit, whose fault
- * handler comes after ours) after a guarded-sampling fault.
+ * handler comes after ours) after a guarded-sampling fault.  Under
+ * TESSERA_ON_ERROR=continue the helper goes on, and the errors are
+ * counted by kind in tsr_stats_get and in the report written at exit.
  */
 #include "tsr_criterion.h"
 
@@ -19,9 +21,10 @@ typedef struct run_s {
   char out[4096];
 } run_t;
 
-static void run_helper(const char *helper, const char *name, const char *setting, run_t *r) {
+/* Run helper's case name with the settings env (NULL ended) added to its
+ * environment. */
+static void run_helper_env(const char *helper, const char *name, char *const env[], run_t *r) {
   char *argv[] = { (char *)helper, (char *)name, NULL };
-  char *env[2] = { (char *)setting, NULL };
   FILE *out = tmpfile();
   cr_assert_not_null(out);
   cr_assert(tsr_test_run_exec(argv, env, fileno(out), &r->child), "could not start %s", helper);
@@ -29,6 +32,11 @@ static void run_helper(const char *helper, const char *name, const char *setting
   size_t n = fread(r->out, 1, sizeof r->out - 1, out);
   r->out[n] = 0;
   fclose(out);
+}
+
+static void run_helper(const char *helper, const char *name, const char *setting, run_t *r) {
+  char *env[2] = { (char *)setting, NULL };
+  run_helper_env(helper, name, env, r);
 }
 
 static const char *helpers[] = {
@@ -158,4 +166,60 @@ Test(debug, guarded_blocks_keep_the_alignment_of_malloc, .timeout = 60) {
 Test(debug, guarded_double_free_names_both_stacks, .timeout = 60) {
   const char *want[] = { "double free of", "guarded block", NULL };
   expect_caught("double_free", "TESSERA_GUARD_SAMPLE=1", true, want);
+}
+
+/* ---- the count of each kind ------------------------------------------------ */
+
+/* A double free and an overflow under TESSERA_ON_ERROR=continue: one of
+ * each kind in tsr_stats_get, and in the report written at exit in each
+ * format (want: what it must hold). */
+static void expect_counted(const char *format, const char *const *want) {
+  for (size_t h = 0; h < HELPERS; h++) {
+    char path[64], report[96], fmt[64];
+    snprintf(path, sizeof path, "/tmp/tsr_debug_kinds_XXXXXX");
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0, "mkstemp: %s", strerror(errno));
+    close(fd);
+    snprintf(report, sizeof report, "TESSERA_REPORT=%s", path);
+    snprintf(fmt, sizeof fmt, "TESSERA_REPORT_FORMAT=%s", format);
+    char *env[] = { (char *)"TESSERA_DEBUG=all", (char *)"TESSERA_ON_ERROR=continue", report, fmt, NULL };
+    run_t r;
+    run_helper_env(helpers[h], "two_errors", env, &r);
+    cr_assert(WIFEXITED(r.child.status) && WEXITSTATUS(r.child.status) == 0,
+              "%s two_errors: status %#x; stdout:\n%s\nstderr:\n%s", helpers[h], r.child.status, r.out,
+              r.child.err);
+    cr_assert(HAS(r.out, "errors=2 double_free=1 overflow=1\n"), "%s: tsr_stats_get: %s", helpers[h], r.out);
+    cr_assert(HAS(r.child.err, "double free of") && HAS(r.child.err, "heap buffer overflow"), "%s: stderr:\n%s",
+              helpers[h], r.child.err);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "no report at %s", path);
+    char *text = tsr_test_slurp(f, NULL);
+    fclose(f);
+    unlink(path);
+    cr_assert_not_null(text);
+    for (size_t i = 0; want[i] != NULL; i++)
+      cr_assert(HAS(text, want[i]), "%s, %s report: no \"%s\" in:\n%s", helpers[h], format, want[i], text);
+    free(text);
+  }
+}
+
+Test(debug, errors_counted_by_kind_in_json, .timeout = 60) {
+  const char *want[] = { "\"errors\":2,\"errors_by_kind\":{\"bad_free\":0,\"double_free\":1,\"overflow\":1,"
+                         "\"underflow\":0,\"write_after_free\":0,\"use_after_free\":0,\"other\":0}",
+                         NULL };
+  expect_counted("json", want);
+}
+
+Test(debug, errors_counted_by_kind_in_text, .timeout = 60) {
+  const char *want[] = { "errors reported        2 (double_free 1, overflow 1)\n", NULL };
+  expect_counted("text", want);
+}
+
+Test(debug, errors_counted_by_kind_in_openmetrics, .timeout = 60) {
+  const char *want[] = { "tessera_errors_total 2\n", "# TYPE tessera_errors_by_kind counter\n",
+                         "# HELP tessera_errors_by_kind ",
+                         "tessera_errors_by_kind_total{kind=\"double_free\"} 1\n",
+                         "tessera_errors_by_kind_total{kind=\"overflow\"} 1\n",
+                         "tessera_errors_by_kind_total{kind=\"bad_free\"} 0\n", NULL };
+  expect_counted("openmetrics", want);
 }

@@ -222,6 +222,8 @@ static text_t report_text(tsr_format_t format) {
  *   leakfn FUNCTION BLOCKS BYTES REQUESTED         (per allocating function)
  *   meshable BYTES                                 (pins.meshable)
  *   mesh STATE MESHED_PAGES SAVED MESHES UNMESHES PASSES TIME_NS PAUSE_MAX_NS   (pins.mesh)
+ *   errors ERRORS KIND=COUNT...     (the kinds with any, of stats.errors_by_kind,
+ *                                    whose counts must add up to ERRORS)
  * and "valid N" at the end; any failure is a traceback and exit status 1. */
 static const char report_py[] =
   "import json, sys\n"
@@ -253,6 +255,10 @@ static const char report_py[] =
   "        m = p['mesh']\n"
   "        print('mesh', m['state'], m['meshed_pages'], m['saved'], m['meshes'], m['unmeshes'], m['passes'],\n"
   "              m['time_ns'], m['pause_max_ns'])\n"
+  "    k = s.get('errors_by_kind')\n"
+  "    if k is not None:\n"
+  "        assert sum(k.values()) == s['errors'], (k, s['errors'])\n"
+  "        print(' '.join(['errors', str(s['errors'])] + ['%s=%d' % (n, v) for n, v in k.items() if v]))\n"
   "    n += 1\n"
   "print('valid', n)\n";
 
@@ -861,6 +867,8 @@ Test(report, json_report_matches_schema_and_stats) {
   text_t t = report_text(TSR_FORMAT_JSON);
   cr_assert_eq(t.buf[t.len - 1], '\n');
   cr_assert_eq(strchr(t.buf, '\n'), t.buf + t.len - 1, "JSON report on more than one line");
+  cr_assert_not_null(strstr(t.buf, "\"errors\":0,\"errors_by_kind\":{\"bad_free\":0,\"double_free\":0,"),
+                     "no errors_by_kind after errors:\n%s", t.buf);
   char path[64];
   temp_path(path, sizeof path, "json");
   write_file(path, t.buf, t.len);
@@ -914,6 +922,7 @@ Test(report, text_openmetrics_folded) {
 
   text_t txt = report_text(TSR_FORMAT_TEXT);
   cr_assert_not_null(strstr(txt.buf, "totals"), "%s", txt.buf);
+  cr_assert_not_null(strstr(txt.buf, "  errors reported        0\n"), "kinds named without errors:\n%s", txt.buf);
   cr_assert_not_null(strstr(txt.buf, "alloc_b"), "text report does not name alloc_b:\n%s", txt.buf);
   free(txt.buf);
 
@@ -925,6 +934,16 @@ Test(report, text_openmetrics_folded) {
   cr_assert_not_null(strstr(om.buf, want), "no \"%s\" in:\n%s", want + 1, om.buf);
   snprintf(want, sizeof want, "\ntessera_live_blocks %llu\n", (unsigned long long)s.live_blocks);
   cr_assert_not_null(strstr(om.buf, want), "no \"%s\" in:\n%s", want + 1, om.buf);
+  /* one family of errors by kind, a sample for each kind */
+  cr_assert_not_null(strstr(om.buf, "\n# TYPE tessera_errors_by_kind counter\n# HELP tessera_errors_by_kind "),
+                     "%s", om.buf);
+  size_t kinds = 0;
+  for (const char *k = strstr(om.buf, "\ntessera_errors_by_kind_total{kind=\""); k != NULL;
+       k = strstr(k + 1, "\ntessera_errors_by_kind_total{kind=\""))
+    kinds++;
+  cr_assert_eq(kinds, TSR_ERROR_KINDS, "%s", om.buf);
+  cr_assert_not_null(strstr(om.buf, "\ntessera_errors_by_kind_total{kind=\"write_after_free\"} 0\n"), "%s",
+                     om.buf);
   free(om.buf);
 
   tsr_site_t sites[8];
@@ -1301,6 +1320,21 @@ Test(report, secure_mode_ignores_settings_the_caller_may_not_give) {
             text, child.err);
   cr_assert_not_null(strstr(text, "ok\n"), "%s", text);
   cr_assert_not(wrote, "the set-user-ID helper wrote the report TESSERA_REPORT named");
+}
+
+/* Errors under TESSERA_ON_ERROR=continue, by kind in the report at exit. */
+Test(report, errors_by_kind_at_exit) {
+  char path[64], report[128];
+  temp_path(path, sizeof path, "errors");
+  setting(report, sizeof report, "TESSERA_REPORT", path);
+  char *env[] = { "TESSERA_ON_ERROR=continue", report, "TESSERA_REPORT_FORMAT=json", NULL };
+  run_helper("errors", env, path);
+  char *out;
+  run_report_py(path, &out);
+  unlink(path);
+  cr_assert_not_null(strstr(out, "valid 1\n"), "one report at exit:\n%s", out);
+  cr_assert_not_null(strstr(out, "\nerrors 3 bad_free=1 double_free=1 use_after_free=1\n"), "%s", out);
+  free(out);
 }
 
 /* "%p" in TESSERA_REPORT becomes the process id */

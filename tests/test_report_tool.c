@@ -15,7 +15,9 @@
  * and intern_string's the 16-byte one, so each page's bytes add up in its
  * sites' shares.  Its pins section has meshable and mesh too (six pairs
  * of OS pages meshed now, of nine made and three taken apart), which
- * reports written before meshing lack.
+ * reports written before meshing lack.  Its one error is a double free
+ * (stats.errors_by_kind), which report-a.json, from before errors were
+ * counted by kind, does not list.
  * Checks what each command prints, the shape of the SVG map, and that bad
  * input ends with status 2 and a message.
  */
@@ -562,6 +564,38 @@ Test(report_tool, diff_names_growth) {
   cr_assert_null(strstr(classes, "block 16\n"), "an unchanged class is listed:\n%s", out);
 }
 
+/* The kinds of the errors after their count, in the summary and the diff;
+ * a report without them (report-a.json) shows the count alone, and a kind
+ * this tool does not know is shown as the report names it. */
+Test(report_tool, error_kinds) {
+  char line[512];
+  run_t *r = tool("summary", REPORT_B, NULL);
+  expect_ok(r, "summary");
+  line_with(r->out, "errors ", line, sizeof line);
+  expect_has(line, "errors 1 (double_free 1)", "summary of report-b");
+  r = tool("summary", REPORT_A, NULL);
+  expect_ok(r, "summary");
+  line_with(r->out, "errors ", line, sizeof line);
+  cr_assert_null(strchr(line, '('), "report-a has no kinds, yet: %s", line);
+
+  r = tool("diff", REPORT_A, REPORT_B, NULL);
+  expect_ok(r, "diff");
+  line_with(r->out, "double_free", line, sizeof line);
+  expect_has(line, "+1", "the double free in the diff");
+  cr_assert_null(strstr(r->out, "overflow"), "a kind neither report has is listed:\n%s", r->out);
+
+  char *text = read_path(REPORT_B);
+  char *at = strstr(text, "\"other\":0");
+  cr_assert_not_null(at);
+  memcpy(at, "\"later\":7", 9);
+  r = tool("summary", scratch_file("later.json", text), NULL);
+  expect_ok(r, "a kind the tool does not know");
+  line_with(r->out, "errors ", line, sizeof line);
+  expect_has(line, "(double_free 1, later 7)", "a kind the tool does not know");
+  free(text);
+  cleanup();
+}
+
 Test(report_tool, map_svg) {
   const char *path = scratch_file("map.svg", NULL);
   run_t *r = tool("map", "-o", path, REPORT_A, NULL);
@@ -649,6 +683,22 @@ Test(report_tool, bad_input) {
   free(text);
   cr_assert_eq(r->code, 2, "negative count: status %d", r->code);
   expect_has(r->child.err, "stats.allocated: must be a non-negative integer", "negative count");
+  /* and the count of a kind made -1 */
+  text = read_path(REPORT_B);
+  at = strstr(text, "\"double_free\":1");
+  cr_assert_not_null(at);
+  size_t len = strlen(text);
+  char *minus = malloc(len + 2);
+  cr_assert_not_null(minus);
+  size_t head = (size_t)(at - text) + 14;
+  memcpy(minus, text, head);
+  minus[head] = '-';
+  memcpy(minus + head + 1, text + head, len - head + 1);
+  r = tool("summary", scratch_file("negative-kind.json", minus), NULL);
+  free(minus);
+  free(text);
+  cr_assert_eq(r->code, 2, "negative count of a kind: status %d", r->code);
+  expect_has(r->child.err, "stats.errors_by_kind.double_free: must be a non-negative integer", "negative kind");
 
   /* Not a command, so a file name, and summary takes only one. */
   r = tool("frobnicate", REPORT_A, NULL);

@@ -407,6 +407,24 @@ static void load_address_space(const loader_t *ld, report_t *r, const json_t *ro
   }
 }
 
+/* "stats.errors_by_kind", which reports written before errors were
+ * counted by kind lack: such a report loads with no kinds.  Kinds this
+ * tool does not know are kept, as the report names them. */
+static void load_error_kinds(const loader_t *ld, report_t *r, const json_t *stats) {
+  const json_t *kinds = need(ld, stats, "stats", "errors_by_kind", KIND_OBJECT, false);
+  if (kinds == NULL) return;
+  r->error_kinds = tool_calloc(json_object_size(kinds), sizeof *r->error_kinds);
+  const char *kind;
+  json_t *v;
+  json_object_foreach((json_t *)kinds, kind, v) {
+    char at[256];
+    path_join(at, sizeof at, "stats.errors_by_kind", kind);
+    error_kind_t *e = &r->error_kinds[r->nerror_kinds++];
+    e->kind = kind;
+    e->count = count_value(ld, v, at);
+  }
+}
+
 /* Check doc against the schema and fill r; r takes the caller's reference
  * to doc. */
 static void load_report(const loader_t *ld, json_t *doc, report_t *r) {
@@ -438,6 +456,7 @@ static void load_report(const loader_t *ld, json_t *doc, report_t *r) {
   r->stats.external_fragmentation = get_number(ld, st, "stats", "external_fragmentation");
   r->stats.metadata_overhead = get_number(ld, st, "stats", "metadata_overhead");
   r->stats.efficiency = get_number(ld, st, "stats", "efficiency");
+  load_error_kinds(ld, r, st);
 
   load_classes(ld, r, doc);
   load_sites(ld, doc, "", "sites", &r->sites, &r->nsites);
@@ -475,6 +494,7 @@ static void free_sites(site_t *sites, size_t n) {
 }
 
 void tool_report_free(report_t *r) {
+  free(r->error_kinds);
   free(r->classes);
   free_sites(r->sites, r->nsites);
   free(r->leak_functions);

@@ -69,6 +69,12 @@ typedef struct pin_s {
   frame_t *frames;               /* innermost first; none for site 0 */
 } pin_t;
 
+/* One member of stats.errors_by_kind: a kind of error and its count. */
+typedef struct error_kind_s {
+  const char *kind;              /* "double_free", "overflow", ... as the report names it */
+  uint64_t count;
+} error_kind_t;
+
 /* One row of leaks.functions: leaked blocks by the allocator's caller. */
 typedef struct leak_fn_s {
   const char *function;
@@ -126,6 +132,8 @@ typedef struct report_s {
   uint64_t uptime_ms;
   uint64_t sample_bytes;         /* mean bytes between samples at track "sample" */
   stats_t stats;
+  size_t nerror_kinds;           /* 0 in reports written before errors were counted by kind */
+  error_kind_t *error_kinds;     /* stats.errors_by_kind, in the report's order */
   size_t nclasses, nsites;
   class_t *classes;
   site_t *sites;                 /* most bytes first */

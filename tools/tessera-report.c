@@ -185,6 +185,25 @@ static void print_leaks(const report_t *r, bool full) {
   for (size_t i = 0; i < r->nleak_sites; i++) print_site(i + 1, &r->leak_sites[i]);
 }
 
+/* r's count of errors of kind; NULL when r does not list the kind. */
+static const error_kind_t *error_kind(const report_t *r, const char *kind) {
+  for (size_t i = 0; i < r->nerror_kinds; i++)
+    if (strcmp(r->error_kinds[i].kind, kind) == 0) return &r->error_kinds[i];
+  return NULL;
+}
+
+/* After the count of errors, the kinds that have any: " (double_free 1,
+ * overflow 2)"; nothing when there are none or the report predates them. */
+static void print_error_kinds(const report_t *r) {
+  const char *sep = " (";
+  for (size_t i = 0; i < r->nerror_kinds; i++) {
+    if (r->error_kinds[i].count == 0) continue;
+    printf("%s%s %" PRIu64, sep, r->error_kinds[i].kind, r->error_kinds[i].count);
+    sep = ", ";
+  }
+  if (sep[0] == ',') printf(")");
+}
+
 static void cmd_summary(const report_t *r, size_t top) {
   const stats_t *s = &r->stats;
   const char *est = s->requested_exact ? "" : "  (estimates)";
@@ -206,8 +225,10 @@ static void cmd_summary(const report_t *r, size_t top) {
   printf("  live blocks  %10" PRIu64 "  (%" PRIu64 " large, %" PRIu64 " tracked)\n",
          s->live_blocks, s->large_live, s->tracked_blocks);
   printf("  arenas %" PRIu64 ", allocations %" PRIu64 ", frees %" PRIu64 ", purges %" PRIu64
-         ", errors %" PRIu64 "\n",
+         ", errors %" PRIu64,
          s->arenas, s->allocations, s->frees, s->purges, s->errors);
+  print_error_kinds(r);
+  printf("\n");
   printf("\nratios\n");
   printf("  internal fragmentation %7.3f   allocated / requested%s\n",
          s->internal_fragmentation, est);
@@ -443,13 +464,32 @@ static void changes_free(changes_t *c) {
   free(c->v);
 }
 
+/* A row of the totals; a name longer than its column takes room from the
+ * first number's, so that the others stay aligned. */
 static void diff_total(const char *name, bool bytes, uint64_t before, uint64_t after) {
   int64_t d = delta(before, after);
   char change[32] = "0";
   if (d != 0) snprintf(change, sizeof change, "%+" PRId64, d);
-  printf("  %-14s %16" PRIu64 " %16" PRIu64 " %16s", name, before, after, change);
+  int over = strlen(name) > 14 ? (int)strlen(name) - 14 : 0;
+  printf("  %-14s %*" PRIu64 " %16" PRIu64 " %16s", name, 16 - over, before, after, change);
   if (bytes && d != 0) printf("  (%s)", tool_bytes_signed(d));
   printf("\n");
+}
+
+/* Under the errors row, a row for each kind either report has any of:
+ * a's kinds in its order, then those only b lists. */
+static void diff_error_kinds(const report_t *a, const report_t *b) {
+  const report_t *both[2] = { a, b };
+  for (int r = 0; r < 2; r++)
+    for (size_t i = 0; i < both[r]->nerror_kinds; i++) {
+      const char *kind = both[r]->error_kinds[i].kind;
+      const error_kind_t *in_a = error_kind(a, kind), *in_b = error_kind(b, kind);
+      uint64_t before = in_a ? in_a->count : 0, after = in_b ? in_b->count : 0;
+      if ((before == 0 && after == 0) || (r == 1 && in_a != NULL)) continue;
+      char name[64];
+      snprintf(name, sizeof name, "  %s", kind);
+      diff_total(name, false, before, after);
+    }
 }
 
 static void cmd_diff(const report_t *a, const report_t *b) {
@@ -462,6 +502,7 @@ static void cmd_diff(const report_t *a, const report_t *b) {
 #define X(name, bytes) diff_total(#name, bytes, a->stats.name, b->stats.name);
   STAT_COUNTS(X)
 #undef X
+  diff_error_kinds(a, b);
   const report_t *cut[2] = { a, b };
   for (int i = 0; i < 2; i++)
     if (cut[i]->sites_total > (int64_t)cut[i]->nsites)

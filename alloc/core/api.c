@@ -139,27 +139,31 @@ typedef struct block_ref_s {
   size_t usable;
 } block_ref_t;
 
-/* Report why p is not a live block, naming what it is. */
+/* Report why p is not a live block, naming what it is, and its kind.  A
+ * block already free comes here only from realloc, malloc_usable_size and
+ * tsr_defrag_hint (a free of one is the heap's double free): a use after
+ * its free. */
 static tsr_noinline void report_bad(const char *call, const void *p) {
   uintptr_t a = (uintptr_t)p & ~(uintptr_t)TSR_ARENA_MASK;
   tsr_page_t *pg = tsri_page_of(p);
   if (pg != NULL) {
     long idx = tsri_block_index(pg, p);
     if (idx >= 0)
-      tsri_error("%s(%p): block already free (double free or use after free)", call, p);
+      tsri_error(TSR_ERROR_USE_AFTER_FREE, "%s(%p): block already free (double free or use after free)",
+                 call, p);
     else
-      tsri_error("%s(%p): interior pointer, not the start of a block of %zu bytes", call, p,
-                 (size_t)pg->block_size);
+      tsri_error(TSR_ERROR_BAD_FREE, "%s(%p): interior pointer, not the start of a block of %zu bytes", call,
+                 p, (size_t)pg->block_size);
   } else if (tsri_arena_registered(a)) {
-    tsri_error("%s(%p): points into tessera's arena but not into a live page "
+    tsri_error(TSR_ERROR_BAD_FREE, "%s(%p): points into tessera's arena but not into a live page "
                "(double free, use after free, or a wild pointer)", call, p);
   } else if (tsri_guarded(p)) {
-    tsri_error("%s(%p): not a live block of guarded sampling (double free, use after free, "
-               "or an interior pointer)", call, p);
+    tsri_error(TSR_ERROR_BAD_FREE, "%s(%p): not a live block of guarded sampling (double free, use after "
+               "free, or an interior pointer)", call, p);
   } else if (tsri_large_contains(p)) {
-    tsri_error("%s(%p): interior pointer into a large block", call, p);
+    tsri_error(TSR_ERROR_BAD_FREE, "%s(%p): interior pointer into a large block", call, p);
   } else {
-    tsri_error("%s(%p): not allocated by tessera (foreign pointer, "
+    tsri_error(TSR_ERROR_BAD_FREE, "%s(%p): not allocated by tessera (foreign pointer, "
                "or a large block already freed)", call, p);
   }
 }

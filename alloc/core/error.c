@@ -1,13 +1,13 @@
 /* error.c: messages on stderr for bad calls and internal failures.
  *
- * Owns: the one place that reports a caller's mistake (tsri_error), the
- * warnings, and the assert printer.  Everything formats into a buffer on
+ * Owns: the one place that reports a caller's mistake (tsri_error) and
+ * counts it by kind, the warnings, and the assert printer.  Everything formats into a buffer on
  * the stack with a formatter of our own, so a report can be written from
  * inside malloc, from a fork child or while the heap is inconsistent.
  */
 #include "internal.h"
 
-_Atomic uint64_t tsri_error_count;
+_Atomic uint64_t tsri_error_counts[TSR_ERROR_KINDS];
 
 static size_t put_str(char *buf, size_t size, size_t at, const char *s) {
   while (*s && at + 1 < size) buf[at++] = *s++;
@@ -65,8 +65,8 @@ static void message(const char *kind, const char *fmt, va_list ap) {
   tsri_os_write_stderr(buf, at);
 }
 
-void tsri_error_begin(const char *fmt, ...) {
-  atomic_fetch_add_explicit(&tsri_error_count, 1, memory_order_relaxed);
+void tsri_error_begin(tsr_error_kind_t kind, const char *fmt, ...) {
+  atomic_fetch_add_explicit(&tsri_error_counts[kind], 1, memory_order_relaxed);
   va_list ap;
   va_start(ap, fmt);
   message("error: ", fmt, ap);
@@ -89,8 +89,8 @@ void tsri_error_end(void) {
   }
 }
 
-void tsri_error(const char *fmt, ...) {
-  atomic_fetch_add_explicit(&tsri_error_count, 1, memory_order_relaxed);
+void tsri_error(tsr_error_kind_t kind, const char *fmt, ...) {
+  atomic_fetch_add_explicit(&tsri_error_counts[kind], 1, memory_order_relaxed);
   va_list ap;
   va_start(ap, fmt);
   message("error: ", fmt, ap);

@@ -429,12 +429,12 @@ void tsri_heap_count_free(void) {
 
 void tsri_heap_free_remote(tsr_page_t *pg, size_t word, uint64_t mask, void *p) {
   if (tsr_unlikely(atomic_load_explicit(tsri_local(pg, word), memory_order_relaxed) & mask)) {
-    tsri_error("double free of %p (block already free)", p);
+    tsri_error(TSR_ERROR_DOUBLE_FREE, "double free of %p (block already free)", p);
     return;
   }
   uint64_t old = atomic_fetch_or_explicit(tsri_remote(pg, word), mask, memory_order_seq_cst);
   if (tsr_unlikely(old & mask)) {
-    tsri_error("double free of %p (block already freed by another thread)", p);
+    tsri_error(TSR_ERROR_DOUBLE_FREE, "double free of %p (block already freed by another thread)", p);
     return;
   }
   tsri_heap_count_free();

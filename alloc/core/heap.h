@@ -83,7 +83,7 @@ static inline void tsri_heap_free_block(tsr_page_t *pg, size_t idx, void *p) {
   if (tsr_likely((x & ~TSR_PAGE_STATE_MASK) == (uintptr_t)h)) {
     uint64_t local = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
     if (tsr_unlikely(((local | atomic_load_explicit(tsri_remote(pg, w), memory_order_relaxed)) & m) != 0)) {
-      tsri_error("double free of %p (block already free)", p);
+      tsri_error(TSR_ERROR_DOUBLE_FREE, "double free of %p (block already free)", p);
       return;
     }
     atomic_store_explicit(tsri_local(pg, w), local | m, memory_order_relaxed);

@@ -41,21 +41,23 @@ tsri_hidden _Noreturn void tsri_assert_fail(const char *expr, const char *file, 
 
 /* ---- errors on user input (error.c) ------------------------------------ */
 
-/* Report a bad call: "tessera: <message>" on stderr, counted in
- * tsr_stats_t.errors; then abort, unless TESSERA_ON_ERROR=continue.
- * Formats: %p %s %zu %d %x only.  Never allocates. */
-tsri_hidden void tsri_error(const char *fmt, ...);
+/* Report a bad call: "tessera: <message>" on stderr, counted under its
+ * kind (tsr_stats_t.errors_by_kind, and so errors); then abort, unless
+ * TESSERA_ON_ERROR=continue.  Formats: %p %s %zu %d %x only.  Never
+ * allocates. */
+tsri_hidden void tsri_error(tsr_error_kind_t kind, const char *fmt, ...);
 /* tsri_error in parts, for a message of several lines (the debug checks'
  * reports with their call stacks): begin counts the error and prints its
  * first line, each tsri_error_line one more ("tessera:   <line>"), and
  * end aborts unless TESSERA_ON_ERROR=continue.  A guarded-sampling fault
  * calls begin and lines, and ends the process its own way. */
-tsri_hidden void tsri_error_begin(const char *fmt, ...);
+tsri_hidden void tsri_error_begin(tsr_error_kind_t kind, const char *fmt, ...);
 tsri_hidden void tsri_error_line(const char *fmt, ...);
 tsri_hidden void tsri_error_end(void);
 /* The same without counting or aborting: a warning (bad option value). */
 tsri_hidden void tsri_warning(const char *fmt, ...);
-tsri_hidden extern _Atomic uint64_t tsri_error_count;
+/* Errors reported, by tsr_error_kind_t (their sum is tsr_stats_t.errors). */
+tsri_hidden extern _Atomic uint64_t tsri_error_counts[TSR_ERROR_KINDS];
 
 /* ---- options (options.c) ------------------------------------------------ */
 

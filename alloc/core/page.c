@@ -118,7 +118,7 @@ uint32_t tsri_page_collect(tsr_page_t *pg) {
     if (tsr_unlikely(twice != 0)) {
       /* freed by the owner and by another thread at the same time */
       size_t idx = w * 64 + (size_t)__builtin_ctzll(twice);
-      tsri_error("double free of %p (freed concurrently by two threads)",
+      tsri_error(TSR_ERROR_DOUBLE_FREE, "double free of %p (freed concurrently by two threads)",
                  (void *)(pg->start + idx * pg->block_size));
       bits &= ~twice;
     }

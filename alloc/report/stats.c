@@ -92,7 +92,10 @@ int tsr_stats_get(tsr_stats_t *stats) {
   s.metadata = atomic_load_explicit(&tsri_counters.metadata, memory_order_relaxed);
   s.arenas = atomic_load_explicit(&tsri_counters.arenas, memory_order_relaxed);
   s.purges = atomic_load_explicit(&tsri_counters.purges, memory_order_relaxed);
-  s.errors = atomic_load_explicit(&tsri_error_count, memory_order_relaxed);
+  for (size_t k = 0; k < TSR_ERROR_KINDS; k++) {
+    s.errors_by_kind[k] = atomic_load_explicit(&tsri_error_counts[k], memory_order_relaxed);
+    s.errors += s.errors_by_kind[k];
+  }
   heap_sum_t hs = { 0, 0 };
   tsri_heap_foreach(heap_sum, &hs);
   s.allocations = hs.allocs;

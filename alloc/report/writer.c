@@ -110,6 +110,9 @@ const char *const tsri_mesh_state_names[] = { "off", "on", "unsupported", "pause
 const char *const tsri_holder_names[] = { "free", "tessera arenas", "tessera large blocks", "tessera records",
                                           "images", "mapped files", "other heaps", "thread stacks",
                                           "other private" };
+const char *const tsri_error_kind_names[TSR_ERROR_KINDS] = {
+  "bad_free", "double_free", "overflow", "underflow", "write_after_free", "use_after_free", "other",
+};
 
 static void report_gather(tsri_report_t *r, const char *reason, bool need_sites) {
   r->reason = reason;

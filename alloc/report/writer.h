@@ -51,6 +51,7 @@ typedef struct tsri_report_s {
 tsri_hidden extern const char *const tsri_track_names[];   /* by tsr_track_t */
 tsri_hidden extern const char *const tsri_mesh_state_names[];   /* by tsr_mesh_state_t */
 tsri_hidden extern const char *const tsri_holder_names[];  /* by tsr_holder_t */
+tsri_hidden extern const char *const tsri_error_kind_names[];   /* by tsr_error_kind_t */
 tsri_hidden size_t tsri_sites_listed(const tsri_sites_t *s);
 /* How many of p's sites a report lists (TESSERA_REPORT_SITES). */
 tsri_hidden size_t tsri_pins_listed(const tsri_pins_t *p);

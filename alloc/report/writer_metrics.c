@@ -115,7 +115,15 @@ void tsri_write_openmetrics(tsri_out_t *o, tsri_report_t *r) {
   om_metric(o, "allocations", "counter", "Blocks handed out.", s->allocations);
   om_metric(o, "frees", "counter", "Blocks given back.", s->frees);
   om_metric(o, "purged_slots", "counter", "Free 64 KiB slots decommitted.", s->purges);
-  om_metric(o, "errors", "counter", "Bad calls reported.", s->errors);
+  om_metric(o, "errors", "counter", "Errors reported, of every kind.", s->errors);
+  tsri_puts(o, "# TYPE tessera_errors_by_kind counter\n# HELP tessera_errors_by_kind Errors reported, by kind "
+               "(bad_free, double_free, overflow, ...).\n");
+  for (size_t k = 0; k < TSR_ERROR_KINDS; k++) {
+    tsri_puts(o, "tessera_errors_by_kind_total{kind=\"");
+    tsri_puts(o, tsri_error_kind_names[k]);
+    tsri_puts(o, "\"} ");
+    tsri_put_u64(o, s->errors_by_kind[k]); tsri_puts(o, "\n");
+  }
   tsri_puts(o, "# TYPE tessera_os_calls counter\n# HELP tessera_os_calls Calls to the OS memory functions.\n");
   const char *calls[] = { "reserve", "commit", "decommit", "reset", "release" };
   uint64_t counts[] = { s->os_reserves, s->os_commits, s->os_decommits, s->os_resets, s->os_releases };

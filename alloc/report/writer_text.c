@@ -44,6 +44,21 @@ static void text_line(tsri_out_t *o, const char *label, uint64_t bytes) {
   tsri_puts(o, ")\n");
 }
 
+/* After the count of errors, the kinds that have any: " (double_free 1,
+ * overflow 2)"; nothing when there are none. */
+static void text_error_kinds(tsri_out_t *o, const tsr_stats_t *s) {
+  const char *sep = " (";
+  for (size_t k = 0; k < TSR_ERROR_KINDS; k++) {
+    if (s->errors_by_kind[k] == 0) continue;
+    tsri_puts(o, sep);
+    tsri_puts(o, tsri_error_kind_names[k]);
+    tsri_puts(o, " ");
+    tsri_put_u64(o, s->errors_by_kind[k]);
+    sep = ", ";
+  }
+  if (s->errors != 0) tsri_puts(o, ")");
+}
+
 /* The frames of stack id, a line each, or a note that there are none. */
 static void text_frames(tsri_out_t *o, uint32_t id) {
   void *const *frames;
@@ -383,6 +398,7 @@ void tsri_write_text(tsri_out_t *o, tsri_report_t *r) {
   tsri_put_fixed(o, s->efficiency * 100, 1);
   tsri_puts(o, " %  (requested / committed)\n  errors reported        ");
   tsri_put_u64(o, s->errors);
+  text_error_kinds(o, s);
   tsri_puts(o, "\n");
 
   if (r->sites != NULL) {

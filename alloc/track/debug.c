@@ -129,7 +129,8 @@ static bool guard_check(const dbg_entry_t *e, const char *found_by) {
   const uint8_t *p = (const uint8_t *)e->ptr;
   size_t at = first_not(p, e->requested, e->usable, TSRI_DEBUG_GUARD_BYTE);
   if (at == e->usable) return true;
-  tsri_error_begin("heap buffer overflow: block %p of %zu bytes was written past its end: byte %zu "
+  tsri_error_begin(TSR_ERROR_OVERFLOW,
+                   "heap buffer overflow: block %p of %zu bytes was written past its end: byte %zu "
                    "(%zu past the end) is damaged; found by %s",
                    (void *)p, e->requested, at, at - e->requested, found_by);
   entry_stacks(e);
@@ -142,7 +143,8 @@ static bool fill_check(const dbg_entry_t *e, const char *found_by) {
   const uint8_t *p = (const uint8_t *)e->ptr;
   size_t at = first_not(p, 0, e->usable, TSRI_DEBUG_FREED_BYTE);
   if (at == e->usable) return true;
-  tsri_error_begin("write after free: block %p of %zu bytes was written after it was freed: byte %zu "
+  tsri_error_begin(TSR_ERROR_WRITE_AFTER_FREE,
+                   "write after free: block %p of %zu bytes was written after it was freed: byte %zu "
                    "is damaged; found by %s",
                    (void *)p, e->requested, at, found_by);
   entry_stacks(e);
@@ -310,7 +312,8 @@ bool tsri_hook_debug_free(tsr_page_t *pg, size_t idx, void *p, void *caller) {
   if (e.ptr == 0) return false;
   uint32_t stack = tsri_stack_capture_from(caller);
   if (e.state != STATE_LIVE) {
-    tsri_error_begin("double free of %p (block of %zu bytes, already freed)", p, e.requested);
+    tsri_error_begin(TSR_ERROR_DOUBLE_FREE, "double free of %p (block of %zu bytes, already freed)", p,
+                     e.requested);
     entry_stacks(&e);
     tsri_debug_stack_lines("freed again", stack, tsri_os_thread_id());
     tsri_error_end();
@@ -330,7 +333,8 @@ bool tsri_hook_debug_realloc(void *p, size_t size, void *caller, void **out) {
   if (e.ptr == 0) return false;
   *out = NULL;
   if (e.state != STATE_LIVE) {
-    tsri_error_begin("realloc(%p): block of %zu bytes already freed (use after free)", p, e.requested);
+    tsri_error_begin(TSR_ERROR_USE_AFTER_FREE,
+                     "realloc(%p): block of %zu bytes already freed (use after free)", p, e.requested);
     entry_stacks(&e);
     tsri_debug_stack_lines("realloc called", tsri_stack_capture_from(caller), tsri_os_thread_id());
     tsri_error_end();

@@ -94,22 +94,26 @@ static bool guard_fault(void *at) {
   }
   const gslot_t *s = i != SIZE_MAX ? &slot_rec[i] : NULL;
   if (s == NULL || s->state == SLOT_UNUSED) {
-    tsri_error_begin("guarded sampling: access at %p, in tessera's guard pages and near no block "
-                     "(a wild pointer)", at);
+    tsri_error_begin(TSR_ERROR_OTHER, "guarded sampling: access at %p, in tessera's guard pages and near "
+                     "no block (a wild pointer)", at);
     return false;
   }
-  const char *kind = s->state == SLOT_FREED ? "use after free" : addr < s->block ? "heap buffer underflow"
-                                                                                 : "heap buffer overflow";
+  tsr_error_kind_t k = s->state == SLOT_FREED ? TSR_ERROR_USE_AFTER_FREE
+                       : addr < s->block      ? TSR_ERROR_UNDERFLOW
+                                              : TSR_ERROR_OVERFLOW;
+  const char *kind = k == TSR_ERROR_USE_AFTER_FREE ? "use after free"
+                     : k == TSR_ERROR_UNDERFLOW    ? "heap buffer underflow"
+                                                   : "heap buffer overflow";
   if (addr < s->block)
-    tsri_error_begin("guarded sampling: %s at %p, %zu bytes before block %p of %zu bytes%s", kind, at,
+    tsri_error_begin(k, "guarded sampling: %s at %p, %zu bytes before block %p of %zu bytes%s", kind, at,
                      (size_t)(s->block - addr), (void *)s->block, s->size,
                      s->state == SLOT_FREED ? " (freed)" : "");
   else if (addr >= s->block + s->size)
-    tsri_error_begin("guarded sampling: %s at %p, %zu bytes past the end of block %p of %zu bytes%s", kind,
-                     at, (size_t)(addr - s->block - s->size), (void *)s->block, s->size,
+    tsri_error_begin(k, "guarded sampling: %s at %p, %zu bytes past the end of block %p of %zu bytes%s",
+                     kind, at, (size_t)(addr - s->block - s->size), (void *)s->block, s->size,
                      s->state == SLOT_FREED ? " (freed)" : "");
   else
-    tsri_error_begin("guarded sampling: %s at %p, byte %zu of block %p of %zu bytes (freed)", kind, at,
+    tsri_error_begin(k, "guarded sampling: %s at %p, byte %zu of block %p of %zu bytes (freed)", kind, at,
                      (size_t)(addr - s->block), (void *)s->block, s->size);
   tsri_debug_stack_lines("allocated", s->alloc_stack, s->alloc_thread);
   if (s->state == SLOT_FREED) tsri_debug_stack_lines("freed", s->free_stack, s->free_thread);
@@ -236,11 +240,13 @@ void tsri_hook_guarded_free(void *p, void *caller) {
   uint32_t stack = tsri_stack_capture_from(caller);
   if (s.block != (uintptr_t)p || s.state != SLOT_LIVE) {
     if (s.block == (uintptr_t)p && s.state == SLOT_FREED) {
-      tsri_error_begin("double free of %p (guarded block of %zu bytes, already freed)", p, s.size);
+      tsri_error_begin(TSR_ERROR_DOUBLE_FREE, "double free of %p (guarded block of %zu bytes, already freed)",
+                       p, s.size);
       tsri_debug_stack_lines("allocated", s.alloc_stack, s.alloc_thread);
       tsri_debug_stack_lines("freed", s.free_stack, s.free_thread);
     } else {
-      tsri_error_begin("free(%p): not a block of guarded sampling (an interior or wild pointer)", p);
+      tsri_error_begin(TSR_ERROR_BAD_FREE, "free(%p): not a block of guarded sampling (an interior or wild "
+                       "pointer)", p);
     }
     tsri_debug_stack_lines("freed again", stack, tsri_os_thread_id());
     tsri_error_end();
@@ -250,7 +256,8 @@ void tsri_hook_guarded_free(void *p, void *caller) {
   const uint8_t *q = start, *end = start + page;
   while (q < (const uint8_t *)p && *q == TSRI_DEBUG_GUARD_BYTE) q++;
   if (q < (const uint8_t *)p) {
-    tsri_error_begin("heap buffer underflow: guarded block %p of %zu bytes was written before its start: "
+    tsri_error_begin(TSR_ERROR_UNDERFLOW,
+                     "heap buffer underflow: guarded block %p of %zu bytes was written before its start: "
                      "byte -%zu is damaged; found by free",
                      p, s.size, (size_t)((const uint8_t *)p - q));
     tsri_debug_stack_lines("allocated", s.alloc_stack, s.alloc_thread);
@@ -260,7 +267,8 @@ void tsri_hook_guarded_free(void *p, void *caller) {
   q = (const uint8_t *)p + s.size;
   while (q < end && *q == TSRI_DEBUG_GUARD_BYTE) q++;
   if (q < end) {
-    tsri_error_begin("heap buffer overflow: guarded block %p of %zu bytes was written past its end: "
+    tsri_error_begin(TSR_ERROR_OVERFLOW,
+                     "heap buffer overflow: guarded block %p of %zu bytes was written past its end: "
                      "byte %zu (%zu past the end) is damaged; found by free",
                      p, s.size, (size_t)(q - (const uint8_t *)p), (size_t)(q - (const uint8_t *)p) - s.size);
     tsri_debug_stack_lines("allocated", s.alloc_stack, s.alloc_thread);

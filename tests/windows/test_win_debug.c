@@ -1,7 +1,7 @@
 /* test_win_debug.c: the debug checks and guarded sampling on Windows.
  * Runs with TESSERA_DEBUG=all and TESSERA_ON_ERROR=continue (set by
  * ctest): an overflow, a double free and a write after free are each
- * reported and counted, and the program goes on.  Guarded sampling's
+ * reported and counted, under their kinds, and the program goes on.  Guarded sampling's
  * fault goes through the vectored exception handler and ends the process:
  * that case runs in a child of this program ("uaf"), started with
  * TESSERA_GUARD_SAMPLE=1 and without the debug checks, whose exit code
@@ -13,30 +13,38 @@
 #include <tessera.h>
 #include <windows.h>
 
-static uint64_t errors(void) {
+static tsr_stats_t stats(void) {
   tsr_stats_t s;
   memset(&s, 0, sizeof s);
   s.size = sizeof s;
   tsr_stats_get(&s);
-  return s.errors;
+  return s;
 }
+
+static uint64_t errors(void) { return stats().errors; }
+
+static uint64_t errors_of(tsr_error_kind_t kind) { return stats().errors_by_kind[kind]; }
 
 static void debug_checks_report_and_go_on(void) {
   CHECK(getenv("TESSERA_DEBUG") != NULL);
-  uint64_t before = errors();
+  uint64_t before = errors(), overflows = errors_of(TSR_ERROR_OVERFLOW);
+  uint64_t double_frees = errors_of(TSR_ERROR_DOUBLE_FREE), written = errors_of(TSR_ERROR_WRITE_AFTER_FREE);
   volatile char *p = tsr_malloc(13);
   CHECK(p != NULL);
   p[13] = 'x';
   tsr_free((void *)p);
   CHECK_MSG(errors() == before + 1, "overflow: %llu errors", (unsigned long long)(errors() - before));
+  CHECK(errors_of(TSR_ERROR_OVERFLOW) == overflows + 1);
   char *q = tsr_malloc(40);
   tsr_free(q);
   tsr_free(q);
   CHECK_MSG(errors() == before + 2, "double free: %llu errors", (unsigned long long)(errors() - before));
+  CHECK(errors_of(TSR_ERROR_DOUBLE_FREE) == double_frees + 1);
   volatile char *r = tsr_malloc(40);
   tsr_free((void *)r);
   r[3] = 'x';
   CHECK_MSG(tsr_check() == 1, "write after free not found by tsr_check");
+  CHECK(errors_of(TSR_ERROR_WRITE_AFTER_FREE) == written + 1);
 }
 
 static int child_uaf(void) {
