@@ -571,25 +571,42 @@ static uint32_t os_holder(const tsri_os_region_t *os) {
   return TSR_HOLDER_OTHER;
 }
 
-static int space_region(const tsri_os_region_t *os, void *arg) {
-  space_walk_t *w = arg;
-  uintptr_t from = w->last_end != 0 ? w->last_end : *w->lo;
+/* One piece of a region, [start, end), with the holder that has most of it. */
+static void space_piece(space_walk_t *w, const tsri_os_region_t *os, uintptr_t start, uintptr_t end) {
   uint64_t by[TSR_HOLDER_COUNT] = { 0 };
-  if (os->start > from) {
-    tsr_region_t gap = { from, os->start, TSR_REGION_FREE, 0, 0, "", 0, 0, TSR_HOLDER_FREE };
-    by[TSR_HOLDER_FREE] = os->start - from;
-    space_emit(w, &gap, 0, by);
-    by[TSR_HOLDER_FREE] = 0;
-  }
-  uint64_t ours = ours_overlap(w, os->start, os->end, by);
+  uint64_t ours = ours_overlap(w, start, end, by);
   uint32_t rest_holder = os_holder(os);
-  by[rest_holder] += (os->end - os->start) - ours;
+  by[rest_holder] += (end - start) - ours;
   uint32_t holder = rest_holder;
   for (uint32_t h = 0; h < TSR_HOLDER_COUNT; h++)
     if (by[h] > by[holder]) holder = h;
-  tsr_region_t r = { os->start, os->end, os->accessible ? TSR_REGION_COMMITTED : TSR_REGION_RESERVED,
+  tsr_region_t r = { start, end, os->accessible ? TSR_REGION_COMMITTED : TSR_REGION_RESERVED,
                      os->prot, ours != 0, os->name, os->type, os->base, holder };
   space_emit(w, &r, ours, by);
+}
+
+static int space_region(const tsri_os_region_t *os, void *arg) {
+  space_walk_t *w = arg;
+  uintptr_t from = w->last_end != 0 ? w->last_end : *w->lo;
+  if (os->start > from) {
+    uint64_t by[TSR_HOLDER_COUNT] = { 0 };
+    tsr_region_t gap = { from, os->start, TSR_REGION_FREE, 0, 0, "", 0, 0, TSR_HOLDER_FREE };
+    by[TSR_HOLDER_FREE] = os->start - from;
+    space_emit(w, &gap, 0, by);
+  }
+  /* The OS merges neighbouring mappings of the same kind (an arena's
+   * committed slots and a large-block segment next to it): the region is
+   * cut where tessera's reservations begin and end, so that each piece
+   * has one holder. */
+  for (uintptr_t at = os->start; at < os->end;) {
+    uintptr_t next = os->end;
+    for (size_t i = 0; i < w->n_ours; i++) {
+      if (w->ours[i].start > at && w->ours[i].start < next) next = w->ours[i].start;
+      if (w->ours[i].end > at && w->ours[i].end < next) next = w->ours[i].end;
+    }
+    space_piece(w, os, at, next);
+    at = next;
+  }
   w->last_end = os->end;
   return 0;
 }
