@@ -363,6 +363,23 @@ static void *heap_alloc_slow(tsr_heap_t *h, size_t cls) {
   return tsri_heap_alloc(h, cls);
 }
 
+/* The words of the current page above scan, before the slow path: a page
+ * of small blocks is many bitmap words, and moving from one to the next
+ * needs neither the park nor the heap's queues.  Only the owner writes the
+ * local bitmap and scan of its current page; the reclaimer and meshing
+ * leave current pages alone (heap.c: parking, mesh.c). */
+void *tsri_heap_alloc_next(tsr_heap_t *h, size_t cls) {
+  tsr_page_t *pg = h->cur[cls];
+  for (size_t w = (size_t)pg->scan + 1, n = ((size_t)pg->capacity + 63) / 64; w < n; w++) {
+    uint64_t bits = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
+    if (bits != 0) {
+      pg->scan = (uint32_t)w;
+      return pg->start + tsri_page_take(pg, w, bits) * pg->block_size;
+    }
+  }
+  return tsri_heap_alloc_slow(h, cls);
+}
+
 void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls) {
   if (h == &tsri_heap_none) {
     h = heap_thread_start();

@@ -24,6 +24,9 @@ static inline void tsri_heap_count(_Atomic uint64_t *counter) {
 }
 
 tsri_hidden void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls);
+/* The current page's scan word ran out: the next word of the page with a
+ * free block, else the slow path.  Owner only. */
+tsri_hidden void *tsri_heap_alloc_next(tsr_heap_t *h, size_t cls);
 /* The calling thread's heap, made now if it has none; NULL without memory. */
 tsri_hidden tsr_heap_t *tsri_heap_get(void);
 /* Call fn for every heap ever made (in use or pooled), heap lock held:
@@ -59,7 +62,7 @@ static inline void *tsri_heap_alloc_at(tsr_heap_t *h, size_t cls, size_t *idx) {
   size_t w = pg->scan;
   uint64_t bits = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
   if (tsr_unlikely(bits == 0)) {
-    void *p = tsri_heap_alloc_slow(h, cls);
+    void *p = tsri_heap_alloc_next(h, cls);
     if (p != NULL) *idx = tsri_block_index_of(h->cur[cls], p);
     return p;
   }
