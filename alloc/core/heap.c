@@ -370,14 +370,10 @@ static void *heap_alloc_slow(tsr_heap_t *h, size_t cls) {
  * leave current pages alone (heap.c: parking, mesh.c). */
 void *tsri_heap_alloc_next(tsr_heap_t *h, size_t cls) {
   tsr_page_t *pg = h->cur[cls];
-  for (size_t w = (size_t)pg->scan + 1, n = ((size_t)pg->capacity + 63) / 64; w < n; w++) {
-    uint64_t bits = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
-    if (bits != 0) {
-      pg->scan = (uint32_t)w;
-      return pg->start + tsri_page_take(pg, w, bits) * pg->block_size;
-    }
-  }
-  return tsri_heap_alloc_slow(h, cls);
+  if (!tsri_page_find(pg, (size_t)pg->scan + 1)) return tsri_heap_alloc_slow(h, cls);
+  size_t w = pg->scan;
+  return pg->start + tsri_page_take(pg, w, atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed)) *
+                         pg->block_size;
 }
 
 void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls) {

@@ -261,6 +261,20 @@ tsri_hidden void tsri_arena_fork_child(void);
 tsri_hidden void tsri_page_init(tsr_page_t *pg, size_t cls);
 /* Merge remote frees into local; returns how many blocks came back. */
 tsri_hidden uint32_t tsri_page_collect(tsr_page_t *pg);
+/* Bitmap words of pg. */
+static inline size_t tsri_page_words(const tsr_page_t *pg) { return ((size_t)pg->capacity + 63) / 64; }
+/* Point pg->scan at the first bitmap word from `from` on with a free block
+ * in the local bitmap; false when there is none.  Owner only; inline, as
+ * the allocation path's step to the next word uses it. */
+static inline bool tsri_page_find(tsr_page_t *pg, size_t from) {
+  for (size_t w = from, n = tsri_page_words(pg); w < n; w++) {
+    if (atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed) != 0) {
+      pg->scan = (uint32_t)w;
+      return true;
+    }
+  }
+  return false;
+}
 /* Point pg->scan at a bitmap word with a free block, merging remote frees
  * if needed; false when the page has no free block at all. */
 tsri_hidden bool tsri_page_refill(tsr_page_t *pg);

@@ -13,7 +13,6 @@
  */
 #include "internal.h"
 
-static inline size_t page_words(const tsr_page_t *pg) { return ((size_t)pg->capacity + 63) / 64; }
 
 void tsri_page_init(tsr_page_t *pg, size_t cls) {
   const tsri_class_t *c = &tsri_classes[cls];
@@ -82,7 +81,7 @@ size_t tsri_page_trim(tsr_page_t *pg, bool force) {
  * too. */
 static uint32_t free_count(const tsr_page_t *pg, bool with_remote) {
   uint32_t n = 0;
-  for (size_t w = 0, words = page_words(pg); w < words; w++) {
+  for (size_t w = 0, words = tsri_page_words(pg); w < words; w++) {
     uint64_t bits = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
     if (with_remote) bits |= atomic_load_explicit(tsri_remote(pg, w), memory_order_relaxed);
     n += (uint32_t)__builtin_popcountll(bits);
@@ -103,14 +102,14 @@ void tsri_page_recount(tsr_page_t *pg) {
 }
 
 bool tsri_page_has_remote(const tsr_page_t *pg) {
-  for (size_t w = 0, n = page_words(pg); w < n; w++)
+  for (size_t w = 0, n = tsri_page_words(pg); w < n; w++)
     if (atomic_load_explicit(tsri_remote(pg, w), memory_order_seq_cst) != 0) return true;
   return false;
 }
 
 uint32_t tsri_page_collect(tsr_page_t *pg) {
   uint32_t back = 0;
-  for (size_t w = 0, n = page_words(pg); w < n; w++) {
+  for (size_t w = 0, n = tsri_page_words(pg); w < n; w++) {
     if (atomic_load_explicit(tsri_remote(pg, w), memory_order_relaxed) == 0) continue;
     uint64_t bits = atomic_exchange_explicit(tsri_remote(pg, w), 0, memory_order_acquire);
     uint64_t local = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
@@ -133,25 +132,14 @@ uint32_t tsri_page_collect(tsr_page_t *pg) {
   return back;
 }
 
-/* Point scan at the first word from `from` with a free block. */
-static bool page_find(tsr_page_t *pg, size_t from) {
-  for (size_t w = from, n = page_words(pg); w < n; w++) {
-    if (atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed) != 0) {
-      pg->scan = (uint32_t)w;
-      return true;
-    }
-  }
-  return false;
-}
-
 bool tsri_page_refill(tsr_page_t *pg) {
   /* the owner's own frees may sit below scan; remote frees anywhere */
-  if (page_find(pg, pg->scan) || page_find(pg, 0)) return true;
-  return tsri_page_collect(pg) != 0 && page_find(pg, 0);
+  if (tsri_page_find(pg, pg->scan) || tsri_page_find(pg, 0)) return true;
+  return tsri_page_collect(pg) != 0 && tsri_page_find(pg, 0);
 }
 
 size_t tsri_page_check(const tsr_page_t *pg) {
-  size_t bad = 0, free_bits = 0, n = page_words(pg);
+  size_t bad = 0, free_bits = 0, n = tsri_page_words(pg);
   for (size_t w = 0; w < TSR_BITMAP_WORDS; w++) {
     uint64_t local = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
     uint64_t remote = atomic_load_explicit(tsri_remote(pg, w), memory_order_relaxed);
