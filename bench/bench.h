@@ -143,25 +143,33 @@ static inline void *bench_xmalloc(size_t n) {
  * smaps_rollup): for a heap that maps nothing twice it is VmRSS.
  * ---------------------------------------------------------------------- */
 
-/* The number after "key" in the file at path, in KiB, or -1. */
-static inline long long bench_proc_kib(const char *path, const char *key) {
-  char buf[8192];
+/* The file at path into buf (size bytes, NUL-terminated); false when it
+ * cannot be read. */
+static inline int bench_proc_read(const char *path, char *buf, size_t size) {
   int fd = open(path, O_RDONLY);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, size - 1);
   close(fd);
-  if (n <= 0) return -1;
+  if (n <= 0) return 0;
   buf[n] = 0;
-  const char *p = strstr(buf, key);
-  if (p == NULL) return -1;
-  return strtoll(p + strlen(key), NULL, 10);
+  return 1;
+}
+
+/* The number after "key" in text, in KiB, or -1. */
+static inline long long bench_proc_kib(const char *text, const char *key) {
+  const char *p = strstr(text, key);
+  return p != NULL ? strtoll(p + strlen(key), NULL, 10) : -1;
 }
 
 static inline uint64_t bench_rss_bytes(void) {
-  long long rss = bench_proc_kib("/proc/self/status", "VmRSS:");
+  char status[8192], rollup[4096];
+  if (!bench_proc_read("/proc/self/status", status, sizeof status)) return 0;
+  long long rss = bench_proc_kib(status, "VmRSS:");
   if (rss < 0) return 0;
-  long long shmem = bench_proc_kib("/proc/self/status", "RssShmem:");
-  long long pss_shmem = shmem > 0 ? bench_proc_kib("/proc/self/smaps_rollup", "Pss_Shmem:") : -1;
+  long long shmem = bench_proc_kib(status, "RssShmem:");
+  long long pss_shmem = shmem > 0 && bench_proc_read("/proc/self/smaps_rollup", rollup, sizeof rollup)
+                            ? bench_proc_kib(rollup, "Pss_Shmem:")
+                            : -1;
   if (pss_shmem >= 0 && pss_shmem <= shmem) rss += pss_shmem - shmem;
   return (uint64_t)rss * 1024u;
 }

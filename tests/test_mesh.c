@@ -13,6 +13,8 @@
 
 #include "tsr_test.h"
 
+#include "../bench/bench.h"
+
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdatomic.h>
@@ -68,26 +70,10 @@ static tsr_pins_t figures(void) {
   return t;
 }
 
-/* The resident set counting a page mapped twice once (as bench.h does):
- * VmRSS less RssShmem plus Pss_Shmem, in KiB. */
-static long proc_kib(const char *path, const char *key) {
-  char buf[8192];
-  int fd = open(path, O_RDONLY);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return -1;
-  buf[n] = 0;
-  const char *p = strstr(buf, key);
-  return p ? strtol(p + strlen(key), NULL, 10) : -1;
-}
-
-static long resident_kib(void) {
-  long rss = proc_kib("/proc/self/status", "VmRSS:");
-  long shmem = proc_kib("/proc/self/status", "RssShmem:");
-  long pss_shmem = proc_kib("/proc/self/smaps_rollup", "Pss_Shmem:");
-  return shmem >= 0 && pss_shmem >= 0 ? rss - shmem + pss_shmem : rss;
-}
+/* The resident set counting a page mapped twice once, in KiB: the
+ * benchmarks' own figure (bench/bench.h), VmRSS less RssShmem plus
+ * Pss_Shmem. */
+static long resident_kib(void) { return (long)(bench_rss_bytes() / 1024); }
 
 Test(mesh, gives_back_pages_and_keeps_every_block) {
   sparse_t s = make_sparse(64, 16, 1);
