@@ -252,8 +252,10 @@ typedef struct tsr_pins_s {
   uint32_t mesh_state;      /* tsr_mesh_state_t */
   uint64_t meshed_pages;    /* OS pages sharing their physical page with another now */
   uint64_t mesh_saved;      /* bytes of physical memory that sharing saves now */
-  uint64_t meshes;          /* pairs of OS pages made since start */
-  uint64_t unmeshes;        /* pairs taken apart since start (one side emptied) */
+  uint64_t meshes;          /* OS pages put onto the physical page of others since
+                               start (two to eight share one) */
+  uint64_t unmeshes;        /* of them taken off again since start (their blocks there
+                               all freed while others still shared it) */
   uint64_t mesh_passes;     /* passes over a heap */
   uint64_t mesh_ns;         /* time spent in them */
   uint64_t mesh_pause_max_ns;  /* longest a page stayed read-only while copied */

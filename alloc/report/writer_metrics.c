@@ -60,8 +60,8 @@ static void om_mesh(tsri_out_t *o, const tsr_pins_t *m) {
   }
   om_metric(o, "meshed_pages", "gauge", "OS pages that share their physical page with another now.", m->meshed_pages);
   om_metric(o, "mesh_saved_bytes", "gauge", "Bytes of physical memory that sharing saves now.", m->mesh_saved);
-  om_metric(o, "meshes", "counter", "Pairs of OS pages meshed onto one physical page.", m->meshes);
-  om_metric(o, "unmeshes", "counter", "Meshed pairs taken apart (one side emptied).", m->unmeshes);
+  om_metric(o, "meshes", "counter", "OS pages put onto the physical page of others (up to eight share one).", m->meshes);
+  om_metric(o, "unmeshes", "counter", "Meshed OS pages taken off a shared page again (their blocks there all freed).", m->unmeshes);
   om_metric(o, "mesh_passes", "counter", "Meshing passes over a heap.", m->mesh_passes);
   om_seconds(o, "mesh_seconds", "counter", "Time spent in meshing passes.", m->mesh_ns);
   om_seconds(o, "mesh_pause_max_seconds", "gauge", "Longest a page stayed read-only while meshing copied it.",
