@@ -2,7 +2,8 @@
  *
  * Sparse pages are made by filling many spans of one class and keeping a
  * block in `keep` at random; tsr_collect meshes all it can.  The tests
- * check that memory goes back and every kept block keeps its contents;
+ * check that memory goes back and every kept block keeps its contents
+ * (survivors at random, or every other block as a program left them);
  * that no write is lost while other threads write to the pages being
  * copied; that freeing takes pairs apart and the pages serve allocations
  * again; that a fork child gets memory of its own, as it was at fork,
@@ -120,6 +121,55 @@ Test(mesh, keeps_blocks_that_straddle_os_pages) {
   free_sparse(&s);
   cr_assert_eq(figures().meshed_pages, 0);
   cr_assert_eq(tsr_check(), 0);
+}
+
+/* Survivors in allocation order: every other block of a class kept, so
+ * that each span holds a block at every other offset.  Without phases
+ * (page.c) the survivors of every span would sit at the same offsets of
+ * their OS pages and none would pair; with them half the spans are one
+ * block further in, and each pairs with a span of the other phase. */
+static void every_other_meshes(size_t size) {
+  const size_t total = (size_t)16 << 20, n = total / size;
+  unsigned char **v = tsr_malloc(n * sizeof *v);
+  cr_assert(v != NULL);
+  size_t at_slot_start = 0;
+  for (size_t i = 0; i < n; i++) {
+    v[i] = tsr_malloc(size);
+    cr_assert(v[i] != NULL);
+    cr_assert_eq((uintptr_t)v[i] % size, 0, "block %p of %zu bytes lost its natural alignment", (void *)v[i], size);
+    at_slot_start += ((uintptr_t)v[i] & 0xffff) == 0;
+  }
+  /* the spans of phase 0 begin with a block, those of phase 1 do not */
+  size_t spans = total / 65536;
+  cr_assert(at_slot_start > spans / 8 && at_slot_start < spans - spans / 8,
+            "%zu of about %zu spans of %zu-byte blocks start with a block", at_slot_start, spans, size);
+  sparse_t s = { v, 0, size };
+  for (size_t i = 0; i < n; i++) {
+    if (i % 2 == 0) {
+      tsr_free(v[i]);
+      continue;
+    }
+    v[s.n] = v[i];
+    tsr_test_fill(v[s.n], size, s.n);
+    s.n++;
+  }
+  tsr_pins_t before = figures();
+  tsr_collect();
+  tsr_pins_t t = figures();
+  /* a pair per two spans of opposite phase: half the spans' pages back,
+   * a quarter at least as phases fall */
+  cr_assert_geq(t.mesh_saved - before.mesh_saved, total / 4, "%llu KiB of %zu KiB saved",
+                (unsigned long long)((t.mesh_saved - before.mesh_saved) / 1024), total / 1024);
+  cr_assert_eq(damaged(&s), 0);
+  cr_assert_eq(tsr_check(), 0);
+  free_sparse(&s);
+  cr_assert_eq(figures().meshed_pages, 0);
+}
+
+Test(mesh, survivors_of_every_other_block_mesh) {
+  every_other_meshes(512);
+  every_other_meshes(1024);
+  every_other_meshes(64);
 }
 
 /* ---- writers while pages are copied ------------------------------------ */

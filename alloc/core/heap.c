@@ -587,10 +587,8 @@ static void heap_thread_exit(void *value) {
 /* Merge the remote frees of every abandoned page, give the empty ones back
  * and trim the rest: all of a page's free OS pages (force: tsr_collect),
  * or those of pages with more blocks free than at their last trim (the
- * reclaimer).  Nobody allocates from them: we hold the lock.  Returns the
- * bytes trimmed. */
-static size_t abandoned_sweep(bool force) {
-  size_t given = 0;
+ * reclaimer).  Nobody allocates from them: we hold the lock. */
+static void abandoned_sweep(bool force) {
   tsri_lock(&abandoned_lock);
   for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
     tsr_page_t *pg = abandoned[c].first;
@@ -602,13 +600,13 @@ static size_t abandoned_sweep(bool force) {
         atomic_fetch_sub_explicit(&abandoned_count[c], 1, memory_order_relaxed);
         heap_retire(pg);
       } else {
-        given += force ? tsri_page_trim(pg, true) : tsri_page_trim_idle(pg);
+        if (force) tsri_page_trim(pg, true);
+        else tsri_page_trim_idle(pg);
       }
       pg = next;
     }
   }
   tsri_unlock(&abandoned_lock);
-  return given;
 }
 
 void tsri_heap_collect(void) {
@@ -640,23 +638,22 @@ void tsri_heap_collect(void) {
 }
 
 /* The reclaimer's look at one heap, parked: trim every page but the
- * current ones (heap.c: parking). */
-static size_t heap_reclaim(tsr_heap_t *h) {
-  size_t given = 0;
+ * current ones (heap.c: parking), and mesh them when due or when the
+ * last pass left pages to look at. */
+static void heap_reclaim(tsr_heap_t *h) {
   for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
     tsr_page_t *pg = h->avail[c].first;
-    for (pg = pg ? pg->next : NULL; pg != NULL; pg = pg->next) given += tsri_page_trim_idle(pg);
+    for (pg = pg ? pg->next : NULL; pg != NULL; pg = pg->next) tsri_page_trim_idle(pg);
   }
-  for (tsr_page_t *pg = h->full.first; pg != NULL; pg = pg->next) given += tsri_page_trim_idle(pg);
-  if (tsri_mesh_due(h)) given += tsri_heap_mesh(h, TSRI_MESH_IDLE);
-  return given;
+  for (tsr_page_t *pg = h->full.first; pg != NULL; pg = pg->next) tsri_page_trim_idle(pg);
+  if (tsri_mesh_due(h) || h->mesh_more) tsri_heap_mesh(h, TSRI_MESH_IDLE);
 }
 
-size_t tsri_heap_reclaim_idle(void) {
+bool tsri_heap_reclaim_idle(void) {
   tsri_lock(&heap_lock);
   tsr_heap_t *first = heap_all;
   tsri_unlock(&heap_lock);
-  size_t given = 0;
+  bool more = false;
   /* heaps are never freed, and a heap's next_all is set before heap_all
    * names it: the list from first on can be followed without the lock */
   for (tsr_heap_t *h = first; h != NULL; h = h->next_all) {
@@ -672,10 +669,14 @@ size_t tsri_heap_reclaim_idle(void) {
     tsri_lock(&heap_lock);   /* in_use is written under it, before the owner enters */
     bool live = h->in_use;
     tsri_unlock(&heap_lock);
-    if (live) given += heap_reclaim(h);
+    if (live) {
+      heap_reclaim(h);
+      more |= h->mesh_more;
+    }
     atomic_store_explicit(&h->park, HEAP_OPEN, memory_order_release);
   }
-  return given + abandoned_sweep(false);
+  abandoned_sweep(false);
+  return more;
 }
 
 /* Check one queue of h: every page in it has the right owner, state and

@@ -33,11 +33,11 @@ tsri_hidden tsr_heap_t *tsri_heap_get(void);
  * fn must not allocate. */
 tsri_hidden void tsri_heap_foreach(void (*fn)(tsr_heap_t *h, void *arg), void *arg);
 tsri_hidden void tsri_heap_free_slow(tsr_heap_t *h, tsr_page_t *pg);
-/* The reclaimer's pass over the heaps (reclaim.c): trim the pages, other
- * than the current ones, of every heap that took no allocation slow path
- * since the pass before, and sweep the abandoned pages.  Returns the bytes
- * given back. */
-tsri_hidden size_t tsri_heap_reclaim_idle(void);
+/* The reclaimer's pass over the heaps (reclaim.c): trim (and mesh) the
+ * pages, other than the current ones, of every heap that took no
+ * allocation slow path since the pass before, and sweep the abandoned
+ * pages.  True when meshing stopped with pages left to look at. */
+tsri_hidden bool tsri_heap_reclaim_idle(void);
 /* Make pg, a page of h's avail queue (its state AVAIL, its owner h), the
  * page h's next block of its class comes from.  Owner only. */
 tsri_hidden void tsri_heap_prefer(tsr_heap_t *h, tsr_page_t *pg);

@@ -259,6 +259,10 @@ tsri_hidden void tsri_arena_fork_child(void);
 /* ---- pages (page.c) ------------------------------------------------------ */
 
 tsri_hidden void tsri_page_init(tsr_page_t *pg, size_t cls);
+/* The address of pg's span: its first slot's, whatever pg's phase. */
+static inline uintptr_t tsri_page_base(const tsr_page_t *pg) {
+  return (uintptr_t)pg->start & ~(uintptr_t)(TSR_SLOT_SIZE - 1);
+}
 /* Merge remote frees into local; returns how many blocks came back. */
 tsri_hidden uint32_t tsri_page_collect(tsr_page_t *pg);
 /* Bitmap words of pg. */
@@ -292,6 +296,14 @@ tsri_hidden size_t tsri_page_trim(tsr_page_t *pg, bool force);
 tsri_hidden size_t tsri_page_trim_idle(tsr_page_t *pg);
 /* Set used from the local bitmap (capacity minus free bits). */
 tsri_hidden void tsri_page_recount(tsr_page_t *pg);
+/* Which bytes of [at, at + len) hold live blocks, a bit per TSR_MIN_ALIGN
+ * bytes in out (len / TSR_MIN_ALIGN bits): blocks of block_size bytes from
+ * start on, capacity of them, block i live when bit i of live is set (the
+ * words of live that cover the range are read).  False when none is.  For
+ * meshing, which compares the live bytes of OS pages of spans of
+ * different phases (mesh.c, and report/pins.c's estimate). */
+tsri_hidden bool tsri_page_granules(uintptr_t start, size_t block_size, size_t capacity, const uint64_t *live,
+                                    uintptr_t at, size_t len, uint64_t *out);
 tsri_hidden bool tsri_page_has_remote(const tsr_page_t *pg);
 
 /* ---- address-keyed tables (table.c) -------------------------------------- */

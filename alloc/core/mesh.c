@@ -12,10 +12,12 @@
  *
  * The unit.  A span is 64 KiB or more; two spans almost never have their
  * live blocks at different offsets throughout, two 4 KiB OS pages at the
- * same offset of two spans often do.  The grid of blocks is the same in
- * every span of a class, so block i of one span and block i of the other
- * cover the same bytes of the OS page: the pair is meshable when no index
- * i of a block overlapping the OS page is live in both.
+ * same offset of two spans often do.  The pair is meshable when no byte
+ * of the OS page belongs to a live block in both (compared a 16-byte
+ * granule at a time: tsri_page_granules).  Half the spans of a class are
+ * shifted by one block (page.c: the phase) so that survivors left in the
+ * order they were allocated fall at different offsets in different
+ * spans.
  *
  * Frozen pages.  Each side keeps its own bitmap, exactly as before: its
  * live blocks are its own, the other sides' are free in it.  So that none
@@ -68,7 +70,7 @@
 #define MESH_OPEN 32                  /* open OS pages kept per offset, probed for each new one */
 #define MESH_WAYS 8                   /* virtual pages on one file page, at most */
 #define MESH_PAGE_MAX 16384           /* largest OS page meshing supports */
-#define MESH_MASK_WORDS ((MESH_PAGE_MAX / TSR_MIN_ALIGN + 1 + 63) / 64)
+#define MESH_MASK_WORDS (MESH_PAGE_MAX / TSR_MIN_ALIGN / 64)   /* a bit per 16 bytes of an OS page */
 #define MESH_OFFSETS (TSR_SPAN_MAX_SLOTS * TSR_SLOT_SIZE / 4096)
 #define MESH_MAX_RECORDS 65536u
 #define MESH_FILE_STEP ((uint64_t)64 << 20)   /* the file grows this much at a time */
@@ -312,41 +314,29 @@ static bool entry_add(uintptr_t va, uint32_t r, uint32_t side) {
  * Live blocks on an OS page
  * ---------------------------------------------------------------------- */
 
-/* The blocks of pg overlapping OS page k: [*first, *first + count). */
-static size_t blocks_on(const tsr_page_t *pg, size_t k, size_t *first) {
-  size_t lo = k * page_size, hi = lo + page_size;
-  size_t end = (size_t)pg->capacity * pg->block_size;
-  if (lo >= end) return 0;
-  if (hi > end) hi = end;
-  *first = lo / pg->block_size;
-  return (hi - 1) / pg->block_size + 1 - *first;
+/* Bit i of bits: block i of pg is live (free in neither bitmap). */
+static void live_blocks(const tsr_page_t *pg, uint64_t *bits) {
+  for (size_t w = 0, n = tsri_page_words(pg); w < n; w++)
+    bits[w] = ~(atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed) |
+                atomic_load_explicit(tsri_remote(pg, w), memory_order_relaxed));
 }
 
-/* Bit j of live: block first + j is live (free in neither bitmap), for
- * j < count; a word of the bitmaps at a time. */
-static bool live_mask(const tsr_page_t *pg, size_t first, size_t count, uint64_t *live) {
-  uint64_t any = 0;
-  size_t words = (count + 63) / 64, last = (first + count - 1) >> 6;
-  for (size_t w = 0; w < words; w++) {
-    size_t bit = first + w * 64, src = bit >> 6, shift = bit & 63;
-    uint64_t lo = ~(atomic_load_explicit(tsri_local(pg, src), memory_order_relaxed) |
-                    atomic_load_explicit(tsri_remote(pg, src), memory_order_relaxed));
-    uint64_t v = lo >> shift;
-    if (shift != 0 && src + 1 <= last)
-      v |= ~(atomic_load_explicit(tsri_local(pg, src + 1), memory_order_relaxed) |
-             atomic_load_explicit(tsri_remote(pg, src + 1), memory_order_relaxed))
-           << (64 - shift);
-    size_t left = count - w * 64;
-    if (left < 64) v &= ((uint64_t)1 << left) - 1;
-    live[w] = v;
-    any |= v;
-  }
-  for (size_t w = words; w < MESH_MASK_WORDS; w++) live[w] = 0;
-  return any != 0;
+/* Is any block of pg (live or not) on its OS page k? */
+static bool blocks_on(const tsr_page_t *pg, size_t k) {
+  return tsri_page_base(pg) + k * page_size < (uintptr_t)pg->start + (size_t)pg->capacity * pg->block_size;
 }
 
-static bool masks_apart(const uint64_t *a, const uint64_t *b, size_t count) {
-  for (size_t w = 0; w < (count + 63) / 64; w++)
+/* Bit g of live: bytes [16g, 16g + 16) of OS page k of pg belong to a
+ * live block (bits: live_blocks).  Bytes, not block indices: spans of
+ * one class differ in phase (page.c), so block i of two of them need not
+ * cover the same bytes of an OS page.  False when no block there is live. */
+static bool live_mask(const tsr_page_t *pg, const uint64_t *bits, size_t k, uint64_t *live) {
+  return tsri_page_granules((uintptr_t)pg->start, pg->block_size, pg->capacity, bits,
+                            tsri_page_base(pg) + k * page_size, page_size, live);
+}
+
+static bool masks_apart(const uint64_t *a, const uint64_t *b) {
+  for (size_t w = 0; w < page_size / TSR_MIN_ALIGN / 64; w++)
     if (a[w] & b[w]) return false;
   return true;
 }
@@ -358,7 +348,7 @@ static bool masks_apart(const uint64_t *a, const uint64_t *b, size_t count) {
 /* OS page k of pg goes onto a new page of the file, alone: its record,
  * or REC_NONE when something failed (nothing changed then). */
 static uint32_t mesh_single(tsr_page_t *pg, size_t k) {
-  uintptr_t a = (uintptr_t)pg->start + k * page_size;
+  uintptr_t a = tsri_page_base(pg) + k * page_size;
   uint32_t r = rec_alloc(rec_beside(a));
   if (r == REC_NONE) return REC_NONE;
   uint32_t cost = map_cost(a, r);
@@ -394,13 +384,13 @@ static uint32_t mesh_single(tsr_page_t *pg, size_t k) {
   return r;
 }
 
-/* OS page k of py joins file page r: py's live blocks there (ylive over
- * the blocks from first on, apart from those of r's sides) are copied in
- * and its virtual page mapped onto it.  false when something failed
- * (nothing changed then). */
-static bool mesh_join(uint32_t r, tsr_page_t *py, size_t k, const uint64_t *ylive, size_t first, size_t count) {
+/* OS page k of py joins file page r: the bytes of py's live blocks there
+ * (ylive, live_mask's, apart from those of r's sides) are copied in and
+ * its virtual page mapped onto it.  false when something failed (nothing
+ * changed then). */
+static bool mesh_join(uint32_t r, tsr_page_t *py, size_t k, const uint64_t *ylive) {
   mesh_rec_t *rec = &recs[r];
-  uintptr_t b = (uintptr_t)py->start + k * page_size, a = 0;
+  uintptr_t b = tsri_page_base(py) + k * page_size, a = 0;
   uint32_t side = MESH_WAYS;
   for (uint32_t i = 0; i < MESH_WAYS; i++) {
     if (rec->va[i] != 0 && a == 0) a = rec->va[i];   /* writable: the copy goes in through it */
@@ -412,14 +402,16 @@ static bool mesh_join(uint32_t r, tsr_page_t *py, size_t k, const uint64_t *yliv
   fence_begin(b);
   bool ok = tsri_os_protect((void *)b, page_size, false) == 0;
   if (ok) {
-    size_t base = k * page_size;
     copy_begin();
-    for (size_t j = 0; j < count; j++) {
-      if (!((ylive[j >> 6] >> (j & 63)) & 1)) continue;
-      size_t lo = (first + j) * py->block_size, hi = lo + py->block_size;
-      if (lo < base) lo = base;
-      if (hi > base + page_size) hi = base + page_size;
-      memcpy((void *)(a + (lo - base)), (const void *)(b + (lo - base)), hi - lo);
+    size_t granules = page_size / TSR_MIN_ALIGN;
+    for (size_t g = 0; g < granules;) {   /* each run of live bytes */
+      if (!((ylive[g >> 6] >> (g & 63)) & 1)) {
+        g++;
+        continue;
+      }
+      size_t from = g;
+      while (g < granules && ((ylive[g >> 6] >> (g & 63)) & 1)) g++;
+      memcpy((void *)(a + from * TSR_MIN_ALIGN), (const void *)(b + from * TSR_MIN_ALIGN), (g - from) * TSR_MIN_ALIGN);
     }
     if (tsri_os_share_map((void *)b, page_size, (uint64_t)r * page_size) != 0) {
       tsri_os_protect((void *)b, page_size, true);
@@ -480,12 +472,11 @@ uint32_t tsri_mesh_check(tsr_page_t *pg) {
   if (atomic_load_explicit(&pg->filed, memory_order_relaxed) == 0) return 0;
   tsri_lock(&mesh_lock);
   size_t pages = (size_t)pg->span_slots * TSR_SLOT_SIZE / page_size;
-  uint64_t live[MESH_MASK_WORDS];
+  uint64_t live[MESH_MASK_WORDS], bits[TSR_BITMAP_WORDS];
+  live_blocks(pg, bits);
   for (size_t k = 0; k < pages && atomic_load_explicit(&pg->filed, memory_order_relaxed) > 0; k++) {
-    mesh_entry_t *e = tsri_table_find(&mesh_table, (uintptr_t)pg->start + k * page_size);
-    if (e == NULL) continue;
-    size_t first = 0, count = blocks_on(pg, k, &first);
-    if (count == 0 || !live_mask(pg, first, count, live)) mesh_leave(pg, e);
+    mesh_entry_t *e = tsri_table_find(&mesh_table, tsri_page_base(pg) + k * page_size);
+    if (e != NULL && !live_mask(pg, bits, k, live)) mesh_leave(pg, e);
   }
   uint32_t meshed = atomic_load_explicit(&pg->meshed, memory_order_relaxed);
   tsri_unlock(&mesh_lock);
@@ -523,18 +514,18 @@ static size_t mesh_pages(tsr_page_t **pages, size_t n, uint64_t until) {
   tsri_os_signals_hold(&mask);   /* a handler writing to a fenced page would wait for this thread */
   size_t offsets = (size_t)pages[0]->span_slots * TSR_SLOT_SIZE / page_size;
   memset(open_count, 0, sizeof open_count);
-  uint64_t live[MESH_MASK_WORDS];
+  uint64_t live[MESH_MASK_WORDS], bits[TSR_BITMAP_WORDS], side_bits[TSR_BITMAP_WORDS];
   bool late = false;
   for (size_t p = 0; p < n && !late && vmas < vma_cap; p++) {
     late = tsri_os_clock_ns() >= until;
     tsr_page_t *pg = pages[p];
     uint32_t last = REC_NONE;   /* the file page pg's previous OS page went onto, + 1 */
     tsr_page_t *partner = NULL; /* the page it went onto with */
+    live_blocks(pg, bits);
     for (size_t k = 0; k < offsets && !late; k++, last = last == REC_NONE ? last : last + 1) {
-      size_t first = 0, count = blocks_on(pg, k, &first);
-      if (count == 0) break;
+      if (!blocks_on(pg, k)) break;
       mesh_open_t *list = open_list[k];
-      uintptr_t va = (uintptr_t)pg->start + k * page_size;
+      uintptr_t va = tsri_page_base(pg) + k * page_size;
       mesh_entry_t *e = atomic_load_explicit(&pg->filed, memory_order_relaxed) > 0
                             ? tsri_table_find(&mesh_table, va) : NULL;
       if (e != NULL) {
@@ -550,17 +541,19 @@ static size_t mesh_pages(tsr_page_t **pages, size_t n, uint64_t until) {
         memset(o->live, 0, sizeof o->live);
         for (uint32_t i = 0; i < MESH_WAYS; i++) {
           if (recs[r].va[i] == 0) continue;
-          live_mask(page_at(recs[r].va[i]), first, count, live);
+          tsr_page_t *side = page_at(recs[r].va[i]);
+          live_blocks(side, side_bits);
+          live_mask(side, side_bits, k, live);
           for (size_t w = 0; w < MESH_MASK_WORDS; w++) o->live[w] |= live[w];
         }
         continue;
       }
-      if (!live_mask(pg, first, count, live)) continue;   /* no live block: trimming's business */
+      if (!live_mask(pg, bits, k, live)) continue;   /* no live block: trimming's business */
       /* a partner, the file page next to the last one first: the two
        * mappings then merge into one */
       uint32_t found = open_count[k];
       for (uint32_t j = 0; j < open_count[k]; j++) {
-        if (list[j].pg == pg || !masks_apart(list[j].live, live, count)) continue;
+        if (list[j].pg == pg || !masks_apart(list[j].live, live)) continue;
         if (found == open_count[k]) found = j;
         if ((last != REC_NONE && list[j].rec == last) || (partner != NULL && list[j].pg == partner)) {
           found = j;
@@ -585,7 +578,7 @@ static size_t mesh_pages(tsr_page_t **pages, size_t n, uint64_t until) {
           continue;
         }
       }
-      if (mesh_join(o->rec, pg, k, live, first, count)) {
+      if (mesh_join(o->rec, pg, k, live)) {
         made++;
         late = tsri_os_clock_ns() >= until;
         last = o->rec;
@@ -644,18 +637,19 @@ size_t tsri_heap_mesh(tsr_heap_t *h, tsri_mesh_by_t by) {
   size_t made = 0;
   heap_thaw(h);
   static const uint64_t budget_ns[] = { [TSRI_MESH_OWNER] = 4000000, [TSRI_MESH_IDLE] = 20000000 };
-  bool all = by == TSRI_MESH_ALL;
+  bool all = by == TSRI_MESH_ALL, late = false, more = false;
   uint64_t until = all ? UINT64_MAX : tsri_os_clock_ns() + budget_ns[by];
-  for (size_t c = 0; c < TSR_CLASS_COUNT && tsri_os_clock_ns() < until; c++) {
+  for (size_t c = 0; c < TSR_CLASS_COUNT && !(late = tsri_os_clock_ns() >= until); c++) {
     size_t n = 0;
     tsr_page_t *pg = h->avail[c].first;
     for (pg = pg ? pg->next : NULL; pg != NULL && n < MESH_CANDIDATES; pg = pg->next) {
       uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
       bool cold = all || used == pg->mesh_seen_used;
       pg->mesh_seen_used = used;
-      if (cold && 2 * used <= pg->capacity) cand[n++] = pg;
+      if (cold && 2 * used <= tsri_classes[c].capacity) cand[n++] = pg;   /* a phase's gap is free space */
     }
     if (n == 0) continue;
+    more |= n == MESH_CANDIDATES;
     for (pg = h->full.first; pg != NULL && n < MESH_CANDIDATES; pg = pg->next)
       if (pg->cls == c && atomic_load_explicit(&pg->meshed, memory_order_relaxed) != 0) cand[n++] = pg;
     made += mesh_pages(cand, n, until);
@@ -674,6 +668,8 @@ size_t tsri_heap_mesh(tsr_heap_t *h, tsri_mesh_by_t by) {
       }
     }
   }
+  /* pages left to look at, and this pass found pairs: come back soon */
+  h->mesh_more = (late || more) && made > 0;
   return made * tsri_os_page_size();
 }
 

@@ -14,25 +14,82 @@
 #include "internal.h"
 
 
+/* The phase of a page: whether its blocks start at its span's first byte
+ * or one block further in.  A program's survivors often follow the order
+ * it allocated in (every other block of a list, the older half of each
+ * batch), and a page hands its blocks out in address order, so without
+ * phases the survivors of every page of a class sit at the same offsets
+ * of their OS pages and no two of those pages mesh.  Shifting half of
+ * the pages by one block puts their survivors at the other offsets: a
+ * free-every-other pattern then pairs one page of each phase.  Mesh
+ * (Powers et al.) shuffles each page's free list for the same end; a
+ * phase costs nothing in the allocation and free paths, only the one
+ * block of capacity its shift leaves out.  Only while meshing is on, and
+ * only for blocks of at most half an OS page: bigger ones cover whole OS
+ * pages, which their own frees give back. */
+static size_t page_phase(const tsr_page_t *pg, const tsri_class_t *c) {
+  static _Atomic uint32_t pages_set_up;
+  if (tsri_option(TSRI_OPT_MESH) == 0 || 2 * (size_t)c->block_size > tsri_os_page_size()) return 0;
+  uint64_t x = (tsri_page_base(pg) >> TSR_SLOT_SHIFT) ^
+               ((uint64_t)atomic_fetch_add_explicit(&pages_set_up, 1, memory_order_relaxed) << 32);
+  x *= 0x9e3779b97f4a7c15ull;   /* Fibonacci hashing: the top bit mixes every bit of x */
+  return (size_t)(x >> 63);
+}
+
 void tsri_page_init(tsr_page_t *pg, size_t cls) {
   const tsri_class_t *c = &tsri_classes[cls];
   tsr_assert(c->capacity <= TSR_PAGE_MAX_BLOCKS && c->span_slots == pg->span_slots);
+  size_t phase = page_phase(pg, c), capacity = c->capacity - phase;
+  pg->start = (uint8_t *)tsri_page_base(pg) + phase * c->block_size;
   pg->block_size = c->block_size;
-  pg->capacity = c->capacity;
+  pg->capacity = (uint16_t)capacity;
   pg->magic = (((uint64_t)1 << TSR_MAGIC_SHIFT) / c->block_size) + 1;
   atomic_store_explicit(&pg->used, 0, memory_order_relaxed);
   pg->scan = 0;
-  pg->trimmed_at_used = c->capacity;
-  pg->seen_used = c->capacity;   /* not seen yet: no growth to hold trimming back */
+  pg->trimmed_at_used = (uint32_t)capacity;
+  pg->seen_used = (uint32_t)capacity;   /* not seen yet: no growth to hold trimming back */
   pg->mesh_seen_used = UINT32_MAX;   /* not seen yet: not cold */
   pg->next = pg->prev = NULL;
   pg->notify_next = NULL;
-  size_t full_words = c->capacity / 64, rest = c->capacity % 64;
+  size_t full_words = capacity / 64, rest = capacity % 64;
   for (size_t w = 0; w < TSR_BITMAP_WORDS; w++) {
     uint64_t bits = w < full_words ? ~(uint64_t)0 : (w == full_words && rest ? ((uint64_t)1 << rest) - 1 : 0);
     atomic_store_explicit(tsri_local(pg, w), bits, memory_order_relaxed);
     atomic_store_explicit(tsri_remote(pg, w), 0, memory_order_relaxed);
   }
+}
+
+/* Set bits [lo, hi) of mask. */
+static void bits_set(uint64_t *mask, size_t lo, size_t hi) {
+  while (lo < hi) {
+    size_t n = 64 - (lo & 63);
+    if (n > hi - lo) n = hi - lo;
+    mask[lo >> 6] |= (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << (lo & 63);
+    lo += n;
+  }
+}
+
+bool tsri_page_granules(uintptr_t start, size_t block_size, size_t capacity, const uint64_t *live, uintptr_t at,
+                        size_t len, uint64_t *out) {
+  memset(out, 0, (len / TSR_MIN_ALIGN + 63) / 64 * sizeof *out);
+  uintptr_t end = start + capacity * block_size;
+  if (at + len <= start || at >= end) return false;
+  size_t first = at > start ? (at - start) / block_size : 0;
+  size_t last = ((at + len < end ? at + len : end) - start + block_size - 1) / block_size;   /* past the last */
+  bool any = false;
+  for (size_t w = first >> 6; w <= (last - 1) >> 6; w++) {
+    uint64_t bits = live[w];
+    if (w == first >> 6) bits &= ~(uint64_t)0 << (first & 63);
+    if (w == (last - 1) >> 6 && (last & 63) != 0) bits &= ((uint64_t)1 << (last & 63)) - 1;
+    for (; bits != 0; bits &= bits - 1) {
+      uintptr_t lo = start + (w * 64 + (size_t)__builtin_ctzll(bits)) * block_size, hi = lo + block_size;
+      if (lo < at) lo = at;
+      if (hi > at + len) hi = at + len;
+      bits_set(out, (lo - at) / TSR_MIN_ALIGN, (hi - at + TSR_MIN_ALIGN - 1) / TSR_MIN_ALIGN);
+      any = true;
+    }
+  }
+  return any;
 }
 
 /* Give back the OS pages inside runs of free blocks: the local bitmap's,
@@ -43,7 +100,9 @@ static size_t trim_runs(tsr_page_t *pg, bool with_remote) {
    * when the block is handed out again: its pages must keep it */
   if (atomic_load_explicit(&tsri_debug_checks, memory_order_relaxed) & TSRI_DEBUG_FILL) return 0;
   size_t os_page = tsri_os_page_size(), given = 0;
-  uintptr_t run_start = 0;   /* start of the current run of free blocks, 0: none */
+  /* start of the current run of free blocks, 0: none; a phase's gap
+   * before block 0 is free space too */
+  uintptr_t run_start = (uintptr_t)pg->start != tsri_page_base(pg) ? tsri_page_base(pg) : 0;
   for (size_t i = 0; i <= pg->capacity; i++) {
     uint64_t word = 0;
     if (i < pg->capacity) {
@@ -162,9 +221,12 @@ size_t tsri_page_check(const tsr_page_t *pg) {
                  (size_t)used, (size_t)pg->capacity);
     bad++;
   }
-  if (pg->block_size != tsri_classes[pg->cls].block_size || pg->capacity != tsri_classes[pg->cls].capacity) {
-    tsri_warning("check: page %p: block size %zu does not match class %d", (void *)pg->start,
-                 (size_t)pg->block_size, (int)pg->cls);
+  const tsri_class_t *c = &tsri_classes[pg->cls];
+  size_t phase = ((uintptr_t)pg->start - tsri_page_base(pg)) / c->block_size;
+  if (pg->block_size != c->block_size || phase > 1 ||
+      pg->start != (uint8_t *)tsri_page_base(pg) + phase * c->block_size || pg->capacity + phase != c->capacity) {
+    tsri_warning("check: page %p: block size %zu, phase %zu or capacity %zu does not match class %d",
+                 (void *)pg->start, (size_t)pg->block_size, phase, (size_t)pg->capacity, (int)pg->cls);
     bad++;
   }
   return bad;

@@ -18,11 +18,19 @@
  * starts at an allocation slow path once the process is a second old or
  * has 32 MiB committed, so small short-lived programs never start it, and
  * again in a fork child a second old.
+ *
+ * Meshing.  A pass meshes an idle heap for at most 20 ms (mesh.c); when
+ * it stopped with pages left and found pairs, the next pass comes after
+ * RECLAIM_MESH_MORE_MS instead of TESSERA_RECLAIM_MS, so that a process
+ * gone quiet after its peak gets its memory back within about a second
+ * (half of one core at most meanwhile), and a heap nobody stops meshing
+ * is left alone once a pass finds nothing.
  */
 #include "internal.h"
 
 #define RECLAIM_AFTER_MS 1000                  /* age at which the reclaimer starts */
 #define RECLAIM_AFTER_BYTES ((uint64_t)32 << 20)   /* or committed memory, whichever first */
+#define RECLAIM_MESH_MORE_MS 20                /* the pause between passes while meshing has work */
 
 _Atomic int tsri_reclaim_due;
 static _Atomic int reclaim_running;
@@ -31,14 +39,16 @@ static tsri_lock_t reclaim_lock;   /* held for a pass; fork waits for it */
 
 static void reclaim_main(void *arg) {
   (void)arg;
+  bool more = false;
   for (;;) {
     int64_t every = tsri_option(TSRI_OPT_RECLAIM_MS);
+    if (more && every > RECLAIM_MESH_MORE_MS) every = RECLAIM_MESH_MORE_MS;
     tsri_os_sleep_ms((uint32_t)(every > 0 ? every : 1000));
     if (every == 0) continue;   /* tsri_options_init may have read a new value */
     tsri_lock(&reclaim_lock);
     tsri_arena_purge(false);
     tsri_large_purge(false);
-    tsri_heap_reclaim_idle();
+    more = tsri_heap_reclaim_idle();
     tsri_unlock(&reclaim_lock);
   }
 }

@@ -169,7 +169,8 @@ typedef struct tsr_page_s {
   uint32_t scan;                    /* owner: first bitmap word that may have a free
                                        block; the word of the last free (LIFO reuse) */
   uint64_t magic;                   /* ceil(2^TSR_MAGIC_SHIFT / block_size) */
-  uint8_t *start;                   /* address of block 0 = address of the slot */
+  uint8_t *start;                   /* address of block 0: the span's first slot, or
+                                       one block further in (page.c: the phase) */
   _Atomic(uint64_t) *bits;          /* free bitmaps, word pairs: [2w] local (owner's,
                                        relaxed), [2w+1] remote (others', fetch_or) */
   _Atomic uintptr_t xowner;         /* owning heap | TSR_PAGE_* state */
@@ -288,6 +289,8 @@ typedef struct tsr_heap_s {
   uint32_t reclaim_seen;              /* slow_calls at the reclaimer's last look (reclaimer only) */
   uint64_t next_trim_ms;              /* clock at which to trim our sparse pages next */
   uint64_t next_mesh_ms;              /* clock at which to mesh its pages next (mesh.c) */
+  bool mesh_more;                     /* its last meshing pass stopped with pages left to
+                                         look at: the reclaimer comes back soon (mesh.c) */
   uint64_t rng;                       /* sampling random state (meta.c, guarded.c) */
   uint64_t guard_seen;                /* allocs when guarded sampling last looked (guarded.c) */
   uint64_t seq_next, seq_end;         /* record numbers this heap may hand out (meta.c) */

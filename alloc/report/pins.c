@@ -16,7 +16,7 @@
  * Under TESSERA_TRACK=full every figure is exact.
  *
  * Meshable.  Two OS pages at the same offset of two spans of a class
- * whose live blocks sit at different places could share one physical
+ * whose live blocks sit at different bytes could share one physical
  * page (Mesh, Powers et al., PLDI 2019, meshes whole 4 KiB spans; a
  * tessera span is 64 KiB or more, far too many blocks for two to miss
  * each other, so the unit is the OS page inside it).  `meshable` counts
@@ -31,11 +31,14 @@
 
 #define MESH_PROBES 64
 #define MESH_PAGES 16384   /* sparse spans looked at for meshable, at most */
+#define MESH_GRANULE_WORDS (16384 / TSR_MIN_ALIGN / 64)   /* OS pages up to 16 KiB, as mesh.c */
 
 /* A sparse span as the walk copied it, for meshable. */
 typedef struct mesh_page_s {
   uint32_t cls;
   uint32_t index;             /* in the walk's order: the tie-break of the sort */
+  uint32_t phase;             /* bytes from the span's start to block 0 (page.c) */
+  uint32_t capacity;          /* its blocks */
   uint64_t *live;             /* its live bitmap, TSR_BITMAP_WORDS words in `bits` */
 } mesh_page_t;
 
@@ -63,7 +66,7 @@ static int pins_visit(const tsri_block_t *b, void *arg) {
     const tsri_class_t *c = &tsri_classes[b->cls];
     uint32_t live = b->page_live;
     w->page = b->page;
-    w->sparse = live > 0 && 2 * live <= c->capacity;
+    w->sparse = live > 0 && 2 * live <= c->capacity;   /* of the class: a phase's gap is free space */
     if (w->sparse) {
       uint64_t bytes = (uint64_t)c->span_slots * TSR_SLOT_SIZE;
       uint64_t live_bytes = (uint64_t)live * c->block_size;
@@ -76,13 +79,10 @@ static int pins_visit(const tsri_block_t *b, void *arg) {
         mesh_page_t *m = &w->mesh[w->nmesh];
         m->cls = b->cls;
         m->index = (uint32_t)w->nmesh;
+        m->phase = (uint32_t)(b->page_start & (TSR_SLOT_SIZE - 1));
+        m->capacity = b->page_capacity;
         m->live = w->bits + w->nmesh * TSR_BITMAP_WORDS;
-        size_t words = ((size_t)c->capacity + 63) / 64;
-        for (size_t k = 0; k < words; k++) {
-          uint64_t mask = k + 1 < words || c->capacity % 64 == 0 ? ~(uint64_t)0
-                                                                  : ((uint64_t)1 << (c->capacity % 64)) - 1;
-          m->live[k] = ~b->page_free[k] & mask;
-        }
+        for (size_t k = 0; k < ((size_t)b->page_capacity + 63) / 64; k++) m->live[k] = ~b->page_free[k];
         w->nmesh++;
       }
     }
@@ -103,24 +103,19 @@ static int pins_visit(const tsri_block_t *b, void *arg) {
 }
 
 /* OS pages that meshing a with b (spans of class c) would free: those at
- * an offset where both have live blocks, none at the same place.  Two OS
- * pages at one offset of two spans of a class hold blocks at the same
- * offsets, so their contents fit in one page; an OS page with no live
+ * an offset where both have live blocks and no byte is live in both
+ * (tsri_page_granules, as mesh.c compares them); an OS page with no live
  * block is trimmed already (page.c) and saves nothing here. */
-static size_t mesh_saving(const tsri_class_t *c, const uint64_t *a, const uint64_t *b, size_t os_page) {
+static size_t mesh_saving(const tsri_class_t *c, const mesh_page_t *a, const mesh_page_t *b, size_t os_page) {
   size_t saved = 0, span = (size_t)c->span_slots * TSR_SLOT_SIZE;
+  uint64_t ga[MESH_GRANULE_WORDS], gb[MESH_GRANULE_WORDS];
   for (size_t off = 0; off < span; off += os_page) {
-    size_t first = off / c->block_size, last = (off + os_page - 1) / c->block_size;
-    if (first >= c->capacity) break;
-    if (last >= c->capacity) last = c->capacity - 1;
-    bool in_a = false, in_b = false, clash = false;
-    for (size_t i = first; i <= last && !clash; i++) {
-      bool la = (a[i >> 6] >> (i & 63)) & 1, lb = (b[i >> 6] >> (i & 63)) & 1;
-      in_a |= la;
-      in_b |= lb;
-      clash = la && lb;
-    }
-    if (in_a && in_b && !clash) saved++;
+    if (!tsri_page_granules(a->phase, c->block_size, a->capacity, a->live, off, os_page, ga) ||
+        !tsri_page_granules(b->phase, c->block_size, b->capacity, b->live, off, os_page, gb))
+      continue;
+    bool clash = false;
+    for (size_t w = 0; w < os_page / TSR_MIN_ALIGN / 64 && !clash; w++) clash = (ga[w] & gb[w]) != 0;
+    saved += !clash;
   }
   return saved;
 }
@@ -137,6 +132,7 @@ static bool mesh_before(const void *pa, const void *pb) {
 static uint64_t meshable_bytes(mesh_page_t *pages, size_t n) {
   tsri_heap_sort(pages, n, sizeof *pages, mesh_before);
   size_t os_page = tsri_os_page_size();
+  if (os_page > MESH_GRANULE_WORDS * 64 * TSR_MIN_ALIGN) return 0;   /* meshing's limit too */
   uint64_t bytes = 0;
   for (size_t i = 0; i < n; i++) {
     if (pages[i].live == NULL) continue;
@@ -145,7 +141,7 @@ static uint64_t meshable_bytes(mesh_page_t *pages, size_t n) {
     for (size_t j = i + 1; j < n && j <= i + MESH_PROBES; j++) {
       if (pages[j].live == NULL) continue;   /* paired already */
       if (pages[j].cls != pages[i].cls) break;
-      size_t saved = mesh_saving(c, pages[i].live, pages[j].live, os_page);
+      size_t saved = mesh_saving(c, &pages[i], &pages[j], os_page);
       if (saved > best) {
         best = saved;
         best_j = j;

@@ -40,6 +40,8 @@ typedef struct tsri_block_s {
    * meanwhile); free is its copied free bitmap (TSR_BITMAP_WORDS words,
    * local and remote together), valid during the visit only. */
   const tsr_page_t *page;
+  uintptr_t page_start;        /* its block 0 (page.c: the phase) */
+  uint32_t page_capacity;      /* its blocks */
   uint32_t page_live;          /* its live blocks */
   const uint64_t *page_free;
 } tsri_block_t;

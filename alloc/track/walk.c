@@ -184,6 +184,8 @@ static int walk_pages(tsri_walk_fn *fn, void *arg, bool only_tracked, walk_page_
         b.pub.usable = pg.block_size;
         b.cls = pg.cls;
         b.page = &a->pages[slot - (pg.span_slots - 1)];
+        b.page_start = (uintptr_t)pg.start;
+        b.page_capacity = pg.capacity;
         b.page_live = pg.capacity - free_blocks;
         b.page_free = w->free;
         if (has_recs && w->recs[i] != 0) {
