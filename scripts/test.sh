@@ -11,10 +11,12 @@
 #            code as it ships, no internal asserts): the suite
 #   asan     gcc, AddressSanitizer, Debug: the suite (the preload tests are
 #            left out there: the sanitizer owns malloc in that build)
-#   fuzz     clang, libFuzzer (TSR_FUZZ=ON): the fuzz tests (ctest -R fuzz)
+#   fuzz     clang, libFuzzer (TSR_FUZZ=ON): the fuzz tests (ctest -R fuzz), one
+#            of them with meshing on
 #   release  gcc, Release: the library, bench/ and the suite compile with -Werror,
-#            the suite passes, and the demo gives the same checksum under tessera
-#            as under the system heap
+#            the suite passes, with meshing off (the default) and on
+#            (TESSERA_MESH=on), and the demo gives the same checksum under
+#            tessera as under the system heap
 #   windows  mingw-w64 cross builds (docs/windows.md): x86_64, Debug, and i686,
 #            RelWithDebInfo, both -Werror, each with its tests run under wine
 #            (wine64 and wine32: headless, a wine prefix of each build tree's own,
@@ -145,6 +147,10 @@ stage_release() {
   # the suite as the library ships: GCC's optimised paths (full tracking's
   # record path needs the tail jump only optimisation makes)
   run_ctest build/release "$no_tests"
+  # and again with meshing on: every test's blocks may then sit on shared
+  # pages (issue 16: the suites green under meshing)
+  echo "---- the suite again with TESSERA_MESH=on ----"
+  TESSERA_MESH=on run_ctest build/release "$no_tests"
   demo=build/release/bench/tessera-demo
   sys_out=$("$demo" -q)
   tsr_out=$(LD_PRELOAD="$PWD/build/release/libtessera.so" "$demo" -q)

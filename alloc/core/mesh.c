@@ -1,7 +1,7 @@
 /* mesh.c: meshing, two sparsely used OS pages on one physical page.
  *
- * Owns: finding pairs of OS pages, at the same offset in two spans of one
- * size class, whose live blocks do not overlap; copying the live blocks of
+ * Owns: finding OS pages of sparse spans whose live blocks do not overlap
+ * (any classes, any offsets in their spans); copying the live blocks of
  * both into one page of a shared file and mapping both virtual pages onto
  * it (the physical pages they had go back to the OS); taking a pair apart
  * when one side's blocks on it are all free; the write barrier that keeps
@@ -11,13 +11,15 @@
  * terms; docs/design.md argues the choices.
  *
  * The unit.  A span is 64 KiB or more; two spans almost never have their
- * live blocks at different offsets throughout, two 4 KiB OS pages at the
- * same offset of two spans often do.  The pair is meshable when no byte
- * of the OS page belongs to a live block in both (compared a 16-byte
- * granule at a time: tsri_page_granules).  Half the spans of a class are
- * shifted by one block (page.c: the phase) so that survivors left in the
- * order they were allocated fall at different offsets in different
- * spans.
+ * live blocks at different offsets throughout, two 4 KiB OS pages of
+ * sparse spans often do.  Two OS pages mesh when no byte of the page
+ * belongs to a live block in both (compared a 16-byte granule at a time:
+ * tsri_page_granules), whatever their classes and their offsets in their
+ * spans: a file page holds each side's bytes where that side has them,
+ * so sides of different classes and offsets live side by side.  Half the
+ * spans of a class are shifted by one block (page.c: the phase), so that
+ * survivors left in the order they were allocated fall at different
+ * offsets in different spans.
  *
  * Frozen pages.  Each side keeps its own bitmap, exactly as before: its
  * live blocks are its own, the other sides' are free in it.  So that none
@@ -67,17 +69,17 @@
  */
 #include "queue.h"
 
-#define MESH_OPEN 32                  /* open OS pages kept per offset, probed for each new one */
+#define MESH_OPEN 512                 /* open OS pages kept in a pass, probed for each new one */
+#define MESH_CANDIDATES 2048          /* pages a pass looks at, at most */
 #define MESH_WAYS 8                   /* virtual pages on one file page, at most */
 #define MESH_PAGE_MAX 16384           /* largest OS page meshing supports */
 #define MESH_MASK_WORDS (MESH_PAGE_MAX / TSR_MIN_ALIGN / 64)   /* a bit per 16 bytes of an OS page */
-#define MESH_OFFSETS (TSR_SPAN_MAX_SLOTS * TSR_SLOT_SIZE / 4096)
 #define MESH_MAX_RECORDS 65536u
 #define MESH_FILE_STEP ((uint64_t)64 << 20)   /* the file grows this much at a time */
 #define REC_NONE UINT32_MAX
 
 /* A page of the shared file: the virtual pages mapped onto it (0: a free
- * place), all at the same offset of spans of one class. */
+ * place), OS pages of any spans. */
 typedef struct mesh_rec_s {
   uintptr_t va[MESH_WAYS];
   uint32_t sides;                     /* of va[] not 0 */
@@ -93,7 +95,8 @@ typedef struct mesh_entry_s {
 /* An OS page open for a partner in a pass: a page's own (rec REC_NONE),
  * or a file page's, whose live blocks are those of all its sides. */
 typedef struct mesh_open_s {
-  tsr_page_t *pg;
+  tsr_page_t *pg;                     /* the page of the OS page, or of its last side */
+  uint32_t k;                         /* which OS page of pg */
   uint32_t rec;
   uint64_t live[MESH_MASK_WORDS];
 } mesh_open_t;
@@ -110,8 +113,8 @@ static size_t rec_counted;            /* bytes of recs counted as metadata */
 static uint32_t vmas, vma_cap;        /* mappings meshing added (an estimate), and their cap */
 static uint64_t file_bytes;
 static tsri_table_t mesh_table = TSRI_TABLE_INIT(mesh_entry_t, 1024);
-static mesh_open_t (*open_list)[MESH_OPEN];   /* [MESH_OFFSETS][MESH_OPEN] */
-static uint32_t open_count[MESH_OFFSETS];
+static mesh_open_t *open_list;        /* MESH_OPEN of them, for a pass */
+static tsr_page_t **cand;             /* MESH_CANDIDATES of them, for a pass */
 
 /* Figures, read by tsri_mesh_figures without the lock. */
 static _Atomic uint64_t fig_meshed, fig_saved, fig_meshes, fig_unmeshes, fig_passes, fig_ns, fig_pause_max;
@@ -218,7 +221,8 @@ static bool mesh_ready(void) {
   rec_cap = vma_cap < MESH_MAX_RECORDS ? vma_cap : MESH_MAX_RECORDS;
   if (rec_cap == 0) return false;
   size_t rec_bytes = tsri_align_up((size_t)rec_cap * sizeof(mesh_rec_t), page_size);
-  size_t open_bytes = tsri_align_up(sizeof(mesh_open_t) * MESH_OPEN * MESH_OFFSETS, page_size);
+  size_t open_bytes = tsri_align_up(sizeof(mesh_open_t) * MESH_OPEN + sizeof(tsr_page_t *) * MESH_CANDIDATES,
+                                    page_size);
   void *mem;
   if (tsri_os_share_open() != 0) return false;
   if (tsri_os_alloc(rec_bytes + open_bytes, page_size, &mem) != 0) {
@@ -236,7 +240,8 @@ static bool mesh_ready(void) {
   tsri_count(&tsri_counters.committed, (int64_t)open_bytes);
   tsri_count(&tsri_counters.reserved, (int64_t)(rec_bytes + open_bytes));
   recs = mem;
-  open_list = (mesh_open_t(*)[MESH_OPEN])((uint8_t *)mem + rec_bytes);
+  open_list = (mesh_open_t *)((uint8_t *)mem + rec_bytes);
+  cand = (tsr_page_t **)(open_list + MESH_OPEN);
   mesh_setup = MESH_READY;
   return true;
 }
@@ -327,9 +332,9 @@ static bool blocks_on(const tsr_page_t *pg, size_t k) {
 }
 
 /* Bit g of live: bytes [16g, 16g + 16) of OS page k of pg belong to a
- * live block (bits: live_blocks).  Bytes, not block indices: spans of
- * one class differ in phase (page.c), so block i of two of them need not
- * cover the same bytes of an OS page.  False when no block there is live. */
+ * live block (bits: live_blocks).  Bytes, not block indices: the sides of
+ * a file page may be of different classes, offsets and phases (page.c).
+ * False when no block there is live. */
 static bool live_mask(const tsr_page_t *pg, const uint64_t *bits, size_t k, uint64_t *live) {
   return tsri_page_granules((uintptr_t)pg->start, pg->block_size, pg->capacity, bits,
                             tsri_page_base(pg) + k * page_size, page_size, live);
@@ -498,33 +503,36 @@ bool tsri_mesh_due(tsr_heap_t *h) {
   return true;
 }
 
-/* Mesh the OS pages of the n pages of one size class given (none of them
- * a current page), until the clock reads `until` (ns).  Returns the
+/* The live bytes of the virtual page va, one side of a file page. */
+static void side_live(uintptr_t va, uint64_t *live) {
+  uint64_t bits[TSR_BITMAP_WORDS];
+  tsr_page_t *pg = page_at(va);
+  live_blocks(pg, bits);
+  live_mask(pg, bits, (va - tsri_page_base(pg)) / page_size, live);
+}
+
+/* Mesh the OS pages of the n pages given (none of them a current page),
+ * until the clock reads `until` (ns).  Any OS page may go onto any file
+ * page whose live bytes its own miss: pages of other classes and at other
+ * offsets of their spans alike.  Lock held; meshing ready.  Returns the
  * OS pages meshed. */
 static size_t mesh_pages(tsr_page_t **pages, size_t n, uint64_t until) {
-  if (n < 2) return 0;
-  tsri_lock(&mesh_lock);
   size_t made = 0;
-  if (!mesh_ready()) goto out;
-  bool ours = tsri_os_fault_ours();
-  atomic_store_explicit(&mesh_paused, !ours, memory_order_relaxed);
-  if (!ours) goto out;
   uint64_t t0 = tsri_os_clock_ns();
   tsri_os_sigmask_t mask;
   tsri_os_signals_hold(&mask);   /* a handler writing to a fenced page would wait for this thread */
-  size_t offsets = (size_t)pages[0]->span_slots * TSR_SLOT_SIZE / page_size;
-  memset(open_count, 0, sizeof open_count);
-  uint64_t live[MESH_MASK_WORDS], bits[TSR_BITMAP_WORDS], side_bits[TSR_BITMAP_WORDS];
+  uint32_t open = 0;
+  uint64_t live[MESH_MASK_WORDS], bits[TSR_BITMAP_WORDS];
   bool late = false;
   for (size_t p = 0; p < n && !late && vmas < vma_cap; p++) {
     late = tsri_os_clock_ns() >= until;
     tsr_page_t *pg = pages[p];
+    size_t offsets = (size_t)pg->span_slots * TSR_SLOT_SIZE / page_size;
     uint32_t last = REC_NONE;   /* the file page pg's previous OS page went onto, + 1 */
     tsr_page_t *partner = NULL; /* the page it went onto with */
     live_blocks(pg, bits);
     for (size_t k = 0; k < offsets && !late; k++, last = last == REC_NONE ? last : last + 1) {
       if (!blocks_on(pg, k)) break;
-      mesh_open_t *list = open_list[k];
       uintptr_t va = tsri_page_base(pg) + k * page_size;
       mesh_entry_t *e = atomic_load_explicit(&pg->filed, memory_order_relaxed) > 0
                             ? tsri_table_find(&mesh_table, va) : NULL;
@@ -533,17 +541,16 @@ static size_t mesh_pages(tsr_page_t **pages, size_t n, uint64_t until) {
         uint32_t r = e->rec;
         last = r;
         bool listed = recs[r].sides >= MESH_WAYS;
-        for (uint32_t j = 0; j < open_count[k] && !listed; j++) listed = list[j].rec == r;
-        if (listed || open_count[k] == MESH_OPEN) continue;
-        mesh_open_t *o = &list[open_count[k]++];
+        for (uint32_t j = 0; j < open && !listed; j++) listed = open_list[j].rec == r;
+        if (listed || open == MESH_OPEN) continue;
+        mesh_open_t *o = &open_list[open++];
         o->pg = pg;
+        o->k = (uint32_t)k;
         o->rec = r;
         memset(o->live, 0, sizeof o->live);
         for (uint32_t i = 0; i < MESH_WAYS; i++) {
           if (recs[r].va[i] == 0) continue;
-          tsr_page_t *side = page_at(recs[r].va[i]);
-          live_blocks(side, side_bits);
-          live_mask(side, side_bits, k, live);
+          side_live(recs[r].va[i], live);
           for (size_t w = 0; w < MESH_MASK_WORDS; w++) o->live[w] |= live[w];
         }
         continue;
@@ -551,30 +558,31 @@ static size_t mesh_pages(tsr_page_t **pages, size_t n, uint64_t until) {
       if (!live_mask(pg, bits, k, live)) continue;   /* no live block: trimming's business */
       /* a partner, the file page next to the last one first: the two
        * mappings then merge into one */
-      uint32_t found = open_count[k];
-      for (uint32_t j = 0; j < open_count[k]; j++) {
-        if (list[j].pg == pg || !masks_apart(list[j].live, live)) continue;
-        if (found == open_count[k]) found = j;
-        if ((last != REC_NONE && list[j].rec == last) || (partner != NULL && list[j].pg == partner)) {
+      uint32_t found = open;
+      for (uint32_t j = 0; j < open; j++) {
+        if (open_list[j].pg == pg || !masks_apart(open_list[j].live, live)) continue;
+        if (found == open) found = j;
+        if ((last != REC_NONE && open_list[j].rec == last) || (partner != NULL && open_list[j].pg == partner)) {
           found = j;
           break;
         }
       }
-      if (found == open_count[k]) {
+      if (found == open) {
         /* no partner yet: open it, or in place of one (so that later
          * pages get their chance) when the list is full */
-        mesh_open_t *o = open_count[k] < MESH_OPEN ? &list[open_count[k]++] : &list[(p + k) % MESH_OPEN];
+        mesh_open_t *o = open < MESH_OPEN ? &open_list[open++] : &open_list[(p + k) % MESH_OPEN];
         o->pg = pg;
+        o->k = (uint32_t)k;
         o->rec = REC_NONE;
         memcpy(o->live, live, sizeof live);
         continue;
       }
-      mesh_open_t *o = &list[found];
+      mesh_open_t *o = &open_list[found];
       partner = o->pg;
       if (o->rec == REC_NONE) {
-        o->rec = mesh_single(o->pg, k);
+        o->rec = mesh_single(o->pg, o->k);
         if (o->rec == REC_NONE) {
-          *o = list[--open_count[k]];
+          *o = open_list[--open];
           continue;
         }
       }
@@ -584,15 +592,14 @@ static size_t mesh_pages(tsr_page_t **pages, size_t n, uint64_t until) {
         last = o->rec;
         for (size_t w = 0; w < MESH_MASK_WORDS; w++) o->live[w] |= live[w];
         o->pg = pg;
+        o->k = (uint32_t)k;
       }
-      if (recs[o->rec].sides >= MESH_WAYS) *o = list[--open_count[k]];
+      if (recs[o->rec].sides >= MESH_WAYS) *o = open_list[--open];
     }
   }
   tsri_os_signals_restore(&mask);
   atomic_fetch_add_explicit(&fig_passes, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&fig_ns, tsri_os_clock_ns() - t0, memory_order_relaxed);
-out:
-  tsri_unlock(&mesh_lock);
   return made;
 }
 
@@ -605,9 +612,8 @@ out:
  * A page that got a meshed OS page is frozen: FULL, in the full queue.
  * Bounded in time (tsri_mesh_by_t: the owner's own pass delays its
  * allocation, the reclaimer's parks the heap, for that long) and to
- * MESH_CANDIDATES pages per class and pass.
+ * MESH_CANDIDATES pages a pass.
  * Returns the bytes given back. */
-#define MESH_CANDIDATES 512
 
 /* The frozen pages of h whose OS pages are meshed no more go back to the
  * avail queue of their class, behind its current page (so cur stays).
@@ -633,14 +639,21 @@ static void heap_thaw(tsr_heap_t *h) {
 }
 
 size_t tsri_heap_mesh(tsr_heap_t *h, tsri_mesh_by_t by) {
-  tsr_page_t *cand[MESH_CANDIDATES];
-  size_t made = 0;
   heap_thaw(h);
   static const uint64_t budget_ns[] = { [TSRI_MESH_OWNER] = 4000000, [TSRI_MESH_IDLE] = 20000000 };
-  bool all = by == TSRI_MESH_ALL, late = false, more = false;
+  bool all = by == TSRI_MESH_ALL;
   uint64_t until = all ? UINT64_MAX : tsri_os_clock_ns() + budget_ns[by];
-  for (size_t c = 0; c < TSR_CLASS_COUNT && !(late = tsri_os_clock_ns() >= until); c++) {
-    size_t n = 0;
+  size_t made = 0, n = 0;
+  tsri_lock(&mesh_lock);
+  if (!mesh_ready()) goto out;
+  bool ours = tsri_os_fault_ours();
+  atomic_store_explicit(&mesh_paused, !ours, memory_order_relaxed);
+  if (!ours) goto out;
+  /* each pass starts at another class, so that none waits for ever
+   * behind classes with more candidates than a pass takes */
+  size_t c0 = (size_t)atomic_load_explicit(&fig_passes, memory_order_relaxed) % TSR_CLASS_COUNT;
+  for (size_t i = 0; i < TSR_CLASS_COUNT && n < MESH_CANDIDATES; i++) {
+    size_t c = (c0 + i) % TSR_CLASS_COUNT;
     tsr_page_t *pg = h->avail[c].first;
     for (pg = pg ? pg->next : NULL; pg != NULL && n < MESH_CANDIDATES; pg = pg->next) {
       uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
@@ -648,28 +661,30 @@ size_t tsri_heap_mesh(tsr_heap_t *h, tsri_mesh_by_t by) {
       pg->mesh_seen_used = used;
       if (cold && 2 * used <= tsri_classes[c].capacity) cand[n++] = pg;   /* a phase's gap is free space */
     }
-    if (n == 0) continue;
-    more |= n == MESH_CANDIDATES;
-    for (pg = h->full.first; pg != NULL && n < MESH_CANDIDATES; pg = pg->next)
-      if (pg->cls == c && atomic_load_explicit(&pg->meshed, memory_order_relaxed) != 0) cand[n++] = pg;
-    made += mesh_pages(cand, n, until);
-    /* the pages meshed freeze; the others go to the back of the queue,
-     * so that the next pass looks at pages this one did not reach */
-    for (size_t i = 0; i < n; i++) {
-      pg = cand[i];
-      if ((atomic_load_explicit(&pg->xowner, memory_order_relaxed) & TSR_PAGE_STATE_MASK) != TSR_PAGE_AVAIL)
-        continue;
-      queue_remove(&h->avail[c], pg);
-      if (atomic_load_explicit(&pg->meshed, memory_order_relaxed) == 0) {
-        queue_push_back(&h->avail[c], pg);
-      } else {
-        queue_push_back(&h->full, pg);
-        set_owner(pg, h, TSR_PAGE_FULL);
-      }
+  }
+  size_t sparse = n;
+  if (sparse == 0) goto out;
+  for (tsr_page_t *pg = h->full.first; pg != NULL && n < MESH_CANDIDATES; pg = pg->next)
+    if (atomic_load_explicit(&pg->meshed, memory_order_relaxed) != 0) cand[n++] = pg;
+  made = mesh_pages(cand, n, until);
+  /* the pages meshed freeze; the others go to the back of the queue,
+   * so that the next pass looks at pages this one did not reach */
+  for (size_t i = 0; i < sparse; i++) {
+    tsr_page_t *pg = cand[i];
+    if ((atomic_load_explicit(&pg->xowner, memory_order_relaxed) & TSR_PAGE_STATE_MASK) != TSR_PAGE_AVAIL)
+      continue;
+    queue_remove(&h->avail[pg->cls], pg);
+    if (atomic_load_explicit(&pg->meshed, memory_order_relaxed) == 0) {
+      queue_push_back(&h->avail[pg->cls], pg);
+    } else {
+      queue_push_back(&h->full, pg);
+      set_owner(pg, h, TSR_PAGE_FULL);
     }
   }
+out:
   /* pages left to look at, and this pass found pairs: come back soon */
-  h->mesh_more = (late || more) && made > 0;
+  h->mesh_more = made > 0 && (n == MESH_CANDIDATES || tsri_os_clock_ns() >= until);
+  tsri_unlock(&mesh_lock);
   return made * tsri_os_page_size();
 }
 

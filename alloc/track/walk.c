@@ -103,8 +103,9 @@ static bool walk_table(tsri_block_t *b) {
 /* Copy page `slot` of a under the arena lock; false when it is no page
  * with blocks.  A span is carved under the lock but initialised by its new
  * owner outside it, and published by the owner's (seq_cst) store of
- * xowner: a page without an owner is skipped, and its geometry is taken
- * from its class (set under the lock), never from fields being written. */
+ * xowner: a page without an owner is skipped, and the geometry of one
+ * with an owner (its phase's start and capacity, page.c) was written
+ * before that store and stays while the page is in use. */
 static bool walk_copy(tsr_arena_t *a, size_t slot, tsr_page_t *out, walk_page_t *w, bool *has_recs) {
   tsri_lock(tsri_arena_lock_get());
   const tsr_page_t *pg = &a->pages[slot];
@@ -123,12 +124,12 @@ static bool walk_copy(tsr_arena_t *a, size_t slot, tsr_page_t *out, walk_page_t 
     *has_recs = false;
     return true;
   }
-  out->capacity = c->capacity;
+  out->capacity = pg->capacity;
   out->block_size = c->block_size;
-  out->start = (uint8_t *)a + slot * TSR_SLOT_SIZE;
+  out->start = pg->start;
   atomic_store_explicit(&out->tracked, atomic_load_explicit(&pg->tracked, memory_order_relaxed),
                         memory_order_relaxed);
-  size_t words = ((size_t)c->capacity + 63) / 64;
+  size_t words = ((size_t)out->capacity + 63) / 64;
   for (size_t k = 0; k < words; k++)
     w->free[k] = atomic_load_explicit(tsri_local(pg, k), memory_order_relaxed) |
                  atomic_load_explicit(tsri_remote(pg, k), memory_order_relaxed);
@@ -140,9 +141,9 @@ static bool walk_copy(tsr_arena_t *a, size_t slot, tsr_page_t *out, walk_page_t 
      * bumps of ctx_epoch): copy again until no collection overlapped */
     for (int tries = 0; tries < 8; tries++) {
       uint32_t before = atomic_load_explicit(&pg->ctx_epoch, memory_order_acquire);
-      for (size_t i = 0; i < c->capacity; i++) {
+      for (size_t i = 0; i < out->capacity; i++) {
         w->recs[i] = rec_read(r, f, i);
-        if (w->recs[i] != 0 && rec_is_long(f, rec_unpack(f, w->recs[i]))) w->longs[i] = long_read(r, c->capacity, i);
+        if (w->recs[i] != 0 && rec_is_long(f, rec_unpack(f, w->recs[i]))) w->longs[i] = long_read(r, out->capacity, i);
       }
       for (size_t k = 0; k < TSRI_CTX_SLOTS; k++) {
         atomic_store_explicit(&w->ctx[k].stack, atomic_load_explicit(&r->ctx[k].stack, memory_order_relaxed),

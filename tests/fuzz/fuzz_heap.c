@@ -7,6 +7,10 @@
  * before the block is freed or moved, so a block handed out twice, or
  * memory that moved without its contents, is caught.  At the end every
  * block is verified and freed, and tsr_check() must find nothing wrong.
+ * One operation is tsr_collect(), which trims, purges and, run with
+ * TESSERA_MESH=on (ctest's fuzz_heap_mesh), meshes every sparse page it
+ * can: the blocks the program holds then sit on shared pages, and every
+ * operation after it runs on them.
  *
  *   cmake -DCMAKE_C_COMPILER=clang -DTSR_FUZZ=ON ... && ./fuzz_heap -max_total_time=60
  */
@@ -125,7 +129,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t idx = take(&r, 1) % SLOTS;
     uint8_t tag = (uint8_t)take(&r, 1);
     slot_t *s = &slots[idx];
-    switch (op % 8) {
+    switch (op % 9) {
     case 0:   /* malloc */
     case 1: {
       size_t n = take_size(&r);
@@ -184,6 +188,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     case 5:   /* free */
       release(idx);
+      break;
+    case 8:   /* collect: trim, purge and mesh */
+      tsr_collect();
+      if (tsr_check() != 0) die("tsr_check failed after a collection", idx, 0);
       break;
     case 6:   /* usable size: the whole usable part may be written */
       if (s->p != NULL) {
