@@ -31,7 +31,9 @@ typedef PVOID(WINAPI *os_valloc2_t)(HANDLE process, PVOID base, SIZE_T size, ULO
                                     void *params, ULONG count);
 
 /* What the OS offers, asked once: 1 no placeholder functions, 2 they are
- * there but refuse a placeholder, 3 a placeholder reservation works. */
+ * there but refuse a placeholder, 3 placeholders work.  Only
+ * ERROR_INVALID_PARAMETER is a refusal: any other failure (no address
+ * space left, in a report at failure) means the OS took the flag. */
 static int os_placeholders(void) {
   static volatile LONG known;
   LONG k = known;
@@ -45,7 +47,7 @@ static int os_placeholders(void) {
     /* one allocation granule, released at once: not counted in the cap */
     void *p = valloc2(NULL, NULL, tsri_os_granularity(), MEM_RESERVE | OS_MEM_RESERVE_PLACEHOLDER,
                       PAGE_NOACCESS, NULL, 0);
-    k = p != NULL ? 3 : 2;
+    k = p != NULL || GetLastError() != ERROR_INVALID_PARAMETER ? 3 : 2;
     if (p != NULL) VirtualFree(p, 0, MEM_RELEASE);
   }
   OS_RESTORE;

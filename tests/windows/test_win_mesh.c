@@ -31,12 +31,12 @@ static const char *expected_why(void) {
     return "placeholders (VirtualAlloc2, MapViewOfFile3) not available: the OS lacks them";
   void *p = valloc2(NULL, NULL, 65536, MEM_RESERVE | 0x00040000u /* MEM_RESERVE_PLACEHOLDER */,
                     PAGE_NOACCESS, NULL, 0);
-  if (p == NULL) {
-    printf("  VirtualAlloc2(MEM_RESERVE_PLACEHOLDER): error %lu\n", GetLastError());
+  DWORD err = p == NULL ? GetLastError() : 0;
+  printf("  VirtualAlloc2(MEM_RESERVE_PLACEHOLDER): %s, error %lu\n", p != NULL ? "works" : "fails", err);
+  if (err == ERROR_INVALID_PARAMETER)
     return "placeholders (VirtualAlloc2, MapViewOfFile3) not available: VirtualAlloc2 refuses "
            "MEM_RESERVE_PLACEHOLDER";
-  }
-  VirtualFree(p, 0, MEM_RELEASE);
+  if (p != NULL) VirtualFree(p, 0, MEM_RELEASE);
   return "not built for Windows yet (the OS has placeholders";
 }
 
