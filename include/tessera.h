@@ -264,7 +264,8 @@ typedef struct tsr_pins_s {
 typedef enum tsr_mesh_state_e {
   TSR_MESH_OFF = 0,         /* TESSERA_MESH=off */
   TSR_MESH_ON = 1,
-  TSR_MESH_UNSUPPORTED = 2, /* the OS cannot map a page twice (Windows for now) */
+  TSR_MESH_UNSUPPORTED = 2, /* the OS cannot map a page twice (Windows for now;
+                               the reports say why) */
   TSR_MESH_PAUSED = 3,      /* the program replaced tessera's SIGSEGV handler,
                                or the mapping budget is spent */
 } tsr_mesh_state_t;

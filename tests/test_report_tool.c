@@ -426,6 +426,12 @@ Test(report_tool, pins_mesh_states) {
       "\"mesh\":{\"state\":\"unsupported\",\"meshed_pages\":0,\"saved\":0,\"meshes\":0,"
       "\"unmeshes\":0,\"passes\":3,\"time_ns\":0,\"pause_max_ns\":0},",
       "  meshing: unsupported by this OS\n" },
+    { "unsupported-why.json",
+      "\"mesh\":{\"state\":\"unsupported\",\"why\":\"placeholders (VirtualAlloc2, MapViewOfFile3) not "
+      "available: VirtualAlloc2 refuses MEM_RESERVE_PLACEHOLDER\",\"meshed_pages\":0,\"saved\":0,"
+      "\"meshes\":0,\"unmeshes\":0,\"passes\":1,\"time_ns\":0,\"pause_max_ns\":0},",
+      "  meshing: unsupported by this OS: placeholders (VirtualAlloc2, MapViewOfFile3) not available: "
+      "VirtualAlloc2 refuses MEM_RESERVE_PLACEHOLDER\n" },
     { "paused.json",
       "\"mesh\":{\"state\":\"paused\",\"meshed_pages\":2,\"saved\":4096,\"meshes\":1,"
       "\"unmeshes\":0,\"passes\":1,\"time_ns\":850,\"pause_max_ns\":2500000000},",

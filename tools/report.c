@@ -272,6 +272,7 @@ static void load_mesh(const loader_t *ld, report_t *r, const json_t *pins) {
   if (m == NULL) return;
   r->has_mesh = true;
   r->mesh.state = get_enum(ld, m, "pins.mesh", "state", states);
+  r->mesh.why = get_string(ld, m, "pins.mesh", "why", false);
   r->mesh.meshed_pages = get_count(ld, m, "pins.mesh", "meshed_pages");
   r->mesh.saved = get_count(ld, m, "pins.mesh", "saved");
   r->mesh.meshes = get_count(ld, m, "pins.mesh", "meshes");

@@ -115,6 +115,7 @@ typedef struct region_s {
 /* pins.mesh: meshing's state and figures (docs/report.md, "Meshing"). */
 typedef struct mesh_s {
   const char *state;             /* "off", "on", "unsupported" or "paused" */
+  const char *why;               /* unsupported: what the OS lacks; NULL when not said */
   uint64_t meshed_pages;         /* OS pages sharing their physical page now, two to one */
   uint64_t saved;                /* bytes of physical memory that sharing saves now */
   uint64_t meshes, unmeshes;     /* pairs made and taken apart since start */

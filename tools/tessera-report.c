@@ -278,14 +278,16 @@ static const char *duration(uint64_t ns) {
 }
 
 /* Meshing's line, as the text report has it (docs/report.md, "Meshing"):
- * the state, and unless it is off or unsupported and never meshed, what
- * it holds now and did since start. */
+ * the state (unsupported with why, where the report says), and unless it
+ * is off or unsupported and never meshed, what it holds now and did since
+ * start. */
 static void print_mesh(const mesh_t *m) {
   const char *state = m->state;
   if (strcmp(state, "unsupported") == 0) state = "unsupported by this OS";
   else if (strcmp(state, "paused") == 0)
     state = "paused (the program replaced tessera's SIGSEGV handler, or the mapping budget is spent)";
   printf("  meshing: %s", state);
+  if (m->why != NULL) printf(": %s", m->why);
   if (m->meshes == 0 && (strcmp(m->state, "off") == 0 || strcmp(m->state, "unsupported") == 0)) {
     printf("\n");
     return;

@@ -344,9 +344,13 @@ tsri_hidden int tsri_os_signal(int which, void (*handler)(void));
  * A file of the process's own (a memfd on Linux) whose pages can be mapped
  * at more than one address, so that two sparsely used pages can share one
  * physical page.  Where the OS has no such file (Windows, for now) open
- * answers ENOSYS and meshing stays off.  All but open and close act on
- * whole OS pages and return 0 or an errno value. */
+ * answers ENOSYS and meshing stays off.  All but open, close and why act
+ * on whole OS pages and return 0 or an errno value. */
 tsri_hidden int tsri_os_share_open(void);
+/* Why open answers ENOSYS here, for the report's meshing state
+ * `unsupported`: a phrase that names what the OS lacks, or NULL where it
+ * has such a file (Linux).  Windows asks the OS once (windows_fault.c). */
+tsri_hidden const char *tsri_os_share_why(void);
 /* Close the file (a fork child drops its parent's). */
 tsri_hidden void tsri_os_share_close(void);
 /* Make the file at least bytes long (its pages cost nothing until used). */

@@ -47,6 +47,14 @@ int tsri_os_share_open(void) {
 #endif
 }
 
+const char *tsri_os_share_why(void) {
+#if defined(__linux__) && defined(MFD_CLOEXEC)
+  return NULL;
+#else
+  return "no memfd_create on this OS";
+#endif
+}
+
 void tsri_os_share_close(void) {
   int saved = errno;
   if (share_fd >= 0) close(share_fd);

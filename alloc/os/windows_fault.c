@@ -1,8 +1,8 @@
 /* windows_fault.c: what meshing and guarded sampling need of Windows
  * (os.h): the fault handler they share, guard pages, a fine clock, and
  * meshing's memory mapped twice, which tessera does not have on Windows
- * yet.  Split from windows.c, which keeps memory, threads, files and the
- * address-space walk.
+ * yet (only the report's reason why).  Split from windows.c, which keeps
+ * memory, threads, files and the address-space walk.
  */
 #define WIN32_LEAN_AND_MEAN
 #include <windows.h>
@@ -17,10 +17,54 @@
 
 /* Meshing needs memory that can be mapped at two addresses and replaced
  * in place without a hole: on Windows, a pagefile-backed section mapped
- * into placeholders (VirtualAlloc2, MapViewOfFile3, Windows 10 1803 and
- * later).  tessera does not use them yet: tsri_os_share_open answers
- * ENOSYS, meshing stays off and the report says so, and the rest is never
- * called. */
+ * into placeholders (VirtualAlloc2, MapViewOfFile3, UnmapViewOfFile2:
+ * Windows 10 1803 and later; docs/windows.md, "Meshing", has the design).
+ * tessera does not use them yet: tsri_os_share_open answers ENOSYS,
+ * meshing stays off, and the rest is never called.  The report says why
+ * (tsri_os_share_why): the OS lacks placeholders, or tessera lacks the
+ * port.  wine 8.0 exports the three functions from kernelbase.dll (not
+ * kernel32.dll) but refuses MEM_RESERVE_PLACEHOLDER with
+ * ERROR_INVALID_PARAMETER, so tessera cannot be tested with them there. */
+#define OS_MEM_RESERVE_PLACEHOLDER 0x00040000u   /* not in mingw's headers */
+
+typedef PVOID(WINAPI *os_valloc2_t)(HANDLE process, PVOID base, SIZE_T size, ULONG type, ULONG prot,
+                                    void *params, ULONG count);
+
+/* What the OS offers, asked once: 1 no placeholder functions, 2 they are
+ * there but refuse a placeholder, 3 placeholders work.  Only
+ * ERROR_INVALID_PARAMETER is a refusal: any other failure (no address
+ * space left, in a report at failure) means the OS took the flag. */
+static int os_placeholders(void) {
+  static volatile LONG known;
+  LONG k = known;
+  if (k != 0) return (int)k;
+  OS_SAVE;
+  HMODULE kb = GetModuleHandleW(L"kernelbase.dll");
+  os_valloc2_t valloc2 = kb != NULL ? (os_valloc2_t)(void (*)(void))GetProcAddress(kb, "VirtualAlloc2") : NULL;
+  k = 1;
+  if (valloc2 != NULL && GetProcAddress(kb, "MapViewOfFile3") != NULL &&
+      GetProcAddress(kb, "UnmapViewOfFile2") != NULL) {
+    /* one allocation granule, released at once: not counted in the cap */
+    void *p = valloc2(NULL, NULL, tsri_os_granularity(), MEM_RESERVE | OS_MEM_RESERVE_PLACEHOLDER,
+                      PAGE_NOACCESS, NULL, 0);
+    k = p != NULL || GetLastError() != ERROR_INVALID_PARAMETER ? 3 : 2;
+    if (p != NULL) VirtualFree(p, 0, MEM_RELEASE);
+  }
+  OS_RESTORE;
+  InterlockedExchange(&known, k);
+  return (int)k;
+}
+
+const char *tsri_os_share_why(void) {
+  switch (os_placeholders()) {
+  case 1: return "placeholders (VirtualAlloc2, MapViewOfFile3) not available: the OS lacks them "
+                 "(before Windows 10 1803)";
+  case 2: return "placeholders (VirtualAlloc2, MapViewOfFile3) not available: VirtualAlloc2 refuses "
+                 "MEM_RESERVE_PLACEHOLDER";
+  default: return "not built for Windows yet (the OS has placeholders: VirtualAlloc2, MapViewOfFile3)";
+  }
+}
+
 int tsri_os_share_open(void) { return ENOSYS; }
 void tsri_os_share_close(void) {}
 int tsri_os_share_size(uint64_t bytes) { (void)bytes; return ENOSYS; }

@@ -93,12 +93,19 @@ static void json_sites(tsri_out_t *o, const tsri_sites_t *s, size_t listed) {
 }
 
 /* "mesh": meshing's state and figures (mesh.c), without the C names'
- * mesh_ prefix. */
+ * mesh_ prefix; "why" after an unsupported state where the OS layer can
+ * say what the OS lacks. */
 static void json_mesh(tsri_out_t *o, const tsr_pins_t *m) {
   tsri_puts(o, "\"mesh\":{");
   put_json_key(o, "state");
   put_json_str(o, tsri_mesh_state_names[m->mesh_state]);
   tsri_puts(o, ",");
+  const char *why = m->mesh_state == TSR_MESH_UNSUPPORTED ? tsri_os_share_why() : NULL;
+  if (why != NULL) {
+    put_json_key(o, "why");
+    put_json_str(o, why);
+    tsri_puts(o, ",");
+  }
   json_u64(o, "meshed_pages", m->meshed_pages, true);
   json_u64(o, "saved", m->mesh_saved, true);
   json_u64(o, "meshes", m->meshes, true);

@@ -124,7 +124,8 @@ static void put_duration(tsri_out_t *o, uint64_t ns) {
 }
 
 /* Meshing's line (mesh.c): its state, what it holds now, what it did since
- * start.  Off, or unsupported, and never having meshed: the state alone. */
+ * start.  Off, or unsupported, and never having meshed: the state alone,
+ * unsupported with what the OS lacks where the OS layer can say. */
 static void text_mesh(tsri_out_t *o, const tsr_pins_t *m) {
   static const char *const states[] = {
     [TSR_MESH_OFF] = "off",
@@ -134,6 +135,11 @@ static void text_mesh(tsri_out_t *o, const tsr_pins_t *m) {
   };
   tsri_puts(o, "  meshing: ");
   tsri_puts(o, states[m->mesh_state]);
+  const char *why = m->mesh_state == TSR_MESH_UNSUPPORTED ? tsri_os_share_why() : NULL;
+  if (why != NULL) {
+    tsri_puts(o, ": ");
+    tsri_puts(o, why);
+  }
   if (m->meshes == 0 && (m->mesh_state == TSR_MESH_OFF || m->mesh_state == TSR_MESH_UNSUPPORTED)) {
     tsri_puts(o, "\n");
     return;
