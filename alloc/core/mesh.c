@@ -690,7 +690,9 @@ out:
 
 void tsri_mesh_figures(tsr_pins_t *out) {
   if (tsri_option(TSRI_OPT_MESH) == 0) out->mesh_state = TSR_MESH_OFF;
-  else if (mesh_setup == MESH_FAILED) out->mesh_state = TSR_MESH_UNSUPPORTED;
+  /* where the OS cannot map a page twice, from the start, not only once
+   * a pass has found out */
+  else if (mesh_setup == MESH_FAILED || tsri_os_share_why() != NULL) out->mesh_state = TSR_MESH_UNSUPPORTED;
   else if (atomic_load_explicit(&mesh_paused, memory_order_relaxed) ||
            (mesh_setup == MESH_READY && vmas + 2 > vma_cap))
     out->mesh_state = TSR_MESH_PAUSED;

@@ -24,12 +24,14 @@
  * free-every-other pattern then pairs one page of each phase.  Mesh
  * (Powers et al.) shuffles each page's free list for the same end; a
  * phase costs nothing in the allocation and free paths, only the one
- * block of capacity its shift leaves out.  Only while meshing is on, and
- * only for blocks of at most half an OS page: bigger ones cover whole OS
- * pages, which their own frees give back. */
+ * block of capacity its shift leaves out.  Only while meshing is on (and
+ * the OS can mesh), and only for blocks of at most half an OS page: bigger
+ * ones cover whole OS pages, which their own frees give back. */
 static size_t page_phase(const tsr_page_t *pg, const tsri_class_t *c) {
   static _Atomic uint32_t pages_set_up;
-  if (tsri_option(TSRI_OPT_MESH) == 0 || 2 * (size_t)c->block_size > tsri_os_page_size()) return 0;
+  if (tsri_option(TSRI_OPT_MESH) == 0 || 2 * (size_t)c->block_size > tsri_os_page_size() ||
+      tsri_os_share_why() != NULL)
+    return 0;
   uint64_t x = (tsri_page_base(pg) >> TSR_SLOT_SHIFT) ^
                ((uint64_t)atomic_fetch_add_explicit(&pages_set_up, 1, memory_order_relaxed) << 32);
   x *= 0x9e3779b97f4a7c15ull;   /* Fibonacci hashing: the top bit mixes every bit of x */

@@ -210,10 +210,6 @@ tsri_pins_t *tsri_pins_collect(void) {
   out->live = w.live;
   memset(&out->mesh, 0, sizeof out->mesh);
   tsri_mesh_figures(&out->mesh);
-  /* Where the OS cannot map a page twice, meshing is unsupported from the
-   * start, not only once its first pass has found out (mesh.c). */
-  if (out->mesh.mesh_state == TSR_MESH_ON && tsri_os_share_why() != NULL)
-    out->mesh.mesh_state = TSR_MESH_UNSUPPORTED;
   return out;
 }
 
