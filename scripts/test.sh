@@ -6,7 +6,8 @@
 #   debug    gcc, Debug (internal asserts at level 2), -Werror: the Criterion suite,
 #            and the benchmark runner and tessera-compare on tiny workloads
 #   tsan     clang, ThreadSanitizer, Debug: the suite, with a modest number of
-#            threads and seconds for the stress tests
+#            threads and seconds for the stress tests, with meshing off and on
+#            (a meshing pass every millisecond)
 #   ubsan    clang, UndefinedBehaviorSanitizer, RelWithDebInfo (the optimised
 #            code as it ships, no internal asserts): the suite
 #   asan     gcc, AddressSanitizer, Debug: the suite (the preload tests are
@@ -15,7 +16,7 @@
 #            of them with meshing on
 #   release  gcc, Release: the library, bench/ and the suite compile with -Werror,
 #            the suite passes, with meshing off (the default) and on
-#            (TESSERA_MESH=on), and the demo gives the same checksum under
+#            (a pass every millisecond), and the demo gives the same checksum under
 #            tessera as under the system heap
 #   windows  mingw-w64 cross builds (docs/windows.md): x86_64, Debug, and i686,
 #            RelWithDebInfo, both -Werror, each with its tests run under wine
@@ -110,6 +111,11 @@ stage_tsan() {
     -DTSR_BUILD_TESTS=ON -DTSR_BUILD_BENCH=OFF
   TSR_TEST_THREADS=${TSR_TEST_THREADS:-4} TSR_TEST_SECONDS=${TSR_TEST_SECONDS:-1} \
     run_ctest build/tsan "$no_tests"
+  # and with meshing on, a pass at every slow path a millisecond after the
+  # last, while the stress tests' threads write and free
+  echo "---- the suite again with TESSERA_MESH=on TESSERA_MESH_MS=1 ----"
+  TESSERA_MESH=on TESSERA_MESH_MS=1 TSR_TEST_THREADS=${TSR_TEST_THREADS:-4} TSR_TEST_SECONDS=${TSR_TEST_SECONDS:-1} \
+    run_ctest build/tsan "$no_tests"
   stage_done
 }
 
@@ -149,8 +155,8 @@ stage_release() {
   run_ctest build/release "$no_tests"
   # and again with meshing on: every test's blocks may then sit on shared
   # pages (issue 16: the suites green under meshing)
-  echo "---- the suite again with TESSERA_MESH=on ----"
-  TESSERA_MESH=on run_ctest build/release "$no_tests"
+  echo "---- the suite again with TESSERA_MESH=on TESSERA_MESH_MS=1 ----"
+  TESSERA_MESH=on TESSERA_MESH_MS=1 run_ctest build/release "$no_tests"
   demo=build/release/bench/tessera-demo
   sys_out=$("$demo" -q)
   tsr_out=$(LD_PRELOAD="$PWD/build/release/libtessera.so" "$demo" -q)

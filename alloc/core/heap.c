@@ -708,6 +708,7 @@ size_t tsri_heap_check(void) {
   size_t bad = 0;
   tsr_heap_t *h = tsri_tl_heap;
   if (h != &tsri_heap_none) {
+    heap_enter(h);   /* the reclaimer may be moving its pages (trimming, meshing): wait for it */
     for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
       bad += heap_check_queue(&h->avail[c], (uintptr_t)h, (int)c, false);
       if (h->cur[c] != (h->avail[c].first ? h->avail[c].first : &page_empty_desc)) {
@@ -716,6 +717,7 @@ size_t tsri_heap_check(void) {
       }
     }
     bad += heap_check_queue(&h->full, (uintptr_t)h, -1, true);
+    heap_leave(h);
   }
   tsri_lock(&abandoned_lock);
   for (size_t c = 0; c < TSR_CLASS_COUNT; c++)

@@ -104,13 +104,15 @@ typedef struct mesh_open_s {
 enum { MESH_UNTRIED = 0, MESH_READY, MESH_FAILED };
 
 static tsri_lock_t mesh_lock;
-static int mesh_setup = MESH_UNTRIED;
+static _Atomic int mesh_setup = MESH_UNTRIED;   /* written under the lock, read by the figures */
 static size_t page_size;
 static mesh_rec_t *recs;
 static uint64_t rec_used[MESH_MAX_RECORDS / 64];   /* bit r: file page r holds sides */
 static uint32_t rec_high, rec_cap;    /* records ever used (from 0), the most there may be */
 static size_t rec_counted;            /* bytes of recs counted as metadata */
-static uint32_t vmas, vma_cap;        /* mappings meshing added (an estimate), and their cap */
+static _Atomic uint32_t vmas;         /* mappings meshing added (an estimate; written under
+                                         the lock, read by the figures) */
+static uint32_t vma_cap;              /* their cap, set before mesh_setup is READY */
 static uint64_t file_bytes;
 static tsri_table_t mesh_table = TSRI_TABLE_INIT(mesh_entry_t, 1024);
 static mesh_open_t *open_list;        /* MESH_OPEN of them, for a pass */
