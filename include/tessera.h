@@ -266,8 +266,9 @@ typedef enum tsr_mesh_state_e {
   TSR_MESH_ON = 1,
   TSR_MESH_UNSUPPORTED = 2, /* the OS cannot map a page twice (Windows for now;
                                the reports say why) */
-  TSR_MESH_PAUSED = 3,      /* the program replaced tessera's SIGSEGV handler,
-                               or the mapping budget is spent */
+  TSR_MESH_PAUSED = 3,      /* tessera's SIGSEGV handler could not go back in
+                               front of the program's, or the mapping budget
+                               is spent */
 } tsr_mesh_state_t;
 
 typedef struct tsr_pin_s {

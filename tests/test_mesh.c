@@ -397,14 +397,25 @@ Test(mesh, faults_not_meshings_reach_the_program_handler) {
   cr_assert(faults_at(guard), "a write to a PROT_NONE page did not fault");
   cr_assert_eq(program_faults, 1, "the program's handler ran %d times", (int)program_faults);
   munmap(guard, 4096);
-  /* the program replaces tessera's handler: meshing pauses */
+  /* the program puts its handler in tessera's place (as servers do for
+   * their crash reports): the next pass puts tessera's back in front,
+   * and meshing goes on */
   cr_assert_eq(sigaction(SIGSEGV, &sa, &prev), 0);
   sparse_t more = make_sparse(64, 16, 6);
   uint64_t meshes = figures().meshes;
   tsr_collect();
   tsr_pins_t t = figures();
-  cr_assert_eq(t.mesh_state, TSR_MESH_PAUSED, "state %u", t.mesh_state);
-  cr_assert_eq(t.meshes, meshes, "meshed with the program's handler in tessera's place");
+  cr_assert_eq(t.mesh_state, TSR_MESH_ON, "state %u", t.mesh_state);
+  cr_assert_gt(t.meshes, meshes, "no meshing after the program replaced the handler");
+  struct sigaction now;
+  cr_assert_eq(sigaction(SIGSEGV, NULL, &now), 0);
+  cr_assert(now.sa_handler != program_handler, "tessera's handler is not back in front");
+  /* and a fault that is not meshing's still reaches the program's handler */
+  guard = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  cr_assert(guard != MAP_FAILED);
+  cr_assert(faults_at(guard), "a write to a PROT_NONE page did not fault");
+  cr_assert_eq(program_faults, 2, "the program's handler ran %d times", (int)program_faults);
+  munmap(guard, 4096);
   cr_assert_eq(damaged(&s), 0);
   cr_assert_eq(damaged(&more), 0);
   free_sparse(&more);

@@ -435,7 +435,7 @@ Test(report_tool, pins_mesh_states) {
     { "paused.json",
       "\"mesh\":{\"state\":\"paused\",\"meshed_pages\":2,\"saved\":4096,\"meshes\":1,"
       "\"unmeshes\":0,\"passes\":1,\"time_ns\":850,\"pause_max_ns\":2500000000},",
-      "  meshing: paused (the program replaced tessera's SIGSEGV handler, or the mapping budget is "
+      "  meshing: paused (tessera's SIGSEGV handler is not in front, or the mapping budget is "
       "spent); 2 OS pages share physical pages now, 4096 B (4.0 KiB) saved; 1 meshed since start, 0 taken "
       "apart, in 1 pass, 850 ns in all, longest page pause 2.5 s\n" },
   };

@@ -43,8 +43,10 @@
  * the kernel (read(2) into a buffer on that page) fails with EFAULT for
  * those microseconds instead; docs/design.md says so.  A fault that is not
  * tessera's goes on to the handler the program had.  If the program
- * replaced tessera's handler, meshing pauses (it would otherwise crash a
- * writer) and the report says so.  A pass holds its thread's asynchronous
+ * replaced tessera's handler (servers install one for their crash
+ * reports), each pass puts it back in front, passing on to the program's
+ * (tsri_os_fault_front); where it cannot, meshing pauses (it would
+ * otherwise crash a writer) and the report says so.  A pass holds its thread's asynchronous
  * signals back: a handler that wrote to the page its own thread fenced
  * would wait for ever.
  *
@@ -648,7 +650,7 @@ size_t tsri_heap_mesh(tsr_heap_t *h, tsri_mesh_by_t by) {
   size_t made = 0, n = 0;
   tsri_lock(&mesh_lock);
   if (!mesh_ready()) goto out;
-  bool ours = tsri_os_fault_ours();
+  bool ours = tsri_os_fault_front();
   atomic_store_explicit(&mesh_paused, !ours, memory_order_relaxed);
   if (!ours) goto out;
   /* each pass starts at another class, so that none waits for ever
@@ -726,9 +728,10 @@ void tsri_mesh_fork_prepare(void) {
   fork_pid = tsri_os_process_id();
   fork_tid = tsri_os_thread_id();
   if (tsri_os_pipe(fork_pipe) != 0) fork_pipe[0] = fork_pipe[1] = -1;
-  /* with the program's own SIGSEGV handler in place a writer would crash
-   * on a read-only page: then the child copies what it finds */
-  if (tsri_os_fault_ours()) {
+  /* with the program's own SIGSEGV handler in place (ours could not go
+   * back in front) a writer would crash on a read-only page: then the
+   * child copies what it finds */
+  if (tsri_os_fault_front()) {
     atomic_store_explicit(&fork_fence, 1, memory_order_seq_cst);
     protect_all(false);
   }

@@ -383,10 +383,13 @@ tsri_hidden size_t tsri_os_map_limit(void);
  * TSRI_OS_FAULT_FNS functions, each registered once (a second call with
  * the same fn changes nothing); the handler is installed by the first.
  * 0, ENOSPC when every place is taken, ENOSYS where the OS cannot.
- * tsri_os_fault_ours says whether the program has since replaced it. */
+ * tsri_os_fault_front makes sure it is still the first to see a fault:
+ * where the program put a handler of its own in its place (POSIX), it goes
+ * back in front and passes on to that one; false when it cannot (or was
+ * never installed). */
 #define TSRI_OS_FAULT_FNS 4
 tsri_hidden int tsri_os_fault_catch(bool (*fn)(void *addr));
-tsri_hidden bool tsri_os_fault_ours(void);
+tsri_hidden bool tsri_os_fault_front(void);
 /* Hold back the calling thread's asynchronous signals (not the faults),
  * saving its mask, and put it back: a handler that ran on a thread while
  * it holds a page read-only, and wrote there, would wait for itself. */

@@ -182,6 +182,20 @@ static void fault_handler(int sig, siginfo_t *info, void *ctx) {
   }
 }
 
+/* Put fault_handler in place, the handler it replaces into fault_prev
+ * (left as it was when sigaction fails).  The caller holds fault_state
+ * at 1.  0 or an errno value. */
+static int fault_install(void) {
+  struct sigaction sa, prev;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = fault_handler;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK | SA_NODEFER;
+  if (sigaction(SIGSEGV, &sa, &prev) != 0) return errno;
+  fault_prev = prev;
+  return 0;
+}
+
 int tsri_os_fault_catch(bool (*fn)(void *addr)) {
   size_t free_at = TSRI_OS_FAULT_FNS;
   for (size_t i = 0; i < TSRI_OS_FAULT_FNS; i++) {
@@ -205,25 +219,29 @@ int tsri_os_fault_catch(bool (*fn)(void *addr)) {
     return atomic_load_explicit(&fault_state, memory_order_acquire) == 2 ? 0 : EAGAIN;
   }
   int saved = errno;
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_sigaction = fault_handler;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK | SA_NODEFER;
-  int rc = sigaction(SIGSEGV, &sa, &fault_prev) == 0 ? 0 : errno;
+  int rc = fault_install();
   atomic_store_explicit(&fault_state, rc == 0 ? 2 : 0, memory_order_release);
   errno = saved;
   return rc;
 }
 
-bool tsri_os_fault_ours(void) {
+bool tsri_os_fault_front(void) {
   if (atomic_load_explicit(&fault_state, memory_order_acquire) != 2) return false;
   int saved = errno;
   struct sigaction now;
-  bool ours = sigaction(SIGSEGV, NULL, &now) == 0 && (now.sa_flags & SA_SIGINFO) &&
-              now.sa_sigaction == fault_handler;
+  bool front = sigaction(SIGSEGV, NULL, &now) == 0 && (now.sa_flags & SA_SIGINFO) &&
+               now.sa_sigaction == fault_handler;
+  int installed = 2;
+  /* the program put a handler of its own in ours' place (Redis does, for
+   * its crash report): ours goes back in front and passes what is not
+   * ours on to it; faults meanwhile wait for fault_prev to name it */
+  if (!front && atomic_compare_exchange_strong_explicit(&fault_state, &installed, 1, memory_order_acq_rel,
+                                                        memory_order_acquire)) {
+    front = fault_install() == 0;
+    atomic_store_explicit(&fault_state, 2, memory_order_release);
+  }
   errno = saved;
-  return ours;
+  return front;
 }
 
 _Static_assert(sizeof(sigset_t) <= sizeof(tsri_os_sigmask_t), "a signal mask fits tsri_os_sigmask_t");

@@ -121,7 +121,7 @@ int tsri_os_fault_catch(bool (*fn)(void *addr)) {
   return ok ? 0 : ENOMEM;
 }
 
-bool tsri_os_fault_ours(void) { return fault_state == 2; }
+bool tsri_os_fault_front(void) { return fault_state == 2; }
 
 int tsri_os_guard(void *addr, size_t size) { return tsri_os_decommit(addr, size); }
 /* Windows has no asynchronous signals to hold back. */
