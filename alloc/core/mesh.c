@@ -661,7 +661,9 @@ size_t tsri_heap_mesh(tsr_heap_t *h, tsri_mesh_by_t by) {
     tsr_page_t *pg = h->avail[c].first;
     for (pg = pg ? pg->next : NULL; pg != NULL && n < MESH_CANDIDATES; pg = pg->next) {
       uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
-      bool cold = all || used == pg->mesh_seen_used;
+      /* the reclaimer meshes heaps idle since its previous look: their
+       * pages are cold already */
+      bool cold = all || by == TSRI_MESH_IDLE || used == pg->mesh_seen_used;
       pg->mesh_seen_used = used;
       if (cold && 2 * used <= tsri_classes[c].capacity) cand[n++] = pg;   /* a phase's gap is free space */
     }
