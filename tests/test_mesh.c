@@ -383,6 +383,72 @@ static bool faults_at(volatile unsigned char *p) {
   return true;
 }
 
+/* Crash handlers as servers write them, installed after tessera's, which
+ * meshing then puts back in front: each must run once and the process
+ * end by the fault, as without tessera.  In a child, with a deadline. */
+static volatile sig_atomic_t *crash_reports;   /* shared with the parent */
+static struct sigaction crash_prev;
+
+/* One report, then back to the default action (SA_RESETHAND): the access
+ * faults again and the process ends. */
+static void crash_once(int sig) {
+  (void)sig;
+  ++*crash_reports;
+}
+
+/* A report, then on to the handler it replaced (tessera's), as handlers
+ * that chain do. */
+static void crash_chain(int sig, siginfo_t *info, void *ctx) {
+  ++*crash_reports;
+  if (crash_prev.sa_flags & SA_SIGINFO) crash_prev.sa_sigaction(sig, info, ctx);
+  else if (crash_prev.sa_handler != SIG_DFL && crash_prev.sa_handler != SIG_IGN) crash_prev.sa_handler(sig);
+  else signal(sig, SIG_DFL);
+}
+
+static void crash_child(bool chain) {
+  alarm(10);   /* a handler going round for ever dies of SIGALRM instead */
+  sparse_t s = make_sparse(64, 16, 9);
+  tsr_collect();   /* tessera's handler is in place */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sigemptyset(&sa.sa_mask);
+  if (chain) {
+    sa.sa_sigaction = crash_chain;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+  } else {
+    sa.sa_handler = crash_once;
+    sa.sa_flags = SA_NODEFER | SA_RESETHAND;
+  }
+  sigaction(SIGSEGV, &sa, &crash_prev);
+  sparse_t more = make_sparse(64, 16, 10);
+  tsr_collect();   /* meshing puts tessera's back in front */
+  if (figures().mesh_state != TSR_MESH_ON) _exit(3);
+  volatile unsigned char *guard = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  *guard = 1;
+  (void)s;
+  (void)more;
+  _exit(4);   /* not reached: the write cannot succeed */
+}
+
+static void crash_handler_runs_once(bool chain) {
+  crash_reports = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  cr_assert(crash_reports != MAP_FAILED);
+  *crash_reports = 0;
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) crash_child(chain);
+  int status = 0;
+  cr_assert_eq(waitpid(pid, &status, 0), pid);
+  cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV,
+            "the child did not end by SIGSEGV: %s %d (SIGALRM: its handler went round)",
+            WIFSIGNALED(status) ? "signal" : "exit", WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+  cr_assert_eq(*crash_reports, 1, "the program's crash handler ran %d times", (int)*crash_reports);
+  munmap((void *)crash_reports, 4096);
+}
+
+Test(mesh, a_crash_handler_with_resethand_runs_once_and_the_process_ends) { crash_handler_runs_once(false); }
+Test(mesh, a_crash_handler_that_chains_to_tesseras_ends_the_process) { crash_handler_runs_once(true); }
+
 Test(mesh, faults_not_meshings_reach_the_program_handler) {
   struct sigaction sa, prev;
   memset(&sa, 0, sizeof sa);
@@ -416,6 +482,10 @@ Test(mesh, faults_not_meshings_reach_the_program_handler) {
   cr_assert(faults_at(guard), "a write to a PROT_NONE page did not fault");
   cr_assert_eq(program_faults, 2, "the program's handler ran %d times", (int)program_faults);
   munmap(guard, 4096);
+  /* a NULL pointer's field (page 0) is the program's fault, never a
+   * writer for meshing to hold */
+  cr_assert(faults_at((volatile unsigned char *)16), "a write to address 16 did not fault");
+  cr_assert_eq(program_faults, 3, "the program's handler ran %d times", (int)program_faults);
   cr_assert_eq(damaged(&s), 0);
   cr_assert_eq(damaged(&more), 0);
   free_sparse(&more);

@@ -335,7 +335,7 @@ static void heap_maybe_purge(tsr_heap_t *h) {
         heap_trim(h);
       }
     }
-    if (tsri_mesh_due(h)) tsri_heap_mesh(h, TSRI_MESH_OWNER);
+    if (tsri_mesh_due(h)) tsri_heap_mesh(h, TSRI_MESH_OWNER, tsri_os_clock_ns() + TSRI_MESH_OWNER_NS);
   }
 }
 
@@ -630,7 +630,7 @@ void tsri_heap_collect(void) {
       heap_sync_cur(h, c);
     }
     if (tsri_option(TSRI_OPT_MESH) != 0)
-      while (tsri_heap_mesh(h, TSRI_MESH_ALL) != 0) {   /* all it can */
+      while (tsri_heap_mesh(h, TSRI_MESH_ALL, UINT64_MAX) != 0) {   /* all it can */
       }
     heap_leave(h);
   }
@@ -639,41 +639,64 @@ void tsri_heap_collect(void) {
 
 /* The reclaimer's look at one heap, parked: trim every page but the
  * current ones (heap.c: parking), and mesh them when due or when the
- * last pass left pages to look at. */
-static void heap_reclaim(tsr_heap_t *h) {
+ * last pass left pages to look at, while the round's meshing budget
+ * (round_end, ns) lasts; past it, the heap is left for the next round.
+ * True when its meshing has more to do. */
+static bool heap_reclaim(tsr_heap_t *h, uint64_t round_end) {
   for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
     tsr_page_t *pg = h->avail[c].first;
     for (pg = pg ? pg->next : NULL; pg != NULL; pg = pg->next) tsri_page_trim_idle(pg);
   }
   for (tsr_page_t *pg = h->full.first; pg != NULL; pg = pg->next) tsri_page_trim_idle(pg);
-  if (tsri_mesh_due(h) || h->mesh_more) tsri_heap_mesh(h, TSRI_MESH_IDLE);
+  if (!tsri_mesh_allowed() || !(h->mesh_more || tsri_mesh_due(h))) return false;
+  if (tsri_os_clock_ns() >= round_end) return h->mesh_more = true;
+  tsri_heap_mesh(h, TSRI_MESH_IDLE, round_end);
+  return h->mesh_more;
 }
+
+/* The reclaimer's look at h, if it is idle: parked, trimmed and meshed
+ * (heap_reclaim).  True when its meshing has more to do, or when the
+ * round's budget left it waiting. */
+static bool reclaim_one(tsr_heap_t *h, uint64_t round_end) {
+  uint32_t calls = atomic_load_explicit(&h->slow_calls, memory_order_relaxed);
+  if (calls != h->reclaim_seen) {   /* busy since the last look: its own trimming serves it */
+    h->reclaim_seen = calls;
+    return false;
+  }
+  int open = HEAP_OPEN;
+  if (!atomic_compare_exchange_strong_explicit(&h->park, &open, HEAP_PARKED, memory_order_acquire,
+                                               memory_order_relaxed))
+    return false;
+  tsri_lock(&heap_lock);   /* in_use is written under it, before the owner enters */
+  bool live = h->in_use;
+  tsri_unlock(&heap_lock);
+  bool more = live && heap_reclaim(h, round_end);
+  atomic_store_explicit(&h->park, HEAP_OPEN, memory_order_release);
+  return more;
+}
+
+/* The heap the reclaimer's next round starts at: the one after the heap
+ * that spent the last round's meshing budget, so that every heap gets its
+ * turn. */
+static tsr_heap_t *reclaim_from;
 
 bool tsri_heap_reclaim_idle(void) {
   tsri_lock(&heap_lock);
   tsr_heap_t *first = heap_all;
   tsri_unlock(&heap_lock);
   bool more = false;
+  uint64_t round_end = tsri_os_clock_ns() + TSRI_MESH_IDLE_NS;
   /* heaps are never freed, and a heap's next_all is set before heap_all
-   * names it: the list from first on can be followed without the lock */
-  for (tsr_heap_t *h = first; h != NULL; h = h->next_all) {
-    uint32_t calls = atomic_load_explicit(&h->slow_calls, memory_order_relaxed);
-    if (calls != h->reclaim_seen) {   /* busy since the last look: its own trimming serves it */
-      h->reclaim_seen = calls;
-      continue;
-    }
-    int open = HEAP_OPEN;
-    if (!atomic_compare_exchange_strong_explicit(&h->park, &open, HEAP_PARKED, memory_order_acquire,
-                                                 memory_order_relaxed))
-      continue;
-    tsri_lock(&heap_lock);   /* in_use is written under it, before the owner enters */
-    bool live = h->in_use;
-    tsri_unlock(&heap_lock);
-    if (live) {
-      heap_reclaim(h);
-      more |= h->mesh_more;
-    }
-    atomic_store_explicit(&h->park, HEAP_OPEN, memory_order_release);
+   * names it: the list can be followed without the lock, from
+   * reclaim_from to its end and on from the first heap back to it */
+  tsr_heap_t *from = reclaim_from != NULL ? reclaim_from : first, *h = from;
+  reclaim_from = NULL;
+  while (h != NULL) {
+    bool waits = reclaim_one(h, round_end);
+    more |= waits;
+    h = h->next_all != NULL ? h->next_all : first;
+    if (waits && reclaim_from == NULL && tsri_os_clock_ns() >= round_end) reclaim_from = h;
+    if (h == from) break;
   }
   abandoned_sweep(false);
   return more;

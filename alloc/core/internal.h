@@ -259,6 +259,16 @@ tsri_hidden void tsri_arena_fork_child(void);
 /* ---- pages (page.c) ------------------------------------------------------ */
 
 tsri_hidden void tsri_page_init(tsr_page_t *pg, size_t cls);
+/* The blocks of pg, to a reader other than its owner (under the arena
+ * lock, so that the span stays a span): its own capacity (one less than
+ * its class's at phase 1) once its owner has published it with xowner,
+ * its class's while the owner is still setting it up. */
+static inline uint32_t tsri_page_capacity_seen(const tsr_page_t *pg) {
+  uintptr_t x = atomic_load_explicit(&pg->xowner, memory_order_acquire);
+  return (x & ~TSR_PAGE_STATE_MASK) != 0 || (x & TSR_PAGE_STATE_MASK) == TSR_PAGE_ABANDONED
+             ? pg->capacity
+             : tsri_classes[pg->cls].capacity;
+}
 /* The address of pg's span: its first slot's, whatever pg's phase. */
 static inline uintptr_t tsri_page_base(const tsr_page_t *pg) {
   return (uintptr_t)pg->start & ~(uintptr_t)(TSR_SLOT_SIZE - 1);
@@ -399,17 +409,25 @@ tsri_hidden void tsri_reclaim_fork_child(bool locked);
 
 /* ---- meshing (mesh.c) ----------------------------------------------------- */
 
-/* Whether a meshing pass over a heap is due now (TESSERA_MESH on, the
- * OS able, TESSERA_MESH_MS since the heap's last pass). */
+/* Whether meshing may run at all (TESSERA_MESH on, no TESSERA_DEBUG=fill). */
+tsri_hidden bool tsri_mesh_allowed(void);
+/* Whether a meshing pass over a heap is due now (meshing allowed,
+ * TESSERA_MESH_MS since the heap's last pass). */
 tsri_hidden bool tsri_mesh_due(tsr_heap_t *h);
 /* A meshing pass over h (heap.c, mesh.c): meshes the OS pages of its
  * sparse pages that are not current, freezes the pages meshed and thaws
- * those meshed no more.  Who asks decides how long it may take: its
- * owner in an allocation slow path (4 ms), the reclaimer with h parked
- * (20 ms), or tsr_collect (as long as it takes, every sparse page, cold
- * or not).  Returns the bytes given back. */
+ * those meshed no more, until the clock reads `until` (ns).  Who asks
+ * decides how long it may take: its owner in an allocation slow path
+ * (TSRI_MESH_OWNER_NS), the reclaimer with h parked (TSRI_MESH_IDLE_NS at
+ * most, from a budget for all heaps), or tsr_collect (UINT64_MAX: as long
+ * as it takes, every sparse page, cold or not); and which pages count as
+ * cold: to the owner, those whose live count did not change since its
+ * last pass; to the reclaimer, all of an idle heap's.  Returns the bytes
+ * given back. */
 typedef enum tsri_mesh_by_e { TSRI_MESH_OWNER, TSRI_MESH_IDLE, TSRI_MESH_ALL } tsri_mesh_by_t;
-tsri_hidden size_t tsri_heap_mesh(tsr_heap_t *h, tsri_mesh_by_t by);
+#define TSRI_MESH_OWNER_NS ((uint64_t)4000000)
+#define TSRI_MESH_IDLE_NS ((uint64_t)10000000)
+tsri_hidden size_t tsri_heap_mesh(tsr_heap_t *h, tsri_mesh_by_t by, uint64_t until);
 /* Take pg's OS pages out of the shared file where pg has no live block
  * left (its owner, or whoever holds its page as the owner would).
  * Returns pg->meshed after: 0 when the page may be allocated from. */

@@ -118,7 +118,7 @@ static uint32_t vma_cap;              /* their cap, set before mesh_setup is REA
 static uint64_t file_bytes;
 static tsri_table_t mesh_table = TSRI_TABLE_INIT(mesh_entry_t, 1024);
 static mesh_open_t *open_list;        /* MESH_OPEN of them, for a pass */
-static tsr_page_t **cand;             /* MESH_CANDIDATES of them, for a pass */
+static tsr_page_t *cand[MESH_CANDIDATES];   /* a pass's pages */
 
 /* Figures, read by tsri_mesh_figures without the lock. */
 static _Atomic uint64_t fig_meshed, fig_saved, fig_meshes, fig_unmeshes, fig_passes, fig_ns, fig_pause_max;
@@ -176,7 +176,9 @@ static void unshare(uintptr_t va) {
 static bool mesh_fault(void *addr) {
   uintptr_t page = (uintptr_t)addr & ~(uintptr_t)(page_size - 1);
   uint64_t seq = atomic_load_explicit(&fence_seq, memory_order_acquire);
-  if (atomic_load_explicit(&fence_page, memory_order_acquire) == page) {
+  /* fence_page is 0 with no fence up: a fault in page 0 (a NULL pointer's
+   * field) is the program's, never a writer to wait */
+  if (page != 0 && atomic_load_explicit(&fence_page, memory_order_acquire) == page) {
     while (atomic_load_explicit(&fence_page, memory_order_acquire) == page) tsri_os_yield();
     return true;
   }
@@ -225,8 +227,7 @@ static bool mesh_ready(void) {
   rec_cap = vma_cap < MESH_MAX_RECORDS ? vma_cap : MESH_MAX_RECORDS;
   if (rec_cap == 0) return false;
   size_t rec_bytes = tsri_align_up((size_t)rec_cap * sizeof(mesh_rec_t), page_size);
-  size_t open_bytes = tsri_align_up(sizeof(mesh_open_t) * MESH_OPEN + sizeof(tsr_page_t *) * MESH_CANDIDATES,
-                                    page_size);
+  size_t open_bytes = tsri_align_up(sizeof(mesh_open_t) * MESH_OPEN, page_size);
   void *mem;
   if (tsri_os_share_open() != 0) return false;
   if (tsri_os_alloc(rec_bytes + open_bytes, page_size, &mem) != 0) {
@@ -245,7 +246,6 @@ static bool mesh_ready(void) {
   tsri_count(&tsri_counters.reserved, (int64_t)(rec_bytes + open_bytes));
   recs = mem;
   open_list = (mesh_open_t *)((uint8_t *)mem + rec_bytes);
-  cand = (tsr_page_t **)(open_list + MESH_OPEN);
   mesh_setup = MESH_READY;
   return true;
 }
@@ -340,6 +340,7 @@ static bool blocks_on(const tsr_page_t *pg, size_t k) {
  * a file page may be of different classes, offsets and phases (page.c).
  * False when no block there is live. */
 static bool live_mask(const tsr_page_t *pg, const uint64_t *bits, size_t k, uint64_t *live) {
+  memset(live, 0, MESH_MASK_WORDS * sizeof *live);   /* the words past a small OS page's too */
   return tsri_page_granules((uintptr_t)pg->start, pg->block_size, pg->capacity, bits,
                             tsri_page_base(pg) + k * page_size, page_size, live);
 }
@@ -496,11 +497,15 @@ uint32_t tsri_mesh_check(tsr_page_t *pg) {
  * A pass
  * ---------------------------------------------------------------------- */
 
-bool tsri_mesh_due(tsr_heap_t *h) {
-  if (tsri_option(TSRI_OPT_MESH) == 0) return false;
+bool tsri_mesh_allowed(void) {
   /* a meshed page shows its partner's bytes where its own free blocks
    * were: the freed pattern of TESSERA_DEBUG=fill would be lost */
-  if (atomic_load_explicit(&tsri_debug_checks, memory_order_relaxed) & TSRI_DEBUG_FILL) return false;
+  return tsri_option(TSRI_OPT_MESH) != 0 &&
+         !(atomic_load_explicit(&tsri_debug_checks, memory_order_relaxed) & TSRI_DEBUG_FILL);
+}
+
+bool tsri_mesh_due(tsr_heap_t *h) {
+  if (!tsri_mesh_allowed()) return false;
   uint64_t now = tsri_os_clock_ms();
   if (now < h->next_mesh_ms) return false;
   h->next_mesh_ms = now + (uint64_t)tsri_option(TSRI_OPT_MESH_MS);
@@ -642,17 +647,11 @@ static void heap_thaw(tsr_heap_t *h) {
   }
 }
 
-size_t tsri_heap_mesh(tsr_heap_t *h, tsri_mesh_by_t by) {
+size_t tsri_heap_mesh(tsr_heap_t *h, tsri_mesh_by_t by, uint64_t until) {
   heap_thaw(h);
-  static const uint64_t budget_ns[] = { [TSRI_MESH_OWNER] = 4000000, [TSRI_MESH_IDLE] = 20000000 };
   bool all = by == TSRI_MESH_ALL;
-  uint64_t until = all ? UINT64_MAX : tsri_os_clock_ns() + budget_ns[by];
   size_t made = 0, n = 0;
   tsri_lock(&mesh_lock);
-  if (!mesh_ready()) goto out;
-  bool ours = tsri_os_fault_front();
-  atomic_store_explicit(&mesh_paused, !ours, memory_order_relaxed);
-  if (!ours) goto out;
   /* each pass starts at another class, so that none waits for ever
    * behind classes with more candidates than a pass takes */
   size_t c0 = (size_t)atomic_load_explicit(&fig_passes, memory_order_relaxed) % TSR_CLASS_COUNT;
@@ -672,6 +671,12 @@ size_t tsri_heap_mesh(tsr_heap_t *h, tsri_mesh_by_t by) {
   if (sparse == 0) goto out;
   for (tsr_page_t *pg = h->full.first; pg != NULL && n < MESH_CANDIDATES; pg = pg->next)
     if (atomic_load_explicit(&pg->meshed, memory_order_relaxed) != 0) cand[n++] = pg;
+  /* the file, the records and the fault handler come with the first pass
+   * that has two pages to look at */
+  if (n < 2 || !mesh_ready()) goto out;
+  bool ours = tsri_os_fault_front();
+  atomic_store_explicit(&mesh_paused, !ours, memory_order_relaxed);
+  if (!ours) goto out;
   made = mesh_pages(cand, n, until);
   /* the pages meshed freeze; the others go to the back of the queue,
    * so that the next pass looks at pages this one did not reach */

@@ -19,20 +19,22 @@
  * has 32 MiB committed, so small short-lived programs never start it, and
  * again in a fork child a second old.
  *
- * Meshing.  A pass meshes an idle heap for at most 20 ms (mesh.c), all
- * its sparse pages counting as cold (the heap took no slow path for a
- * period); when it stopped with pages left and found pairs, the next
- * pass comes after RECLAIM_MESH_MORE_MS instead of TESSERA_RECLAIM_MS, so
- * that a process gone quiet after its peak gets its memory back within
- * about a second (four fifths of one core at most meanwhile, for as long
- * as pairs are found), and a heap nobody stops meshing is left alone
- * once a pass finds nothing.
+ * Meshing.  A round meshes the idle heaps, all their sparse pages
+ * counting as cold (they took no slow path for a period), for at most
+ * 10 ms in all (TSRI_MESH_IDLE_NS; heap.c: a round that runs out starts
+ * the next at the heap after the one that spent it).  While rounds find
+ * pairs and have more to look at, the next comes after
+ * RECLAIM_MESH_MORE_MS instead of TESSERA_RECLAIM_MS, so that a process
+ * gone quiet after its peak gets its memory back within about a second,
+ * at most two thirds of one core meanwhile, and an idle heap's owner
+ * waits at most 10 ms when it enters a slow path; once a round finds
+ * nothing, the period is the usual one.
  */
 #include "internal.h"
 
 #define RECLAIM_AFTER_MS 1000                  /* age at which the reclaimer starts */
 #define RECLAIM_AFTER_BYTES ((uint64_t)32 << 20)   /* or committed memory, whichever first */
-#define RECLAIM_MESH_MORE_MS 5                 /* the pause between passes while meshing has work */
+#define RECLAIM_MESH_MORE_MS 5                 /* the pause between rounds while meshing has work */
 
 _Atomic int tsri_reclaim_due;
 static _Atomic int reclaim_running;

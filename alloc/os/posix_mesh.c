@@ -150,8 +150,55 @@ size_t tsri_os_map_limit(void) {
  * ---------------------------------------------------------------------- */
 
 static bool (*_Atomic fault_fns[TSRI_OS_FAULT_FNS])(void *addr);
-static struct sigaction fault_prev;   /* the program's handler before ours */
+/* The program's handler before ours, in one of two places: tsri_os_fault_front
+ * fills the other one before it switches, so that a handler reading one
+ * while ours goes back in front never sees it half written. */
+static struct sigaction fault_prev[2];
+static _Atomic int fault_prev_at;
 static _Atomic int fault_state;       /* 0: not installed, 1: being installed, 2: installed */
+/* While this thread's handler runs the program's: its frame and the
+ * fault's siginfo.  The same fault reaching ours again deeper on the
+ * stack came from the program's own handler (one that passes on to the
+ * handler it replaced, which was ours), and gets the default action
+ * instead of going round for ever.  A handler that left by longjmp leaves
+ * them behind: a later fault has a siginfo of its own, or the same one at
+ * the same depth, never the same one deeper. */
+static __thread __attribute__((tls_model("initial-exec"))) uintptr_t fault_chain_frame;
+static __thread __attribute__((tls_model("initial-exec"))) const siginfo_t *fault_chain_info;
+
+static void fault_default(int sig) {
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  sigaction(sig, &dfl, NULL);
+}
+
+/* Run the program's handler as the kernel would have: with its mask
+ * blocked, and its SA_RESETHAND honoured. */
+static void fault_pass_on(int sig, siginfo_t *info, void *ctx) {
+  const struct sigaction *prev = &fault_prev[atomic_load_explicit(&fault_prev_at, memory_order_acquire)];
+  uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+  bool handler = (prev->sa_flags & SA_SIGINFO) || (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN);
+  if (!handler || (info == fault_chain_info && here < fault_chain_frame)) {
+    /* with the default action back in place, the access faults again as
+     * it would have without tessera */
+    fault_default(sig);
+    return;
+  }
+  if (prev->sa_flags & SA_RESETHAND) fault_default(sig);
+  sigset_t old;
+  pthread_sigmask(SIG_BLOCK, &prev->sa_mask, &old);
+  uintptr_t outer = fault_chain_frame;
+  const siginfo_t *outer_info = fault_chain_info;
+  fault_chain_frame = here;
+  fault_chain_info = info;
+  if (prev->sa_flags & SA_SIGINFO) prev->sa_sigaction(sig, info, ctx);
+  else prev->sa_handler(sig);
+  fault_chain_frame = outer;
+  fault_chain_info = outer_info;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
 
 static void fault_handler(int sig, siginfo_t *info, void *ctx) {
   int saved = errno;
@@ -167,32 +214,22 @@ static void fault_handler(int sig, siginfo_t *info, void *ctx) {
     }
   }
   errno = saved;
-  if (fault_prev.sa_flags & SA_SIGINFO) {
-    fault_prev.sa_sigaction(sig, info, ctx);
-  } else if (fault_prev.sa_handler != SIG_DFL && fault_prev.sa_handler != SIG_IGN) {
-    fault_prev.sa_handler(sig);
-  } else {
-    /* the default action: with it back in place, the access faults again
-     * as it would have without tessera */
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    sigemptyset(&dfl.sa_mask);
-    sigaction(sig, &dfl, NULL);
-  }
+  fault_pass_on(sig, info, ctx);
 }
 
-/* Put fault_handler in place, the handler it replaces into fault_prev
- * (left as it was when sigaction fails).  The caller holds fault_state
- * at 1.  0 or an errno value. */
+/* Put fault_handler in place, the handler it replaces into the free place
+ * of fault_prev, which then becomes the one in use (left as they were
+ * when sigaction fails).  The caller holds fault_state at 1.  0 or an
+ * errno value. */
 static int fault_install(void) {
-  struct sigaction sa, prev;
+  struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_sigaction = fault_handler;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK | SA_NODEFER;
-  if (sigaction(SIGSEGV, &sa, &prev) != 0) return errno;
-  fault_prev = prev;
+  int next = !atomic_load_explicit(&fault_prev_at, memory_order_relaxed);
+  if (sigaction(SIGSEGV, &sa, &fault_prev[next]) != 0) return errno;
+  atomic_store_explicit(&fault_prev_at, next, memory_order_release);
   return 0;
 }
 

@@ -25,7 +25,9 @@
  * MESH_PAGES sparse spans of the walk.  It is reckoned from the bitmaps
  * alone, whether or not meshing (mesh.c, TESSERA_MESH) has paired those
  * pages already: what pairing could save on this heap now, beside what
- * meshing does save (mesh_saved, from tsri_mesh_figures).
+ * meshing does save (mesh_saved, from tsri_mesh_figures).  A floor:
+ * meshing itself also puts OS pages of other classes and offsets, up to
+ * eight of them, on one physical page.
  */
 #include "report.h"
 

@@ -401,10 +401,9 @@ static size_t map_arena(tsr_arena_t *a, uint32_t number, tsr_map_entry_t *out) {
       e.state = TSR_SLOT_STATE_USED;
       e.slots = pg->span_slots;
       e.cls = pg->cls;
-      /* geometry from the class: the owner initialises the page's own
-       * fields outside the lock */
+      /* the owner initialises the page's own fields outside the lock */
       e.block_size = tsri_classes[pg->cls].block_size;
-      e.capacity = tsri_classes[pg->cls].capacity;
+      e.capacity = tsri_page_capacity_seen(pg);
       uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
       e.live = used < e.capacity ? used : e.capacity;
     } else if (pg->kind == TSR_SLOT_TAIL) {

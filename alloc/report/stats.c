@@ -27,7 +27,7 @@ static void pages_pass(class_acc_t acc[TSR_CLASS_COUNT]) {
       if (pg->kind != TSR_SLOT_HEAD) continue;
       class_acc_t *c = &acc[pg->cls];   /* cls is set under the lock */
       uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
-      uint32_t cap = tsri_classes[pg->cls].capacity;
+      uint32_t cap = tsri_page_capacity_seen(pg);
       if (used > cap) used = cap;   /* an owner between its two updates */
       /* `used` still counts the blocks other threads freed into the page
        * until its owner merges them: those are free */
