@@ -9,7 +9,11 @@
  * both bounds for every size.
  *
  * Span length: the fewest 64 KiB slots that hold at least 8 blocks (4 above
- * 16 KiB) with at most 1/16 of the span left over at its end.
+ * 16 KiB) with at most 1/16 of the span left over at its end; above 8 KiB,
+ * with at most 1/32 left over where a span of up to TSR_SPAN_MAX_SLOTS
+ * slots manages it (a span's unused end is reserved address space, which
+ * a 32-bit process or one under RLIMIT_AS runs out of: 40,960-byte blocks
+ * fill five slots exactly, where four held six with 1/16 left over).
  */
 #include "internal.h"
 
@@ -80,33 +84,33 @@ const tsri_class_t tsri_classes[TSR_CLASS_COUNT] = {
   {  8192,  1,    8},
   /* 9216 .. 16384: eighths of 8192 */
   {  9216,  2,   14},
-  { 10240,  2,   12},
-  { 11264,  2,   11},
-  { 12288,  2,   10},
-  { 13312,  3,   14},
+  { 10240,  3,   19},
+  { 11264,  3,   17},
+  { 12288,  3,   16},
+  { 13312,  5,   24},
   { 14336,  2,    9},
-  { 15360,  2,    8},
+  { 15360,  4,   17},
   { 16384,  2,    8},
   /* 18432 .. 32768: eighths of 16384 */
   { 18432,  2,    7},
-  { 20480,  2,    6},
-  { 22528,  4,   11},
-  { 24576,  2,    5},
-  { 26624,  3,    7},
+  { 20480,  5,   16},
+  { 22528,  6,   17},
+  { 24576,  3,    8},
+  { 26624,  5,   12},
   { 28672,  4,    9},
-  { 30720,  2,    4},
+  { 30720,  8,   17},
   { 32768,  2,    4},
   /* 36864 .. 65536: eighths of 32768 */
-  { 36864,  3,    5},
-  { 40960,  4,    6},
-  { 45056,  5,    7},
+  { 36864,  4,    7},
+  { 40960,  5,    8},
+  { 45056,  7,   10},
   { 49152,  3,    4},
   { 53248,  5,    6},
   { 57344,  7,    8},
   { 61440,  4,    4},
   { 65536,  4,    4},
   /* 73728 .. 131072: eighths of 65536 */
-  { 73728,  6,    5},
+  { 73728,  8,    7},
   { 81920,  5,    4},
   { 90112,  7,    5},
   { 98304,  6,    4},
