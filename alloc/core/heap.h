@@ -27,8 +27,15 @@ tsri_hidden void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls);
 /* The current page's scan word ran out: the next word of the page with a
  * free block, else the slow path.  Owner only. */
 tsri_hidden void *tsri_heap_alloc_next(tsr_heap_t *h, size_t cls);
-/* The calling thread's heap, made now if it has none; NULL without memory. */
+/* The calling thread's heap, made now if it has none; NULL without memory.
+ * A thread whose heap was handed over at its exit gets a heap lent for one
+ * allocation: whoever calls tsri_heap_get calls tsri_heap_done once that
+ * allocation is made (and recorded). */
 tsri_hidden tsr_heap_t *tsri_heap_get(void);
+tsri_hidden void tsri_heap_give_back(tsr_heap_t *h);
+static inline void tsri_heap_done(tsr_heap_t *h) {
+  if (tsr_unlikely(h != tsri_tl_heap)) tsri_heap_give_back(h);
+}
 /* Call fn for every heap ever made (in use or pooled), heap lock held:
  * fn must not allocate. */
 tsri_hidden void tsri_heap_foreach(void (*fn)(tsr_heap_t *h, void *arg), void *arg);

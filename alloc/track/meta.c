@@ -518,16 +518,10 @@ static inline __attribute__((always_inline)) void record_full(void *p, tsr_page_
  * blocks, sampling, and under full tracking an empty scan word, a new
  * block of record numbers or clock reading, a stack to walk, a context to
  * find, a long record, or more waste than a compact record holds.  The
- * stack it records is walked from its own frame. */
-tsr_noinline void *tsri_hook_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller) {
-  void *fp = __builtin_frame_address(0);
-  tsri_init();   /* the first allocation of the process reads the level here */
+ * stack it records is walked from tsri_hook_alloc's frame, fp. */
+static inline __attribute__((always_inline)) void *hook_alloc(tsr_heap_t *h, size_t size, size_t cls, size_t align,
+                                                                bool zero, void *caller, void *fp) {
   int level = atomic_load_explicit(&tsri_track_level, memory_order_relaxed);
-  tsr_heap_t *h = tsri_heap_get();
-  if (h == NULL) {
-    errno = ENOMEM;
-    return NULL;
-  }
   if (tsr_unlikely(atomic_load_explicit(&tsri_debug_checks, memory_order_relaxed) != 0))
     return tsri_debug_alloc(h, size, cls, align, zero, caller, fp);
   size_t idx = 0;
@@ -573,6 +567,19 @@ tsr_noinline void *tsri_hook_alloc(size_t size, size_t cls, size_t align, bool z
   if (left < 0 || level != TSR_TRACK_SAMPLE || tsri_option(TSRI_OPT_GUARD_SAMPLE) == 1)
     left = countdown_for(level, h);
   atomic_store_explicit(&h->sample_left, left, memory_order_relaxed);
+  return p;
+}
+
+tsr_noinline void *tsri_hook_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller) {
+  void *fp = __builtin_frame_address(0);
+  tsri_init();   /* the first allocation of the process reads the level here */
+  tsr_heap_t *h = tsri_heap_get();
+  if (h == NULL) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  void *p = hook_alloc(h, size, cls, align, zero, caller, fp);
+  tsri_heap_done(h);   /* a heap lent to a thread past its exit goes back */
   return p;
 }
 
