@@ -183,16 +183,9 @@ static tsr_heap_t *heap_acquire(void) {
   return h;
 }
 
-/* Set once this thread's heap was handed over at its exit
- * (heap_thread_exit).  A destructor that runs after tessera's in the last
- * round of thread-specific-data destructors, or one whose key was made
- * after tessera's, may still allocate, and no round is left to hand a new
- * heap over: its pages would stay owned by a heap nobody runs, and every
- * block freed into them lost for good (200 threads that allocated in the
- * last round kept 69 MiB committed, test_exit_alloc).  So such a thread
- * never has a heap of its own again: each of its allocations is served
- * by a heap lent for that allocation alone and handed over at once
- * (tsri_heap_done); its frees find their pages abandoned. */
+/* Set once this thread's heap was handed over at its exit: destructors
+ * that run after tessera's may allocate, each time from a heap lent for
+ * that allocation alone (tsri_heap_done; design.md: Threads). */
 static TSRI_TLS bool tl_exited;
 
 static tsr_heap_t *heap_thread_start(void) {
@@ -720,10 +713,28 @@ static size_t heap_check_queue(const tsr_queue_t *q, uintptr_t owner, int cls, b
   return bad;
 }
 
+/* A QUEUED page of h's full queue comes back only through the notify
+ * stack: one not on it waits for good, its free blocks never reused.  A
+ * pusher that set QUEUED has pushed once pushers reads 0.  Owner only. */
+static size_t heap_check_notices(const tsr_heap_t *h) {
+  size_t bad = 0;
+  for (const tsr_page_t *pg = h->full.first; pg != NULL; pg = pg->next) {
+    if (atomic_load_explicit(&pg->xowner, memory_order_seq_cst) != ((uintptr_t)h | TSR_PAGE_QUEUED)) continue;
+    while (atomic_load_explicit(&h->pushers, memory_order_seq_cst) != 0) tsri_os_yield();
+    const tsr_page_t *n = atomic_load_explicit(&h->notify, memory_order_seq_cst);
+    for (size_t k = 0; n != NULL && n != pg && k < ((size_t)1 << 24); k++) n = n->notify_next;
+    if (n == pg) continue;
+    tsri_warning("check: page %p waits for a notice that is on no notify stack", (void *)pg->start);
+    bad++;
+  }
+  return bad;
+}
+
 size_t tsri_heap_check(void) {
   size_t bad = 0;
   tsr_heap_t *h = tsri_tl_heap;
   if (h != &tsri_heap_none) {
+    bad += heap_check_notices(h);
     for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
       bad += heap_check_queue(&h->avail[c], (uintptr_t)h, (int)c, false);
       if (h->cur[c] != (h->avail[c].first ? h->avail[c].first : &page_empty_desc)) {
