@@ -28,7 +28,11 @@ static void soak(const char *helper, const char *mesh) {
   char mesh_env[32];
   snprintf(mesh_env, sizeof mesh_env, "TESSERA_MESH=%s", mesh);
   char *argv[] = { (char *)helper, NULL };
-  char *env[] = { report, mesh_env, "TESSERA_REPORT_SIGNAL=usr1", NULL };
+  /* the fork children's first allocation starts tessera's threads again
+   * (the reclaimer, the report thread), which ThreadSanitizer refuses
+   * after a fork with threads unless told */
+  char *env[] = { report, mesh_env, "TESSERA_REPORT_SIGNAL=usr1",
+                  "TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:die_after_fork=0", NULL };
   tsr_child_t child;
   /* its figures go to this program's output (ctest -V shows them) */
   cr_assert(tsr_test_run_exec(argv, env, -1, &child), "cannot start %s", helper);
