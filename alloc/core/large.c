@@ -351,12 +351,12 @@ void *tsri_large_realloc(void *p, size_t size) {
       tsri_count(&tsri_counters.reserved, (int64_t)need - (int64_t)e.mapped);
       return p;
     }
-    tsri_lock(&large_lock);   /* cannot (Windows): the record as it was; the caller owns p */
-    found = large_find(p);
-    found->mapped = e.mapped;
-    found->usable = e.usable;
-    large_live_bytes = large_live_bytes - need + e.usable;
-    large_mapped_bytes = large_mapped_bytes - need + e.mapped;
+    tsri_lock(&large_lock);   /* cannot (Windows): the record as it was, unless p was freed meanwhile */
+    if ((found = large_find(p)) != NULL) {
+      *found = e;
+      large_live_bytes = large_live_bytes - need + e.usable;
+      large_mapped_bytes = large_mapped_bytes - need + e.mapped;
+    }
     tsri_unlock(&large_lock);
     return NULL;
   }
