@@ -85,8 +85,10 @@ TSR_API int tsr_defrag_hint(const void *ptr);
  * cached large block without waiting for TESSERA_PURGE_DELAY_MS. */
 TSR_API void tsr_collect(void);
 
-/* Walk every arena, page and block record; on an inconsistency print what
- * is wrong and return the number of problems found (0: heap is sound). */
+/* Walk every arena, the calling thread's pages, the pages of exited
+ * threads and every block record (other live threads' pages are checked
+ * by their own calls); on an inconsistency print what is wrong and return
+ * the number of problems found (0: heap is sound). */
 TSR_API size_t tsr_check(void);
 
 /* ------------------------------------------------------------------------

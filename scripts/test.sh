@@ -16,8 +16,9 @@
 #            of them with meshing on
 #   release  gcc, Release: the library, bench/ and the suite compile with -Werror,
 #            the suite passes, with meshing off (the default) and on
-#            (a pass every millisecond), and the demo gives the same checksum under
-#            tessera as under the system heap
+#            (a pass every millisecond), its soak (test_soak) for
+#            TSR_TEST_SOAK_SECONDS=120 in the first run (15 s elsewhere), and the
+#            demo gives the same checksum under tessera as under the system heap
 #   windows  mingw-w64 cross builds (docs/windows.md): x86_64, Debug, and i686,
 #            RelWithDebInfo, both -Werror, each with its tests run under wine
 #            (wine64 and wine32: headless, a wine prefix of each build tree's own,
@@ -27,7 +28,8 @@
 # Build trees: build/debug build/tsan build/ubsan build/asan build/fuzz build/release
 # build/win64 build/win32
 # (kept, so a second run only rebuilds what changed).
-# Environment: TSR_TEST_THREADS / TSR_TEST_SECONDS, if set, go to every stage;
+# Environment: TSR_TEST_THREADS / TSR_TEST_SECONDS / TSR_TEST_SOAK_SECONDS, if
+# set, go to every stage;
 # otherwise the stress tests use their own defaults, and under TSan 4 threads
 # for 1 second.  JOBS (default 2) sets build and ctest parallelism.
 set -euo pipefail
@@ -152,7 +154,7 @@ stage_release() {
   configure_build build/release gcc g++ -DCMAKE_BUILD_TYPE=Release -DTSR_BUILD_TESTS=ON -DTSR_BUILD_BENCH=ON
   # the suite as the library ships: GCC's optimised paths (full tracking's
   # record path needs the tail jump only optimisation makes)
-  run_ctest build/release "$no_tests"
+  TSR_TEST_SOAK_SECONDS=${TSR_TEST_SOAK_SECONDS:-120} run_ctest build/release "$no_tests"
   # and again with meshing on: every test's blocks may then sit on shared
   # pages (issue 16: the suites green under meshing)
   echo "---- the suite again with TESSERA_MESH=on TESSERA_MESH_MS=1 ----"

@@ -183,10 +183,15 @@ static tsr_heap_t *heap_acquire(void) {
   return h;
 }
 
+/* Set once this thread's heap was handed over at its exit: destructors
+ * that run after tessera's may allocate, each time from a heap lent for
+ * that allocation alone (tsri_heap_done; design.md: Threads). */
+static TSRI_TLS bool tl_exited;
+
 static tsr_heap_t *heap_thread_start(void) {
   tsri_init();
   tsr_heap_t *h = heap_acquire();
-  if (h == NULL) return NULL;
+  if (h == NULL || tl_exited) return h;   /* lent: never the thread's tsri_tl_heap */
   tsri_tl_heap = h;
   tsri_os_thread_set(h);
   return h;
@@ -380,7 +385,9 @@ void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls) {
   if (h == &tsri_heap_none) {
     h = heap_thread_start();
     if (h == NULL) { errno = ENOMEM; return NULL; }
-    return tsri_heap_alloc(h, cls);
+    void *p = tsri_heap_alloc(h, cls);
+    tsri_heap_done(h);
+    return p;
   }
   /* what may start a thread (which allocates) runs outside the park */
   if (tsr_unlikely(atomic_load_explicit(&tsri_fork_child_pending, memory_order_relaxed)))
@@ -576,9 +583,12 @@ static void heap_thread_exit(void *value) {
   tsr_heap_t *h = value;
   if (h == NULL || h == &tsri_heap_none) return;
   tsri_tl_heap = &tsri_heap_none;
+  tl_exited = true;
   heap_abandon(h, false);
   tsri_arena_purge(false);
 }
+
+void tsri_heap_give_back(tsr_heap_t *h) { heap_abandon(h, false); }
 
 /* ------------------------------------------------------------------------
  * Collection, checks, fork
@@ -637,27 +647,7 @@ void tsri_heap_collect(void) {
   abandoned_sweep(true);
 }
 
-/* The reclaimer's look at one heap, parked: trim every page but the
- * current ones (heap.c: parking), and mesh them when due or when the
- * last pass left pages to look at, while the round's meshing budget
- * (round_end, ns) lasts; past it, the heap is left for the next round.
- * True when its meshing has more to do. */
-static bool heap_reclaim(tsr_heap_t *h, uint64_t round_end) {
-  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
-    tsr_page_t *pg = h->avail[c].first;
-    for (pg = pg ? pg->next : NULL; pg != NULL; pg = pg->next) tsri_page_trim_idle(pg);
-  }
-  for (tsr_page_t *pg = h->full.first; pg != NULL; pg = pg->next) tsri_page_trim_idle(pg);
-  if (!tsri_mesh_allowed() || !(h->mesh_more || tsri_mesh_due(h))) return false;
-  if (tsri_os_clock_ns() >= round_end) return h->mesh_more = true;
-  tsri_heap_mesh(h, TSRI_MESH_IDLE, round_end);
-  return h->mesh_more;
-}
-
-/* The reclaimer's look at h, if it is idle: parked, trimmed and meshed
- * (heap_reclaim).  True when its meshing has more to do, or when the
- * round's budget left it waiting. */
-static bool reclaim_one(tsr_heap_t *h, uint64_t round_end) {
+bool tsri_heap_park_idle(tsr_heap_t *h) {
   uint32_t calls = atomic_load_explicit(&h->slow_calls, memory_order_relaxed);
   if (calls != h->reclaim_seen) {   /* busy since the last look: its own trimming serves it */
     h->reclaim_seen = calls;
@@ -670,37 +660,28 @@ static bool reclaim_one(tsr_heap_t *h, uint64_t round_end) {
   tsri_lock(&heap_lock);   /* in_use is written under it, before the owner enters */
   bool live = h->in_use;
   tsri_unlock(&heap_lock);
-  bool more = live && heap_reclaim(h, round_end);
-  atomic_store_explicit(&h->park, HEAP_OPEN, memory_order_release);
-  return more;
+  if (!live) {
+    heap_leave(h);
+    return false;
+  }
+  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
+    tsr_page_t *pg = h->avail[c].first;
+    for (pg = pg ? pg->next : NULL; pg != NULL; pg = pg->next) tsri_page_trim_idle(pg);
+  }
+  for (tsr_page_t *pg = h->full.first; pg != NULL; pg = pg->next) tsri_page_trim_idle(pg);
+  return true;
 }
 
-/* The heap the reclaimer's next round starts at: the one after the heap
- * that spent the last round's meshing budget, so that every heap gets its
- * turn. */
-static tsr_heap_t *reclaim_from;
+void tsri_heap_unpark(tsr_heap_t *h) { heap_leave(h); }
 
-bool tsri_heap_reclaim_idle(void) {
+tsr_heap_t *tsri_heap_all(void) {
   tsri_lock(&heap_lock);
   tsr_heap_t *first = heap_all;
   tsri_unlock(&heap_lock);
-  bool more = false;
-  uint64_t round_end = tsri_os_clock_ns() + TSRI_MESH_IDLE_NS;
-  /* heaps are never freed, and a heap's next_all is set before heap_all
-   * names it: the list can be followed without the lock, from
-   * reclaim_from to its end and on from the first heap back to it */
-  tsr_heap_t *from = reclaim_from != NULL ? reclaim_from : first, *h = from;
-  reclaim_from = NULL;
-  while (h != NULL) {
-    bool waits = reclaim_one(h, round_end);
-    more |= waits;
-    h = h->next_all != NULL ? h->next_all : first;
-    if (waits && reclaim_from == NULL && tsri_os_clock_ns() >= round_end) reclaim_from = h;
-    if (h == from) break;
-  }
-  abandoned_sweep(false);
-  return more;
+  return first;
 }
+
+void tsri_heap_sweep_abandoned(void) { abandoned_sweep(false); }
 
 /* Check one queue of h: every page in it has the right owner, state and
  * class, and sound bitmaps. */
@@ -727,11 +708,29 @@ static size_t heap_check_queue(const tsr_queue_t *q, uintptr_t owner, int cls, b
   return bad;
 }
 
+/* A QUEUED page of h's full queue comes back only through the notify
+ * stack: one not on it waits for good, its free blocks never reused.  A
+ * pusher that set QUEUED has pushed once pushers reads 0.  Owner only. */
+static size_t heap_check_notices(const tsr_heap_t *h) {
+  size_t bad = 0;
+  for (const tsr_page_t *pg = h->full.first; pg != NULL; pg = pg->next) {
+    if (atomic_load_explicit(&pg->xowner, memory_order_seq_cst) != ((uintptr_t)h | TSR_PAGE_QUEUED)) continue;
+    while (atomic_load_explicit(&h->pushers, memory_order_seq_cst) != 0) tsri_os_yield();
+    const tsr_page_t *n = atomic_load_explicit(&h->notify, memory_order_seq_cst);
+    for (size_t k = 0; n != NULL && n != pg && k < ((size_t)1 << 24); k++) n = n->notify_next;
+    if (n == pg) continue;
+    tsri_warning("check: page %p waits for a notice that is on no notify stack", (void *)pg->start);
+    bad++;
+  }
+  return bad;
+}
+
 size_t tsri_heap_check(void) {
   size_t bad = 0;
   tsr_heap_t *h = tsri_tl_heap;
   if (h != &tsri_heap_none) {
     heap_enter(h);   /* the reclaimer may be moving its pages (trimming, meshing): wait for it */
+    bad += heap_check_notices(h);
     for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
       bad += heap_check_queue(&h->avail[c], (uintptr_t)h, (int)c, false);
       if (h->cur[c] != (h->avail[c].first ? h->avail[c].first : &page_empty_desc)) {

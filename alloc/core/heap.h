@@ -27,17 +27,33 @@ tsri_hidden void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls);
 /* The current page's scan word ran out: the next word of the page with a
  * free block, else the slow path.  Owner only. */
 tsri_hidden void *tsri_heap_alloc_next(tsr_heap_t *h, size_t cls);
-/* The calling thread's heap, made now if it has none; NULL without memory. */
+/* The calling thread's heap, made now if it has none; NULL without memory.
+ * A thread whose heap was handed over at its exit gets a heap lent for one
+ * allocation: whoever calls tsri_heap_get calls tsri_heap_done once that
+ * allocation is made (and recorded). */
 tsri_hidden tsr_heap_t *tsri_heap_get(void);
+tsri_hidden void tsri_heap_give_back(tsr_heap_t *h);
+static inline void tsri_heap_done(tsr_heap_t *h) {
+  if (tsr_unlikely(h != tsri_tl_heap)) tsri_heap_give_back(h);
+}
 /* Call fn for every heap ever made (in use or pooled), heap lock held:
  * fn must not allocate. */
 tsri_hidden void tsri_heap_foreach(void (*fn)(tsr_heap_t *h, void *arg), void *arg);
 tsri_hidden void tsri_heap_free_slow(tsr_heap_t *h, tsr_page_t *pg);
-/* The reclaimer's pass over the heaps (reclaim.c): trim (and mesh) the
- * pages, other than the current ones, of every heap that took no
- * allocation slow path since the pass before, and sweep the abandoned
- * pages.  True when meshing stopped with pages left to look at. */
-tsri_hidden bool tsri_heap_reclaim_idle(void);
+/* The reclaimer's look at h (reclaim.c): when h took no allocation slow
+ * path since the reclaimer's last look and its owner is in none now,
+ * park it (its owner waits at its next slow path until tsri_heap_unpark),
+ * trim every page but the current ones (the blocks other threads freed
+ * into them count as free) and return true; false, doing nothing,
+ * otherwise. */
+tsri_hidden bool tsri_heap_park_idle(tsr_heap_t *h);
+tsri_hidden void tsri_heap_unpark(tsr_heap_t *h);
+/* The first of every heap ever made, in use or pooled: heaps are never
+ * freed, and a heap's next_all is set before the list names it, so the
+ * list can be followed from here without a lock. */
+tsri_hidden tsr_heap_t *tsri_heap_all(void);
+/* Merge, give back or trim the pages of exited threads (the reclaimer). */
+tsri_hidden void tsri_heap_sweep_abandoned(void);
 /* Make pg, a page of h's avail queue (its state AVAIL, its owner h), the
  * page h's next block of its class comes from.  Owner only. */
 tsri_hidden void tsri_heap_prefer(tsr_heap_t *h, tsr_page_t *pg);

@@ -298,7 +298,7 @@ tsri_hidden size_t tsri_page_check(const tsr_page_t *pg);
  * trim (always when force).  Caller: the owner, for a page it does not
  * allocate from right now.  Returns the bytes given back. */
 tsri_hidden size_t tsri_page_trim(tsr_page_t *pg, bool force);
-/* tsri_page_trim for the reclaimer (heap.c: tsri_heap_reclaim_idle), for a
+/* tsri_page_trim for the reclaimer (reclaim.c, through heap.c: tsri_heap_park_idle), for a
  * page of a parked heap that is not its current one: the blocks other
  * threads freed count as free too, and the page is trimmed whenever more
  * of its blocks are free than at its last trim.  Returns the bytes given
@@ -361,6 +361,8 @@ tsri_hidden void tsri_large_stats(uint64_t *live_bytes, uint64_t *live_blocks,
 /* Large blocks with a record (tracking counts them); nonzero: large frees
  * must call tsri_hook_free_large. */
 tsri_hidden extern _Atomic size_t tsri_large_tracked;
+/* Reallocs of tracked large blocks between the move and its record's (api.c). */
+tsri_hidden extern _Atomic size_t tsri_large_moving;
 tsri_hidden void tsri_large_fork_prepare(void);
 tsri_hidden void tsri_large_fork_parent(void);
 tsri_hidden void tsri_large_fork_child(void);

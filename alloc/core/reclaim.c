@@ -41,6 +41,45 @@ static _Atomic int reclaim_running;
 static _Atomic uint64_t reclaim_born_ms;   /* when this process began: start, or its fork */
 static tsri_lock_t reclaim_lock;   /* held for a pass; fork waits for it */
 
+/* Mesh h, parked, when due or when its last pass left pages to look at,
+ * while the round's budget (round_end, ns) lasts; past it, h waits for
+ * the next round.  True when its meshing has more to do. */
+static bool reclaim_mesh(tsr_heap_t *h, uint64_t round_end) {
+  if (!tsri_mesh_allowed() || !(h->mesh_more || tsri_mesh_due(h))) return false;
+  if (tsri_os_clock_ns() >= round_end) return h->mesh_more = true;
+  tsri_heap_mesh(h, TSRI_MESH_IDLE, round_end);
+  return h->mesh_more;
+}
+
+/* The heap a round starts at: the one after the heap that spent the last
+ * round's meshing budget, so that every heap gets its turn. */
+static tsr_heap_t *reclaim_from;
+
+/* One round over the heaps: each idle one parked, trimmed and meshed
+ * (heap.c: tsri_heap_park_idle), then the abandoned pages swept.  True
+ * when meshing has more to do. */
+static bool reclaim_heaps(void) {
+  tsr_heap_t *first = tsri_heap_all();
+  bool more = false;
+  uint64_t round_end = tsri_os_clock_ns() + TSRI_MESH_IDLE_NS;
+  /* from reclaim_from to the list's end, and on from its first back to it */
+  tsr_heap_t *from = reclaim_from != NULL ? reclaim_from : first, *h = from;
+  reclaim_from = NULL;
+  while (h != NULL) {
+    bool waits = false;
+    if (tsri_heap_park_idle(h)) {
+      waits = reclaim_mesh(h, round_end);
+      tsri_heap_unpark(h);
+    }
+    more |= waits;
+    h = h->next_all != NULL ? h->next_all : first;
+    if (waits && reclaim_from == NULL && tsri_os_clock_ns() >= round_end) reclaim_from = h;
+    if (h == from) break;
+  }
+  tsri_heap_sweep_abandoned();
+  return more;
+}
+
 static void reclaim_main(void *arg) {
   (void)arg;
   bool more = false;
@@ -52,7 +91,7 @@ static void reclaim_main(void *arg) {
     tsri_lock(&reclaim_lock);
     tsri_arena_purge(false);
     tsri_large_purge(false);
-    more = tsri_heap_reclaim_idle();
+    more = reclaim_heaps();
     tsri_unlock(&reclaim_lock);
   }
 }

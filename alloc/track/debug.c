@@ -350,6 +350,7 @@ bool tsri_hook_debug_realloc(void *p, size_t size, void *caller, void **out) {
     }
     void *q = tsri_debug_alloc(h, size, size <= TSR_SMALL_MAX ? tsri_size_class(size) : TSR_CLASS_COUNT, 0,
                                false, caller, __builtin_frame_address(0));
+    tsri_heap_done(h);
     if (q == NULL) return true;   /* p stays valid, as C requires */
     memcpy(q, p, size < e.requested ? size : e.requested);
     *out = q;

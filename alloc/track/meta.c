@@ -518,16 +518,10 @@ static inline __attribute__((always_inline)) void record_full(void *p, tsr_page_
  * blocks, sampling, and under full tracking an empty scan word, a new
  * block of record numbers or clock reading, a stack to walk, a context to
  * find, a long record, or more waste than a compact record holds.  The
- * stack it records is walked from its own frame. */
-tsr_noinline void *tsri_hook_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller) {
-  void *fp = __builtin_frame_address(0);
-  tsri_init();   /* the first allocation of the process reads the level here */
+ * stack it records is walked from tsri_hook_alloc's frame, fp. */
+static inline __attribute__((always_inline)) void *hook_alloc(tsr_heap_t *h, size_t size, size_t cls, size_t align,
+                                                                bool zero, void *caller, void *fp) {
   int level = atomic_load_explicit(&tsri_track_level, memory_order_relaxed);
-  tsr_heap_t *h = tsri_heap_get();
-  if (h == NULL) {
-    errno = ENOMEM;
-    return NULL;
-  }
   if (tsr_unlikely(atomic_load_explicit(&tsri_debug_checks, memory_order_relaxed) != 0))
     return tsri_debug_alloc(h, size, cls, align, zero, caller, fp);
   size_t idx = 0;
@@ -573,6 +567,16 @@ tsr_noinline void *tsri_hook_alloc(size_t size, size_t cls, size_t align, bool z
   if (left < 0 || level != TSR_TRACK_SAMPLE || tsri_option(TSRI_OPT_GUARD_SAMPLE) == 1)
     left = countdown_for(level, h);
   atomic_store_explicit(&h->sample_left, left, memory_order_relaxed);
+  return p;
+}
+
+tsr_noinline void *tsri_hook_alloc(size_t size, size_t cls, size_t align, bool zero, void *caller) {
+  void *fp = __builtin_frame_address(0);
+  tsri_init();   /* the first allocation of the process reads the level here */
+  tsr_heap_t *h = tsri_heap_get();
+  if (h == NULL) { errno = ENOMEM; return NULL; }
+  void *p = hook_alloc(h, size, cls, align, zero, caller, fp);
+  tsri_heap_done(h);   /* a heap lent to a thread past its exit goes back */
   return p;
 }
 
@@ -724,7 +728,8 @@ void tsri_hook_resized(const void *from, const void *to, size_t requested) {
  * ---------------------------------------------------------------------- */
 
 /* Every record must belong to a live block it fits, name a known stack,
- * and be counted where the free path will look for it. */
+ * and be counted where the free path will look for it; no large record
+ * is judged while a realloc moves one (tsri_large_moving, api.c). */
 size_t tsri_meta_check(void) {
   size_t bad = 0;
   uint32_t stacks = tsri_stack_count();
@@ -734,8 +739,9 @@ size_t tsri_meta_check(void) {
     tsr_page_t *pg = tsri_page_of((void *)e->ptr);
     long idx = pg ? tsri_block_index(pg, (void *)e->ptr) : -1;
     bool live = pg ? idx >= 0 && !tsri_block_is_free(pg, (size_t)idx) : tsri_large_usable((void *)e->ptr) != 0;
-    if (!live || e->requested > e->usable || (e->rec.stack & ~TSRI_REC_EXPECTED) > stacks ||
-        (pg != NULL && (atomic_load_explicit(&pg->tracked, memory_order_relaxed) & TSRI_TRACKED_COUNT) == 0)) {
+    if ((!live || e->requested > e->usable || (e->rec.stack & ~TSRI_REC_EXPECTED) > stacks ||
+         (pg != NULL && (atomic_load_explicit(&pg->tracked, memory_order_relaxed) & TSRI_TRACKED_COUNT) == 0)) &&
+        (pg != NULL || atomic_load_explicit(&tsri_large_moving, memory_order_seq_cst) == 0)) {
       tsri_warning("check: record of %p (requested %zu, stack %zu) does not match a live block",
                    (void *)e->ptr, (size_t)e->requested, (size_t)(e->rec.stack & ~TSRI_REC_EXPECTED));
       bad++;
