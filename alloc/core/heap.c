@@ -183,12 +183,19 @@ static tsr_heap_t *heap_acquire(void) {
   return h;
 }
 
+static void heap_thread_exit(void *value);
+
 static tsr_heap_t *heap_thread_start(void) {
   tsri_init();
   tsr_heap_t *h = heap_acquire();
   if (h == NULL) return NULL;
   tsri_tl_heap = h;
-  tsri_os_thread_set(h);
+  /* without the exit callback the heap would stay taken for good after
+   * the thread ends: hand it back now, and the allocation fails */
+  if (tsri_os_thread_set(h) != 0) {
+    heap_thread_exit(h);
+    return NULL;
+  }
   return h;
 }
 
@@ -748,7 +755,9 @@ void tsri_heap_fork_child(void) {
   }
   tsr_heap_t *h = tsri_tl_heap;
   if (h == &tsri_heap_none) return;
-  tsri_os_thread_set(h);
+  /* the child's key holds the parent's value already: only a refusal to
+   * store the same again, which leaves it as it was */
+  (void)tsri_os_thread_set(h);
   /* A thread that was freeing into one of our full pages may have been
    * stopped between its CAS to QUEUED and its push: take what was pushed,
    * then bring back every page still QUEUED, on the stack or not. */
