@@ -164,6 +164,22 @@ static void unshare(uintptr_t va) {
   if (tsri_os_private_map((void *)va, page_size) == 0) memcpy((void *)va, unshare_buf, page_size);
 }
 
+/* The page at va, made read-only by a meshing step that then failed,
+ * takes writes again: through mprotect, or else through private memory
+ * with its contents (unshare); when the OS refuses both, the page's
+ * blocks cannot be written, and the process stops here, saying why,
+ * rather than at the program's next write.  Lock held. */
+static void writable_again(uintptr_t va) {
+  if (tsri_os_protect((void *)va, page_size, true) == 0) return;
+  memcpy(unshare_buf, (const void *)va, page_size);
+  if (tsri_os_private_map((void *)va, page_size) == 0) {
+    memcpy((void *)va, unshare_buf, page_size);
+    return;
+  }
+  tsri_warning("meshing: the OS refused to make page %p writable again; stopping", (void *)va);
+  tsri_os_abort();
+}
+
 static bool mesh_fault(void *addr) {
   uintptr_t page = (uintptr_t)addr & ~(uintptr_t)(page_size - 1);
   uint64_t seq = atomic_load_explicit(&fence_seq, memory_order_acquire);
@@ -377,7 +393,7 @@ static uint32_t mesh_single(tsr_page_t *pg, size_t k) {
   copy_begin();
   if (ok && (tsri_os_share_write(off, (const void *)a, page_size) != 0 ||
              tsri_os_share_map((void *)a, page_size, off) != 0)) {
-    tsri_os_protect((void *)a, page_size, true);
+    writable_again(a);
     ok = false;
   }
   copy_end();
@@ -422,7 +438,7 @@ static bool mesh_join(uint32_t r, tsr_page_t *py, size_t k, const uint64_t *yliv
       memcpy((void *)(a + (lo - base)), (const void *)(b + (lo - base)), hi - lo);
     }
     if (tsri_os_share_map((void *)b, page_size, (uint64_t)r * page_size) != 0) {
-      tsri_os_protect((void *)b, page_size, true);
+      writable_again(b);
       ok = false;
     }
     copy_end();
