@@ -15,6 +15,9 @@
 #include "tsr_test.h"
 
 #define DEADLINE_S 120   /* a hang turns into SIGALRM */
+#ifndef TSR_INJECT_FEWER
+#define TSR_INJECT_FEWER 0
+#endif
 
 typedef struct config_s {
   const char *name;
@@ -122,8 +125,11 @@ static size_t drive(const char *point, bool *lost) {
     snprintf(specs[4], sizeof specs[4], "%s:1:0", point);
     snprintf(specs[5], sizeof specs[5], "%s:2:*", point);
     snprintf(specs[6], sizeof specs[6], "%s:%llu:*", point, mid);
-    for (size_t k = 0; k < 7; k++) {
-      run_workload(&configs[c], specs[k], &r);
+    /* under TSan (ten times slower) the first, second and every call from
+     * them on: what comes later is the other builds' */
+    static const size_t order[7] = { 0, 1, 4, 5, 2, 3, 6 };
+    for (size_t k = 0; k < (TSR_INJECT_FEWER ? 4 : 7); k++) {
+      run_workload(&configs[c], specs[order[k]], &r);
       if (r.failed[p] > 0) injected++;
       if (r.records_lost + r.stacks_lost > 0) *lost = true;
     }
