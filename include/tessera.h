@@ -111,7 +111,7 @@ TSR_API tsr_track_t tsr_track_get(void);
  * Totals
  * ---------------------------------------------------------------------- */
 
-#define TSR_STATS_VERSION 3
+#define TSR_STATS_VERSION 4
 
 /* The kinds of error tessera reports (docs/debugging.md), each counted in
  * tsr_stats_t.errors_by_kind.  Their number is part of version 3 of
@@ -161,10 +161,15 @@ typedef struct tsr_stats_s {
   double efficiency;              /* requested / committed, in (0, 1] */
   /* ---- version 3 ---- */
   uint64_t errors_by_kind[TSR_ERROR_KINDS];  /* errors by tsr_error_kind_t; they sum to `errors` */
+  /* ---- version 4 ---- */
+  uint64_t records_lost;    /* blocks left without the record tracking (or the debug
+                               checks) meant to give them: no memory for it */
+  uint64_t stacks_lost;     /* call stacks not stored (no memory for the stack
+                               table, or it is full): their blocks name site 0 */
 } tsr_stats_t;
 
-/* Fill *stats (stats->size must be set; a caller built against version 1
- * or 2 passes the smaller struct and gets its fields).  Returns 0, or
+/* Fill *stats (stats->size must be set; a caller built against version 1,
+ * 2 or 3 passes the smaller struct and gets its fields).  Returns 0, or
  * EINVAL when the struct is smaller than the first version of it. */
 TSR_API int tsr_stats_get(tsr_stats_t *stats);
 

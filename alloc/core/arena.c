@@ -151,15 +151,18 @@ typedef struct slot_run_s {
   size_t first, n;
 } slot_run_t;
 
-/* Decommit the runs and give their slots back as free and uncommitted.
- * The caller took the slots out of the free map, so nobody carves them
- * meanwhile.  Lock not held. */
-static void arena_decommit_runs(const slot_run_t *runs, size_t count) {
+/* Decommit the runs and give their slots back as free and uncommitted
+ * (as free, committed and dirty where the OS refused).  The caller took
+ * the slots out of the free map, so nobody carves them meanwhile.  Lock
+ * not held.  Returns the slots decommitted. */
+static size_t arena_decommit_runs(const slot_run_t *runs, size_t count) {
+  size_t done = 0;
   for (size_t r = 0; r < count; r++) {
     tsr_arena_t *a = runs[r].arena;
     bool ok = tsri_os_decommit(arena_slot_addr(a, runs[r].first), runs[r].n * TSR_SLOT_SIZE) == 0;
     for (size_t k = runs[r].first; k < runs[r].first + runs[r].n; k++) tsri_hook_slot_purged(a, k);
     if (ok) {
+      done += runs[r].n;
       tsri_count(&tsri_counters.os_decommits, 1);
       tsri_count(&tsri_counters.committed, -(int64_t)(runs[r].n * TSR_SLOT_SIZE));
       tsri_count(&tsri_counters.purges, (int64_t)runs[r].n);
@@ -175,6 +178,7 @@ static void arena_decommit_runs(const slot_run_t *runs, size_t count) {
     a->free_slots += runs[r].n;
     tsri_unlock(&arena_lock);
   }
+  return done;
 }
 
 tsr_page_t *tsri_arena_span_alloc(size_t cls) {
@@ -267,7 +271,7 @@ void tsri_arena_span_free(tsr_page_t *pg) {
     for (size_t k = first; k < first + n; k++) map_set(a->transit_map, k);
     tsri_unlock(&arena_lock);
     slot_run_t run = { a, first, n };
-    arena_decommit_runs(&run, 1);
+    (void)arena_decommit_runs(&run, 1);
     return;
   }
   for (size_t k = first; k < first + n; k++) {
@@ -285,7 +289,7 @@ size_t tsri_arena_purge(bool force) {
   if (!force && (delay < 0 || due == 0 || now64 < due)) return 0;
   uint32_t now = (uint32_t)now64;
   slot_run_t runs[32];
-  size_t count = 0, purged = 0;
+  size_t count = 0;
   uint64_t next = 0;
   tsri_lock(&arena_lock);
   for (tsr_arena_t *a = arena_list; a != NULL; a = a->next) {
@@ -306,7 +310,6 @@ size_t tsri_arena_purge(bool force) {
         }
         a->free_slots -= j - i;
         runs[count++] = (slot_run_t){ a, i, j - i };
-        purged += j - i;
         i = j;
       } else {
         /* too young, or this pass is full: come back for it */
@@ -318,8 +321,7 @@ size_t tsri_arena_purge(bool force) {
   }
   atomic_store_explicit(&arena_next_purge_ms, next, memory_order_relaxed);
   tsri_unlock(&arena_lock);
-  arena_decommit_runs(runs, count);
-  return purged;
+  return arena_decommit_runs(runs, count);
 }
 
 /* In a fork child, slots that a vanished thread was committing or

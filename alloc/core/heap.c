@@ -193,7 +193,14 @@ static tsr_heap_t *heap_thread_start(void) {
   tsr_heap_t *h = heap_acquire();
   if (h == NULL || tl_exited) return h;   /* lent: never the thread's tsri_tl_heap */
   tsri_tl_heap = h;
-  tsri_os_thread_set(h);
+  /* without the exit callback the heap would stay taken for good after
+   * the thread ends: hand it back now, and the allocation fails (the
+   * next one tries again) */
+  if (tsri_os_thread_set(h) != 0) {
+    tsri_tl_heap = &tsri_heap_none;
+    tsri_heap_give_back(h);
+    return NULL;
+  }
   return h;
 }
 
@@ -660,16 +667,8 @@ bool tsri_heap_park_idle(tsr_heap_t *h) {
   tsri_lock(&heap_lock);   /* in_use is written under it, before the owner enters */
   bool live = h->in_use;
   tsri_unlock(&heap_lock);
-  if (!live) {
-    heap_leave(h);
-    return false;
-  }
-  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
-    tsr_page_t *pg = h->avail[c].first;
-    for (pg = pg ? pg->next : NULL; pg != NULL; pg = pg->next) tsri_page_trim_idle(pg);
-  }
-  for (tsr_page_t *pg = h->full.first; pg != NULL; pg = pg->next) tsri_page_trim_idle(pg);
-  return true;
+  if (!live) heap_leave(h);
+  return live;
 }
 
 void tsri_heap_unpark(tsr_heap_t *h) { heap_leave(h); }
@@ -773,7 +772,9 @@ void tsri_heap_fork_child(void) {
   }
   tsr_heap_t *h = tsri_tl_heap;
   if (h == &tsri_heap_none) return;
-  tsri_os_thread_set(h);
+  /* the child's key holds the parent's value already: only a refusal to
+   * store the same again, which leaves it as it was */
+  (void)tsri_os_thread_set(h);
   /* A thread that was freeing into one of our full pages may have been
    * stopped between its CAS to QUEUED and its push: take what was pushed,
    * then bring back every page still QUEUED, on the stack or not. */

@@ -40,12 +40,12 @@ static inline void tsri_heap_done(tsr_heap_t *h) {
  * fn must not allocate. */
 tsri_hidden void tsri_heap_foreach(void (*fn)(tsr_heap_t *h, void *arg), void *arg);
 tsri_hidden void tsri_heap_free_slow(tsr_heap_t *h, tsr_page_t *pg);
-/* The reclaimer's look at h (reclaim.c): when h took no allocation slow
- * path since the reclaimer's last look and its owner is in none now,
- * park it (its owner waits at its next slow path until tsri_heap_unpark),
- * trim every page but the current ones (the blocks other threads freed
- * into them count as free) and return true; false, doing nothing,
- * otherwise. */
+/* The reclaimer's look at h (reclaim.c): when h, in use, took no
+ * allocation slow path since the reclaimer's last look and its owner is
+ * in none now, park it and return true: the reclaimer may then read its
+ * queues and trim and mesh its pages other than the current ones, and its
+ * owner waits at its next slow path until tsri_heap_unpark.  False, doing
+ * nothing, otherwise. */
 tsri_hidden bool tsri_heap_park_idle(tsr_heap_t *h);
 tsri_hidden void tsri_heap_unpark(tsr_heap_t *h);
 /* The first of every heap ever made, in use or pooled: heaps are never

@@ -132,6 +132,14 @@ static void fork_child(void) {
  * environment: init_at_load reads them again. */
 static bool options_early;
 
+/* What the options say of the OS: the cap on reservations, and the
+ * failures a test asks for (TESSERA_FAIL). */
+static void options_to_os(void) {
+  tsri_os_reserve_limit((uint64_t)tsri_option(TSRI_OPT_RESERVE_LIMIT));
+  const char *fail = tsri_option_string(TSRI_OPT_FAIL);
+  if (tsri_os_fail_set(fail) != 0) tsri_warning("TESSERA_FAIL=%s is not valid; no failure is injected", fail);
+}
+
 void tsri_init_slow(void) {
   tsri_lock(&init_lock);
   if (atomic_load_explicit(&tsri_ready, memory_order_acquire)) {
@@ -139,7 +147,7 @@ void tsri_init_slow(void) {
     return;
   }
   options_early = !tsri_options_init();
-  tsri_os_reserve_limit((uint64_t)tsri_option(TSRI_OPT_RESERVE_LIMIT));
+  options_to_os();
   tsri_start_ms = tsri_os_clock_ms();
   /* before the environment says, every block is recorded: what is still
    * live when it does has a record whatever the level is.  Tracking takes
@@ -166,7 +174,7 @@ __attribute__((constructor(101))) static void init_at_load(void) {
      * sanitizer's runtime, the dynamic loader): apply what the
      * environment says now */
     options_early = false;
-    tsri_os_reserve_limit((uint64_t)tsri_option(TSRI_OPT_RESERVE_LIMIT));
+    options_to_os();
     tsri_hook_options(false);
   }
 }

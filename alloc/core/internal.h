@@ -81,6 +81,7 @@ typedef enum tsri_option_e {
   TSRI_OPT_QUARANTINE_BYTES,
   TSRI_OPT_GUARD_SAMPLE,
   TSRI_OPT_GUARD_SLOTS,
+  TSRI_OPT_FAIL,
   TSRI_OPT_COUNT
 } tsri_option_t;
 

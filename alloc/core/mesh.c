@@ -21,49 +21,38 @@
  * survivors left in the order they were allocated fall at different
  * offsets in different spans.
  *
- * Frozen pages.  Each side keeps its own bitmap, exactly as before: its
- * live blocks are its own, the other sides' are free in it.  So that none
- * hands out a free block over another's live one, a page with a meshed OS
- * page is frozen: heap.c keeps it FULL in its owner's full queue, where
- * nothing is allocated from it, and a free into it after the freeze goes
- * through a slow path (heap_free_slow, heap_take_notices), which calls
- * tsri_mesh_check; the frees that raced the freeze (their thread saw it
- * AVAIL) are seen at the heap's next pass (heap_thaw checks every frozen
- * page).  When a side has no live block left on a
- * shared OS page, its virtual page gets fresh private memory (its blocks
- * there are free, their contents do not matter), and the other side keeps
- * the file page alone, a "single" that behaves like any memory.  A page
- * whose OS pages are meshed no more thaws: it may be allocated from again.
- * Singles go back to private memory when their page is trimmed or retired.
+ * Frozen pages.  Each side keeps its own bitmap: its live blocks are its
+ * own, the other sides' are free in it.  So that none hands out a free
+ * block over another's live one, a page with a meshed OS page is frozen:
+ * FULL in its owner's full queue, never allocated from; a free into it
+ * goes through a slow path that calls tsri_mesh_check (and heap_thaw
+ * checks every frozen page at each pass, for frees that raced the
+ * freeze).  A side with no live block left on a shared OS page gets fresh
+ * private memory there and leaves; the last side keeps the file page as
+ * a "single", which behaves like any memory and goes back to private
+ * memory when its page is trimmed or retired.  A page meshed no more
+ * thaws.
  *
  * The write barrier.  While a virtual page is copied into the file it is
- * read-only (mesh_fence): a thread that writes to it meanwhile faults,
- * waits in tessera's SIGSEGV handler until the file page is mapped in its
- * place, and its write runs again there.  Reads never wait.  A write by
- * the kernel (read(2) into a buffer on that page) fails with EFAULT for
- * those microseconds instead; docs/design.md says so.  A fault that is not
- * tessera's goes on to the handler the program had.  If the program
- * replaced tessera's handler (servers install one for their crash
- * reports), each pass puts it back in front, passing on to the program's
- * (tsri_os_fault_front); where it cannot, meshing pauses (it would
- * otherwise crash a writer) and the report says so.  A pass holds its thread's asynchronous
- * signals back: a handler that wrote to the page its own thread fenced
- * would wait for ever.
+ * read-only (mesh_fence): a writer faults and waits in tessera's SIGSEGV
+ * handler until the file page is mapped in its place, then writes there;
+ * reads never wait, and a write by the kernel gets EFAULT meanwhile.
+ * Other faults go on to the program's handler; where the program put its
+ * own in front, each pass puts tessera's back (tsri_os_fault_front), and
+ * where it cannot, meshing pauses.  A pass holds its thread's asynchronous
+ * signals back: a handler writing to the page its own thread fenced would
+ * wait for ever.
  *
- * fork.  The child must not share its heap's memory with the parent, and
- * must see the memory as it was at fork.  Before fork every file page is
- * made read-only (writers in the parent wait, as above); the child, first
- * thing, gives each of them private memory with the same contents and
- * drops the file; the parent waits on a pipe until the child is done (or
- * gone), then makes them writable again.  A child opens a file of its
- * own even when nothing was meshed at fork: with its parent's, both would
- * take the same file pages.  The cost is proportional to the meshed pages,
- * not to the heap.
+ * fork.  Before fork every file page is made read-only; the child, first
+ * thing, gives each private memory with the same contents and opens a
+ * file of its own (with its parent's, both would take the same file
+ * pages); the parent waits on a pipe until the child is done, then makes
+ * them writable again.  The cost is proportional to the meshed pages.
  *
- * Limits.  Every virtual page mapped from the file may split its mapping
- * in three; meshing keeps its estimate of the mappings it added (vmas,
+ * Limits.  Meshing keeps its estimate of the mappings it added (vmas,
  * map_cost) under half of vm.max_map_count, and places neighbours on
- * neighbouring file pages so that their mappings merge.
+ * neighbouring file pages so that their mappings merge.  docs/design.md
+ * ("Meshing") has each of these at length.
  *
  * Locking: mesh_lock guards the records, the table and every page's
  * filed/meshed.  Order: the reclaimer's lock, a heap's park, the abandoned
@@ -171,6 +160,22 @@ static inline void count_add(_Atomic uint16_t *c, int d) {
 static void unshare(uintptr_t va) {
   memcpy(unshare_buf, (const void *)va, page_size);
   if (tsri_os_private_map((void *)va, page_size) == 0) memcpy((void *)va, unshare_buf, page_size);
+}
+
+/* The page at va, made read-only by a meshing step that then failed,
+ * takes writes again: through mprotect, or else through private memory
+ * with its contents (unshare); when the OS refuses both, the page's
+ * blocks cannot be written, and the process stops here, saying why,
+ * rather than at the program's next write.  Lock held. */
+static void writable_again(uintptr_t va) {
+  if (tsri_os_protect((void *)va, page_size, true) == 0) return;
+  memcpy(unshare_buf, (const void *)va, page_size);
+  if (tsri_os_private_map((void *)va, page_size) == 0) {
+    memcpy((void *)va, unshare_buf, page_size);
+    return;
+  }
+  tsri_warning("meshing: the OS refused to make page %p writable again; stopping", (void *)va);
+  tsri_os_abort();
 }
 
 static bool mesh_fault(void *addr) {
@@ -377,7 +382,7 @@ static uint32_t mesh_single(tsr_page_t *pg, size_t k) {
   copy_begin();
   if (ok && (tsri_os_share_write(off, (const void *)a, page_size) != 0 ||
              tsri_os_share_map((void *)a, page_size, off) != 0)) {
-    tsri_os_protect((void *)a, page_size, true);
+    writable_again(a);
     ok = false;
   }
   copy_end();
@@ -424,7 +429,7 @@ static bool mesh_join(uint32_t r, tsr_page_t *py, size_t k, const uint64_t *yliv
       memcpy((void *)(a + from * TSR_MIN_ALIGN), (const void *)(b + from * TSR_MIN_ALIGN), (g - from) * TSR_MIN_ALIGN);
     }
     if (tsri_os_share_map((void *)b, page_size, (uint64_t)r * page_size) != 0) {
-      tsri_os_protect((void *)b, page_size, true);
+      writable_again(b);
       ok = false;
     }
     copy_end();

@@ -90,6 +90,9 @@ static const option_desc_t option_table[TSRI_OPT_COUNT] = {
   /* Slots of guarded sampling: its blocks live at the same time, each an
    * OS page between two inaccessible ones. */
   [TSRI_OPT_GUARD_SLOTS] = { "TESSERA_GUARD_SLOTS", 32, 1, 4096, NULL, false, false, false, false },
+  /* Testing: OS calls made to fail with ENOMEM on purpose, a list of
+   * point[:nth[:count]] (os/inject.c, docs/options.md). */
+  [TSRI_OPT_FAIL] = { "TESSERA_FAIL", 0, 0, 1, NULL, true, false, true, false },
 };
 
 /* A text setting is copied when it is read: a program may overwrite its

@@ -41,6 +41,16 @@ static _Atomic int reclaim_running;
 static _Atomic uint64_t reclaim_born_ms;   /* when this process began: start, or its fork */
 static tsri_lock_t reclaim_lock;   /* held for a pass; fork waits for it */
 
+/* Trim every page of h, parked, but the current ones: the blocks other
+ * threads freed into them count as free (page.c: tsri_page_trim_idle). */
+static void reclaim_trim(tsr_heap_t *h) {
+  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
+    tsr_page_t *pg = h->avail[c].first;
+    for (pg = pg ? pg->next : NULL; pg != NULL; pg = pg->next) tsri_page_trim_idle(pg);
+  }
+  for (tsr_page_t *pg = h->full.first; pg != NULL; pg = pg->next) tsri_page_trim_idle(pg);
+}
+
 /* Mesh h, parked, when due or when its last pass left pages to look at,
  * while the round's budget (round_end, ns) lasts; past it, h waits for
  * the next round.  True when its meshing has more to do. */
@@ -68,6 +78,7 @@ static bool reclaim_heaps(void) {
   while (h != NULL) {
     bool waits = false;
     if (tsri_heap_park_idle(h)) {
+      reclaim_trim(h);
       waits = reclaim_mesh(h, round_end);
       tsri_heap_unpark(h);
     }

@@ -213,23 +213,26 @@ tsri_seg_t *tsri_seg_of(uintptr_t p) {
   return NULL;
 }
 
-/* Give the memory of [first, first + n) back to the OS. */
-static void seg_decommit(tsri_seg_t *s, size_t first, size_t n) {
+/* Give the memory of [first, first + n) back to the OS; false when the
+ * OS refuses, and the pages keep what they hold. */
+static bool seg_decommit(tsri_seg_t *s, size_t first, size_t n) {
   size_t page = tsri_os_page_size();
-  if (tsri_os_decommit((void *)(s->base + first * page), n * page) != 0) return;
+  if (tsri_os_decommit((void *)(s->base + first * page), n * page) != 0) return false;
   tsri_count(&tsri_counters.os_decommits, 1);
   tsri_count(&tsri_counters.committed, -(int64_t)(n * page));
+  return true;
 }
 
+/* A run the OS would not decommit stays dirty: a block carved there
+ * later is cleared where it must be zero, and the next purge tries
+ * again. */
 void tsri_seg_free(tsri_seg_t *s, uintptr_t addr, size_t bytes, bool keep) {
   size_t page = tsri_os_page_size(), first = (addr - s->base) / page, n = bytes / page;
-  if (keep) {
+  if (keep || !seg_decommit(s, first, n)) {
     if (s->dirty_pages == 0) s->dirty_at_ms = tsri_os_clock_ms();
     bits_set(seg_dirty(s), first, n, true);
     s->dirty_pages += n;
     seg_dirty_bytes += bytes;
-  } else {
-    seg_decommit(s, first, n);
   }
   bits_set(seg_used(s), first, n, false);
   s->free_pages += n;
@@ -290,12 +293,16 @@ void tsri_seg_purge(bool force, int64_t delay) {
       if (!bit_get(dirty, i)) { i++; continue; }
       size_t j = i;
       while (j < s->pages && bit_get(dirty, j)) j++;
-      seg_decommit(s, i, j - i);
+      /* a run the OS keeps stays dirty, unless the segment goes whole */
+      bool gone = seg_decommit(s, i, j - i);
+      if (!gone && empty) tsri_count(&tsri_counters.committed, -(int64_t)((j - i) * tsri_os_page_size()));
+      if (gone || empty) {
+        bits_set(dirty, i, j - i, false);
+        s->dirty_pages -= j - i;
+        seg_dirty_bytes -= (j - i) * tsri_os_page_size();
+      }
       i = j;
     }
-    memset(dirty, 0, seg_words(s) * sizeof(uint64_t));
-    seg_dirty_bytes -= s->dirty_pages * tsri_os_page_size();
-    s->dirty_pages = 0;
     if (empty) seg_release(prev, s);
     else prev = s;
   }

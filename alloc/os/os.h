@@ -27,6 +27,7 @@
 #ifndef TSR_OS_H
 #define TSR_OS_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -116,10 +117,13 @@ tsri_hidden uint64_t tsri_os_largest_reservation(void);
 /* ---- threads ---------------------------------------------------------- */
 
 /* Register fn to be called with value when a thread that called
- * tsri_os_thread_set exits.  Called once, during initialisation. */
+ * tsri_os_thread_set exits.  Called once, during initialisation; when the
+ * OS refuses then, tsri_os_thread_set tries again. */
 tsri_hidden int tsri_os_thread_exit_init(void (*fn)(void *value));
-/* Attach value to the calling thread for the exit callback (NULL: none). */
-tsri_hidden void tsri_os_thread_set(void *value);
+/* Attach value to the calling thread for the exit callback (NULL: none).
+ * 0, or ENOMEM when the OS refuses (the callback will not run for this
+ * thread). */
+tsri_hidden int tsri_os_thread_set(void *value);
 /* Let another thread run (used by spins that waited too long). */
 tsri_hidden void tsri_os_yield(void);
 /* Sleep while *addr == expected; may return early, for no reason (the
@@ -402,6 +406,56 @@ tsri_hidden void tsri_os_signals_restore(const tsri_os_sigmask_t *saved);
  * read, [1] write; read_byte waits for a byte or the writer's close. */
 tsri_hidden int tsri_os_pipe(intptr_t handles[2]);
 tsri_hidden void tsri_os_pipe_read_byte(intptr_t handle);
+
+/* ---- failure injection (inject.c) ----------------------------------------
+ * For tests of running out: each call below that can fail for want of
+ * memory or address space is a named point, and TESSERA_FAIL (read by
+ * core/options.c, handed over by core/init.c) makes chosen calls at a
+ * point fail with ENOMEM without asking the OS.  The names are those of
+ * the calls without tsri_os_; thread_key is tsri_os_thread_exit_init.
+ * tsri_os_alloc_high and tsri_os_thread_start count at their own point
+ * only, not at alloc as well. */
+typedef enum tsri_os_point_e {
+  TSRI_OS_POINT_RESERVE,
+  TSRI_OS_POINT_RESERVE_OPEN,
+  TSRI_OS_POINT_ALLOC,
+  TSRI_OS_POINT_ALLOC_HIGH,
+  TSRI_OS_POINT_COMMIT,
+  TSRI_OS_POINT_DECOMMIT,
+  TSRI_OS_POINT_RESET,
+  TSRI_OS_POINT_REMAP,
+  TSRI_OS_POINT_THREAD_KEY,
+  TSRI_OS_POINT_THREAD_SET,
+  TSRI_OS_POINT_THREAD_START,
+  TSRI_OS_POINT_SHARE_OPEN,
+  TSRI_OS_POINT_SHARE_SIZE,
+  TSRI_OS_POINT_SHARE_WRITE,
+  TSRI_OS_POINT_SHARE_MAP,
+  TSRI_OS_POINT_SHARE_PUNCH,
+  TSRI_OS_POINT_PRIVATE_MAP,
+  TSRI_OS_POINT_PROTECT,
+  TSRI_OS_POINT_GUARD,
+  TSRI_OS_POINTS
+} tsri_os_point_t;
+
+/* Put the rules of spec in force (TESSERA_FAIL's syntax, docs/options.md:
+ * point[:nth[:count]], separated by commas; NULL or "": none), replacing
+ * any before; counting starts.  0, or EINVAL (nothing changed) for a spec
+ * that does not parse. */
+tsri_hidden int tsri_os_fail_set(const char *spec);
+/* The point's name ("" for a bad one). */
+tsri_hidden const char *tsri_os_point_name(tsri_os_point_t point);
+/* Calls made at point since a setting came into force, and how many of
+ * them were made to fail. */
+tsri_hidden void tsri_os_fail_counts(tsri_os_point_t point, uint64_t *calls, uint64_t *failed);
+/* Whether this call at point must fail (and count it); the backends ask
+ * through TSRI_OS_FAIL, which costs a load of one flag while nothing is
+ * in force. */
+tsri_hidden bool tsri_os_fail_now(tsri_os_point_t point);
+tsri_hidden extern _Atomic int tsri_os_fail_armed;
+#define TSRI_OS_FAIL(point) \
+  (__builtin_expect(atomic_load_explicit(&tsri_os_fail_armed, memory_order_relaxed) != 0, 0) && \
+   tsri_os_fail_now(point))
 
 /* ---- host services ---------------------------------------------------- */
 

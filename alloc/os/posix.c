@@ -196,7 +196,7 @@ static int os_map_aligned(size_t size, size_t align, int prot, int flags, void *
 }
 
 int tsri_os_reserve(size_t size, size_t align, void **out) {
-  if (!os_budget_take(size)) return ENOMEM;
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_RESERVE) || !os_budget_take(size)) return ENOMEM;
   int saved = errno;
   int rc = os_map_aligned(size, align, PROT_NONE,
                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, out);
@@ -206,7 +206,7 @@ int tsri_os_reserve(size_t size, size_t align, void **out) {
 }
 
 int tsri_os_reserve_open(size_t size, size_t align, void **out, bool *open) {
-  if (!os_budget_take(size)) return ENOMEM;
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_RESERVE_OPEN) || !os_budget_take(size)) return ENOMEM;
   int saved = errno;
   int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
   void *best = OS_SPACE_TIGHT && align <= tsri_os_page_size() ? os_map_best(size, PROT_READ | PROT_WRITE, flags)
@@ -220,7 +220,7 @@ int tsri_os_reserve_open(size_t size, size_t align, void **out, bool *open) {
   return rc;
 }
 
-int tsri_os_alloc(size_t size, size_t align, void **out) {
+static int os_alloc(size_t size, size_t align, void **out) {
   if (!os_budget_take(size)) return ENOMEM;
   int saved = errno;
   int rc = os_map_aligned(size, align, PROT_READ | PROT_WRITE,
@@ -228,6 +228,11 @@ int tsri_os_alloc(size_t size, size_t align, void **out) {
   errno = saved;
   if (rc != 0) os_budget_give(size);
   return rc;
+}
+
+int tsri_os_alloc(size_t size, size_t align, void **out) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_ALLOC)) return ENOMEM;
+  return os_alloc(size, align, out);
 }
 
 int tsri_os_alloc_uncapped(size_t size, void **out) {
@@ -248,7 +253,8 @@ void tsri_os_release_uncapped(void *addr, size_t size) {
 /* Best fit in a 32-bit process (os_map_best); elsewhere the kernel's
  * order, top down already. */
 int tsri_os_alloc_high(size_t size, size_t align, void **out) {
-  if (!OS_SPACE_TIGHT || align > tsri_os_page_size()) return tsri_os_alloc(size, align, out);
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_ALLOC_HIGH)) return ENOMEM;
+  if (!OS_SPACE_TIGHT || align > tsri_os_page_size()) return os_alloc(size, align, out);
   if (!os_budget_take(size)) return ENOMEM;
   int saved = errno;
   void *p = os_map_best(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
@@ -283,22 +289,31 @@ uint64_t tsri_os_largest_reservation(void) {
 }
 
 int tsri_os_commit(void *addr, size_t size) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_COMMIT)) return ENOMEM;
   int saved = errno;
   int rc = mprotect(addr, size, PROT_READ | PROT_WRITE) == 0 ? 0 : ENOMEM;
   errno = saved;
   return rc;
 }
 
-int tsri_os_decommit(void *addr, size_t size) {
+static int os_dontneed(void *addr, size_t size) {
   int saved = errno;
   int rc = madvise(addr, size, MADV_DONTNEED) == 0 ? 0 : EINVAL;
   errno = saved;
   return rc;
 }
 
+int tsri_os_decommit(void *addr, size_t size) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_DECOMMIT)) return ENOMEM;
+  return os_dontneed(addr, size);
+}
+
 /* The same call as decommit on Linux: MADV_DONTNEED already keeps the
  * range accessible, which is what a reset needs. */
-int tsri_os_reset(void *addr, size_t size) { return tsri_os_decommit(addr, size); }
+int tsri_os_reset(void *addr, size_t size) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_RESET)) return ENOMEM;
+  return os_dontneed(addr, size);
+}
 
 int tsri_os_release(void *addr, size_t size) {
   int saved = errno;
@@ -310,6 +325,7 @@ int tsri_os_release(void *addr, size_t size) {
 
 int tsri_os_remap(void *addr, size_t old_size, size_t new_size, void **out) {
 #if defined(__linux__)
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_REMAP)) return ENOMEM;
   if (new_size > old_size && !os_budget_take(new_size - old_size)) return ENOMEM;
   int saved = errno;
   void *p = mremap(addr, old_size, new_size, MREMAP_MAYMOVE);
@@ -331,19 +347,40 @@ int tsri_os_remap(void *addr, size_t old_size, size_t new_size, void **out) {
  * Threads
  * ---------------------------------------------------------------------- */
 
+/* The key is made once; when the OS refused it at initialisation, the
+ * next tsri_os_thread_set tries again (under os_key_lock), so that no
+ * value is ever set on a key that is not ours. */
 static pthread_key_t os_exit_key;
+static void (*os_exit_fn)(void *value);
+static _Atomic int os_key_made;
+static pthread_mutex_t os_key_lock = PTHREAD_MUTEX_INITIALIZER;
 
-int tsri_os_thread_exit_init(void (*fn)(void *value)) {
+static int os_key_make(void) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_THREAD_KEY)) return ENOMEM;
   int saved = errno;
-  int rc = pthread_key_create(&os_exit_key, fn);
+  pthread_mutex_lock(&os_key_lock);
+  int rc = 0;
+  if (!atomic_load_explicit(&os_key_made, memory_order_relaxed)) {
+    rc = pthread_key_create(&os_exit_key, os_exit_fn);
+    if (rc == 0) atomic_store_explicit(&os_key_made, 1, memory_order_release);
+  }
+  pthread_mutex_unlock(&os_key_lock);
   errno = saved;
   return rc;
 }
 
-void tsri_os_thread_set(void *value) {
+int tsri_os_thread_exit_init(void (*fn)(void *value)) {
+  os_exit_fn = fn;
+  return os_key_make();
+}
+
+int tsri_os_thread_set(void *value) {
+  if (!atomic_load_explicit(&os_key_made, memory_order_acquire) && os_key_make() != 0) return ENOMEM;
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_THREAD_SET)) return ENOMEM;
   int saved = errno;
-  pthread_setspecific(os_exit_key, value);
+  int rc = pthread_setspecific(os_exit_key, value) == 0 ? 0 : ENOMEM;
   errno = saved;
+  return rc;
 }
 
 void tsri_os_yield(void) { sched_yield(); }
@@ -650,9 +687,10 @@ static void *os_thread_main(void *p) {
 }
 
 int tsri_os_thread_start(void (*fn)(void *arg), void *arg) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_THREAD_START)) return ENOMEM;
   int saved = errno;
   void *mem;
-  int rc = tsri_os_alloc(tsri_os_page_size(), tsri_os_page_size(), &mem);
+  int rc = os_alloc(tsri_os_page_size(), tsri_os_page_size(), &mem);
   if (rc == 0) {
     os_thread_t *t = mem;
     t->fn = fn;

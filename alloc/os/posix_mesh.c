@@ -36,6 +36,7 @@ static int share_fd = -1;
 
 int tsri_os_share_open(void) {
 #if defined(__linux__) && defined(MFD_CLOEXEC)
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_SHARE_OPEN)) return ENOMEM;
   int saved = errno;
   int fd = memfd_create("tessera-mesh", MFD_CLOEXEC);
   int rc = fd >= 0 ? 0 : errno;
@@ -63,6 +64,7 @@ void tsri_os_share_close(void) {
 }
 
 int tsri_os_share_size(uint64_t bytes) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_SHARE_SIZE)) return ENOMEM;
   int saved = errno;
   int rc = ftruncate(share_fd, (off_t)bytes) == 0 ? 0 : errno;
   errno = saved;
@@ -70,6 +72,7 @@ int tsri_os_share_size(uint64_t bytes) {
 }
 
 int tsri_os_share_write(uint64_t off, const void *src, size_t size) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_SHARE_WRITE)) return ENOMEM;
   int saved = errno, rc = 0;
   const char *from = src;
   while (size > 0) {
@@ -85,6 +88,7 @@ int tsri_os_share_write(uint64_t off, const void *src, size_t size) {
 }
 
 int tsri_os_share_map(void *addr, size_t size, uint64_t off) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_SHARE_MAP)) return ENOMEM;
   int saved = errno;
   void *p = mmap(addr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, share_fd, (off_t)off);
   int rc = p == addr ? 0 : errno;
@@ -93,6 +97,7 @@ int tsri_os_share_map(void *addr, size_t size, uint64_t off) {
 }
 
 int tsri_os_share_punch(uint64_t off, size_t size) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_SHARE_PUNCH)) return ENOMEM;
   int saved = errno;
   int rc = fallocate(share_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)size) == 0
                ? 0 : errno;
@@ -101,6 +106,7 @@ int tsri_os_share_punch(uint64_t off, size_t size) {
 }
 
 int tsri_os_private_map(void *addr, size_t size) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_PRIVATE_MAP)) return ENOMEM;
   int saved = errno;
   /* the flags of the arenas' own mapping (posix.c), so that the kernel
    * can merge the page back into its neighbours */
@@ -112,6 +118,7 @@ int tsri_os_private_map(void *addr, size_t size) {
 }
 
 int tsri_os_protect(void *addr, size_t size, bool write) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_PROTECT)) return ENOMEM;
   int saved = errno;
   int rc = mprotect(addr, size, write ? PROT_READ | PROT_WRITE : PROT_READ) == 0 ? 0 : errno;
   errno = saved;
@@ -119,6 +126,7 @@ int tsri_os_protect(void *addr, size_t size, bool write) {
 }
 
 int tsri_os_guard(void *addr, size_t size) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_GUARD)) return ENOMEM;
   int saved = errno;
   int rc = mprotect(addr, size, PROT_NONE) == 0 ? 0 : errno;
   if (rc == 0) madvise(addr, size, MADV_DONTNEED);

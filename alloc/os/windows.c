@@ -226,7 +226,7 @@ static size_t os_span(size_t size) {
 }
 
 int tsri_os_reserve(size_t size, size_t align, void **out) {
-  if (!os_budget_take(os_span(size))) return ENOMEM;
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_RESERVE) || !os_budget_take(os_span(size))) return ENOMEM;
   OS_SAVE;
   int rc = os_virtual_alloc(size, align, MEM_RESERVE, out);
   OS_RESTORE;
@@ -237,7 +237,7 @@ int tsri_os_reserve(size_t size, size_t align, void **out) {
 /* Placed high in a 32-bit process: a large segment (segment.c). */
 int tsri_os_reserve_open(size_t size, size_t align, void **out, bool *open) {
   *open = false;   /* committed page by page, as any reservation */
-  if (!os_budget_take(os_span(size))) return ENOMEM;
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_RESERVE_OPEN) || !os_budget_take(os_span(size))) return ENOMEM;
   OS_SAVE;
   int rc = os_virtual_alloc(size, align, MEM_RESERVE | (OS_SPACE_TIGHT ? MEM_TOP_DOWN : 0), out);
   OS_RESTORE;
@@ -254,9 +254,13 @@ static int os_alloc_placed(size_t size, size_t align, DWORD top, void **out) {
   return rc;
 }
 
-int tsri_os_alloc(size_t size, size_t align, void **out) { return os_alloc_placed(size, align, 0, out); }
+int tsri_os_alloc(size_t size, size_t align, void **out) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_ALLOC)) return ENOMEM;
+  return os_alloc_placed(size, align, 0, out);
+}
 
 int tsri_os_alloc_high(size_t size, size_t align, void **out) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_ALLOC_HIGH)) return ENOMEM;
   return os_alloc_placed(size, align, OS_SPACE_TIGHT ? MEM_TOP_DOWN : 0, out);
 }
 
@@ -298,6 +302,7 @@ uint64_t tsri_os_largest_reservation(void) {
 }
 
 int tsri_os_commit(void *addr, size_t size) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_COMMIT)) return ENOMEM;
   OS_SAVE;
   int rc = VirtualAlloc(addr, size, MEM_COMMIT, PAGE_READWRITE) == addr ? 0 : ENOMEM;
   OS_RESTORE;
@@ -305,6 +310,7 @@ int tsri_os_commit(void *addr, size_t size) {
 }
 
 int tsri_os_decommit(void *addr, size_t size) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_DECOMMIT)) return ENOMEM;
   OS_SAVE;
   int rc = VirtualFree(addr, size, MEM_DECOMMIT) ? 0 : EINVAL;
   OS_RESTORE;
@@ -314,6 +320,7 @@ int tsri_os_decommit(void *addr, size_t size) {
 /* MEM_RESET: the OS may drop the pages' contents instead of writing them
  * to the page file; they stay committed and accessible. */
 int tsri_os_reset(void *addr, size_t size) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_RESET)) return ENOMEM;
   OS_SAVE;
   int rc = VirtualAlloc(addr, size, MEM_RESET, PAGE_READWRITE) != NULL ? 0 : EINVAL;
   OS_RESTORE;
@@ -340,7 +347,7 @@ int tsri_os_remap(void *addr, size_t old_size, size_t new_size, void **out) {
  * Threads
  * ---------------------------------------------------------------------- */
 
-static DWORD os_fls = FLS_OUT_OF_INDEXES;
+static _Atomic DWORD os_fls = FLS_OUT_OF_INDEXES;
 static void (*os_exit_fn)(void *value);
 /* ntdll's RtlDllShutdownInProgress: true once ExitProcess has begun. */
 static BOOLEAN (WINAPI *os_shutting_down)(void);
@@ -357,16 +364,28 @@ static void WINAPI os_fls_callback(void *value) {
   os_exit_fn(value);
 }
 
+/* The index is made once; when the OS refused it at initialisation, the
+ * next tsri_os_thread_set tries again.  Two threads may both make one:
+ * the loser frees its own. */
+static int os_fls_make(void) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_THREAD_KEY)) return ENOMEM;
+  OS_SAVE;
+  DWORD made = FlsAlloc(os_fls_callback), none = FLS_OUT_OF_INDEXES;
+  if (made != FLS_OUT_OF_INDEXES &&
+      !atomic_compare_exchange_strong_explicit(&os_fls, &none, made, memory_order_acq_rel, memory_order_acquire))
+    FlsFree(made);
+  OS_RESTORE;
+  return made == FLS_OUT_OF_INDEXES ? ENOMEM : 0;
+}
+
 int tsri_os_thread_exit_init(void (*fn)(void *value)) {
   OS_SAVE;
   HMODULE ntdll = GetModuleHandleW(L"ntdll.dll");
   if (ntdll != NULL)
     os_shutting_down = (BOOLEAN (WINAPI *)(void))(void (*)(void))GetProcAddress(ntdll, "RtlDllShutdownInProgress");
   os_exit_fn = fn;
-  os_fls = FlsAlloc(os_fls_callback);
-  int rc = os_fls == FLS_OUT_OF_INDEXES ? ENOMEM : 0;
   OS_RESTORE;
-  return rc;
+  return os_fls_make();
 }
 
 bool tsri_os_others_gone(void) { return os_shutting_down != NULL && os_shutting_down(); }
@@ -393,11 +412,13 @@ bool tsri_os_demangle(const char *name, char *out, size_t size) {
   return false;
 }
 
-void tsri_os_thread_set(void *value) {
-  if (os_fls == FLS_OUT_OF_INDEXES) return;
+int tsri_os_thread_set(void *value) {
+  if (atomic_load_explicit(&os_fls, memory_order_acquire) == FLS_OUT_OF_INDEXES && os_fls_make() != 0) return ENOMEM;
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_THREAD_SET)) return ENOMEM;
   OS_SAVE;
-  FlsSetValue(os_fls, value);
+  int rc = FlsSetValue(atomic_load_explicit(&os_fls, memory_order_acquire), value) ? 0 : ENOMEM;
   OS_RESTORE;
+  return rc;
 }
 
 void tsri_os_yield(void) {
@@ -693,8 +714,9 @@ static DWORD WINAPI os_thread_main(void *p) {
 }
 
 int tsri_os_thread_start(void (*fn)(void *arg), void *arg) {
+  if (TSRI_OS_FAIL(TSRI_OS_POINT_THREAD_START)) return ENOMEM;
   void *mem;
-  int rc = tsri_os_alloc(tsri_os_page_size(), tsri_os_page_size(), &mem);
+  int rc = os_alloc_placed(tsri_os_page_size(), tsri_os_page_size(), 0, &mem);
   if (rc != 0) return rc;
   OS_SAVE;
   os_thread_t *t = mem;

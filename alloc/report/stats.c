@@ -96,6 +96,8 @@ int tsr_stats_get(tsr_stats_t *stats) {
     s.errors_by_kind[k] = atomic_load_explicit(&tsri_error_counts[k], memory_order_relaxed);
     s.errors += s.errors_by_kind[k];
   }
+  s.records_lost = atomic_load_explicit(&tsri_records_lost, memory_order_relaxed);
+  s.stacks_lost = atomic_load_explicit(&tsri_stacks_lost, memory_order_relaxed);
   heap_sum_t hs = { 0, 0 };
   tsri_heap_foreach(heap_sum, &hs);
   s.allocations = hs.allocs;

@@ -320,6 +320,8 @@ void tsri_write_json(tsri_out_t *o, tsri_report_t *r) {
   for (size_t k = 0; k < TSR_ERROR_KINDS; k++)
     json_u64(o, tsri_error_kind_names[k], s->errors_by_kind[k], k + 1 < TSR_ERROR_KINDS);
   tsri_puts(o, "},");
+  json_u64(o, "records_lost", s->records_lost, true);
+  json_u64(o, "stacks_lost", s->stacks_lost, true);
   json_ratio(o, "internal_fragmentation", s->internal_fragmentation, true);
   json_ratio(o, "external_fragmentation", s->external_fragmentation, true);
   json_ratio(o, "metadata_overhead", s->metadata_overhead, true);

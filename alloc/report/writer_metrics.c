@@ -124,6 +124,8 @@ void tsri_write_openmetrics(tsri_out_t *o, tsri_report_t *r) {
     tsri_puts(o, "\"} ");
     tsri_put_u64(o, s->errors_by_kind[k]); tsri_puts(o, "\n");
   }
+  om_metric(o, "records_lost", "counter", "Blocks left without a record for want of memory.", s->records_lost);
+  om_metric(o, "stacks_lost", "counter", "Call stacks not stored for want of memory or room.", s->stacks_lost);
   tsri_puts(o, "# TYPE tessera_os_calls counter\n# HELP tessera_os_calls Calls to the OS memory functions.\n");
   const char *calls[] = { "reserve", "commit", "decommit", "reset", "release" };
   uint64_t counts[] = { s->os_reserves, s->os_commits, s->os_decommits, s->os_resets, s->os_releases };

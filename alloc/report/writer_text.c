@@ -394,7 +394,15 @@ void tsri_write_text(tsri_out_t *o, tsri_report_t *r) {
   tsri_put_u64(o, s->os_releases);
   tsri_puts(o, " release; ");
   tsri_put_u64(o, s->purges);
-  tsri_puts(o, " slots purged\n  internal fragmentation ");
+  tsri_puts(o, " slots purged\n");
+  if (s->records_lost != 0 || s->stacks_lost != 0) {
+    tsri_puts(o, "  lost for want of memory ");
+    tsri_put_u64(o, s->records_lost);
+    tsri_puts(o, " records, ");
+    tsri_put_u64(o, s->stacks_lost);
+    tsri_puts(o, " stacks\n");
+  }
+  tsri_puts(o, "  internal fragmentation ");
   tsri_put_fixed(o, s->internal_fragmentation, 3);
   tsri_puts(o, "  (allocated / requested)\n  external fragmentation ");
   tsri_put_fixed(o, s->external_fragmentation, 3);

@@ -207,7 +207,9 @@ void tsri_hook_slot_purged(tsr_arena_t *a, size_t slot) {
   tsr_page_t *pg = &a->pages[slot];
   if (pg->recs_committed == 0) return;
   uint8_t *base = atomic_load_explicit(&a->recs, memory_order_acquire);
-  tsri_os_decommit(base + slot * TSRI_RECS_STRIDE, pg->recs_committed);
+  /* refused: the area stays committed and in use, as while the slot is
+   * not purged (a new area must read as zero, which this one would not) */
+  if (tsri_os_decommit(base + slot * TSRI_RECS_STRIDE, pg->recs_committed) != 0) return;
   tsri_count(&tsri_counters.os_decommits, 1);
   tsri_count(&tsri_counters.committed, -(int64_t)pg->recs_committed);
   tsri_count(&tsri_counters.metadata, -(int64_t)pg->recs_committed);

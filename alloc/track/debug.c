@@ -203,7 +203,10 @@ void *tsri_debug_alloc(tsr_heap_t *h, size_t size, size_t cls, size_t align, boo
   if (e != NULL)
     *e = (dbg_entry_t){ (uintptr_t)p, size, usable, stack, 0, h->thread, 0, STATE_LIVE };
   tsri_unlock(&debug_lock);
-  if (e == NULL) return p;   /* no memory for a record: the block goes unchecked */
+  if (e == NULL) {   /* no memory for a record: the block goes unchecked */
+    tsri_count(&tsri_records_lost, 1);
+    return p;
+  }
 
   if (pg != NULL && !(atomic_load_explicit(&pg->tracked, memory_order_relaxed) & TSRI_TRACKED_DEBUG))
     atomic_fetch_or_explicit(&pg->tracked, TSRI_TRACKED_DEBUG, memory_order_relaxed);

@@ -275,17 +275,23 @@ void tsri_hook_guarded_free(void *p, void *caller) {
     tsri_debug_stack_lines("being freed", stack, tsri_os_thread_id());
     tsri_error_end();
   }
-  tsri_os_guard(start, page);
-  tsri_count(&tsri_counters.os_decommits, 1);
-  tsri_count(&tsri_counters.committed, -(int64_t)page);
+  /* refused: the slot stays readable and committed, and is not used
+   * again (the pool has one slot fewer) */
+  bool guarded = tsri_os_guard(start, page) == 0;
+  if (guarded) {
+    tsri_count(&tsri_counters.os_decommits, 1);
+    tsri_count(&tsri_counters.committed, -(int64_t)page);
+  }
   atomic_fetch_sub_explicit(&live_blocks, 1, memory_order_relaxed);
   atomic_fetch_sub_explicit(&live_bytes, s.size, memory_order_relaxed);
   tsri_lock(&guard_lock);
   slot_rec[i].state = SLOT_FREED;
   slot_rec[i].free_stack = stack;
   slot_rec[i].free_thread = tsri_os_thread_id();
-  free_list[(free_head + free_count) % slots] = (uint32_t)i;
-  free_count++;
+  if (guarded) {
+    free_list[(free_head + free_count) % slots] = (uint32_t)i;
+    free_count++;
+  }
   tsri_unlock(&guard_lock);
   tsri_heap_count_free();
 }

@@ -39,6 +39,7 @@
 #include "meta.h"
 
 _Atomic int tsri_track_level = TSR_TRACK_SAMPLE;
+_Atomic uint64_t tsri_records_lost;
 
 static _Atomic uint64_t meta_seq;   /* last record number handed out */
 
@@ -472,6 +473,7 @@ static bool record_in_table(const meta_entry_t *e, tsr_page_t *pg) {
    * (whose parent held the lock) sees both or neither */
   tsri_lock(&meta_lock);
   bool done = table_insert(e);
+  if (!done) tsri_count(&tsri_records_lost, 1);
   if (done && pg != NULL) {
     /* the page's first table record starts the mask afresh (the word
      * held the slot's free time, or bits of records gone since) */

@@ -43,6 +43,8 @@ typedef struct stack_index_s {
   _Atomic uint32_t ids[];       /* 0: empty */
 } stack_index_t;
 
+_Atomic uint64_t tsri_stacks_lost;
+
 static tsri_lock_t stack_lock;
 static _Atomic(stack_index_t *) stack_index;      /* load <= 1/2 */
 /* Chunks, made under stack_lock before an id that needs them is
@@ -183,7 +185,10 @@ uint32_t tsri_stack_intern(void *const *frames, size_t n) {
   }
   tsri_lock(&stack_lock);
   uint32_t found = 0;
-  if (!stack_setup()) goto out;
+  if (!stack_setup()) {
+    tsri_count(&tsri_stacks_lost, 1);
+    goto out;
+  }
   ix = atomic_load_explicit(&stack_index, memory_order_relaxed);
   found = index_find(ix, h, frames, n, &slot);
   if (found != 0) goto out;
@@ -192,6 +197,7 @@ uint32_t tsri_stack_intern(void *const *frames, size_t n) {
   if (first % FRAMES_PER_CHUNK + n > FRAMES_PER_CHUNK) first = tsri_align_up(first, FRAMES_PER_CHUNK);
   if (id >= TSRI_STACKS_MAX || first + n > STACK_FRAMES_MAX ||
       !chunks_ready(id, first) || !index_grow(&ix, id)) {
+    tsri_count(&tsri_stacks_lost, 1);
     goto out;
   }
   memcpy(stack_frame(first), frames, n * sizeof(void *));

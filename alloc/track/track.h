@@ -15,6 +15,10 @@
 /* ---- block records (meta.c) and call stacks (stack.c) -------------------- */
 
 tsri_hidden extern _Atomic int tsri_track_level;     /* tsr_track_t */
+/* Degradations for want of memory (tsr_stats_t): blocks left without
+ * their record (meta.c, debug.c), stacks not stored (stack.c). */
+tsri_hidden extern _Atomic uint64_t tsri_records_lost;
+tsri_hidden extern _Atomic uint64_t tsri_stacks_lost;
 
 typedef struct tsri_meta_totals_s {
   uint64_t tracked;            /* live blocks with a record */
