@@ -32,13 +32,7 @@
 
 #include "tsr_test.h"
 
-#if TSR_SCENARIO_STANDARD
-#define S_MALLOC malloc
-#define S_FREE free
-#else
-#define S_MALLOC tsr_malloc
-#define S_FREE tsr_free
-#endif
+#include "tsr_scenario.h"
 
 #ifndef PTHREAD_DESTRUCTOR_ITERATIONS
 #define PTHREAD_DESTRUCTOR_ITERATIONS 4

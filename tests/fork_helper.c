@@ -32,15 +32,7 @@
 
 #include "tsr_test.h"
 
-#if TSR_SCENARIO_STANDARD
-#define S_MALLOC malloc
-#define S_REALLOC realloc
-#define S_FREE free
-#else
-#define S_MALLOC tsr_malloc
-#define S_REALLOC tsr_realloc
-#define S_FREE tsr_free
-#endif
+#include "tsr_scenario.h"
 
 static void say(const char *what) {
   (void)!write(2, what, strlen(what));

@@ -107,7 +107,7 @@ static size_t drive(const char *point, bool *lost) {
   static run_t r;
   /* under TSan (ten times slower) the first config, full tracking with
    * meshing, which reaches the most paths */
-  for (size_t c = 0; c < (TSR_INJECT_FEWER ? 1 : CONFIGS); c++) {
+  for (size_t c = 0; c < (TSR_INJECT_FEWER > 1 ? 1 : CONFIGS); c++) {
     char fail[96];
     snprintf(fail, sizeof fail, "%s:1000000000", point);
     run_workload(&configs[c], fail, &r);
@@ -127,8 +127,8 @@ static size_t drive(const char *point, bool *lost) {
     snprintf(specs[4], sizeof specs[4], "%s:1:0", point);
     snprintf(specs[5], sizeof specs[5], "%s:2:*", point);
     snprintf(specs[6], sizeof specs[6], "%s:%llu:*", point, mid);
-    /* under TSan the first call and every call from it on: what comes
-     * later is the other builds' */
+    /* under a sanitizer the first call and every call from it on: what
+     * comes later is the Debug and Release builds' */
     static const size_t order[7] = { 0, 4, 1, 5, 2, 3, 6 };
     for (size_t k = 0; k < (TSR_INJECT_FEWER ? 2 : 7); k++) {
       run_workload(&configs[c], specs[order[k]], &r);
