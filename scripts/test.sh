@@ -6,8 +6,8 @@
 #   debug    gcc, Debug (internal asserts at level 2), -Werror: the Criterion suite,
 #            and the benchmark runner and tessera-compare on tiny workloads
 #   tsan     clang, ThreadSanitizer, Debug: the suite, with a modest number of
-#            threads and seconds for the stress tests, with meshing off and on
-#            (a meshing pass every millisecond)
+#            threads and seconds for the stress tests, and its threaded tests
+#            again with meshing on (a meshing pass every millisecond)
 #   ubsan    clang, UndefinedBehaviorSanitizer, RelWithDebInfo (the optimised
 #            code as it ships, no internal asserts): the suite
 #   asan     gcc, AddressSanitizer, Debug: the suite (the preload tests are
@@ -113,12 +113,11 @@ stage_tsan() {
     -DTSR_BUILD_TESTS=ON -DTSR_BUILD_BENCH=OFF
   TSR_TEST_THREADS=${TSR_TEST_THREADS:-4} TSR_TEST_SECONDS=${TSR_TEST_SECONDS:-1} \
     run_ctest build/tsan "$no_tests"
-  # and with meshing on, a pass at every slow path a millisecond after the
-  # last, while the stress tests' threads write and free
-  echo "---- the suite again with TESSERA_MESH=on TESSERA_MESH_MS=1 ----"
-  # (test_inject sets meshing itself)
+  # and the threaded tests again with meshing on, a pass at every slow path
+  # a millisecond after the last, while their threads write and free
+  echo "---- the threaded tests again with TESSERA_MESH=on TESSERA_MESH_MS=1 ----"
   TESSERA_MESH=on TESSERA_MESH_MS=1 TSR_TEST_THREADS=${TSR_TEST_THREADS:-4} TSR_TEST_SECONDS=${TSR_TEST_SECONDS:-1} \
-    run_ctest build/tsan "$no_tests" -E test_inject
+    run_ctest build/tsan "$no_tests" -R "test_threads|test_fork|test_mesh|test_purge|test_locks|test_exit_alloc|test_soak"
   stage_done
 }
 

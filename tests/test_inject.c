@@ -105,9 +105,7 @@ static size_t drive(const char *point, bool *lost) {
   size_t injected = 0, reached = 0;
   *lost = false;
   static run_t r;
-  /* under TSan (ten times slower) the first config, full tracking with
-   * meshing, which reaches the most paths */
-  for (size_t c = 0; c < (TSR_INJECT_FEWER > 1 ? 1 : CONFIGS); c++) {
+  for (size_t c = 0; c < CONFIGS; c++) {
     char fail[96];
     snprintf(fail, sizeof fail, "%s:1000000000", point);
     run_workload(&configs[c], fail, &r);
