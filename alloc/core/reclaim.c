@@ -19,22 +19,25 @@
  * has 32 MiB committed, so small short-lived programs never start it, and
  * again in a fork child a second old.
  *
- * Meshing.  A round meshes the idle heaps, all their sparse pages
- * counting as cold (they took no slow path for a period), for at most
- * 10 ms in all (TSRI_MESH_IDLE_NS; heap.c: a round that runs out starts
- * the next at the heap after the one that spent it).  While rounds find
+ * Meshing.  A round meshes the quiet heaps (fewer than
+ * RECLAIM_QUIET_RATE blocks a second handed out since the round before,
+ * fast path included), all their sparse pages counting as cold, for at
+ * most 10 ms in all (TSRI_MESH_IDLE_NS; a round that runs out starts the
+ * next at the heap after the one that spent it).  While rounds find
  * pairs and have more to look at, the next comes after
  * RECLAIM_MESH_MORE_MS instead of TESSERA_RECLAIM_MS, so that a process
  * gone quiet after its peak gets its memory back within about a second,
- * at most two thirds of one core meanwhile, and an idle heap's owner
+ * at most two thirds of one core meanwhile, and a quiet heap's owner
  * waits at most 10 ms when it enters a slow path; once a round finds
- * nothing, the period is the usual one.
+ * nothing, the period is the usual one.  A thread at work meshes its own
+ * pages, from its slow path.
  */
 #include "internal.h"
 
 #define RECLAIM_AFTER_MS 1000                  /* age at which the reclaimer starts */
 #define RECLAIM_AFTER_BYTES ((uint64_t)32 << 20)   /* or committed memory, whichever first */
 #define RECLAIM_MESH_MORE_MS 5                 /* the pause between rounds while meshing has work */
+#define RECLAIM_QUIET_RATE 4096                /* blocks a second a quiet heap hands out, at most */
 
 _Atomic int tsri_reclaim_due;
 static _Atomic int reclaim_running;
@@ -53,9 +56,17 @@ static void reclaim_trim(tsr_heap_t *h) {
 
 /* Mesh h, parked, when due or when its last pass left pages to look at,
  * while the round's budget (round_end, ns) lasts; past it, h waits for
- * the next round.  True when its meshing has more to do. */
+ * the next round.  Only a quiet heap: one that handed out fewer than
+ * RECLAIM_QUIET_RATE blocks a second since the reclaimer's last look, fast
+ * path included (a server serving the odd request is quiet; a thread at
+ * work meshes its own pages, from its slow path, and its pages are not
+ * cold).  True when its meshing has more to do. */
 static bool reclaim_mesh(tsr_heap_t *h, uint64_t round_end) {
-  if (!tsri_mesh_allowed() || !(h->mesh_more || tsri_mesh_due(h))) return false;
+  uint64_t allocs = atomic_load_explicit(&h->allocs, memory_order_relaxed), now = tsri_os_clock_ms();
+  bool quiet = (allocs - h->reclaim_allocs) * 1000 < RECLAIM_QUIET_RATE * (now - h->reclaim_at_ms + 1);
+  h->reclaim_allocs = allocs;
+  h->reclaim_at_ms = now;
+  if (!quiet || !tsri_mesh_allowed() || !(h->mesh_more || tsri_mesh_due(h))) return false;
   if (tsri_os_clock_ns() >= round_end) return h->mesh_more = true;
   tsri_heap_mesh(h, TSRI_MESH_IDLE, round_end);
   return h->mesh_more;

@@ -287,6 +287,8 @@ typedef struct tsr_heap_s {
                                          not current: open, the owner (a slow path) or the
                                          reclaimer (heap.c: parking) */
   uint32_t reclaim_seen;              /* slow_calls at the reclaimer's last look (reclaimer only) */
+  uint64_t reclaim_allocs;            /* allocs at the reclaimer's last look, and when */
+  uint64_t reclaim_at_ms;             /* (reclaimer only) */
   uint64_t next_trim_ms;              /* clock at which to trim our sparse pages next */
   uint64_t next_mesh_ms;              /* clock at which to mesh its pages next (mesh.c) */
   bool mesh_more;                     /* its last meshing pass stopped with pages left to
