@@ -58,7 +58,9 @@ void tsri_fork_child_run(void) {
  *    19431, tst-malloc-fork-deadlock).  Taken first, it orders fork as
  *    glibc orders its own malloc's locks: the list, a stream, the heap.
  *    Then, as everywhere: the reclaimer's, heap and abandoned locks,
- *    arena lock, large lock, tracking's.
+ *    arena lock, tracking's, large lock (tsr_check's record check and
+ *    debug mode look large blocks up under tracking's locks; a fork that
+ *    took the large lock first waited for them while they waited for it).
  *
  * Meshing's part (mesh.c: the meshed pages read-only until the child has
  * its own copy of them) runs in the first two cases too, unless this
@@ -84,8 +86,8 @@ static void fork_prepare(void) {
   tsri_reclaim_fork_prepare();
   tsri_heap_fork_prepare();
   tsri_lock(tsri_arena_lock_get());
-  tsri_large_fork_prepare();
   tsri_hook_fork_prepare();
+  tsri_large_fork_prepare();
   tsri_mesh_fork_prepare();
 }
 
@@ -96,8 +98,8 @@ static void fork_parent(void) {
     fork_unlocked--;
     return;
   }
-  tsri_hook_fork_parent();
   tsri_large_fork_parent();
+  tsri_hook_fork_parent();
   tsri_unlock(tsri_arena_lock_get());
   tsri_heap_fork_parent();
   tsri_reclaim_fork_parent();
@@ -111,8 +113,8 @@ static void fork_child(void) {
   else tsri_mesh_fork_child();
   bool locked = fork_unlocked == 0;
   if (locked) {
-    tsri_hook_fork_child();
     tsri_large_fork_child();
+    tsri_hook_fork_child();
     tsri_unlock(tsri_arena_lock_get());
     tsri_heap_fork_child();
   } else {
