@@ -52,7 +52,7 @@ static void run_workload(const config_t *cfg, const char *fail, run_t *r) {
   memset(r, 0, sizeof *r);
   FILE *out = tmpfile();
   cr_assert_not_null(out);
-  int fd;
+  int fd = -1;
   pid_t pid = tsr_test_fork_captured(&fd);
   cr_assert_geq(pid, 0, "fork");
   if (pid == 0) {
