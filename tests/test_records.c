@@ -255,9 +255,15 @@ static uint64_t now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-Test(records, times_follow_the_clock) {
-  cr_assert_eq(tsr_track_set(TSR_TRACK_FULL), 0);
-  enum { GAPS = 4, GAP_MS = 300, SLACK_MS = 100 };
+/* One try: GAPS + 1 blocks, GAP_MS apart.  Every try asserts what holds
+ * under any load: times and numbers never go back.  Returns whether every
+ * gap also came within SLACK_MS of the one measured, which a ticker kept
+ * off the CPU for longer (a loaded 2-core machine running the suite in
+ * parallel) may miss: both times come from the same clock, tessera's
+ * late by a tick, the ticker's period and its wait for a CPU. */
+enum { GAPS = 4, GAP_MS = 300, SLACK_MS = 100 };
+
+static bool times_try(void) {
   void *p[GAPS + 1];
   size_t req[GAPS + 1];
   uint64_t at[GAPS + 1];
@@ -268,18 +274,28 @@ Test(records, times_follow_the_clock) {
     req[i] = 100;
   }
   seen_t s = walk_blocks(p, req, GAPS + 1);
+  bool close = true;
   for (int i = 1; i <= GAPS; i++) {
-    /* both times come from the same clock, each late by a tick, the
-     * ticker's period and however long the ticker waited for a CPU (on a
-     * loaded 2-core machine, tens of ms) */
     int64_t theirs = (int64_t)s.copy[i].time_ms - (int64_t)s.copy[i - 1].time_ms;
     int64_t ours = (int64_t)(at[i] - at[i - 1]);
-    cr_assert(theirs >= ours - SLACK_MS && theirs <= ours + SLACK_MS,
-              "block %d: %lld ms after the one before, measured %lld", i, (long long)theirs, (long long)ours);
+    cr_assert_geq(theirs, 0, "block %d dated before the one before", i);
     cr_assert_gt(s.copy[i].seq, s.copy[i - 1].seq);
+    if (theirs < ours - SLACK_MS || theirs > ours + SLACK_MS) {
+      cr_log_warn("block %d: %lld ms after the one before, measured %lld", i, (long long)theirs,
+                  (long long)ours);
+      close = false;
+    }
   }
   free(s.copy);
   for (int i = 0; i <= GAPS; i++) tsr_free(p[i]);
+  return close;
+}
+
+Test(records, times_follow_the_clock, .timeout = 30) {
+  cr_assert_eq(tsr_track_set(TSR_TRACK_FULL), 0);
+  enum { TRIES = 4 };
+  int tries = 0;
+  while (!times_try()) cr_assert_lt(++tries, TRIES, "no try out of %d dated its blocks within %d ms", TRIES, SLACK_MS);
 }
 
 /* A long run fills the time log (1024 clock readings, one per tick in
