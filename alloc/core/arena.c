@@ -8,9 +8,10 @@
  *
  * arena_lock guards the arena list and every arena's slot maps.  It is
  * taken only when a heap needs a new page or gives one back, not per
- * block, and held across an OS call only to reserve a new arena: slots
- * being committed or decommitted are out of the free map meanwhile
- * (transit_map), so nobody else takes them.
+ * block, and held across an OS call only to reserve a new arena or to
+ * commit a slot for bitmaps (below): slots of spans being committed or
+ * decommitted are out of the free map meanwhile (transit_map), so nobody
+ * else takes them.
  *
  * Span placement: a one-slot span reuses a free slot that is still
  * committed when there is one (no syscall, no page faults); otherwise first
@@ -62,13 +63,13 @@ static inline uint8_t *arena_slot_addr(tsr_arena_t *a, size_t slot) {
  * address space still hold blocks.  Whatever its size, an arena starts at
  * a multiple of TSR_ARENA_SIZE and owns that window in the registry; its
  * records cover the descriptors of the whole window (those past `slots`
- * stay FREE) and the bitmaps of its own slots only. */
-#define ARENA_META_BYTES(slots) (offsetof(tsr_arena_t, bitmaps) + (slots) * sizeof(((tsr_arena_t *)0)->bitmaps[0]))
-#define ARENA_META_SLOTS(slots) ((ARENA_META_BYTES(slots) + TSR_SLOT_SIZE - 1) / TSR_SLOT_SIZE)
+ * stay FREE); its pages' bitmaps come after them (below). */
+#define ARENA_META_BYTES (sizeof(tsr_arena_t))
+#define ARENA_META_SLOTS ((ARENA_META_BYTES + TSR_SLOT_SIZE - 1) / TSR_SLOT_SIZE)
 #define ARENA_FIRST_SLOTS (TSR_ARENA_SLOTS < 64 ? TSR_ARENA_SLOTS : 64)
 #define ARENA_MIN_SLOTS 16
-_Static_assert(ARENA_MIN_SLOTS >= ARENA_META_SLOTS(ARENA_MIN_SLOTS) + TSR_SPAN_MAX_SLOTS,
-               "the smallest arena holds the longest span");
+_Static_assert(ARENA_MIN_SLOTS > ARENA_META_SLOTS + TSR_SPAN_MAX_SLOTS,
+               "the smallest arena holds the longest span and a slot for its bitmaps");
 
 static size_t arena_slots_total;   /* slots of all arenas; arena lock */
 
@@ -83,7 +84,7 @@ static tsr_arena_t *arena_create(void) {
     slots /= 2;
   }
   tsri_count(&tsri_counters.os_reserves, 1);
-  size_t meta_slots = ARENA_META_SLOTS(slots);
+  size_t meta_slots = ARENA_META_SLOTS;
   size_t meta_bytes = meta_slots * TSR_SLOT_SIZE;
   if (tsri_os_commit(mem, meta_bytes) != 0) {
     tsri_os_release(mem, slots * TSR_SLOT_SIZE);
@@ -93,7 +94,7 @@ static tsr_arena_t *arena_create(void) {
   tsri_count(&tsri_counters.os_commits, 1);
   tsri_count(&tsri_counters.reserved, (int64_t)(slots * TSR_SLOT_SIZE));
   tsri_count(&tsri_counters.committed, (int64_t)meta_bytes);
-  tsri_count(&tsri_counters.metadata, (int64_t)ARENA_META_BYTES(slots));
+  tsri_count(&tsri_counters.metadata, (int64_t)ARENA_META_BYTES);
   tsri_count(&tsri_counters.arenas, 1);
   arena_slots_total += slots;
 
@@ -101,6 +102,8 @@ static tsr_arena_t *arena_create(void) {
   a->slots = slots;
   a->meta_slots = meta_slots;
   a->free_slots = slots - meta_slots;
+  a->bits_next = (uint8_t *)a + ARENA_META_BYTES;
+  a->bits_end = (uint8_t *)a + meta_bytes;
   for (size_t i = 0; i < slots; i++) {
     a->pages[i].start = arena_slot_addr(a, i);
     if (i < a->meta_slots) {
@@ -143,6 +146,72 @@ static size_t arena_find_run(const tsr_arena_t *a, size_t n) {
   return 0;
 }
 
+/* ---- bitmaps ----
+ * A span's two free bitmaps take one word pair (16 bytes) for every 64
+ * blocks its class holds: 16 bytes from 1 KiB blocks up, 1 KiB for
+ * 16-byte blocks.  They are cut from the end of the arena's records and,
+ * when that is used up, from a free slot taken for them (kind META,
+ * committed under the lock: once per 64 spans at the most, and kept for
+ * good); a span given back leaves its bitmaps on the free list of their
+ * length for the next span of that length.  A fixed 1 KiB per slot, as
+ * before, held 1.6 % of the memory of every class, and as much of the
+ * address space. */
+
+static inline size_t bits_pairs(size_t cls) { return ((size_t)tsri_classes[cls].capacity + 63) / 64; }
+
+/* Bitmaps of `pairs` word pairs from a, or NULL (no free slot left for
+ * more, or the OS refused to commit one).  Lock held. */
+static _Atomic(uint64_t) *bits_take(tsr_arena_t *a, size_t pairs) {
+  _Atomic(uint64_t) *b = a->bits_free[pairs - 1];
+  if (b != NULL) {
+    a->bits_free[pairs - 1] = (_Atomic(uint64_t) *)(uintptr_t)atomic_load_explicit(b, memory_order_relaxed);
+    return b;
+  }
+  size_t bytes = pairs * 2 * sizeof(uint64_t);
+  if ((size_t)(a->bits_end - a->bits_next) < bytes) {
+    size_t k = a->free_slots > 0 ? arena_find_run(a, 1) : 0;   /* a committed one first */
+    if (k == 0) return NULL;
+    uint8_t *slot = arena_slot_addr(a, k);
+    if (!map_get(a->commit_map, k)) {
+      if (tsri_os_commit(slot, TSR_SLOT_SIZE) != 0) return NULL;
+      tsri_count(&tsri_counters.os_commits, 1);
+      tsri_count(&tsri_counters.committed, (int64_t)TSR_SLOT_SIZE);
+      map_set(a->commit_map, k);
+    } else {
+      tsri_hook_slot_purged(a, k);   /* its record area, if a span of it had one: for good */
+    }
+    map_clear(a->free_map, k);
+    map_clear(a->dirty_map, k);
+    a->free_slots--;
+    a->pages[k].kind = TSR_SLOT_META;
+    tsri_count(&tsri_counters.metadata, (int64_t)TSR_SLOT_SIZE);
+    a->bits_next = slot;
+    a->bits_end = slot + TSR_SLOT_SIZE;
+  }
+  b = (_Atomic(uint64_t) *)(void *)a->bits_next;
+  a->bits_next += bytes;
+  return b;
+}
+
+/* Bitmaps of `pairs` word pairs back to a's free list.  Lock held. */
+static void bits_give(tsr_arena_t *a, _Atomic(uint64_t) *b, size_t pairs) {
+  atomic_store_explicit(b, (uint64_t)(uintptr_t)a->bits_free[pairs - 1], memory_order_relaxed);
+  a->bits_free[pairs - 1] = b;
+}
+
+/* A run of n free slots of a and bitmaps of `pairs` word pairs for it:
+ * the run's first slot, or 0 when a has not both.  Lock held. */
+static size_t arena_claim(tsr_arena_t *a, size_t n, size_t pairs, _Atomic(uint64_t) **bits) {
+  size_t first;
+  if (a->free_slots < n || (first = arena_find_run(a, n)) == 0) return 0;
+  size_t before = a->free_slots;
+  if ((*bits = bits_take(a, pairs)) == NULL) return 0;
+  if (a->free_slots == before) return first;
+  /* a slot went to bitmaps, perhaps out of that run */
+  if ((first = arena_find_run(a, n)) == 0) bits_give(a, *bits, pairs);
+  return first;
+}
+
 /* A run of slots to commit or decommit once the arena lock is released:
  * the OS calls take microseconds, and other threads carving or returning
  * spans must not wait behind them. */
@@ -182,12 +251,13 @@ static size_t arena_decommit_runs(const slot_run_t *runs, size_t count) {
 }
 
 tsr_page_t *tsri_arena_span_alloc(size_t cls) {
-  size_t n = tsri_classes[cls].span_slots;
+  size_t n = tsri_classes[cls].span_slots, pairs = bits_pairs(cls);
+  _Atomic(uint64_t) *bits = NULL;
   tsri_lock(&arena_lock);
   tsr_arena_t *a = arena_list;
   size_t first = 0;
   for (; a != NULL; a = a->next) {
-    if (a->free_slots >= n && (first = arena_find_run(a, n)) != 0) break;
+    if ((first = arena_claim(a, n, pairs, &bits)) != 0) break;
   }
   if (a == NULL) {
     a = arena_create();
@@ -199,9 +269,11 @@ tsr_page_t *tsri_arena_span_alloc(size_t cls) {
       tsri_large_purge(true);
       tsri_lock(&arena_lock);
       a = arena_create();
-      if (a == NULL) { tsri_unlock(&arena_lock); return NULL; }
     }
-    first = arena_find_run(a, n);
+    if (a == NULL || (first = arena_claim(a, n, pairs, &bits)) == 0) {
+      tsri_unlock(&arena_lock);
+      return NULL;
+    }
   }
   tsr_assert_internal(first >= a->meta_slots && first + n <= a->slots);
   /* claim the slots; those not committed yet are committed below, outside
@@ -233,6 +305,7 @@ tsr_page_t *tsri_arena_span_alloc(size_t cls) {
         if (map_get(a->commit_map, k)) arena_mark_dirty(a, k, now);
       }
       a->free_slots += n;
+      bits_give(a, bits, pairs);
       tsri_unlock(&arena_lock);
       return NULL;
     }
@@ -249,7 +322,7 @@ tsr_page_t *tsri_arena_span_alloc(size_t cls) {
   pg->kind = TSR_SLOT_HEAD;
   pg->cls = (uint8_t)cls;
   pg->span_slots = (uint16_t)n;
-  pg->bits = a->bitmaps[first];
+  pg->bits = bits;
   tsri_unlock(&arena_lock);
   return pg;
 }
@@ -267,6 +340,7 @@ void tsri_arena_span_free(tsr_page_t *pg) {
   uint32_t now = (uint32_t)tsri_os_clock_ms();
   tsri_lock(&arena_lock);
   for (size_t k = first; k < first + n; k++) a->pages[k].kind = TSR_SLOT_FREE;
+  bits_give(a, pg->bits, bits_pairs(pg->cls));
   if (delay == 0) {   /* decommit now, outside the lock */
     for (size_t k = first; k < first + n; k++) map_set(a->transit_map, k);
     tsri_unlock(&arena_lock);
@@ -359,8 +433,8 @@ size_t tsri_arena_check(tsr_arena_t *a) {
     bool is_free = map_get(a->free_map, i);
     free_count += is_free;
     if (map_get(a->transit_map, i)) continue;   /* an OS call on it is under way */
-    if (i < a->meta_slots) {
-      if (pg->kind != TSR_SLOT_META || is_free) {
+    if (i < a->meta_slots || pg->kind == TSR_SLOT_META) {
+      if (pg->kind != TSR_SLOT_META || is_free || !map_get(a->commit_map, i)) {
         tsri_warning("check: arena %p slot %zu should hold records", (void *)a, i);
         bad++;
       }

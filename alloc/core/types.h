@@ -5,9 +5,11 @@
  * TSR_ARENA_SIZE bytes: `slots` slots of TSR_SLOT_SIZE bytes, the first
  * arenas and those reserved when the OS would not give a whole one having
  * fewer (arena.c: sizing).  The first `meta_slots` slots hold the arena's
- * own records: this struct, the page descriptor of every slot of the
- * window (those past `slots` stay FREE, so a pointer there is not ours)
- * and the two block bitmaps of every slot it has.
+ * own records: this struct and the page descriptor of every slot of the
+ * window (those past `slots` stay FREE, so a pointer there is not ours).
+ * The rest of the last of them, and slots of kind META taken from the
+ * free ones as needed, hold the pages' block bitmaps, each as long as its
+ * class needs (arena.c: bitmaps).
  * User blocks never share a slot with records, so an overflow of a user's
  * buffer cannot reach them.  Slots are committed when a span is carved out
  * of them and decommitted after they stayed free for TSR purge delay.
@@ -94,7 +96,7 @@ enum {
   TSR_SLOT_FREE = 0,   /* not part of a span (committed or not: arena bits) */
   TSR_SLOT_HEAD = 1,   /* first slot of a span: this descriptor is the page */
   TSR_SLOT_TAIL = 2,   /* other slot of a span: head_slot names the head */
-  TSR_SLOT_META = 3,   /* holds the arena's records */
+  TSR_SLOT_META = 3,   /* holds the arena's records or pages' bitmaps */
 };
 
 /* Page states, the low two bits of tsr_page_t.xowner. */
@@ -239,8 +241,12 @@ typedef struct tsr_arena_s {
   _Atomic(uint8_t *) recs;          /* reservation for the record areas of its
                                        pages, TSRI_RECS_STRIDE bytes per slot, or
                                        NULL until a page is tracked in full (meta.c) */
+  /* Pages' bitmaps (tsr_page_t.bits), arena lock: the unused end of the
+   * newest bitmap slot, and bitmaps given back, by length (index: word
+   * pairs - 1), linked through their first word. */
+  uint8_t *bits_next, *bits_end;
+  _Atomic(uint64_t) *bits_free[TSR_BITMAP_WORDS];
   tsr_page_t pages[TSR_ARENA_SLOTS];             /* one descriptor per slot */
-  _Atomic(uint64_t) bitmaps[TSR_ARENA_SLOTS][2 * TSR_BITMAP_WORDS]; /* see tsr_page_t.bits */
 } tsr_arena_t;
 
 

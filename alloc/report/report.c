@@ -408,6 +408,8 @@ static size_t map_arena(tsr_arena_t *a, uint32_t number, tsr_map_entry_t *out) {
       e.live = used < e.capacity ? used : e.capacity;
     } else if (pg->kind == TSR_SLOT_TAIL) {
       e.state = TSR_SLOT_STATE_USED;   /* a span being carved or given back */
+    } else if (pg->kind == TSR_SLOT_META) {
+      e.state = TSR_SLOT_STATE_META;   /* pages' bitmaps (arena.c) */
     } else {
       bool committed = (a->commit_map[s >> 6] >> (s & 63)) & 1;
       e.state = committed ? TSR_SLOT_STATE_DIRTY : TSR_SLOT_STATE_DECOMMITTED;
