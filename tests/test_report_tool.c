@@ -602,6 +602,36 @@ Test(report_tool, error_kinds) {
   cleanup();
 }
 
+/* records_lost and stacks_lost (version 4 of the stats): in the summary
+ * and the diff when a report has any; reports from before them load as 0. */
+Test(report_tool, lost_records_and_stacks) {
+  char line[512];
+  char *text = read_path(REPORT_B);
+  char *lost = text_splice(text, "\"errors\":1,", "\"errors_by_kind\":",
+                           "\"errors\":1,\"records_lost\":3,\"stacks_lost\":1,");
+  const char *path = scratch_file("lost.json", lost);
+  run_t *r = tool("summary", path, NULL);
+  expect_ok(r, "summary");
+  line_with(r->out, "lost for want of memory", line, sizeof line);
+  expect_has(line, "3 records, 1 stack ", "summary");
+  r = tool("summary", REPORT_B, NULL);
+  expect_ok(r, "summary");
+  cr_assert_null(strstr(r->out, "lost for want"), "a report without losses shows some:\n%s", r->out);
+
+  r = tool("diff", REPORT_A, path, NULL);
+  expect_ok(r, "diff");
+  line_with(r->out, "records_lost", line, sizeof line);
+  expect_has(line, "+3", "records_lost in the diff");
+  line_with(r->out, "stacks_lost", line, sizeof line);
+  expect_has(line, "+1", "stacks_lost in the diff");
+  r = tool("diff", REPORT_A, REPORT_B, NULL);
+  expect_ok(r, "diff");
+  cr_assert_null(strstr(r->out, "_lost"), "rows of losses neither report has:\n%s", r->out);
+  free(lost);
+  free(text);
+  cleanup();
+}
+
 Test(report_tool, map_svg) {
   const char *path = scratch_file("map.svg", NULL);
   run_t *r = tool("map", "-o", path, REPORT_A, NULL);

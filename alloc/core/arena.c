@@ -9,7 +9,8 @@
  * arena_lock guards the arena list and every arena's slot maps.  It is
  * taken only when a heap needs a new page or gives one back, not per
  * block, and held across an OS call only to reserve a new arena or to
- * commit a slot for bitmaps (below): slots of spans being committed or
+ * take a slot for bitmaps (below: its commit, or the decommit of a record
+ * area it kept from a span): slots of spans being committed or
  * decommitted are out of the free map meanwhile (transit_map), so nobody
  * else takes them.
  *
@@ -65,6 +66,8 @@ static inline uint8_t *arena_slot_addr(tsr_arena_t *a, size_t slot) {
  * records cover the descriptors of the whole window (those past `slots`
  * stay FREE); its pages' bitmaps come after them (below). */
 #define ARENA_META_BYTES (sizeof(tsr_arena_t))
+#define BITS_LINE 64                                           /* bitmaps: see below */
+#define BITS_MOST (2 * TSR_BITMAP_WORDS * sizeof(uint64_t))   /* 1 KiB */
 #define ARENA_META_SLOTS ((ARENA_META_BYTES + TSR_SLOT_SIZE - 1) / TSR_SLOT_SIZE)
 #define ARENA_FIRST_SLOTS (TSR_ARENA_SLOTS < 64 ? TSR_ARENA_SLOTS : 64)
 #define ARENA_MIN_SLOTS 16
@@ -103,7 +106,7 @@ static tsr_arena_t *arena_create(void) {
   a->meta_slots = meta_slots;
   a->free_slots = slots - meta_slots;
   a->bits_next = (uint8_t *)a + ARENA_META_BYTES;
-  a->bits_end = (uint8_t *)a + meta_bytes;
+  a->bits_end = (uint8_t *)a + meta_bytes - (BITS_MOST - BITS_LINE);
   for (size_t i = 0; i < slots; i++) {
     a->pages[i].start = arena_slot_addr(a, i);
     if (i < a->meta_slots) {
@@ -148,27 +151,38 @@ static size_t arena_find_run(const tsr_arena_t *a, size_t n) {
 
 /* ---- bitmaps ----
  * A span's two free bitmaps take one word pair (16 bytes) for every 64
- * blocks its class holds: 16 bytes from 1 KiB blocks up, 1 KiB for
- * 16-byte blocks.  They are cut from the end of the arena's records and,
- * when that is used up, from a free slot taken for them (kind META,
- * committed under the lock: once per 64 spans at the most, and kept for
- * good); a span given back leaves its bitmaps on the free list of their
- * length for the next span of that length.  A fixed 1 KiB per slot, as
- * before, held 1.6 % of the memory of every class, and as much of the
- * address space. */
+ * blocks its class holds, rounded up to whole cache lines: one line from
+ * 256-byte blocks up (two threads' pages never share a line, which every
+ * allocation and owner free writes), 1 KiB for 16-byte blocks.  They are
+ * cut from the end of the arena's records and, when that is used up, from
+ * a free slot taken for them (kind META, committed under the lock: once
+ * per 64 spans at the most, and kept for good); a span given back leaves
+ * its bitmaps on the free list of their length (16 lengths) for the next
+ * span of that length.  A fixed 1 KiB per slot, as before, held 1.6 % of
+ * the memory of every class, and as much of the address space.
+ *
+ * A free of a wrong pointer racing with its span being given back or
+ * carved again may read the descriptor's geometry from before: block
+ * indices up to TSR_PAGE_MAX_BLOCKS, 1 KiB of bitmaps.  Each bitmap area
+ * keeps that much committed past the start of its last bitmaps, so such a
+ * free touches bitmaps, never a page that is not there, and a descriptor
+ * between spans says capacity 0, which turns such frees away. */
 
-static inline size_t bits_pairs(size_t cls) { return ((size_t)tsri_classes[cls].capacity + 63) / 64; }
+static inline size_t bits_lines(size_t cls) {
+  size_t pairs = ((size_t)tsri_classes[cls].capacity + 63) / 64;
+  return (pairs * 2 * sizeof(uint64_t) + BITS_LINE - 1) / BITS_LINE;
+}
 
-/* Bitmaps of `pairs` word pairs from a, or NULL (no free slot left for
+/* Bitmaps of `lines` cache lines from a, or NULL (no free slot left for
  * more, or the OS refused to commit one).  Lock held. */
-static _Atomic(uint64_t) *bits_take(tsr_arena_t *a, size_t pairs) {
-  _Atomic(uint64_t) *b = a->bits_free[pairs - 1];
+static _Atomic(uint64_t) *bits_take(tsr_arena_t *a, size_t lines) {
+  _Atomic(uint64_t) *b = a->bits_free[lines - 1];
   if (b != NULL) {
-    a->bits_free[pairs - 1] = (_Atomic(uint64_t) *)(uintptr_t)atomic_load_explicit(b, memory_order_relaxed);
+    a->bits_free[lines - 1] = (_Atomic(uint64_t) *)(uintptr_t)atomic_load_explicit(b, memory_order_relaxed);
     return b;
   }
-  size_t bytes = pairs * 2 * sizeof(uint64_t);
-  if ((size_t)(a->bits_end - a->bits_next) < bytes) {
+  size_t bytes = lines * BITS_LINE;
+  if (a->bits_next + bytes > a->bits_end) {
     size_t k = a->free_slots > 0 ? arena_find_run(a, 1) : 0;   /* a committed one first */
     if (k == 0) return NULL;
     uint8_t *slot = arena_slot_addr(a, k);
@@ -184,31 +198,31 @@ static _Atomic(uint64_t) *bits_take(tsr_arena_t *a, size_t pairs) {
     map_clear(a->dirty_map, k);
     a->free_slots--;
     a->pages[k].kind = TSR_SLOT_META;
-    tsri_count(&tsri_counters.metadata, (int64_t)TSR_SLOT_SIZE);
     a->bits_next = slot;
-    a->bits_end = slot + TSR_SLOT_SIZE;
+    a->bits_end = slot + TSR_SLOT_SIZE - (BITS_MOST - BITS_LINE);
   }
   b = (_Atomic(uint64_t) *)(void *)a->bits_next;
   a->bits_next += bytes;
+  tsri_count(&tsri_counters.metadata, (int64_t)bytes);   /* bitmaps for good, as records */
   return b;
 }
 
-/* Bitmaps of `pairs` word pairs back to a's free list.  Lock held. */
-static void bits_give(tsr_arena_t *a, _Atomic(uint64_t) *b, size_t pairs) {
-  atomic_store_explicit(b, (uint64_t)(uintptr_t)a->bits_free[pairs - 1], memory_order_relaxed);
-  a->bits_free[pairs - 1] = b;
+/* Bitmaps of `lines` cache lines back to a's free list.  Lock held. */
+static void bits_give(tsr_arena_t *a, _Atomic(uint64_t) *b, size_t lines) {
+  atomic_store_explicit(b, (uint64_t)(uintptr_t)a->bits_free[lines - 1], memory_order_relaxed);
+  a->bits_free[lines - 1] = b;
 }
 
-/* A run of n free slots of a and bitmaps of `pairs` word pairs for it:
+/* A run of n free slots of a and bitmaps of `lines` cache lines for it:
  * the run's first slot, or 0 when a has not both.  Lock held. */
-static size_t arena_claim(tsr_arena_t *a, size_t n, size_t pairs, _Atomic(uint64_t) **bits) {
+static size_t arena_claim(tsr_arena_t *a, size_t n, size_t lines, _Atomic(uint64_t) **bits) {
   size_t first;
   if (a->free_slots < n || (first = arena_find_run(a, n)) == 0) return 0;
   size_t before = a->free_slots;
-  if ((*bits = bits_take(a, pairs)) == NULL) return 0;
+  if ((*bits = bits_take(a, lines)) == NULL) return 0;
   if (a->free_slots == before) return first;
   /* a slot went to bitmaps, perhaps out of that run */
-  if ((first = arena_find_run(a, n)) == 0) bits_give(a, *bits, pairs);
+  if ((first = arena_find_run(a, n)) == 0) bits_give(a, *bits, lines);
   return first;
 }
 
@@ -251,13 +265,13 @@ static size_t arena_decommit_runs(const slot_run_t *runs, size_t count) {
 }
 
 tsr_page_t *tsri_arena_span_alloc(size_t cls) {
-  size_t n = tsri_classes[cls].span_slots, pairs = bits_pairs(cls);
+  size_t n = tsri_classes[cls].span_slots, lines = bits_lines(cls);
   _Atomic(uint64_t) *bits = NULL;
   tsri_lock(&arena_lock);
   tsr_arena_t *a = arena_list;
   size_t first = 0;
   for (; a != NULL; a = a->next) {
-    if ((first = arena_claim(a, n, pairs, &bits)) != 0) break;
+    if ((first = arena_claim(a, n, lines, &bits)) != 0) break;
   }
   if (a == NULL) {
     a = arena_create();
@@ -270,7 +284,7 @@ tsr_page_t *tsri_arena_span_alloc(size_t cls) {
       tsri_lock(&arena_lock);
       a = arena_create();
     }
-    if (a == NULL || (first = arena_claim(a, n, pairs, &bits)) == 0) {
+    if (a == NULL || (first = arena_claim(a, n, lines, &bits)) == 0) {
       tsri_unlock(&arena_lock);
       return NULL;
     }
@@ -305,7 +319,7 @@ tsr_page_t *tsri_arena_span_alloc(size_t cls) {
         if (map_get(a->commit_map, k)) arena_mark_dirty(a, k, now);
       }
       a->free_slots += n;
-      bits_give(a, bits, pairs);
+      bits_give(a, bits, lines);
       tsri_unlock(&arena_lock);
       return NULL;
     }
@@ -322,6 +336,7 @@ tsr_page_t *tsri_arena_span_alloc(size_t cls) {
   pg->kind = TSR_SLOT_HEAD;
   pg->cls = (uint8_t)cls;
   pg->span_slots = (uint16_t)n;
+  pg->capacity = 0;   /* until tsri_page_init: no block for a wrong free to find */
   pg->bits = bits;
   tsri_unlock(&arena_lock);
   return pg;
@@ -340,7 +355,8 @@ void tsri_arena_span_free(tsr_page_t *pg) {
   uint32_t now = (uint32_t)tsri_os_clock_ms();
   tsri_lock(&arena_lock);
   for (size_t k = first; k < first + n; k++) a->pages[k].kind = TSR_SLOT_FREE;
-  bits_give(a, pg->bits, bits_pairs(pg->cls));
+  bits_give(a, pg->bits, bits_lines(pg->cls));
+  pg->capacity = 0;   /* a wrong free racing with this finds no block */
   if (delay == 0) {   /* decommit now, outside the lock */
     for (size_t k = first; k < first + n; k++) map_set(a->transit_map, k);
     tsri_unlock(&arena_lock);

@@ -242,10 +242,10 @@ typedef struct tsr_arena_s {
                                        pages, TSRI_RECS_STRIDE bytes per slot, or
                                        NULL until a page is tracked in full (meta.c) */
   /* Pages' bitmaps (tsr_page_t.bits), arena lock: the unused end of the
-   * newest bitmap slot, and bitmaps given back, by length (index: word
-   * pairs - 1), linked through their first word. */
+   * newest bitmap area, and bitmaps given back, by length (index: 64-byte
+   * lines - 1), linked through their first word. */
   uint8_t *bits_next, *bits_end;
-  _Atomic(uint64_t) *bits_free[TSR_BITMAP_WORDS];
+  _Atomic(uint64_t) *bits_free[2 * TSR_BITMAP_WORDS * sizeof(uint64_t) / 64];
   tsr_page_t pages[TSR_ARENA_SLOTS];             /* one descriptor per slot */
 } tsr_arena_t;
 
