@@ -458,6 +458,9 @@ static void load_report(const loader_t *ld, json_t *doc, report_t *r) {
   r->stats.metadata_overhead = get_number(ld, st, "stats", "metadata_overhead");
   r->stats.efficiency = get_number(ld, st, "stats", "efficiency");
   load_error_kinds(ld, r, st);
+  /* reports written before tessera counted them lack both: 0 */
+  (void)opt_count(ld, st, "stats", "records_lost", &r->stats.records_lost);
+  (void)opt_count(ld, st, "stats", "stacks_lost", &r->stats.stacks_lost);
 
   load_classes(ld, r, doc);
   load_sites(ld, doc, "", "sites", &r->sites, &r->nsites);

@@ -38,6 +38,9 @@ typedef struct stats_s {
   double external_fragmentation; /* committed / allocated */
   double metadata_overhead;      /* metadata / allocated */
   double efficiency;             /* requested / committed */
+  /* Counted from version 4 of tsr_stats_t on: 0 in older reports. */
+  uint64_t records_lost;         /* blocks left without the record they were meant to have */
+  uint64_t stacks_lost;          /* call stacks not stored: their blocks name site 0 */
 } stats_t;
 
 typedef struct frame_s {

@@ -229,6 +229,10 @@ static void cmd_summary(const report_t *r, size_t top) {
          s->arenas, s->allocations, s->frees, s->purges, s->errors);
   print_error_kinds(r);
   printf("\n");
+  if (s->records_lost != 0 || s->stacks_lost != 0)
+    printf("  lost for want of memory: %" PRIu64 " record%s, %" PRIu64 " stack%s (blocks without a "
+           "record, or naming site 0)\n",
+           s->records_lost, plural(s->records_lost), s->stacks_lost, plural(s->stacks_lost));
   printf("\nratios\n");
   printf("  internal fragmentation %7.3f   allocated / requested%s\n",
          s->internal_fragmentation, est);
@@ -505,6 +509,10 @@ static void cmd_diff(const report_t *a, const report_t *b) {
   STAT_COUNTS(X)
 #undef X
   diff_error_kinds(a, b);
+  if (a->stats.records_lost + b->stats.records_lost != 0)
+    diff_total("records_lost", false, a->stats.records_lost, b->stats.records_lost);
+  if (a->stats.stacks_lost + b->stats.stacks_lost != 0)
+    diff_total("stacks_lost", false, a->stats.stacks_lost, b->stats.stacks_lost);
   const report_t *cut[2] = { a, b };
   for (int i = 0; i < 2; i++)
     if (cut[i]->sites_total > (int64_t)cut[i]->nsites)
