@@ -11,7 +11,8 @@
  * through the C names (not under TSan or ASan, whose runtimes own malloc),
  * with the keys made before tessera's, after it, and both; and under full
  * tracking and the debug checks, whose allocation paths lend the heap
- * too.
+ * too.  exit_alloc_cxx_helper.cpp does the same with C++ thread_local
+ * objects whose destructors allocate.
  */
 #include "tsr_criterion.h"
 
@@ -51,5 +52,13 @@ Test(exit_alloc, override_full_tracking, .timeout = 120) {
 }
 Test(exit_alloc, override_debug_checks, .timeout = 120) {
   run(TSR_EXIT_ALLOC_HELPER_OVERRIDE, "both", "TESSERA_DEBUG=guard,fill");
+}
+#endif
+#ifdef TSR_EXIT_ALLOC_CXX_HELPER
+/* C++ thread_local destructors, one constructing another as the thread
+ * exits; the order of keys does not apply */
+Test(exit_alloc, cxx_thread_locals, .timeout = 120) { run(TSR_EXIT_ALLOC_CXX_HELPER, "after", NULL); }
+Test(exit_alloc, cxx_thread_locals_full_tracking, .timeout = 120) {
+  run(TSR_EXIT_ALLOC_CXX_HELPER, "after", "TESSERA_TRACK=full");
 }
 #endif
