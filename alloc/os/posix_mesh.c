@@ -158,9 +158,17 @@ size_t tsri_os_map_limit(void) {
  * ---------------------------------------------------------------------- */
 
 static bool (*_Atomic fault_fns[TSRI_OS_FAULT_FNS])(void *addr);
-/* The program's handler before ours, in one of two places: tsri_os_fault_front
- * fills the other one before it switches, so that a handler reading one
- * while ours goes back in front never sees it half written. */
+/* Ours has two entry points, installed in turn (fault_install), and each
+ * passes what is not meshing's on to the handler it replaced: fault_prev[0]
+ * or [1].  A program handler that went in front of one of ours saved that
+ * one as its previous action; when it puts it back and raises the signal
+ * again, as Python's faulthandler does, that entry passes on to what it
+ * replaced, as the kernel would have, and not to the program's handler
+ * again (which, done, returns: the fault would come back for ever).
+ * fault_prev_at: the entry last seen in front, which a program handler
+ * put in front of ours since most likely saved; the next install takes
+ * the other, so that the record of the one saved stays, and a fault taken
+ * through the one in front never sees its record half written. */
 static struct sigaction fault_prev[2];
 static _Atomic int fault_prev_at;
 static _Atomic int fault_state;       /* 0: not installed, 1: being installed, 2: installed */
@@ -184,14 +192,20 @@ static void fault_default(int sig) {
 
 /* Run the program's handler as the kernel would have: with its mask
  * blocked, and its SA_RESETHAND honoured. */
-static void fault_pass_on(int sig, siginfo_t *info, void *ctx) {
-  const struct sigaction *prev = &fault_prev[atomic_load_explicit(&fault_prev_at, memory_order_acquire)];
+static void fault_pass_on(int sig, siginfo_t *info, void *ctx, int entry) {
+  const struct sigaction *prev = &fault_prev[entry];
   uintptr_t here = (uintptr_t)__builtin_frame_address(0);
   bool handler = (prev->sa_flags & SA_SIGINFO) || (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN);
-  if (!handler || (info == fault_chain_info && here < fault_chain_frame)) {
+  bool chained = info == fault_chain_info && here < fault_chain_frame;
+  if (!handler || chained) {
     /* with the default action back in place, the access faults again as
-     * it would have without tessera */
+     * it would have without tessera; a signal sent (kill, raise: the way
+     * crash handlers end the process) runs nothing again, so it is
+     * raised again, unless the program had it ignored */
+    bool sent = info->si_code <= 0;
+    if (sent && !chained && !(prev->sa_flags & SA_SIGINFO) && prev->sa_handler == SIG_IGN) return;
     fault_default(sig);
+    if (sent) raise(sig);
     return;
   }
   if (prev->sa_flags & SA_RESETHAND) fault_default(sig);
@@ -208,13 +222,14 @@ static void fault_pass_on(int sig, siginfo_t *info, void *ctx) {
   pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
-static void fault_handler(int sig, siginfo_t *info, void *ctx) {
+static void fault_handle(int sig, siginfo_t *info, void *ctx, int entry) {
   int saved = errno;
   /* the state turns 2 once sigaction has filled fault_prev: a fault in
    * between (not meshing's, which has not begun) waits those instants */
   while (atomic_load_explicit(&fault_state, memory_order_acquire) != 2) {
   }
-  for (size_t i = 0; i < TSRI_OS_FAULT_FNS; i++) {
+  /* a signal sent (si_code SI_USER, SI_TKILL, SI_QUEUE...) has no address */
+  for (size_t i = 0; i < TSRI_OS_FAULT_FNS && info->si_code > 0; i++) {
     bool (*fn)(void *) = atomic_load_explicit(&fault_fns[i], memory_order_acquire);
     if (fn != NULL && fn(info->si_addr)) {
       errno = saved;
@@ -222,20 +237,24 @@ static void fault_handler(int sig, siginfo_t *info, void *ctx) {
     }
   }
   errno = saved;
-  fault_pass_on(sig, info, ctx);
+  fault_pass_on(sig, info, ctx, entry);
 }
 
-/* Put fault_handler in place, the handler it replaces into the free place
- * of fault_prev, which then becomes the one in use (left as they were
- * when sigaction fails).  The caller holds fault_state at 1.  0 or an
- * errno value. */
+static void fault_handler0(int sig, siginfo_t *info, void *ctx) { fault_handle(sig, info, ctx, 0); }
+static void fault_handler1(int sig, siginfo_t *info, void *ctx) { fault_handle(sig, info, ctx, 1); }
+static void (*const fault_entry[2])(int, siginfo_t *, void *) = { fault_handler0, fault_handler1 };
+
+/* Put the entry of ours not last seen in front in place, the handler it
+ * replaces into its record of fault_prev, and make it the one in use
+ * (left as they were when sigaction fails).  The caller holds fault_state
+ * at 1.  0 or an errno value. */
 static int fault_install(void) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
-  sa.sa_sigaction = fault_handler;
+  int next = !atomic_load_explicit(&fault_prev_at, memory_order_relaxed);
+  sa.sa_sigaction = fault_entry[next];
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK | SA_NODEFER;
-  int next = !atomic_load_explicit(&fault_prev_at, memory_order_relaxed);
   if (sigaction(SIGSEGV, &sa, &fault_prev[next]) != 0) return errno;
   atomic_store_explicit(&fault_prev_at, next, memory_order_release);
   return 0;
@@ -274,8 +293,14 @@ bool tsri_os_fault_front(void) {
   if (atomic_load_explicit(&fault_state, memory_order_acquire) != 2) return false;
   int saved = errno;
   struct sigaction now;
-  bool front = sigaction(SIGSEGV, NULL, &now) == 0 && (now.sa_flags & SA_SIGINFO) &&
-               now.sa_sigaction == fault_handler;
+  /* either entry: one the program put back passes on to what it replaced */
+  bool front = false;
+  if (sigaction(SIGSEGV, NULL, &now) == 0 && (now.sa_flags & SA_SIGINFO)) {
+    for (int i = 0; i < 2 && !front; i++) {
+      front = now.sa_sigaction == fault_entry[i];
+      if (front) atomic_store_explicit(&fault_prev_at, i, memory_order_release);
+    }
+  }
   int installed = 2;
   /* the program put a handler of its own in ours' place (Redis does, for
    * its crash report): ours goes back in front and passes what is not
