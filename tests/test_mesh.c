@@ -20,6 +20,7 @@
 #include <setjmp.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #define COUNT 60000
 
@@ -525,6 +526,58 @@ Test(mesh, faults_not_meshings_reach_the_program_handler) {
   cr_assert_eq(damaged(&s), 0);
   cr_assert_eq(damaged(&more), 0);
   free_sparse(&more);
+  free_sparse(&s);
+  cr_assert_eq(tsr_check(), 0);
+}
+
+/* A daemon's start: fork, every descriptor past stderr closed, then files
+ * of its own (here one file under every number up to 1,023, so that one
+ * has the number meshing's file had).  Before, meshing went on with the
+ * number it had: its next pass truncated the daemon's file to its own
+ * size and wrote heap pages into it.  Now it sees the file gone and, with
+ * nothing on it, takes a new one.  In a child; the exit status says what
+ * went wrong (0: nothing). */
+static int daemon_child(void) {
+  alarm(20);
+  struct rlimit rl;
+  int top = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 1024 ? (int)rl.rlim_cur : 1024;
+  for (int fd = 3; fd < top; fd++) close(fd);
+  char path[] = "/tmp/tsr_mesh_daemon_XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0) return 3;
+  unlink(path);
+  static const char line[] = "the daemon's own bytes\n";
+  size_t len = sizeof line - 1;
+  if (write(fd, line, len) != (ssize_t)len) return 3;
+  for (int other = fd + 1; other < top; other++) dup2(fd, other);
+  sparse_t s = make_sparse(64, 16, 11);
+  uint64_t meshes = figures().meshes;
+  tsr_collect();   /* on a file of its own again: nothing was on the one closed */
+  if (figures().mesh_state != TSR_MESH_ON || figures().meshes <= meshes) return 6;
+  struct stat st;
+  char back[sizeof line];
+  if (fstat(fd, &st) != 0) return 3;
+  if (st.st_size != (off_t)len) return 1;
+  if (pread(fd, back, len, 0) != (ssize_t)len || memcmp(back, line, len) != 0) return 2;
+  if (damaged(&s) != 0) return 4;
+  free_sparse(&s);
+  return tsr_check() == 0 ? 0 : 5;
+}
+
+Test(mesh, a_daemon_that_closes_every_descriptor_keeps_its_files_whole) {
+  sparse_t s = make_sparse(64, 16, 12);
+  tsr_collect();   /* meshing has its file; the child gets one of its own at fork */
+  cr_assert_gt(figures().meshes, 0);
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) _exit(daemon_child());
+  int status = 0;
+  cr_assert_eq(waitpid(pid, &status, 0), pid);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+            "the child: %s %d (exit 1: meshing changed its file's size, 2: its bytes, 4: kept blocks, "
+            "5: tsr_check, 6: meshing stopped)",
+            WIFEXITED(status) ? "exit" : "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+  cr_assert_eq(damaged(&s), 0);
   free_sparse(&s);
   cr_assert_eq(tsr_check(), 0);
 }

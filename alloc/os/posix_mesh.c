@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,7 +34,23 @@
 #define MAP_NORESERVE 0
 #endif
 
+/* The file's descriptor, and what fstat says it is.  A program may close
+ * descriptors it did not open (a daemon's closerange(3, ...) after fork,
+ * closefrom) and open a file of its own under the same number: then the
+ * file's calls would truncate, write into and map that file (a Python
+ * daemon's log grew to 128 MiB of heap pages and zeros).  Each call
+ * checks first that the descriptor is still the file (share_ours), and
+ * the file moves to a descriptor far above the ones a program's open gets
+ * (the lowest free), so that the number is seldom taken again. */
 static int share_fd = -1;
+static dev_t share_dev;
+static ino_t share_ino;
+#define SHARE_FD_LOW 512   /* where the file's descriptor goes, or above */
+
+static bool share_ours(void) {
+  struct stat st;
+  return share_fd >= 0 && fstat(share_fd, &st) == 0 && st.st_dev == share_dev && st.st_ino == share_ino;
+}
 
 int tsri_os_share_open(void) {
 #if defined(__linux__) && defined(MFD_CLOEXEC)
@@ -40,12 +58,38 @@ int tsri_os_share_open(void) {
   int saved = errno;
   int fd = memfd_create("tessera-mesh", MFD_CLOEXEC);
   int rc = fd >= 0 ? 0 : errno;
-  if (fd >= 0) share_fd = fd;
+  struct stat st;
+  if (fd >= 0 && fd < SHARE_FD_LOW) {
+    struct rlimit rl;
+    int high = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 2 * SHARE_FD_LOW
+                   ? fcntl(fd, F_DUPFD_CLOEXEC, SHARE_FD_LOW) : -1;
+    if (high >= 0) {
+      close(fd);
+      fd = high;
+    }
+  }
+  if (fd >= 0 && fstat(fd, &st) != 0) {
+    rc = errno;
+    close(fd);
+    fd = -1;
+  }
+  if (fd >= 0) {
+    share_fd = fd;
+    share_dev = st.st_dev;
+    share_ino = st.st_ino;
+  }
   errno = saved;
   return rc;
 #else
   return ENOSYS;
 #endif
+}
+
+bool tsri_os_share_ok(void) {
+  int saved = errno;
+  bool ok = share_ours();
+  errno = saved;
+  return ok;
 }
 
 const char *tsri_os_share_why(void) {
@@ -58,7 +102,7 @@ const char *tsri_os_share_why(void) {
 
 void tsri_os_share_close(void) {
   int saved = errno;
-  if (share_fd >= 0) close(share_fd);
+  if (share_ours()) close(share_fd);
   share_fd = -1;
   errno = saved;
 }
@@ -66,6 +110,10 @@ void tsri_os_share_close(void) {
 int tsri_os_share_size(uint64_t bytes) {
   if (TSRI_OS_FAIL(TSRI_OS_POINT_SHARE_SIZE)) return ENOMEM;
   int saved = errno;
+  if (!share_ours()) {
+    errno = saved;
+    return EBADF;
+  }
   int rc = ftruncate(share_fd, (off_t)bytes) == 0 ? 0 : errno;
   errno = saved;
   return rc;
@@ -74,6 +122,10 @@ int tsri_os_share_size(uint64_t bytes) {
 int tsri_os_share_write(uint64_t off, const void *src, size_t size) {
   if (TSRI_OS_FAIL(TSRI_OS_POINT_SHARE_WRITE)) return ENOMEM;
   int saved = errno, rc = 0;
+  if (!share_ours()) {
+    errno = saved;
+    return EBADF;
+  }
   const char *from = src;
   while (size > 0) {
     ssize_t n = pwrite(share_fd, from, size, (off_t)off);
@@ -90,6 +142,10 @@ int tsri_os_share_write(uint64_t off, const void *src, size_t size) {
 int tsri_os_share_map(void *addr, size_t size, uint64_t off) {
   if (TSRI_OS_FAIL(TSRI_OS_POINT_SHARE_MAP)) return ENOMEM;
   int saved = errno;
+  if (!share_ours()) {
+    errno = saved;
+    return EBADF;
+  }
   void *p = mmap(addr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, share_fd, (off_t)off);
   int rc = p == addr ? 0 : errno;
   errno = saved;
@@ -99,6 +155,10 @@ int tsri_os_share_map(void *addr, size_t size, uint64_t off) {
 int tsri_os_share_punch(uint64_t off, size_t size) {
   if (TSRI_OS_FAIL(TSRI_OS_POINT_SHARE_PUNCH)) return ENOMEM;
   int saved = errno;
+  if (!share_ours()) {
+    errno = saved;
+    return EBADF;
+  }
   int rc = fallocate(share_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)size) == 0
                ? 0 : errno;
   errno = saved;
