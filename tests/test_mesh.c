@@ -20,6 +20,7 @@
 #include <setjmp.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #define COUNT 60000
 
@@ -405,49 +406,88 @@ static void crash_chain(int sig, siginfo_t *info, void *ctx) {
   else signal(sig, SIG_DFL);
 }
 
-static void crash_child(bool chain) {
+/* A report, then the action it replaced (tessera's) put back and the
+ * signal raised again, as Python's faulthandler does; a second call, once
+ * it is done, returns at once.  Before tessera's two entry points, the
+ * one put back passed the raised signal on to this handler again, which
+ * returned, and the fault came back for ever. */
+static volatile sig_atomic_t crash_done;
+
+static void crash_restore(int sig) {
+  if (crash_done) return;
+  crash_done = 1;
+  ++*crash_reports;
+  sigaction(sig, &crash_prev, NULL);
+  raise(sig);
+}
+
+typedef enum { CRASH_NONE, CRASH_ONCE, CRASH_CHAIN, CRASH_RESTORE } crash_kind_t;
+
+/* kind: the program's handler (CRASH_NONE: none); raised: the crash is a
+ * raise(SIGSEGV) (faulthandler's own test), not a fault */
+static void crash_child(crash_kind_t kind, bool raised) {
   alarm(10);   /* a handler going round for ever dies of SIGALRM instead */
+  /* no handler under the program's (AddressSanitizer's runtime has one,
+   * which a raised signal would reach, as without tessera, and exit 1) */
+  signal(SIGSEGV, SIG_DFL);
   sparse_t s = make_sparse(64, 16, 9);
   tsr_collect();   /* tessera's handler is in place */
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sigemptyset(&sa.sa_mask);
-  if (chain) {
+  if (kind == CRASH_CHAIN) {
     sa.sa_sigaction = crash_chain;
     sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+  } else if (kind == CRASH_RESTORE) {
+    sa.sa_handler = crash_restore;
+    sa.sa_flags = SA_NODEFER;
   } else {
     sa.sa_handler = crash_once;
     sa.sa_flags = SA_NODEFER | SA_RESETHAND;
   }
-  sigaction(SIGSEGV, &sa, &crash_prev);
+  if (kind != CRASH_NONE) sigaction(SIGSEGV, &sa, &crash_prev);
   sparse_t more = make_sparse(64, 16, 10);
   tsr_collect();   /* meshing puts tessera's back in front */
   if (figures().mesh_state != TSR_MESH_ON) _exit(3);
-  volatile unsigned char *guard = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  *guard = 1;
+  if (raised) {
+    raise(SIGSEGV);
+  } else {
+    volatile unsigned char *guard = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    *guard = 1;
+  }
   (void)s;
   (void)more;
-  _exit(4);   /* not reached: the write cannot succeed */
+  _exit(4);   /* not reached: the write cannot succeed, the signal raised ends the process */
 }
 
-static void crash_handler_runs_once(bool chain) {
+static void crash_handler_runs_once(crash_kind_t kind, bool raised) {
   crash_reports = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   cr_assert(crash_reports != MAP_FAILED);
   *crash_reports = 0;
   pid_t pid = fork();
   cr_assert_geq(pid, 0);
-  if (pid == 0) crash_child(chain);
+  if (pid == 0) crash_child(kind, raised);
   int status = 0;
   cr_assert_eq(waitpid(pid, &status, 0), pid);
   cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV,
             "the child did not end by SIGSEGV: %s %d (SIGALRM: its handler went round)",
             WIFSIGNALED(status) ? "signal" : "exit", WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
-  cr_assert_eq(*crash_reports, 1, "the program's crash handler ran %d times", (int)*crash_reports);
+  cr_assert_eq(*crash_reports, kind == CRASH_NONE ? 0 : 1, "the program's crash handler ran %d times",
+               (int)*crash_reports);
   munmap((void *)crash_reports, 4096);
 }
 
-Test(mesh, a_crash_handler_with_resethand_runs_once_and_the_process_ends) { crash_handler_runs_once(false); }
-Test(mesh, a_crash_handler_that_chains_to_tesseras_ends_the_process) { crash_handler_runs_once(true); }
+Test(mesh, a_crash_handler_with_resethand_runs_once_and_the_process_ends) {
+  crash_handler_runs_once(CRASH_ONCE, false);
+}
+Test(mesh, a_crash_handler_that_chains_to_tesseras_ends_the_process) { crash_handler_runs_once(CRASH_CHAIN, false); }
+Test(mesh, a_crash_handler_that_puts_tesseras_back_and_raises_ends_the_process) {
+  crash_handler_runs_once(CRASH_RESTORE, false);
+  crash_handler_runs_once(CRASH_RESTORE, true);
+}
+/* Before, tessera's handler set the default action and returned, which
+ * ends a fault (it runs again) but swallowed a signal sent. */
+Test(mesh, a_sigsegv_raised_ends_the_process) { crash_handler_runs_once(CRASH_NONE, true); }
 
 Test(mesh, faults_not_meshings_reach_the_program_handler) {
   struct sigaction sa, prev;
@@ -489,6 +529,58 @@ Test(mesh, faults_not_meshings_reach_the_program_handler) {
   cr_assert_eq(damaged(&s), 0);
   cr_assert_eq(damaged(&more), 0);
   free_sparse(&more);
+  free_sparse(&s);
+  cr_assert_eq(tsr_check(), 0);
+}
+
+/* A daemon's start: fork, every descriptor past stderr closed, then files
+ * of its own (here one file under every number up to 1,023, so that one
+ * has the number meshing's file had).  Before, meshing went on with the
+ * number it had: its next pass truncated the daemon's file to its own
+ * size and wrote heap pages into it.  Now it sees the file gone and, with
+ * nothing on it, takes a new one.  In a child; the exit status says what
+ * went wrong (0: nothing). */
+static int daemon_child(void) {
+  alarm(20);
+  struct rlimit rl;
+  int top = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 1024 ? (int)rl.rlim_cur : 1024;
+  for (int fd = 3; fd < top; fd++) close(fd);
+  char path[] = "/tmp/tsr_mesh_daemon_XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0) return 3;
+  unlink(path);
+  static const char line[] = "the daemon's own bytes\n";
+  size_t len = sizeof line - 1;
+  if (write(fd, line, len) != (ssize_t)len) return 3;
+  for (int other = fd + 1; other < top; other++) dup2(fd, other);
+  sparse_t s = make_sparse(64, 16, 11);
+  uint64_t meshes = figures().meshes;
+  tsr_collect();   /* on a file of its own again: nothing was on the one closed */
+  if (figures().mesh_state != TSR_MESH_ON || figures().meshes <= meshes) return 6;
+  struct stat st;
+  char back[sizeof line];
+  if (fstat(fd, &st) != 0) return 3;
+  if (st.st_size != (off_t)len) return 1;
+  if (pread(fd, back, len, 0) != (ssize_t)len || memcmp(back, line, len) != 0) return 2;
+  if (damaged(&s) != 0) return 4;
+  free_sparse(&s);
+  return tsr_check() == 0 ? 0 : 5;
+}
+
+Test(mesh, a_daemon_that_closes_every_descriptor_keeps_its_files_whole) {
+  sparse_t s = make_sparse(64, 16, 12);
+  tsr_collect();   /* meshing has its file; the child gets one of its own at fork */
+  cr_assert_gt(figures().meshes, 0);
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) _exit(daemon_child());
+  int status = 0;
+  cr_assert_eq(waitpid(pid, &status, 0), pid);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+            "the child: %s %d (exit 1: meshing changed its file's size, 2: its bytes, 4: kept blocks, "
+            "5: tsr_check, 6: meshing stopped)",
+            WIFEXITED(status) ? "exit" : "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+  cr_assert_eq(damaged(&s), 0);
   free_sparse(&s);
   cr_assert_eq(tsr_check(), 0);
 }

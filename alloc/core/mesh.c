@@ -10,44 +10,35 @@
  * page behind it does.  After Mesh (Powers et al., PLDI 2019), in tessera's
  * terms; docs/design.md argues the choices.
  *
- * The unit.  A span is 64 KiB or more; two spans almost never have their
- * live blocks at different offsets throughout, two 4 KiB OS pages of
- * sparse spans often do.  Two OS pages mesh when no byte of the page
- * belongs to a live block in both (compared a 16-byte granule at a time:
- * tsri_page_granules), whatever their classes and their offsets in their
- * spans: a file page holds each side's bytes where that side has them,
- * so sides of different classes and offsets live side by side.  Half the
- * spans of a class are shifted by one block (page.c: the phase), so that
- * survivors left in the order they were allocated fall at different
- * offsets in different spans.
+ * The unit.  A span is 64 KiB or more; two spans almost never have their live blocks at different
+ * offsets throughout, two 4 KiB OS pages of sparse spans often do.  Two OS pages mesh when no byte
+ * of the page belongs to a live block in both (compared a 16-byte granule at a time:
+ * tsri_page_granules), whatever their classes and their offsets in their spans: a file page holds
+ * each side's bytes where that side has them, so sides of different classes and offsets live side
+ * by side.  Half the spans of a class are shifted by one block (page.c: the phase), so that
+ * survivors left in the order they were allocated fall at different offsets in different spans.
  *
- * Frozen pages.  Each side keeps its own bitmap: its live blocks are its
- * own, the other sides' are free in it.  So that none hands out a free
- * block over another's live one, a page with a meshed OS page is frozen:
- * FULL in its owner's full queue, never allocated from; a free into it
- * goes through a slow path that calls tsri_mesh_check (and heap_thaw
- * checks every frozen page at each pass, for frees that raced the
- * freeze).  A side with no live block left on a shared OS page gets fresh
- * private memory there and leaves; the last side keeps the file page as
- * a "single", which behaves like any memory and goes back to private
- * memory when its page is trimmed or retired.  A page meshed no more
- * thaws.
+ * Frozen pages.  Each side keeps its own bitmap: its live blocks are its own, the other sides' are
+ * free in it.  So that none hands out a free block over another's live one, a page with a meshed OS
+ * page is frozen: FULL in its owner's full queue, never allocated from; a free into it goes through
+ * a slow path that calls tsri_mesh_check (and heap_thaw checks every frozen page at each pass, for
+ * frees that raced the freeze).  A side with no live block left on a shared OS page gets fresh
+ * private memory there and leaves; the last side keeps the file page as a "single", which behaves
+ * like any memory and goes back to private memory when its page is trimmed or retired.  A page
+ * meshed no more thaws.
  *
- * The write barrier.  While a virtual page is copied into the file it is
- * read-only (mesh_fence): a writer faults and waits in tessera's SIGSEGV
- * handler until the file page is mapped in its place, then writes there;
- * reads never wait, and a write by the kernel gets EFAULT meanwhile.
- * Other faults go on to the program's handler; where the program put its
- * own in front, each pass puts tessera's back (tsri_os_fault_front), and
- * where it cannot, meshing pauses.  A pass holds its thread's asynchronous
- * signals back: a handler writing to the page its own thread fenced would
+ * The write barrier.  While a virtual page is copied into the file it is read-only (mesh_fence): a
+ * writer faults and waits in tessera's SIGSEGV handler until the file page is mapped in its place,
+ * then writes there; reads never wait, and a write by the kernel gets EFAULT meanwhile.  Other
+ * faults go on to the program's handler; where the program put its own in front, each pass puts
+ * tessera's back (tsri_os_fault_front), and where it cannot, meshing pauses.  A pass holds its
+ * thread's asynchronous signals back: a handler writing to the page its own thread fenced would
  * wait for ever.
  *
- * fork.  Before fork every file page is made read-only; the child, first
- * thing, gives each private memory with the same contents and opens a
- * file of its own (with its parent's, both would take the same file
- * pages); the parent waits on a pipe until the child is done, then makes
- * them writable again.  The cost is proportional to the meshed pages.
+ * fork.  Before fork every file page is made read-only; the child, first thing, gives each private
+ * memory with the same contents and opens a file of its own (with its parent's, both would take the
+ * same file pages); the parent waits on a pipe until the child is done, then makes them writable
+ * again.  The cost is proportional to the meshed pages.
  *
  * Limits.  Meshing keeps its estimate of the mappings it added (vmas,
  * map_cost) under half of vm.max_map_count, and places neighbours on
@@ -101,8 +92,7 @@ static mesh_rec_t *recs;
 static uint64_t rec_used[MESH_MAX_RECORDS / 64];   /* bit r: file page r holds sides */
 static uint32_t rec_high, rec_cap;    /* records ever used (from 0), the most there may be */
 static size_t rec_counted;            /* bytes of recs counted as metadata */
-static _Atomic uint32_t vmas;         /* mappings meshing added (an estimate; written under
-                                         the lock, read by the figures) */
+static _Atomic uint32_t vmas;         /* mappings meshing added (an estimate; written locked) */
 static uint32_t vma_cap;              /* their cap, set before mesh_setup is READY */
 static uint64_t file_bytes;
 static tsri_table_t mesh_table = TSRI_TABLE_INIT(mesh_entry_t, 1024);
@@ -125,11 +115,10 @@ static uint8_t unshare_buf[MESH_PAGE_MAX];
 
 static inline tsr_page_t *page_at(uintptr_t va) { return tsri_page_of((const void *)va); }
 
-/* ThreadSanitizer cannot see the write barrier: a page's writers are
- * ordered before its copy by the mprotect that makes it read-only (the
- * kernel's flush of every CPU's mapping), not by anything in the program,
- * and it takes a new mapping for a write to all of it.  It is told not to
- * look at the copy and the mapping. */
+/* ThreadSanitizer cannot see the write barrier: a page's writers are ordered before its copy
+ * by the mprotect that makes it read-only (the kernel's flush of every CPU's mapping), not by
+ * anything in the program, and it takes a new mapping for a write to all of it.  It is told
+ * not to look at the copy and the mapping. */
 #if defined(__SANITIZE_THREAD__)
 #define MESH_TSAN 1
 #elif defined(__has_feature)
@@ -222,7 +211,24 @@ static void fence_end(uint64_t since_ns) {
  * Set-up and records.  Lock held.
  * ---------------------------------------------------------------------- */
 
+/* A new file, nothing being on the old one (a fork child's parent's, or
+ * one whose descriptor the program closed).  Lock held. */
+static bool file_anew(void) {
+  memset(rec_used, 0, sizeof rec_used);
+  rec_high = 0;
+  vmas = 0;
+  file_bytes = 0;
+  tsri_os_share_close();
+  return tsri_os_share_open() == 0;
+}
+
 static bool mesh_ready(void) {
+  /* the program closed the file's descriptor (a daemon's closerange): a
+   * new file, unless pages are on the old one (they stay until freed) */
+  if (mesh_setup == MESH_READY && !tsri_os_share_ok() && (mesh_table.count != 0 || !file_anew())) {
+    mesh_setup = MESH_FAILED;
+    tsri_warning("meshing: the program closed tessera's file with pages on it; meshing stops");
+  }
   if (mesh_setup != MESH_UNTRIED) return mesh_setup == MESH_READY;
   mesh_setup = MESH_FAILED;
   page_size = tsri_os_page_size();
@@ -706,8 +712,7 @@ out:
 
 void tsri_mesh_figures(tsr_pins_t *out) {
   if (tsri_option(TSRI_OPT_MESH) == 0) out->mesh_state = TSR_MESH_OFF;
-  /* where the OS cannot map a page twice, from the start, not only once
-   * a pass has found out */
+  /* where the OS cannot map a page twice, from the start, not after a pass */
   else if (mesh_setup == MESH_FAILED || tsri_os_share_why() != NULL) out->mesh_state = TSR_MESH_UNSUPPORTED;
   else if (atomic_load_explicit(&mesh_paused, memory_order_relaxed) ||
            (mesh_setup == MESH_READY && vmas + 2 > vma_cap))
@@ -726,8 +731,7 @@ void tsri_mesh_figures(tsr_pins_t *out) {
  * fork
  * ---------------------------------------------------------------------- */
 
-/* Every virtual page mapped from the file, read-only (write false) or
- * writable again. */
+/* Every virtual page mapped from the file, read-only (write false) or writable again. */
 static void protect_all(bool write) {
   size_t cursor = 0;
   mesh_entry_t *e;
@@ -789,12 +793,7 @@ void tsri_mesh_fork_child(void) {
   if (mesh_setup == MESH_READY) {
     /* a file of the child's own, meshed or not at fork: with the
      * parent's, both would hand out the same file pages */
-    memset(rec_used, 0, sizeof rec_used);
-    rec_high = 0;
-    vmas = 0;
-    tsri_os_share_close();
-    file_bytes = 0;
-    if (tsri_os_share_open() != 0) mesh_setup = MESH_FAILED;
+    if (!file_anew()) mesh_setup = MESH_FAILED;
   }
   tsri_unlock(&mesh_lock);
 }

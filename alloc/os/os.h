@@ -357,6 +357,10 @@ tsri_hidden int tsri_os_share_open(void);
 tsri_hidden const char *tsri_os_share_why(void);
 /* Close the file (a fork child drops its parent's). */
 tsri_hidden void tsri_os_share_close(void);
+/* Whether the file is still open: a program may close descriptors it did
+ * not open, and another file may take the number.  The calls below check
+ * it too and answer EBADF without touching that other file. */
+tsri_hidden bool tsri_os_share_ok(void);
 /* Make the file at least bytes long (its pages cost nothing until used). */
 tsri_hidden int tsri_os_share_size(uint64_t bytes);
 /* Copy size bytes from src into the file at off. */

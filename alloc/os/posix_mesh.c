@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,7 +34,23 @@
 #define MAP_NORESERVE 0
 #endif
 
+/* The file's descriptor, and what fstat says it is.  A program may close
+ * descriptors it did not open (a daemon's closerange(3, ...) after fork,
+ * closefrom) and open a file of its own under the same number: then the
+ * file's calls would truncate, write into and map that file (a Python
+ * daemon's log grew to 128 MiB of heap pages and zeros).  Each call
+ * checks first that the descriptor is still the file (share_ours), and
+ * the file moves to a descriptor far above the ones a program's open gets
+ * (the lowest free), so that the number is seldom taken again. */
 static int share_fd = -1;
+static dev_t share_dev;
+static ino_t share_ino;
+#define SHARE_FD_LOW 512   /* where the file's descriptor goes, or above */
+
+static bool share_ours(void) {
+  struct stat st;
+  return share_fd >= 0 && fstat(share_fd, &st) == 0 && st.st_dev == share_dev && st.st_ino == share_ino;
+}
 
 int tsri_os_share_open(void) {
 #if defined(__linux__) && defined(MFD_CLOEXEC)
@@ -40,12 +58,38 @@ int tsri_os_share_open(void) {
   int saved = errno;
   int fd = memfd_create("tessera-mesh", MFD_CLOEXEC);
   int rc = fd >= 0 ? 0 : errno;
-  if (fd >= 0) share_fd = fd;
+  struct stat st;
+  if (fd >= 0 && fd < SHARE_FD_LOW) {
+    struct rlimit rl;
+    int high = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 2 * SHARE_FD_LOW
+                   ? fcntl(fd, F_DUPFD_CLOEXEC, SHARE_FD_LOW) : -1;
+    if (high >= 0) {
+      close(fd);
+      fd = high;
+    }
+  }
+  if (fd >= 0 && fstat(fd, &st) != 0) {
+    rc = errno;
+    close(fd);
+    fd = -1;
+  }
+  if (fd >= 0) {
+    share_fd = fd;
+    share_dev = st.st_dev;
+    share_ino = st.st_ino;
+  }
   errno = saved;
   return rc;
 #else
   return ENOSYS;
 #endif
+}
+
+bool tsri_os_share_ok(void) {
+  int saved = errno;
+  bool ok = share_ours();
+  errno = saved;
+  return ok;
 }
 
 const char *tsri_os_share_why(void) {
@@ -58,7 +102,7 @@ const char *tsri_os_share_why(void) {
 
 void tsri_os_share_close(void) {
   int saved = errno;
-  if (share_fd >= 0) close(share_fd);
+  if (share_ours()) close(share_fd);
   share_fd = -1;
   errno = saved;
 }
@@ -66,6 +110,10 @@ void tsri_os_share_close(void) {
 int tsri_os_share_size(uint64_t bytes) {
   if (TSRI_OS_FAIL(TSRI_OS_POINT_SHARE_SIZE)) return ENOMEM;
   int saved = errno;
+  if (!share_ours()) {
+    errno = saved;
+    return EBADF;
+  }
   int rc = ftruncate(share_fd, (off_t)bytes) == 0 ? 0 : errno;
   errno = saved;
   return rc;
@@ -74,6 +122,10 @@ int tsri_os_share_size(uint64_t bytes) {
 int tsri_os_share_write(uint64_t off, const void *src, size_t size) {
   if (TSRI_OS_FAIL(TSRI_OS_POINT_SHARE_WRITE)) return ENOMEM;
   int saved = errno, rc = 0;
+  if (!share_ours()) {
+    errno = saved;
+    return EBADF;
+  }
   const char *from = src;
   while (size > 0) {
     ssize_t n = pwrite(share_fd, from, size, (off_t)off);
@@ -90,6 +142,10 @@ int tsri_os_share_write(uint64_t off, const void *src, size_t size) {
 int tsri_os_share_map(void *addr, size_t size, uint64_t off) {
   if (TSRI_OS_FAIL(TSRI_OS_POINT_SHARE_MAP)) return ENOMEM;
   int saved = errno;
+  if (!share_ours()) {
+    errno = saved;
+    return EBADF;
+  }
   void *p = mmap(addr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, share_fd, (off_t)off);
   int rc = p == addr ? 0 : errno;
   errno = saved;
@@ -99,6 +155,10 @@ int tsri_os_share_map(void *addr, size_t size, uint64_t off) {
 int tsri_os_share_punch(uint64_t off, size_t size) {
   if (TSRI_OS_FAIL(TSRI_OS_POINT_SHARE_PUNCH)) return ENOMEM;
   int saved = errno;
+  if (!share_ours()) {
+    errno = saved;
+    return EBADF;
+  }
   int rc = fallocate(share_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)size) == 0
                ? 0 : errno;
   errno = saved;
@@ -158,9 +218,17 @@ size_t tsri_os_map_limit(void) {
  * ---------------------------------------------------------------------- */
 
 static bool (*_Atomic fault_fns[TSRI_OS_FAULT_FNS])(void *addr);
-/* The program's handler before ours, in one of two places: tsri_os_fault_front
- * fills the other one before it switches, so that a handler reading one
- * while ours goes back in front never sees it half written. */
+/* Ours has two entry points, installed in turn (fault_install), and each
+ * passes what is not meshing's on to the handler it replaced: fault_prev[0]
+ * or [1].  A program handler that went in front of one of ours saved that
+ * one as its previous action; when it puts it back and raises the signal
+ * again, as Python's faulthandler does, that entry passes on to what it
+ * replaced, as the kernel would have, and not to the program's handler
+ * again (which, done, returns: the fault would come back for ever).
+ * fault_prev_at: the entry last seen in front, which a program handler
+ * put in front of ours since most likely saved; the next install takes
+ * the other, so that the record of the one saved stays, and a fault taken
+ * through the one in front never sees its record half written. */
 static struct sigaction fault_prev[2];
 static _Atomic int fault_prev_at;
 static _Atomic int fault_state;       /* 0: not installed, 1: being installed, 2: installed */
@@ -184,14 +252,20 @@ static void fault_default(int sig) {
 
 /* Run the program's handler as the kernel would have: with its mask
  * blocked, and its SA_RESETHAND honoured. */
-static void fault_pass_on(int sig, siginfo_t *info, void *ctx) {
-  const struct sigaction *prev = &fault_prev[atomic_load_explicit(&fault_prev_at, memory_order_acquire)];
+static void fault_pass_on(int sig, siginfo_t *info, void *ctx, int entry) {
+  const struct sigaction *prev = &fault_prev[entry];
   uintptr_t here = (uintptr_t)__builtin_frame_address(0);
   bool handler = (prev->sa_flags & SA_SIGINFO) || (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN);
-  if (!handler || (info == fault_chain_info && here < fault_chain_frame)) {
+  bool chained = info == fault_chain_info && here < fault_chain_frame;
+  if (!handler || chained) {
     /* with the default action back in place, the access faults again as
-     * it would have without tessera */
+     * it would have without tessera; a signal sent (kill, raise: the way
+     * crash handlers end the process) runs nothing again, so it is
+     * raised again, unless the program had it ignored */
+    bool sent = info->si_code <= 0;
+    if (sent && !chained && !(prev->sa_flags & SA_SIGINFO) && prev->sa_handler == SIG_IGN) return;
     fault_default(sig);
+    if (sent) raise(sig);
     return;
   }
   if (prev->sa_flags & SA_RESETHAND) fault_default(sig);
@@ -208,13 +282,14 @@ static void fault_pass_on(int sig, siginfo_t *info, void *ctx) {
   pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
-static void fault_handler(int sig, siginfo_t *info, void *ctx) {
+static void fault_handle(int sig, siginfo_t *info, void *ctx, int entry) {
   int saved = errno;
   /* the state turns 2 once sigaction has filled fault_prev: a fault in
    * between (not meshing's, which has not begun) waits those instants */
   while (atomic_load_explicit(&fault_state, memory_order_acquire) != 2) {
   }
-  for (size_t i = 0; i < TSRI_OS_FAULT_FNS; i++) {
+  /* a signal sent (si_code SI_USER, SI_TKILL, SI_QUEUE...) has no address */
+  for (size_t i = 0; i < TSRI_OS_FAULT_FNS && info->si_code > 0; i++) {
     bool (*fn)(void *) = atomic_load_explicit(&fault_fns[i], memory_order_acquire);
     if (fn != NULL && fn(info->si_addr)) {
       errno = saved;
@@ -222,20 +297,24 @@ static void fault_handler(int sig, siginfo_t *info, void *ctx) {
     }
   }
   errno = saved;
-  fault_pass_on(sig, info, ctx);
+  fault_pass_on(sig, info, ctx, entry);
 }
 
-/* Put fault_handler in place, the handler it replaces into the free place
- * of fault_prev, which then becomes the one in use (left as they were
- * when sigaction fails).  The caller holds fault_state at 1.  0 or an
- * errno value. */
+static void fault_handler0(int sig, siginfo_t *info, void *ctx) { fault_handle(sig, info, ctx, 0); }
+static void fault_handler1(int sig, siginfo_t *info, void *ctx) { fault_handle(sig, info, ctx, 1); }
+static void (*const fault_entry[2])(int, siginfo_t *, void *) = { fault_handler0, fault_handler1 };
+
+/* Put the entry of ours not last seen in front in place, the handler it
+ * replaces into its record of fault_prev, and make it the one in use
+ * (left as they were when sigaction fails).  The caller holds fault_state
+ * at 1.  0 or an errno value. */
 static int fault_install(void) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
-  sa.sa_sigaction = fault_handler;
+  int next = !atomic_load_explicit(&fault_prev_at, memory_order_relaxed);
+  sa.sa_sigaction = fault_entry[next];
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK | SA_NODEFER;
-  int next = !atomic_load_explicit(&fault_prev_at, memory_order_relaxed);
   if (sigaction(SIGSEGV, &sa, &fault_prev[next]) != 0) return errno;
   atomic_store_explicit(&fault_prev_at, next, memory_order_release);
   return 0;
@@ -274,8 +353,14 @@ bool tsri_os_fault_front(void) {
   if (atomic_load_explicit(&fault_state, memory_order_acquire) != 2) return false;
   int saved = errno;
   struct sigaction now;
-  bool front = sigaction(SIGSEGV, NULL, &now) == 0 && (now.sa_flags & SA_SIGINFO) &&
-               now.sa_sigaction == fault_handler;
+  /* either entry: one the program put back passes on to what it replaced */
+  bool front = false;
+  if (sigaction(SIGSEGV, NULL, &now) == 0 && (now.sa_flags & SA_SIGINFO)) {
+    for (int i = 0; i < 2 && !front; i++) {
+      front = now.sa_sigaction == fault_entry[i];
+      if (front) atomic_store_explicit(&fault_prev_at, i, memory_order_release);
+    }
+  }
   int installed = 2;
   /* the program put a handler of its own in ours' place (Redis does, for
    * its crash report): ours goes back in front and passes what is not

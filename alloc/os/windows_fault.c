@@ -67,6 +67,7 @@ const char *tsri_os_share_why(void) {
 
 int tsri_os_share_open(void) { return ENOSYS; }
 void tsri_os_share_close(void) {}
+bool tsri_os_share_ok(void) { return false; }
 int tsri_os_share_size(uint64_t bytes) { (void)bytes; return ENOSYS; }
 int tsri_os_share_write(uint64_t off, const void *src, size_t size) {
   (void)off; (void)src; (void)size;
