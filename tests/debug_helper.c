@@ -88,6 +88,12 @@ static int run_case(const char *name) {
     printf("errors=%llu double_free=%llu overflow=%llu\n", (unsigned long long)s.errors,
            (unsigned long long)s.errors_by_kind[TSR_ERROR_DOUBLE_FREE],
            (unsigned long long)s.errors_by_kind[TSR_ERROR_OVERFLOW]);
+  } else if (strcmp(name, "raise_segv") == 0) {
+    /* a guarded block sets tessera's SIGSEGV handler up; a SIGSEGV the
+     * program sends itself must still end it */
+    free_victim(alloc_victim(64));
+    raise(SIGSEGV);
+    return 4;
   } else if (strcmp(name, "align") == 0) {
     /* every block 16-byte aligned and as large as asked, malloc(0) too */
     for (size_t size = 0; size <= 100; size++) {

@@ -152,6 +152,18 @@ Test(debug, guarded_read_after_free_faults, .timeout = 60) {
   expect_caught("read_after_free", "TESSERA_GUARD_SAMPLE=1", true, want);
 }
 
+/* tessera's SIGSEGV handler (guarded sampling's, at the defaults too)
+ * let a SIGSEGV sent by raise or kill go by once: the process went on. */
+Test(debug, guarded_sampling_lets_a_raised_sigsegv_end_the_process, .timeout = 60) {
+  for (size_t h = 0; h < HELPERS; h++) {
+    run_t r;
+    run_helper(helpers[h], "raise_segv", "TESSERA_GUARD_SAMPLE=1", &r);
+    cr_assert(WIFSIGNALED(r.child.status) && WTERMSIG(r.child.status) == SIGSEGV, "%s: %s %d; stderr:\n%s",
+              helpers[h], WIFSIGNALED(r.child.status) ? "signal" : "exit",
+              WIFSIGNALED(r.child.status) ? WTERMSIG(r.child.status) : WEXITSTATUS(r.child.status), r.child.err);
+  }
+}
+
 /* Guarded blocks keep what malloc promises: 16-byte alignment (compilers
  * count on it) and room for what was asked, malloc(0) included. */
 Test(debug, guarded_blocks_keep_the_alignment_of_malloc, .timeout = 60) {
