@@ -89,8 +89,10 @@ static int run_case(const char *name) {
            (unsigned long long)s.errors_by_kind[TSR_ERROR_DOUBLE_FREE],
            (unsigned long long)s.errors_by_kind[TSR_ERROR_OVERFLOW]);
   } else if (strcmp(name, "raise_segv") == 0) {
-    /* a guarded block sets tessera's SIGSEGV handler up; a SIGSEGV the
-     * program sends itself must still end it */
+    /* a program with SIGSEGV at its default action (a sanitizer's runtime
+     * may have put its own in: it goes) sends itself one after a guarded
+     * block set tessera's handler up: the signal must still end it */
+    signal(SIGSEGV, SIG_DFL);
     free_victim(alloc_victim(64));
     raise(SIGSEGV);
     return 4;
