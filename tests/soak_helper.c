@@ -63,7 +63,7 @@
 /* The resident set the last third may reach above the middle third's
  * high mark (see check_rss). */
 #define RSS_MARGIN_PCT 10
-#define RSS_MARGIN_MIB 24
+#define RSS_MARGIN_MIB 40
 
 /* ------------------------------------------------------------------------
  * Contents: a pattern of 64-bit words made from the block's tag
@@ -400,7 +400,11 @@ static size_t samples;
  * are what the heap holds beyond the live bytes; the margin covers what
  * is left of chance: the large cache (freed
  * mappings kept for the purge delay, 32 MiB and more) and the large
- * buffers between their free and their record, RSS_MARGIN_MIB; the rest
+ * buffers between their free and their record, RSS_MARGIN_MIB (it was
+ * 24, less than that cache: the release suite's second run, beside
+ * test_exit_alloc, read 47 to 51 MiB in the middle and 71 to 91 in the
+ * last third, with this round's library and this session's first one
+ * alike); the rest
  * of the noise of a heap of 100 to 200 MiB, RSS_MARGIN_PCT.  Measured
  * (debug build, 2 cores, 4 workers, with peaks before the high marks):
  * without a leak the last third's peak was 15 % below to 8 % above the
