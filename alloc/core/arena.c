@@ -169,8 +169,7 @@ static size_t arena_find_run(const tsr_arena_t *a, size_t n) {
  * between spans says capacity 0, which turns such frees away. */
 
 static inline size_t bits_lines(size_t cls) {
-  size_t pairs = ((size_t)tsri_classes[cls].capacity + 63) / 64;
-  return (pairs * 2 * sizeof(uint64_t) + BITS_LINE - 1) / BITS_LINE;
+  return (tsri_class_words(cls) * 2 * sizeof(uint64_t) + BITS_LINE - 1) / BITS_LINE;
 }
 
 /* Bitmaps of `lines` cache lines from a, or NULL (no free slot left for

@@ -278,6 +278,10 @@ static inline uintptr_t tsri_page_base(const tsr_page_t *pg) {
 tsri_hidden uint32_t tsri_page_collect(tsr_page_t *pg);
 /* Bitmap words of pg. */
 static inline size_t tsri_page_words(const tsr_page_t *pg) { return ((size_t)pg->capacity + 63) / 64; }
+/* Bitmap words a span of class cls has (arena.c sizes its bitmaps so):
+ * those of its pages at phase 0; a page at phase 1 leaves its last bit
+ * unused. */
+static inline size_t tsri_class_words(size_t cls) { return ((size_t)tsri_classes[cls].capacity + 63) / 64; }
 /* Point pg->scan at the first bitmap word from `from` on with a free block
  * in the local bitmap; false when there is none.  Owner only; inline, as
  * the allocation path's step to the next word uses it. */
@@ -429,6 +433,8 @@ tsri_hidden bool tsri_mesh_due(tsr_heap_t *h);
  * given back. */
 typedef enum tsri_mesh_by_e { TSRI_MESH_OWNER, TSRI_MESH_IDLE, TSRI_MESH_ALL } tsri_mesh_by_t;
 #define TSRI_MESH_OWNER_NS ((uint64_t)4000000)
+/* The largest OS page meshing works with (mesh.c; report/pins.c's estimate). */
+#define TSRI_MESH_PAGE_MAX 16384
 #define TSRI_MESH_IDLE_NS ((uint64_t)10000000)
 tsri_hidden size_t tsri_heap_mesh(tsr_heap_t *h, tsri_mesh_by_t by, uint64_t until);
 /* Take pg's OS pages out of the shared file where pg has no live block

@@ -54,8 +54,7 @@
 #define MESH_OPEN 512                 /* open OS pages kept in a pass, probed for each new one */
 #define MESH_CANDIDATES 2048          /* pages a pass looks at, at most */
 #define MESH_WAYS 8                   /* virtual pages on one file page, at most */
-#define MESH_PAGE_MAX 16384           /* largest OS page meshing supports */
-#define MESH_MASK_WORDS (MESH_PAGE_MAX / TSR_MIN_ALIGN / 64)   /* a bit per 16 bytes of an OS page */
+#define MESH_MASK_WORDS (TSRI_MESH_PAGE_MAX / TSR_MIN_ALIGN / 64)   /* a bit per 16 bytes of an OS page */
 #define MESH_MAX_RECORDS 65536u
 #define MESH_FILE_STEP ((uint64_t)64 << 20)   /* the file grows this much at a time */
 #define REC_NONE UINT32_MAX
@@ -111,7 +110,7 @@ static uint32_t fork_pid, fork_tid;
 static intptr_t fork_pipe[2] = { -1, -1 };
 static TSRI_TLS uintptr_t fault_last_page;
 static TSRI_TLS uint64_t fault_last_seq;
-static uint8_t unshare_buf[MESH_PAGE_MAX];
+static uint8_t unshare_buf[TSRI_MESH_PAGE_MAX];
 
 static inline tsr_page_t *page_at(uintptr_t va) { return tsri_page_of((const void *)va); }
 
@@ -232,7 +231,7 @@ static bool mesh_ready(void) {
   if (mesh_setup != MESH_UNTRIED) return mesh_setup == MESH_READY;
   mesh_setup = MESH_FAILED;
   page_size = tsri_os_page_size();
-  if (page_size > MESH_PAGE_MAX || TSR_SLOT_SIZE % page_size != 0) return false;
+  if (page_size > TSRI_MESH_PAGE_MAX || TSR_SLOT_SIZE % page_size != 0) return false;
   /* meshing keeps to half of the mappings the process may have */
   vma_cap = (uint32_t)(tsri_os_map_limit() / 2);
   rec_cap = vma_cap < MESH_MAX_RECORDS ? vma_cap : MESH_MAX_RECORDS;

@@ -55,7 +55,7 @@ void tsri_page_init(tsr_page_t *pg, size_t cls) {
   pg->notify_next = NULL;
   /* every word of its bitmaps (arena.c: as many as the class needs) */
   size_t full_words = capacity / 64, rest = capacity % 64;
-  for (size_t w = 0; w < ((size_t)c->capacity + 63) / 64; w++) {
+  for (size_t w = 0; w < tsri_class_words(cls); w++) {
     uint64_t bits = w < full_words ? ~(uint64_t)0 : (w == full_words && rest ? ((uint64_t)1 << rest) - 1 : 0);
     atomic_store_explicit(tsri_local(pg, w), bits, memory_order_relaxed);
     atomic_store_explicit(tsri_remote(pg, w), 0, memory_order_relaxed);
@@ -202,7 +202,7 @@ bool tsri_page_refill(tsr_page_t *pg) {
 
 size_t tsri_page_check(const tsr_page_t *pg) {
   size_t bad = 0, free_bits = 0, n = tsri_page_words(pg);
-  for (size_t w = 0; w < ((size_t)tsri_classes[pg->cls].capacity + 63) / 64; w++) {
+  for (size_t w = 0; w < tsri_class_words(pg->cls); w++) {
     uint64_t local = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
     uint64_t remote = atomic_load_explicit(tsri_remote(pg, w), memory_order_relaxed);
     uint64_t valid = w < n ? (w + 1 < n || pg->capacity % 64 == 0 ? ~(uint64_t)0

@@ -47,9 +47,14 @@ static dev_t share_dev;
 static ino_t share_ino;
 #define SHARE_FD_LOW 512   /* where the file's descriptor goes, or above */
 
+/* Whether share_fd still names the file (the program may have closed it
+ * and opened one of its own under the number).  errno is left as it was. */
 static bool share_ours(void) {
+  int saved = errno;
   struct stat st;
-  return share_fd >= 0 && fstat(share_fd, &st) == 0 && st.st_dev == share_dev && st.st_ino == share_ino;
+  bool ours = share_fd >= 0 && fstat(share_fd, &st) == 0 && st.st_dev == share_dev && st.st_ino == share_ino;
+  errno = saved;
+  return ours;
 }
 
 int tsri_os_share_open(void) {
@@ -85,12 +90,7 @@ int tsri_os_share_open(void) {
 #endif
 }
 
-bool tsri_os_share_ok(void) {
-  int saved = errno;
-  bool ok = share_ours();
-  errno = saved;
-  return ok;
-}
+bool tsri_os_share_ok(void) { return share_ours(); }
 
 const char *tsri_os_share_why(void) {
 #if defined(__linux__) && defined(MFD_CLOEXEC)
@@ -109,11 +109,8 @@ void tsri_os_share_close(void) {
 
 int tsri_os_share_size(uint64_t bytes) {
   if (TSRI_OS_FAIL(TSRI_OS_POINT_SHARE_SIZE)) return ENOMEM;
+  if (!share_ours()) return EBADF;
   int saved = errno;
-  if (!share_ours()) {
-    errno = saved;
-    return EBADF;
-  }
   int rc = ftruncate(share_fd, (off_t)bytes) == 0 ? 0 : errno;
   errno = saved;
   return rc;
@@ -121,11 +118,8 @@ int tsri_os_share_size(uint64_t bytes) {
 
 int tsri_os_share_write(uint64_t off, const void *src, size_t size) {
   if (TSRI_OS_FAIL(TSRI_OS_POINT_SHARE_WRITE)) return ENOMEM;
+  if (!share_ours()) return EBADF;
   int saved = errno, rc = 0;
-  if (!share_ours()) {
-    errno = saved;
-    return EBADF;
-  }
   const char *from = src;
   while (size > 0) {
     ssize_t n = pwrite(share_fd, from, size, (off_t)off);
@@ -141,11 +135,8 @@ int tsri_os_share_write(uint64_t off, const void *src, size_t size) {
 
 int tsri_os_share_map(void *addr, size_t size, uint64_t off) {
   if (TSRI_OS_FAIL(TSRI_OS_POINT_SHARE_MAP)) return ENOMEM;
+  if (!share_ours()) return EBADF;
   int saved = errno;
-  if (!share_ours()) {
-    errno = saved;
-    return EBADF;
-  }
   void *p = mmap(addr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, share_fd, (off_t)off);
   int rc = p == addr ? 0 : errno;
   errno = saved;
@@ -154,11 +145,8 @@ int tsri_os_share_map(void *addr, size_t size, uint64_t off) {
 
 int tsri_os_share_punch(uint64_t off, size_t size) {
   if (TSRI_OS_FAIL(TSRI_OS_POINT_SHARE_PUNCH)) return ENOMEM;
+  if (!share_ours()) return EBADF;
   int saved = errno;
-  if (!share_ours()) {
-    errno = saved;
-    return EBADF;
-  }
   int rc = fallocate(share_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)size) == 0
                ? 0 : errno;
   errno = saved;

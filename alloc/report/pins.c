@@ -33,7 +33,7 @@
 
 #define MESH_PROBES 64
 #define MESH_PAGES 16384   /* sparse spans looked at for meshable, at most */
-#define MESH_GRANULE_WORDS (16384 / TSR_MIN_ALIGN / 64)   /* OS pages up to 16 KiB, as mesh.c */
+#define MESH_GRANULE_WORDS (TSRI_MESH_PAGE_MAX / TSR_MIN_ALIGN / 64)   /* a bit per 16 bytes */
 
 /* A sparse span as the walk copied it, for meshable. */
 typedef struct mesh_page_s {

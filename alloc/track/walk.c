@@ -129,7 +129,7 @@ static bool walk_copy(tsr_arena_t *a, size_t slot, tsr_page_t *out, walk_page_t 
   out->start = pg->start;
   atomic_store_explicit(&out->tracked, atomic_load_explicit(&pg->tracked, memory_order_relaxed),
                         memory_order_relaxed);
-  size_t words = ((size_t)out->capacity + 63) / 64;
+  size_t words = tsri_page_words(out);
   for (size_t k = 0; k < words; k++)
     w->free[k] = atomic_load_explicit(tsri_local(pg, k), memory_order_relaxed) |
                  atomic_load_explicit(tsri_remote(pg, k), memory_order_relaxed);
@@ -175,7 +175,7 @@ static int walk_pages(tsri_walk_fn *fn, void *arg, bool only_tracked, walk_page_
       if (only_tracked && !has_recs && !in_table) continue;
       rec_fmt_t f = rec_fmt(pg.block_size);
       uint32_t free_blocks = 0;
-      for (size_t k = 0; k < ((size_t)pg.capacity + 63) / 64; k++)
+      for (size_t k = 0; k < tsri_page_words(&pg); k++)
         free_blocks += (uint32_t)__builtin_popcountll(w->free[k]);
       for (size_t i = 0; i < pg.capacity; i++) {
         if ((w->free[i >> 6] >> (i & 63)) & 1) continue;
