@@ -446,6 +446,36 @@ tsri_hidden void tsri_mesh_fork_prepare(void);
 tsri_hidden void tsri_mesh_fork_parent(void);
 tsri_hidden void tsri_mesh_fork_child(void);
 
+/* ---- meshing's write barrier (mesh_fence.c) ------------------------------ */
+
+/* The fault function meshing installs (tsri_os_fault_catch): true when the
+ * fault was a write to a fenced page, which may now run again. */
+tsri_hidden bool tsri_mesh_fault(void *addr);
+/* Fence the virtual page at va while it is copied; end the fence, begun
+ * at since_ns (the longest fence is a figure: tsri_mesh_pause_max). */
+tsri_hidden void tsri_mesh_fence_begin(uintptr_t va);
+tsri_hidden void tsri_mesh_fence_end(uint64_t since_ns);
+tsri_hidden uint64_t tsri_mesh_pause_max(void);
+/* fork's fence over every page mapped from the file: up in the prepare
+ * handler (with the forking thread noted), down once the child has its
+ * own memory. */
+tsri_hidden void tsri_mesh_fork_fence(bool up);
+tsri_hidden bool tsri_mesh_fork_fenced(void);
+/* The page at va, read-only and mapped from the file, gets private memory
+ * with the same contents (a fork child's, single-threaded). */
+tsri_hidden void tsri_mesh_unshare(uintptr_t va);
+/* The page at va, made read-only by a meshing step that then failed,
+ * takes writes again: through mprotect, or else through private memory
+ * with its contents; when the OS refuses both, the process stops here,
+ * saying why, rather than at the program's next write.  Lock held. */
+tsri_hidden void tsri_mesh_writable_again(uintptr_t va);
+/* A count that moves with every fence put up or taken down; and, given a
+ * count read before a system call that failed with EFAULT, whether a
+ * fence moved since (after waiting for the one up now, if any): then the
+ * call may have failed on a fenced page and may run again.  errno kept. */
+tsri_hidden uint64_t tsri_mesh_fences(void);
+tsri_hidden bool tsri_mesh_fenced_since(uint64_t seen);
+
 /* ---- what tessera took from the OS (own.c) ------------------------------- */
 
 #define TSRI_OS_COUNTERS(X) X(os_commits) X(os_decommits) X(os_reserves) X(os_releases) X(os_resets)

@@ -27,9 +27,10 @@
  * like any memory and goes back to private memory when its page is trimmed or retired.  A page
  * meshed no more thaws.
  *
- * The write barrier.  While a virtual page is copied into the file it is read-only (mesh_fence): a
- * writer faults and waits in tessera's SIGSEGV handler until the file page is mapped in its place,
- * then writes there; reads never wait, and a write by the kernel gets EFAULT meanwhile.  Other
+ * The write barrier (mesh_fence.c).  While a virtual page is copied into the file it is read-only:
+ * a writer faults and waits in tessera's SIGSEGV handler until the file page is mapped in its place,
+ * then writes there; reads never wait, and a write by the kernel gets EFAULT meanwhile, which the
+ * read family of libtessera.so (override_io.c) takes as a sign to run the call again.  Other
  * faults go on to the program's handler; where the program put its own in front, each pass puts
  * tessera's back (tsri_os_fault_front), and where it cannot, meshing pauses.  A pass holds its
  * thread's asynchronous signals back: a handler writing to the page its own thread fenced would
@@ -99,18 +100,10 @@ static mesh_open_t *open_list;        /* MESH_OPEN of them, for a pass */
 static tsr_page_t *cand[MESH_CANDIDATES];   /* a pass's pages */
 
 /* Figures, read by tsri_mesh_figures without the lock. */
-static _Atomic uint64_t fig_meshed, fig_saved, fig_meshes, fig_unmeshes, fig_passes, fig_ns, fig_pause_max;
+static _Atomic uint64_t fig_meshed, fig_saved, fig_meshes, fig_unmeshes, fig_passes, fig_ns;
 static _Atomic int mesh_paused;
 
-/* The write barrier (see above). */
-static _Atomic uintptr_t fence_page;
-static _Atomic uint64_t fence_seq;
-static _Atomic int fork_fence;
-static uint32_t fork_pid, fork_tid;
 static intptr_t fork_pipe[2] = { -1, -1 };
-static TSRI_TLS uintptr_t fault_last_page;
-static TSRI_TLS uint64_t fault_last_seq;
-static uint8_t unshare_buf[TSRI_MESH_PAGE_MAX];
 
 static inline tsr_page_t *page_at(uintptr_t va) { return tsri_page_of((const void *)va); }
 
@@ -137,73 +130,6 @@ static inline void copy_end(void) {}
 
 static inline void count_add(_Atomic uint16_t *c, int d) {
   atomic_store_explicit(c, (uint16_t)(atomic_load_explicit(c, memory_order_relaxed) + d), memory_order_relaxed);
-}
-
-/* ------------------------------------------------------------------------
- * Faults
- * ---------------------------------------------------------------------- */
-
-/* The page at va, read-only and mapped from the file, gets private memory
- * with the same contents.  Single-threaded (a fork child). */
-static void unshare(uintptr_t va) {
-  memcpy(unshare_buf, (const void *)va, page_size);
-  if (tsri_os_private_map((void *)va, page_size) == 0) memcpy((void *)va, unshare_buf, page_size);
-}
-
-/* The page at va, made read-only by a meshing step that then failed,
- * takes writes again: through mprotect, or else through private memory
- * with its contents (unshare); when the OS refuses both, the page's
- * blocks cannot be written, and the process stops here, saying why,
- * rather than at the program's next write.  Lock held. */
-static void writable_again(uintptr_t va) {
-  if (tsri_os_protect((void *)va, page_size, true) == 0) return;
-  memcpy(unshare_buf, (const void *)va, page_size);
-  if (tsri_os_private_map((void *)va, page_size) == 0) {
-    memcpy((void *)va, unshare_buf, page_size);
-    return;
-  }
-  tsri_warning("meshing: the OS refused to make page %p writable again; stopping", (void *)va);
-  tsri_os_abort();
-}
-
-static bool mesh_fault(void *addr) {
-  uintptr_t page = (uintptr_t)addr & ~(uintptr_t)(page_size - 1);
-  uint64_t seq = atomic_load_explicit(&fence_seq, memory_order_acquire);
-  /* fence_page is 0 with no fence up: a fault in page 0 (a NULL pointer's
-   * field) is the program's, never a writer to wait */
-  if (page != 0 && atomic_load_explicit(&fence_page, memory_order_acquire) == page) {
-    while (atomic_load_explicit(&fence_page, memory_order_acquire) == page) tsri_os_yield();
-    return true;
-  }
-  if (!tsri_arena_registered(page & ~(uintptr_t)TSR_ARENA_MASK)) return false;
-  if (atomic_load_explicit(&fork_fence, memory_order_acquire)) {
-    if (tsri_os_process_id() != fork_pid) {
-      unshare(page);   /* a fork child writing before its handler ran */
-    } else if (tsri_os_thread_id() == fork_tid) {
-      /* the forking thread itself, between fork's prepare and parent
-       * handlers: it cannot wait for itself */
-      tsri_os_protect((void *)page, page_size, true);
-    } else {
-      while (atomic_load_explicit(&fork_fence, memory_order_acquire)) tsri_os_yield();
-    }
-    return true;
-  }
-  /* A fault on our memory as a fence ended: run it again, once per fence
-   * (a second fault at the same page with no fence in between is real). */
-  if (fault_last_page == page && fault_last_seq == seq) return false;
-  fault_last_page = page;
-  fault_last_seq = seq;
-  return true;
-}
-
-static void fence_begin(uintptr_t va) { atomic_store_explicit(&fence_page, va, memory_order_seq_cst); }
-
-static void fence_end(uint64_t since_ns) {
-  atomic_fetch_add_explicit(&fence_seq, 1, memory_order_release);
-  atomic_store_explicit(&fence_page, 0, memory_order_seq_cst);
-  uint64_t took = tsri_os_clock_ns() - since_ns;
-  if (took > atomic_load_explicit(&fig_pause_max, memory_order_relaxed))
-    atomic_store_explicit(&fig_pause_max, took, memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------------------
@@ -244,7 +170,7 @@ static bool mesh_ready(void) {
     tsri_os_share_close();
     return false;
   }
-  if (tsri_os_fault_catch(mesh_fault) != 0) {
+  if (tsri_os_fault_catch(tsri_mesh_fault) != 0) {
     tsri_os_release(mem, rec_bytes + open_bytes);
     tsri_os_share_close();
     return false;
@@ -382,16 +308,16 @@ static uint32_t mesh_single(tsr_page_t *pg, size_t k) {
     return REC_NONE;
   }
   uint64_t t0 = tsri_os_clock_ns();
-  fence_begin(a);
+  tsri_mesh_fence_begin(a);
   bool ok = tsri_os_protect((void *)a, page_size, false) == 0;
   copy_begin();
   if (ok && (tsri_os_share_write(off, (const void *)a, page_size) != 0 ||
              tsri_os_share_map((void *)a, page_size, off) != 0)) {
-    writable_again(a);
+    tsri_mesh_writable_again(a);
     ok = false;
   }
   copy_end();
-  fence_end(t0);
+  tsri_mesh_fence_end(t0);
   if (!ok) {
     tsri_table_remove(&mesh_table, tsri_table_find(&mesh_table, a));
     rec_drop(r);
@@ -419,7 +345,7 @@ static bool mesh_join(uint32_t r, tsr_page_t *py, size_t k, const uint64_t *yliv
   uint32_t cost = map_cost(b, r);
   if (side == MESH_WAYS || a == 0 || vmas + cost > vma_cap || !entry_add(b, r, side)) return false;
   uint64_t t0 = tsri_os_clock_ns();
-  fence_begin(b);
+  tsri_mesh_fence_begin(b);
   bool ok = tsri_os_protect((void *)b, page_size, false) == 0;
   if (ok) {
     copy_begin();
@@ -434,12 +360,12 @@ static bool mesh_join(uint32_t r, tsr_page_t *py, size_t k, const uint64_t *yliv
       memcpy((void *)(a + from * TSR_MIN_ALIGN), (const void *)(b + from * TSR_MIN_ALIGN), (g - from) * TSR_MIN_ALIGN);
     }
     if (tsri_os_share_map((void *)b, page_size, (uint64_t)r * page_size) != 0) {
-      writable_again(b);
+      tsri_mesh_writable_again(b);
       ok = false;
     }
     copy_end();
   }
-  fence_end(t0);
+  tsri_mesh_fence_end(t0);
   if (!ok) {
     tsri_table_remove(&mesh_table, tsri_table_find(&mesh_table, b));
     return false;
@@ -723,7 +649,7 @@ void tsri_mesh_figures(tsr_pins_t *out) {
   out->unmeshes = atomic_load_explicit(&fig_unmeshes, memory_order_relaxed);
   out->mesh_passes = atomic_load_explicit(&fig_passes, memory_order_relaxed);
   out->mesh_ns = atomic_load_explicit(&fig_ns, memory_order_relaxed);
-  out->mesh_pause_max_ns = atomic_load_explicit(&fig_pause_max, memory_order_relaxed);
+  out->mesh_pause_max_ns = tsri_mesh_pause_max();
 }
 
 /* ------------------------------------------------------------------------
@@ -740,14 +666,12 @@ static void protect_all(bool write) {
 void tsri_mesh_fork_prepare(void) {
   tsri_lock(&mesh_lock);
   if (mesh_table.count == 0) return;
-  fork_pid = tsri_os_process_id();
-  fork_tid = tsri_os_thread_id();
   if (tsri_os_pipe(fork_pipe) != 0) fork_pipe[0] = fork_pipe[1] = -1;
   /* with the program's own SIGSEGV handler in place (ours could not go
    * back in front) a writer would crash on a read-only page: then the
    * child copies what it finds */
   if (tsri_os_fault_front()) {
-    atomic_store_explicit(&fork_fence, 1, memory_order_seq_cst);
+    tsri_mesh_fork_fence(true);
     protect_all(false);
   }
 }
@@ -760,9 +684,9 @@ void tsri_mesh_fork_parent(void) {
       tsri_os_file_close(fork_pipe[0]);
       fork_pipe[0] = fork_pipe[1] = -1;
     }
-    if (atomic_load_explicit(&fork_fence, memory_order_relaxed)) {
+    if (tsri_mesh_fork_fenced()) {
       protect_all(true);
-      atomic_store_explicit(&fork_fence, 0, memory_order_seq_cst);
+      tsri_mesh_fork_fence(false);
     }
   }
   tsri_unlock(&mesh_lock);
@@ -773,7 +697,7 @@ void tsri_mesh_fork_child(void) {
     size_t cursor = 0;
     mesh_entry_t *e;
     while ((e = tsri_table_next(&mesh_table, &cursor)) != NULL) {
-      unshare(e->va);
+      tsri_mesh_unshare(e->va);
       tsr_page_t *pg = page_at(e->va);
       atomic_store_explicit(&pg->filed, 0, memory_order_relaxed);
       atomic_store_explicit(&pg->meshed, 0, memory_order_relaxed);
@@ -787,7 +711,7 @@ void tsri_mesh_fork_child(void) {
       tsri_os_file_close(fork_pipe[0]);
       fork_pipe[0] = fork_pipe[1] = -1;
     }
-    atomic_store_explicit(&fork_fence, 0, memory_order_seq_cst);
+    tsri_mesh_fork_fence(false);
   }
   if (mesh_setup == MESH_READY) {
     /* a file of the child's own, meshed or not at fork: with the

@@ -410,6 +410,16 @@ tsri_hidden void tsri_os_signals_restore(const tsri_os_sigmask_t *saved);
  * read, [1] write; read_byte waits for a byte or the writer's close. */
 tsri_hidden int tsri_os_pipe(intptr_t handles[2]);
 tsri_hidden void tsri_os_pipe_read_byte(intptr_t handle);
+#if !defined(_WIN32)
+/* read(2) for tessera's own reads (a /proc file, the fork pipe), straight
+ * to the kernel on Linux: not through the read that libtessera.so
+ * defines for the program (core/override_io.c).  Bytes read, or -1 with
+ * errno set. */
+tsri_hidden intptr_t tsri_os_read(int fd, void *buf, size_t size);
+/* The definition of the C library function `name` that comes after
+ * libtessera.so (dlsym with RTLD_NEXT), or NULL. */
+tsri_hidden void *tsri_os_next_symbol(const char *name);
+#endif
 
 /* ---- failure injection (inject.c) ----------------------------------------
  * For tests of running out: each call below that can fail for want of

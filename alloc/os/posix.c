@@ -636,7 +636,7 @@ int tsri_os_regions(int (*fn)(const tsri_os_region_t *r, void *arg), void *arg,
   int stop = 0;
   uintptr_t guard_end = 0;   /* end of the last anonymous no-access page run of up to 64 KiB */
   for (;;) {
-    ssize_t n = read(fd, buf + have, sizeof buf - 1 - have);
+    intptr_t n = tsri_os_read(fd, buf + have, sizeof buf - 1 - have);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0 && have == 0) break;
     if (n > 0) have += (size_t)n;

@@ -10,13 +10,17 @@
  * mapped in its place, and runs its write again there.  The same handler
  * serves guarded sampling (track/guarded.c), which registers with it too:
  * one SIGSEGV handler for the process, whoever asked first installs it.
- * Every function saves and restores errno.
+ * A read that bypasses the read family libtessera.so defines (whose EFAULT
+ * retry is the barrier's other half: core/override_io.c) and the lookup of
+ * the C library's own definitions are here too.  Every function saves and
+ * restores errno, but tsri_os_read, whose errno is part of its answer.
  */
 #if !defined(_GNU_SOURCE)
 #define _GNU_SOURCE
 #endif
 #include "os.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -27,6 +31,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -188,11 +193,11 @@ size_t tsri_os_map_limit(void) {
   int fd = open("/proc/sys/vm/max_map_count", O_RDONLY | O_CLOEXEC);
   if (fd >= 0) {
     char buf[32];
-    ssize_t n = read(fd, buf, sizeof buf - 1);
+    intptr_t n = tsri_os_read(fd, buf, sizeof buf - 1);
     close(fd);
     if (n > 0) {
       size_t v = 0;
-      for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++) v = v * 10 + (size_t)(buf[i] - '0');
+      for (intptr_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++) v = v * 10 + (size_t)(buf[i] - '0');
       if (v > 0) limit = v;
     }
   }
@@ -395,10 +400,20 @@ int tsri_os_pipe(intptr_t handles[2]) {
   return rc;
 }
 
+intptr_t tsri_os_read(int fd, void *buf, size_t size) {
+#if defined(__linux__)
+  return (intptr_t)syscall(SYS_read, fd, buf, size);
+#else
+  return (intptr_t)read(fd, buf, size);
+#endif
+}
+
+void *tsri_os_next_symbol(const char *name) { return dlsym(RTLD_NEXT, name); }
+
 void tsri_os_pipe_read_byte(intptr_t handle) {
   int saved = errno;
   char c;
-  while (read((int)handle, &c, 1) < 0 && errno == EINTR) {
+  while (tsri_os_read((int)handle, &c, 1) < 0 && errno == EINTR) {
   }
   errno = saved;
 }
