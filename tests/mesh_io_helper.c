@@ -4,16 +4,31 @@
  *   mesh_io_helper CALL SECONDS
  *
  * Rounds for SECONDS: the main thread makes sparse pages (blocks of 256
- * bytes, one in eight kept) and meshes them with tsr_collect, while a
- * reader thread takes 64 bytes at a time from a socket pair, kept full by
- * a writer thread, into the kept blocks of the round, one after another.
- * CALL is how the reader takes them: `read`, `recv` or `readv` (the C
- * library's names, which libtessera.so defines), or `raw` (the read
- * system call itself, past any library: what a program gets without
- * tessera's retry).  Every byte read is checked against what was written.
- * Prints "calls=N efault=E meshes=M bad=B"; exit status 0 when the run
- * went through (the caller judges efault), 1 on a wrong byte or a call
- * failing otherwise, 2 on bad usage.
+ * bytes, or BIG, one in eight kept) and meshes them with tsr_collect, while a
+ * reader thread makes CALL again and again with what the kernel writes
+ * in the kept blocks of the round, one after another:
+ *   read, recv, readv: 64 bytes at a time from a socket pair kept full by
+ *     a writer thread;
+ *   recvfrom: the same into memory of the helper's own, the sender's
+ *     address and its length in the block (the kernel writes them after
+ *     it took the data);
+ *   recvmsg: the same, with the msghdr and its iovec in the block (the
+ *     kernel writes the lengths and flags back after it took the data);
+ *   eventfd: an eventfd's count, which a writer thread adds 1 to (the
+ *     kernel takes the count before it copies it);
+ *   poll: a pollfd of the socket pair, which the kernel writes back;
+ *   readbig: read, BIG bytes into blocks of BIG (too many to go through
+ *     the read family's buffer on the stack: the call is made again);
+ *   badptr: read into address 8, an EFAULT of the program's own, which
+ *     must come back every time;
+ *   raw: read as the system call itself, past any library: what a program
+ *     gets without tessera's read family.
+ * Every byte of the stream is checked (bad counts a gap once, and each
+ * wrong byte), and the eventfd's counts summed against those added.
+ * Prints "calls=N efault=E meshes=M bad=B other=O";
+ * exit status 0 when the run went through (the caller judges efault), 1
+ * on a lost or wrong byte or count or a call failing otherwise, 2 on bad
+ * usage.
  */
 #define _GNU_SOURCE
 #include "tsr_test.h"
@@ -24,6 +39,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -31,18 +48,27 @@
 #include <unistd.h>
 
 #define BLOCKS 4096     /* a round's blocks: 16 spans of 256 blocks */
+#define BIG 6000        /* readbig's blocks and reads: over the read family's stack buffer */
+#define BIG_BLOCKS 1024
 #define KEEP 8          /* one in KEEP kept */
 #define CHUNK 64
 
-enum { CALL_READ, CALL_RECV, CALL_READV, CALL_RAW };
+enum {
+  CALL_READ, CALL_RECV, CALL_READV, CALL_RECVFROM, CALL_RECVMSG, CALL_EVENTFD, CALL_POLL, CALL_READBIG, CALL_BADPTR,
+  CALL_RAW, CALLS
+};
+static const char *const call_names[CALLS] = { "read", "recv",    "readv",  "recvfrom", "recvmsg",
+                                               "eventfd", "poll", "readbig", "badptr", "raw" };
 
 static int call_kind;
-static int sock[2];
+static int sock[2], event_fd;
+static _Atomic uint64_t event_added;
 static unsigned char *kept[BLOCKS];
 static _Atomic size_t kept_n;          /* blocks of the round the reader may use; 0: wait */
 static _Atomic int reader_busy;        /* the reader is inside a round's blocks */
 static _Atomic int stop;
 static _Atomic uint64_t calls, efaults, bad_bytes, other_errors;
+static uint64_t event_taken;   /* the reader's */
 
 static double now_s(void) {
   struct timespec ts;
@@ -54,6 +80,13 @@ static double now_s(void) {
  * order, lost or doubled shows. */
 static void *writer_main(void *arg) {
   (void)arg;
+  if (call_kind == CALL_EVENTFD) {
+    while (!atomic_load(&stop)) {
+      if (eventfd_write(event_fd, 1) == 0) atomic_fetch_add(&event_added, 1);
+      if ((atomic_load(&event_added) & 63) == 0) sched_yield();
+    }
+    return NULL;
+  }
   unsigned char buf[4096];
   uint64_t at = 0;
   while (!atomic_load(&stop)) {
@@ -69,7 +102,12 @@ static void *writer_main(void *arg) {
   return NULL;
 }
 
-static ssize_t take(unsigned char *p) {
+static unsigned char sink[CHUNK];   /* the reader's memory, not the heap's */
+static volatile uintptr_t bad_address = 8;   /* volatile: the compiler would see the bad write coming */
+
+/* One call into block p (256 bytes); the stream's bytes land at *data. */
+static ssize_t take(unsigned char *p, unsigned char **data) {
+  *data = p;
   switch (call_kind) {
     case CALL_READ: return read(sock[1], p, CHUNK);
     case CALL_RECV: return recv(sock[1], p, CHUNK, 0);
@@ -77,6 +115,34 @@ static ssize_t take(unsigned char *p) {
       struct iovec iov[2] = { { p, CHUNK / 2 }, { p + CHUNK / 2, CHUNK / 2 } };
       return readv(sock[1], iov, 2);
     }
+    case CALL_RECVFROM: {   /* the data into memory of the helper's own: only the address is at stake */
+      socklen_t *len = (socklen_t *)(void *)(p + 192);
+      *len = 112;
+      *data = sink;
+      return recvfrom(sock[1], sink, CHUNK, 0, (struct sockaddr *)(void *)(p + 64), len);
+    }
+    case CALL_RECVMSG: {    /* likewise: the header the kernel writes back is at stake */
+      struct msghdr *m = (struct msghdr *)(void *)p;
+      struct iovec *iov = (struct iovec *)(void *)(p + 64);
+      *data = sink;
+      *iov = (struct iovec){ sink, CHUNK };
+      *m = (struct msghdr){ .msg_iov = iov, .msg_iovlen = 1 };
+      return recvmsg(sock[1], m, 0);
+    }
+    case CALL_POLL: {
+      struct pollfd *f = (struct pollfd *)(void *)p;
+      *f = (struct pollfd){ .fd = sock[1], .events = POLLIN };
+      int r = poll(f, 1, 0);
+      if (r == 1 && !(f->revents & POLLIN)) atomic_fetch_add(&bad_bytes, 1);
+      if (r == 1) {   /* keep the stream moving */
+        *data = sink;
+        return read(sock[1], sink, CHUNK);
+      }
+      return r < 0 ? r : 0;
+    }
+    case CALL_EVENTFD: return read(event_fd, p, sizeof(uint64_t));
+    case CALL_READBIG: return read(sock[1], p, BIG);
+    case CALL_BADPTR: return read(sock[1], (void *)bad_address, CHUNK);
     default: return (ssize_t)syscall(SYS_read, sock[1], p, CHUNK);
   }
 }
@@ -93,14 +159,28 @@ static void *reader_main(void *arg) {
       sched_yield();
       continue;
     }
-    unsigned char *p = kept[i++ % n];
-    ssize_t got = take(p);
+    unsigned char *data, *p = kept[i++ % n];
+    ssize_t got = take(p, &data);
     atomic_fetch_add(&calls, 1);
     if (got < 0 && errno == EFAULT) atomic_fetch_add(&efaults, 1);
-    else if (got < 0) atomic_fetch_add(&other_errors, 1);
-    for (ssize_t k = 0; k < got; k++)
-      if (p[k] != (unsigned char)((at + (uint64_t)k) % 251)) atomic_fetch_add(&bad_bytes, 1);
-    if (got > 0) at += (uint64_t)got;
+    else if (got < 0 && errno != EAGAIN) atomic_fetch_add(&other_errors, 1);
+    if (call_kind == CALL_EVENTFD) {
+      if (got == (ssize_t)sizeof(uint64_t)) {
+        uint64_t v;
+        memcpy(&v, data, sizeof v);
+        event_taken += v;
+      }
+    } else {
+      if (got > 0 && data[0] != (unsigned char)(at % 251)) {
+        /* bytes lost: one gap, and on from where the stream is now (a
+         * gap of under 251 bytes, as a lost call's 64) */
+        atomic_fetch_add(&bad_bytes, 1);
+        at += ((uint64_t)data[0] + 251 - at % 251) % 251;
+      }
+      for (ssize_t k = 1; k < got; k++)
+        if (data[k] != (unsigned char)((at + (uint64_t)k) % 251)) atomic_fetch_add(&bad_bytes, 1);
+      if (got > 0) at += (uint64_t)got;
+    }
     atomic_store(&reader_busy, 0);
   }
   return NULL;
@@ -114,16 +194,17 @@ static void withdraw(void) {
 
 int main(int argc, char **argv) {
   if (argc != 3) {
-    fprintf(stderr, "usage: TESSERA_MESH=on %s read|recv|readv|raw SECONDS\n", argv[0]);
+    fprintf(stderr, "usage: TESSERA_MESH=on %s read|recv|readv|recvfrom|recvmsg|eventfd|poll|raw SECONDS\n", argv[0]);
     return 2;
   }
-  const char *names[] = { "read", "recv", "readv", "raw" };
   call_kind = -1;
-  for (int k = 0; k < 4; k++)
-    if (strcmp(argv[1], names[k]) == 0) call_kind = k;
+  for (int k = 0; k < CALLS; k++)
+    if (strcmp(argv[1], call_names[k]) == 0) call_kind = k;
   double seconds = atof(argv[2]);
   if (call_kind < 0 || seconds <= 0) return 2;
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, sock) != 0) return 1;
+  event_fd = eventfd(0, EFD_NONBLOCK);
+  if (event_fd < 0) return 1;
   pthread_t writer, reader;
   if (pthread_create(&writer, NULL, writer_main, NULL) != 0 || pthread_create(&reader, NULL, reader_main, NULL) != 0)
     return 1;
@@ -133,8 +214,9 @@ int main(int argc, char **argv) {
   double end = now_s() + seconds;
   while (now_s() < end) {
     size_t n = 0;
-    for (size_t i = 0; i < BLOCKS; i++) all[i] = malloc(256);
-    for (size_t i = 0; i < BLOCKS; i++) {
+    size_t blocks = call_kind == CALL_READBIG ? BIG_BLOCKS : BLOCKS;
+    for (size_t i = 0; i < blocks; i++) all[i] = malloc(call_kind == CALL_READBIG ? BIG : 256);
+    for (size_t i = 0; i < blocks; i++) {
       if (all[i] == NULL) return 1;
       if (tsr_test_rand(&seed) % KEEP == 0) kept[n++] = all[i];
       else free(all[i]);
@@ -152,6 +234,15 @@ int main(int argc, char **argv) {
   pthread_join(reader, NULL);
   close(sock[1]);   /* the writer may be waiting for room */
   pthread_join(writer, NULL);
+  if (call_kind == CALL_EVENTFD) {
+    uint64_t left = 0;
+    eventfd_read(event_fd, &left);   /* what the reader did not take (EAGAIN leaves 0) */
+    if (event_taken + left != atomic_load(&event_added)) {
+      printf("eventfd: %llu added, %llu taken and %llu left\n", (unsigned long long)atomic_load(&event_added),
+             (unsigned long long)event_taken, (unsigned long long)left);
+      atomic_fetch_add(&bad_bytes, 1);
+    }
+  }
   printf("calls=%llu efault=%llu meshes=%llu bad=%llu other=%llu\n", (unsigned long long)calls,
          (unsigned long long)efaults, (unsigned long long)meshes, (unsigned long long)bad_bytes,
          (unsigned long long)other_errors);

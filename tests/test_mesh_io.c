@@ -3,12 +3,15 @@
  * tests/CMakeLists.txt; the rounds are mesh_io_helper.c's.
  *
  * The kernel cannot wait in tessera's fault handler as a thread's write
- * does: a read(2) into a page being copied fails with EFAULT.  The raw
- * system call shows that the helper's rounds meet the fence (hundreds of
- * times a second on the development machine); read, recv and readv as
- * libtessera.so defines them must never fail so, and every byte must
- * arrive in order.  Built where the override is (not under TSan or ASan,
- * whose runtimes define these calls themselves).
+ * does: a read(2) into a page being copied fails with EFAULT, and a call
+ * that takes what it reads before it copies it out (recvmsg's header and
+ * address, an eventfd's count) loses it.  The raw system call shows that
+ * the helper's rounds meet the fence (hundreds of times a second on the
+ * development machine).  The calls as libtessera.so defines them must
+ * never fail so, and nothing may be lost: every byte of the stream
+ * arrives in order, every count is taken.  An EFAULT of the program's own
+ * still comes back.  Built where the override is (not under TSan or
+ * ASan, whose runtimes define these calls themselves).
  */
 #include "tsr_criterion.h"
 
@@ -31,16 +34,19 @@ static io_run_t run_helper(const char *call, const char *seconds) {
   cr_assert(f != NULL, "cannot run %s", cmd);
   io_run_t r;
   memset(&r, 0, sizeof r);
-  char line[512];
+  char line[512], said[1024] = "";
   bool seen = false;
-  while (fgets(line, sizeof line, f) != NULL)
+  while (fgets(line, sizeof line, f) != NULL) {
     if (sscanf(line, "calls=%llu efault=%llu meshes=%llu bad=%llu other=%llu", &r.calls, &r.efault, &r.meshes,
                &r.bad, &r.other) == 5)
       seen = true;
+    else if (strlen(said) + strlen(line) < sizeof said)
+      strcat(said, line);
+  }
   r.status = pclose(f);
-  cr_assert(seen, "%s printed no figures", cmd);
+  cr_assert(seen, "%s printed no figures: %s", cmd, said);
   cr_assert(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0,
-            "%s failed (status %d): %llu wrong bytes, %llu other errors", cmd, r.status, r.bad, r.other);
+            "%s failed (status %d): %llu lost or wrong, %llu other errors; %s", cmd, r.status, r.bad, r.other, said);
   cr_assert_gt(r.calls, 1000, "%s: the reader made only %llu calls", cmd, r.calls);
   cr_assert_gt(r.meshes, 0, "%s: nothing was meshed", cmd);
   return r;
@@ -48,7 +54,7 @@ static io_run_t run_helper(const char *call, const char *seconds) {
 
 Test(mesh_io, the_raw_system_call_meets_meshings_fence) {
   /* up to five runs of a second: the window is real and these rounds
-   * reach it, or the test below would prove nothing */
+   * reach it, or the tests below would prove nothing */
   unsigned long long efault = 0;
   for (int run = 0; run < 5 && efault == 0; run++) efault = run_helper("raw", "1").efault;
   cr_assert_gt(efault, 0, "no read(2) into a page being meshed failed with EFAULT in five seconds");
@@ -63,3 +69,13 @@ static void no_call_fails(const char *call) {
 Test(mesh_io, read_never_fails_for_meshing) { no_call_fails("read"); }
 Test(mesh_io, recv_never_fails_for_meshing) { no_call_fails("recv"); }
 Test(mesh_io, readv_never_fails_for_meshing) { no_call_fails("readv"); }
+Test(mesh_io, recvfrom_loses_no_byte_for_the_address) { no_call_fails("recvfrom"); }
+Test(mesh_io, recvmsg_loses_no_byte_for_the_header) { no_call_fails("recvmsg"); }
+Test(mesh_io, an_eventfd_loses_no_count) { no_call_fails("eventfd"); }
+Test(mesh_io, poll_never_fails_for_meshing) { no_call_fails("poll"); }
+Test(mesh_io, a_read_too_big_for_the_stack_is_made_again) { no_call_fails("readbig"); }
+
+Test(mesh_io, an_efault_of_the_programs_own_comes_back) {
+  io_run_t r = run_helper("badptr", "1");
+  cr_assert_eq(r.efault, r.calls, "a read into address 8 returned EFAULT %llu times in %llu calls", r.efault, r.calls);
+}

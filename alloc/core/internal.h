@@ -472,9 +472,15 @@ tsri_hidden void tsri_mesh_writable_again(uintptr_t va);
 /* A count that moves with every fence put up or taken down; and, given a
  * count read before a system call that failed with EFAULT, whether a
  * fence moved since (after waiting for the one up now, if any): then the
- * call may have failed on a fenced page and may run again.  errno kept. */
+ * call may have failed on a fenced page and may run again.  False without
+ * waiting in a fork handler that runs while fork's fence is up.  errno
+ * kept. */
 tsri_hidden uint64_t tsri_mesh_fences(void);
 tsri_hidden bool tsri_mesh_fenced_since(uint64_t seen);
+/* Whether the n bytes at address p are memory meshing may fence: meshing on, and the
+ * range inside one span in use of tessera's arenas (so also memory that
+ * takes writes). */
+tsri_hidden bool tsri_mesh_fenceable(uintptr_t p, size_t n);
 
 /* ---- what tessera took from the OS (own.c) ------------------------------- */
 

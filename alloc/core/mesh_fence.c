@@ -10,13 +10,15 @@
  * the copy: a thread that writes to it faults and waits here until the
  * page is mapped from the file, then runs its write again there; reads
  * never wait.  The kernel cannot wait: a system call writing into such a
- * page (read(2) into a buffer there) fails with EFAULT instead.  So every
- * fence, put up or taken down, moves a count; the C library's read family
- * as libtessera.so defines it (override_io.c) reads the count before the
- * call and, when the call fails with EFAULT, waits for the fence up now
- * and runs the call again if the count moved meanwhile: a fault that was
- * meshing's goes away, one that is the program's comes back with no fence
- * in between and is returned.  docs/design.md ("The write barrier").
+ * page (read(2) into a buffer there) fails with EFAULT instead.  The C
+ * library's read family as libtessera.so defines it (override_io.c) asks
+ * here whether a buffer is memory meshing may fence; such reads go
+ * through the stack where they can, and otherwise may be made again:
+ * every fence, put up or taken down, moves a count, read before the call,
+ * and after an EFAULT the fence up now is waited for and the count
+ * compared: a fault that was meshing's goes away, one that is the
+ * program's comes back with no fence in between and is returned.
+ * docs/design.md ("The kernel's writes").
  */
 #include "internal.h"
 
@@ -112,12 +114,25 @@ uint64_t tsri_mesh_fences(void) { return atomic_load_explicit(&fence_moves, memo
 
 bool tsri_mesh_fenced_since(uint64_t seen) {
   int saved = errno;
-  /* a fork's fence lasts until the child has its own memory: the thread
-   * that forks lowers it, and a child never sees it up (its handler
-   * lowers it before fork returns there) */
+  bool moved = false;
+  /* fork's fence is lowered by the thread that forks, once the child has
+   * its own memory, and in the child by its handler: a fork handler of
+   * the program's that ran before tessera's, in either, would wait for
+   * itself, and keeps its EFAULT */
+  if (atomic_load_explicit(&fork_fence, memory_order_seq_cst) &&
+      (tsri_os_process_id() != fork_pid || tsri_os_thread_id() == fork_tid))
+    goto out;
   while (atomic_load_explicit(&fence_page, memory_order_seq_cst) != 0 ||
          atomic_load_explicit(&fork_fence, memory_order_seq_cst))
     tsri_os_yield();
+  moved = atomic_load_explicit(&fence_moves, memory_order_seq_cst) != seen;
+out:
   errno = saved;
-  return atomic_load_explicit(&fence_moves, memory_order_seq_cst) != seen;
+  return moved;
+}
+
+bool tsri_mesh_fenceable(uintptr_t p, size_t n) {
+  if (tsri_option(TSRI_OPT_MESH) == 0 || n == 0 || p + n < p) return false;
+  const tsr_page_t *pg = tsri_page_of((const void *)p);
+  return pg != NULL && pg->capacity != 0 && p + n <= tsri_page_base(pg) + (size_t)pg->span_slots * TSR_SLOT_SIZE;
 }

@@ -419,6 +419,10 @@ tsri_hidden intptr_t tsri_os_read(int fd, void *buf, size_t size);
 /* The definition of the C library function `name` that comes after
  * libtessera.so (dlsym with RTLD_NEXT), or NULL. */
 tsri_hidden void *tsri_os_next_symbol(const char *name);
+/* Whether a read from fd that fails part way leaves what it did not copy
+ * to be read again: a file, a pipe or a stream socket (not a datagram
+ * socket, an eventfd, a timerfd, a signalfd, a terminal). */
+tsri_hidden bool tsri_os_fd_keeps_unread(int fd);
 #endif
 
 /* ---- failure injection (inject.c) ----------------------------------------

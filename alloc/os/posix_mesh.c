@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -409,6 +410,23 @@ intptr_t tsri_os_read(int fd, void *buf, size_t size) {
 }
 
 void *tsri_os_next_symbol(const char *name) { return dlsym(RTLD_NEXT, name); }
+
+bool tsri_os_fd_keeps_unread(int fd) {
+  int saved = errno;
+  struct stat st;
+  bool keeps = false;
+  if (fstat(fd, &st) == 0) {
+    if (S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISBLK(st.st_mode)) {
+      keeps = true;
+    } else if (S_ISSOCK(st.st_mode)) {
+      int type = 0;
+      socklen_t len = sizeof type;
+      keeps = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+    }
+  }
+  errno = saved;
+  return keeps;
+}
 
 void tsri_os_pipe_read_byte(intptr_t handle) {
   int saved = errno;
