@@ -21,6 +21,15 @@
  *     the read family's buffer on the stack: the call is made again);
  *   badptr: read into address 8, an EFAULT of the program's own, which
  *     must come back every time;
+ *   dgram: numbered datagrams from a socket bound to a name, by recvfrom
+ *     with the sender's address in the block and its length on the stack
+ *     (a datagram whose address the kernel could not write is lost);
+ *   fds: datagrams that each carry a descriptor, by recvmsg with the
+ *     control data in the block (FDS_CONTROL bytes of blocks of
+ *     FDS_BLOCK: more than 1 KiB), every descriptor checked;
+ *   file: pread of a file's first BIG bytes into blocks of BIG, each
+ *     read checked whole (the kernel stops short at a fenced page past
+ *     the first);
  *   raw: read as the system call itself, past any library: what a program
  *     gets without tessera's read family.
  * Every byte of the stream is checked (bad counts a gap once, and each
@@ -36,14 +45,17 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,16 +63,20 @@
 #define BIG 6000        /* readbig's blocks and reads: over the read family's stack buffer */
 #define BIG_BLOCKS 1024
 #define KEEP 8          /* one in KEEP kept */
+#define FDS_BLOCK 2048  /* fds' blocks; the control data given the kernel (more than 1 KiB) */
+#define FDS_CONTROL 2000
 #define CHUNK 64
 
 enum {
   CALL_READ, CALL_RECV, CALL_READV, CALL_RECVFROM, CALL_RECVMSG, CALL_EVENTFD, CALL_POLL, CALL_READBIG, CALL_BADPTR,
-  CALL_RAW, CALLS
+  CALL_DGRAM, CALL_FDS, CALL_FILE, CALL_RAW, CALLS
 };
-static const char *const call_names[CALLS] = { "read", "recv",    "readv",  "recvfrom", "recvmsg",
-                                               "eventfd", "poll", "readbig", "badptr", "raw" };
+static const char *const call_names[CALLS] = { "read",  "recv",    "readv",  "recvfrom", "recvmsg", "eventfd", "poll",
+                                               "readbig", "badptr", "dgram", "fds",      "file",    "raw" };
 
-static int call_kind;
+static int call_kind, file_fd;
+static bool datagrams;   /* dgram and fds: a datagram socket pair, its sender bound to a name */
+static socklen_t sender_len;
 static int sock[2], event_fd;
 static _Atomic uint64_t event_added;
 static unsigned char *kept[BLOCKS];
@@ -84,6 +100,28 @@ static void *writer_main(void *arg) {
     while (!atomic_load(&stop)) {
       if (eventfd_write(event_fd, 1) == 0) atomic_fetch_add(&event_added, 1);
       if ((atomic_load(&event_added) & 63) == 0) sched_yield();
+    }
+    return NULL;
+  }
+  if (datagrams) {   /* numbered datagrams; with fds, each carries a descriptor */
+    uint64_t seq = 0;
+    while (!atomic_load(&stop)) {
+      unsigned char d[CHUNK] = { 0 };
+      memcpy(d, &seq, sizeof seq);
+      struct iovec iov = { d, CHUNK };
+      union { struct cmsghdr h; unsigned char b[CMSG_SPACE(sizeof(int))]; } u;
+      struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+      if (call_kind == CALL_FDS) {
+        m.msg_control = u.b;
+        m.msg_controllen = sizeof u.b;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &event_fd, sizeof(int));
+      }
+      if (sendmsg(sock[0], &m, MSG_DONTWAIT | MSG_NOSIGNAL) == CHUNK) seq++;
+      else sched_yield();
     }
     return NULL;
   }
@@ -140,6 +178,35 @@ static ssize_t take(unsigned char *p, unsigned char **data) {
       }
       return r < 0 ? r : 0;
     }
+    case CALL_DGRAM: {   /* the sender's address in the block, its length on the stack */
+      socklen_t len = sizeof(struct sockaddr_un);
+      *data = sink;
+      ssize_t r = recvfrom(sock[1], sink, CHUNK, MSG_DONTWAIT, (struct sockaddr *)(void *)(p + 64), &len);
+      if (r == CHUNK && (len != sender_len || memcmp(((struct sockaddr_un *)(void *)(p + 64))->sun_path + 1,
+                                                     "tsr-mesh-io", 11) != 0))
+        atomic_fetch_add(&bad_bytes, 1);
+      return r;
+    }
+    case CALL_FDS: {     /* the control data (descriptors) in the block, the rest on the stack */
+      struct iovec iov = { sink, CHUNK };
+      struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = p, .msg_controllen = FDS_CONTROL };
+      *data = sink;
+      ssize_t r = recvmsg(sock[1], &m, MSG_DONTWAIT);
+      if (r == CHUNK) {
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        int fd = -1;
+        if (c != NULL && c->cmsg_type == SCM_RIGHTS) memcpy(&fd, CMSG_DATA(c), sizeof fd);
+        if (fd < 0 || (m.msg_flags & MSG_CTRUNC)) atomic_fetch_add(&bad_bytes, 1);   /* a descriptor lost */
+        if (fd >= 0) close(fd);
+      }
+      return r;
+    }
+    case CALL_FILE: {    /* the whole of a file's first BIG bytes, every time */
+      ssize_t r = pread(file_fd, p, BIG, 0);
+      if (r >= 0 && r != BIG) atomic_fetch_add(&bad_bytes, 1);
+      *data = NULL;
+      return r;
+    }
     case CALL_EVENTFD: return read(event_fd, p, sizeof(uint64_t));
     case CALL_READBIG: return read(sock[1], p, BIG);
     case CALL_BADPTR: return read(sock[1], (void *)bad_address, CHUNK);
@@ -164,7 +231,16 @@ static void *reader_main(void *arg) {
     atomic_fetch_add(&calls, 1);
     if (got < 0 && errno == EFAULT) atomic_fetch_add(&efaults, 1);
     else if (got < 0 && errno != EAGAIN) atomic_fetch_add(&other_errors, 1);
-    if (call_kind == CALL_EVENTFD) {
+    if (call_kind == CALL_FILE || call_kind == CALL_FDS) {
+      /* checked in take */
+    } else if (datagrams) {
+      uint64_t seq;
+      if (got == CHUNK) {
+        memcpy(&seq, data, sizeof seq);
+        if (seq != at) atomic_fetch_add(&bad_bytes, 1);   /* datagrams lost */
+        at = seq + 1;
+      }
+    } else if (call_kind == CALL_EVENTFD) {
       if (got == (ssize_t)sizeof(uint64_t)) {
         uint64_t v;
         memcpy(&v, data, sizeof v);
@@ -194,7 +270,7 @@ static void withdraw(void) {
 
 int main(int argc, char **argv) {
   if (argc != 3) {
-    fprintf(stderr, "usage: TESSERA_MESH=on %s read|recv|readv|recvfrom|recvmsg|eventfd|poll|raw SECONDS\n", argv[0]);
+    fprintf(stderr, "usage: TESSERA_MESH=on %s CALL SECONDS (CALL: read, recv, readv, ..., raw)\n", argv[0]);
     return 2;
   }
   call_kind = -1;
@@ -202,9 +278,24 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], call_names[k]) == 0) call_kind = k;
   double seconds = atof(argv[2]);
   if (call_kind < 0 || seconds <= 0) return 2;
-  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sock) != 0) return 1;
+  datagrams = call_kind == CALL_DGRAM || call_kind == CALL_FDS;
+  if (socketpair(AF_UNIX, datagrams ? SOCK_DGRAM : SOCK_STREAM, 0, sock) != 0) return 1;
+  if (datagrams) {   /* a name in the abstract space, which the kernel writes as the sender's address */
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int len = snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "tsr-mesh-io-%d", (int)getpid());
+    sender_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)len);
+    if (bind(sock[0], (struct sockaddr *)&a, sender_len) != 0) return 1;
+  }
   event_fd = eventfd(0, EFD_NONBLOCK);
   if (event_fd < 0) return 1;
+  if (call_kind == CALL_FILE) {
+    char path[] = "/tmp/tsr_mesh_io_XXXXXX";
+    unsigned char bytes[2 * BIG];
+    memset(bytes, 0x5a, sizeof bytes);
+    file_fd = mkstemp(path);
+    if (file_fd < 0 || write(file_fd, bytes, sizeof bytes) != (ssize_t)sizeof bytes) return 1;
+    unlink(path);
+  }
   pthread_t writer, reader;
   if (pthread_create(&writer, NULL, writer_main, NULL) != 0 || pthread_create(&reader, NULL, reader_main, NULL) != 0)
     return 1;
@@ -214,8 +305,9 @@ int main(int argc, char **argv) {
   double end = now_s() + seconds;
   while (now_s() < end) {
     size_t n = 0;
-    size_t blocks = call_kind == CALL_READBIG ? BIG_BLOCKS : BLOCKS;
-    for (size_t i = 0; i < blocks; i++) all[i] = malloc(call_kind == CALL_READBIG ? BIG : 256);
+    bool big = call_kind == CALL_READBIG || call_kind == CALL_FILE;
+    size_t blocks = big || call_kind == CALL_FDS ? BIG_BLOCKS : BLOCKS;
+    for (size_t i = 0; i < blocks; i++) all[i] = malloc(big ? BIG : call_kind == CALL_FDS ? FDS_BLOCK : 256);
     for (size_t i = 0; i < blocks; i++) {
       if (all[i] == NULL) return 1;
       if (tsr_test_rand(&seed) % KEEP == 0) kept[n++] = all[i];

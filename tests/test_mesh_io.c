@@ -3,13 +3,15 @@
  * tests/CMakeLists.txt; the rounds are mesh_io_helper.c's.
  *
  * The kernel cannot wait in tessera's fault handler as a thread's write
- * does: a read(2) into a page being copied fails with EFAULT, and a call
- * that takes what it reads before it copies it out (recvmsg's header and
- * address, an eventfd's count) loses it.  The raw system call shows that
+ * does: a read(2) into a page being copied fails with EFAULT, a call that
+ * takes what it reads before it copies it out (recvmsg's header, address
+ * and descriptors, a datagram, an eventfd's count) loses it, and a file's
+ * read stops short at a fenced page past its first.  The raw system call shows that
  * the helper's rounds meet the fence (hundreds of times a second on the
  * development machine).  The calls as libtessera.so defines them must
  * never fail so, and nothing may be lost: every byte of the stream
- * arrives in order, every count is taken.  An EFAULT of the program's own
+ * arrives in order, every datagram, count and descriptor is taken, every
+ * file read comes back whole.  An EFAULT of the program's own
  * still comes back.  Built where the override is (not under TSan or
  * ASan, whose runtimes define these calls themselves).
  */
@@ -74,6 +76,9 @@ Test(mesh_io, recvmsg_loses_no_byte_for_the_header) { no_call_fails("recvmsg"); 
 Test(mesh_io, an_eventfd_loses_no_count) { no_call_fails("eventfd"); }
 Test(mesh_io, poll_never_fails_for_meshing) { no_call_fails("poll"); }
 Test(mesh_io, a_read_too_big_for_the_stack_is_made_again) { no_call_fails("readbig"); }
+Test(mesh_io, a_datagram_is_not_lost_for_its_senders_address) { no_call_fails("dgram"); }
+Test(mesh_io, no_descriptor_passed_is_lost_for_its_control_data) { no_call_fails("fds"); }
+Test(mesh_io, a_file_read_comes_back_whole) { no_call_fails("file"); }
 
 Test(mesh_io, an_efault_of_the_programs_own_comes_back) {
   io_run_t r = run_helper("badptr", "1");

@@ -19,20 +19,24 @@
  *    stack: the kernel writes there, and tessera copies the result to the
  *    caller's memory, where a write to a fenced page waits as any write
  *    does.  Nothing can fail or be lost for meshing then.  recvfrom's and
- *    recvmsg's sender address, recvmsg's control data and flags, poll's
- *    and select's sets take the same way.
+ *    recvmsg's sender address, recvmsg's header and control data, poll's
+ *    and select's sets take the same way.  Not a read in whole 512-byte
+ *    sectors, which O_DIRECT may need aligned as they are.
  *  - Larger reads into such memory go straight in; when one fails with
  *    EFAULT while a fence moved, it is made again if the descriptor keeps
  *    what a failed read did not copy (a file, a pipe, a stream socket:
- *    tsri_os_fd_keeps_unread), and returned as it failed otherwise.
+ *    tsri_os_fd_kind), and returned as it failed otherwise; a file's read
+ *    cut short at a fenced page past its first goes on from there.
  *    epoll_wait is made again whatever the size: the kernel puts back the
  *    events it could not copy.
+ *  - The stack buffers are in functions of their own (noinline), so that
+ *    a call into other memory takes no more stack than it used to.
  *
  * An EFAULT of the program's own (a bad pointer) comes back with no fence
  * in between and is returned.  With meshing on, the caller's argument
- * structures (a msghdr, an iovec array, fd_sets that are ours) are read
- * in user space: a bad one faults here, where the kernel would have
- * returned EFAULT.  What stays
+ * structures (a msghdr, an iovec array, fd_sets, an address's length
+ * beside an address that is ours) are read in user space: a bad one
+ * faults here, where the kernel would have returned EFAULT.  What stays
  * exposed is named in docs/options.md (TESSERA_MESH).
  */
 #define _LARGEFILE64_SOURCE 1
@@ -52,7 +56,7 @@
 #define TSRI_EXPORT __attribute__((visibility("default")))
 #define IO_BOUNCE 4096                 /* bytes read through the stack, at most */
 #define IO_BOUNCE_POLL 256             /* pollfds */
-#define IO_BOUNCE_CONTROL 1024         /* bytes of recvmsg's control data */
+#define IO_BOUNCE_CONTROL 2048         /* bytes of recvmsg's control data: 253 descriptors' (SCM_MAX_FD) and more */
 #define IO_IOV_MAX 1024                /* the kernel's UIO_MAXIOV: beyond, EINVAL */
 
 /* The C library's definitions. */
@@ -99,11 +103,23 @@ __attribute__((constructor)) static void io_resolve(void) {
  * passing it on for reading it.) */
 #define OURS(p, n) tsri_mesh_fenceable((uintptr_t)(p), (n))
 
-/* After a direct call that returned r (seen: the fence count before it):
- * make it again?  Only for an EFAULT while a fence moved, on a descriptor
- * that keeps what was not copied. */
-static bool again(ssize_t r, int fd, uint64_t seen) {
-  return r == -1 && errno == EFAULT && tsri_os_fd_keeps_unread(fd) && tsri_mesh_fenced_since(seen);
+/* A buffer and length a read with O_DIRECT may have been given (512-byte
+ * aligned, whole 512-byte sectors): it goes to the kernel as it is, since
+ * a buffer on the stack would not be aligned and the read would fail. */
+static inline bool sector_aligned(const void *p, size_t n) { return ((uintptr_t)p | n) % 512 == 0; }
+
+/* After a direct call into memory of ours that returned r, of n bytes
+ * asked (seen: the fence count before it): make it again?  Only for an
+ * EFAULT while a fence moved, on a descriptor that keeps what was not
+ * copied.  *more: a file's read came back short while a fence moved (the
+ * kernel stops at a fenced page it meets past the first): the rest is to
+ * be read, from where it stopped. */
+static bool again(ssize_t r, size_t n, int fd, uint64_t seen, bool *more) {
+  *more = false;
+  if (r == -1 && errno == EFAULT) return tsri_os_fd_kind(fd) != TSRI_FD_OTHER && tsri_mesh_fenced_since(seen);
+  /* (a fence still up counts: the count it moved may be the one read) */
+  *more = r > 0 && (size_t)r < n && tsri_mesh_fenced_since(seen) && tsri_os_fd_kind(fd) == TSRI_FD_FILE;
+  return false;
 }
 
 static void copy_out(void *to, const void *from, ssize_t r, size_t cap) {
@@ -115,20 +131,32 @@ static void copy_out(void *to, const void *from, ssize_t r, size_t cap) {
 typedef ssize_t (*read_fn)(int, void *, size_t);
 typedef ssize_t (*pread_fn)(int, void *, size_t, off64_t);
 
-/* A read of n bytes into buf (which is ours) at off (-1: the file's
- * position; pread64 otherwise).  */
-static ssize_t read_ours(int fd, void *buf, size_t n, off64_t off) {
-  if (n <= IO_BOUNCE) {
-    unsigned char b[IO_BOUNCE];
-    ssize_t r = off < 0 ? IO_FN(IO_READ, read_fn)(fd, b, n) : IO_FN(IO_PREAD64, pread_fn)(fd, b, n, off);
-    copy_out(buf, b, r, n);
-    return r;
-  }
+static ssize_t read_at(int fd, void *buf, size_t n, off64_t off) {
+  return off < 0 ? IO_FN(IO_READ, read_fn)(fd, buf, n) : IO_FN(IO_PREAD64, pread_fn)(fd, buf, n, off);
+}
+
+/* n bytes into buf at off (-1: the file's position), straight in, made
+ * again or carried on after meshing got in the way (again). */
+static ssize_t read_direct(int fd, void *buf, size_t n, off64_t off) {
+  size_t done = 0;
   for (;;) {
     uint64_t seen = tsri_mesh_fences();
-    ssize_t r = off < 0 ? IO_FN(IO_READ, read_fn)(fd, buf, n) : IO_FN(IO_PREAD64, pread_fn)(fd, buf, n, off);
-    if (!again(r, fd, seen)) return r;
+    ssize_t r = read_at(fd, (unsigned char *)buf + done, n - done, off < 0 ? off : off + (off64_t)done);
+    bool more;
+    if (again(r, n - done, fd, seen, &more)) continue;
+    if (r < 0) return done > 0 ? (ssize_t)done : r;
+    done += (size_t)r;
+    if (!more) return (ssize_t)done;
   }
+}
+
+/* A read into buf, which is ours: through the stack when it fits. */
+__attribute__((noinline)) static ssize_t read_ours(int fd, void *buf, size_t n, off64_t off) {
+  if (n > IO_BOUNCE || sector_aligned(buf, n)) return read_direct(fd, buf, n, off);
+  unsigned char b[IO_BOUNCE];
+  ssize_t r = read_at(fd, b, n, off);
+  copy_out(buf, b, r, n);
+  return r;
 }
 
 TSRI_EXPORT ssize_t read(int fd, void *buf, size_t n) {
@@ -150,54 +178,85 @@ TSRI_EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off) {
 
 typedef ssize_t (*preadv_fn)(int, const struct iovec *, int, off64_t);
 
-/* Bytes iov asks for when some buffer of it is ours and they fit a
- * bounce; 0 when none is ours or they do not (then the call goes
- * through as it is, and again after an EFAULT of meshing's). */
-static size_t iov_bounce(const struct iovec *iov, int count, bool *any_ours) {
+/* Whether a buffer of iov is ours; *bounce: the bytes they ask for, when
+ * they fit the stack and none may be O_DIRECT's, else 0. */
+static bool iov_ours(const struct iovec *iov, int count, size_t *bounce) {
   size_t total = 0;
-  *any_ours = false;
-  if (iov == NULL || count <= 0 || count > IO_IOV_MAX) return 0;   /* the kernel's EINVAL, unchanged */
+  bool any = false, sectors = true;
+  *bounce = 0;
+  if (iov == NULL || count <= 0 || count > IO_IOV_MAX) return false;   /* the kernel's EINVAL, unchanged */
   for (int i = 0; i < count; i++) {
-    if (OURS(iov[i].iov_base, iov[i].iov_len)) *any_ours = true;
+    any |= OURS(iov[i].iov_base, iov[i].iov_len);
+    sectors &= sector_aligned(iov[i].iov_base, iov[i].iov_len);
     total += iov[i].iov_len < IO_BOUNCE ? iov[i].iov_len : IO_BOUNCE + 1;
     if (total > IO_BOUNCE) total = IO_BOUNCE + 1;
   }
-  return *any_ours && total <= IO_BOUNCE ? total : 0;
+  if (any && total <= IO_BOUNCE && !sectors) *bounce = total;
+  return any;
 }
 
-static void iov_scatter(const struct iovec *iov, int count, const unsigned char *from, ssize_t r) {
+/* Copy r bytes (at most) between a buffer and the buffers of iov. */
+static void iov_copy(const struct iovec *iov, int count, unsigned char *flat, ssize_t r, bool scatter) {
   size_t left = r > 0 ? (size_t)r : 0;
   for (int i = 0; i < count && left > 0; i++) {
     size_t n = iov[i].iov_len < left ? iov[i].iov_len : left;
-    memcpy(iov[i].iov_base, from, n);
-    from += n;
+    if (scatter) memcpy(iov[i].iov_base, flat, n);
+    else memcpy(flat, iov[i].iov_base, n);
+    flat += n;
     left -= n;
   }
 }
 
-static ssize_t readv_at(int fd, const struct iovec *iov, int count, off64_t off, bool positioned) {
-  bool any = false;
-  size_t total = tsri_option(TSRI_OPT_MESH) != 0 ? iov_bounce(iov, count, &any) : 0;
-  if (total > 0) {
+__attribute__((noinline)) static ssize_t readv_ours(int fd, const struct iovec *iov, int count, off64_t off,
+                                                    size_t bounce) {
+  if (bounce > 0) {
     unsigned char b[IO_BOUNCE];
-    ssize_t r = positioned ? IO_FN(IO_PREAD64, pread_fn)(fd, b, total, off) : IO_FN(IO_READ, read_fn)(fd, b, total);
-    iov_scatter(iov, count, b, r);
+    ssize_t r = read_at(fd, b, bounce, off);
+    iov_copy(iov, count, b, r, true);
     return r;
   }
+  size_t done = 0;
   for (;;) {
     uint64_t seen = tsri_mesh_fences();
-    ssize_t r = positioned ? IO_FN(IO_PREADV64, preadv_fn)(fd, iov, count, off)
-                           : IO_FN(IO_READV, ssize_t (*)(int, const struct iovec *, int))(fd, iov, count);
-    if (!any || !again(r, fd, seen)) return r;
+    ssize_t r = off < 0 ? IO_FN(IO_READV, ssize_t (*)(int, const struct iovec *, int))(fd, iov, count)
+                        : IO_FN(IO_PREADV64, preadv_fn)(fd, iov, count, off);
+    size_t asked = 0;
+    for (int i = 0; i < count; i++) asked += iov[i].iov_len;
+    bool more;
+    if (again(r, asked, fd, seen, &more)) continue;
+    if (r < 0 || !more) return r;
+    /* a file's read stopped short at a fenced page: the rest, buffer by
+     * buffer, from where it stopped */
+    done = (size_t)r;
+    for (int i = 0; i < count; i++) {
+      size_t len = iov[i].iov_len, skip = done < len ? done : len;
+      done -= skip;
+      if (skip == len) continue;
+      ssize_t got = read_direct(fd, (unsigned char *)iov[i].iov_base + skip, len - skip,
+                                off < 0 ? off : off + r);
+      if (got > 0) r += got;
+      if (got < 0 || (size_t)got < len - skip) break;
+    }
+    return r;
   }
 }
 
-TSRI_EXPORT ssize_t readv(int fd, const struct iovec *iov, int count) { return readv_at(fd, iov, count, 0, false); }
+static ssize_t readv_at(int fd, const struct iovec *iov, int count, off64_t off) {
+  size_t bounce;
+  if (tsri_option(TSRI_OPT_MESH) == 0 || !iov_ours(iov, count, &bounce))
+    return off < 0 ? IO_FN(IO_READV, ssize_t (*)(int, const struct iovec *, int))(fd, iov, count)
+                   : IO_FN(IO_PREADV64, preadv_fn)(fd, iov, count, off);
+  return readv_ours(fd, iov, count, off, bounce);
+}
+
+TSRI_EXPORT ssize_t readv(int fd, const struct iovec *iov, int count) { return readv_at(fd, iov, count, -1); }
 TSRI_EXPORT ssize_t preadv64(int fd, const struct iovec *iov, int count, off64_t off) {
-  return readv_at(fd, iov, count, off, true);
+  if (off < 0) return IO_FN(IO_PREADV64, preadv_fn)(fd, iov, count, off);
+  return readv_at(fd, iov, count, off);
 }
 TSRI_EXPORT ssize_t preadv(int fd, const struct iovec *iov, int count, off_t off) {
-  return readv_at(fd, iov, count, off, true);
+  if (off < 0) return IO_FN(IO_PREADV64, preadv_fn)(fd, iov, count, off);
+  return readv_at(fd, iov, count, off);
 }
 
 /* ---- recv, recvfrom, recvmsg ------------------------------------------------- */
@@ -205,62 +264,71 @@ TSRI_EXPORT ssize_t preadv(int fd, const struct iovec *iov, int count, off_t off
 typedef ssize_t (*recvfrom_fn)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
 typedef ssize_t (*recvmsg_fn)(int, struct msghdr *, int);
 
-TSRI_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *addr_len) {
+/* The sender's address and its length are written after the data is
+ * taken: through the stack, when either is ours. */
+__attribute__((noinline)) static ssize_t recvfrom_ours(int fd, void *buf, size_t n, int flags,
+                                                       struct sockaddr *addr, socklen_t *addr_len, bool data) {
   recvfrom_fn fn = IO_FN(IO_RECVFROM, recvfrom_fn);
-  bool data = OURS(buf, n);
-  /* the sender's address is written after the data is taken: through the
-   * stack, when it is ours (its length is read where it is ours too) */
-  bool name = addr != NULL && addr_len != NULL && OURS(addr_len, sizeof *addr_len) &&
-              OURS(addr, *addr_len);
-  if (!data && !name) return fn(fd, buf, n, flags, addr, addr_len);
   struct sockaddr_storage a;
-  socklen_t a_len = name ? (*addr_len < sizeof a ? *addr_len : (socklen_t)sizeof a) : 0;
+  bool name = addr_len != NULL && addr != NULL;
+  socklen_t cap = name ? *addr_len : 0, a_len = cap < sizeof a ? cap : (socklen_t)sizeof a;
   struct sockaddr *to = name ? (struct sockaddr *)&a : addr;
   socklen_t *to_len = name ? &a_len : addr_len;
   ssize_t r;
   if (data && n <= IO_BOUNCE) {
     unsigned char b[IO_BOUNCE];
+    /* with MSG_TRUNC a stream socket discards and writes nothing: the
+     * caller's bytes go back as they were */
+    if (flags & MSG_TRUNC) memcpy(b, buf, n);
     r = fn(fd, b, n, flags, to, to_len);
     copy_out(buf, b, r, n);
   } else {
     for (;;) {
       uint64_t seen = tsri_mesh_fences();
       r = fn(fd, buf, n, flags, to, to_len);
-      if (!data || !again(r, fd, seen)) break;
+      bool more;
+      if (!data || !again(r, n, fd, seen, &more)) break;
     }
   }
   if (name && r >= 0) {
-    size_t got = a_len < *addr_len ? a_len : *addr_len;
+    size_t got = a_len < cap ? a_len : cap;
     memcpy(addr, &a, got < sizeof a ? got : sizeof a);
     *addr_len = a_len;
   }
   return r;
 }
 
+TSRI_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *addr_len) {
+  bool data = OURS(buf, n);
+  bool name = addr != NULL && addr_len != NULL && (OURS(addr_len, sizeof *addr_len) || OURS(addr, 1));
+  if (!data && !name) return IO_FN(IO_RECVFROM, recvfrom_fn)(fd, buf, n, flags, addr, addr_len);
+  return recvfrom_ours(fd, buf, n, flags, addr, addr_len, data);
+}
+
 TSRI_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags) { return recvfrom(fd, buf, n, flags, NULL, NULL); }
 
-TSRI_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
+/* Everything the kernel writes goes through the stack: a copy of the
+ * header, and of what of it is ours (data up to IO_BOUNCE, the address,
+ * control data up to IO_BOUNCE_CONTROL, room for the most descriptors
+ * one message may carry). */
+__attribute__((noinline)) static ssize_t recvmsg_ours(int fd, struct msghdr *msg, int flags, size_t bounce, bool any,
+                                                      bool name, bool control) {
   recvmsg_fn fn = IO_FN(IO_RECVMSG, recvmsg_fn);
-  if (msg == NULL || tsri_option(TSRI_OPT_MESH) == 0) return fn(fd, msg, flags);
-  bool any;
-  size_t total = iov_bounce(msg->msg_iov, (int)msg->msg_iovlen, &any);
-  bool whole = OURS(msg, sizeof *msg);   /* the kernel writes lengths and flags back into it */
-  bool name = msg->msg_name != NULL && OURS(msg->msg_name, msg->msg_namelen);
-  bool control = msg->msg_control != NULL && msg->msg_controllen <= IO_BOUNCE_CONTROL &&
-                 OURS(msg->msg_control, msg->msg_controllen);
-  if (!any && !whole && !name && !control) return fn(fd, msg, flags);
-  /* everything the kernel writes goes through the stack: a copy of the
-   * header, and of what of it is ours */
   struct msghdr m = *msg;
   struct sockaddr_storage a;
   unsigned char c[IO_BOUNCE_CONTROL], b[IO_BOUNCE];
-  struct iovec one = { b, total };
+  struct iovec one = { b, bounce };
+  int count = (int)msg->msg_iovlen;
   if (name) {
     m.msg_name = &a;
     m.msg_namelen = msg->msg_namelen < sizeof a ? msg->msg_namelen : (socklen_t)sizeof a;
   }
-  if (control) m.msg_control = c;
-  if (total > 0) {
+  if (control) {
+    m.msg_control = c;
+    m.msg_controllen = msg->msg_controllen < sizeof c ? msg->msg_controllen : sizeof c;
+  }
+  if (bounce > 0) {
+    if (flags & MSG_TRUNC) iov_copy(msg->msg_iov, count, b, (ssize_t)bounce, false);
     m.msg_iov = &one;
     m.msg_iovlen = 1;
   }
@@ -268,10 +336,11 @@ TSRI_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
   for (;;) {
     uint64_t seen = tsri_mesh_fences();
     r = fn(fd, &m, flags);
-    if (total > 0 || !any || !again(r, fd, seen)) break;
+    bool more;
+    if (bounce > 0 || !any || !again(r, 0, fd, seen, &more)) break;
   }
   if (r < 0) return r;
-  if (total > 0) iov_scatter(msg->msg_iov, (int)msg->msg_iovlen, b, r < (ssize_t)total ? r : (ssize_t)total);
+  if (bounce > 0) iov_copy(msg->msg_iov, count, b, r < (ssize_t)bounce ? r : (ssize_t)bounce, true);
   if (name) {
     size_t got = m.msg_namelen < msg->msg_namelen ? m.msg_namelen : msg->msg_namelen;
     memcpy(msg->msg_name, &a, got < sizeof a ? got : sizeof a);
@@ -283,62 +352,86 @@ TSRI_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
   return r;
 }
 
+TSRI_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
+  recvmsg_fn fn = IO_FN(IO_RECVMSG, recvmsg_fn);
+  if (msg == NULL || tsri_option(TSRI_OPT_MESH) == 0 || msg->msg_iovlen > IO_IOV_MAX) return fn(fd, msg, flags);
+  size_t bounce;
+  bool any = iov_ours(msg->msg_iov, (int)msg->msg_iovlen, &bounce);
+  bool whole = OURS(msg, sizeof *msg);   /* the kernel writes lengths and flags back into it */
+  bool name = msg->msg_name != NULL && OURS(msg->msg_name, msg->msg_namelen);
+  bool control = msg->msg_control != NULL && OURS(msg->msg_control, msg->msg_controllen);
+  if (!any && !whole && !name && !control) return fn(fd, msg, flags);
+  return recvmsg_ours(fd, msg, flags, bounce, any, name, control);
+}
+
 /* ---- poll, ppoll, select, epoll -------------------------------------------- */
 
+typedef int (*poll_fn)(struct pollfd *, nfds_t, int);
 typedef int (*ppoll_fn)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
-TSRI_EXPORT int ppoll(struct pollfd *fds, nfds_t count, const struct timespec *timeout, const sigset_t *mask);
 
-/* poll and ppoll: a set that is ours and small goes through the stack;
- * a larger one is polled again after an EFAULT of meshing's (the kernel
- * writes revents after the wait, so that one may wait its timeout again) */
-static int poll_any(struct pollfd *fds, nfds_t count, int timeout, const struct timespec *ts, const sigset_t *mask,
-                    bool p) {
-  int (*pfn)(struct pollfd *, nfds_t, int) = IO_FN(IO_POLL, int (*)(struct pollfd *, nfds_t, int));
-  ppoll_fn ppfn = IO_FN(IO_PPOLL, ppoll_fn);
-  bool mine = count > 0 && OURS(fds, count * sizeof *fds);
-  if (mine && count <= IO_BOUNCE_POLL) {
+static int poll_call(struct pollfd *fds, nfds_t count, int timeout, const struct timespec *ts, const sigset_t *mask,
+                     bool p) {
+  return p ? IO_FN(IO_PPOLL, ppoll_fn)(fds, count, ts, mask) : IO_FN(IO_POLL, poll_fn)(fds, count, timeout);
+}
+
+/* A set that is ours: through the stack when small; a larger one is
+ * polled again after an EFAULT of meshing's (the kernel writes revents
+ * after the wait, so that one may wait its timeout again). */
+__attribute__((noinline)) static int poll_ours(struct pollfd *fds, nfds_t count, int timeout,
+                                               const struct timespec *ts, const sigset_t *mask, bool p) {
+  if (count <= IO_BOUNCE_POLL) {
     struct pollfd f[IO_BOUNCE_POLL];
     memcpy(f, fds, count * sizeof *fds);
-    int r = p ? ppfn(f, count, ts, mask) : pfn(f, count, timeout);
-    if (r >= 0)
+    int r = poll_call(f, count, timeout, ts, mask, p);
+    /* the kernel writes revents back after the wait, interrupted or not;
+     * not when it turned the call away */
+    if (r >= 0 || (errno != EINVAL && errno != EFAULT && errno != ENOMEM))
       for (nfds_t i = 0; i < count; i++) fds[i].revents = f[i].revents;
     return r;
   }
   for (;;) {
     uint64_t seen = tsri_mesh_fences();
-    int r = p ? ppfn(fds, count, ts, mask) : pfn(fds, count, timeout);
-    if (!mine || r != -1 || errno != EFAULT || !tsri_mesh_fenced_since(seen)) return r;
+    int r = poll_call(fds, count, timeout, ts, mask, p);
+    if (r != -1 || errno != EFAULT || !tsri_mesh_fenced_since(seen)) return r;
   }
 }
 
 TSRI_EXPORT int poll(struct pollfd *fds, nfds_t count, int timeout) {
-  return poll_any(fds, count, timeout, NULL, NULL, false);
+  if (count == 0 || !OURS(fds, count * sizeof *fds)) return IO_FN(IO_POLL, poll_fn)(fds, count, timeout);
+  return poll_ours(fds, count, timeout, NULL, NULL, false);
 }
 TSRI_EXPORT int ppoll(struct pollfd *fds, nfds_t count, const struct timespec *timeout, const sigset_t *mask) {
-  return poll_any(fds, count, 0, timeout, mask, true);
+  if (count == 0 || !OURS(fds, count * sizeof *fds)) return IO_FN(IO_PPOLL, ppoll_fn)(fds, count, timeout, mask);
+  return poll_ours(fds, count, 0, timeout, mask, true);
 }
 
-TSRI_EXPORT int select(int count, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *timeout) {
-  typedef int (*select_fn)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
-  select_fn fn = IO_FN(IO_SELECT, select_fn);
-  size_t bytes = count > 0 ? ((size_t)count + 7) / 8 : 0;
-  fd_set *sets[3] = { rd, wr, ex };
-  bool mine = timeout != NULL && OURS(timeout, sizeof *timeout);
-  for (int i = 0; i < 3; i++) mine |= sets[i] != NULL && bytes > 0 && OURS(sets[i], bytes);
-  if (!mine || bytes > sizeof(fd_set)) return fn(count, rd, wr, ex, timeout);
-  /* through the stack, all of them: the kernel writes each set back in
-   * turn, and one failing would leave the others changed */
+typedef int (*select_fn)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+
+/* Through the stack, all of them: the kernel writes each set back in
+ * turn, and one failing would leave the others changed.  bytes: what the
+ * kernel reads and writes of each, whole longs. */
+__attribute__((noinline)) static int select_ours(int count, fd_set **sets, struct timeval *timeout, size_t bytes) {
   fd_set s[3];
   struct timeval t;
   for (int i = 0; i < 3; i++)
     if (sets[i] != NULL) memcpy(&s[i], sets[i], bytes);
   if (timeout != NULL) t = *timeout;
-  int r = fn(count, rd ? &s[0] : NULL, wr ? &s[1] : NULL, ex ? &s[2] : NULL, timeout ? &t : NULL);
+  int r = IO_FN(IO_SELECT, select_fn)(count, sets[0] ? &s[0] : NULL, sets[1] ? &s[1] : NULL, sets[2] ? &s[2] : NULL,
+                                      timeout ? &t : NULL);
   if (r >= 0)
     for (int i = 0; i < 3; i++)
       if (sets[i] != NULL) memcpy(sets[i], &s[i], bytes);
   if (timeout != NULL) *timeout = t;   /* Linux writes the time left, whatever the result */
   return r;
+}
+
+TSRI_EXPORT int select(int count, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *timeout) {
+  size_t bytes = count > 0 ? ((size_t)count + 8 * sizeof(long) - 1) / (8 * sizeof(long)) * sizeof(long) : 0;
+  fd_set *sets[3] = { rd, wr, ex };
+  bool mine = timeout != NULL && OURS(timeout, sizeof *timeout);
+  for (int i = 0; i < 3; i++) mine |= sets[i] != NULL && bytes > 0 && OURS(sets[i], bytes);
+  if (!mine || bytes > sizeof(fd_set)) return IO_FN(IO_SELECT, select_fn)(count, rd, wr, ex, timeout);
+  return select_ours(count, sets, timeout, bytes);
 }
 
 typedef int (*epoll_pwait_fn)(int, struct epoll_event *, int, int, const sigset_t *);

@@ -419,10 +419,13 @@ tsri_hidden intptr_t tsri_os_read(int fd, void *buf, size_t size);
 /* The definition of the C library function `name` that comes after
  * libtessera.so (dlsym with RTLD_NEXT), or NULL. */
 tsri_hidden void *tsri_os_next_symbol(const char *name);
-/* Whether a read from fd that fails part way leaves what it did not copy
- * to be read again: a file, a pipe or a stream socket (not a datagram
- * socket, an eventfd, a timerfd, a signalfd, a terminal). */
-tsri_hidden bool tsri_os_fd_keeps_unread(int fd);
+/* What a read from fd that fails part way does with what it did not copy:
+ * TSRI_FD_FILE (a regular file or a block device: there to be read again,
+ * at the offset reached), TSRI_FD_STREAM (a pipe or a stream socket:
+ * there, first in line), TSRI_FD_OTHER (a datagram socket, an eventfd, a
+ * timerfd, a signalfd, a terminal: it may be gone). */
+enum { TSRI_FD_OTHER, TSRI_FD_FILE, TSRI_FD_STREAM };
+tsri_hidden int tsri_os_fd_kind(int fd);
 #endif
 
 /* ---- failure injection (inject.c) ----------------------------------------

@@ -411,21 +411,23 @@ intptr_t tsri_os_read(int fd, void *buf, size_t size) {
 
 void *tsri_os_next_symbol(const char *name) { return dlsym(RTLD_NEXT, name); }
 
-bool tsri_os_fd_keeps_unread(int fd) {
+int tsri_os_fd_kind(int fd) {
   int saved = errno;
   struct stat st;
-  bool keeps = false;
+  int kind = TSRI_FD_OTHER;
   if (fstat(fd, &st) == 0) {
-    if (S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISBLK(st.st_mode)) {
-      keeps = true;
+    if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) {
+      kind = TSRI_FD_FILE;
+    } else if (S_ISFIFO(st.st_mode)) {
+      kind = TSRI_FD_STREAM;
     } else if (S_ISSOCK(st.st_mode)) {
       int type = 0;
       socklen_t len = sizeof type;
-      keeps = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+      if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM) kind = TSRI_FD_STREAM;
     }
   }
   errno = saved;
-  return keeps;
+  return kind;
 }
 
 void tsri_os_pipe_read_byte(intptr_t handle) {
