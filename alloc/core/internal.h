@@ -477,9 +477,15 @@ tsri_hidden void tsri_mesh_writable_again(uintptr_t va);
  * kept. */
 tsri_hidden uint64_t tsri_mesh_fences(void);
 tsri_hidden bool tsri_mesh_fenced_since(uint64_t seen);
-/* Whether the n bytes at address p are memory meshing may fence: meshing on, and the
- * range inside one span in use of tessera's arenas (so also memory that
- * takes writes). */
+/* The same look without waiting: a fence moved since, or is up now. */
+tsri_hidden bool tsri_mesh_fence_moved(uint64_t seen);
+/* Set (for good) when a span is set up with meshing on, before any of
+ * its blocks is handed out: no block meshing may fence exists before. */
+tsri_hidden extern _Atomic int tsri_mesh_armed;
+static inline bool tsri_mesh_is_armed(void) { return atomic_load_explicit(&tsri_mesh_armed, memory_order_relaxed) != 0; }
+/* Whether the n bytes at address p are memory meshing may fence: meshing
+ * armed, and the range inside one span in use of tessera's arenas (so
+ * also memory that takes writes). */
 tsri_hidden bool tsri_mesh_fenceable(uintptr_t p, size_t n);
 
 /* ---- what tessera took from the OS (own.c) ------------------------------- */

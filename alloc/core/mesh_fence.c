@@ -131,8 +131,16 @@ out:
   return moved;
 }
 
+bool tsri_mesh_fence_moved(uint64_t seen) {
+  return atomic_load_explicit(&fence_moves, memory_order_seq_cst) != seen ||
+         atomic_load_explicit(&fence_page, memory_order_seq_cst) != 0 ||
+         atomic_load_explicit(&fork_fence, memory_order_seq_cst);
+}
+
+_Atomic int tsri_mesh_armed;
+
 bool tsri_mesh_fenceable(uintptr_t p, size_t n) {
-  if (tsri_option(TSRI_OPT_MESH) == 0 || n == 0 || p + n < p) return false;
+  if (!atomic_load_explicit(&tsri_mesh_armed, memory_order_relaxed) || n == 0 || p + n < p) return false;
   const tsr_page_t *pg = tsri_page_of((const void *)p);
   return pg != NULL && pg->capacity != 0 && p + n <= tsri_page_base(pg) + (size_t)pg->span_slots * TSR_SLOT_SIZE;
 }

@@ -101,7 +101,7 @@ __attribute__((constructor)) static void io_resolve(void) {
 /* Memory meshing may fence.  (An address, not a pointer: the C library's
  * headers mark read's buffer write-only, and the compiler would take
  * passing it on for reading it.) */
-#define OURS(p, n) tsri_mesh_fenceable((uintptr_t)(p), (n))
+#define OURS(p, n) (tsri_mesh_is_armed() && tsri_mesh_fenceable((uintptr_t)(p), (n)))
 
 /* A buffer and length a read with O_DIRECT may have been given (512-byte
  * aligned, whole 512-byte sectors): it goes to the kernel as it is, since
@@ -117,8 +117,10 @@ static inline bool sector_aligned(const void *p, size_t n) { return ((uintptr_t)
 static bool again(ssize_t r, size_t n, int fd, uint64_t seen, bool *more) {
   *more = false;
   if (r == -1 && errno == EFAULT) return tsri_os_fd_kind(fd) != TSRI_FD_OTHER && tsri_mesh_fenced_since(seen);
-  /* (a fence still up counts: the count it moved may be the one read) */
-  *more = r > 0 && (size_t)r < n && tsri_mesh_fenced_since(seen) && tsri_os_fd_kind(fd) == TSRI_FD_FILE;
+  /* a socket's or a pipe's short read is theirs: a look at the fences
+   * first, without waiting, then at the descriptor */
+  *more = r > 0 && (size_t)r < n && tsri_mesh_fence_moved(seen) && tsri_os_fd_kind(fd) == TSRI_FD_FILE &&
+          tsri_mesh_fenced_since(seen);
   return false;
 }
 
@@ -159,9 +161,17 @@ __attribute__((noinline)) static ssize_t read_ours(int fd, void *buf, size_t n, 
   return r;
 }
 
-TSRI_EXPORT ssize_t read(int fd, void *buf, size_t n) {
+/* Each entry tests whether meshing is armed before anything else, so
+ * that without it the call is a load, a test and a jump to the C
+ * library's. */
+__attribute__((noinline)) static ssize_t read_armed(int fd, void *buf, size_t n) {
   if (!OURS(buf, n)) return IO_FN(IO_READ, read_fn)(fd, buf, n);
   return read_ours(fd, buf, n, -1);
+}
+
+TSRI_EXPORT ssize_t read(int fd, void *buf, size_t n) {
+  if (tsr_likely(!tsri_mesh_is_armed())) return IO_FN(IO_READ, read_fn)(fd, buf, n);
+  return read_armed(fd, buf, n);
 }
 
 TSRI_EXPORT ssize_t pread64(int fd, void *buf, size_t n, off64_t off) {
@@ -243,7 +253,7 @@ __attribute__((noinline)) static ssize_t readv_ours(int fd, const struct iovec *
 
 static ssize_t readv_at(int fd, const struct iovec *iov, int count, off64_t off) {
   size_t bounce;
-  if (tsri_option(TSRI_OPT_MESH) == 0 || !iov_ours(iov, count, &bounce))
+  if (!tsri_mesh_is_armed() || !iov_ours(iov, count, &bounce))
     return off < 0 ? IO_FN(IO_READV, ssize_t (*)(int, const struct iovec *, int))(fd, iov, count)
                    : IO_FN(IO_PREADV64, preadv_fn)(fd, iov, count, off);
   return readv_ours(fd, iov, count, off, bounce);
@@ -299,6 +309,7 @@ __attribute__((noinline)) static ssize_t recvfrom_ours(int fd, void *buf, size_t
 }
 
 TSRI_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *addr_len) {
+  if (tsr_likely(!tsri_mesh_is_armed())) return IO_FN(IO_RECVFROM, recvfrom_fn)(fd, buf, n, flags, addr, addr_len);
   bool data = OURS(buf, n);
   bool name = addr != NULL && addr_len != NULL && (OURS(addr_len, sizeof *addr_len) || OURS(addr, 1));
   if (!data && !name) return IO_FN(IO_RECVFROM, recvfrom_fn)(fd, buf, n, flags, addr, addr_len);
@@ -354,7 +365,7 @@ __attribute__((noinline)) static ssize_t recvmsg_ours(int fd, struct msghdr *msg
 
 TSRI_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
   recvmsg_fn fn = IO_FN(IO_RECVMSG, recvmsg_fn);
-  if (msg == NULL || tsri_option(TSRI_OPT_MESH) == 0 || msg->msg_iovlen > IO_IOV_MAX) return fn(fd, msg, flags);
+  if (msg == NULL || !tsri_mesh_is_armed() || msg->msg_iovlen > IO_IOV_MAX) return fn(fd, msg, flags);
   size_t bounce;
   bool any = iov_ours(msg->msg_iov, (int)msg->msg_iovlen, &bounce);
   bool whole = OURS(msg, sizeof *msg);   /* the kernel writes lengths and flags back into it */
@@ -397,11 +408,12 @@ __attribute__((noinline)) static int poll_ours(struct pollfd *fds, nfds_t count,
 }
 
 TSRI_EXPORT int poll(struct pollfd *fds, nfds_t count, int timeout) {
-  if (count == 0 || !OURS(fds, count * sizeof *fds)) return IO_FN(IO_POLL, poll_fn)(fds, count, timeout);
+  if (tsr_likely(!tsri_mesh_is_armed()) || count == 0 || !OURS(fds, count * sizeof *fds)) return IO_FN(IO_POLL, poll_fn)(fds, count, timeout);
   return poll_ours(fds, count, timeout, NULL, NULL, false);
 }
 TSRI_EXPORT int ppoll(struct pollfd *fds, nfds_t count, const struct timespec *timeout, const sigset_t *mask) {
-  if (count == 0 || !OURS(fds, count * sizeof *fds)) return IO_FN(IO_PPOLL, ppoll_fn)(fds, count, timeout, mask);
+  if (tsr_likely(!tsri_mesh_is_armed()) || count == 0 || !OURS(fds, count * sizeof *fds))
+    return IO_FN(IO_PPOLL, ppoll_fn)(fds, count, timeout, mask);
   return poll_ours(fds, count, 0, timeout, mask, true);
 }
 

@@ -41,6 +41,8 @@ static size_t page_phase(const tsr_page_t *pg, const tsri_class_t *c) {
 void tsri_page_init(tsr_page_t *pg, size_t cls) {
   const tsri_class_t *c = &tsri_classes[cls];
   tsr_assert(c->capacity <= TSR_PAGE_MAX_BLOCKS && c->span_slots == pg->span_slots);
+  if (!tsri_mesh_is_armed() && tsri_option(TSRI_OPT_MESH) != 0)
+    atomic_store_explicit(&tsri_mesh_armed, 1, memory_order_relaxed);
   size_t phase = page_phase(pg, c), capacity = c->capacity - phase;
   pg->start = (uint8_t *)tsri_page_base(pg) + phase * c->block_size;
   pg->block_size = c->block_size;
