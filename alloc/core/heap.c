@@ -469,7 +469,7 @@ void tsri_heap_free_remote(tsr_page_t *pg, size_t word, uint64_t mask, void *p) 
   for (;;) {
     uintptr_t state = x & TSR_PAGE_STATE_MASK;
     if (state == TSR_PAGE_ABANDONED) {
-      tsri_heap_abandoned_free(pg);
+      tsri_heap_abandoned_free(pg, word);
       return;
     }
     if (state != TSR_PAGE_FULL) return;
@@ -496,12 +496,13 @@ void tsri_heap_free_remote(tsr_page_t *pg, size_t word, uint64_t mask, void *p) 
 /* A remote free hit a page whose owner exited: merge it here and give the
  * span back once the page is empty.  (Adopting the page into the freeing
  * thread's heap instead was measured: no faster on larson, and twice the
- * peak RSS on mstress, because adopted pages then wait in the adopter's
- * queue with their remote frees unmerged.) */
-void tsri_heap_abandoned_free(tsr_page_t *pg) {
+ * peak RSS on mstress.)  Only the freed block's word is merged: every
+ * remote free since heap_abandon_page's merge comes here for its own
+ * word, so `used` still reaches 0 with the page's last free. */
+void tsri_heap_abandoned_free(tsr_page_t *pg, size_t word) {
   tsri_lock(&abandoned_lock);
   if (atomic_load_explicit(&pg->xowner, memory_order_seq_cst) == TSR_PAGE_ABANDONED) {
-    tsri_page_collect(pg);
+    tsri_page_collect_word(pg, word);
     if (atomic_load_explicit(&pg->meshed, memory_order_relaxed) != 0) tsri_mesh_check(pg);
     if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0) {
       queue_remove(&abandoned[pg->cls], pg);

@@ -134,8 +134,9 @@ tsri_hidden void tsri_heap_count_free(void);
 /* Frees counted for threads that have no heap. */
 tsri_hidden extern _Atomic uint64_t tsri_frees_heapless;
 
-/* A remote free hit a page whose owner exited. */
-tsri_hidden void tsri_heap_abandoned_free(tsr_page_t *pg);
+/* A remote free of a block in bitmap word `word` of pg hit pg after its
+ * owner exited. */
+tsri_hidden void tsri_heap_abandoned_free(tsr_page_t *pg, size_t word);
 tsri_hidden void tsri_heap_collect(void);
 tsri_hidden void tsri_heap_init(void);
 tsri_hidden size_t tsri_heap_check(void);

@@ -276,6 +276,8 @@ static inline uintptr_t tsri_page_base(const tsr_page_t *pg) {
 }
 /* Merge remote frees into local; returns how many blocks came back. */
 tsri_hidden uint32_t tsri_page_collect(tsr_page_t *pg);
+/* The same for bitmap word w alone. */
+tsri_hidden uint32_t tsri_page_collect_word(tsr_page_t *pg, size_t w);
 /* Bitmap words of pg. */
 static inline size_t tsri_page_words(const tsr_page_t *pg) { return ((size_t)pg->capacity + 63) / 64; }
 /* Bitmap words a span of class cls has (arena.c sizes its bitmaps so):

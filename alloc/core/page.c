@@ -171,23 +171,25 @@ bool tsri_page_has_remote(const tsr_page_t *pg) {
   return false;
 }
 
-uint32_t tsri_page_collect(tsr_page_t *pg) {
-  uint32_t back = 0;
-  for (size_t w = 0, n = tsri_page_words(pg); w < n; w++) {
-    if (atomic_load_explicit(tsri_remote(pg, w), memory_order_relaxed) == 0) continue;
-    uint64_t bits = atomic_exchange_explicit(tsri_remote(pg, w), 0, memory_order_acquire);
-    uint64_t local = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
-    uint64_t twice = bits & local;
-    if (tsr_unlikely(twice != 0)) {
-      /* freed by the owner and by another thread at the same time */
-      size_t idx = w * 64 + (size_t)__builtin_ctzll(twice);
-      tsri_error(TSR_ERROR_DOUBLE_FREE, "double free of %p (freed concurrently by two threads)",
-                 (void *)(pg->start + idx * pg->block_size));
-      bits &= ~twice;
-    }
-    atomic_store_explicit(tsri_local(pg, w), local | bits, memory_order_relaxed);
-    back += (uint32_t)__builtin_popcountll(bits);
+/* Merge remote word w into local: the blocks it brought back (`used` is
+ * the caller's to lower). */
+static uint32_t collect_word(tsr_page_t *pg, size_t w) {
+  if (atomic_load_explicit(tsri_remote(pg, w), memory_order_relaxed) == 0) return 0;
+  uint64_t bits = atomic_exchange_explicit(tsri_remote(pg, w), 0, memory_order_acquire);
+  uint64_t local = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
+  uint64_t twice = bits & local;
+  if (tsr_unlikely(twice != 0)) {
+    /* freed by the owner and by another thread at the same time */
+    size_t idx = w * 64 + (size_t)__builtin_ctzll(twice);
+    tsri_error(TSR_ERROR_DOUBLE_FREE, "double free of %p (freed concurrently by two threads)",
+               (void *)(pg->start + idx * pg->block_size));
+    bits &= ~twice;
   }
+  atomic_store_explicit(tsri_local(pg, w), local | bits, memory_order_relaxed);
+  return (uint32_t)__builtin_popcountll(bits);
+}
+
+static uint32_t collected(tsr_page_t *pg, uint32_t back) {
   if (back != 0) {
     uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
     tsr_assert_internal(used >= back);
@@ -195,6 +197,14 @@ uint32_t tsri_page_collect(tsr_page_t *pg) {
   }
   return back;
 }
+
+uint32_t tsri_page_collect(tsr_page_t *pg) {
+  uint32_t back = 0;
+  for (size_t w = 0, n = tsri_page_words(pg); w < n; w++) back += collect_word(pg, w);
+  return collected(pg, back);
+}
+
+uint32_t tsri_page_collect_word(tsr_page_t *pg, size_t w) { return collected(pg, collect_word(pg, w)); }
 
 bool tsri_page_refill(tsr_page_t *pg) {
   /* the owner's own frees may sit below scan; remote frees anywhere */

@@ -377,8 +377,8 @@ tsri_hidden int tsri_os_private_map(void *addr, size_t size);
 tsri_hidden int tsri_os_protect(void *addr, size_t size, bool write);
 /* Make [addr, addr+size) of a reservation inaccessible again (any access
  * faults) and give its memory back: the opposite of tsri_os_commit, for
- * guard pages and freed guarded slots (POSIX: PROT_NONE and
- * MADV_DONTNEED; Windows: MEM_DECOMMIT). */
+ * guard pages and freed guarded slots (POSIX: a fresh PROT_NONE
+ * mapping in its place; Windows: MEM_DECOMMIT). */
 tsri_hidden int tsri_os_guard(void *addr, size_t size);
 /* The most mappings the process may hold (vm.max_map_count on Linux). */
 tsri_hidden size_t tsri_os_map_limit(void);
