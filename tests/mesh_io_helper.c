@@ -30,6 +30,9 @@
  *   file: pread of a file's first BIG bytes into blocks of BIG, each
  *     read checked whole (the kernel stops short at a fenced page past
  *     the first);
+ *   accept: connections, by accept4 with the peer's address and its
+ *     length in the block (the kernel closes a connection whose address
+ *     it could not write), every one counted;
  *   raw: read as the system call itself, past any library: what a program
  *     gets without tessera's read family.
  * Every byte of the stream is checked (bad counts a gap once, and each
@@ -69,12 +72,16 @@
 
 enum {
   CALL_READ, CALL_RECV, CALL_READV, CALL_RECVFROM, CALL_RECVMSG, CALL_EVENTFD, CALL_POLL, CALL_READBIG, CALL_BADPTR,
-  CALL_DGRAM, CALL_FDS, CALL_FILE, CALL_RAW, CALLS
+  CALL_DGRAM, CALL_FDS, CALL_FILE, CALL_ACCEPT, CALL_RAW, CALLS
 };
-static const char *const call_names[CALLS] = { "read",  "recv",    "readv",  "recvfrom", "recvmsg", "eventfd", "poll",
-                                               "readbig", "badptr", "dgram", "fds",      "file",    "raw" };
+static const char *const call_names[CALLS] = { "read",    "recv",   "readv", "recvfrom", "recvmsg", "eventfd", "poll",
+                                               "readbig", "badptr", "dgram", "fds",      "file",    "accept",  "raw" };
 
-static int call_kind, file_fd;
+static int call_kind, file_fd, listener;
+static struct sockaddr_un listen_at;
+static socklen_t listen_len;
+static _Atomic uint64_t connected;
+static uint64_t accepted;   /* the reader's, then main's */
 static bool datagrams;   /* dgram and fds: a datagram socket pair, its sender bound to a name */
 static socklen_t sender_len;
 static int sock[2], event_fd;
@@ -100,6 +107,20 @@ static void *writer_main(void *arg) {
     while (!atomic_load(&stop)) {
       if (eventfd_write(event_fd, 1) == 0) atomic_fetch_add(&event_added, 1);
       if ((atomic_load(&event_added) & 63) == 0) sched_yield();
+    }
+    return NULL;
+  }
+  if (call_kind == CALL_ACCEPT) {   /* connections from sockets with a name of their own (autobind) */
+    while (!atomic_load(&stop)) {
+      int c = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+      struct sockaddr_un self = { .sun_family = AF_UNIX };
+      if (c < 0) return NULL;
+      if (bind(c, (struct sockaddr *)&self, sizeof self.sun_family) == 0 &&
+          connect(c, (struct sockaddr *)&listen_at, listen_len) == 0)
+        atomic_fetch_add(&connected, 1);
+      else
+        sched_yield();   /* the queue is full */
+      close(c);
     }
     return NULL;
   }
@@ -207,6 +228,17 @@ static ssize_t take(unsigned char *p, unsigned char **data) {
       *data = NULL;
       return r;
     }
+    case CALL_ACCEPT: {  /* the peer's address and its length in the block */
+      socklen_t *len = (socklen_t *)(void *)(p + 192);
+      *len = 112;
+      *data = NULL;
+      int c = accept4(listener, (struct sockaddr *)(void *)(p + 64), len, SOCK_NONBLOCK);
+      if (c < 0) return -1;
+      accepted++;
+      if (*len != sizeof(sa_family_t) + 6) atomic_fetch_add(&bad_bytes, 1);   /* autobind: a NUL and 5 hex digits */
+      close(c);
+      return 0;
+    }
     case CALL_EVENTFD: return read(event_fd, p, sizeof(uint64_t));
     case CALL_READBIG: return read(sock[1], p, BIG);
     case CALL_BADPTR: return read(sock[1], (void *)bad_address, CHUNK);
@@ -231,7 +263,7 @@ static void *reader_main(void *arg) {
     atomic_fetch_add(&calls, 1);
     if (got < 0 && errno == EFAULT) atomic_fetch_add(&efaults, 1);
     else if (got < 0 && errno != EAGAIN) atomic_fetch_add(&other_errors, 1);
-    if (call_kind == CALL_FILE || call_kind == CALL_FDS) {
+    if (call_kind == CALL_FILE || call_kind == CALL_FDS || call_kind == CALL_ACCEPT) {
       /* checked in take */
     } else if (datagrams) {
       uint64_t seq;
@@ -286,6 +318,14 @@ int main(int argc, char **argv) {
     sender_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)len);
     if (bind(sock[0], (struct sockaddr *)&a, sender_len) != 0) return 1;
   }
+  if (call_kind == CALL_ACCEPT) {
+    listen_at = (struct sockaddr_un){ .sun_family = AF_UNIX };
+    int len = snprintf(listen_at.sun_path + 1, sizeof listen_at.sun_path - 1, "tsr-mesh-io-l-%d", (int)getpid());
+    listen_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)len);
+    listener = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (listener < 0 || bind(listener, (struct sockaddr *)&listen_at, listen_len) != 0 || listen(listener, 64) != 0)
+      return 1;
+  }
   event_fd = eventfd(0, EFD_NONBLOCK);
   if (event_fd < 0) return 1;
   if (call_kind == CALL_FILE) {
@@ -326,6 +366,18 @@ int main(int argc, char **argv) {
   pthread_join(reader, NULL);
   close(sock[1]);   /* the writer may be waiting for room */
   pthread_join(writer, NULL);
+  if (call_kind == CALL_ACCEPT) {   /* what the reader did not take is still queued */
+    int c;
+    while ((c = accept(listener, NULL, NULL)) >= 0) {
+      accepted++;
+      close(c);
+    }
+    if (accepted != atomic_load(&connected)) {
+      printf("accept: %llu connected, %llu accepted\n", (unsigned long long)atomic_load(&connected),
+             (unsigned long long)accepted);
+      atomic_fetch_add(&bad_bytes, 1);
+    }
+  }
   if (call_kind == CALL_EVENTFD) {
     uint64_t left = 0;
     eventfd_read(event_fd, &left);   /* what the reader did not take (EAGAIN leaves 0) */

@@ -5,7 +5,8 @@
  * The kernel cannot wait in tessera's fault handler as a thread's write
  * does: a read(2) into a page being copied fails with EFAULT, a call that
  * takes what it reads before it copies it out (recvmsg's header, address
- * and descriptors, a datagram, an eventfd's count) loses it, and a file's
+ * and descriptors, a datagram, an eventfd's count, an accepted connection
+ * whose address it could not write) loses it, and a file's
  * read stops short at a fenced page past its first.  The raw system call shows that
  * the helper's rounds meet the fence (hundreds of times a second on the
  * development machine).  The calls as libtessera.so defines them must
@@ -79,6 +80,7 @@ Test(mesh_io, a_read_too_big_for_the_stack_is_made_again) { no_call_fails("readb
 Test(mesh_io, a_datagram_is_not_lost_for_its_senders_address) { no_call_fails("dgram"); }
 Test(mesh_io, no_descriptor_passed_is_lost_for_its_control_data) { no_call_fails("fds"); }
 Test(mesh_io, a_file_read_comes_back_whole) { no_call_fails("file"); }
+Test(mesh_io, no_connection_is_lost_for_its_address) { no_call_fails("accept"); }
 
 Test(mesh_io, an_efault_of_the_programs_own_comes_back) {
   io_run_t r = run_helper("badptr", "1");

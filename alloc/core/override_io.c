@@ -8,7 +8,8 @@
  * page fails with EFAULT for the microseconds of the copy.  A server would
  * take that for a broken connection; worse, many calls take what they
  * read out of the kernel before they copy it (a datagram, an eventfd's
- * count, recvmsg's sender address), and so lose it.  So libtessera.so
+ * count, recvmsg's sender address, an accepted connection), and so lose
+ * it.  So libtessera.so
  * defines these calls, each forwarding to the C library's own definition
  * (the next one, dlsym RTLD_NEXT, looked up when the library loads):
  *
@@ -18,9 +19,9 @@
  *  - Into such memory, up to IO_BOUNCE bytes go through a buffer on the
  *    stack: the kernel writes there, and tessera copies the result to the
  *    caller's memory, where a write to a fenced page waits as any write
- *    does.  Nothing can fail or be lost for meshing then.  recvfrom's and
- *    recvmsg's sender address, recvmsg's header and control data, poll's
- *    and select's sets take the same way.  Not a read in whole 512-byte
+ *    does.  Nothing can fail or be lost for meshing then.  recvfrom's,
+ *    recvmsg's and accept's peer address, recvmsg's header and control
+ *    data, poll's and select's sets take the same way.  Not a read in whole 512-byte
  *    sectors, which O_DIRECT may need aligned as they are.
  *  - Larger reads into such memory go straight in; when one fails with
  *    EFAULT while a fence moved, it is made again if the descriptor keeps
@@ -63,12 +64,12 @@
 enum {
   IO_READ, IO_PREAD, IO_PREAD64, IO_READV, IO_PREADV, IO_PREADV64, IO_RECV, IO_RECVFROM, IO_RECVMSG, IO_POLL,
   IO_PPOLL, IO_SELECT, IO_EPOLL_WAIT, IO_EPOLL_PWAIT, IO_READ_CHK, IO_PREAD_CHK, IO_PREAD64_CHK, IO_RECV_CHK,
-  IO_RECVFROM_CHK, IO_POLL_CHK, IO_PPOLL_CHK, IO_COUNT
+  IO_RECVFROM_CHK, IO_POLL_CHK, IO_PPOLL_CHK, IO_ACCEPT, IO_ACCEPT4, IO_COUNT
 };
 static const char *const io_names[IO_COUNT] = {
   "read", "pread", "pread64", "readv", "preadv", "preadv64", "recv", "recvfrom", "recvmsg", "poll",
   "ppoll", "select", "epoll_wait", "epoll_pwait", "__read_chk", "__pread_chk", "__pread64_chk", "__recv_chk",
-  "__recvfrom_chk", "__poll_chk", "__ppoll_chk",
+  "__recvfrom_chk", "__poll_chk", "__ppoll_chk", "accept", "accept4",
 };
 static _Atomic(void *) io_fns[IO_COUNT];
 
@@ -317,6 +318,45 @@ TSRI_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sock
 }
 
 TSRI_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags) { return recvfrom(fd, buf, n, flags, NULL, NULL); }
+
+/* ---- accept, accept4 ----------------------------------------------------------
+ * The kernel writes the peer's address after it took the connection off
+ * the queue, and when that write fails it closes the connection: through
+ * the stack, when the address or its length is ours. */
+
+typedef int (*accept4_fn)(int, struct sockaddr *, socklen_t *, int);
+
+__attribute__((noinline)) static int accept_ours(int fd, struct sockaddr *addr, socklen_t *addr_len, int flags,
+                                                 bool four) {
+  struct sockaddr_storage a;
+  socklen_t cap = *addr_len, a_len = cap < sizeof a ? cap : (socklen_t)sizeof a;
+  int r = four ? IO_FN(IO_ACCEPT4, accept4_fn)(fd, (struct sockaddr *)&a, &a_len, flags)
+               : IO_FN(IO_ACCEPT, int (*)(int, struct sockaddr *, socklen_t *))(fd, (struct sockaddr *)&a, &a_len);
+  if (r >= 0) {
+    size_t got = a_len < cap ? a_len : cap;
+    memcpy(addr, &a, got < sizeof a ? got : sizeof a);
+    *addr_len = a_len;
+  }
+  return r;
+}
+
+TSRI_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addr_len, int flags);
+
+static bool accept_via_stack(struct sockaddr *addr, socklen_t *addr_len) {
+  return tsri_mesh_is_armed() && addr != NULL && addr_len != NULL &&
+         (OURS(addr_len, sizeof *addr_len) || OURS(addr, 1));
+}
+
+TSRI_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addr_len) {
+  if (tsr_likely(!accept_via_stack(addr, addr_len)))
+    return IO_FN(IO_ACCEPT, int (*)(int, struct sockaddr *, socklen_t *))(fd, addr, addr_len);
+  return accept_ours(fd, addr, addr_len, 0, false);
+}
+
+TSRI_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addr_len, int flags) {
+  if (tsr_likely(!accept_via_stack(addr, addr_len))) return IO_FN(IO_ACCEPT4, accept4_fn)(fd, addr, addr_len, flags);
+  return accept_ours(fd, addr, addr_len, flags, true);
+}
 
 /* Everything the kernel writes goes through the stack: a copy of the
  * header, and of what of it is ours (data up to IO_BOUNCE, the address,
