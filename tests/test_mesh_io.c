@@ -12,7 +12,10 @@
  * development machine).  The calls as libtessera.so defines them must
  * never fail so, and nothing may be lost: every byte of the stream
  * arrives in order, every datagram, count and descriptor is taken, every
- * file read comes back whole.  An EFAULT of the program's own
+ * file read comes back whole.  And a fork handler that runs before
+ * tessera's, while fork keeps every meshed page read-only, has its reads
+ * into those pages come back rather than wait for ever
+ * (mesh_io_fork_helper.c).  An EFAULT of the program's own
  * still comes back.  Built where the override is (not under TSan or
  * ASan, whose runtimes define these calls themselves).
  */
@@ -85,4 +88,15 @@ Test(mesh_io, no_connection_is_lost_for_its_address) { no_call_fails("accept"); 
 Test(mesh_io, an_efault_of_the_programs_own_comes_back) {
   io_run_t r = run_helper("badptr", "1");
   cr_assert_eq(r.efault, r.calls, "a read into address 8 returned EFAULT %llu times in %llu calls", r.efault, r.calls);
+}
+
+Test(mesh_io, a_fork_handler_reading_during_forks_fence_goes_on) {
+  FILE *f = popen("'" TSR_MESH_IO_FORK_HELPER "'", "r");
+  cr_assert(f != NULL);
+  char line[256] = "";
+  if (fgets(line, sizeof line, f) == NULL) line[0] = 0;   /* a helper ended by its alarm prints nothing */
+  int status = pclose(f);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+            "the fork handler's reads did not all come back (status %d, \"%s\"): a wait for fork's fence that "
+            "only the forking thread lowers ends in the helper's alarm", status, line);
 }
