@@ -112,6 +112,12 @@ bool tsri_mesh_fork_fenced(void) { return atomic_load_explicit(&fork_fence, memo
 
 uint64_t tsri_mesh_fences(void) { return atomic_load_explicit(&fence_moves, memory_order_seq_cst); }
 
+/* A page being copied, or fork's fence over them all. */
+static bool fence_up(void) {
+  return atomic_load_explicit(&fence_page, memory_order_seq_cst) != 0 ||
+         atomic_load_explicit(&fork_fence, memory_order_seq_cst);
+}
+
 bool tsri_mesh_fenced_since(uint64_t seen) {
   int saved = errno;
   bool moved = false;
@@ -122,9 +128,7 @@ bool tsri_mesh_fenced_since(uint64_t seen) {
   if (atomic_load_explicit(&fork_fence, memory_order_seq_cst) &&
       (tsri_os_process_id() != fork_pid || tsri_os_thread_id() == fork_tid))
     goto out;
-  while (atomic_load_explicit(&fence_page, memory_order_seq_cst) != 0 ||
-         atomic_load_explicit(&fork_fence, memory_order_seq_cst))
-    tsri_os_yield();
+  while (fence_up()) tsri_os_yield();
   moved = atomic_load_explicit(&fence_moves, memory_order_seq_cst) != seen;
 out:
   errno = saved;
@@ -132,9 +136,7 @@ out:
 }
 
 bool tsri_mesh_fence_moved(uint64_t seen) {
-  return atomic_load_explicit(&fence_moves, memory_order_seq_cst) != seen ||
-         atomic_load_explicit(&fence_page, memory_order_seq_cst) != 0 ||
-         atomic_load_explicit(&fork_fence, memory_order_seq_cst);
+  return atomic_load_explicit(&fence_moves, memory_order_seq_cst) != seen || fence_up();
 }
 
 _Atomic int tsri_mesh_armed;

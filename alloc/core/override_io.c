@@ -62,12 +62,12 @@
 
 /* The C library's definitions. */
 enum {
-  IO_READ, IO_PREAD, IO_PREAD64, IO_READV, IO_PREADV, IO_PREADV64, IO_RECV, IO_RECVFROM, IO_RECVMSG, IO_POLL,
+  IO_READ, IO_PREAD, IO_PREAD64, IO_READV, IO_PREADV64, IO_RECVFROM, IO_RECVMSG, IO_POLL,
   IO_PPOLL, IO_SELECT, IO_EPOLL_WAIT, IO_EPOLL_PWAIT, IO_READ_CHK, IO_PREAD_CHK, IO_PREAD64_CHK, IO_RECV_CHK,
   IO_RECVFROM_CHK, IO_POLL_CHK, IO_PPOLL_CHK, IO_ACCEPT, IO_ACCEPT4, IO_COUNT
 };
 static const char *const io_names[IO_COUNT] = {
-  "read", "pread", "pread64", "readv", "preadv", "preadv64", "recv", "recvfrom", "recvmsg", "poll",
+  "read", "pread", "pread64", "readv", "preadv64", "recvfrom", "recvmsg", "poll",
   "ppoll", "select", "epoll_wait", "epoll_pwait", "__read_chk", "__pread_chk", "__pread64_chk", "__recv_chk",
   "__recvfrom_chk", "__poll_chk", "__ppoll_chk", "accept", "accept4",
 };
@@ -226,19 +226,18 @@ __attribute__((noinline)) static ssize_t readv_ours(int fd, const struct iovec *
     iov_copy(iov, count, b, r, true);
     return r;
   }
-  size_t done = 0;
+  size_t asked = 0;
+  for (int i = 0; i < count; i++) asked += iov[i].iov_len;
   for (;;) {
     uint64_t seen = tsri_mesh_fences();
     ssize_t r = off < 0 ? IO_FN(IO_READV, ssize_t (*)(int, const struct iovec *, int))(fd, iov, count)
                         : IO_FN(IO_PREADV64, preadv_fn)(fd, iov, count, off);
-    size_t asked = 0;
-    for (int i = 0; i < count; i++) asked += iov[i].iov_len;
     bool more;
     if (again(r, asked, fd, seen, &more)) continue;
     if (r < 0 || !more) return r;
     /* a file's read stopped short at a fenced page: the rest, buffer by
      * buffer, from where it stopped */
-    done = (size_t)r;
+    size_t done = (size_t)r;
     for (int i = 0; i < count; i++) {
       size_t len = iov[i].iov_len, skip = done < len ? done : len;
       done -= skip;
@@ -275,6 +274,25 @@ TSRI_EXPORT ssize_t preadv(int fd, const struct iovec *iov, int count, off_t off
 typedef ssize_t (*recvfrom_fn)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
 typedef ssize_t (*recvmsg_fn)(int, struct msghdr *, int);
 
+/* A peer's address the kernel would write after it took the data or the
+ * connection (recvfrom, recvmsg, accept) goes through the stack when it
+ * or its length is ours. */
+static bool address_ours(const struct sockaddr *addr, const socklen_t *addr_len) {
+  return addr != NULL && addr_len != NULL && (OURS(addr_len, sizeof *addr_len) || OURS(addr, 1));
+}
+
+/* The room given the kernel for an address the caller gave cap bytes for. */
+static socklen_t address_room(socklen_t cap) {
+  return cap < sizeof(struct sockaddr_storage) ? cap : (socklen_t)sizeof(struct sockaddr_storage);
+}
+
+/* The address of `len` bytes the kernel wrote in a, to the caller's cap
+ * bytes at to: what fits, as the kernel would have cut it. */
+static void address_back(void *to, socklen_t cap, const struct sockaddr_storage *a, socklen_t len) {
+  size_t got = len < cap ? len : cap;
+  memcpy(to, a, got < sizeof *a ? got : sizeof *a);
+}
+
 /* The sender's address and its length are written after the data is
  * taken: through the stack, when either is ours. */
 __attribute__((noinline)) static ssize_t recvfrom_ours(int fd, void *buf, size_t n, int flags,
@@ -282,7 +300,7 @@ __attribute__((noinline)) static ssize_t recvfrom_ours(int fd, void *buf, size_t
   recvfrom_fn fn = IO_FN(IO_RECVFROM, recvfrom_fn);
   struct sockaddr_storage a;
   bool name = addr_len != NULL && addr != NULL;
-  socklen_t cap = name ? *addr_len : 0, a_len = cap < sizeof a ? cap : (socklen_t)sizeof a;
+  socklen_t cap = name ? *addr_len : 0, a_len = address_room(cap);
   struct sockaddr *to = name ? (struct sockaddr *)&a : addr;
   socklen_t *to_len = name ? &a_len : addr_len;
   ssize_t r;
@@ -302,8 +320,7 @@ __attribute__((noinline)) static ssize_t recvfrom_ours(int fd, void *buf, size_t
     }
   }
   if (name && r >= 0) {
-    size_t got = a_len < cap ? a_len : cap;
-    memcpy(addr, &a, got < sizeof a ? got : sizeof a);
+    address_back(addr, cap, &a, a_len);
     *addr_len = a_len;
   }
   return r;
@@ -312,29 +329,28 @@ __attribute__((noinline)) static ssize_t recvfrom_ours(int fd, void *buf, size_t
 TSRI_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *addr_len) {
   if (tsr_likely(!tsri_mesh_is_armed())) return IO_FN(IO_RECVFROM, recvfrom_fn)(fd, buf, n, flags, addr, addr_len);
   bool data = OURS(buf, n);
-  bool name = addr != NULL && addr_len != NULL && (OURS(addr_len, sizeof *addr_len) || OURS(addr, 1));
-  if (!data && !name) return IO_FN(IO_RECVFROM, recvfrom_fn)(fd, buf, n, flags, addr, addr_len);
+  if (!data && !address_ours(addr, addr_len)) return IO_FN(IO_RECVFROM, recvfrom_fn)(fd, buf, n, flags, addr, addr_len);
   return recvfrom_ours(fd, buf, n, flags, addr, addr_len, data);
 }
 
+/* recv is recvfrom without an address, the C library's recvfrom serving
+ * it (as preadv64 serves preadv) */
 TSRI_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags) { return recvfrom(fd, buf, n, flags, NULL, NULL); }
 
 /* ---- accept, accept4 ----------------------------------------------------------
  * The kernel writes the peer's address after it took the connection off
- * the queue, and when that write fails it closes the connection: through
- * the stack, when the address or its length is ours. */
+ * the queue, and when that write fails it closes the connection. */
 
 typedef int (*accept4_fn)(int, struct sockaddr *, socklen_t *, int);
 
 __attribute__((noinline)) static int accept_ours(int fd, struct sockaddr *addr, socklen_t *addr_len, int flags,
                                                  bool four) {
   struct sockaddr_storage a;
-  socklen_t cap = *addr_len, a_len = cap < sizeof a ? cap : (socklen_t)sizeof a;
+  socklen_t cap = *addr_len, a_len = address_room(cap);
   int r = four ? IO_FN(IO_ACCEPT4, accept4_fn)(fd, (struct sockaddr *)&a, &a_len, flags)
                : IO_FN(IO_ACCEPT, int (*)(int, struct sockaddr *, socklen_t *))(fd, (struct sockaddr *)&a, &a_len);
   if (r >= 0) {
-    size_t got = a_len < cap ? a_len : cap;
-    memcpy(addr, &a, got < sizeof a ? got : sizeof a);
+    address_back(addr, cap, &a, a_len);
     *addr_len = a_len;
   }
   return r;
@@ -343,8 +359,7 @@ __attribute__((noinline)) static int accept_ours(int fd, struct sockaddr *addr, 
 TSRI_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addr_len, int flags);
 
 static bool accept_via_stack(struct sockaddr *addr, socklen_t *addr_len) {
-  return tsri_mesh_is_armed() && addr != NULL && addr_len != NULL &&
-         (OURS(addr_len, sizeof *addr_len) || OURS(addr, 1));
+  return tsri_mesh_is_armed() && address_ours(addr, addr_len);
 }
 
 TSRI_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addr_len) {
@@ -372,7 +387,7 @@ __attribute__((noinline)) static ssize_t recvmsg_ours(int fd, struct msghdr *msg
   int count = (int)msg->msg_iovlen;
   if (name) {
     m.msg_name = &a;
-    m.msg_namelen = msg->msg_namelen < sizeof a ? msg->msg_namelen : (socklen_t)sizeof a;
+    m.msg_namelen = address_room(msg->msg_namelen);
   }
   if (control) {
     m.msg_control = c;
@@ -392,10 +407,7 @@ __attribute__((noinline)) static ssize_t recvmsg_ours(int fd, struct msghdr *msg
   }
   if (r < 0) return r;
   if (bounce > 0) iov_copy(msg->msg_iov, count, b, r < (ssize_t)bounce ? r : (ssize_t)bounce, true);
-  if (name) {
-    size_t got = m.msg_namelen < msg->msg_namelen ? m.msg_namelen : msg->msg_namelen;
-    memcpy(msg->msg_name, &a, got < sizeof a ? got : sizeof a);
-  }
+  if (name) address_back(msg->msg_name, msg->msg_namelen, &a, m.msg_namelen);
   if (control) memcpy(msg->msg_control, c, m.msg_controllen);
   msg->msg_namelen = m.msg_namelen;
   msg->msg_controllen = m.msg_controllen;
