@@ -13,7 +13,11 @@
 #include "tsr_criterion.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "tsr_test.h"
 
@@ -259,4 +263,75 @@ Test(fork, child_frees_blocks_of_exited_thread) {
   for (int i = 0; i < 100; i++) tsr_free(blocks[i]);
   cr_assert_eq(tsr_check(), 0);
   cr_assert_eq(tsr_test_stats().allocated, 0);
+}
+
+/* A fork while another thread carves a span from slots never committed
+ * before.  That thread takes the slots under the arena lock and commits
+ * them (mprotect) after releasing it, so a fork can come between the
+ * two; this test makes it come there every time: the program's own
+ * mprotect, which tessera calls in place of the C library's, holds the
+ * grower's first commit until the fork is made.  In the child, where the
+ * grower is gone, the slots are free and the first carved for a span of
+ * their size: it fills blocks there and exits 0 (a slot left
+ * inaccessible kills it with SIGSEGV). */
+#define GROW_BLOCK 30000
+
+/* 0: commits go through; 1: the grower's next commit waits; 2: it
+ * waits; 3: it waited too long (it held a lock the fork needs) */
+static _Atomic int commit_hold;
+static _Atomic pthread_t commit_holder;
+
+int mprotect(void *addr, size_t len, int prot) {
+  if (atomic_load(&commit_hold) == 1 && prot == (PROT_READ | PROT_WRITE) &&
+      pthread_equal(pthread_self(), atomic_load(&commit_holder))) {
+    atomic_store(&commit_hold, 2);
+    double give_up = tsr_test_now() + 10.0;
+    while (atomic_load(&commit_hold) == 2)
+      if (tsr_test_now() > give_up) atomic_store(&commit_hold, 3);
+      else sched_yield();
+  }
+  return (int)syscall(SYS_mprotect, addr, len, prot);
+}
+
+static void *grower_main(void *arg) {
+  _Atomic int *grown = arg;
+  /* the arena, its bitmaps and a first span (commits made under the
+   * arena lock among them) before the hold */
+  if (tsr_malloc(GROW_BLOCK) == NULL) return NULL;
+  atomic_store(&commit_holder, pthread_self());
+  atomic_store(&commit_hold, 1);
+  /* until a span takes slots that need a commit */
+  for (int i = 0; i < 1000 && atomic_load(&commit_hold) == 1; i++) {
+    if (tsr_malloc(GROW_BLOCK) == NULL) break;
+    atomic_fetch_add(grown, 1);
+  }
+  return NULL;
+}
+
+Test(fork, fork_while_a_thread_commits_new_slots, .timeout = 60) {
+  _Atomic int grown = 0;
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, grower_main, &grown), 0);
+  double deadline = tsr_test_now() + 30.0;
+  while (atomic_load(&commit_hold) != 2 && tsr_test_now() < deadline) sched_yield();
+  cr_assert_eq(atomic_load(&commit_hold), 2, "the grower made no commit in %d blocks", atomic_load(&grown));
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    for (int i = 0; i < 16; i++) {
+      uint8_t *p = tsr_malloc(GROW_BLOCK);
+      if (p == NULL) child_fail(20, "malloc failed in the child");
+      memset(p, 0x5a, GROW_BLOCK);
+    }
+    _exit(tsr_check() == 0 ? 0 : 21);
+  }
+  int held = atomic_exchange(&commit_hold, 0);
+  pthread_join(t, NULL);
+  cr_assert_geq(pid, 0, "fork failed");
+  cr_assert_eq(held, 2, "the commit was held under a lock fork needs: the fork came after it");
+  int status = 0;
+  cr_assert_eq(waitpid(pid, &status, 0), pid);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the fork child failed: %s %d",
+            WIFEXITED(status) ? "exit" : "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+  cr_assert_eq(tsr_check(), 0);
 }

@@ -246,11 +246,13 @@ static size_t arena_decommit_runs(const slot_run_t *runs, size_t count) {
     if (ok) {
       done += runs[r].n;
       tsri_count(&tsri_counters.os_decommits, 1);
-      tsri_count(&tsri_counters.committed, -(int64_t)(runs[r].n * TSR_SLOT_SIZE));
       tsri_count(&tsri_counters.purges, (int64_t)runs[r].n);
     }
     uint32_t now = (uint32_t)tsri_os_clock_ms();
     tsri_lock(&arena_lock);
+    /* the committed count moves with commit_map, under the lock (a fork
+     * child finds the two agreeing: tsri_arena_fork_child) */
+    if (ok) tsri_count(&tsri_counters.committed, -(int64_t)(runs[r].n * TSR_SLOT_SIZE));
     for (size_t k = runs[r].first; k < runs[r].first + runs[r].n; k++) {
       map_set(a->free_map, k);
       map_clear(a->transit_map, k);
@@ -301,6 +303,7 @@ tsr_page_t *tsri_arena_span_alloc(size_t cls) {
       if (runs > 0 && todo[runs - 1].first + todo[runs - 1].n == k) todo[runs - 1].n++;
       else todo[runs++] = (slot_run_t){ a, k, 1 };
       map_set(a->commit_map, k);
+      tsri_count(&tsri_counters.committed, (int64_t)TSR_SLOT_SIZE);
     }
   }
   a->free_slots -= n;
@@ -310,8 +313,10 @@ tsr_page_t *tsri_arena_span_alloc(size_t cls) {
       /* give the span back: the slots committed before as dirty, the rest not */
       uint32_t now = (uint32_t)tsri_os_clock_ms();
       tsri_lock(&arena_lock);
-      for (size_t q = r; q < runs; q++)
+      for (size_t q = r; q < runs; q++) {
         for (size_t k = todo[q].first; k < todo[q].first + todo[q].n; k++) map_clear(a->commit_map, k);
+        tsri_count(&tsri_counters.committed, -(int64_t)(todo[q].n * TSR_SLOT_SIZE));
+      }
       for (size_t k = first; k < first + n; k++) {
         map_set(a->free_map, k);
         map_clear(a->transit_map, k);
@@ -323,7 +328,6 @@ tsr_page_t *tsri_arena_span_alloc(size_t cls) {
       return NULL;
     }
     tsri_count(&tsri_counters.os_commits, 1);
-    tsri_count(&tsri_counters.committed, (int64_t)(todo[r].n * TSR_SLOT_SIZE));
   }
   tsri_lock(&arena_lock);
   for (size_t k = first; k < first + n; k++) {
@@ -415,8 +419,13 @@ size_t tsri_arena_purge(bool force) {
 
 /* In a fork child, slots that a vanished thread was committing or
  * decommitting outside the lock would stay out of the free map forever:
- * give them back as free, committed and due for purge (a decommit of
- * memory that is not committed is harmless).  Single-threaded. */
+ * give them back as free and due for purge.  Their commit_map bits are
+ * set (both ways set them before the OS call and clear them after), but
+ * a commit may not have been made yet: the slot is still inaccessible,
+ * and the first span carved there would fault.  So each is committed
+ * here (a commit of committed memory changes nothing, and a decommit of
+ * memory that is not committed is harmless); one the OS refuses goes
+ * back uncommitted.  Single-threaded. */
 void tsri_arena_fork_child(void) {
   uint32_t now = (uint32_t)tsri_os_clock_ms();
   for (tsr_arena_t *a = arena_list; a != NULL; a = a->next) {
@@ -425,13 +434,18 @@ void tsri_arena_fork_child(void) {
       if (t == 0) continue;
       a->transit_map[w] = 0;
       a->free_map[w] |= t;
-      a->dirty_map[w] |= t;
-      a->commit_map[w] |= t;
       a->free_slots += (size_t)__builtin_popcountll(t);
       for (; t != 0; t &= t - 1) {
-        tsr_page_t *pg = &a->pages[w * 64 + (size_t)__builtin_ctzll(t)];
+        size_t k = w * 64 + (size_t)__builtin_ctzll(t);
+        tsr_page_t *pg = &a->pages[k];
         pg->kind = TSR_SLOT_FREE;
-        pg->freed_at_ms = now;
+        tsr_assert_internal(map_get(a->commit_map, k));
+        if (tsri_os_commit(arena_slot_addr(a, k), TSR_SLOT_SIZE) == 0) {
+          arena_mark_dirty(a, k, now);
+        } else {
+          map_clear(a->commit_map, k);
+          tsri_count(&tsri_counters.committed, -(int64_t)TSR_SLOT_SIZE);
+        }
       }
     }
   }
