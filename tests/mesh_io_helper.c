@@ -33,6 +33,15 @@
  *   accept: connections, by accept4 with the peer's address and its
  *     length in the block (the kernel closes a connection whose address
  *     it could not write), every one counted;
+ *   mmsg: numbered datagrams by recvmmsg, two at a time, the vector (the
+ *     lengths and headers the kernel writes back) and the iovecs in the
+ *     block, set up when the round starts (a write of the reader's own
+ *     just before each call would wait out any fence, and the kernel's
+ *     write would never meet one);
+ *   preadv2: file's reads by preadv2 with RWF_HIPRI into blocks of BIG;
+ *   pselect: pselect's read set in the block (likewise set up when the
+ *     round starts, the socket kept readable), then a read of the socket;
+ *   epoll2: epoll_pwait2's events in the block, then a read of the socket;
  *   raw: read as the system call itself, past any library: what a program
  *     gets without tessera's read family.
  * Every byte of the stream is checked (bad counts a gap once, and each
@@ -54,7 +63,9 @@
 #include <string.h>
 #include <poll.h>
 #include <stdbool.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -72,12 +83,14 @@
 
 enum {
   CALL_READ, CALL_RECV, CALL_READV, CALL_RECVFROM, CALL_RECVMSG, CALL_EVENTFD, CALL_POLL, CALL_READBIG, CALL_BADPTR,
-  CALL_DGRAM, CALL_FDS, CALL_FILE, CALL_ACCEPT, CALL_RAW, CALLS
+  CALL_DGRAM, CALL_FDS, CALL_FILE, CALL_ACCEPT, CALL_MMSG, CALL_PREADV2, CALL_PSELECT, CALL_EPOLL2, CALL_RAW, CALLS
 };
 static const char *const call_names[CALLS] = { "read",    "recv",   "readv", "recvfrom", "recvmsg", "eventfd", "poll",
-                                               "readbig", "badptr", "dgram", "fds",      "file",    "accept",  "raw" };
+                                               "readbig", "badptr", "dgram", "fds",      "file",    "accept",  "mmsg",
+                                               "preadv2", "pselect", "epoll2", "raw" };
 
-static int call_kind, file_fd, listener;
+static int call_kind, file_fd, listener, epoll_fd;
+static uint64_t mmsg_next;   /* the reader's: the datagram due next */
 static struct sockaddr_un listen_at;
 static socklen_t listen_len;
 static _Atomic uint64_t connected;
@@ -162,6 +175,7 @@ static void *writer_main(void *arg) {
 }
 
 static unsigned char sink[CHUNK];   /* the reader's memory, not the heap's */
+static unsigned char two[2][CHUNK];  /* likewise, mmsg's datagrams */
 static volatile uintptr_t bad_address = 8;   /* volatile: the compiler would see the bad write coming */
 
 /* One call into block p (256 bytes); the stream's bytes land at *data. */
@@ -239,10 +253,67 @@ static ssize_t take(unsigned char *p, unsigned char **data) {
       close(c);
       return 0;
     }
+    case CALL_MMSG: {    /* two at a time; every datagram checked here */
+      struct mmsghdr *v = (struct mmsghdr *)(void *)p;
+      *data = NULL;
+      int r = recvmmsg(sock[1], v, 2, MSG_DONTWAIT, NULL);
+      for (int k = 0; k < r; k++) {
+        uint64_t seq;
+        memcpy(&seq, two[k], sizeof seq);
+        if (v[k].msg_len != CHUNK || seq != mmsg_next) atomic_fetch_add(&bad_bytes, 1);   /* lost or wrong */
+        mmsg_next = seq + 1;
+      }
+      return r;
+    }
+    case CALL_PREADV2: {
+      struct iovec iov = { p, BIG };
+      ssize_t r = preadv2(file_fd, &iov, 1, 0, RWF_HIPRI);
+      if (r >= 0 && r != BIG) atomic_fetch_add(&bad_bytes, 1);
+      *data = NULL;
+      return r;
+    }
+    case CALL_PSELECT: {
+      fd_set *set = (fd_set *)(void *)p;
+      if (!FD_ISSET(sock[1], set)) FD_SET(sock[1], set);   /* the last call found nothing to read */
+      struct timespec zero = { 0, 0 };
+      int r = pselect(sock[1] + 1, set, NULL, NULL, &zero, NULL);
+      if (r == 1 && !FD_ISSET(sock[1], set)) atomic_fetch_add(&bad_bytes, 1);
+      if (r == 1) {
+        *data = sink;
+        return read(sock[1], sink, CHUNK);
+      }
+      return r < 0 ? r : 0;
+    }
+    case CALL_EPOLL2: {
+      struct epoll_event *e = (struct epoll_event *)(void *)p;
+      struct timespec zero = { 0, 0 };
+      int r = epoll_pwait2(epoll_fd, e, 4, &zero, NULL);
+      if (r == 1 && (e->data.fd != sock[1] || !(e->events & EPOLLIN))) atomic_fetch_add(&bad_bytes, 1);
+      if (r == 1) {
+        *data = sink;
+        return read(sock[1], sink, CHUNK);
+      }
+      return r < 0 ? r : 0;
+    }
     case CALL_EVENTFD: return read(event_fd, p, sizeof(uint64_t));
     case CALL_READBIG: return read(sock[1], p, BIG);
     case CALL_BADPTR: return read(sock[1], (void *)bad_address, CHUNK);
     default: return (ssize_t)syscall(SYS_read, sock[1], p, CHUNK);
+  }
+}
+
+/* A kept block, as the round starts: what the kernel reads of it. */
+static void prepare(unsigned char *p) {
+  if (call_kind == CALL_MMSG) {
+    struct mmsghdr *v = (struct mmsghdr *)(void *)p;
+    struct iovec *iov = (struct iovec *)(void *)(p + 2 * sizeof *v);
+    for (int k = 0; k < 2; k++) {
+      iov[k] = (struct iovec){ two[k], CHUNK };
+      v[k] = (struct mmsghdr){ .msg_hdr = { .msg_iov = &iov[k], .msg_iovlen = 1 } };
+    }
+  } else if (call_kind == CALL_PSELECT) {
+    FD_ZERO((fd_set *)(void *)p);
+    FD_SET(sock[1], (fd_set *)(void *)p);
   }
 }
 
@@ -263,7 +334,8 @@ static void *reader_main(void *arg) {
     atomic_fetch_add(&calls, 1);
     if (got < 0 && errno == EFAULT) atomic_fetch_add(&efaults, 1);
     else if (got < 0 && errno != EAGAIN) atomic_fetch_add(&other_errors, 1);
-    if (call_kind == CALL_FILE || call_kind == CALL_FDS || call_kind == CALL_ACCEPT) {
+    if (call_kind == CALL_FILE || call_kind == CALL_FDS || call_kind == CALL_ACCEPT || call_kind == CALL_MMSG ||
+        call_kind == CALL_PREADV2) {
       /* checked in take */
     } else if (datagrams) {
       uint64_t seq;
@@ -310,7 +382,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], call_names[k]) == 0) call_kind = k;
   double seconds = atof(argv[2]);
   if (call_kind < 0 || seconds <= 0) return 2;
-  datagrams = call_kind == CALL_DGRAM || call_kind == CALL_FDS;
+  datagrams = call_kind == CALL_DGRAM || call_kind == CALL_FDS || call_kind == CALL_MMSG;
   if (socketpair(AF_UNIX, datagrams ? SOCK_DGRAM : SOCK_STREAM, 0, sock) != 0) return 1;
   if (datagrams) {   /* a name in the abstract space, which the kernel writes as the sender's address */
     struct sockaddr_un a = { .sun_family = AF_UNIX };
@@ -328,7 +400,12 @@ int main(int argc, char **argv) {
   }
   event_fd = eventfd(0, EFD_NONBLOCK);
   if (event_fd < 0) return 1;
-  if (call_kind == CALL_FILE) {
+  if (call_kind == CALL_EPOLL2) {
+    struct epoll_event e = { .events = EPOLLIN, .data.fd = sock[1] };
+    epoll_fd = epoll_create1(0);
+    if (epoll_fd < 0 || epoll_ctl(epoll_fd, EPOLL_CTL_ADD, sock[1], &e) != 0) return 1;
+  }
+  if (call_kind == CALL_FILE || call_kind == CALL_PREADV2) {
     char path[] = "/tmp/tsr_mesh_io_XXXXXX";
     unsigned char bytes[2 * BIG];
     memset(bytes, 0x5a, sizeof bytes);
@@ -345,12 +422,12 @@ int main(int argc, char **argv) {
   double end = now_s() + seconds;
   while (now_s() < end) {
     size_t n = 0;
-    bool big = call_kind == CALL_READBIG || call_kind == CALL_FILE;
+    bool big = call_kind == CALL_READBIG || call_kind == CALL_FILE || call_kind == CALL_PREADV2;
     size_t blocks = big || call_kind == CALL_FDS ? BIG_BLOCKS : BLOCKS;
     for (size_t i = 0; i < blocks; i++) all[i] = malloc(big ? BIG : call_kind == CALL_FDS ? FDS_BLOCK : 256);
     for (size_t i = 0; i < blocks; i++) {
       if (all[i] == NULL) return 1;
-      if (tsr_test_rand(&seed) % KEEP == 0) kept[n++] = all[i];
+      if (tsr_test_rand(&seed) % KEEP == 0) prepare(kept[n++] = all[i]);
       else free(all[i]);
     }
     atomic_store(&kept_n, n);

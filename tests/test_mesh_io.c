@@ -84,6 +84,10 @@ Test(mesh_io, a_datagram_is_not_lost_for_its_senders_address) { no_call_fails("d
 Test(mesh_io, no_descriptor_passed_is_lost_for_its_control_data) { no_call_fails("fds"); }
 Test(mesh_io, a_file_read_comes_back_whole) { no_call_fails("file"); }
 Test(mesh_io, no_connection_is_lost_for_its_address) { no_call_fails("accept"); }
+Test(mesh_io, recvmmsg_loses_no_datagram_for_the_vector) { no_call_fails("mmsg"); }
+Test(mesh_io, a_preadv2_read_comes_back_whole) { no_call_fails("preadv2"); }
+Test(mesh_io, pselect_never_fails_for_meshing) { no_call_fails("pselect"); }
+Test(mesh_io, epoll_pwait2_never_fails_for_meshing) { no_call_fails("epoll2"); }
 
 Test(mesh_io, an_efault_of_the_programs_own_comes_back) {
   io_run_t r = run_helper("badptr", "1");

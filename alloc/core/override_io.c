@@ -30,6 +30,9 @@
  *    cut short at a fenced page past its first goes on from there.
  *    epoll_wait is made again whatever the size: the kernel puts back the
  *    events it could not copy.
+ *  - recvmmsg with anything it writes in such memory takes its messages
+ *    one at a time through recvmsg; preadv2, pselect and epoll_pwait2 go
+ *    the ways of readv, select and epoll_wait.
  *  - The stack buffers are in functions of their own (noinline), so that
  *    a call into other memory takes no more stack than it used to.
  *
@@ -40,6 +43,9 @@
  * faults here, where the kernel would have returned EFAULT.  What stays
  * exposed is named in docs/options.md (TESSERA_MESH).
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1   /* recvmmsg, preadv2, epoll_pwait2 */
+#endif
 #define _LARGEFILE64_SOURCE 1
 #undef _FILE_OFFSET_BITS
 #include "internal.h"
@@ -52,6 +58,7 @@
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TSRI_EXPORT __attribute__((visibility("default")))
@@ -64,12 +71,14 @@
 enum {
   IO_READ, IO_PREAD, IO_PREAD64, IO_READV, IO_PREADV64, IO_RECVFROM, IO_RECVMSG, IO_POLL,
   IO_PPOLL, IO_SELECT, IO_EPOLL_WAIT, IO_EPOLL_PWAIT, IO_READ_CHK, IO_PREAD_CHK, IO_PREAD64_CHK, IO_RECV_CHK,
-  IO_RECVFROM_CHK, IO_POLL_CHK, IO_PPOLL_CHK, IO_ACCEPT, IO_ACCEPT4, IO_COUNT
+  IO_RECVFROM_CHK, IO_POLL_CHK, IO_PPOLL_CHK, IO_ACCEPT, IO_ACCEPT4, IO_PREADV64V2, IO_RECVMMSG, IO_PSELECT,
+  IO_EPOLL_PWAIT2, IO_COUNT
 };
 static const char *const io_names[IO_COUNT] = {
   "read", "pread", "pread64", "readv", "preadv64", "recvfrom", "recvmsg", "poll",
   "ppoll", "select", "epoll_wait", "epoll_pwait", "__read_chk", "__pread_chk", "__pread64_chk", "__recv_chk",
-  "__recvfrom_chk", "__poll_chk", "__ppoll_chk", "accept", "accept4",
+  "__recvfrom_chk", "__poll_chk", "__ppoll_chk", "accept", "accept4", "preadv64v2", "recvmmsg", "pselect",
+  "epoll_pwait2",
 };
 static _Atomic(void *) io_fns[IO_COUNT];
 
@@ -133,18 +142,25 @@ static void copy_out(void *to, const void *from, ssize_t r, size_t cap) {
 
 typedef ssize_t (*read_fn)(int, void *, size_t);
 typedef ssize_t (*pread_fn)(int, void *, size_t, off64_t);
+typedef ssize_t (*preadv2_fn)(int, const struct iovec *, int, off64_t, int);
 
-static ssize_t read_at(int fd, void *buf, size_t n, off64_t off) {
+/* n bytes into buf at off (-1: the file's position), with preadv2's
+ * flags (0: read or pread) */
+static ssize_t read_at(int fd, void *buf, size_t n, off64_t off, int flags) {
+  if (flags != 0) {
+    struct iovec one = { buf, n };
+    return IO_FN(IO_PREADV64V2, preadv2_fn)(fd, &one, 1, off, flags);
+  }
   return off < 0 ? IO_FN(IO_READ, read_fn)(fd, buf, n) : IO_FN(IO_PREAD64, pread_fn)(fd, buf, n, off);
 }
 
 /* n bytes into buf at off (-1: the file's position), straight in, made
  * again or carried on after meshing got in the way (again). */
-static ssize_t read_direct(int fd, void *buf, size_t n, off64_t off) {
+static ssize_t read_direct(int fd, void *buf, size_t n, off64_t off, int flags) {
   size_t done = 0;
   for (;;) {
     uint64_t seen = tsri_mesh_fences();
-    ssize_t r = read_at(fd, (unsigned char *)buf + done, n - done, off < 0 ? off : off + (off64_t)done);
+    ssize_t r = read_at(fd, (unsigned char *)buf + done, n - done, off < 0 ? off : off + (off64_t)done, flags);
     bool more;
     if (again(r, n - done, fd, seen, &more)) continue;
     if (r < 0) return done > 0 ? (ssize_t)done : r;
@@ -155,9 +171,9 @@ static ssize_t read_direct(int fd, void *buf, size_t n, off64_t off) {
 
 /* A read into buf, which is ours: through the stack when it fits. */
 __attribute__((noinline)) static ssize_t read_ours(int fd, void *buf, size_t n, off64_t off) {
-  if (n > IO_BOUNCE || sector_aligned(buf, n)) return read_direct(fd, buf, n, off);
+  if (n > IO_BOUNCE || sector_aligned(buf, n)) return read_direct(fd, buf, n, off, 0);
   unsigned char b[IO_BOUNCE];
-  ssize_t r = read_at(fd, b, n, off);
+  ssize_t r = read_at(fd, b, n, off, 0);
   copy_out(buf, b, r, n);
   return r;
 }
@@ -218,11 +234,18 @@ static void iov_copy(const struct iovec *iov, int count, unsigned char *flat, ss
   }
 }
 
+/* readv, preadv64 or (flags) preadv64v2 */
+static ssize_t readv_call(int fd, const struct iovec *iov, int count, off64_t off, int flags) {
+  if (flags != 0) return IO_FN(IO_PREADV64V2, preadv2_fn)(fd, iov, count, off, flags);
+  return off < 0 ? IO_FN(IO_READV, ssize_t (*)(int, const struct iovec *, int))(fd, iov, count)
+                 : IO_FN(IO_PREADV64, preadv_fn)(fd, iov, count, off);
+}
+
 __attribute__((noinline)) static ssize_t readv_ours(int fd, const struct iovec *iov, int count, off64_t off,
-                                                    size_t bounce) {
+                                                    int flags, size_t bounce) {
   if (bounce > 0) {
     unsigned char b[IO_BOUNCE];
-    ssize_t r = read_at(fd, b, bounce, off);
+    ssize_t r = read_at(fd, b, bounce, off, flags);
     iov_copy(iov, count, b, r, true);
     return r;
   }
@@ -230,8 +253,7 @@ __attribute__((noinline)) static ssize_t readv_ours(int fd, const struct iovec *
   for (int i = 0; i < count; i++) asked += iov[i].iov_len;
   for (;;) {
     uint64_t seen = tsri_mesh_fences();
-    ssize_t r = off < 0 ? IO_FN(IO_READV, ssize_t (*)(int, const struct iovec *, int))(fd, iov, count)
-                        : IO_FN(IO_PREADV64, preadv_fn)(fd, iov, count, off);
+    ssize_t r = readv_call(fd, iov, count, off, flags);
     bool more;
     if (again(r, asked, fd, seen, &more)) continue;
     if (r < 0 || !more) return r;
@@ -243,7 +265,7 @@ __attribute__((noinline)) static ssize_t readv_ours(int fd, const struct iovec *
       done -= skip;
       if (skip == len) continue;
       ssize_t got = read_direct(fd, (unsigned char *)iov[i].iov_base + skip, len - skip,
-                                off < 0 ? off : off + r);
+                                off < 0 ? off : off + r, flags);
       if (got > 0) r += got;
       if (got < 0 || (size_t)got < len - skip) break;
     }
@@ -251,22 +273,32 @@ __attribute__((noinline)) static ssize_t readv_ours(int fd, const struct iovec *
   }
 }
 
-static ssize_t readv_at(int fd, const struct iovec *iov, int count, off64_t off) {
+static ssize_t readv_at(int fd, const struct iovec *iov, int count, off64_t off, int flags) {
   size_t bounce;
-  if (!tsri_mesh_is_armed() || !iov_ours(iov, count, &bounce))
-    return off < 0 ? IO_FN(IO_READV, ssize_t (*)(int, const struct iovec *, int))(fd, iov, count)
-                   : IO_FN(IO_PREADV64, preadv_fn)(fd, iov, count, off);
-  return readv_ours(fd, iov, count, off, bounce);
+  if (!tsri_mesh_is_armed() || !iov_ours(iov, count, &bounce)) return readv_call(fd, iov, count, off, flags);
+  return readv_ours(fd, iov, count, off, flags, bounce);
 }
 
-TSRI_EXPORT ssize_t readv(int fd, const struct iovec *iov, int count) { return readv_at(fd, iov, count, -1); }
+TSRI_EXPORT ssize_t readv(int fd, const struct iovec *iov, int count) { return readv_at(fd, iov, count, -1, 0); }
 TSRI_EXPORT ssize_t preadv64(int fd, const struct iovec *iov, int count, off64_t off) {
   if (off < 0) return IO_FN(IO_PREADV64, preadv_fn)(fd, iov, count, off);
-  return readv_at(fd, iov, count, off);
+  return readv_at(fd, iov, count, off, 0);
 }
 TSRI_EXPORT ssize_t preadv(int fd, const struct iovec *iov, int count, off_t off) {
   if (off < 0) return IO_FN(IO_PREADV64, preadv_fn)(fd, iov, count, off);
-  return readv_at(fd, iov, count, off);
+  return readv_at(fd, iov, count, off, 0);
+}
+
+/* preadv2's offset -1 is the file's position, as readv's; its flags
+ * (RWF_NOWAIT, RWF_HIPRI, ...) go with every call made for it, a short
+ * read carried on included.  Offsets below -1 go to the C library, which
+ * turns them away. */
+TSRI_EXPORT ssize_t preadv64v2(int fd, const struct iovec *iov, int count, off64_t off, int flags) {
+  if (off < -1) return IO_FN(IO_PREADV64V2, preadv2_fn)(fd, iov, count, off, flags);
+  return readv_at(fd, iov, count, off, flags);
+}
+TSRI_EXPORT ssize_t preadv2(int fd, const struct iovec *iov, int count, off_t off, int flags) {
+  return preadv64v2(fd, iov, count, off, flags);
 }
 
 /* ---- recv, recvfrom, recvmsg ------------------------------------------------- */
@@ -427,7 +459,70 @@ TSRI_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
   return recvmsg_ours(fd, msg, flags, bounce, any, name, control);
 }
 
-/* ---- poll, ppoll, select, epoll -------------------------------------------- */
+/* ---- recvmmsg ------------------------------------------------------------------
+ * The kernel writes each message's length into the vector, and its
+ * header, address and control data, after it took the message.  When any
+ * of it is ours, the messages are taken one at a time by recvmsg above,
+ * as the kernel would take them: the first waiting as the socket and
+ * flags say, the others at once with MSG_WAITFORONE, or waiting until the
+ * timeout ran out (checked after each message, as the kernel does; the
+ * time left is written back).  An error after the first message ends the
+ * call with the messages taken, as the kernel's does. */
+
+typedef int (*recvmmsg_fn)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
+
+static bool mmsg_ours(const struct mmsghdr *vec, unsigned int count, const struct timespec *timeout) {
+  if (OURS(vec, count * sizeof *vec) || (timeout != NULL && OURS(timeout, sizeof *timeout))) return true;
+  for (unsigned int i = 0; i < count; i++) {
+    const struct msghdr *m = &vec[i].msg_hdr;
+    size_t bounce;
+    if ((m->msg_iovlen <= IO_IOV_MAX && iov_ours(m->msg_iov, (int)m->msg_iovlen, &bounce)) ||
+        (m->msg_name != NULL && OURS(m->msg_name, m->msg_namelen)) ||
+        (m->msg_control != NULL && OURS(m->msg_control, m->msg_controllen)))
+      return true;
+  }
+  return false;
+}
+
+__attribute__((noinline)) static int recvmmsg_ours(int fd, struct mmsghdr *vec, unsigned int count, int flags,
+                                                   struct timespec *timeout) {
+  uint64_t end = 0;
+  if (timeout != NULL) {
+    if (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000) {
+      errno = EINVAL;
+      return -1;
+    }
+    end = tsri_os_clock_ns() + (uint64_t)timeout->tv_sec * 1000000000u + (uint64_t)timeout->tv_nsec;
+  }
+  unsigned int got = 0;
+  while (got < count) {
+    int f = flags & ~MSG_WAITFORONE;
+    if (got > 0 && (flags & MSG_WAITFORONE)) f |= MSG_DONTWAIT;
+    ssize_t r = recvmsg(fd, &vec[got].msg_hdr, f);
+    if (r < 0) {
+      if (got == 0) return -1;
+      break;
+    }
+    vec[got++].msg_len = (unsigned int)r;
+    if (timeout != NULL && tsri_os_clock_ns() >= end) break;
+  }
+  if (timeout != NULL) {
+    uint64_t now = tsri_os_clock_ns(), left = now < end ? end - now : 0;
+    timeout->tv_sec = (time_t)(left / 1000000000u);
+    timeout->tv_nsec = (long)(left % 1000000000u);
+  }
+  return (int)got;
+}
+
+TSRI_EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags, struct timespec *timeout) {
+  recvmmsg_fn fn = IO_FN(IO_RECVMMSG, recvmmsg_fn);
+  if (!tsri_mesh_is_armed() || vec == NULL || count == 0) return fn(fd, vec, count, flags, timeout);
+  if (count > IO_IOV_MAX) count = IO_IOV_MAX;   /* the kernel's cap */
+  if (!mmsg_ours(vec, count, timeout)) return fn(fd, vec, count, flags, timeout);
+  return recvmmsg_ours(fd, vec, count, flags, timeout);
+}
+
+/* ---- poll, ppoll, select, pselect, epoll ----------------------------------- */
 
 typedef int (*poll_fn)(struct pollfd *, nfds_t, int);
 typedef int (*ppoll_fn)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
@@ -470,53 +565,99 @@ TSRI_EXPORT int ppoll(struct pollfd *fds, nfds_t count, const struct timespec *t
 }
 
 typedef int (*select_fn)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+typedef int (*pselect_fn)(int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *);
+
+/* select's or (p) pselect's time and mask */
+typedef struct select_wait_s {
+  struct timeval *timeout;
+  const struct timespec *ts;
+  const sigset_t *mask;
+  bool p;
+} select_wait_t;
+
+static int select_call(int count, fd_set **sets, const select_wait_t *w) {
+  if (w->p) return IO_FN(IO_PSELECT, pselect_fn)(count, sets[0], sets[1], sets[2], w->ts, w->mask);
+  return IO_FN(IO_SELECT, select_fn)(count, sets[0], sets[1], sets[2], w->timeout);
+}
 
 /* Through the stack, all of them: the kernel writes each set back in
  * turn, and one failing would leave the others changed.  bytes: what the
  * kernel reads and writes of each, whole longs. */
-__attribute__((noinline)) static int select_ours(int count, fd_set **sets, struct timeval *timeout, size_t bytes) {
+__attribute__((noinline)) static int select_ours(int count, fd_set **sets, const select_wait_t *w, size_t bytes) {
   fd_set s[3];
+  fd_set *on_stack[3];
   struct timeval t;
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < 3; i++) {
+    on_stack[i] = sets[i] != NULL ? &s[i] : NULL;
     if (sets[i] != NULL) memcpy(&s[i], sets[i], bytes);
-  if (timeout != NULL) t = *timeout;
-  int r = IO_FN(IO_SELECT, select_fn)(count, sets[0] ? &s[0] : NULL, sets[1] ? &s[1] : NULL, sets[2] ? &s[2] : NULL,
-                                      timeout ? &t : NULL);
+  }
+  select_wait_t mine = *w;
+  if (w->timeout != NULL) {
+    t = *w->timeout;
+    mine.timeout = &t;
+  }
+  int r = select_call(count, on_stack, &mine);
   if (r >= 0)
     for (int i = 0; i < 3; i++)
       if (sets[i] != NULL) memcpy(sets[i], &s[i], bytes);
-  if (timeout != NULL) *timeout = t;   /* Linux writes the time left, whatever the result */
+  if (w->timeout != NULL) *w->timeout = t;   /* Linux writes the time left, whatever the result */
   return r;
 }
 
-TSRI_EXPORT int select(int count, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *timeout) {
+static int select_any(int count, fd_set **sets, const select_wait_t *w) {
   size_t bytes = count > 0 ? ((size_t)count + 8 * sizeof(long) - 1) / (8 * sizeof(long)) * sizeof(long) : 0;
-  fd_set *sets[3] = { rd, wr, ex };
-  bool mine = timeout != NULL && OURS(timeout, sizeof *timeout);
+  bool mine = w->timeout != NULL && OURS(w->timeout, sizeof *w->timeout);
   for (int i = 0; i < 3; i++) mine |= sets[i] != NULL && bytes > 0 && OURS(sets[i], bytes);
-  if (!mine || bytes > sizeof(fd_set)) return IO_FN(IO_SELECT, select_fn)(count, rd, wr, ex, timeout);
-  return select_ours(count, sets, timeout, bytes);
+  if (!mine || bytes > sizeof(fd_set)) return select_call(count, sets, w);
+  return select_ours(count, sets, w, bytes);
+}
+
+TSRI_EXPORT int select(int count, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *timeout) {
+  fd_set *sets[3] = { rd, wr, ex };
+  select_wait_t w = { .timeout = timeout };
+  return select_any(count, sets, &w);
+}
+
+/* pselect leaves its timeout as it was (the C library hands the kernel a
+ * copy) */
+TSRI_EXPORT int pselect(int count, fd_set *rd, fd_set *wr, fd_set *ex, const struct timespec *timeout,
+                        const sigset_t *mask) {
+  fd_set *sets[3] = { rd, wr, ex };
+  select_wait_t w = { .ts = timeout, .mask = mask, .p = true };
+  return select_any(count, sets, &w);
 }
 
 typedef int (*epoll_pwait_fn)(int, struct epoll_event *, int, int, const sigset_t *);
+typedef int (*epoll_pwait2_fn)(int, struct epoll_event *, int, const struct timespec *, const sigset_t *);
+
+enum { EPOLL_WAIT, EPOLL_PWAIT, EPOLL_PWAIT2 };
 
 /* The kernel puts back the events it could not copy: wait again. */
-static int epoll_any(int fd, struct epoll_event *events, int count, int timeout, const sigset_t *mask, bool p) {
-  int (*wfn)(int, struct epoll_event *, int, int) = IO_FN(IO_EPOLL_WAIT, int (*)(int, struct epoll_event *, int, int));
-  epoll_pwait_fn pfn = IO_FN(IO_EPOLL_PWAIT, epoll_pwait_fn);
-  bool mine = count > 0 && OURS(events, (size_t)count * sizeof *events);
+static int epoll_any(int fd, struct epoll_event *events, int count, int timeout, const struct timespec *ts,
+                     const sigset_t *mask, int kind) {
+  bool mine = tsri_mesh_is_armed() && count > 0 && OURS(events, (size_t)count * sizeof *events);
   for (;;) {
     uint64_t seen = tsri_mesh_fences();
-    int r = p ? pfn(fd, events, count, timeout, mask) : wfn(fd, events, count, timeout);
+    int r = kind == EPOLL_PWAIT2 ? IO_FN(IO_EPOLL_PWAIT2, epoll_pwait2_fn)(fd, events, count, ts, mask)
+            : kind == EPOLL_PWAIT
+                ? IO_FN(IO_EPOLL_PWAIT, epoll_pwait_fn)(fd, events, count, timeout, mask)
+                : IO_FN(IO_EPOLL_WAIT, int (*)(int, struct epoll_event *, int, int))(fd, events, count, timeout);
     if (!mine || r != -1 || errno != EFAULT || !tsri_mesh_fenced_since(seen)) return r;
   }
 }
 
 TSRI_EXPORT int epoll_wait(int fd, struct epoll_event *events, int count, int timeout) {
-  return epoll_any(fd, events, count, timeout, NULL, false);
+  return epoll_any(fd, events, count, timeout, NULL, NULL, EPOLL_WAIT);
 }
 TSRI_EXPORT int epoll_pwait(int fd, struct epoll_event *events, int count, int timeout, const sigset_t *mask) {
-  return epoll_any(fd, events, count, timeout, mask, true);
+  return epoll_any(fd, events, count, timeout, NULL, mask, EPOLL_PWAIT);
+}
+/* declared here too: C libraries before glibc 2.35 lack it */
+TSRI_EXPORT int epoll_pwait2(int fd, struct epoll_event *events, int count, const struct timespec *timeout,
+                             const sigset_t *mask);
+TSRI_EXPORT int epoll_pwait2(int fd, struct epoll_event *events, int count, const struct timespec *timeout,
+                             const sigset_t *mask) {
+  return epoll_any(fd, events, count, 0, timeout, mask, EPOLL_PWAIT2);
 }
 
 /* ---- the _FORTIFY_SOURCE forms ------------------------------------------------
