@@ -34,10 +34,11 @@
  *     length in the block (the kernel closes a connection whose address
  *     it could not write), every one counted;
  *   mmsg: numbered datagrams by recvmmsg, two at a time, the vector (the
- *     lengths and headers the kernel writes back) and the iovecs in the
- *     block, set up when the round starts (a write of the reader's own
- *     just before each call would wait out any fence, and the kernel's
- *     write would never meet one);
+ *     lengths and headers the kernel writes back), the iovecs and the
+ *     first datagram in the block, the second in the helper's memory
+ *     (both ways of override_io.c's recvmmsg), set up when the round
+ *     starts (a write of the reader's own just before each call would
+ *     wait out any fence, and the kernel's write would never meet one);
  *   preadv2: file's reads by preadv2 with RWF_HIPRI into blocks of BIG;
  *   pselect: pselect's read set in the block (likewise set up when the
  *     round starts, the socket kept readable), then a read of the socket;
@@ -80,6 +81,7 @@
 #define FDS_BLOCK 2048  /* fds' blocks; the control data given the kernel (more than 1 KiB) */
 #define FDS_CONTROL 2000
 #define CHUNK 64
+#define MMSG_DATA 160   /* mmsg: where in the block its first datagram goes, after two headers and two iovecs */
 
 enum {
   CALL_READ, CALL_RECV, CALL_READV, CALL_RECVFROM, CALL_RECVMSG, CALL_EVENTFD, CALL_POLL, CALL_READBIG, CALL_BADPTR,
@@ -175,7 +177,7 @@ static void *writer_main(void *arg) {
 }
 
 static unsigned char sink[CHUNK];   /* the reader's memory, not the heap's */
-static unsigned char two[2][CHUNK];  /* likewise, mmsg's datagrams */
+static unsigned char second[CHUNK];  /* likewise, mmsg's second datagram */
 static volatile uintptr_t bad_address = 8;   /* volatile: the compiler would see the bad write coming */
 
 /* One call into block p (256 bytes); the stream's bytes land at *data. */
@@ -259,7 +261,7 @@ static ssize_t take(unsigned char *p, unsigned char **data) {
       int r = recvmmsg(sock[1], v, 2, MSG_DONTWAIT, NULL);
       for (int k = 0; k < r; k++) {
         uint64_t seq;
-        memcpy(&seq, two[k], sizeof seq);
+        memcpy(&seq, k == 0 ? p + MMSG_DATA : second, sizeof seq);
         if (v[k].msg_len != CHUNK || seq != mmsg_next) atomic_fetch_add(&bad_bytes, 1);   /* lost or wrong */
         mmsg_next = seq + 1;
       }
@@ -308,7 +310,7 @@ static void prepare(unsigned char *p) {
     struct mmsghdr *v = (struct mmsghdr *)(void *)p;
     struct iovec *iov = (struct iovec *)(void *)(p + 2 * sizeof *v);
     for (int k = 0; k < 2; k++) {
-      iov[k] = (struct iovec){ two[k], CHUNK };
+      iov[k] = (struct iovec){ k == 0 ? p + MMSG_DATA : second, CHUNK };
       v[k] = (struct mmsghdr){ .msg_hdr = { .msg_iov = &iov[k], .msg_iovlen = 1 } };
     }
   } else if (call_kind == CALL_PSELECT) {

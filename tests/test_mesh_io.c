@@ -89,6 +89,20 @@ Test(mesh_io, a_preadv2_read_comes_back_whole) { no_call_fails("preadv2"); }
 Test(mesh_io, pselect_never_fails_for_meshing) { no_call_fails("pselect"); }
 Test(mesh_io, epoll_pwait2_never_fails_for_meshing) { no_call_fails("epoll2"); }
 
+/* recvmmsg made in pieces (its vector, or its vector and buffers, in the
+ * heap) answers as the kernel does: mesh_mmsg_helper.c's cases */
+Test(mesh_io, recvmmsg_in_pieces_answers_as_the_kernel) {
+  FILE *f = popen("'" TSR_MESH_MMSG_HELPER "'", "r");
+  cr_assert(f != NULL);
+  char said[4096] = "", line[256];
+  while (fgets(line, sizeof line, f) != NULL)
+    if (strlen(said) + strlen(line) < sizeof said) strcat(said, line);
+  int status = pclose(f);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "recvmmsg through the heap differs from the kernel's:\n%s",
+            said);
+  cr_assert_not_null(strstr(said, "differences=0"), "%s", said);
+}
+
 Test(mesh_io, an_efault_of_the_programs_own_comes_back) {
   io_run_t r = run_helper("badptr", "1");
   cr_assert_eq(r.efault, r.calls, "a read into address 8 returned EFAULT %llu times in %llu calls", r.efault, r.calls);

@@ -30,9 +30,10 @@
  *    cut short at a fenced page past its first goes on from there.
  *    epoll_wait is made again whatever the size: the kernel puts back the
  *    events it could not copy.
- *  - recvmmsg with anything it writes in such memory takes its messages
- *    one at a time through recvmsg; preadv2, pselect and epoll_pwait2 go
- *    the ways of readv, select and epoll_wait.
+ *  - recvmmsg with anything it writes in such memory is made in pieces:
+ *    runs of messages with their headers on the stack, a message whose
+ *    own memory is ours alone through recvmsg; preadv2, pselect and
+ *    epoll_pwait2 go the ways of readv, select and epoll_wait.
  *  - The stack buffers are in functions of their own (noinline), so that
  *    a call into other memory takes no more stack than it used to.
  *
@@ -43,37 +44,8 @@
  * faults here, where the kernel would have returned EFAULT.  What stays
  * exposed is named in docs/options.md (TESSERA_MESH).
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1   /* recvmmsg, preadv2, epoll_pwait2 */
-#endif
-#define _LARGEFILE64_SOURCE 1
-#undef _FILE_OFFSET_BITS
-#include "internal.h"
+#include "override_io.h"
 
-#include <errno.h>
-#include <poll.h>
-#include <signal.h>
-#include <string.h>
-#include <sys/epoll.h>
-#include <sys/select.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
-#include <time.h>
-#include <unistd.h>
-
-#define TSRI_EXPORT __attribute__((visibility("default")))
-#define IO_BOUNCE 4096                 /* bytes read through the stack, at most */
-#define IO_BOUNCE_POLL 256             /* pollfds */
-#define IO_BOUNCE_CONTROL 2048         /* bytes of recvmsg's control data: 253 descriptors' (SCM_MAX_FD) and more */
-#define IO_IOV_MAX 1024                /* the kernel's UIO_MAXIOV: beyond, EINVAL */
-
-/* The C library's definitions. */
-enum {
-  IO_READ, IO_PREAD, IO_PREAD64, IO_READV, IO_PREADV64, IO_RECVFROM, IO_RECVMSG, IO_POLL,
-  IO_PPOLL, IO_SELECT, IO_EPOLL_WAIT, IO_EPOLL_PWAIT, IO_READ_CHK, IO_PREAD_CHK, IO_PREAD64_CHK, IO_RECV_CHK,
-  IO_RECVFROM_CHK, IO_POLL_CHK, IO_PPOLL_CHK, IO_ACCEPT, IO_ACCEPT4, IO_PREADV64V2, IO_RECVMMSG, IO_PSELECT,
-  IO_EPOLL_PWAIT2, IO_COUNT
-};
 static const char *const io_names[IO_COUNT] = {
   "read", "pread", "pread64", "readv", "preadv64", "recvfrom", "recvmsg", "poll",
   "ppoll", "select", "epoll_wait", "epoll_pwait", "__read_chk", "__pread_chk", "__pread64_chk", "__recv_chk",
@@ -82,7 +54,7 @@ static const char *const io_names[IO_COUNT] = {
 };
 static _Atomic(void *) io_fns[IO_COUNT];
 
-static void *io_next(int which) {
+void *tsri_io_next(int which) {
   void *fn = atomic_load_explicit(&io_fns[which], memory_order_acquire);
   if (tsr_unlikely(fn == NULL)) {
     fn = tsri_os_next_symbol(io_names[which]);
@@ -105,13 +77,6 @@ __attribute__((constructor)) static void io_resolve(void) {
     if (fn != NULL) atomic_store_explicit(&io_fns[i], fn, memory_order_release);
   }
 }
-
-#define IO_FN(which, type) ((type)io_next(which))
-
-/* Memory meshing may fence.  (An address, not a pointer: the C library's
- * headers mark read's buffer write-only, and the compiler would take
- * passing it on for reading it.) */
-#define OURS(p, n) (tsri_mesh_is_armed() && tsri_mesh_fenceable((uintptr_t)(p), (n)))
 
 /* A buffer and length a read with O_DIRECT may have been given (512-byte
  * aligned, whole 512-byte sectors): it goes to the kernel as it is, since
@@ -460,204 +425,154 @@ TSRI_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
 }
 
 /* ---- recvmmsg ------------------------------------------------------------------
- * The kernel writes each message's length into the vector, and its
- * header, address and control data, after it took the message.  When any
- * of it is ours, the messages are taken one at a time by recvmsg above,
- * as the kernel would take them: the first waiting as the socket and
- * flags say, the others at once with MSG_WAITFORONE, or waiting until the
- * timeout ran out (checked after each message, as the kernel does; the
- * time left is written back).  An error after the first message ends the
- * call with the messages taken, as the kernel's does. */
+ * The kernel writes each message's length and header fields into the
+ * vector after it took the message, the message into its buffers,
+ * address and control data, and the time left into the timeout.  When any
+ * of that is ours, the call is made in pieces, each as the kernel would
+ * go on: a run of messages whose own memory is not ours is one call of
+ * the C library's recvmmsg with up to MMSG_BOUNCE headers copied to the
+ * stack (the kernel's rules hold within it, and the lengths and header
+ * fields are copied back); a message whose memory is ours is taken alone
+ * through recvmsg above.  Between pieces: under MSG_WAITFORONE the next
+ * is taken only if there at once; the timeout is checked after each
+ * message, and its time left written back (saturating, as the kernel
+ * adds); a message marked MSG_OOB ends the call; a later message the
+ * kernel would wait for is waited for, alone, with poll (which a signal
+ * always interrupts, as it ends the kernel's wait, and which stops at the
+ * socket's SO_RCVTIMEO); an error after the first message ends the call
+ * with the messages taken and errno as it was.  Unlike the kernel, that
+ * error is not kept for the next call. */
+
+#define MMSG_BOUNCE 32   /* headers on the stack at a time: 2 KiB */
 
 typedef int (*recvmmsg_fn)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
 
-static bool mmsg_ours(const struct mmsghdr *vec, unsigned int count, const struct timespec *timeout) {
-  if (OURS(vec, count * sizeof *vec) || (timeout != NULL && OURS(timeout, sizeof *timeout))) return true;
-  for (unsigned int i = 0; i < count; i++) {
-    const struct msghdr *m = &vec[i].msg_hdr;
-    size_t bounce;
-    if ((m->msg_iovlen <= IO_IOV_MAX && iov_ours(m->msg_iov, (int)m->msg_iovlen, &bounce)) ||
-        (m->msg_name != NULL && OURS(m->msg_name, m->msg_namelen)) ||
-        (m->msg_control != NULL && OURS(m->msg_control, m->msg_controllen)))
-      return true;
+/* Whether the kernel would write into memory of ours for message m
+ * besides its header: its buffers, address or control data. */
+static bool mmsg_data_ours(const struct msghdr *m) {
+  size_t bounce;
+  return (m->msg_iovlen <= IO_IOV_MAX && iov_ours(m->msg_iov, (int)m->msg_iovlen, &bounce)) ||
+         (m->msg_name != NULL && OURS(m->msg_name, m->msg_namelen)) ||
+         (m->msg_control != NULL && OURS(m->msg_control, m->msg_controllen));
+}
+
+#define TS_SEC_MAX ((time_t)((((uint64_t)1) << (sizeof(time_t) * 8 - 1)) - 1))
+
+/* now + d, saturating as the kernel's end time does */
+static struct timespec mmsg_end(struct timespec d) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  if (d.tv_sec >= TS_SEC_MAX - now.tv_sec) return (struct timespec){ TS_SEC_MAX, 0 };
+  struct timespec e = { now.tv_sec + d.tv_sec, now.tv_nsec + d.tv_nsec };
+  if (e.tv_nsec >= 1000000000) {
+    e.tv_sec++;
+    e.tv_nsec -= 1000000000;
   }
-  return false;
+  return e;
+}
+
+/* The time from now to end in *left, 0 when past: false when none is left. */
+static bool mmsg_left(struct timespec end, struct timespec *left) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  *left = (struct timespec){ end.tv_sec - now.tv_sec, end.tv_nsec - now.tv_nsec };
+  if (left->tv_nsec < 0) {
+    left->tv_sec--;
+    left->tv_nsec += 1000000000;
+  }
+  if (left->tv_sec < 0) *left = (struct timespec){ 0, 0 };
+  return left->tv_sec != 0 || left->tv_nsec != 0;
+}
+
+/* n messages whose own memory is not ours, with their headers on the stack */
+__attribute__((noinline)) static int mmsg_batch(int fd, struct mmsghdr *vec, unsigned int n, int flags,
+                                                struct timespec *left) {
+  struct mmsghdr v[MMSG_BOUNCE];
+  memcpy(v, vec, n * sizeof *v);
+  int r = IO_FN(IO_RECVMMSG, recvmmsg_fn)(fd, v, n, flags, left);
+  for (int i = 0; i < r; i++) {
+    vec[i].msg_len = v[i].msg_len;
+    vec[i].msg_hdr.msg_namelen = v[i].msg_hdr.msg_namelen;
+    vec[i].msg_hdr.msg_controllen = v[i].msg_hdr.msg_controllen;
+    vec[i].msg_hdr.msg_flags = v[i].msg_hdr.msg_flags;
+  }
+  return r;
+}
+
+/* One message through recvmsg; a later one (not the first of the call)
+ * as the kernel takes it: at once if there, else waited for unless the
+ * call or the socket says not to wait. */
+static int mmsg_one(int fd, struct mmsghdr *m, int flags, bool later) {
+  for (;;) {
+    ssize_t r = recvmsg(fd, &m->msg_hdr, later ? flags | MSG_DONTWAIT : flags);
+    if (r >= 0) {
+      m->msg_len = (unsigned int)r;
+      return 1;
+    }
+    if (!later || (errno != EAGAIN && errno != EWOULDBLOCK) || (flags & MSG_DONTWAIT) ||
+        (fcntl(fd, F_GETFL) & O_NONBLOCK))
+      return -1;
+    struct timeval t = { 0, 0 };
+    socklen_t t_len = sizeof t;
+    int wait_ms = -1;
+    if (getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &t, &t_len) == 0 && (t.tv_sec != 0 || t.tv_usec != 0))
+      wait_ms = t.tv_sec >= 2000000 ? 2000000000 : (int)(t.tv_sec * 1000 + t.tv_usec / 1000);
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    if (IO_FN(IO_POLL, int (*)(struct pollfd *, nfds_t, int))(&p, 1, wait_ms) <= 0) return -1;
+  }
+}
+
+/* Leading messages of vec (count of them, at most MMSG_BOUNCE) whose own
+ * memory is not ours */
+static unsigned int mmsg_plain(const struct mmsghdr *vec, unsigned int count) {
+  unsigned int n = 0;
+  while (n < count && n < MMSG_BOUNCE && !mmsg_data_ours(&vec[n].msg_hdr)) n++;
+  return n;
 }
 
 __attribute__((noinline)) static int recvmmsg_ours(int fd, struct mmsghdr *vec, unsigned int count, int flags,
                                                    struct timespec *timeout) {
-  uint64_t end = 0;
+  struct timespec end = { 0, 0 }, left = { 0, 0 };
   if (timeout != NULL) {
-    if (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000) {
+    left = *timeout;
+    if (left.tv_sec < 0 || left.tv_nsec < 0 || left.tv_nsec >= 1000000000) {
       errno = EINVAL;
       return -1;
     }
-    end = tsri_os_clock_ns() + (uint64_t)timeout->tv_sec * 1000000000u + (uint64_t)timeout->tv_nsec;
+    end = mmsg_end(left);
   }
+  int saved = errno;
   unsigned int got = 0;
   while (got < count) {
-    int f = flags & ~MSG_WAITFORONE;
-    if (got > 0 && (flags & MSG_WAITFORONE)) f |= MSG_DONTWAIT;
-    ssize_t r = recvmsg(fd, &vec[got].msg_hdr, f);
+    bool later = got > 0;
+    int f = later && (flags & MSG_WAITFORONE) ? flags | MSG_DONTWAIT : flags;
+    unsigned int n = mmsg_plain(vec + got, count - got);
+    int r = n > 0 ? mmsg_batch(fd, vec + got, n, f, timeout != NULL ? &left : NULL)
+                  : mmsg_one(fd, &vec[got], f & ~MSG_WAITFORONE, later);
     if (r < 0) {
-      if (got == 0) return -1;
+      if (!later) return -1;
       break;
     }
-    vec[got++].msg_len = (unsigned int)r;
-    if (timeout != NULL && tsri_os_clock_ns() >= end) break;
+    got += (unsigned int)r;
+    if ((n > 0 && (unsigned int)r < n) || r == 0) break;                 /* the kernel stopped */
+    if (vec[got - 1].msg_hdr.msg_flags & MSG_OOB) break;                  /* as the kernel does */
+    if (timeout != NULL && !mmsg_left(end, &left)) break;                 /* the time is up */
   }
   if (timeout != NULL) {
-    uint64_t now = tsri_os_clock_ns(), left = now < end ? end - now : 0;
-    timeout->tv_sec = (time_t)(left / 1000000000u);
-    timeout->tv_nsec = (long)(left % 1000000000u);
+    (void)mmsg_left(end, &left);
+    *timeout = left;
   }
+  errno = saved;
   return (int)got;
 }
 
 TSRI_EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags, struct timespec *timeout) {
   recvmmsg_fn fn = IO_FN(IO_RECVMMSG, recvmmsg_fn);
   if (!tsri_mesh_is_armed() || vec == NULL || count == 0) return fn(fd, vec, count, flags, timeout);
-  if (count > IO_IOV_MAX) count = IO_IOV_MAX;   /* the kernel's cap */
-  if (!mmsg_ours(vec, count, timeout)) return fn(fd, vec, count, flags, timeout);
+  bool mine = OURS(vec, (size_t)count * sizeof *vec) || (timeout != NULL && OURS(timeout, sizeof *timeout));
+  for (unsigned int i = 0; i < count && !mine; i++) mine = mmsg_data_ours(&vec[i].msg_hdr);
+  if (!mine) return fn(fd, vec, count, flags, timeout);
   return recvmmsg_ours(fd, vec, count, flags, timeout);
-}
-
-/* ---- poll, ppoll, select, pselect, epoll ----------------------------------- */
-
-typedef int (*poll_fn)(struct pollfd *, nfds_t, int);
-typedef int (*ppoll_fn)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
-
-static int poll_call(struct pollfd *fds, nfds_t count, int timeout, const struct timespec *ts, const sigset_t *mask,
-                     bool p) {
-  return p ? IO_FN(IO_PPOLL, ppoll_fn)(fds, count, ts, mask) : IO_FN(IO_POLL, poll_fn)(fds, count, timeout);
-}
-
-/* A set that is ours: through the stack when small; a larger one is
- * polled again after an EFAULT of meshing's (the kernel writes revents
- * after the wait, so that one may wait its timeout again). */
-__attribute__((noinline)) static int poll_ours(struct pollfd *fds, nfds_t count, int timeout,
-                                               const struct timespec *ts, const sigset_t *mask, bool p) {
-  if (count <= IO_BOUNCE_POLL) {
-    struct pollfd f[IO_BOUNCE_POLL];
-    memcpy(f, fds, count * sizeof *fds);
-    int r = poll_call(f, count, timeout, ts, mask, p);
-    /* the kernel writes revents back after the wait, interrupted or not;
-     * not when it turned the call away */
-    if (r >= 0 || (errno != EINVAL && errno != EFAULT && errno != ENOMEM))
-      for (nfds_t i = 0; i < count; i++) fds[i].revents = f[i].revents;
-    return r;
-  }
-  for (;;) {
-    uint64_t seen = tsri_mesh_fences();
-    int r = poll_call(fds, count, timeout, ts, mask, p);
-    if (r != -1 || errno != EFAULT || !tsri_mesh_fenced_since(seen)) return r;
-  }
-}
-
-TSRI_EXPORT int poll(struct pollfd *fds, nfds_t count, int timeout) {
-  if (tsr_likely(!tsri_mesh_is_armed()) || count == 0 || !OURS(fds, count * sizeof *fds)) return IO_FN(IO_POLL, poll_fn)(fds, count, timeout);
-  return poll_ours(fds, count, timeout, NULL, NULL, false);
-}
-TSRI_EXPORT int ppoll(struct pollfd *fds, nfds_t count, const struct timespec *timeout, const sigset_t *mask) {
-  if (tsr_likely(!tsri_mesh_is_armed()) || count == 0 || !OURS(fds, count * sizeof *fds))
-    return IO_FN(IO_PPOLL, ppoll_fn)(fds, count, timeout, mask);
-  return poll_ours(fds, count, 0, timeout, mask, true);
-}
-
-typedef int (*select_fn)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
-typedef int (*pselect_fn)(int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *);
-
-/* select's or (p) pselect's time and mask */
-typedef struct select_wait_s {
-  struct timeval *timeout;
-  const struct timespec *ts;
-  const sigset_t *mask;
-  bool p;
-} select_wait_t;
-
-static int select_call(int count, fd_set **sets, const select_wait_t *w) {
-  if (w->p) return IO_FN(IO_PSELECT, pselect_fn)(count, sets[0], sets[1], sets[2], w->ts, w->mask);
-  return IO_FN(IO_SELECT, select_fn)(count, sets[0], sets[1], sets[2], w->timeout);
-}
-
-/* Through the stack, all of them: the kernel writes each set back in
- * turn, and one failing would leave the others changed.  bytes: what the
- * kernel reads and writes of each, whole longs. */
-__attribute__((noinline)) static int select_ours(int count, fd_set **sets, const select_wait_t *w, size_t bytes) {
-  fd_set s[3];
-  fd_set *on_stack[3];
-  struct timeval t;
-  for (int i = 0; i < 3; i++) {
-    on_stack[i] = sets[i] != NULL ? &s[i] : NULL;
-    if (sets[i] != NULL) memcpy(&s[i], sets[i], bytes);
-  }
-  select_wait_t mine = *w;
-  if (w->timeout != NULL) {
-    t = *w->timeout;
-    mine.timeout = &t;
-  }
-  int r = select_call(count, on_stack, &mine);
-  if (r >= 0)
-    for (int i = 0; i < 3; i++)
-      if (sets[i] != NULL) memcpy(sets[i], &s[i], bytes);
-  if (w->timeout != NULL) *w->timeout = t;   /* Linux writes the time left, whatever the result */
-  return r;
-}
-
-static int select_any(int count, fd_set **sets, const select_wait_t *w) {
-  size_t bytes = count > 0 ? ((size_t)count + 8 * sizeof(long) - 1) / (8 * sizeof(long)) * sizeof(long) : 0;
-  bool mine = w->timeout != NULL && OURS(w->timeout, sizeof *w->timeout);
-  for (int i = 0; i < 3; i++) mine |= sets[i] != NULL && bytes > 0 && OURS(sets[i], bytes);
-  if (!mine || bytes > sizeof(fd_set)) return select_call(count, sets, w);
-  return select_ours(count, sets, w, bytes);
-}
-
-TSRI_EXPORT int select(int count, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *timeout) {
-  fd_set *sets[3] = { rd, wr, ex };
-  select_wait_t w = { .timeout = timeout };
-  return select_any(count, sets, &w);
-}
-
-/* pselect leaves its timeout as it was (the C library hands the kernel a
- * copy) */
-TSRI_EXPORT int pselect(int count, fd_set *rd, fd_set *wr, fd_set *ex, const struct timespec *timeout,
-                        const sigset_t *mask) {
-  fd_set *sets[3] = { rd, wr, ex };
-  select_wait_t w = { .ts = timeout, .mask = mask, .p = true };
-  return select_any(count, sets, &w);
-}
-
-typedef int (*epoll_pwait_fn)(int, struct epoll_event *, int, int, const sigset_t *);
-typedef int (*epoll_pwait2_fn)(int, struct epoll_event *, int, const struct timespec *, const sigset_t *);
-
-enum { EPOLL_WAIT, EPOLL_PWAIT, EPOLL_PWAIT2 };
-
-/* The kernel puts back the events it could not copy: wait again. */
-static int epoll_any(int fd, struct epoll_event *events, int count, int timeout, const struct timespec *ts,
-                     const sigset_t *mask, int kind) {
-  bool mine = tsri_mesh_is_armed() && count > 0 && OURS(events, (size_t)count * sizeof *events);
-  for (;;) {
-    uint64_t seen = tsri_mesh_fences();
-    int r = kind == EPOLL_PWAIT2 ? IO_FN(IO_EPOLL_PWAIT2, epoll_pwait2_fn)(fd, events, count, ts, mask)
-            : kind == EPOLL_PWAIT
-                ? IO_FN(IO_EPOLL_PWAIT, epoll_pwait_fn)(fd, events, count, timeout, mask)
-                : IO_FN(IO_EPOLL_WAIT, int (*)(int, struct epoll_event *, int, int))(fd, events, count, timeout);
-    if (!mine || r != -1 || errno != EFAULT || !tsri_mesh_fenced_since(seen)) return r;
-  }
-}
-
-TSRI_EXPORT int epoll_wait(int fd, struct epoll_event *events, int count, int timeout) {
-  return epoll_any(fd, events, count, timeout, NULL, NULL, EPOLL_WAIT);
-}
-TSRI_EXPORT int epoll_pwait(int fd, struct epoll_event *events, int count, int timeout, const sigset_t *mask) {
-  return epoll_any(fd, events, count, timeout, NULL, mask, EPOLL_PWAIT);
-}
-/* declared here too: C libraries before glibc 2.35 lack it */
-TSRI_EXPORT int epoll_pwait2(int fd, struct epoll_event *events, int count, const struct timespec *timeout,
-                             const sigset_t *mask);
-TSRI_EXPORT int epoll_pwait2(int fd, struct epoll_event *events, int count, const struct timespec *timeout,
-                             const sigset_t *mask) {
-  return epoll_any(fd, events, count, 0, timeout, mask, EPOLL_PWAIT2);
 }
 
 /* ---- the _FORTIFY_SOURCE forms ------------------------------------------------
@@ -701,21 +616,4 @@ TSRI_EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buf_len, 
     return IO_FN(IO_RECVFROM_CHK, ssize_t (*)(int, void *, size_t, size_t, int, struct sockaddr *, socklen_t *))(
         fd, buf, n, buf_len, flags, addr, addr_len);
   return recvfrom(fd, buf, n, flags, addr, addr_len);
-}
-
-TSRI_EXPORT int __poll_chk(struct pollfd *fds, nfds_t count, int timeout, size_t fds_len);
-TSRI_EXPORT int __poll_chk(struct pollfd *fds, nfds_t count, int timeout, size_t fds_len) {
-  if (fds_len / sizeof *fds < count)
-    return IO_FN(IO_POLL_CHK, int (*)(struct pollfd *, nfds_t, int, size_t))(fds, count, timeout, fds_len);
-  return poll(fds, count, timeout);
-}
-
-TSRI_EXPORT int __ppoll_chk(struct pollfd *fds, nfds_t count, const struct timespec *timeout, const sigset_t *mask,
-                            size_t fds_len);
-TSRI_EXPORT int __ppoll_chk(struct pollfd *fds, nfds_t count, const struct timespec *timeout, const sigset_t *mask,
-                            size_t fds_len) {
-  if (fds_len / sizeof *fds < count)
-    return IO_FN(IO_PPOLL_CHK, int (*)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *, size_t))(
-        fds, count, timeout, mask, fds_len);
-  return ppoll(fds, count, timeout, mask);
 }
