@@ -108,6 +108,9 @@ static void fork_while_giving_back(void) {
       fprintf(stderr, "child: the span of page %p is still taken\n", (void *)g.page->start);
       _exit(20);
     }
+    /* no ticker thread for full records: ThreadSanitizer allows no
+     * thread in the child of a process with threads */
+    tsr_track_set(TSR_TRACK_SAMPLE);
     void *p = tsr_malloc(BLOCK);
     if (p == NULL) _exit(21);
     tsr_free(p);
