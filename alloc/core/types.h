@@ -289,9 +289,10 @@ typedef struct tsr_heap_s {
                                          of their push (heap.c: heap_abandon waits) */
   _Atomic uint32_t slow_calls;        /* alloc slow paths, drives purge checks (owner
                                          writes; the reclaimer reads: idle when unchanged) */
-  /* A page of this heap in none of its queues: taken out to be given
-   * back, or carved or adopted and not queued yet.  Owner writes; a fork
-   * child hands it over with the heap's queues (heap.c: heap_abandon). */
+  /* The page the owner is moving outside its queues: taken out to be
+   * given back, carved or adopted and not queued yet, or going from one
+   * queue to another.  Owner writes; a fork child hands it over with the
+   * heap's queues (heap.c: heap_take_loose). */
   _Atomic(tsr_page_t *) loose;
   _Atomic int park;                   /* who may touch the queues and the pages that are
                                          not current: open, the owner (a slow path) or the
