@@ -265,7 +265,7 @@ static size_t arena_decommit_runs(const slot_run_t *runs, size_t count) {
   return done;
 }
 
-tsr_page_t *tsri_arena_span_alloc(size_t cls) {
+tsr_page_t *tsri_arena_span_alloc(size_t cls, _Atomic(tsr_page_t *) *loose) {
   size_t n = tsri_classes[cls].span_slots, lines = bits_lines(cls);
   _Atomic(uint64_t) *bits = NULL;
   tsri_lock(&arena_lock);
@@ -341,6 +341,7 @@ tsr_page_t *tsri_arena_span_alloc(size_t cls) {
   pg->span_slots = (uint16_t)n;
   pg->capacity = 0;   /* until tsri_page_init: no block for a wrong free to find */
   pg->bits = bits;
+  atomic_store_explicit(loose, pg, memory_order_relaxed);   /* under the lock: a fork child finds it */
   tsri_unlock(&arena_lock);
   return pg;
 }

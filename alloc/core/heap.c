@@ -59,39 +59,6 @@ static inline void heap_sync_cur(tsr_heap_t *h, size_t cls) {
   h->cur[cls] = h->avail[cls].first ? h->avail[cls].first : &page_empty_desc;
 }
 
-
-
-/* ------------------------------------------------------------------------
- * Parking.  The reclaimer (reclaim.c) gives back the free memory of heaps
- * whose thread has taken no allocation slow path for one of its periods.
- * It walks a heap's queues and trims its pages other than the current
- * ones, which only the owner's slow paths change: the owner's fast paths
- * allocate from the current pages alone and, freeing, set bits and counts
- * that trimming only reads.  `park` says who is in: the owner for the
- * length of each slow path, the reclaimer for its look at the heap; the
- * other waits (the reclaimer does not: it passes the heap by).
- * ---------------------------------------------------------------------- */
-
-enum { HEAP_OPEN = 0, HEAP_OWNER = 1, HEAP_PARKED = 2 };
-
-static tsr_noinline void heap_enter_wait(tsr_heap_t *h) {
-  int open = HEAP_OPEN;
-  while (!atomic_compare_exchange_weak_explicit(&h->park, &open, HEAP_OWNER, memory_order_acquire,
-                                                memory_order_relaxed)) {
-    open = HEAP_OPEN;
-    tsri_os_yield();
-  }
-}
-
-static inline void heap_enter(tsr_heap_t *h) {
-  int open = HEAP_OPEN;
-  if (tsr_unlikely(!atomic_compare_exchange_strong_explicit(&h->park, &open, HEAP_OWNER, memory_order_acquire,
-                                                            memory_order_relaxed)))
-    heap_enter_wait(h);
-}
-
-static inline void heap_leave(tsr_heap_t *h) { atomic_store_explicit(&h->park, HEAP_OPEN, memory_order_release); }
-
 void tsri_heap_prefer(tsr_heap_t *h, tsr_page_t *pg) {
   heap_enter(h);
   /* the reclaimer may have frozen it meanwhile (mesh.c): then it stays
@@ -101,8 +68,10 @@ void tsri_heap_prefer(tsr_heap_t *h, tsr_page_t *pg) {
     return;
   }
   if (h->avail[pg->cls].first != pg) {
+    loose_begin(h, pg);
     queue_remove(&h->avail[pg->cls], pg);
     queue_push_front(&h->avail[pg->cls], pg);
+    loose_end(h);
   }
   heap_sync_cur(h, pg->cls);
   heap_leave(h);
@@ -174,6 +143,7 @@ static tsr_heap_t *heap_acquire(void) {
     h->cur[c] = &page_empty_desc;
   }
   h->full.first = h->full.last = NULL;
+  atomic_store_explicit(&h->loose, NULL, memory_order_relaxed);
   atomic_store_explicit(&h->notify, NULL, memory_order_relaxed);
   atomic_store_explicit(&h->slow_calls, 0, memory_order_relaxed);
   h->next_trim_ms = 0;
@@ -245,6 +215,7 @@ static void heap_take_notices(tsr_heap_t *h) {
       } else {
         set_owner(pg, h, TSR_PAGE_AVAIL);
       }
+      loose_begin(h, pg);
       queue_remove(&h->full, pg);
       tsri_page_collect(pg);
       if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0 && h->avail[pg->cls].first != NULL) {
@@ -253,6 +224,7 @@ static void heap_take_notices(tsr_heap_t *h) {
         queue_push_back(&h->avail[pg->cls], pg);
         heap_sync_cur(h, pg->cls);
       }
+      loose_end(h);
     }
     pg = next;
   }
@@ -264,6 +236,7 @@ static bool heap_page_full(tsr_heap_t *h, tsr_page_t *pg) {
   size_t cls = pg->cls;
   tsr_assert_internal(h->avail[cls].first == pg);
   tsr_assert_expensive(tsri_page_check(pg) == 0);
+  loose_begin(h, pg);
   queue_remove(&h->avail[cls], pg);
   queue_push_back(&h->full, pg);
   set_owner(pg, h, TSR_PAGE_FULL);
@@ -274,10 +247,12 @@ static bool heap_page_full(tsr_heap_t *h, tsr_page_t *pg) {
                                                 memory_order_seq_cst, memory_order_seq_cst)) {
       queue_remove(&h->full, pg);
       queue_push_front(&h->avail[cls], pg);
+      loose_end(h);
       heap_sync_cur(h, cls);
       return true;
     }
   }
+  loose_end(h);
   heap_sync_cur(h, cls);
   return false;
 }
@@ -306,6 +281,7 @@ static tsr_page_t *heap_adopt(tsr_heap_t *h, size_t cls) {
     queue_remove(&abandoned[cls], pg);
     atomic_fetch_sub_explicit(&abandoned_count[cls], 1, memory_order_relaxed);
     set_owner(pg, h, TSR_PAGE_AVAIL);
+    loose_begin(h, pg);   /* under the lock: a fork child finds it */
   } else {
     pg = NULL;
   }
@@ -362,12 +338,13 @@ static void *heap_alloc_slow(tsr_heap_t *h, size_t cls) {
   }
   pg = heap_adopt(h, cls);   /* has a free block: refill finds it */
   if (pg == NULL) {
-    pg = tsri_arena_span_alloc(cls);
+    pg = tsri_arena_span_alloc(cls, &h->loose);
     if (pg == NULL) { errno = ENOMEM; return NULL; }
     tsri_page_init(pg, cls);
     set_owner(pg, h, TSR_PAGE_AVAIL);
   }
   queue_push_front(&h->avail[cls], pg);
+  loose_end(h);
   heap_sync_cur(h, cls);
   bool ready = tsri_page_refill(pg);
   tsr_assert(ready);
@@ -379,7 +356,7 @@ static void *heap_alloc_slow(tsr_heap_t *h, size_t cls) {
  * of small blocks is many bitmap words, and moving from one to the next
  * needs neither the park nor the heap's queues.  Only the owner writes the
  * local bitmap and scan of its current page; the reclaimer and meshing
- * leave current pages alone (heap.c: parking, mesh.c). */
+ * leave current pages alone (queue.h: parking, mesh.c). */
 void *tsri_heap_alloc_next(tsr_heap_t *h, size_t cls) {
   tsr_page_t *pg = h->cur[cls];
   if (!tsri_page_find(pg, (size_t)pg->scan + 1)) return tsri_heap_alloc_slow(h, cls);
@@ -432,9 +409,11 @@ static void heap_free_slow(tsr_heap_t *h, tsr_page_t *pg) {
   /* An empty page goes back to its arena, unless it is the class's current
    * page: keeping one avoids carving a span per block in a malloc/free loop. */
   if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0 && h->avail[cls].first != pg) {
+    loose_begin(h, pg);
     queue_remove(&h->avail[cls], pg);
     heap_sync_cur(h, cls);
     heap_retire(pg);
+    loose_end(h);
   }
 }
 
@@ -539,6 +518,25 @@ static bool heap_page_valid(const tsr_page_t *pg, const tsr_heap_t *h) {
   return pg->kind == TSR_SLOT_HEAD && owner == (uintptr_t)h && pg->cls < TSR_CLASS_COUNT;
 }
 
+/* In a fork child: h's loose page, when h's thread was cut off with it
+ * in none of h's queues.  Still h's (its queues did not have it): to
+ * `taken`.  Owned by nobody (carved, or given back half way): set up
+ * anew and given back.  Anything else is no longer h's to hand over. */
+static void heap_take_loose(tsr_heap_t *h, tsr_page_t **taken) {
+  tsr_page_t *pg = atomic_exchange_explicit(&h->loose, NULL, memory_order_relaxed);
+  if (pg == NULL || pg->kind != TSR_SLOT_HEAD) return;
+  uintptr_t x = atomic_load_explicit(&pg->xowner, memory_order_relaxed);
+  if ((x & ~TSR_PAGE_STATE_MASK) == (uintptr_t)h) {
+    set_owner(pg, NULL, TSR_PAGE_ABANDONED);
+    pg->prev = NULL;
+    pg->next = *taken;
+    *taken = pg;
+  } else if (x == ((uintptr_t)NULL | TSR_PAGE_AVAIL)) {
+    tsri_page_init(pg, pg->cls);
+    heap_retire(pg);
+  }
+}
+
 static void heap_abandon(tsr_heap_t *h, bool in_child) {
   /* in a fork child no reclaimer runs, and the owner's slow path may have
    * been cut: the heap is open */
@@ -565,6 +563,7 @@ static void heap_abandon(tsr_heap_t *h, bool in_child) {
     q->first = q->last = NULL;
     if (c < TSR_CLASS_COUNT) h->cur[c] = &page_empty_desc;
   }
+  if (in_child) heap_take_loose(h, &taken);
   /* 2. Wait for the threads that won that CAS earlier and are still
    *    pushing (they take no lock meanwhile), then drop their notices: a
    *    page may be retired and carved again only after its last push.  In
@@ -638,8 +637,10 @@ void tsri_heap_collect(void) {
         tsr_page_t *next = pg->next;
         tsri_page_collect(pg);
         if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0) {
+          loose_begin(h, pg);
           queue_remove(&h->avail[c], pg);
           heap_retire(pg);
+          loose_end(h);
         } else {
           tsri_page_trim(pg, true);
         }

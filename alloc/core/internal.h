@@ -246,7 +246,9 @@ static inline long tsri_block_index(const tsr_page_t *pg, const void *p) {
   return (long)idx;
 }
 
-tsri_hidden tsr_page_t *tsri_arena_span_alloc(size_t cls);
+/* A span for class cls, or NULL; *loose names it from under the arena
+ * lock on (heap.c: a fork child finds it there). */
+tsri_hidden tsr_page_t *tsri_arena_span_alloc(size_t cls, _Atomic(tsr_page_t *) *loose);
 tsri_hidden void tsri_arena_span_free(tsr_page_t *pg);
 /* Decommit free slots that stayed free longer than the purge delay (or all
  * of them when force); returns the number of slots decommitted. */

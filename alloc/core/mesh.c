@@ -576,8 +576,10 @@ static void heap_thaw(tsr_heap_t *h) {
         atomic_load_explicit(&pg->meshed, memory_order_relaxed) == 0 && h->avail[pg->cls].first != NULL &&
         atomic_compare_exchange_strong_explicit(&pg->xowner, &x, (uintptr_t)h | TSR_PAGE_AVAIL,
                                                 memory_order_seq_cst, memory_order_seq_cst)) {
+      loose_begin(h, pg);
       queue_remove(&h->full, pg);
       queue_push_back(&h->avail[pg->cls], pg);
+      loose_end(h);
     }
     pg = next;
   }

@@ -1,7 +1,8 @@
 /* queue.h: a heap's page queues and a page's owner word, for the files
  * that move pages between queues: heap.c, and mesh.c when it freezes and
  * thaws pages.  The caller is the heap's owner, or holds its park (heap.c:
- * parking), or holds the abandoned lock for the abandoned lists.
+ * parking, below), or holds the abandoned lock for the abandoned lists.  And the
+ * park itself, and the note of a page out of every queue (h->loose).
  */
 #ifndef TSR_QUEUE_H
 #define TSR_QUEUE_H
@@ -37,5 +38,43 @@ static inline void queue_push_back(tsr_queue_t *q, tsr_page_t *pg) {
 static inline void set_owner(tsr_page_t *pg, tsr_heap_t *h, uintptr_t state) {
   atomic_store_explicit(&pg->xowner, (uintptr_t)h | state, memory_order_seq_cst);
 }
+
+/* Parking.  The reclaimer (reclaim.c) gives back the free memory of heaps
+ * whose thread has taken no allocation slow path for one of its periods.
+ * It walks a heap's queues and trims its pages other than the current
+ * ones, which only the owner's slow paths change: the owner's fast paths
+ * allocate from the current pages alone and, freeing, set bits and counts
+ * that trimming only reads.  `park` says who is in: the owner for the
+ * length of each slow path, the reclaimer for its look at the heap; the
+ * other waits (the reclaimer does not: it passes the heap by). */
+enum { HEAP_OPEN = 0, HEAP_OWNER = 1, HEAP_PARKED = 2 };
+
+/* out of line: the park is open nearly always (unused in mesh.c) */
+static tsr_noinline __attribute__((unused)) void heap_enter_wait(tsr_heap_t *h) {
+  int open = HEAP_OPEN;
+  while (!atomic_compare_exchange_weak_explicit(&h->park, &open, HEAP_OWNER, memory_order_acquire,
+                                                memory_order_relaxed)) {
+    open = HEAP_OPEN;
+    tsri_os_yield();
+  }
+}
+
+static inline void heap_enter(tsr_heap_t *h) {
+  int open = HEAP_OPEN;
+  if (tsr_unlikely(!atomic_compare_exchange_strong_explicit(&h->park, &open, HEAP_OWNER, memory_order_acquire,
+                                                            memory_order_relaxed)))
+    heap_enter_wait(h);
+}
+
+static inline void heap_leave(tsr_heap_t *h) { atomic_store_explicit(&h->park, HEAP_OPEN, memory_order_release); }
+
+/* h->loose: pg is out of h's queues from now (it is, or goes, in none) until
+ * loose_end.  Seq_cst: a fork copies the process between two stores of
+ * ours, never with a later one and without an earlier one. */
+static inline void loose_begin(tsr_heap_t *h, tsr_page_t *pg) {
+  atomic_store_explicit(&h->loose, pg, memory_order_seq_cst);
+}
+
+static inline void loose_end(tsr_heap_t *h) { atomic_store_explicit(&h->loose, NULL, memory_order_seq_cst); }
 
 #endif /* TSR_QUEUE_H */

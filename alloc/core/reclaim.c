@@ -5,7 +5,7 @@
  * decommits the free pages whose purge delay ran out (arena.c) and the
  * cached large blocks (large.c), and trims the pages of threads that took
  * no allocation slow path since its last pass, their free blocks and the
- * ones other threads freed into them alike (heap.c: parking, page.c:
+ * ones other threads freed into them alike (queue.h: parking, page.c:
  * tsri_page_trim_idle), and the abandoned pages.  Without it a server
  * that stops allocating keeps its peak: those steps run from the slow
  * path of whoever allocates next.

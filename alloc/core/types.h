@@ -289,9 +289,14 @@ typedef struct tsr_heap_s {
                                          of their push (heap.c: heap_abandon waits) */
   _Atomic uint32_t slow_calls;        /* alloc slow paths, drives purge checks (owner
                                          writes; the reclaimer reads: idle when unchanged) */
+  /* The page the owner is moving outside its queues: taken out to be
+   * given back, carved or adopted and not queued yet, or going from one
+   * queue to another.  Owner writes; a fork child hands it over with the
+   * heap's queues (heap.c: heap_take_loose). */
+  _Atomic(tsr_page_t *) loose;
   _Atomic int park;                   /* who may touch the queues and the pages that are
                                          not current: open, the owner (a slow path) or the
-                                         reclaimer (heap.c: parking) */
+                                         reclaimer (queue.h: parking) */
   uint32_t reclaim_seen;              /* slow_calls at the reclaimer's last look (reclaimer only) */
   uint64_t reclaim_allocs;            /* allocs at the reclaimer's last look, and when */
   uint64_t reclaim_at_ms;             /* (reclaimer only) */

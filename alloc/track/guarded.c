@@ -31,6 +31,14 @@
  * take their turn, so a use after free faults.  Its record stays, so the
  * fault names the allocation and free stacks.
  *
+ * fork.  A slot's commit and its guard are made outside the lock, the
+ * slot marked busy meanwhile (off the free list, or still live), and
+ * what the slot counts (committed memory, live blocks) moves under the
+ * lock with its state.  A fork child, where the thread in the middle is
+ * gone, guards each busy slot again and puts it back on the free list: a
+ * block being freed is freed, one being handed out was never handed out.
+ * Without it the child lost the slot for good (one of 32 by default).
+ *
  * A fault.  The handler (os.h: tsri_os_fault_catch, shared with meshing)
  * finds the slot: in a guard page, the nearer of the blocks on its two
  * sides (overflow or underflow); in a freed slot, use after free.  It
@@ -49,6 +57,7 @@ typedef struct gslot_s {
   uint32_t alloc_stack, free_stack;  /* stack ids (stack.c) */
   uint32_t alloc_thread, free_thread;
   uint32_t state;                    /* SLOT_* */
+  uint32_t busy;                     /* 1: its commit or guard is under way (see fork) */
 } gslot_t;
 
 static tsri_lock_t guard_lock;
@@ -189,31 +198,47 @@ void *tsri_guarded_alloc(size_t size, size_t align, tsr_heap_t *h, void *caller,
   size_t i = free_list[free_head];
   free_head = (free_head + 1) % slots;
   free_count--;
+  slot_rec[i].busy = 1;
   tsri_unlock(&guard_lock);
 
   uint8_t *start = (uint8_t *)slot_page(i);
-  if (tsri_os_commit(start, page) == 0) {
-    tsri_count(&tsri_counters.os_commits, 1);
-    tsri_count(&tsri_counters.committed, (int64_t)page);
-  } else {
+  if (tsri_os_commit(start, page) != 0) {
     tsri_lock(&guard_lock);
+    slot_rec[i].busy = 0;
     free_list[(free_head + free_count) % slots] = (uint32_t)i;
     free_count++;
     tsri_unlock(&guard_lock);
     return NULL;
   }
+  tsri_count(&tsri_counters.os_commits, 1);
   if (size == 0) size = 1;   /* malloc(0): a block of one byte, as the arenas' 16 have room for */
   if (align < 16) align = 16;
   uint8_t *block = (rng_next(h) >> 63) ? start : start + ((page - size) & ~(align - 1));
   memset(start, TSRI_DEBUG_GUARD_BYTE, (size_t)(block - start));
   memset(block + size, TSRI_DEBUG_GUARD_BYTE, (size_t)(start + page - (block + size)));
-  gslot_t rec = { (uintptr_t)block, size, tsri_meta_stack(caller, h, fp), 0, h->thread, 0, SLOT_LIVE };
+  gslot_t rec = { (uintptr_t)block, size, tsri_meta_stack(caller, h, fp), 0, h->thread, 0, SLOT_LIVE, 0 };
   tsri_lock(&guard_lock);
   slot_rec[i] = rec;
-  tsri_unlock(&guard_lock);
+  tsri_count(&tsri_counters.committed, (int64_t)page);
   atomic_fetch_add_explicit(&live_blocks, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&live_bytes, size, memory_order_relaxed);
+  tsri_unlock(&guard_lock);
   return block;
+}
+
+/* Slot i's block is gone (its free ends, or a fork child ends it):
+ * freed, and back on the free list when its page is inaccessible again
+ * (guarded).  Lock held. */
+static void slot_freed(size_t i, bool guarded) {
+  gslot_t *s = &slot_rec[i];
+  s->state = SLOT_FREED;
+  s->busy = 0;
+  atomic_fetch_sub_explicit(&live_blocks, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&live_bytes, s->size, memory_order_relaxed);
+  if (!guarded) return;
+  tsri_count(&tsri_counters.committed, -(int64_t)page);
+  free_list[(free_head + free_count) % slots] = (uint32_t)i;
+  free_count++;
 }
 
 /* The slot whose page holds p, or SIZE_MAX. */
@@ -236,14 +261,17 @@ void tsri_hook_guarded_free(void *p, void *caller) {
   gslot_t s = { 0 };
   tsri_lock(&guard_lock);
   if (i != SIZE_MAX) s = slot_rec[i];
+  bool ours = s.block == (uintptr_t)p && s.state == SLOT_LIVE && !s.busy;
+  if (ours) slot_rec[i].busy = 1;   /* a second free meanwhile is a double free */
   tsri_unlock(&guard_lock);
   uint32_t stack = tsri_stack_capture_from(caller);
-  if (s.block != (uintptr_t)p || s.state != SLOT_LIVE) {
-    if (s.block == (uintptr_t)p && s.state == SLOT_FREED) {
-      tsri_error_begin(TSR_ERROR_DOUBLE_FREE, "double free of %p (guarded block of %zu bytes, already freed)",
-                       p, s.size);
+  if (!ours) {
+    if (s.block == (uintptr_t)p && s.state != SLOT_UNUSED) {
+      bool freed = s.state == SLOT_FREED;
+      tsri_error_begin(TSR_ERROR_DOUBLE_FREE, "double free of %p (guarded block of %zu bytes, %s)", p, s.size,
+                       freed ? "already freed" : "being freed by another thread");
       tsri_debug_stack_lines("allocated", s.alloc_stack, s.alloc_thread);
-      tsri_debug_stack_lines("freed", s.free_stack, s.free_thread);
+      if (freed) tsri_debug_stack_lines("freed", s.free_stack, s.free_thread);
     } else {
       tsri_error_begin(TSR_ERROR_BAD_FREE, "free(%p): not a block of guarded sampling (an interior or wild "
                        "pointer)", p);
@@ -278,20 +306,11 @@ void tsri_hook_guarded_free(void *p, void *caller) {
   /* refused: the slot stays readable and committed, and is not used
    * again (the pool has one slot fewer) */
   bool guarded = tsri_os_guard(start, page) == 0;
-  if (guarded) {
-    tsri_count(&tsri_counters.os_decommits, 1);
-    tsri_count(&tsri_counters.committed, -(int64_t)page);
-  }
-  atomic_fetch_sub_explicit(&live_blocks, 1, memory_order_relaxed);
-  atomic_fetch_sub_explicit(&live_bytes, s.size, memory_order_relaxed);
+  if (guarded) tsri_count(&tsri_counters.os_decommits, 1);
   tsri_lock(&guard_lock);
-  slot_rec[i].state = SLOT_FREED;
   slot_rec[i].free_stack = stack;
   slot_rec[i].free_thread = tsri_os_thread_id();
-  if (guarded) {
-    free_list[(free_head + free_count) % slots] = (uint32_t)i;
-    free_count++;
-  }
+  slot_freed(i, guarded);
   tsri_unlock(&guard_lock);
   tsri_heap_count_free();
 }
@@ -321,4 +340,25 @@ int tsri_guarded_walk(tsri_walk_fn *fn, void *arg) {
 
 void tsri_guarded_fork_prepare(void) { tsri_lock(&guard_lock); }
 void tsri_guarded_fork_parent(void) { tsri_unlock(&guard_lock); }
-void tsri_guarded_fork_child(void) { tsri_unlock(&guard_lock); }
+/* The slots a vanished thread was handing out or freeing (busy): each
+ * guarded again and free (see fork); a page the OS will not guard stays
+ * out of use, as in a free.  Single-threaded. */
+void tsri_guarded_fork_child(void) {
+  tsri_unlock(&guard_lock);
+  if (atomic_load_explicit(&guard_setup, memory_order_acquire) != 1) return;
+  for (size_t i = 0; i < slots; i++) {
+    gslot_t *s = &slot_rec[i];
+    if (!s->busy) continue;
+    bool guarded = tsri_os_guard((void *)slot_page(i), page) == 0;
+    if (s->state == SLOT_LIVE) {   /* being freed: its free stack and thread are gone with it */
+      s->free_stack = s->free_thread = 0;
+      slot_freed(i, guarded);
+      continue;
+    }
+    s->busy = 0;   /* being handed out: nothing counted yet */
+    if (guarded) {
+      free_list[(free_head + free_count) % slots] = (uint32_t)i;
+      free_count++;
+    }
+  }
+}
