@@ -50,10 +50,8 @@ static tsri_lock_t abandoned_lock;
 static tsr_queue_t abandoned[TSR_CLASS_COUNT];
 static _Atomic size_t abandoned_count[TSR_CLASS_COUNT];
 
-/* ------------------------------------------------------------------------
- * Queues.  A page is in exactly one queue of its owner.  For avail queues
- * the heap's cur[] entry follows the first page.
- * ---------------------------------------------------------------------- */
+/* Queues.  A page is in exactly one queue of its owner (or, moving, in
+ * h->loose: queue.h); for avail queues cur[] follows the first page. */
 
 static inline void heap_sync_cur(tsr_heap_t *h, size_t cls) {
   h->cur[cls] = h->avail[cls].first ? h->avail[cls].first : &page_empty_desc;
@@ -400,8 +398,10 @@ static void heap_free_slow(tsr_heap_t *h, tsr_page_t *pg) {
     if (!atomic_compare_exchange_strong_explicit(&pg->xowner, &x, (uintptr_t)h | TSR_PAGE_AVAIL,
                                                  memory_order_seq_cst, memory_order_seq_cst))
       return;   /* QUEUED meanwhile: heap_take_notices brings it back */
+    loose_begin(h, pg);
     queue_remove(&h->full, pg);
     queue_push_back(&h->avail[cls], pg);
+    loose_end(h);
     heap_sync_cur(h, cls);
   } else if ((x & TSR_PAGE_STATE_MASK) != TSR_PAGE_AVAIL) {
     return;

@@ -291,7 +291,8 @@ typedef struct tsr_heap_s {
                                          writes; the reclaimer reads: idle when unchanged) */
   /* The page the owner is moving outside its queues: taken out to be
    * given back, carved or adopted and not queued yet, or going from one
-   * queue to another.  Owner writes; a fork child hands it over with the
+   * queue to another.  Whoever holds the park writes (the owner, or the
+   * reclaimer thawing a parked heap); a fork child hands it over with the
    * heap's queues (heap.c: heap_take_loose). */
   _Atomic(tsr_page_t *) loose;
   _Atomic int park;                   /* who may touch the queues and the pages that are
