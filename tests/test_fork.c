@@ -335,3 +335,58 @@ Test(fork, fork_while_a_thread_commits_new_slots, .timeout = 60) {
             WIFEXITED(status) ? "exit" : "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
   cr_assert_eq(tsr_check(), 0);
 }
+
+/* A fork child that lives past a second starts a reclaimer of its own
+ * (the parent's is not in it; reclaim.c), from a slow path, and an idle
+ * child then gets its free memory back with no call of its own.  The
+ * fork is made while another thread lives, as in
+ * fork_while_threads_allocate, whose children start that thread too when
+ * a loaded machine keeps them past their first second. */
+static void *wait_for_release(void *arg) {
+  _Atomic int *release = arg;
+  while (!atomic_load(release)) tsr_test_sleep_ms(1);
+  return NULL;
+}
+
+static int child_reclaims(void) {
+  enum { BLOCKS = 32768, SIZE = 1000 };
+  static void *b[BLOCKS];
+  for (int i = 0; i < BLOCKS; i++) {
+    b[i] = tsr_malloc(SIZE);
+    if (b[i] == NULL) return 20;
+    memset(b[i], 0x2a, SIZE);
+  }
+  /* a second old: the next slow paths start the reclaimer (a sixteenth
+   * notes the age, the one after starts it) */
+  tsr_test_sleep_ms(1100);
+  for (int round = 0; round < 4; round++) {
+    void *big[96];
+    for (int i = 0; i < 96; i++)
+      if ((big[i] = tsr_malloc(65536 + (size_t)(i % 4) * 8192)) == NULL) return 21;
+    for (int i = 0; i < 96; i++) tsr_free(big[i]);
+  }
+  uint64_t peak = tsr_test_stats().committed;
+  for (int i = 0; i < BLOCKS; i++) tsr_free(b[i]);
+  /* no allocation from here on: only the reclaimer purges, after the
+   * purge delay and a period or two (more under a sanitizer) */
+  uint64_t expect = (uint64_t)BLOCKS * SIZE * 3 / 4;
+  for (int i = 0; i < 100 && peak - tsr_test_stats().committed < expect; i++) tsr_test_sleep_ms(100);
+  if (peak - tsr_test_stats().committed < expect) return 22;
+  return tsr_check() == 0 ? 0 : 23;
+}
+
+Test(fork, a_child_a_second_old_starts_its_own_reclaimer, .timeout = 120) {
+  _Atomic int release = 0;
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, wait_for_release, &release), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) _exit(child_reclaims());
+  atomic_store(&release, 1);
+  pthread_join(t, NULL);
+  cr_assert_geq(pid, 0, "fork failed");
+  int status = 0;
+  cr_assert_eq(waitpid(pid, &status, 0), pid);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the fork child failed: %s %d (22: nothing purged)",
+            WIFEXITED(status) ? "exit" : "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+}

@@ -29,7 +29,10 @@ static _Atomic uint64_t fence_seq;     /* fences ended */
 static _Atomic uint64_t fence_moves;   /* fences put up or taken down, fork's included */
 static _Atomic uint64_t fig_pause_max; /* the longest a page stayed fenced, ns */
 static _Atomic int fork_fence;
-static uint32_t fork_pid, fork_tid;
+/* Who put fork's fence up: set before it goes up (its store publishes
+ * them).  Atomic: a writer that saw one fork's fence may read them still
+ * while the next fork sets them. */
+static _Atomic uint32_t fork_pid, fork_tid;
 static TSRI_TLS uintptr_t fault_last_page;
 static TSRI_TLS uint64_t fault_last_seq;
 static uint8_t unshare_buf[TSRI_MESH_PAGE_MAX];
@@ -64,9 +67,9 @@ bool tsri_mesh_fault(void *addr) {
   }
   if (!tsri_arena_registered(page & ~(uintptr_t)TSR_ARENA_MASK)) return false;
   if (atomic_load_explicit(&fork_fence, memory_order_acquire)) {
-    if (tsri_os_process_id() != fork_pid) {
+    if (tsri_os_process_id() != atomic_load_explicit(&fork_pid, memory_order_relaxed)) {
       tsri_mesh_unshare(page);   /* a fork child writing before its handler ran */
-    } else if (tsri_os_thread_id() == fork_tid) {
+    } else if (tsri_os_thread_id() == atomic_load_explicit(&fork_tid, memory_order_relaxed)) {
       /* the forking thread itself, between fork's prepare and parent
        * handlers: it cannot wait for itself */
       tsri_os_protect((void *)page, page_size, true);
@@ -101,8 +104,8 @@ uint64_t tsri_mesh_pause_max(void) { return atomic_load_explicit(&fig_pause_max,
 
 void tsri_mesh_fork_fence(bool up) {
   if (up) {
-    fork_pid = tsri_os_process_id();
-    fork_tid = tsri_os_thread_id();
+    atomic_store_explicit(&fork_pid, tsri_os_process_id(), memory_order_relaxed);
+    atomic_store_explicit(&fork_tid, tsri_os_thread_id(), memory_order_relaxed);
   }
   atomic_store_explicit(&fork_fence, up, memory_order_seq_cst);
   atomic_fetch_add_explicit(&fence_moves, 1, memory_order_seq_cst);
@@ -126,7 +129,8 @@ bool tsri_mesh_fenced_since(uint64_t seen) {
    * the program's that ran before tessera's, in either, would wait for
    * itself, and keeps its EFAULT */
   if (atomic_load_explicit(&fork_fence, memory_order_seq_cst) &&
-      (tsri_os_process_id() != fork_pid || tsri_os_thread_id() == fork_tid))
+      (tsri_os_process_id() != atomic_load_explicit(&fork_pid, memory_order_relaxed) ||
+       tsri_os_thread_id() == atomic_load_explicit(&fork_tid, memory_order_relaxed)))
     goto out;
   while (fence_up()) tsri_os_yield();
   moved = atomic_load_explicit(&fence_moves, memory_order_seq_cst) != seen;

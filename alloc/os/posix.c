@@ -678,10 +678,6 @@ typedef struct os_thread_s {
 static void *os_thread_main(void *p) {
   os_thread_t t = *(os_thread_t *)p;
   tsri_os_release(p, tsri_os_page_size());
-  /* the program's signals go to its own threads */
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
   t.fn(t.arg);
   return NULL;
 }
@@ -698,8 +694,19 @@ int tsri_os_thread_start(void (*fn)(void *arg), void *arg) {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    /* Every signal blocked while the thread is made, a mask the thread
+     * keeps: the program's signals go to its own threads, and none
+     * interrupts pthread_create here.  It marks the process
+     * multi-threaded, then takes the C library's malloc lock for the new
+     * thread's TLS: a handler's fork there (glibc's tst-mallocfork2,
+     * fork_helper signal_in_malloc) took fork's malloc locks on top of
+     * its own thread's and waited for ever. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     pthread_t id;
     rc = pthread_create(&id, &attr, os_thread_main, t);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
     if (rc != 0) tsri_os_release(mem, tsri_os_page_size());
   }
