@@ -329,10 +329,8 @@ Test(fork, fork_while_a_thread_commits_new_slots, .timeout = 60) {
   pthread_join(t, NULL);
   cr_assert_geq(pid, 0, "fork failed");
   cr_assert_eq(held, 2, "the commit was held under a lock fork needs: the fork came after it");
-  int status = 0;
-  cr_assert_eq(waitpid(pid, &status, 0), pid);
-  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the fork child failed: %s %d",
-            WIFEXITED(status) ? "exit" : "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+  char why[64];
+  cr_assert(tsr_test_exited_0(pid, why, sizeof why), "the fork child failed: %s", why);
   cr_assert_eq(tsr_check(), 0);
 }
 
@@ -385,8 +383,6 @@ Test(fork, a_child_a_second_old_starts_its_own_reclaimer, .timeout = 120) {
   atomic_store(&release, 1);
   pthread_join(t, NULL);
   cr_assert_geq(pid, 0, "fork failed");
-  int status = 0;
-  cr_assert_eq(waitpid(pid, &status, 0), pid);
-  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the fork child failed: %s %d (22: nothing purged)",
-            WIFEXITED(status) ? "exit" : "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+  char why[64];
+  cr_assert(tsr_test_exited_0(pid, why, sizeof why), "the fork child failed: %s (22: nothing purged)", why);
 }

@@ -107,10 +107,8 @@ static void fork_inside(holder_arg_t *a, uintptr_t slot) {
   cr_assert_eq(reached, 2, "the holder made no such call");
   cr_assert_geq(pid, 0, "fork failed");
   cr_assert_eq(held, 2, "the call was held under a lock fork needs: the fork came after it");
-  int status = 0;
-  cr_assert_eq(waitpid(pid, &status, 0), pid);
-  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the fork child failed: %s %d",
-            WIFEXITED(status) ? "exit" : "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+  char why[64];
+  cr_assert(tsr_test_exited_0(pid, why, sizeof why), "the fork child failed: %s", why);
 }
 
 /* The slot's page: a first block, freed (the slot is free again). */

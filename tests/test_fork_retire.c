@@ -119,12 +119,11 @@ static void fork_while_giving_back(void) {
   int reached = atomic_exchange(&stage, 0);
   pthread_join(t, NULL);
   cr_assert_geq(pid, 0, "fork failed");
-  int status = 0;
-  cr_assert_eq(waitpid(pid, &status, 0), pid);
+  char why[64];
+  bool exited_0 = tsr_test_exited_0(pid, why, sizeof why);
   cr_assert_neq(reached, 4, "the program's prepare handler ran before tessera's");
   cr_assert_eq(reached, 3, "the thread did not wait for the arena lock across the fork (stage %d)", reached);
-  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the fork child failed: %s %d",
-            WIFEXITED(status) ? "exit" : "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+  cr_assert(exited_0, "the fork child failed: %s", why);
   cr_assert_neq(g.page->kind, TSR_SLOT_HEAD, "the parent kept the span");
   cr_assert_eq(tsr_check(), 0);
 }

@@ -146,6 +146,22 @@ typedef struct tsr_child_s {
 
 /* The whole of f, from its start, in a malloc'ed NUL-terminated buffer
  * (*len: its length, when len is not NULL); NULL without memory. */
+/* Wait for child pid: true when it exited 0, else how it ended in why
+ * ("exit N", "signal N"). */
+static inline bool tsr_test_exited_0(pid_t pid, char *why, size_t cap) {
+  int status = 0;
+  pid_t got;
+  while ((got = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {}
+  if (got != pid) {
+    snprintf(why, cap, "no child %d", (int)pid);
+    return false;
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
+  snprintf(why, cap, "%s %d", WIFEXITED(status) ? "exit" : "signal",
+           WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+  return false;
+}
+
 static inline char *tsr_test_slurp(FILE *f, size_t *len) {
   fseek(f, 0, SEEK_END);
   long n = ftell(f);
