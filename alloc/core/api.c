@@ -266,13 +266,7 @@ static inline __attribute__((always_inline)) void *realloc_any(void *p, size_t s
     return NULL;
   }
   if (ref.page == NULL && size > TSR_SMALL_MAX) {
-    /* from the move to the record's move, tsr_check from another thread
-     * would find the record on no block (meta.c: tsri_meta_check) */
-    bool tracked = is_tracked(&ref);
-    if (tracked) atomic_fetch_add_explicit(&tsri_large_moving, 1, memory_order_seq_cst);
-    void *moved = tsri_large_realloc(p, size);
-    if (moved != NULL && tracked) tsri_hook_resized(p, moved, size);
-    if (tracked) atomic_fetch_sub_explicit(&tsri_large_moving, 1, memory_order_seq_cst);
+    void *moved = is_tracked(&ref) ? tsri_hook_large_realloc(p, size) : tsri_large_realloc(p, size);
     if (moved != NULL) return moved;
   } else if (size <= ref.usable && size > ref.usable / 2) {
     if (is_tracked(&ref)) tsri_hook_resized(p, p, size);

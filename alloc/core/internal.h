@@ -370,8 +370,6 @@ tsri_hidden void tsri_large_stats(uint64_t *live_bytes, uint64_t *live_blocks,
 /* Large blocks with a record (tracking counts them); nonzero: large frees
  * must call tsri_hook_free_large. */
 tsri_hidden extern _Atomic size_t tsri_large_tracked;
-/* Reallocs of tracked large blocks between the move and its record's (api.c). */
-tsri_hidden extern _Atomic size_t tsri_large_moving;
 tsri_hidden void tsri_large_fork_prepare(void);
 tsri_hidden void tsri_large_fork_parent(void);
 tsri_hidden void tsri_large_fork_child(void);

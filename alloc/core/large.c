@@ -37,7 +37,6 @@ typedef struct large_cached_s {
 } large_cached_t;
 
 _Atomic size_t tsri_large_tracked;     /* counted by tracking (core/hooks.h) */
-_Atomic size_t tsri_large_moving;
 static tsri_lock_t large_lock;
 static tsri_table_t large_table = TSRI_TABLE_INIT(tsr_large_t, 256);   /* live blocks */
 static uint64_t large_live_bytes;     /* sum of usable sizes */

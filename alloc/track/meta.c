@@ -710,8 +710,6 @@ void tsri_hook_resized(const void *from, const void *to, size_t requested) {
       return;
     }
   }
-  /* the large-block lock is not taken inside the table's: fork takes
-   * them the other way round (core/init.c) */
   size_t usable = pg == NULL ? tsri_large_usable(to) : 0;
   meta_entry_t e;
   tsri_lock(&meta_lock);
@@ -725,13 +723,35 @@ void tsri_hook_resized(const void *from, const void *to, size_t requested) {
   tsri_unlock(&meta_lock);
 }
 
+void *tsri_hook_large_realloc(void *p, size_t size) {
+  meta_entry_t e;
+  tsri_lock(&meta_lock);
+  bool had = table_remove((uintptr_t)p, &e);
+  tsri_unlock(&meta_lock);
+  void *moved = tsri_large_realloc(p, size);
+  if (!had) return moved;
+  if (moved != NULL) {
+    e.ptr = (uintptr_t)moved;
+    e.requested = size;
+    e.rec.requested = size > UINT32_MAX ? UINT32_MAX : (uint32_t)size;
+    e.usable = tsri_large_usable(moved);
+  }
+  tsri_lock(&meta_lock);
+  /* the room it left may have gone to other threads' records meanwhile */
+  if (!table_insert(&e)) {
+    tsri_count(&tsri_records_lost, 1);
+    atomic_fetch_sub_explicit(&tsri_large_tracked, 1, memory_order_relaxed);
+  }
+  tsri_unlock(&meta_lock);
+  return moved;
+}
+
 /* ------------------------------------------------------------------------
  * Checks, fork
  * ---------------------------------------------------------------------- */
 
 /* Every record must belong to a live block it fits, name a known stack,
- * and be counted where the free path will look for it; no large record
- * is judged while a realloc moves one (tsri_large_moving, api.c). */
+ * and be counted where the free path will look for it. */
 size_t tsri_meta_check(void) {
   size_t bad = 0;
   uint32_t stacks = tsri_stack_count();
@@ -741,9 +761,8 @@ size_t tsri_meta_check(void) {
     tsr_page_t *pg = tsri_page_of((void *)e->ptr);
     long idx = pg ? tsri_block_index(pg, (void *)e->ptr) : -1;
     bool live = pg ? idx >= 0 && !tsri_block_is_free(pg, (size_t)idx) : tsri_large_usable((void *)e->ptr) != 0;
-    if ((!live || e->requested > e->usable || (e->rec.stack & ~TSRI_REC_EXPECTED) > stacks ||
-         (pg != NULL && (atomic_load_explicit(&pg->tracked, memory_order_relaxed) & TSRI_TRACKED_COUNT) == 0)) &&
-        (pg != NULL || atomic_load_explicit(&tsri_large_moving, memory_order_seq_cst) == 0)) {
+    if (!live || e->requested > e->usable || (e->rec.stack & ~TSRI_REC_EXPECTED) > stacks ||
+        (pg != NULL && (atomic_load_explicit(&pg->tracked, memory_order_relaxed) & TSRI_TRACKED_COUNT) == 0)) {
       tsri_warning("check: record of %p (requested %zu, stack %zu) does not match a live block",
                    (void *)e->ptr, (size_t)e->requested, (size_t)(e->rec.stack & ~TSRI_REC_EXPECTED));
       bad++;
