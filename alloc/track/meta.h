@@ -1,6 +1,7 @@
 /* meta.h: what meta.c (making and dropping records) shares with walk.c
  * (reading them back): the time log's marks and lookups in the table of
- * sampled and large records.  Private to alloc/track/. */
+ * sampled and large records; and sample.c's arithmetic.  Private to
+ * alloc/track/. */
 #ifndef TSR_META_H
 #define TSR_META_H
 
@@ -30,5 +31,8 @@ tsri_hidden bool tsri_meta_table_get(const void *p, tsri_rec_t *rec, double *wei
 tsri_hidden tsri_lock_t *tsri_meta_lock_get(void);
 /* Mark p's table record as expected at exit; false when it has none. */
 tsri_hidden bool tsri_meta_table_expect(const void *p);
+/* -ln(u) for u in (0, 1], and 1 - exp(-x) for x >= 0 (sample.c). */
+tsri_hidden double tsri_neg_log(double u);
+tsri_hidden double tsri_one_minus_exp(double x);
 
 #endif /* TSR_META_H */
