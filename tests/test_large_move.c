@@ -23,10 +23,7 @@
 
 #include <pthread.h>
 #include <sched.h>
-#include <stdarg.h>
 #include <stdatomic.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
 
 #define MiB ((size_t)1 << 20)
 #define MOVES 3000
@@ -37,14 +34,10 @@ static _Atomic size_t left_size;
 static _Atomic int moving_done;
 
 void *mremap(void *old, size_t old_size, size_t new_size, int flags, ...) {
-  void *target = NULL;
-  if (flags & MREMAP_FIXED) {
-    va_list ap;
-    va_start(ap, flags);
-    target = va_arg(ap, void *);
-    va_end(ap);
-  }
-  void *moved = (void *)syscall(SYS_mremap, old, old_size, new_size, flags, target);
+  va_list ap;
+  va_start(ap, flags);
+  void *moved = tsr_test_mremap_call(old, old_size, new_size, flags, ap);
+  va_end(ap);
   if (moved != MAP_FAILED && moved != old && pthread_equal(pthread_self(), mover)) {
     atomic_store(&left_size, old_size);
     atomic_store(&left_behind, (uintptr_t)old);

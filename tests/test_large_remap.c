@@ -21,10 +21,7 @@
 #include "tsr_test.h"
 
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
 
 #define MiB ((size_t)1 << 20)
 #define DEADLINE_S 10.0
@@ -54,13 +51,6 @@ static void *probe_main(void *arg) {
 /* tessera's mremap, from this test's thread, when it frees pages: the
  * other thread must get through meanwhile. */
 void *mremap(void *old, size_t old_size, size_t new_size, int flags, ...) {
-  void *target = NULL;
-  if (flags & MREMAP_FIXED) {
-    va_list ap;
-    va_start(ap, flags);
-    target = va_arg(ap, void *);
-    va_end(ap);
-  }
   if (new_size < old_size && !pthread_equal(pthread_self(), prober)) {
     atomic_store(&probe_done, 0);
     atomic_store(&probe_asked, 1);
@@ -70,7 +60,11 @@ void *mremap(void *old, size_t old_size, size_t new_size, int flags, ...) {
     /* a probe that blocked goes on once the lock is given back */
     if (!atomic_load(&probe_done)) atomic_fetch_add(&probes_blocked, 1);
   }
-  return (void *)syscall(SYS_mremap, old, old_size, new_size, flags, target);
+  va_list ap;
+  va_start(ap, flags);
+  void *moved = tsr_test_mremap_call(old, old_size, new_size, flags, ap);
+  va_end(ap);
+  return moved;
 }
 
 static void start_prober(void) {

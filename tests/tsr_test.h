@@ -17,13 +17,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -276,5 +279,16 @@ static inline bool tsr_test_names_addr(const char *text, const void *p) {
   }
   return false;
 }
+
+/* The system call behind an mremap that a test defines (a program's own
+ * definition comes before the C library's, and tessera calls it): ap, from
+ * the wrapper's va_start, holds the new address when flags has
+ * MREMAP_FIXED (in a test whose first line defines _GNU_SOURCE). */
+#ifdef MREMAP_FIXED
+static inline void *tsr_test_mremap_call(void *old, size_t old_size, size_t new_size, int flags, va_list ap) {
+  void *target = (flags & MREMAP_FIXED) ? va_arg(ap, void *) : NULL;
+  return (void *)syscall(SYS_mremap, old, old_size, new_size, flags, target);
+}
+#endif
 
 #endif /* TSR_TEST_H */
