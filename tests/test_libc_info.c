@@ -11,6 +11,7 @@
 #include "tsr_test.h"
 
 #include <malloc.h>
+#include <pthread.h>
 
 #define BLOCKS 16384   /* 16 MiB of 1,024-byte blocks */
 #define SIZE 1000   /* class 1024 */
@@ -173,4 +174,40 @@ Test(libc_info, malloc_info_writes_glibcs_schema) {
   cr_assert_eq(errno, EINVAL);
   fclose(f);
   for (size_t i = 1; i < BLOCKS; i += 2) free(blocks[i]);
+}
+
+/* glibc's tst-malloc-stats-cancellation (bug 22830): a thread with a
+ * cancellation pending prints all of malloc_stats, and is cancelled at
+ * its next cancellation point. */
+static void *stats_then_cancel(void *gate) {
+  pthread_barrier_wait(gate);
+  malloc_stats();
+  fputs("after the cancellation point\n", stderr);
+  return NULL;
+}
+
+Test(libc_info, malloc_stats_is_not_a_cancellation_point) {
+  int fds[2];
+  cr_assert_eq(pipe(fds), 0);   /* a write to a pipe is a cancellation point */
+  fflush(stderr);
+  int saved = dup(2);
+  cr_assert_geq(dup2(fds[1], 2), 0);
+  pthread_barrier_t gate;
+  pthread_barrier_init(&gate, NULL, 2);
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, stats_then_cancel, &gate), 0);
+  pthread_cancel(t);
+  pthread_barrier_wait(&gate);
+  void *rv;
+  pthread_join(t, &rv);
+  dup2(saved, 2);
+  close(saved);
+  close(fds[1]);
+  char text[4096];
+  ssize_t n = read(fds[0], text, sizeof text - 1);
+  close(fds[0]);
+  text[n > 0 ? n : 0] = 0;
+  cr_assert_eq(rv, PTHREAD_CANCELED, "the thread was not cancelled");
+  cr_assert_not_null(strstr(text, "max mmap bytes"), "malloc_stats was cut short:\n%s", text);
+  cr_assert_null(strstr(text, "after the cancellation point"), "cancellation stayed off:\n%s", text);
 }

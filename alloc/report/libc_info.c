@@ -30,6 +30,7 @@
 
 #if defined(__GLIBC__)
 #include <malloc.h>
+#include <pthread.h>
 #include <stdio.h>
 
 #define TSRI_EXPORT __attribute__((visibility("default")))
@@ -96,16 +97,21 @@ TSRI_EXPORT struct mallinfo mallinfo(void) {
   return m;
 }
 
-/* glibc's layout, one arena: the classes' pages; then the whole heap. */
+/* glibc's layout, one arena: the classes' pages; then the whole heap.
+ * Not a cancellation point, as glibc's is not: a thread cancelled while
+ * it prints would leave the lines cut (glibc bug 22830's test). */
 TSRI_EXPORT void malloc_stats(void) {
   libc_info_t i;
   info_take(&i);
+  int cancel;
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
   fprintf(stderr, "Arena 0:\nsystem bytes     = %10llu\nin use bytes     = %10llu\n",
           (unsigned long long)i.arena, (unsigned long long)i.uordblks);
   fprintf(stderr, "Total (incl. mmap):\nsystem bytes     = %10llu\nin use bytes     = %10llu\n",
           (unsigned long long)i.committed, (unsigned long long)i.allocated);
   fprintf(stderr, "max mmap regions = %10llu\nmax mmap bytes   = %10llu\n", (unsigned long long)i.hblks,
           (unsigned long long)i.hblkhd);
+  pthread_setcancelstate(cancel, NULL);
 }
 
 /* glibc's schema: the free blocks by size (here, by class), the totals of
