@@ -18,6 +18,22 @@
 
 static void *blocks[BLOCKS];
 
+#define MiB ((size_t)1 << 20)
+
+/* mallinfo is deprecated (its fields overflow past 2 GiB), and still
+ * called by programs */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+static struct mallinfo old_mallinfo(void) { return mallinfo(); }
+#pragma GCC diagnostic pop
+
+/* glibc's order, which programs rely on when they subtract */
+static void ordered(const struct mallinfo2 *m) {
+  cr_assert_leq(m->keepcost, m->fordblks, "keepcost %zu over fordblks %zu", m->keepcost, m->fordblks);
+  cr_assert_leq(m->fordblks, m->arena, "fordblks %zu over arena %zu", m->fordblks, m->arena);
+  cr_assert_eq(m->fordblks, m->arena - m->uordblks);
+}
+
 static void fill(size_t size) {
   for (size_t i = 0; i < BLOCKS; i++) {
     blocks[i] = malloc(size);
@@ -40,43 +56,69 @@ Test(libc_info, mallinfo2_counts_the_blocks_of_the_classes) {
                 (unsigned long long)usable);
   cr_assert_lt(b.uordblks - a.uordblks, usable + 65536, "in use grew by %zu for %llu bytes",
                b.uordblks - a.uordblks, (unsigned long long)usable);
-  cr_assert_geq(b.arena, b.uordblks);
-  cr_assert_eq(b.fordblks, b.arena - b.uordblks);
+  ordered(&a);
+  ordered(&b);
   cr_assert_eq(b.smblks + b.fsmblks + b.usmblks, 0);
   empty();
   struct mallinfo2 c = mallinfo2();
   cr_assert_leq(c.uordblks, a.uordblks + 65536, "in use %zu after the frees, %zu before the blocks", c.uordblks,
                 a.uordblks);
-  /* the emptied pages leave their class and wait for their purge delay:
-   * what a trim would give back */
-  cr_assert_leq(c.arena + ((size_t)8 << 20), b.arena, "the classes hold %zu after the frees, %zu before", c.arena,
-                b.arena);
-  cr_assert_geq(c.keepcost, b.keepcost + ((size_t)8 << 20), "keepcost %zu after the frees, %zu before",
-                c.keepcost, b.keepcost);
+  ordered(&c);
+  /* the emptied pages wait for their purge delay, committed: free in the
+   * arena, and what a trim would give back */
+  cr_assert_geq(c.fordblks, b.fordblks + 8 * MiB, "fordblks %zu after the frees, %zu before", c.fordblks,
+                b.fordblks);
+  cr_assert_geq(c.keepcost, b.keepcost + 8 * MiB, "keepcost %zu after the frees, %zu before", c.keepcost,
+                b.keepcost);
 }
 
-Test(libc_info, mallinfo2_counts_large_blocks_as_mapped) {
+/* a block carved from a large segment (3 MiB) and one mapped alone and
+ * cached when freed (6 MiB) */
+static void large_block(size_t size) {
   struct mallinfo2 a = mallinfo2();
-  char *p = malloc(3 << 20);
+  char *p = malloc(size);
   cr_assert_not_null(p);
   p[0] = 1;
   blocks[0] = p;   /* seen outside: the compiler may not drop the pair */
   struct mallinfo2 b = mallinfo2();
   cr_assert_eq(b.hblks, a.hblks + 1);
-  cr_assert_geq(b.hblkhd - a.hblkhd, (size_t)3 << 20);
+  cr_assert_geq(b.hblkhd - a.hblkhd, size);
   cr_assert_lt(b.uordblks - a.uordblks, 65536, "a large block is not in the classes' figures");
   free(p);
   struct mallinfo2 c = mallinfo2();
+  ordered(&c);
   cr_assert_eq(c.hblks, a.hblks);
-  cr_assert_eq(c.hblkhd, a.hblkhd);
+  cr_assert_eq(c.hblkhd, a.hblkhd, "a freed block still counted: %zu, %zu before it", c.hblkhd, a.hblkhd);
+  /* a free may also purge what waited past its delay: keepcost holds the
+   * block, whatever else left */
+  cr_assert_geq(c.keepcost, size, "a freed large block of %zu is kept for reuse, what a trim gives back: keepcost %zu",
+                size, c.keepcost);
 }
 
-/* mallinfo is deprecated (its fields overflow past 2 GiB), and still
- * called by programs */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-static struct mallinfo old_mallinfo(void) { return mallinfo(); }
-#pragma GCC diagnostic pop
+Test(libc_info, mallinfo2_counts_large_blocks_as_mapped) {
+  large_block(3 * MiB);
+  large_block(6 * MiB);
+}
+
+/* a thread with the smallest stack POSIX allows */
+static void *ask_on_a_small_stack(void *arg) {
+  (void)arg;
+  struct mallinfo2 m = mallinfo2();
+  struct mallinfo o = old_mallinfo();
+  return (void *)(uintptr_t)(m.arena != 0 && o.arena != 0);
+}
+
+Test(libc_info, mallinfo2_needs_little_stack) {
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  cr_assert_eq(pthread_attr_setstacksize(&attr, PTHREAD_STACK_MIN), 0);
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, &attr, ask_on_a_small_stack, NULL), 0);
+  void *rv;
+  pthread_join(t, &rv);
+  pthread_attr_destroy(&attr);
+  cr_assert_eq(rv, (void *)1);
+}
 
 Test(libc_info, mallinfo_gives_the_same_figures_in_int) {
   fill(SIZE);
@@ -108,7 +150,7 @@ Test(libc_info, malloc_trim_gives_the_free_pages_back) {
   uint64_t rss_after = rss_bytes();
   cr_assert_lt(after.keepcost, before.keepcost / 4, "keepcost %zu after the trim, %zu before", after.keepcost,
                before.keepcost);
-  cr_assert_geq(rss_before - rss_after, (uint64_t)8 << 20, "RSS %llu before the trim, %llu after",
+  cr_assert_geq(rss_before, rss_after + 8 * MiB, "RSS %llu before the trim, %llu after",
                 (unsigned long long)rss_before, (unsigned long long)rss_after);
   cr_assert_eq(malloc_trim(0), 0, "a second trim found more to give back");
 }

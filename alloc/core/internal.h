@@ -367,6 +367,9 @@ tsri_hidden int tsri_large_snapshot(tsr_large_t **list, size_t *count, size_t *b
 tsri_hidden void tsri_large_snapshot_free(tsr_large_t *list, size_t bytes);
 tsri_hidden void tsri_large_stats(uint64_t *live_bytes, uint64_t *live_blocks,
                                   uint64_t *mapped);
+/* Bytes of freed large blocks kept committed for reuse (the cache and
+ * segments' dirty runs): what tsr_collect gives back of them. */
+tsri_hidden uint64_t tsri_large_idle_bytes(void);
 /* Large blocks with a record (tracking counts them); nonzero: large frees
  * must call tsri_hook_free_large. */
 tsri_hidden extern _Atomic size_t tsri_large_tracked;

@@ -395,6 +395,13 @@ void tsri_large_stats(uint64_t *live_bytes, uint64_t *live_blocks, uint64_t *map
   tsri_unlock(&large_lock);
 }
 
+uint64_t tsri_large_idle_bytes(void) {
+  tsri_lock(&large_lock);
+  uint64_t bytes = large_cached_bytes + tsri_seg_dirty_bytes();
+  tsri_unlock(&large_lock);
+  return bytes;
+}
+
 void tsri_large_fork_prepare(void) { tsri_lock(&large_lock); }
 void tsri_large_fork_parent(void) { tsri_unlock(&large_lock); }
 void tsri_large_fork_child(void) { tsri_unlock(&large_lock); }

@@ -8,23 +8,27 @@
  * otherwise get glibc's own heap, which is empty, and a trim that gives
  * nothing back.
  *
- * The figures come from tsr_class_stats (one pass over the arenas) and
- * tsr_stats_get, in glibc's terms:
- *   arena     bytes committed to the size classes' pages, and the
- *             blocks of guarded sampling (glibc: the arenas' memory that
- *             is not mmapped)
- *   ordblks   free blocks in those pages; smblks, fsmblks 0 (no fastbins)
- *   hblks     live large blocks; hblkhd: their mapped bytes (above 128
- *             KiB, where glibc's default mmap threshold also puts them)
+ * The figures come from one pass over the arenas and the large blocks'
+ * totals, in glibc's terms, so that keepcost <= fordblks <= arena holds
+ * as in glibc:
+ *   arena     bytes committed to the size classes' pages, guarded
+ *             sampling's blocks, and keepcost's (glibc: the arenas'
+ *             memory that is not mmapped, its free top included)
+ *   ordblks   free blocks in the classes' pages; smblks, fsmblks 0 (no
+ *             fastbins)
+ *   hblks     live large blocks; hblkhd: their bytes (above 128 KiB,
+ *             where glibc's default mmap threshold also puts them)
  *   usmblks   0, as glibc
  *   uordblks  usable bytes of live blocks of the classes and guarded
  *             ones; fordblks the rest of arena
- *   keepcost  committed bytes in none of those nor tessera's records:
- *             free pages waiting for their purge delay and cached large
- *             blocks, what malloc_trim gives back now
+ *   keepcost  free slots still committed and freed large blocks kept for
+ *             reuse: what malloc_trim gives back (glibc: the free top of
+ *             the heap, which trimming releases)
  * mallinfo's int fields take the same figures cut to int, as glibc's do.
  * Only the maximum lines of malloc_stats and malloc_info differ in kind:
- * tessera keeps no peaks, and they show the current figures.
+ * tessera keeps no peaks, and they show the current figures.  Nothing
+ * big goes on the stack: programs call these from threads of their own,
+ * whose stacks may be small.
  */
 #include "report.h"
 
@@ -36,35 +40,41 @@
 #define TSRI_EXPORT __attribute__((visibility("default")))
 
 typedef struct libc_info_s {
-  uint64_t arena, ordblks, hblks, hblkhd, uordblks, keepcost;
+  uint64_t arena, ordblks, hblks, hblkhd, uordblks, fordblks, keepcost;
   uint64_t committed, allocated, reserved;
-  tsr_class_stats_t rows[TSR_CLASS_COUNT + 1];
+  uint64_t free_blocks[TSR_CLASS_COUNT];   /* malloc_info's rows */
 } libc_info_t;
 
 static void info_take(libc_info_t *i) {
   memset(i, 0, sizeof *i);
-  size_t n = tsr_class_stats(i->rows, TSR_CLASS_COUNT + 1);
-  for (size_t c = 0; c < n && c < TSR_CLASS_COUNT; c++) {
-    i->arena += i->rows[c].committed;
-    i->uordblks += i->rows[c].bytes_live;
-    i->ordblks += i->rows[c].blocks_total - i->rows[c].blocks_live;
+  tsri_init();
+  uint64_t pages = 0, dirty_slots = 0;
+  tsri_lock(tsri_arena_lock_get());
+  for (tsr_arena_t *a = tsri_arena_first(); a != NULL; a = a->next) {
+    for (size_t w = 0; w < (a->slots + 63) / 64; w++) dirty_slots += (uint64_t)__builtin_popcountll(a->dirty_map[w]);
+    for (size_t s = a->meta_slots; s < a->slots; s++) {
+      const tsr_page_t *pg = &a->pages[s];
+      if (pg->kind != TSR_SLOT_HEAD) continue;
+      uint32_t cap, live = tsri_page_live(pg, &cap);
+      pages += (uint64_t)pg->span_slots * TSR_SLOT_SIZE;
+      i->uordblks += (uint64_t)live * tsri_classes[pg->cls].block_size;
+      i->free_blocks[pg->cls] += cap - live;
+      i->ordblks += cap - live;
+    }
   }
-  if (n > TSR_CLASS_COUNT) {
-    i->hblks = i->rows[TSR_CLASS_COUNT].pages;
-    i->hblkhd = i->rows[TSR_CLASS_COUNT].committed;
-  }
-  /* a block of guarded sampling is a small block too, on a page of its own */
-  uint64_t guarded_blocks, guarded_bytes;
+  tsri_unlock(tsri_arena_lock_get());
+  uint64_t large_bytes, large_blocks, large_mapped, guarded_blocks, guarded_bytes;
+  tsri_large_stats(&large_bytes, &large_blocks, &large_mapped);
   tsri_guarded_stats(&guarded_blocks, &guarded_bytes);
-  i->arena += guarded_bytes;
+  i->keepcost = dirty_slots * TSR_SLOT_SIZE + tsri_large_idle_bytes();
   i->uordblks += guarded_bytes;
-  tsr_stats_t s = { .size = sizeof s };
-  tsr_stats_get(&s);
-  uint64_t held = i->arena + i->hblkhd + s.metadata;
-  i->keepcost = s.committed > held ? s.committed - held : 0;
-  i->committed = s.committed;
-  i->allocated = s.allocated;
-  i->reserved = s.reserved;
+  i->arena = pages + guarded_bytes + i->keepcost;
+  i->fordblks = i->arena - i->uordblks;
+  i->hblks = large_blocks;
+  i->hblkhd = large_bytes;
+  i->allocated = i->uordblks + large_bytes;
+  i->committed = atomic_load_explicit(&tsri_counters.committed, memory_order_relaxed);
+  i->reserved = atomic_load_explicit(&tsri_counters.reserved, memory_order_relaxed);
 }
 
 #if __GLIBC_PREREQ(2, 33)
@@ -77,7 +87,7 @@ TSRI_EXPORT struct mallinfo2 mallinfo2(void) {
   m.hblks = i.hblks;
   m.hblkhd = i.hblkhd;
   m.uordblks = i.uordblks;
-  m.fordblks = i.arena - i.uordblks;
+  m.fordblks = i.fordblks;
   m.keepcost = i.keepcost;
   return m;
 }
@@ -92,7 +102,7 @@ TSRI_EXPORT struct mallinfo mallinfo(void) {
   m.hblks = (int)i.hblks;
   m.hblkhd = (int)i.hblkhd;
   m.uordblks = (int)i.uordblks;
-  m.fordblks = (int)(i.arena - i.uordblks);
+  m.fordblks = (int)i.fordblks;
   m.keepcost = (int)i.keepcost;
   return m;
 }
@@ -105,12 +115,14 @@ TSRI_EXPORT void malloc_stats(void) {
   info_take(&i);
   int cancel;
   pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+  flockfile(stderr);   /* its lines together, as glibc's */
   fprintf(stderr, "Arena 0:\nsystem bytes     = %10llu\nin use bytes     = %10llu\n",
           (unsigned long long)i.arena, (unsigned long long)i.uordblks);
   fprintf(stderr, "Total (incl. mmap):\nsystem bytes     = %10llu\nin use bytes     = %10llu\n",
           (unsigned long long)i.committed, (unsigned long long)i.allocated);
   fprintf(stderr, "max mmap regions = %10llu\nmax mmap bytes   = %10llu\n", (unsigned long long)i.hblks,
           (unsigned long long)i.hblkhd);
+  funlockfile(stderr);
   pthread_setcancelstate(cancel, NULL);
 }
 
@@ -126,12 +138,11 @@ TSRI_EXPORT int malloc_info(int options, FILE *fp) {
   fputs("<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n", fp);
   uint64_t free_bytes = 0;
   for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
-    const tsr_class_stats_t *r = &i.rows[c];
-    uint64_t count = r->blocks_total - r->blocks_live;
-    free_bytes += count * r->block_size;
+    uint64_t count = i.free_blocks[c], size = tsri_classes[c].block_size;
+    free_bytes += count * size;
     if (count != 0)
-      fprintf(fp, "  <size from=\"%u\" to=\"%u\" total=\"%llu\" count=\"%llu\"/>\n", r->block_size, r->block_size,
-              (unsigned long long)(count * r->block_size), (unsigned long long)count);
+      fprintf(fp, "  <size from=\"%llu\" to=\"%llu\" total=\"%llu\" count=\"%llu\"/>\n", (unsigned long long)size,
+              (unsigned long long)size, (unsigned long long)(count * size), (unsigned long long)count);
   }
   fprintf(fp,
           "</sizes>\n<total type=\"fast\" count=\"0\" size=\"0\"/>\n"
@@ -157,11 +168,9 @@ TSRI_EXPORT int malloc_info(int options, FILE *fp) {
  * 1 when memory went back, as glibc answers. */
 TSRI_EXPORT int malloc_trim(size_t pad) {
   (void)pad;
-  tsr_stats_t before = { .size = sizeof before }, after = { .size = sizeof after };
-  tsr_stats_get(&before);
+  uint64_t before = atomic_load_explicit(&tsri_counters.committed, memory_order_relaxed);
   tsr_collect();
-  tsr_stats_get(&after);
-  return after.committed < before.committed;
+  return atomic_load_explicit(&tsri_counters.committed, memory_order_relaxed) < before;
 }
 
 #endif /* __GLIBC__ */

@@ -29,6 +29,10 @@ typedef struct tsri_sites_s {
 /* A scaled-up figure as a count: rounded, never negative. */
 static inline uint64_t tsri_round_u64(double v) { return v <= 0 ? 0 : (uint64_t)(v + 0.5); }
 
+/* Live blocks of span head pg (its other threads' frees not merged yet
+ * count as free), its capacity in *capacity.  Arena lock held (stats.c). */
+tsri_hidden uint32_t tsri_page_live(const tsr_page_t *pg, uint32_t *capacity);
+
 /* Memory from the OS for report tables; never the heap reported on. */
 tsri_hidden void *tsri_scratch(size_t bytes);
 tsri_hidden void tsri_scratch_free(void *p);

@@ -18,6 +18,20 @@ typedef struct class_acc_s {
   uint64_t occupancy[TSR_OCCUPANCY_BUCKETS];
 } class_acc_t;
 
+uint32_t tsri_page_live(const tsr_page_t *pg, uint32_t *capacity) {
+  uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
+  uint32_t cap = tsri_page_capacity_seen(pg);
+  if (used > cap) used = cap;   /* an owner between its two updates */
+  /* `used` still counts the blocks other threads freed into the page
+   * until its owner merges them: those are free */
+  uint32_t remote = 0;
+  if (used != 0)
+    for (size_t w = 0; w < ((size_t)cap + 63) / 64; w++)
+      remote += (uint32_t)__builtin_popcountll(atomic_load_explicit(tsri_remote(pg, w), memory_order_relaxed));
+  *capacity = cap;
+  return remote < used ? used - remote : 0;
+}
+
 static void pages_pass(class_acc_t acc[TSR_CLASS_COUNT]) {
   memset(acc, 0, sizeof(class_acc_t) * TSR_CLASS_COUNT);
   tsri_lock(tsri_arena_lock_get());
@@ -26,16 +40,7 @@ static void pages_pass(class_acc_t acc[TSR_CLASS_COUNT]) {
       const tsr_page_t *pg = &a->pages[i];
       if (pg->kind != TSR_SLOT_HEAD) continue;
       class_acc_t *c = &acc[pg->cls];   /* cls is set under the lock */
-      uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
-      uint32_t cap = tsri_page_capacity_seen(pg);
-      if (used > cap) used = cap;   /* an owner between its two updates */
-      /* `used` still counts the blocks other threads freed into the page
-       * until its owner merges them: those are free */
-      uint32_t remote = 0;
-      if (used != 0)
-        for (size_t w = 0; w < ((size_t)cap + 63) / 64; w++)
-          remote += (uint32_t)__builtin_popcountll(atomic_load_explicit(tsri_remote(pg, w), memory_order_relaxed));
-      used = remote < used ? used - remote : 0;
+      uint32_t cap, used = tsri_page_live(pg, &cap);
       c->pages++;
       c->committed += (uint64_t)pg->span_slots * TSR_SLOT_SIZE;
       c->live += used;
