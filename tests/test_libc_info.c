@@ -109,14 +109,8 @@ static void *ask_on_a_small_stack(void *arg) {
 }
 
 Test(libc_info, mallinfo2_needs_little_stack) {
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  cr_assert_eq(pthread_attr_setstacksize(&attr, PTHREAD_STACK_MIN), 0);
-  pthread_t t;
-  cr_assert_eq(pthread_create(&t, &attr, ask_on_a_small_stack, NULL), 0);
   void *rv;
-  pthread_join(t, &rv);
-  pthread_attr_destroy(&attr);
+  cr_assert(tsr_test_on_small_stack(ask_on_a_small_stack, &rv));
   cr_assert_eq(rv, (void *)1);
 }
 

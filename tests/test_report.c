@@ -1784,3 +1784,28 @@ Test(report, report_at_failure) {
   free(out);
   unlink(path);
 }
+
+/* The figures from a thread with the smallest stack POSIX allows: the
+ * tables of class rows are built in place or in memory from the OS
+ * (docs/report.md, "Limits"); on the stack they took 12 to 27 KB, and
+ * these calls crashed such a thread. */
+static void *figures_on_a_small_stack(void *arg) {
+  (void)arg;
+  tsr_stats_t s = { .size = sizeof s };
+  if (tsr_stats_get(&s) != 0 || s.allocated == 0) return (void *)1;
+  tsr_class_stats_t few[3];
+  if (tsr_class_stats(few, 3) != TSR_CLASS_COUNT + 1 || few[2].index != 2) return (void *)2;
+  tsr_snapshot_t *snap = tsr_snapshot_take();
+  if (snap == NULL) return (void *)3;
+  tsr_snapshot_free(snap);
+  return NULL;
+}
+
+Test(report, figures_on_the_smallest_stack) {
+  void *keep = tsr_malloc(100);
+  cr_assert_not_null(keep);
+  void *rv;
+  cr_assert(tsr_test_on_small_stack(figures_on_a_small_stack, &rv));
+  cr_assert_null(rv, "step %d failed", (int)(uintptr_t)rv);
+  tsr_free(keep);
+}

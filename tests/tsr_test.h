@@ -16,6 +16,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -278,6 +280,18 @@ static inline bool tsr_test_names_addr(const char *text, const void *p) {
     if (!hexdigit) return true;
   }
   return false;
+}
+
+/* fn(NULL) on a thread with the smallest stack POSIX allows; what it
+ * returned in *result.  False when the thread cannot be made. */
+static inline bool tsr_test_on_small_stack(void *(*fn)(void *), void **result) {
+  pthread_attr_t attr;
+  pthread_t t;
+  bool made = pthread_attr_init(&attr) == 0 && pthread_attr_setstacksize(&attr, PTHREAD_STACK_MIN) == 0 &&
+              pthread_create(&t, &attr, fn, NULL) == 0;
+  pthread_attr_destroy(&attr);
+  if (made) pthread_join(t, result);
+  return made;
 }
 
 /* The system call behind an mremap that a test defines (a program's own

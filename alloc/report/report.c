@@ -298,12 +298,19 @@ tsr_snapshot_t *tsr_snapshot_take(void) {
   snap->count = s->count;
   memcpy(snap->sites, s->sites, s->count * sizeof(tsri_site_t));
   tsri_sites_free(s);
-  tsr_class_stats_t rows[TSR_CLASS_COUNT + 1];
+  /* the rows in memory from the OS: a program may take a snapshot from a
+   * thread with a small stack */
+  tsr_class_stats_t *rows = tsri_scratch((TSR_CLASS_COUNT + 1) * sizeof *rows);
+  if (rows == NULL) {
+    tsri_scratch_free(snap);
+    return NULL;
+  }
   tsr_class_stats(rows, TSR_CLASS_COUNT + 1);
   for (size_t c = 0; c <= TSR_CLASS_COUNT; c++) {
     snap->classes[c].blocks = rows[c].blocks_live;
     snap->classes[c].bytes = rows[c].bytes_live;
   }
+  tsri_scratch_free(rows);
   return snap;
 }
 

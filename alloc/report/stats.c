@@ -6,17 +6,11 @@
  * paths count only into their own heap: live bytes come from the pages'
  * own `used` counts.
  */
-#include "track/track.h"
+#include "report.h"
 
 /* ------------------------------------------------------------------------
  * One pass over the pages, shared by the totals and the class rows
  * ---------------------------------------------------------------------- */
-
-typedef struct class_acc_s {
-  uint64_t pages, committed, live, total;
-  uint64_t rec_live, rec_requested;          /* records in page areas (meta.c) */
-  uint64_t occupancy[TSR_OCCUPANCY_BUCKETS];
-} class_acc_t;
 
 uint32_t tsri_page_live(const tsr_page_t *pg, uint32_t *capacity) {
   uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
@@ -32,25 +26,39 @@ uint32_t tsri_page_live(const tsr_page_t *pg, uint32_t *capacity) {
   return remote < used ? used - remote : 0;
 }
 
-static void pages_pass(class_acc_t acc[TSR_CLASS_COUNT]) {
-  memset(acc, 0, sizeof(class_acc_t) * TSR_CLASS_COUNT);
+/* visit(arg, pg, live, capacity) for every span head, arena lock held.
+ * The passes keep little on the stack: a program may ask from a thread
+ * with a small one. */
+typedef void page_visit_fn(void *arg, const tsr_page_t *pg, uint32_t live, uint32_t capacity);
+
+static void pages_each(page_visit_fn *visit, void *arg) {
   tsri_lock(tsri_arena_lock_get());
   for (tsr_arena_t *a = tsri_arena_first(); a != NULL; a = a->next) {
     for (size_t i = a->meta_slots; i < a->slots; i++) {
       const tsr_page_t *pg = &a->pages[i];
       if (pg->kind != TSR_SLOT_HEAD) continue;
-      class_acc_t *c = &acc[pg->cls];   /* cls is set under the lock */
-      uint32_t cap, used = tsri_page_live(pg, &cap);
-      c->pages++;
-      c->committed += (uint64_t)pg->span_slots * TSR_SLOT_SIZE;
-      c->live += used;
-      c->total += cap;
-      size_t bucket = (size_t)used * TSR_OCCUPANCY_BUCKETS / cap;
-      c->occupancy[bucket < TSR_OCCUPANCY_BUCKETS ? bucket : TSR_OCCUPANCY_BUCKETS - 1]++;
-      tsri_meta_area_count(pg, &c->rec_live, &c->rec_requested);
+      uint32_t cap, live = tsri_page_live(pg, &cap);
+      visit(arg, pg, live, cap);   /* cls is set under the lock */
     }
   }
   tsri_unlock(tsri_arena_lock_get());
+}
+
+/* tsr_stats_get's sums over the pages */
+typedef struct page_totals_s {
+  uint64_t live, blocks, rec_live, rec_requested, rec_usable;   /* bytes, blocks; records in page areas */
+} page_totals_t;
+
+static void totals_visit(void *arg, const tsr_page_t *pg, uint32_t live, uint32_t capacity) {
+  (void)capacity;
+  page_totals_t *t = arg;
+  uint64_t size = tsri_classes[pg->cls].block_size, rec_live = 0, rec_requested = 0;
+  tsri_meta_area_count(pg, &rec_live, &rec_requested);
+  t->live += live * size;
+  t->blocks += live;
+  t->rec_live += rec_live;
+  t->rec_requested += rec_requested;
+  t->rec_usable += rec_live * size;
 }
 
 typedef struct heap_sum_s {
@@ -72,16 +80,10 @@ int tsr_stats_get(tsr_stats_t *stats) {
   memset(&s, 0, sizeof s);
   s.size = stats->size < sizeof s ? stats->size : sizeof s;
   s.version = TSR_STATS_VERSION;
-  class_acc_t acc[TSR_CLASS_COUNT];
-  pages_pass(acc);
-  uint64_t live = 0, blocks = 0, rec_live = 0, rec_req = 0, rec_usable = 0;
-  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
-    live += acc[c].live * tsri_classes[c].block_size;
-    blocks += acc[c].live;
-    rec_live += acc[c].rec_live;
-    rec_req += acc[c].rec_requested;
-    rec_usable += acc[c].rec_live * tsri_classes[c].block_size;
-  }
+  page_totals_t pt = { 0, 0, 0, 0, 0 };
+  pages_each(totals_visit, &pt);
+  uint64_t live = pt.live, blocks = pt.blocks, rec_live = pt.rec_live, rec_req = pt.rec_requested,
+           rec_usable = pt.rec_usable;
   uint64_t large_bytes, large_blocks, large_mapped;
   tsri_large_stats(&large_bytes, &large_blocks, &large_mapped);
   uint64_t guarded_blocks, guarded_bytes;
@@ -143,7 +145,7 @@ typedef struct class_samples_s {
 
 static int class_sample(const tsri_block_t *b, void *arg) {
   class_samples_t *cs = arg;
-  if (b->in_area) return 0;   /* counted by pages_pass */
+  if (b->in_area) return 0;   /* counted by class_visit */
   if (b->pub.weight == 1.0) {
     cs->exact_blocks[b->cls]++;
     cs->exact_requested[b->cls] += b->pub.requested;
@@ -154,12 +156,32 @@ static int class_sample(const tsri_block_t *b, void *arg) {
   return 0;
 }
 
-size_t tsr_class_stats(tsr_class_stats_t *out, size_t max) {
-  tsri_init();
-  size_t rows = TSR_CLASS_COUNT + 1;
-  if (out == NULL || max == 0) return rows;
-  class_acc_t acc[TSR_CLASS_COUNT];
-  pages_pass(acc);
+/* The class rows' page figures, filled in place, and the records of the
+ * page areas by class */
+typedef struct class_pass_s {
+  tsr_class_stats_t *rows;
+  uint64_t rec_live[TSR_CLASS_COUNT], rec_requested[TSR_CLASS_COUNT];
+} class_pass_t;
+
+static void class_visit(void *arg, const tsr_page_t *pg, uint32_t live, uint32_t capacity) {
+  class_pass_t *p = arg;
+  tsr_class_stats_t *r = &p->rows[pg->cls];
+  r->pages++;
+  r->committed += (uint64_t)pg->span_slots * TSR_SLOT_SIZE;
+  r->blocks_live += live;
+  r->blocks_total += capacity;
+  size_t bucket = (size_t)live * TSR_OCCUPANCY_BUCKETS / capacity;
+  r->occupancy[bucket < TSR_OCCUPANCY_BUCKETS ? bucket : TSR_OCCUPANCY_BUCKETS - 1]++;
+  tsri_meta_area_count(pg, &p->rec_live[pg->cls], &p->rec_requested[pg->cls]);
+}
+
+/* Every row, into rows (TSR_CLASS_COUNT + 1 of them). */
+static void class_rows(tsr_class_stats_t *rows) {
+  memset(rows, 0, (TSR_CLASS_COUNT + 1) * sizeof *rows);
+  class_pass_t p;
+  memset(&p, 0, sizeof p);
+  p.rows = rows;
+  pages_each(class_visit, &p);
   class_samples_t cs;
   memset(&cs, 0, sizeof cs);
   tsri_meta_totals_t t;
@@ -167,9 +189,8 @@ size_t tsr_class_stats(tsr_class_stats_t *out, size_t max) {
   if (t.tracked != 0) tsri_meta_walk(class_sample, &cs, true);
   uint64_t large_bytes, large_blocks, large_mapped;
   tsri_large_stats(&large_bytes, &large_blocks, &large_mapped);
-  for (size_t c = 0; c < rows && c < max; c++) {
-    tsr_class_stats_t *r = &out[c];
-    memset(r, 0, sizeof *r);
+  for (size_t c = 0; c <= TSR_CLASS_COUNT; c++) {
+    tsr_class_stats_t *r = &rows[c];
     r->index = (uint32_t)c;
     if (c == TSR_CLASS_COUNT) {
       r->pages = r->blocks_live = r->blocks_total = large_blocks;
@@ -177,19 +198,13 @@ size_t tsr_class_stats(tsr_class_stats_t *out, size_t max) {
       r->bytes_live = large_bytes;
       r->utilisation = large_blocks ? 1.0 : 0.0;
     } else {
-      const class_acc_t *a = &acc[c];
       r->block_size = tsri_classes[c].block_size;
-      r->pages = a->pages;
-      r->committed = a->committed;
-      r->blocks_live = a->live;
-      r->blocks_total = a->total;
-      r->bytes_live = a->live * r->block_size;
-      r->utilisation = ratio((double)a->live, (double)a->total);
-      memcpy(r->occupancy, a->occupancy, sizeof r->occupancy);
+      r->bytes_live = r->blocks_live * r->block_size;
+      r->utilisation = ratio((double)r->blocks_live, (double)r->blocks_total);
     }
     /* exact where every live block has an exact record; else scaled */
-    uint64_t rec_live = (c < TSR_CLASS_COUNT ? acc[c].rec_live : 0) + cs.exact_blocks[c];
-    uint64_t rec_req = (c < TSR_CLASS_COUNT ? acc[c].rec_requested : 0) + cs.exact_requested[c];
+    uint64_t rec_live = (c < TSR_CLASS_COUNT ? p.rec_live[c] : 0) + cs.exact_blocks[c];
+    uint64_t rec_req = (c < TSR_CLASS_COUNT ? p.rec_requested[c] : 0) + cs.exact_requested[c];
     uint64_t rec_usable = c < TSR_CLASS_COUNT ? rec_live * r->block_size : 0;
     double w_usable = (double)rec_usable + cs.w_usable[c];
     double w_req = (double)rec_req + cs.w_requested[c];
@@ -197,6 +212,22 @@ size_t tsr_class_stats(tsr_class_stats_t *out, size_t max) {
     else if (w_usable > 0) r->bytes_requested = (uint64_t)((double)r->bytes_live * w_req / w_usable);
     else r->bytes_requested = r->bytes_live;
   }
+}
+
+size_t tsr_class_stats(tsr_class_stats_t *out, size_t max) {
+  tsri_init();
+  size_t rows = TSR_CLASS_COUNT + 1;
+  if (out == NULL || max == 0) return rows;
+  if (max >= rows) {
+    class_rows(out);
+    return rows;
+  }
+  /* fewer rows asked for: all of them made in memory from the OS */
+  tsr_class_stats_t *all = tsri_scratch(rows * sizeof *all);
+  if (all == NULL) return 0;
+  class_rows(all);
+  memcpy(out, all, max * sizeof *out);
+  tsri_scratch_free(all);
   return rows;
 }
 
