@@ -195,7 +195,9 @@ typedef struct tsr_class_stats_s {
 } tsr_class_stats_t;
 
 /* Rows (one per size class, then one for the large blocks) in class order.
- * Fills at most max rows of out and returns the number of rows there are. */
+ * Fills at most max rows of out and returns the number of rows there are
+ * (0 when fewer than all are asked for and the memory to make them all
+ * cannot be had). */
 TSR_API size_t tsr_class_stats(tsr_class_stats_t *out, size_t max);
 
 /* ------------------------------------------------------------------------
