@@ -376,6 +376,15 @@ void tsri_arena_span_free(tsr_page_t *pg) {
   tsri_unlock(&arena_lock);
 }
 
+uint64_t tsri_arena_dirty_bytes(void) {
+  uint64_t slots = 0;
+  tsri_lock(&arena_lock);
+  for (tsr_arena_t *a = tsri_arena_first(); a != NULL; a = a->next)
+    for (size_t w = 0; w < (a->slots + 63) / 64; w++) slots += (uint64_t)__builtin_popcountll(a->dirty_map[w]);
+  tsri_unlock(&arena_lock);
+  return slots * TSR_SLOT_SIZE;
+}
+
 size_t tsri_arena_purge(bool force) {
   int64_t delay = tsri_option(TSRI_OPT_PURGE_DELAY_MS);
   uint64_t due = atomic_load_explicit(&arena_next_purge_ms, memory_order_relaxed);

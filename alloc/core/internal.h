@@ -253,6 +253,9 @@ tsri_hidden void tsri_arena_span_free(tsr_page_t *pg);
 /* Decommit free slots that stayed free longer than the purge delay (or all
  * of them when force); returns the number of slots decommitted. */
 tsri_hidden size_t tsri_arena_purge(bool force);
+/* Bytes of free slots still committed, waiting for their purge delay:
+ * what a purge that did not wait would give back. */
+tsri_hidden uint64_t tsri_arena_dirty_bytes(void);
 tsri_hidden tsr_arena_t *tsri_arena_first(void);
 tsri_hidden tsri_lock_t *tsri_arena_lock_get(void);
 tsri_hidden size_t tsri_arena_check(tsr_arena_t *arena);

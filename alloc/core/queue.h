@@ -1,8 +1,9 @@
 /* queue.h: a heap's page queues and a page's owner word, for the files
  * that move pages between queues: heap.c, and mesh.c when it freezes and
- * thaws pages.  The caller is the heap's owner, or holds its park (heap.c:
- * parking, below), or holds the abandoned lock for the abandoned lists.  And the
- * park itself, and the note of a page out of every queue (h->loose).
+ * thaws pages.  The caller is the heap's owner, or holds its park
+ * (parking, below), or holds the abandoned lock for the abandoned lists.
+ * And the park itself, and the note of a page out of every queue
+ * (h->loose).
  */
 #ifndef TSR_QUEUE_H
 #define TSR_QUEUE_H

@@ -40,35 +40,30 @@
 #define TSRI_EXPORT __attribute__((visibility("default")))
 
 typedef struct libc_info_s {
+  uint64_t pages;   /* bytes of the classes' pages */
   uint64_t arena, ordblks, hblks, hblkhd, uordblks, fordblks, keepcost;
   uint64_t committed, allocated, reserved;
   uint64_t free_blocks[TSR_CLASS_COUNT];   /* malloc_info's rows */
 } libc_info_t;
 
+static void info_page(void *arg, const tsr_page_t *pg, uint32_t live, uint32_t capacity) {
+  libc_info_t *i = arg;
+  i->pages += (uint64_t)pg->span_slots * TSR_SLOT_SIZE;
+  i->uordblks += (uint64_t)live * tsri_classes[pg->cls].block_size;
+  i->free_blocks[pg->cls] += capacity - live;
+  i->ordblks += capacity - live;
+}
+
 static void info_take(libc_info_t *i) {
   memset(i, 0, sizeof *i);
   tsri_init();
-  uint64_t pages = 0, dirty_slots = 0;
-  tsri_lock(tsri_arena_lock_get());
-  for (tsr_arena_t *a = tsri_arena_first(); a != NULL; a = a->next) {
-    for (size_t w = 0; w < (a->slots + 63) / 64; w++) dirty_slots += (uint64_t)__builtin_popcountll(a->dirty_map[w]);
-    for (size_t s = a->meta_slots; s < a->slots; s++) {
-      const tsr_page_t *pg = &a->pages[s];
-      if (pg->kind != TSR_SLOT_HEAD) continue;
-      uint32_t cap, live = tsri_page_live(pg, &cap);
-      pages += (uint64_t)pg->span_slots * TSR_SLOT_SIZE;
-      i->uordblks += (uint64_t)live * tsri_classes[pg->cls].block_size;
-      i->free_blocks[pg->cls] += cap - live;
-      i->ordblks += cap - live;
-    }
-  }
-  tsri_unlock(tsri_arena_lock_get());
+  tsri_pages_each(info_page, i);
   uint64_t large_bytes, large_blocks, large_mapped, guarded_blocks, guarded_bytes;
   tsri_large_stats(&large_bytes, &large_blocks, &large_mapped);
   tsri_guarded_stats(&guarded_blocks, &guarded_bytes);
-  i->keepcost = dirty_slots * TSR_SLOT_SIZE + tsri_large_idle_bytes();
+  i->keepcost = tsri_arena_dirty_bytes() + tsri_large_idle_bytes();
   i->uordblks += guarded_bytes;
-  i->arena = pages + guarded_bytes + i->keepcost;
+  i->arena = i->pages + guarded_bytes + i->keepcost;
   i->fordblks = i->arena - i->uordblks;
   i->hblks = large_blocks;
   i->hblkhd = large_bytes;

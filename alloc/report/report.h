@@ -29,9 +29,13 @@ typedef struct tsri_sites_s {
 /* A scaled-up figure as a count: rounded, never negative. */
 static inline uint64_t tsri_round_u64(double v) { return v <= 0 ? 0 : (uint64_t)(v + 0.5); }
 
-/* Live blocks of span head pg (its other threads' frees not merged yet
- * count as free), its capacity in *capacity.  Arena lock held (stats.c). */
-tsri_hidden uint32_t tsri_page_live(const tsr_page_t *pg, uint32_t *capacity);
+/* visit(arg, pg, live, capacity) for every span head, the arena lock
+ * held (stats.c): live counts the blocks other threads freed into the
+ * page and its owner has not merged yet as free.  The passes built on it
+ * keep little on the stack: a program may ask from a thread with a small
+ * one. */
+typedef void tsri_page_visit_fn(void *arg, const tsr_page_t *pg, uint32_t live, uint32_t capacity);
+tsri_hidden void tsri_pages_each(tsri_page_visit_fn *visit, void *arg);
 
 /* Memory from the OS for report tables; never the heap reported on. */
 tsri_hidden void *tsri_scratch(size_t bytes);

@@ -12,7 +12,9 @@
  * One pass over the pages, shared by the totals and the class rows
  * ---------------------------------------------------------------------- */
 
-uint32_t tsri_page_live(const tsr_page_t *pg, uint32_t *capacity) {
+/* Live blocks of span head pg (its other threads' frees not merged yet
+ * count as free), its capacity in *capacity.  Arena lock held. */
+static uint32_t page_live(const tsr_page_t *pg, uint32_t *capacity) {
   uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
   uint32_t cap = tsri_page_capacity_seen(pg);
   if (used > cap) used = cap;   /* an owner between its two updates */
@@ -26,18 +28,13 @@ uint32_t tsri_page_live(const tsr_page_t *pg, uint32_t *capacity) {
   return remote < used ? used - remote : 0;
 }
 
-/* visit(arg, pg, live, capacity) for every span head, arena lock held.
- * The passes keep little on the stack: a program may ask from a thread
- * with a small one. */
-typedef void page_visit_fn(void *arg, const tsr_page_t *pg, uint32_t live, uint32_t capacity);
-
-static void pages_each(page_visit_fn *visit, void *arg) {
+void tsri_pages_each(tsri_page_visit_fn *visit, void *arg) {
   tsri_lock(tsri_arena_lock_get());
   for (tsr_arena_t *a = tsri_arena_first(); a != NULL; a = a->next) {
     for (size_t i = a->meta_slots; i < a->slots; i++) {
       const tsr_page_t *pg = &a->pages[i];
       if (pg->kind != TSR_SLOT_HEAD) continue;
-      uint32_t cap, live = tsri_page_live(pg, &cap);
+      uint32_t cap, live = page_live(pg, &cap);
       visit(arg, pg, live, cap);   /* cls is set under the lock */
     }
   }
@@ -81,7 +78,7 @@ int tsr_stats_get(tsr_stats_t *stats) {
   s.size = stats->size < sizeof s ? stats->size : sizeof s;
   s.version = TSR_STATS_VERSION;
   page_totals_t pt = { 0, 0, 0, 0, 0 };
-  pages_each(totals_visit, &pt);
+  tsri_pages_each(totals_visit, &pt);
   uint64_t live = pt.live, blocks = pt.blocks, rec_live = pt.rec_live, rec_req = pt.rec_requested,
            rec_usable = pt.rec_usable;
   uint64_t large_bytes, large_blocks, large_mapped;
@@ -181,7 +178,7 @@ static void class_rows(tsr_class_stats_t *rows) {
   class_pass_t p;
   memset(&p, 0, sizeof p);
   p.rows = rows;
-  pages_each(class_visit, &p);
+  tsri_pages_each(class_visit, &p);
   class_samples_t cs;
   memset(&cs, 0, sizeof cs);
   tsri_meta_totals_t t;
