@@ -345,9 +345,9 @@ typedef struct sibling_s {
 } sibling_t;
 
 /* The parent forks once this thread runs its own code, not while the
- * sanitizer runtime still starts it: under AddressSanitizer (clang 14,
- * whose runtime intercepts no fork and so takes none of its allocator's
- * locks around one) that start-up frees from pthread_getattr_np into
+ * sanitizer runtime still starts it: under AddressSanitizer (clang 14's
+ * and gcc 12's runtimes intercept no fork and so take none of their
+ * allocator's locks around one) that start-up frees from pthread_getattr_np into
  * ASan's quarantine, which may take a region lock of ASan's allocator; a
  * fork then leaves the child that lock held for good, and every thread
  * the child makes waits on it in its own start-up, before any code of

@@ -149,8 +149,6 @@ typedef struct tsr_child_s {
   size_t err_len;
 } tsr_child_t;
 
-/* The whole of f, from its start, in a malloc'ed NUL-terminated buffer
- * (*len: its length, when len is not NULL); NULL without memory. */
 /* Wait for child pid: true when it exited 0, else how it ended in why
  * ("exit N", "signal N"). */
 static inline bool tsr_test_exited_0(pid_t pid, char *why, size_t cap) {
@@ -167,6 +165,9 @@ static inline bool tsr_test_exited_0(pid_t pid, char *why, size_t cap) {
   return false;
 }
 
+/* The whole of f, from its start, in a malloc'ed NUL-terminated buffer
+ * (*len: its length, when len is not NULL); NULL without memory.  f must
+ * seek: a file, not a pipe. */
 static inline char *tsr_test_slurp(FILE *f, size_t *len) {
   fseek(f, 0, SEEK_END);
   long n = ftell(f);
