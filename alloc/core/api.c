@@ -269,7 +269,7 @@ static inline __attribute__((always_inline)) void *realloc_any(void *p, size_t s
     void *moved = is_tracked(&ref) ? tsri_hook_large_realloc(p, size) : tsri_large_realloc(p, size);
     if (moved != NULL) return moved;
   } else if (size <= ref.usable && size > ref.usable / 2) {
-    if (is_tracked(&ref)) tsri_hook_resized(p, p, size);
+    if (is_tracked(&ref)) tsri_hook_resized(p, size);
     return p;   /* fits, and moving would not save much */
   }
   void *q = alloc_any(size, false, caller);

@@ -41,8 +41,8 @@ tsri_hidden void *tsri_hook_alloc(size_t size, size_t cls, size_t align, bool ze
  * path of nearly every allocation under full tracking inline.  align: the
  * alignment asked for (0: malloc's), which the class's blocks meet. */
 tsri_hidden void *tsri_hook_alloc_small(size_t size, size_t cls, size_t align, void *caller);
-/* A tracked block was resized in place (to == from) to requested bytes. */
-tsri_hidden void tsri_hook_resized(const void *from, const void *to, size_t requested);
+/* Tracked block p was resized in place to requested bytes. */
+tsri_hidden void tsri_hook_resized(const void *p, size_t requested);
 /* tsri_large_realloc(p, size) for a large block that may have a record:
  * the record is out of the table while the OS resizes or moves the
  * block, and goes in again at the block's new address and size.  Moved

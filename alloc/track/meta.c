@@ -653,25 +653,31 @@ static void resized_in_page(tsr_page_t *pg, tsri_recs_t *r, size_t idx, uint64_t
   }
 }
 
-void tsri_hook_resized(const void *from, const void *to, size_t requested) {
-  tsr_page_t *pg = tsri_page_of(from);
+/* Table record e's block is now at p, with requested bytes asked for;
+ * a large one has usable bytes (0: a small block's class stays). */
+static void entry_resized(meta_entry_t *e, const void *p, size_t requested, size_t usable) {
+  e->ptr = (uintptr_t)p;
+  e->requested = requested;
+  e->rec.requested = requested > UINT32_MAX ? UINT32_MAX : (uint32_t)requested;
+  if (usable != 0) e->usable = usable;
+}
+
+void tsri_hook_resized(const void *p, size_t requested) {
+  tsr_page_t *pg = tsri_page_of(p);
   if (pg != NULL && (atomic_load_explicit(&pg->tracked, memory_order_relaxed) & TSRI_TRACKED_ARRAY)) {
     tsri_recs_t *r = atomic_load_explicit(&pg->recs, memory_order_acquire);
-    size_t idx = (size_t)tsri_block_index(pg, from);
+    size_t idx = (size_t)tsri_block_index(pg, p);
     uint64_t v = rec_read(r, rec_fmt(pg->block_size), idx);
     if (v != 0) {
       resized_in_page(pg, r, idx, v, requested);
       return;
     }
   }
-  size_t usable = pg == NULL ? tsri_large_usable(to) : 0;
+  size_t usable = pg == NULL ? tsri_large_usable(p) : 0;
   meta_entry_t e;
   tsri_lock(&meta_lock);
-  if (table_remove((uintptr_t)from, &e)) {
-    e.ptr = (uintptr_t)to;
-    e.requested = requested;
-    e.rec.requested = requested > UINT32_MAX ? UINT32_MAX : (uint32_t)requested;
-    if (pg == NULL) e.usable = usable;
+  if (table_remove((uintptr_t)p, &e)) {   /* out and in again: the table's sums follow */
+    entry_resized(&e, p, requested, usable);
     table_insert(&e);   /* cannot fail: an entry was just removed */
   }
   tsri_unlock(&meta_lock);
@@ -684,12 +690,7 @@ void *tsri_hook_large_realloc(void *p, size_t size) {
   tsri_unlock(&meta_lock);
   void *moved = tsri_large_realloc(p, size);
   if (!had) return moved;
-  if (moved != NULL) {
-    e.ptr = (uintptr_t)moved;
-    e.requested = size;
-    e.rec.requested = size > UINT32_MAX ? UINT32_MAX : (uint32_t)size;
-    e.usable = tsri_large_usable(moved);
-  }
+  if (moved != NULL) entry_resized(&e, moved, size, tsri_large_usable(moved));
   tsri_lock(&meta_lock);
   /* the room it left may have gone to other threads' records meanwhile */
   if (!table_insert(&e)) {
