@@ -276,8 +276,9 @@ typedef enum tsr_mesh_state_e {
   TSR_MESH_UNSUPPORTED = 2, /* the OS cannot map a page twice (Windows for now;
                                the reports say why) */
   TSR_MESH_PAUSED = 3,      /* tessera's SIGSEGV handler could not go back in
-                               front of the program's, or the mapping budget
-                               is spent */
+                               front of the program's, the mapping budget
+                               is spent, or the program forbade itself
+                               system calls since it started (seccomp) */
 } tsr_mesh_state_t;
 
 typedef struct tsr_pin_s {

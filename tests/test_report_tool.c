@@ -435,8 +435,9 @@ Test(report_tool, pins_mesh_states) {
     { "paused.json",
       "\"mesh\":{\"state\":\"paused\",\"meshed_pages\":2,\"saved\":4096,\"meshes\":1,"
       "\"unmeshes\":0,\"passes\":1,\"time_ns\":850,\"pause_max_ns\":2500000000},",
-      "  meshing: paused (tessera's SIGSEGV handler is not in front, or the mapping budget is "
-      "spent); 2 OS pages share physical pages now, 4096 B (4.0 KiB) saved; 1 meshed since start, 0 taken "
+      "  meshing: paused (tessera's SIGSEGV handler is not in front, the mapping budget is spent, "
+      "or the program forbade itself system calls); 2 OS pages share physical pages now, 4096 B (4.0 KiB) "
+      "saved; 1 meshed since start, 0 taken "
       "apart, in 1 pass, 850 ns in all, longest page pause 2.5 s\n" },
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {

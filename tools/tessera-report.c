@@ -289,7 +289,8 @@ static void print_mesh(const mesh_t *m) {
   const char *state = m->state;
   if (strcmp(state, "unsupported") == 0) state = "unsupported by this OS";
   else if (strcmp(state, "paused") == 0)
-    state = "paused (tessera's SIGSEGV handler is not in front, or the mapping budget is spent)";
+    state = "paused (tessera's SIGSEGV handler is not in front, the mapping budget is spent, or the "
+            "program forbade itself system calls)";
   printf("  meshing: %s", state);
   if (m->why != NULL) printf(": %s", m->why);
   if (m->meshes == 0 && (strcmp(m->state, "off") == 0 || strcmp(m->state, "unsupported") == 0)) {

@@ -151,6 +151,7 @@ void tsri_init_slow(void) {
   options_early = !tsri_options_init();
   options_to_os();
   tsri_start_ms = tsri_os_clock_ms();
+  tsri_os_restriction_note();
   /* before the environment says, every block is recorded: what is still
    * live when it does has a record whatever the level is.  Tracking takes
    * the heap lock inside init_lock here, with no heap made yet; no path

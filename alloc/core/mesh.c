@@ -611,7 +611,14 @@ size_t tsri_heap_mesh(tsr_heap_t *h, tsri_mesh_by_t by, uint64_t until) {
     if (atomic_load_explicit(&pg->meshed, memory_order_relaxed) != 0) cand[n++] = pg;
   /* the file, the records and the fault handler come with the first pass
    * that has two pages to look at */
-  if (n < 2 || !mesh_ready()) goto out;
+  if (n < 2) goto out;
+  /* a program that forbade itself system calls since it started may be
+   * killed by the file's or the handler's (os/posix_restrict.c) */
+  if (tsri_os_restricted()) {
+    atomic_store_explicit(&mesh_paused, 1, memory_order_relaxed);
+    goto out;
+  }
+  if (!mesh_ready()) goto out;
   bool ours = tsri_os_fault_front();
   atomic_store_explicit(&mesh_paused, !ours, memory_order_relaxed);
   if (!ours) goto out;

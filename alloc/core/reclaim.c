@@ -17,7 +17,9 @@
  * meanwhile waits that long.  A busy heap is passed by.  The thread
  * starts at an allocation slow path once the process is a second old or
  * has 32 MiB committed, so small short-lived programs never start it, and
- * again in a fork child a second old.
+ * again in a fork child a second old; never in a process that forbade
+ * itself system calls since it started (a seccomp filter: os.h,
+ * tsri_os_restricted), which clone could kill.
  *
  * Meshing.  A round meshes the quiet heaps (fewer than
  * RECLAIM_QUIET_RATE blocks a second handed out since the round before,
@@ -135,7 +137,11 @@ void tsri_reclaim_note(void) {
 void tsri_reclaim_start(void) {
   atomic_store_explicit(&tsri_reclaim_due, 0, memory_order_relaxed);
   if (atomic_exchange_explicit(&reclaim_running, 1, memory_order_acq_rel)) return;
-  if (tsri_os_thread_start(reclaim_main, NULL) != 0)
+  int rc = tsri_os_thread_start(reclaim_main, NULL);
+  /* EPERM: the program forbade itself system calls since it started
+   * (os.h: tsri_os_restricted), and it is told nothing: its stderr may be
+   * a socket by then.  Its slow paths still give memory back. */
+  if (rc != 0 && rc != EPERM)
     tsri_warning("cannot start the reclaimer thread; an idle process keeps its free memory "
                  "until its next allocation");
 }

@@ -138,6 +138,22 @@ tsri_hidden void tsri_os_wake(_Atomic int *addr);
  * that settings from the caller's environment must not steer it.  Always
  * false on Windows. */
 tsri_hidden bool tsri_os_secure(void);
+/* Whether the calling thread may make fewer system calls than when
+ * tessera started: a seccomp filter installed since (OpenSSH's
+ * privilege-separated child, a program sandboxing itself) or a view of
+ * the file system without /proc (a chroot).  Such a filter may kill the
+ * process at the first call it does not name, so tessera then starts no
+ * thread (tsri_os_thread_start refuses with EPERM) and meshing stops.
+ * tsri_os_restriction_note, at start, takes the state to compare with
+ * (Linux: the Seccomp and Seccomp_filters lines of
+ * /proc/thread-self/status; where it cannot be read then, the answer is
+ * always false, as it is on other systems).  Once true, true for good;
+ * tsri_os_restricted_known says so without asking the OS again.  Reads a
+ * file of the kernel's each call until then: for calls made at most a
+ * few times a second. */
+tsri_hidden void tsri_os_restriction_note(void);
+tsri_hidden bool tsri_os_restricted(void);
+tsri_hidden bool tsri_os_restricted_known(void);
 /* True once the OS has ended the process's other threads wherever they
  * stood (Windows: a DLL's detach during ExitProcess), so that a lock one of
  * them held stays held for good.  Always false on POSIX, where exit()
@@ -333,7 +349,8 @@ typedef struct tsri_os_region_s {
 tsri_hidden int tsri_os_regions(int (*fn)(const tsri_os_region_t *r, void *arg), void *arg,
                                 uintptr_t *lo, uintptr_t *hi);
 
-/* Run fn(arg) on a new thread of its own that the program never sees. */
+/* Run fn(arg) on a new thread of its own that the program never sees.
+ * EPERM, and no system call, where tsri_os_restricted. */
 tsri_hidden int tsri_os_thread_start(void (*fn)(void *arg), void *arg);
 /* A wake-up that a signal handler may post: wait returns after a post, or
  * after timeout_ms (0: wait for a post only). */
@@ -390,7 +407,8 @@ tsri_hidden size_t tsri_os_map_limit(void);
  * on Windows to the exception handlers after ours).  Up to
  * TSRI_OS_FAULT_FNS functions, each registered once (a second call with
  * the same fn changes nothing); the handler is installed by the first.
- * 0, ENOSPC when every place is taken, ENOSYS where the OS cannot.
+ * 0, ENOSPC when every place is taken, ENOSYS where the OS cannot,
+ * EPERM where tsri_os_restricted (rt_sigaction may kill the process).
  * tsri_os_fault_front makes sure it is still the first to see a fault:
  * where the program put a handler of its own in its place (POSIX), it goes
  * back in front and passes on to that one; false when it cannot (or was

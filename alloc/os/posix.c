@@ -684,6 +684,7 @@ static void *os_thread_main(void *p) {
 
 int tsri_os_thread_start(void (*fn)(void *arg), void *arg) {
   if (TSRI_OS_FAIL(TSRI_OS_POINT_THREAD_START)) return ENOMEM;
+  if (tsri_os_restricted()) return EPERM;   /* clone may be what kills it (posix_restrict.c) */
   int saved = errno;
   void *mem;
   int rc = os_alloc(tsri_os_page_size(), tsri_os_page_size(), &mem);

@@ -56,6 +56,7 @@ static ino_t share_ino;
 /* Whether share_fd still names the file (the program may have closed it
  * and opened one of its own under the number).  errno is left as it was. */
 static bool share_ours(void) {
+  if (tsri_os_restricted_known()) return false;   /* fstat, pwrite, fallocate: posix_restrict.c */
   int saved = errno;
   struct stat st;
   bool ours = share_fd >= 0 && fstat(share_fd, &st) == 0 && st.st_dev == share_dev && st.st_ino == share_ino;
@@ -66,6 +67,7 @@ static bool share_ours(void) {
 int tsri_os_share_open(void) {
 #if defined(__linux__) && defined(MFD_CLOEXEC)
   if (TSRI_OS_FAIL(TSRI_OS_POINT_SHARE_OPEN)) return ENOMEM;
+  if (tsri_os_restricted_known()) return EPERM;
   int saved = errno;
   int fd = memfd_create("tessera-mesh", MFD_CLOEXEC);
   int rc = fd >= 0 ? 0 : errno;
@@ -319,6 +321,7 @@ static int fault_install(void) {
 }
 
 int tsri_os_fault_catch(bool (*fn)(void *addr)) {
+  if (tsri_os_restricted()) return EPERM;   /* rt_sigaction: posix_restrict.c */
   size_t free_at = TSRI_OS_FAULT_FNS;
   for (size_t i = 0; i < TSRI_OS_FAULT_FNS; i++) {
     bool (*had)(void *) = atomic_load_explicit(&fault_fns[i], memory_order_acquire);
@@ -348,7 +351,7 @@ int tsri_os_fault_catch(bool (*fn)(void *addr)) {
 }
 
 bool tsri_os_fault_front(void) {
-  if (atomic_load_explicit(&fault_state, memory_order_acquire) != 2) return false;
+  if (atomic_load_explicit(&fault_state, memory_order_acquire) != 2 || tsri_os_restricted_known()) return false;
   int saved = errno;
   struct sigaction now;
   /* either entry: one the program put back passes on to what it replaced */

@@ -151,8 +151,9 @@ static const ElfW(Ehdr) *image_headers(const eh_obj_t *o, size_t *head_len) {
  * /proc/self/exe is the linker).  Only absolute names are opened: the
  * vDSO's is not a path, and a relative one was relative to the directory
  * of that moment.  The calls are raw system calls (raw_syscall).  A
- * process whose seccomp filter kills on openat or pread64 cannot sample
- * with this walk. */
+ * process that installed a seccomp filter since tessera started, which
+ * may kill it at pread64, reads them in place (os.h:
+ * tsri_os_restricted). */
 typedef struct eh_src_s {
   int fd;                /* -1: read in place */
   uintptr_t lo, hi;      /* the memory the file backs: the tables' segment */
@@ -209,7 +210,7 @@ static bool src_open(const eh_obj_t *o, eh_src_t *s) {
   s->fd = -1;
   size_t head_len;
   const ElfW(Ehdr) *eh = image_headers(o, &head_len);
-  if (eh == NULL || o->hdr == NULL || (o->name[0] != 0 && o->name[0] != '/')) return false;
+  if (eh == NULL || o->hdr == NULL || (o->name[0] != 0 && o->name[0] != '/') || tsri_os_restricted()) return false;
   const ElfW(Phdr) *phdr = (const ElfW(Phdr) *)((uintptr_t)eh + eh->e_phoff);
   size_t phnum = eh->e_phnum;
   const ElfW(Phdr) *seg = load_segment(phdr, phnum, (uintptr_t)o->hdr - o->base, 4);

@@ -392,6 +392,11 @@ bool tsri_os_others_gone(void) { return os_shutting_down != NULL && os_shutting_
 
 bool tsri_os_secure(void) { return false; }
 
+/* Windows has no seccomp; a job object's limits fail calls, never kill. */
+void tsri_os_restriction_note(void) {}
+bool tsri_os_restricted(void) { return false; }
+bool tsri_os_restricted_known(void) { return false; }
+
 /* The C++ runtime as a DLL (a program linked with libstdc++ statically
  * keeps its pool in a report at exit). */
 void tsri_os_runtime_freeres(void) {

@@ -24,7 +24,12 @@ static void on_report_signal(void) {
   tsri_os_wakeup_post();
 }
 
+/* None in a process that forbade itself system calls since it started
+ * (os.h: tsri_os_restricted): the report's calls may be what kills it,
+ * and OpenSSH's child also limits the files it writes to 0 bytes, where a
+ * write, even of a warning to a stderr that is a file, raises SIGXFSZ. */
 static void report_now(const char *reason) {
+  if (tsri_os_restricted()) return;
   const char *dest = tsri_option_string(TSRI_OPT_REPORT);
   tsri_report_to((tsr_format_t)tsri_option(TSRI_OPT_REPORT_FORMAT), dest ? dest : "stderr", reason);
 }
@@ -90,7 +95,8 @@ __attribute__((constructor)) static void triggers_at_load(void) {
 /* TESSERA_REPORT: the report at exit, after the program's own atexit
  * handlers and destructors (ours was registered before theirs). */
 __attribute__((destructor)) static void report_at_exit(void) {
-  if (tsri_option_string(TSRI_OPT_REPORT) == NULL) return;
+  /* restricted: not even the C library's freeres before report_now says no */
+  if (tsri_option_string(TSRI_OPT_REPORT) == NULL || tsri_os_restricted()) return;
   if (tsri_os_others_gone()) {
     /* a thread that was ended holding one of our locks would hang the
      * report, and the process with it */

@@ -131,7 +131,8 @@ static void text_mesh(tsri_out_t *o, const tsr_pins_t *m) {
     [TSR_MESH_OFF] = "off",
     [TSR_MESH_ON] = "on",
     [TSR_MESH_UNSUPPORTED] = "unsupported by this OS",
-    [TSR_MESH_PAUSED] = "paused (tessera's SIGSEGV handler is not in front, or the mapping budget is spent)",
+    [TSR_MESH_PAUSED] = ("paused (tessera's SIGSEGV handler is not in front, the mapping budget is spent, or "
+                         "the program forbade itself system calls)"),
   };
   tsri_puts(o, "  meshing: ");
   tsri_puts(o, states[m->mesh_state]);

@@ -1,0 +1,108 @@
+/* posix_restrict.c: whether the program forbade itself system calls.
+ *
+ * Owns: the answer to "may the calling thread make the system calls it
+ * could make when tessera started?" (os.h: tsri_os_restricted).  A
+ * program that sandboxes itself after start installs a seccomp filter that
+ * names the calls it still needs and kills the process at any other:
+ * OpenSSH's privilege-separated child allows memory calls, futex, reads
+ * and writes, and kills at clone.  glibc's malloc makes no call outside
+ * such a list; tessera's reclaimer thread (clone), meshing's file calls
+ * (memfd_create, pwrite, fallocate) and its look at the SIGSEGV handler
+ * (rt_sigaction) are outside it.  Before making them tessera compares the
+ * calling thread's seccomp state with the one at start (filters stack: a
+ * filter added since raises their count) and, where it changed or can no
+ * longer be read (the filter refuses the open, a chroot hides /proc), it
+ * makes none of them.  A filter in place before tessera started (a
+ * container's, systemd's SystemCallFilter=) is the baseline: it allowed
+ * the process its threads, and they start as usual.
+ *
+ * The state is read with openat, read and close alone, which such
+ * filters answer with an error where they refuse them (OpenSSH: EACCES)
+ * rather than kill, since the C library opens files for its own ends.
+ * The stack walk's reading of the unwind tables from their files
+ * (openat, pread64: unwind_eh.c) asks too, and reads them in place.
+ */
+#include "os.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#if defined(__linux__)
+
+typedef struct os_seccomp_s {
+  long mode;      /* 0 none, 1 strict, 2 filters; -1 not read */
+  long filters;   /* filters stacked (Linux 5.9 and later); -1 not shown */
+} os_seccomp_t;
+
+static os_seccomp_t seccomp_start = { -1, -1 };
+static _Atomic bool restricted;
+
+static long field_value(const char *s) {
+  while (*s == ' ' || *s == '\t') s++;
+  long v = 0;
+  for (; *s >= '0' && *s <= '9'; s++) v = v * 10 + (*s - '0');
+  return v;
+}
+
+static void status_line(const char *line, os_seccomp_t *st) {
+  static const char mode[] = "Seccomp:", filters[] = "Seccomp_filters:";
+  if (strncmp(line, mode, sizeof mode - 1) == 0) st->mode = field_value(line + sizeof mode - 1);
+  else if (strncmp(line, filters, sizeof filters - 1) == 0) st->filters = field_value(line + sizeof filters - 1);
+}
+
+/* The calling thread's seccomp state; false where it cannot be read. */
+static bool seccomp_read(os_seccomp_t *st) {
+  int saved = errno;
+  *st = (os_seccomp_t){ -1, -1 };
+  /* system calls, not the C library's open and close: those are
+   * cancellation points, which malloc must not be, and a program may
+   * define its own */
+  int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/thread-self/status", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char buf[512], line[40];   /* the lines wanted are short; longer ones are cut */
+    size_t len = 0;
+    for (;;) {
+      intptr_t n = tsri_os_read(fd, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      for (intptr_t i = 0; i < n; i++) {
+        if (buf[i] != '\n') {
+          if (len < sizeof line - 1) line[len++] = buf[i];
+          continue;
+        }
+        line[len] = 0;
+        status_line(line, st);
+        len = 0;
+      }
+    }
+    syscall(SYS_close, fd);
+  }
+  errno = saved;
+  return st->mode >= 0;
+}
+
+void tsri_os_restriction_note(void) { seccomp_read(&seccomp_start); }
+
+bool tsri_os_restricted(void) {
+  if (seccomp_start.mode < 0) return false;
+  if (atomic_load_explicit(&restricted, memory_order_relaxed)) return true;
+  os_seccomp_t now;
+  if (seccomp_read(&now) && now.mode == seccomp_start.mode && now.filters == seccomp_start.filters)
+    return false;
+  atomic_store_explicit(&restricted, true, memory_order_relaxed);
+  return true;
+}
+
+bool tsri_os_restricted_known(void) { return atomic_load_explicit(&restricted, memory_order_relaxed); }
+
+#else
+
+void tsri_os_restriction_note(void) {}
+bool tsri_os_restricted(void) { return false; }
+bool tsri_os_restricted_known(void) { return false; }
+
+#endif
