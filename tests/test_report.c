@@ -28,6 +28,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "track/track.h"   /* the broken-record test reaches a page's record area */
@@ -1276,6 +1277,29 @@ Test(report, report_file_is_appended_private_and_not_through_a_link) {
   cr_assert_eq(strcmp(line, "keep\n"), 0, "the linked file now holds %s", line);
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   cr_assert_eq(system(cmd), 0);
+}
+
+/* A report stops where its file reaches the process's file size limit
+ * (ulimit -f): a write past it raises SIGXFSZ, and the report at exit
+ * ended the program that way (status 153 from the shell) after it had
+ * done its work. */
+Test(report, report_stops_at_the_file_size_limit) {
+  char path[64], report[128];
+  temp_path(path, sizeof path, "fsize");
+  setting(report, sizeof report, "TESSERA_REPORT", path);
+  char *env[] = { report, NULL };
+  struct rlimit was, cut;
+  cr_assert_eq(getrlimit(RLIMIT_FSIZE, &was), 0);
+  cut = was;
+  cut.rlim_cur = 3000;   /* the helper inherits it; its report is longer */
+  cr_assert_eq(setrlimit(RLIMIT_FSIZE, &cut), 0);
+  run_helper("plain", env, path);
+  run_helper("plain", env, path);   /* a second report finds the file full */
+  cr_assert_eq(setrlimit(RLIMIT_FSIZE, &was), 0);
+  struct stat st;
+  cr_assert_eq(stat(path, &st), 0);
+  unlink(path);
+  cr_assert_eq(st.st_size, 3000, "report file of %lld bytes under a limit of 3000", (long long)st.st_size);
 }
 
 /* A set-user-ID program run by a user without its privileges ignores the

@@ -311,7 +311,10 @@ tsri_hidden uint32_t tsri_os_process_id(void);
 /* The path of the running program into buf (size > 0), "" when unknown. */
 tsri_hidden void tsri_os_program(char *buf, size_t size);
 
-/* Open path for appending (created 0644 when missing), write, close. */
+/* Open path for appending (created 0600 when missing, not through a
+ * symbolic link), write, close.  A write stops where the file would pass
+ * the process's file size limit (POSIX: RLIMIT_FSIZE, whose SIGXFSZ would
+ * end the process), with EFBIG. */
 tsri_hidden int tsri_os_file_append(const char *path, intptr_t *handle);
 tsri_hidden int tsri_os_file_write(intptr_t handle, const char *text, size_t len);
 tsri_hidden void tsri_os_file_close(intptr_t handle);
@@ -519,7 +522,8 @@ tsri_hidden const char *tsri_os_getenv(const char *name);
  * made before its start-up code ran (a sanitizer's runtime, the dynamic
  * loader) sees none. */
 tsri_hidden bool tsri_os_env_ready(void);
-/* Write len bytes to standard error, ignoring failures. */
+/* Write len bytes to standard error, ignoring failures; cut, as
+ * tsri_os_file_write cuts, where it is a file at its size limit. */
 tsri_hidden void tsri_os_write_stderr(const char *text, size_t len);
 /* Terminate the process abnormally, as abort() does. */
 tsri_hidden _Noreturn void tsri_os_abort(void);

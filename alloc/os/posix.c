@@ -27,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -529,19 +531,44 @@ bool tsri_os_secure(void) { return getauxval(AT_SECURE) != 0; }
 bool tsri_os_secure(void) { return getuid() != geteuid() || getgid() != getegid(); }
 #endif
 
-void tsri_os_write_stderr(const char *text, size_t len) {
-  int saved = errno;
+/* How many bytes a write to fd may add before the file passes the
+ * process's RLIMIT_FSIZE: a write that starts past it raises SIGXFSZ,
+ * which ends the process (ulimit -f; OpenSSH's sandboxed child has 0).
+ * SIZE_MAX without a limit, where fd is not a regular file, and in a
+ * process that forbade itself system calls (posix_restrict.c: getrlimit
+ * may be what kills it; such a process writes only its last words). */
+static size_t file_room(int fd) {
+  struct rlimit rl;
+  struct stat st;
+  if (tsri_os_restricted() || getrlimit(RLIMIT_FSIZE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || fstat(fd, &st) != 0 ||
+      !S_ISREG(st.st_mode))
+    return SIZE_MAX;
+  int flags = fcntl(fd, F_GETFL);
+  off_t at = flags >= 0 && (flags & O_APPEND) ? st.st_size : lseek(fd, 0, SEEK_CUR);
+  return at < 0 || (uint64_t)at >= (uint64_t)rl.rlim_cur ? 0 : (size_t)((uint64_t)rl.rlim_cur - (uint64_t)at);
+}
+
+/* write(2) all of text to fd, cut where the file would pass
+ * RLIMIT_FSIZE (EFBIG).  errno is left as it was. */
+static int write_all(int fd, const char *text, size_t len) {
+  int saved = errno, rc = 0;
+  size_t room = file_room(fd);
+  if (len > room) {
+    len = room;
+    rc = EFBIG;
+  }
   while (len > 0) {
-    ssize_t w = write(2, text, len);
-    if (w <= 0) {
-      if (w < 0 && errno == EINTR) continue;
-      break;
-    }
+    ssize_t w = write(fd, text, len);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) { rc = w < 0 ? errno : EIO; break; }
     text += w;
     len -= (size_t)w;
   }
   errno = saved;
+  return rc;
 }
+
+void tsri_os_write_stderr(const char *text, size_t len) { write_all(2, text, len); }
 
 _Noreturn void tsri_os_abort(void) { abort(); }
 
@@ -577,18 +604,7 @@ int tsri_os_file_append(const char *path, intptr_t *handle) {
   return rc;
 }
 
-int tsri_os_file_write(intptr_t handle, const char *text, size_t len) {
-  int saved = errno, rc = 0;
-  while (len > 0) {
-    ssize_t w = write((int)handle, text, len);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) { rc = w < 0 ? errno : EIO; break; }
-    text += w;
-    len -= (size_t)w;
-  }
-  errno = saved;
-  return rc;
-}
+int tsri_os_file_write(intptr_t handle, const char *text, size_t len) { return write_all((int)handle, text, len); }
 
 void tsri_os_file_close(intptr_t handle) {
   int saved = errno;
