@@ -172,11 +172,12 @@ static tsri_seg_t *seg_reserve(size_t pages) {
 }
 
 /* Take run [first, first + n) of s for a block; false when the OS will
- * not commit it (Windows). */
+ * not commit it (Windows).  In locked memory an open segment's run that
+ * was given back is inaccessible (os.h: tsri_os_memory_locked). */
 static bool seg_take(tsri_seg_t *s, size_t first, size_t n, bool *dirty) {
   size_t page = tsri_os_page_size();
   size_t was_dirty = bits_count(seg_dirty(s), first, n);
-  if (!s->open && was_dirty < n) {
+  if ((!s->open || tsri_os_memory_locked()) && was_dirty < n) {
     if (tsri_os_commit((void *)(s->base + first * page), n * page) != 0) return false;
     tsri_count(&tsri_counters.os_commits, 1);
   }

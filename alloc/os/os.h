@@ -83,8 +83,14 @@ tsri_hidden int tsri_os_commit(void *addr, size_t size);
 /* Give the physical memory behind [addr, addr+size) back; the range stays
  * reserved, its contents are gone, and it must be committed again before
  * use.  Whether an access in between faults depends on the OS (Windows:
- * yes; POSIX: the range reads as zero, so that no mapping is split). */
+ * yes; POSIX: the range reads as zero, so that no mapping is split, but
+ * for locked memory, below). */
 tsri_hidden int tsri_os_decommit(void *addr, size_t size);
+/* Whether the program locked its memory (POSIX: mlockall; the kernel
+ * refuses to discard locked pages): decommit then makes a range
+ * inaccessible, and memory from tsri_os_reserve_open must be committed
+ * before use like any other.  False for good until first seen. */
+tsri_hidden bool tsri_os_memory_locked(void);
 /* Discard the contents of committed [addr, addr+size) and give the
  * physical memory back, keeping the range committed and accessible: the
  * next touch gets fresh pages (zero on POSIX; on Windows, MEM_RESET,

@@ -27,8 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -207,18 +205,47 @@ int tsri_os_reserve(size_t size, size_t align, void **out) {
   return rc;
 }
 
+/* ---- locked memory ----
+ * A program may lock its memory, mlockall(MCL_CURRENT | MCL_FUTURE), as
+ * real-time programs do so that they never wait for a page fault.  The
+ * kernel then refuses MADV_DONTNEED in it, and fills every writable
+ * mapping as it is made and every range as it is made writable.  So a
+ * decommit there puts a fresh inaccessible mapping in the range's place
+ * (the pages go back; the mapping splits), and a reservation that would
+ * be writable from the start (tsri_os_reserve_open) is made inaccessible
+ * instead, committed as its parts are used: writable, it would take all
+ * its memory at once.  os_locked: seen once, for good. */
+static _Atomic bool os_locked;
+
+bool tsri_os_memory_locked(void) { return atomic_load_explicit(&os_locked, memory_order_relaxed); }
+
+/* Whether a writable mapping is filled as it is made (MCL_FUTURE): a page
+ * mapped and never touched is already resident.  Not asked in a process
+ * that forbade itself system calls (mincore may kill it). */
+static bool os_future_locked(void) {
+  if (tsri_os_memory_locked()) return true;
+  if (tsri_os_restricted()) return false;
+  size_t page = tsri_os_page_size();
+  void *p = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return false;
+  unsigned char in = 0;
+  bool locked = mincore(p, page, &in) == 0 && (in & 1) != 0;
+  munmap(p, page);
+  if (locked) atomic_store_explicit(&os_locked, true, memory_order_relaxed);
+  return locked;
+}
+
 int tsri_os_reserve_open(size_t size, size_t align, void **out, bool *open) {
   if (TSRI_OS_FAIL(TSRI_OS_POINT_RESERVE_OPEN) || !os_budget_take(size)) return ENOMEM;
   int saved = errno;
-  int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
-  void *best = OS_SPACE_TIGHT && align <= tsri_os_page_size() ? os_map_best(size, PROT_READ | PROT_WRITE, flags)
-                                                              : NULL;
+  *open = !os_future_locked();
+  int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, prot = *open ? PROT_READ | PROT_WRITE : PROT_NONE;
+  void *best = OS_SPACE_TIGHT && align <= tsri_os_page_size() ? os_map_best(size, prot, flags) : NULL;
   int rc = 0;
   if (best != NULL) *out = best;
-  else rc = os_map_aligned(size, align, PROT_READ | PROT_WRITE, flags, out);
+  else rc = os_map_aligned(size, align, prot, flags, out);
   errno = saved;
   if (rc != 0) os_budget_give(size);
-  *open = true;
   return rc;
 }
 
@@ -307,7 +334,14 @@ static int os_dontneed(void *addr, size_t size) {
 
 int tsri_os_decommit(void *addr, size_t size) {
   if (TSRI_OS_FAIL(TSRI_OS_POINT_DECOMMIT)) return ENOMEM;
-  return os_dontneed(addr, size);
+  if (os_dontneed(addr, size) == 0) return 0;
+  /* locked memory (above): without this a locked heap keeps its peak for
+   * good; the commit that takes the range again fills it at once */
+  atomic_store_explicit(&os_locked, true, memory_order_relaxed);
+  int saved = errno;
+  void *p = mmap(addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+  errno = saved;
+  return p == addr ? 0 : EINVAL;
 }
 
 /* The same call as decommit on Linux: MADV_DONTNEED already keeps the
@@ -531,44 +565,6 @@ bool tsri_os_secure(void) { return getauxval(AT_SECURE) != 0; }
 bool tsri_os_secure(void) { return getuid() != geteuid() || getgid() != getegid(); }
 #endif
 
-/* How many bytes a write to fd may add before the file passes the
- * process's RLIMIT_FSIZE: a write that starts past it raises SIGXFSZ,
- * which ends the process (ulimit -f; OpenSSH's sandboxed child has 0).
- * SIZE_MAX without a limit, where fd is not a regular file, and in a
- * process that forbade itself system calls (posix_restrict.c: getrlimit
- * may be what kills it; such a process writes only its last words). */
-static size_t file_room(int fd) {
-  struct rlimit rl;
-  struct stat st;
-  if (tsri_os_restricted() || getrlimit(RLIMIT_FSIZE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || fstat(fd, &st) != 0 ||
-      !S_ISREG(st.st_mode))
-    return SIZE_MAX;
-  int flags = fcntl(fd, F_GETFL);
-  off_t at = flags >= 0 && (flags & O_APPEND) ? st.st_size : lseek(fd, 0, SEEK_CUR);
-  return at < 0 || (uint64_t)at >= (uint64_t)rl.rlim_cur ? 0 : (size_t)((uint64_t)rl.rlim_cur - (uint64_t)at);
-}
-
-/* write(2) all of text to fd, cut where the file would pass
- * RLIMIT_FSIZE (EFBIG).  errno is left as it was. */
-static int write_all(int fd, const char *text, size_t len) {
-  int saved = errno, rc = 0;
-  size_t room = file_room(fd);
-  if (len > room) {
-    len = room;
-    rc = EFBIG;
-  }
-  while (len > 0) {
-    ssize_t w = write(fd, text, len);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) { rc = w < 0 ? errno : EIO; break; }
-    text += w;
-    len -= (size_t)w;
-  }
-  errno = saved;
-  return rc;
-}
-
-void tsri_os_write_stderr(const char *text, size_t len) { write_all(2, text, len); }
 
 _Noreturn void tsri_os_abort(void) { abort(); }
 
@@ -585,32 +581,6 @@ uint32_t tsri_os_thread_id(void) {
 }
 
 uint32_t tsri_os_process_id(void) { return (uint32_t)getpid(); }
-
-void tsri_os_program(char *buf, size_t size) {
-  int saved = errno;
-  ssize_t n = readlink("/proc/self/exe", buf, size - 1);
-  buf[n > 0 ? (size_t)n : 0] = 0;
-  errno = saved;
-}
-
-int tsri_os_file_append(const char *path, intptr_t *handle) {
-  int saved = errno;
-  /* appended to, never truncated; not through a symbolic link; readable
-   * by its owner alone when made here (a report shows the heap's layout) */
-  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
-  int rc = fd < 0 ? errno : 0;
-  errno = saved;
-  if (fd >= 0) *handle = fd;
-  return rc;
-}
-
-int tsri_os_file_write(intptr_t handle, const char *text, size_t len) { return write_all((int)handle, text, len); }
-
-void tsri_os_file_close(intptr_t handle) {
-  int saved = errno;
-  close((int)handle);
-  errno = saved;
-}
 
 /* Parse one line of /proc/self/maps:
  * "start-end perms offset dev inode   name" */
@@ -698,6 +668,9 @@ static void *os_thread_main(void *p) {
   return NULL;
 }
 
+#define OS_THREAD_STACK ((size_t)256 << 10)
+#define OS_THREAD_STACK_ROOMY ((size_t)8 << 20)
+
 int tsri_os_thread_start(void (*fn)(void *arg), void *arg) {
   if (TSRI_OS_FAIL(TSRI_OS_POINT_THREAD_START)) return ENOMEM;
   if (tsri_os_restricted()) return EPERM;   /* clone may be what kills it (posix_restrict.c) */
@@ -711,6 +684,9 @@ int tsri_os_thread_start(void (*fn)(void *arg), void *arg) {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    /* tessera's threads need tens of KiB (a report about 20); the
+     * default, 8 MiB, is all resident in a process that locks its memory */
+    pthread_attr_setstacksize(&attr, OS_THREAD_STACK);
     /* Every signal blocked while the thread is made, a mask the thread
      * keeps: the program's signals go to its own threads, and none
      * interrupts pthread_create here.  It marks the process
@@ -723,6 +699,10 @@ int tsri_os_thread_start(void (*fn)(void *arg), void *arg) {
     pthread_sigmask(SIG_BLOCK, &all, &old);
     pthread_t id;
     rc = pthread_create(&id, &attr, os_thread_main, t);
+    if (rc == EINVAL) {   /* a program's static TLS, carved from the stack, did not fit */
+      pthread_attr_setstacksize(&attr, OS_THREAD_STACK_ROOMY);
+      rc = pthread_create(&id, &attr, os_thread_main, t);
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
     if (rc != 0) tsri_os_release(mem, tsri_os_page_size());

@@ -392,6 +392,9 @@ bool tsri_os_others_gone(void) { return os_shutting_down != NULL && os_shutting_
 
 bool tsri_os_secure(void) { return false; }
 
+/* Locked pages (VirtualLock) are decommitted as any others. */
+bool tsri_os_memory_locked(void) { return false; }
+
 /* Windows has no seccomp; a job object's limits fail calls, never kill. */
 void tsri_os_restriction_note(void) {}
 bool tsri_os_restricted(void) { return false; }
