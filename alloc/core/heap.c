@@ -569,7 +569,7 @@ static void heap_abandon(tsr_heap_t *h, bool in_child) {
    *    page may be retired and carved again only after its last push.  In
    *    a fork child those threads are gone. */
   if (in_child) atomic_store_explicit(&h->pushers, 0, memory_order_relaxed);
-  while (atomic_load_explicit(&h->pushers, memory_order_seq_cst) != 0) tsri_os_yield();
+  for (uint32_t r = 0; atomic_load_explicit(&h->pushers, memory_order_seq_cst) != 0; r++) tsri_wait_brief(r);
   atomic_store_explicit(&h->notify, NULL, memory_order_seq_cst);
   /* 3. Hand the pages on: back to the arena when empty, else to the
    *    abandoned list. */
@@ -669,11 +669,11 @@ bool tsri_heap_park_idle(tsr_heap_t *h) {
   tsri_lock(&heap_lock);   /* in_use is written under it, before the owner enters */
   bool live = h->in_use;
   tsri_unlock(&heap_lock);
-  if (!live) heap_leave(h);
+  if (!live) heap_unpark(h);
   return live;
 }
 
-void tsri_heap_unpark(tsr_heap_t *h) { heap_leave(h); }
+void tsri_heap_unpark(tsr_heap_t *h) { heap_unpark(h); }
 
 tsr_heap_t *tsri_heap_all(void) {
   tsri_lock(&heap_lock);
@@ -716,7 +716,7 @@ static size_t heap_check_notices(const tsr_heap_t *h) {
   size_t bad = 0;
   for (const tsr_page_t *pg = h->full.first; pg != NULL; pg = pg->next) {
     if (atomic_load_explicit(&pg->xowner, memory_order_seq_cst) != ((uintptr_t)h | TSR_PAGE_QUEUED)) continue;
-    while (atomic_load_explicit(&h->pushers, memory_order_seq_cst) != 0) tsri_os_yield();
+    for (uint32_t r = 0; atomic_load_explicit(&h->pushers, memory_order_seq_cst) != 0; r++) tsri_wait_brief(r);
     const tsr_page_t *n = atomic_load_explicit(&h->notify, memory_order_seq_cst);
     for (size_t k = 0; n != NULL && n != pg && k < ((size_t)1 << 24); k++) n = n->notify_next;
     if (n == pg) continue;

@@ -142,6 +142,10 @@ typedef struct tsri_lock_s {
 } tsri_lock_t;
 
 tsri_hidden void tsri_lock_slow(tsri_lock_t *l);   /* lock.c */
+/* Round `round` (from 0) of a wait for a step another thread is in the
+ * middle of (a remote free's push, a page's copy under meshing): it
+ * yields, then sleeps a millisecond a round (lock.c). */
+tsri_hidden void tsri_wait_brief(uint32_t round);
 
 #if defined(_WIN32)
 /* No fork to ask. */

@@ -27,3 +27,10 @@ void tsri_lock_slow(tsri_lock_t *l) {
   }
   while (atomic_exchange_explicit(&l->held, 2, memory_order_acquire) != 0) tsri_os_wait(&l->held, 2);
 }
+
+#define BRIEF_YIELDS 64
+
+void tsri_wait_brief(uint32_t round) {
+  if (round < BRIEF_YIELDS) tsri_os_yield();
+  else tsri_os_sleep_ms(1);
+}

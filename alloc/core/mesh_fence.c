@@ -62,7 +62,7 @@ bool tsri_mesh_fault(void *addr) {
   /* fence_page is 0 with no fence up: a fault in page 0 (a NULL pointer's
    * field) is the program's, never a writer to wait */
   if (page != 0 && atomic_load_explicit(&fence_page, memory_order_acquire) == page) {
-    while (atomic_load_explicit(&fence_page, memory_order_acquire) == page) tsri_os_yield();
+    for (uint32_t r = 0; atomic_load_explicit(&fence_page, memory_order_acquire) == page; r++) tsri_wait_brief(r);
     return true;
   }
   if (!tsri_arena_registered(page & ~(uintptr_t)TSR_ARENA_MASK)) return false;
@@ -74,7 +74,7 @@ bool tsri_mesh_fault(void *addr) {
        * handlers: it cannot wait for itself */
       tsri_os_protect((void *)page, page_size, true);
     } else {
-      while (atomic_load_explicit(&fork_fence, memory_order_acquire)) tsri_os_yield();
+      for (uint32_t r = 0; atomic_load_explicit(&fork_fence, memory_order_acquire); r++) tsri_wait_brief(r);
     }
     return true;
   }
@@ -132,7 +132,7 @@ bool tsri_mesh_fenced_since(uint64_t seen) {
       (tsri_os_process_id() != atomic_load_explicit(&fork_pid, memory_order_relaxed) ||
        tsri_os_thread_id() == atomic_load_explicit(&fork_tid, memory_order_relaxed)))
     goto out;
-  while (fence_up()) tsri_os_yield();
+  for (uint32_t r = 0; fence_up(); r++) tsri_wait_brief(r);
   moved = atomic_load_explicit(&fence_moves, memory_order_seq_cst) != seen;
 out:
   errno = saved;

@@ -48,15 +48,32 @@ static inline void set_owner(tsr_page_t *pg, tsr_heap_t *h, uintptr_t state) {
  * that trimming only reads.  `park` says who is in: the owner for the
  * length of each slow path, the reclaimer for its look at the heap; the
  * other waits (the reclaimer does not: it passes the heap by). */
-enum { HEAP_OPEN = 0, HEAP_OWNER = 1, HEAP_PARKED = 2 };
+enum { HEAP_OPEN = 0, HEAP_OWNER = 1, HEAP_PARKED = 2, HEAP_PARKED_WAITED = 3 };
 
-/* out of line: the park is open nearly always (unused in mesh.c) */
+/* out of line: the park is open nearly always (unused in mesh.c).  The
+ * owner sleeps in the OS until the reclaimer leaves (tsri_heap_unpark
+ * wakes it), after a short spin: yielding instead, an owner of real-time
+ * priority on the reclaimer's CPU would keep the reclaimer, of normal
+ * priority, from ever leaving (tests/test_locks.c). */
+#define HEAP_ENTER_SPINS 128
 static tsr_noinline __attribute__((unused)) void heap_enter_wait(tsr_heap_t *h) {
-  int open = HEAP_OPEN;
-  while (!atomic_compare_exchange_weak_explicit(&h->park, &open, HEAP_OWNER, memory_order_acquire,
-                                                memory_order_relaxed)) {
-    open = HEAP_OPEN;
-    tsri_os_yield();
+  for (unsigned spins = 0;; spins++) {
+    int seen = HEAP_OPEN;
+    if (atomic_compare_exchange_weak_explicit(&h->park, &seen, HEAP_OWNER, memory_order_acquire,
+                                              memory_order_relaxed))
+      return;
+    if (seen == HEAP_OPEN) continue;
+    if (spins < HEAP_ENTER_SPINS) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+      continue;
+    }
+    if (seen == HEAP_PARKED &&
+        !atomic_compare_exchange_strong_explicit(&h->park, &seen, HEAP_PARKED_WAITED, memory_order_relaxed,
+                                                 memory_order_relaxed))
+      continue;
+    tsri_os_wait(&h->park, HEAP_PARKED_WAITED);
   }
 }
 
@@ -68,6 +85,12 @@ static inline void heap_enter(tsr_heap_t *h) {
 }
 
 static inline void heap_leave(tsr_heap_t *h) { atomic_store_explicit(&h->park, HEAP_OPEN, memory_order_release); }
+
+/* The reclaimer's leave: it wakes an owner that sleeps on the park. */
+static inline void heap_unpark(tsr_heap_t *h) {
+  if (atomic_exchange_explicit(&h->park, HEAP_OPEN, memory_order_release) == HEAP_PARKED_WAITED)
+    tsri_os_wake(&h->park);
+}
 
 /* h->loose: pg is out of h's queues from now (it is, or goes, in none) until
  * loose_end.  Seq_cst: a fork copies the process between two stores of

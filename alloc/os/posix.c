@@ -687,6 +687,13 @@ int tsri_os_thread_start(void (*fn)(void *arg), void *arg) {
     /* tessera's threads need tens of KiB (a report about 20); the
      * default, 8 MiB, is all resident in a process that locks its memory */
     pthread_attr_setstacksize(&attr, OS_THREAD_STACK);
+    /* of normal priority, whichever thread starts them: one started by a
+     * thread of real-time priority would inherit it, and its rounds of
+     * work would keep the program's other threads of that CPU waiting */
+    struct sched_param normal = { .sched_priority = 0 };
+    pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
+    pthread_attr_setschedpolicy(&attr, SCHED_OTHER);
+    pthread_attr_setschedparam(&attr, &normal);
     /* Every signal blocked while the thread is made, a mask the thread
      * keeps: the program's signals go to its own threads, and none
      * interrupts pthread_create here.  It marks the process

@@ -340,7 +340,9 @@ int tsri_os_fault_catch(bool (*fn)(void *addr)) {
   int expected = 0;
   if (!atomic_compare_exchange_strong_explicit(&fault_state, &expected, 1, memory_order_acq_rel,
                                                memory_order_acquire)) {
-    while (atomic_load_explicit(&fault_state, memory_order_acquire) == 1) tsri_os_yield();
+    /* another thread installs it: a sleep, not a yield, lets it finish
+     * when it has a lower priority on this CPU (core/lock.c) */
+    while (atomic_load_explicit(&fault_state, memory_order_acquire) == 1) tsri_os_sleep_ms(1);
     return atomic_load_explicit(&fault_state, memory_order_acquire) == 2 ? 0 : EAGAIN;
   }
   int saved = errno;
