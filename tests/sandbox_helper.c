@@ -13,6 +13,11 @@
  *                         that the report at exit is due.
  *   sandbox_helper proc   the same with open and close allowed: tessera
  *                         reads that its filters changed.
+ *   sandbox_helper nofile no filter: past its first second the program
+ *                         runs out of descriptors while it allocates, then
+ *                         closes them and allocates again; the check that
+ *                         could not open its file then must not have
+ *                         counted as a filter: the reclaimer runs.
  *   sandbox_helper born   a filter that kills at acct(2) alone, in force
  *                         before the program starts (it execs itself as
  *                         "born-child", as a container does): tessera
@@ -24,6 +29,7 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
@@ -158,6 +164,20 @@ int main(int argc, char **argv) {
     if (n < 2) printf("%d thread: no reclaimer under a filter that was there at start\n", n);
     return n >= 2 ? 0 : 1;
   }
-  fprintf(stderr, "usage: %s ssh|proc|born\n", argv[0]);
+  if (strcmp(mode, "nofile") == 0) {
+    struct rlimit few = { 64, 64 };
+    static int fds[64];
+    int open_fds = 0, fd;
+    if (setrlimit(RLIMIT_NOFILE, &few) != 0) return 4;
+    while (open_fds < 64 && (fd = open("/dev/null", O_RDONLY)) >= 0) fds[open_fds++] = fd;
+    int rc = work();   /* out of descriptors */
+    while (open_fds > 0) close(fds[--open_fds]);
+    if (rc == 0) rc = work();
+    if (rc != 0) return rc;
+    int n = threads();
+    if (n < 2) printf("%d thread: no reclaimer after a moment without descriptors\n", n);
+    return n >= 2 ? 0 : 1;
+  }
+  fprintf(stderr, "usage: %s ssh|proc|nofile|born\n", argv[0]);
   return 2;
 }

@@ -106,6 +106,10 @@ Test(sandbox, meshing_on, .timeout = 60) {
   run("proc", env);
 }
 
+/* A program out of descriptors for a moment cannot read its seccomp
+ * state then; that is no filter, and the reclaimer starts once it can. */
+Test(sandbox, a_moment_without_descriptors_is_no_filter, .timeout = 60) { run("nofile", NULL); }
+
 /* A filter in force before the program started is not one it installed:
  * the reclaimer runs there. */
 Test(sandbox, a_filter_from_the_start_keeps_the_reclaimer, .timeout = 60) { run("born", NULL); }

@@ -138,10 +138,12 @@ void tsri_reclaim_start(void) {
   atomic_store_explicit(&tsri_reclaim_due, 0, memory_order_relaxed);
   if (atomic_exchange_explicit(&reclaim_running, 1, memory_order_acq_rel)) return;
   int rc = tsri_os_thread_start(reclaim_main, NULL);
-  /* EPERM: the program forbade itself system calls since it started
-   * (os.h: tsri_os_restricted), and it is told nothing: its stderr may be
-   * a socket by then.  Its slow paths still give memory back. */
-  if (rc != 0 && rc != EPERM)
+  /* EPERM: the program forbade itself system calls since it started, or
+   * it could not be told for now (os.h: tsri_os_restricted).  It is told
+   * nothing (its stderr may be a socket by then), its slow paths still
+   * give memory back, and a later one tries again. */
+  if (rc == EPERM) atomic_store_explicit(&reclaim_running, 0, memory_order_relaxed);
+  else if (rc != 0)
     tsri_warning("cannot start the reclaimer thread; an idle process keeps its free memory "
                  "until its next allocation");
 }

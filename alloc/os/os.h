@@ -153,8 +153,10 @@ tsri_hidden bool tsri_os_secure(void);
  * tsri_os_restriction_note, at start, takes the state to compare with
  * (Linux: the Seccomp and Seccomp_filters lines of
  * /proc/thread-self/status; where it cannot be read then, the answer is
- * always false, as it is on other systems).  Once true, true for good;
- * tsri_os_restricted_known says so without asking the OS again.  Reads a
+ * always false, as it is on other systems).  Once true, true for good
+ * (but where the file could not be opened for want of a descriptor or of
+ * memory: true for that call alone); tsri_os_restricted_known says so
+ * without asking the OS again.  Reads a
  * file of the kernel's each call until then: for calls made at most a
  * few times a second. */
 tsri_hidden void tsri_os_restriction_note(void);

@@ -54,9 +54,14 @@ static void status_line(const char *line, os_seccomp_t *st) {
   else if (strncmp(line, filters, sizeof filters - 1) == 0) st->filters = field_value(line + sizeof filters - 1);
 }
 
-/* The calling thread's seccomp state; false where it cannot be read. */
-static bool seccomp_read(os_seccomp_t *st) {
-  int saved = errno;
+enum { READ_OK, READ_REFUSED, READ_FOR_NOW };
+
+/* The calling thread's seccomp state: READ_OK; READ_REFUSED where the file
+ * cannot be seen (a filter refuses openat, a chroot hides /proc);
+ * READ_FOR_NOW where it cannot be opened for want of a descriptor or of
+ * memory, which says nothing of the process's filters. */
+static int seccomp_read(os_seccomp_t *st) {
+  int saved = errno, rc = READ_OK;
   *st = (os_seccomp_t){ -1, -1 };
   /* system calls, not the C library's open and close: those are
    * cancellation points, which malloc must not be, and a program may
@@ -80,19 +85,24 @@ static bool seccomp_read(os_seccomp_t *st) {
       }
     }
     syscall(SYS_close, fd);
+  } else if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == EINTR || errno == EAGAIN) {
+    rc = READ_FOR_NOW;
   }
   errno = saved;
-  return st->mode >= 0;
+  return rc != READ_OK ? rc : st->mode >= 0 ? READ_OK : READ_REFUSED;
 }
 
 void tsri_os_restriction_note(void) { seccomp_read(&seccomp_start); }
 
+/* A server out of descriptors for a moment (EMFILE) is answered yes, not
+ * for good: the call waits for a later check. */
 bool tsri_os_restricted(void) {
   if (seccomp_start.mode < 0) return false;
   if (atomic_load_explicit(&restricted, memory_order_relaxed)) return true;
   os_seccomp_t now;
-  if (seccomp_read(&now) && now.mode == seccomp_start.mode && now.filters == seccomp_start.filters)
-    return false;
+  int rc = seccomp_read(&now);
+  if (rc == READ_FOR_NOW) return true;
+  if (rc == READ_OK && now.mode == seccomp_start.mode && now.filters == seccomp_start.filters) return false;
   atomic_store_explicit(&restricted, true, memory_order_relaxed);
   return true;
 }
