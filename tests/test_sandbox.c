@@ -113,3 +113,13 @@ Test(sandbox, a_moment_without_descriptors_is_no_filter, .timeout = 60) { run("n
 /* A filter in force before the program started is not one it installed:
  * the reclaimer runs there. */
 Test(sandbox, a_filter_from_the_start_keeps_the_reclaimer, .timeout = 60) { run("born", NULL); }
+
+/* The report thread (TESSERA_REPORT_SIGNAL) is started again in a fork
+ * child, at its first slow path: in the sandboxed child that start is
+ * refused, and the child is told nothing (a warning to a stderr that is
+ * a file raised SIGXFSZ there). */
+Test(sandbox, the_report_thread_is_not_restarted_in_the_child, .timeout = 60) {
+  char *env[] = { "TESSERA_REPORT_SIGNAL=SIGUSR2", NULL };
+  run("ssh", env);
+  run("proc", env);
+}

@@ -54,8 +54,14 @@ static void triggers_start(void) {
   int64_t interval = tsri_option(TSRI_OPT_REPORT_INTERVAL_S);
   if (sig == 0 && interval == 0) return;
   if (atomic_exchange_explicit(&trigger_running, 1, memory_order_acq_rel)) return;
-  if (tsri_os_wakeup_init() != 0 || tsri_os_thread_start(trigger_thread, NULL) != 0) {
-    tsri_warning("cannot start the report thread; TESSERA_REPORT_SIGNAL and _INTERVAL_S are off");
+  int rc = tsri_os_wakeup_init();
+  if (rc == 0) rc = tsri_os_thread_start(trigger_thread, NULL);
+  if (rc != 0) {
+    /* EPERM: a fork child that forbade itself system calls (os.h:
+     * tsri_os_restricted) is told nothing, as for the reclaimer: a write
+     * to a stderr that is a file raises SIGXFSZ in OpenSSH's child */
+    if (rc != EPERM)
+      tsri_warning("cannot start the report thread; TESSERA_REPORT_SIGNAL and _INTERVAL_S are off");
     return;
   }
   if (sig != 0 && tsri_os_signal((int)sig, on_report_signal) != 0)
