@@ -13,18 +13,26 @@
  *                         that the report at exit is due.
  *   sandbox_helper proc   the same with open and close allowed: tessera
  *                         reads that its filters changed.
- *   sandbox_helper nofile no filter: past its first second the program
- *                         runs out of descriptors while it allocates, then
- *                         closes them and allocates again; the check that
- *                         could not open its file then must not have
- *                         counted as a filter: the reclaimer runs.
  *   sandbox_helper born   a filter that kills at acct(2) alone, in force
  *                         before the program starts (it execs itself as
  *                         "born-child", as a container does): tessera
  *                         starts its reclaimer there as anywhere.
+ *   sandbox_helper born-proc  under that filter from the start, the
+ *                         child of "proc": only the count of filters tells
+ *                         tessera that one was added (Linux 5.9 and later).
+ *   sandbox_helper rlimit OpenSSH's rlimit sandbox, where it has no filter:
+ *                         the child (as user 65534 when run as root, as
+ *                         sshd's is) may write no file and open no
+ *                         descriptor or process; a warning that the
+ *                         reclaimer's thread cannot start (RLIMIT_NPROC)
+ *                         would raise SIGXFSZ where stderr is a file.
+ *   sandbox_helper fds    no filter: every descriptor is taken while the
+ *                         reclaimer is due, then given back; tessera's
+ *                         look at its seccomp state fails there (EMFILE),
+ *                         and the process is not taken for a sandboxed one.
  *
  * The parent exits 0 when the child did, 1 (saying why) when it was
- * killed.  born-child exits 0 when its reclaimer thread runs.
+ * killed.  born-child and fds exit 0 when their reclaimer thread runs.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -81,6 +89,12 @@ static int sandbox_proc(void) {
   return install(f, sizeof f / sizeof f[0]);
 }
 
+static int sandbox_rlimit(void) {
+  struct rlimit none = { 0, 0 };
+  if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0)) return -1;
+  return setrlimit(RLIMIT_NOFILE, &none) != 0 || setrlimit(RLIMIT_NPROC, &none) != 0 ? -1 : 0;
+}
+
 static int sandbox_acct(void) {
   struct sock_filter f[] = { LOAD_NR, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_acct, 0, 1), KILL,
                              BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW) };
@@ -95,10 +109,9 @@ static void sleep_ms(long ms) {
 #define BLOCKS 50000
 static unsigned char *blocks[BLOCKS];
 
-/* Every size class and large blocks, contents checked; about a second. */
-static int work(void) {
-  sleep_ms(1100);   /* past the age at which the reclaimer starts */
-  for (int round = 0; round < 12; round++) {
+/* Every size class and large blocks, contents checked. */
+static int churn(int rounds) {
+  for (int round = 0; round < rounds; round++) {
     for (int i = 0; i < BLOCKS; i++) {
       size_t n = (i % 97 == 0) ? 140000 + (size_t)i : 16 + (size_t)(i * 37 + round) % 20000;
       blocks[i] = S_MALLOC(n);
@@ -117,6 +130,12 @@ static int work(void) {
     sleep_ms(20);
   }
   return 0;
+}
+
+/* Past the age at which the reclaimer starts, then churn; about a second. */
+static int work(void) {
+  sleep_ms(1100);
+  return churn(12);
 }
 
 static int forked(int (*sandbox)(void)) {
@@ -147,16 +166,37 @@ static int threads(void) {
   return n;
 }
 
+/* The reclaimer falls due at the first slow paths after a second, while
+ * every descriptor is taken. */
+static int out_of_fds(void) {
+  struct rlimit few = { 32, 32 };
+  if (setrlimit(RLIMIT_NOFILE, &few) != 0) return 4;
+  sleep_ms(1100);
+  int fds[32], n = 0;
+  for (int fd; n < 32 && (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) fds[n++] = fd;
+  int rc = churn(2);
+  while (n > 0) close(fds[--n]);
+  if (rc != 0) return rc;
+  sleep_ms(1100);   /* the reclaimer's start, put off by a second */
+  rc = churn(2);
+  if (rc != 0) return rc;
+  int t = threads();
+  if (t < 2) printf("%d thread: no reclaimer after the process ran out of descriptors for a moment\n", t);
+  return t >= 2 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "";
   S_FREE(S_MALLOC(1));
   if (strcmp(mode, "ssh") == 0) return forked(sandbox_ssh);
   if (strcmp(mode, "proc") == 0) return forked(sandbox_proc);
-  if (strcmp(mode, "born") == 0) {
+  if (strcmp(mode, "rlimit") == 0) return forked(sandbox_rlimit);
+  if (strcmp(mode, "born") == 0 || strcmp(mode, "born-proc") == 0) {
     if (sandbox_acct() != 0) return 4;
-    execl("/proc/self/exe", argv[0], "born-child", (char *)NULL);
+    execl("/proc/self/exe", argv[0], strcmp(mode, "born") == 0 ? "born-child" : "born-proc-child", (char *)NULL);
     return 5;
   }
+  if (strcmp(mode, "born-proc-child") == 0) return forked(sandbox_proc);
   if (strcmp(mode, "born-child") == 0) {
     int rc = work();
     if (rc != 0) return rc;
@@ -164,20 +204,7 @@ int main(int argc, char **argv) {
     if (n < 2) printf("%d thread: no reclaimer under a filter that was there at start\n", n);
     return n >= 2 ? 0 : 1;
   }
-  if (strcmp(mode, "nofile") == 0) {
-    struct rlimit few = { 64, 64 };
-    static int fds[64];
-    int open_fds = 0, fd;
-    if (setrlimit(RLIMIT_NOFILE, &few) != 0) return 4;
-    while (open_fds < 64 && (fd = open("/dev/null", O_RDONLY)) >= 0) fds[open_fds++] = fd;
-    int rc = work();   /* out of descriptors */
-    while (open_fds > 0) close(fds[--open_fds]);
-    if (rc == 0) rc = work();
-    if (rc != 0) return rc;
-    int n = threads();
-    if (n < 2) printf("%d thread: no reclaimer after a moment without descriptors\n", n);
-    return n >= 2 ? 0 : 1;
-  }
-  fprintf(stderr, "usage: %s ssh|proc|nofile|born\n", argv[0]);
+  if (strcmp(mode, "fds") == 0) return out_of_fds();
+  fprintf(stderr, "usage: %s ssh|proc|rlimit|born|born-proc|fds\n", argv[0]);
   return 2;
 }
