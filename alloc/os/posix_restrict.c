@@ -13,8 +13,10 @@
  * filter added since raises their count) and, where it changed or can no
  * longer be read (the filter refuses the open, a chroot hides /proc), it
  * makes none of them.  A filter in place before tessera started (a
- * container's, systemd's SystemCallFilter=) is the baseline: it allowed
- * the process its threads, and they start as usual.
+ * container's, systemd's SystemCallFilter=) is the baseline: tessera takes
+ * it that it allows what the process was started to do, threads
+ * included, and they start as usual (one that kills at clone kills the
+ * process at the reclaimer's start: docs/options.md).
  *
  * The state is read with openat, read and close alone, which such
  * filters answer with an error where they refuse them (OpenSSH: EACCES)
