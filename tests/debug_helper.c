@@ -16,7 +16,8 @@
  * block), double_free, align (every block of sizes 0 to 100 aligned to
  * 16 bytes and as large as asked: exit 3 otherwise), and two_errors (under
  * TESSERA_ON_ERROR=continue: a double free, then an overflow, and what
- * tsr_stats_get counts of them: "errors=2 double_free=1 overflow=1").
+ * tsr_stats_get counts of them: "errors=2 double_free=1 overflow=1"), and
+ * usable (a 50-byte block written to its usable size, which it prints).
  */
 #include "tsr_helper.h"
 
@@ -106,6 +107,14 @@ static int run_case(const char *name) {
       }
       free_victim(p);
     }
+  } else if (strcmp(name, "usable") == 0) {
+    /* a program may write every byte malloc_usable_size gives it (Redis's
+     * strings grow into them): no overflow at the free */
+    char *p = alloc_victim(50);
+    size_t n = USABLE(p);
+    memset(p, 'x', n);
+    free_victim(p);
+    printf("value=%zu\n", n);
   } else {
     return 2;
   }

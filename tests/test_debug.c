@@ -99,6 +99,15 @@ Test(debug, overflow_by_one_byte_found_by_free, .timeout = 60) {
   expect_caught("overflow", "TESSERA_DEBUG=all", false, want);
 }
 
+/* malloc_usable_size under the guard is the size asked for, as under
+ * AddressSanitizer: it was the block's, 64 bytes for 50, and a program
+ * that wrote up to it (Redis's strings do) was reported for an overflow
+ * at its free (an sshd login under TESSERA_DEBUG=all failed so, in PAM). */
+Test(debug, writes_up_to_the_usable_size_are_no_overflow, .timeout = 60) {
+  expect_value("usable", "TESSERA_DEBUG=guard", "50");
+  expect_value("usable", "TESSERA_DEBUG=all", "50");
+}
+
 Test(debug, write_after_free_found_in_the_quarantine, .timeout = 60) {
   const char *want[] = { "write after free", "of 40 bytes", "byte 3 ", NULL };
   expect_caught("write_after_free", "TESSERA_DEBUG=all", true, want);

@@ -3,11 +3,13 @@
  * with a seccomp filter that kills the process at any call it does not
  * name (issue 18: what real servers do to an allocator).
  *
- * glibc's malloc makes no call outside such a list; tessera made three.
+ * glibc's malloc makes no call outside such a list; tessera made four.
  * Guarded sampling installed its SIGSEGV handler (rt_sigaction) at its
  * first sample, the reclaimer's start made a thread (clone) once the
- * process was a second old, and a report at exit (TESSERA_REPORT) wrote
- * to a file, which the child, limited to 0-byte files, is killed for.
+ * process was a second old, the stack walk read unwind tables from their
+ * files (pread64), and a report at exit (TESSERA_REPORT) wrote to a file,
+ * which the child, limited to 0-byte files, is killed for (meshing's
+ * file calls make a fifth, with TESSERA_MESH=on).
  * Each killed the helper's child before the fix; an sshd run with
  * TESSERA_REPORT set refused every login ("preauth child terminated by
  * signal 25").  Now tessera sees that the filters changed since it

@@ -293,7 +293,10 @@ void *tsr_reallocarray(void *p, size_t count, size_t size) {
 size_t tsr_usable_size(const void *p) {
   if (p == NULL) return 0;
   block_ref_t ref;
-  return block_lookup("malloc_usable_size", p, &ref) ? ref.usable : 0;
+  if (!block_lookup("malloc_usable_size", p, &ref)) return 0;
+  if (tsr_unlikely(atomic_load_explicit(&tsri_debug_checks, memory_order_relaxed) & TSRI_DEBUG_GUARD))
+    return tsri_hook_debug_usable(p, ref.usable);
+  return ref.usable;
 }
 
 int tsr_owns(const void *p) {

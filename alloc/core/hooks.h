@@ -103,6 +103,9 @@ tsri_hidden bool tsri_hook_debug_free(tsr_page_t *pg, size_t idx, void *p, void 
  * the old one (so its guard is checked and a stale pointer to it hits the
  * fill).  False when p has no debug record; else *out is the answer. */
 tsri_hidden bool tsri_hook_debug_realloc(void *p, size_t size, void *caller, void **out);
+/* malloc_usable_size under TESSERA_DEBUG=guard: the bytes asked for, where
+ * p has a debug record (its guard bytes follow them); else usable. */
+tsri_hidden size_t tsri_hook_debug_usable(const void *p, size_t usable);
 /* Free p, which lies in the guarded pool (tsri_guarded). */
 tsri_hidden void tsri_hook_guarded_free(void *p, void *caller);
 /* The size of the live guarded block starting at p; 0 when p is not one. */

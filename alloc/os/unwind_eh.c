@@ -210,7 +210,7 @@ static bool src_open(const eh_obj_t *o, eh_src_t *s) {
   s->fd = -1;
   size_t head_len;
   const ElfW(Ehdr) *eh = image_headers(o, &head_len);
-  if (eh == NULL || o->hdr == NULL || (o->name[0] != 0 && o->name[0] != '/') || tsri_os_restricted()) return false;
+  if (eh == NULL || o->hdr == NULL || (o->name[0] != 0 && o->name[0] != '/')) return false;
   const ElfW(Phdr) *phdr = (const ElfW(Phdr) *)((uintptr_t)eh + eh->e_phoff);
   size_t phnum = eh->e_phnum;
   const ElfW(Phdr) *seg = load_segment(phdr, phnum, (uintptr_t)o->hdr - o->base, 4);
@@ -225,7 +225,7 @@ static bool src_open(const eh_obj_t *o, eh_src_t *s) {
     id = tsri_elf_build_id(notes, ph->p_filesz, ph->p_align == 8 ? 8 : 4, &id_len);
     if (id != NULL) id_off = ph->p_offset + (uint64_t)(id - notes);
   }
-  if (id == NULL || id_len == 0 || id_len > BUILD_ID_MAX) return false;
+  if (id == NULL || id_len == 0 || id_len > BUILD_ID_MAX || tsri_os_restricted()) return false;
   long fd;
   do fd = raw_syscall(SYS_openat, AT_FDCWD, (long)(uintptr_t)(o->name[0] != 0 ? o->name : "/proc/self/exe"),
                        O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);

@@ -369,6 +369,17 @@ bool tsri_hook_debug_realloc(void *p, size_t size, void *caller, void **out) {
  * Pages retired, start-up, tsr_check
  * ---------------------------------------------------------------------- */
 
+/* As AddressSanitizer answers: the bytes past the request are the
+ * guard's, and a program that writes up to the usable size (Redis's
+ * strings grow into it) would be reported for an overflow it may make. */
+size_t tsri_hook_debug_usable(const void *p, size_t usable) {
+  tsri_lock(&debug_lock);
+  const dbg_entry_t *e = tsri_table_find(&debug_table, (uintptr_t)p);
+  size_t n = e != NULL && e->state == STATE_LIVE ? e->requested : usable;
+  tsri_unlock(&debug_lock);
+  return n;
+}
+
 void tsri_debug_page_retire(tsr_page_t *pg) {
   if (!(atomic_load_explicit(&pg->tracked, memory_order_relaxed) & TSRI_TRACKED_DEBUG)) return;
   tsri_lock(&debug_lock);
