@@ -11,7 +11,12 @@
  *                         frees and reallocates through every size class
  *                         and large blocks, and leaves with exit(0), so
  *                         that the report at exit is due.
- *   sandbox_helper proc   the same with open and close allowed: tessera
+ *   sandbox_helper killopen  a filter that kills at open and openat too
+ *                         (kcgi's workers'), installed with prctl; and
+ *   sandbox_helper killopen-syscall  the same installed with
+ *                         syscall(SYS_seccomp), as libseccomp does: tessera
+ *                         sees the filter pass by and never looks at /proc.
+ *   sandbox_helper proc   the same as ssh with open and close allowed: tessera
  *                         reads that its filters changed.
  *   sandbox_helper born   a filter that kills at acct(2) alone, in force
  *                         before the program starts (it execs itself as
@@ -87,6 +92,20 @@ static int sandbox_proc(void) {
   struct sock_filter f[] = { LOAD_NR, ALLOW(SYS_openat), OPEN_TOO(OPEN_ALLOWED) ALLOW(SYS_close),
                              MEMORY_AND_TIME, KILL };
   return install(f, sizeof f / sizeof f[0]);
+}
+
+#define KILL_OPEN_FILTER struct sock_filter f[] = { LOAD_NR, MEMORY_AND_TIME, KILL }
+
+static int sandbox_killopen(void) {
+  KILL_OPEN_FILTER;
+  return install(f, sizeof f / sizeof f[0]);
+}
+
+static int sandbox_killopen_syscall(void) {
+  KILL_OPEN_FILTER;
+  struct sock_fprog prog = { (unsigned short)(sizeof f / sizeof f[0]), f };
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
+  return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
 }
 
 static int sandbox_rlimit(void) {
@@ -190,6 +209,8 @@ int main(int argc, char **argv) {
   S_FREE(S_MALLOC(1));
   if (strcmp(mode, "ssh") == 0) return forked(sandbox_ssh);
   if (strcmp(mode, "proc") == 0) return forked(sandbox_proc);
+  if (strcmp(mode, "killopen") == 0) return forked(sandbox_killopen);
+  if (strcmp(mode, "killopen-syscall") == 0) return forked(sandbox_killopen_syscall);
   if (strcmp(mode, "rlimit") == 0) return forked(sandbox_rlimit);
   if (strcmp(mode, "born") == 0 || strcmp(mode, "born-proc") == 0) {
     if (sandbox_acct() != 0) return 4;
@@ -205,6 +226,6 @@ int main(int argc, char **argv) {
     return n >= 2 ? 0 : 1;
   }
   if (strcmp(mode, "fds") == 0) return out_of_fds();
-  fprintf(stderr, "usage: %s ssh|proc|rlimit|born|born-proc|fds\n", argv[0]);
+  fprintf(stderr, "usage: %s ssh|proc|killopen|killopen-syscall|rlimit|born|born-proc|fds\n", argv[0]);
   return 2;
 }

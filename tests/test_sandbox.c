@@ -108,6 +108,14 @@ Test(sandbox, meshing_on, .timeout = 60) {
   run("proc", env);
 }
 
+/* A filter that kills at openat too, the look at /proc's: tessera sees
+ * it installed, through prctl or syscall(SYS_seccomp), and never looks
+ * (killed at that openat before). */
+Test(sandbox, a_filter_that_kills_at_open_is_seen_as_it_is_installed, .timeout = 60) {
+  run("killopen", NULL);
+  run("killopen-syscall", NULL);
+}
+
 /* A filter in force before the program started is not one it installed:
  * the reclaimer runs there. */
 Test(sandbox, a_filter_from_the_start_keeps_the_reclaimer, .timeout = 60) { run("born", NULL); }

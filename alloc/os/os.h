@@ -161,6 +161,11 @@ tsri_hidden bool tsri_os_secure(void);
  * few times a second. */
 tsri_hidden void tsri_os_restriction_note(void);
 tsri_hidden bool tsri_os_restricted(void);
+/* The program installed a seccomp filter through the C library (the
+ * override's prctl and syscall saw it: posix_seccomp.c):
+ * restricted from now on, without a look at /proc, an openat that a few
+ * filters kill the process for. */
+tsri_hidden void tsri_os_restriction_seen(void);
 tsri_hidden bool tsri_os_restricted_known(void);
 /* True once the OS has ended the process's other threads wherever they
  * stood (Windows: a DLL's detach during ExitProcess), so that a lock one of

@@ -18,9 +18,12 @@
  * included, and they start as usual (one that kills at clone kills the
  * process at the reclaimer's start: docs/options.md).
  *
- * The state is read with openat, read and close alone, which such
+ * The state is read with openat, read and close alone, which most such
  * filters answer with an error where they refuse them (OpenSSH: EACCES)
- * rather than kill, since the C library opens files for its own ends.
+ * rather than kill, since the C library opens files for its own ends.  A
+ * filter installed through the C library's prctl or syscall is seen
+ * before that, by libtessera.so's own (posix_seccomp.c), and
+ * /proc is not read for it.
  * The stack walk's reading of the unwind tables from their files
  * (openat, pread64: unwind_eh.c) asks too, and reads them in place.
  */
@@ -111,10 +114,13 @@ bool tsri_os_restricted(void) {
 
 bool tsri_os_restricted_known(void) { return atomic_load_explicit(&restricted, memory_order_relaxed); }
 
+void tsri_os_restriction_seen(void) { atomic_store_explicit(&restricted, true, memory_order_relaxed); }
+
 #else
 
 void tsri_os_restriction_note(void) {}
 bool tsri_os_restricted(void) { return false; }
 bool tsri_os_restricted_known(void) { return false; }
+void tsri_os_restriction_seen(void) {}
 
 #endif

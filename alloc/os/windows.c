@@ -399,6 +399,7 @@ bool tsri_os_memory_locked(void) { return false; }
 void tsri_os_restriction_note(void) {}
 bool tsri_os_restricted(void) { return false; }
 bool tsri_os_restricted_known(void) { return false; }
+void tsri_os_restriction_seen(void) {}
 
 /* The C++ runtime as a DLL (a program linked with libstdc++ statically
  * keeps its pool in a report at exit). */
