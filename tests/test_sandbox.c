@@ -155,3 +155,39 @@ Test(sandbox, running_out_of_descriptors_is_no_sandbox, .timeout = 60) { run("fd
  * file: the child must neither start the thread nor say that it could
  * not. */
 Test(sandbox, a_child_in_openssh_rlimit_sandbox_lives, .timeout = 60) { run("rlimit", NULL); }
+
+/* A daemon that chroots where no /proc is (named -t, unbound) installed no
+ * filter: its reclaimer starts as anywhere.  The child allocates past its
+ * first second in an empty root, then sleeps while this process counts its
+ * threads. */
+Test(sandbox, a_chroot_without_proc_is_no_filter, .timeout = 60) {
+  if (geteuid() != 0) cr_skip_test("chroot needs root");
+  char root[] = "/tmp/tsr_chroot_XXXXXX";
+  cr_assert(mkdtemp(root) != NULL);
+  fflush(NULL);
+  pid_t pid = fork();
+  cr_assert(pid >= 0);
+  if (pid == 0) {
+    if (chroot(root) != 0 || chdir("/") != 0) _exit(3);
+    tsr_test_sleep_ms(1100);
+    static void *blocks[20000];
+    for (int r = 0; r < 4; r++) {
+      for (size_t i = 0; i < 20000; i++) blocks[i] = tsr_malloc(16 + (i * 37) % 2000);
+      for (size_t i = 0; i < 20000; i++) tsr_free(blocks[i]);
+    }
+    tsr_test_sleep_ms(1500);
+    _exit(0);
+  }
+  tsr_test_sleep_ms(2000);
+  char task[64];
+  snprintf(task, sizeof task, "/proc/%d/task", (int)pid);
+  DIR *d = opendir(task);
+  int threads = 0;
+  for (struct dirent *e; d != NULL && (e = readdir(d)) != NULL;) threads += e->d_name[0] != '.';
+  if (d != NULL) closedir(d);
+  int status;
+  waitpid(pid, &status, 0);
+  rmdir(root);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+  cr_assert_geq(threads, 2, "%d thread in the chrooted child: no reclaimer", threads);
+}

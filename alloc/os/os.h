@@ -146,8 +146,9 @@ tsri_hidden void tsri_os_wake(_Atomic int *addr);
 tsri_hidden bool tsri_os_secure(void);
 /* Whether the calling thread may make fewer system calls than when
  * tessera started: a seccomp filter installed since (OpenSSH's
- * privilege-separated child, a program sandboxing itself) or a view of
- * the file system without /proc (a chroot).  Such a filter may kill the
+ * privilege-separated child, a program sandboxing itself), or a refusal
+ * to open the file that says (a filter's, a Landlock ruleset's; a chroot
+ * without /proc is no such thing).  Such a filter may kill the
  * process at the first call it does not name, so tessera then starts no
  * thread (tsri_os_thread_start refuses with EPERM) and meshing stops.
  * tsri_os_restriction_note, at start, takes the state to compare with

@@ -10,9 +10,8 @@
  * (memfd_create, pwrite, fallocate) and its look at the SIGSEGV handler
  * (rt_sigaction) are outside it.  Before making them tessera compares the
  * calling thread's seccomp state with the one at start (filters stack: a
- * filter added since raises their count) and, where it changed or can no
- * longer be read (the filter refuses the open, a chroot hides /proc), it
- * makes none of them.  A filter in place before tessera started (a
+ * filter added since raises their count) and, where it changed or the
+ * open is refused, it makes none of them.  A filter in place before tessera started (a
  * container's, systemd's SystemCallFilter=) is the baseline: tessera takes
  * it that it allows what the process was started to do, threads
  * included, and they start as usual (one that kills at clone kills the
@@ -59,12 +58,13 @@ static void status_line(const char *line, os_seccomp_t *st) {
   else if (strncmp(line, filters, sizeof filters - 1) == 0) st->filters = field_value(line + sizeof filters - 1);
 }
 
-enum { READ_OK, READ_REFUSED, READ_FOR_NOW };
+enum { READ_OK, READ_REFUSED, READ_FOR_NOW, READ_NO_PROC };
 
-/* The calling thread's seccomp state: READ_OK; READ_REFUSED where the file
- * cannot be seen (a filter refuses openat, a chroot hides /proc);
+/* The calling thread's seccomp state: READ_OK; READ_REFUSED where opening
+ * the file is refused (a filter's errno, a Landlock ruleset);
  * READ_FOR_NOW where it cannot be opened for want of a descriptor or of
- * memory, which says nothing of the process's filters. */
+ * memory, and READ_NO_PROC where /proc is not there (a chroot, as named
+ * and unbound make), which say nothing of the process's filters. */
 static int seccomp_read(os_seccomp_t *st) {
   int saved = errno, rc = READ_OK;
   *st = (os_seccomp_t){ -1, -1 };
@@ -92,6 +92,8 @@ static int seccomp_read(os_seccomp_t *st) {
     syscall(SYS_close, fd);
   } else if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == EINTR || errno == EAGAIN) {
     rc = READ_FOR_NOW;
+  } else if (errno == ENOENT || errno == ENOTDIR) {
+    rc = READ_NO_PROC;
   }
   errno = saved;
   return rc != READ_OK ? rc : st->mode >= 0 ? READ_OK : READ_REFUSED;
@@ -100,13 +102,16 @@ static int seccomp_read(os_seccomp_t *st) {
 void tsri_os_restriction_note(void) { seccomp_read(&seccomp_start); }
 
 /* A server out of descriptors for a moment (EMFILE) is answered yes, not
- * for good: the call waits for a later check. */
+ * for good: the call waits for a later check.  A chroot without /proc is
+ * answered no: a filter installed through the C library was seen as it
+ * went by (posix_seccomp.c), and a chrooted daemon keeps its threads. */
 bool tsri_os_restricted(void) {
   if (seccomp_start.mode < 0) return false;
   if (atomic_load_explicit(&restricted, memory_order_relaxed)) return true;
   os_seccomp_t now;
   int rc = seccomp_read(&now);
   if (rc == READ_FOR_NOW) return true;
+  if (rc == READ_NO_PROC) return false;
   if (rc == READ_OK && now.mode == seccomp_start.mode && now.filters == seccomp_start.filters) return false;
   atomic_store_explicit(&restricted, true, memory_order_relaxed);
   return true;
