@@ -164,10 +164,13 @@ Test(sandbox, a_chroot_without_proc_is_no_filter, .timeout = 60) {
   if (geteuid() != 0) cr_skip_test("chroot needs root");
   char root[] = "/tmp/tsr_chroot_XXXXXX";
   cr_assert(mkdtemp(root) != NULL);
+  int done[2];
+  cr_assert_eq(pipe(done), 0);
   fflush(NULL);
   pid_t pid = fork();
   cr_assert(pid >= 0);
   if (pid == 0) {
+    close(done[0]);
     if (chroot(root) != 0 || chdir("/") != 0) _exit(3);
     tsr_test_sleep_ms(1100);
     static void *blocks[20000];
@@ -175,10 +178,15 @@ Test(sandbox, a_chroot_without_proc_is_no_filter, .timeout = 60) {
       for (size_t i = 0; i < 20000; i++) blocks[i] = tsr_malloc(16 + (i * 37) % 2000);
       for (size_t i = 0; i < 20000; i++) tsr_free(blocks[i]);
     }
-    tsr_test_sleep_ms(1500);
+    tsr_test_sleep_ms(200);   /* the reclaimer's thread is made */
+    if (write(done[1], "", 1) != 1) _exit(4);
+    tsr_test_sleep_ms(2000);   /* counted meanwhile */
     _exit(0);
   }
-  tsr_test_sleep_ms(2000);
+  close(done[1]);
+  char byte;
+  cr_assert_eq(read(done[0], &byte, 1), 1, "the chrooted child ended early");
+  close(done[0]);
   char task[64];
   snprintf(task, sizeof task, "/proc/%d/task", (int)pid);
   DIR *d = opendir(task);
