@@ -146,19 +146,20 @@ tsri_hidden void tsri_os_wake(_Atomic int *addr);
 tsri_hidden bool tsri_os_secure(void);
 /* Whether the calling thread may make fewer system calls than when
  * tessera started: a seccomp filter installed since (OpenSSH's
- * privilege-separated child, a program sandboxing itself), or a refusal
- * to open the file that says (a filter's, a Landlock ruleset's; a chroot
- * without /proc is no such thing).  Such a filter may kill the
+ * privilege-separated child, a program sandboxing itself), seen as it was
+ * installed (tsri_os_restriction_seen) or read from the thread's state,
+ * or a refusal to open that state (a filter's, a Landlock ruleset's; a
+ * chroot without /proc is no such thing).  Such a filter may kill the
  * process at the first call it does not name, so tessera then starts no
  * thread (tsri_os_thread_start refuses with EPERM) and meshing stops.
  * tsri_os_restriction_note, at start, takes the state to compare with
  * (Linux: the Seccomp and Seccomp_filters lines of
- * /proc/thread-self/status; where it cannot be read then, the answer is
- * always false, as it is on other systems).  Once true, true for good
- * (but where the file could not be opened for want of a descriptor or of
- * memory: true for that call alone); tsri_os_restricted_known says so
- * without asking the OS again.  Reads a
- * file of the kernel's each call until then: for calls made at most a
+ * /proc/thread-self/status; where it cannot be read then, only a filter
+ * seen as it was installed counts, and on other systems none).  Once
+ * true, true for good (but where the file could not be opened for want
+ * of a descriptor or of memory: true for that call alone);
+ * tsri_os_restricted_known says so without asking the OS again.  Reads
+ * a file of the kernel's each call until then: for calls made at most a
  * few times a second. */
 tsri_hidden void tsri_os_restriction_note(void);
 tsri_hidden bool tsri_os_restricted(void);

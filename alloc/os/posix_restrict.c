@@ -2,29 +2,27 @@
  *
  * Owns: the answer to "may the calling thread make the system calls it
  * could make when tessera started?" (os.h: tsri_os_restricted).  A
- * program that sandboxes itself after start installs a seccomp filter that
- * names the calls it still needs and kills the process at any other:
+ * program that sandboxes itself after start installs a seccomp filter
+ * that names the calls it still needs and kills the process at any other:
  * OpenSSH's privilege-separated child allows memory calls, futex, reads
  * and writes, and kills at clone.  glibc's malloc makes no call outside
  * such a list; tessera's reclaimer thread (clone), meshing's file calls
- * (memfd_create, pwrite, fallocate) and its look at the SIGSEGV handler
- * (rt_sigaction) are outside it.  Before making them tessera compares the
- * calling thread's seccomp state with the one at start (filters stack: a
- * filter added since raises their count) and, where it changed or the
- * open is refused, it makes none of them.  A filter in place before tessera started (a
- * container's, systemd's SystemCallFilter=) is the baseline: tessera takes
- * it that it allows what the process was started to do, threads
- * included, and they start as usual (one that kills at clone kills the
- * process at the reclaimer's start: docs/options.md).
+ * (memfd_create, pwrite, fallocate), its SIGSEGV handler (rt_sigaction)
+ * and the stack walk's reading of unwind tables (pread64: unwind_eh.c)
+ * are outside it.  Each asks first.
  *
- * The state is read with openat, read and close alone, which most such
- * filters answer with an error where they refuse them (OpenSSH: EACCES)
- * rather than kill, since the C library opens files for its own ends.  A
- * filter installed through the C library's prctl or syscall is seen
- * before that, by libtessera.so's own (posix_seccomp.c), and
- * /proc is not read for it.
- * The stack walk's reading of the unwind tables from their files
- * (openat, pread64: unwind_eh.c) asks too, and reads them in place.
+ * A filter installed through the C library's prctl or syscall is seen as
+ * it goes by (posix_seccomp.c, in libtessera.so): restricted at once.
+ * Otherwise tessera compares the calling thread's seccomp state with the
+ * one at start (filters stack: a filter added since raises their count),
+ * read with openat, read and close alone, which most such filters refuse
+ * with an error (OpenSSH: EACCES) rather than kill, since the C library
+ * opens files for its own ends; where it changed or the open is refused,
+ * restricted.  A filter in place before tessera started (a container's,
+ * systemd's SystemCallFilter=) is the baseline: tessera takes it that it
+ * allows what the process was started to do, threads included, and they
+ * start as usual (one that kills at clone kills the process at the
+ * reclaimer's start: docs/options.md).
  */
 #include "os.h"
 
@@ -106,8 +104,8 @@ void tsri_os_restriction_note(void) { seccomp_read(&seccomp_start); }
  * answered no: a filter installed through the C library was seen as it
  * went by (posix_seccomp.c), and a chrooted daemon keeps its threads. */
 bool tsri_os_restricted(void) {
-  if (seccomp_start.mode < 0) return false;
   if (atomic_load_explicit(&restricted, memory_order_relaxed)) return true;
+  if (seccomp_start.mode < 0) return false;
   os_seccomp_t now;
   int rc = seccomp_read(&now);
   if (rc == READ_FOR_NOW) return true;
