@@ -687,13 +687,19 @@ int tsri_os_thread_start(void (*fn)(void *arg), void *arg) {
     /* tessera's threads need tens of KiB (a report about 20); the
      * default, 8 MiB, is all resident in a process that locks its memory */
     pthread_attr_setstacksize(&attr, OS_THREAD_STACK);
-    /* of normal priority, whichever thread starts them: one started by a
-     * thread of real-time priority would inherit it, and its rounds of
-     * work would keep the program's other threads of that CPU waiting */
-    struct sched_param normal = { .sched_priority = 0 };
-    pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
-    pthread_attr_setschedpolicy(&attr, SCHED_OTHER);
-    pthread_attr_setschedparam(&attr, &normal);
+    /* of normal priority when a thread of real-time priority starts them:
+     * they would inherit it, and their rounds of work would keep the
+     * program's other threads of that CPU waiting.  Any other policy is
+     * inherited: a SCHED_IDLE program may not raise its threads to
+     * SCHED_OTHER (EPERM, and no thread would start) */
+    int policy;
+    struct sched_param param;
+    if (pthread_getschedparam(pthread_self(), &policy, &param) == 0 && (policy == SCHED_FIFO || policy == SCHED_RR)) {
+      param.sched_priority = 0;
+      pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
+      pthread_attr_setschedpolicy(&attr, SCHED_OTHER);
+      pthread_attr_setschedparam(&attr, &param);
+    }
     /* Every signal blocked while the thread is made, a mask the thread
      * keeps: the program's signals go to its own threads, and none
      * interrupts pthread_create here.  It marks the process
