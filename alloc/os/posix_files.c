@@ -12,7 +12,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -34,13 +36,25 @@ static size_t file_room(int fd) {
 }
 
 /* write(2) all of text to fd, cut where the file would pass
- * RLIMIT_FSIZE (EFBIG).  errno is left as it was. */
+ * RLIMIT_FSIZE (EFBIG).  Under a limit, SIGXFSZ is ignored meanwhile
+ * where it would end the process: another process appending to the file
+ * (a forked worker writing its report to the same one) may take it to
+ * the limit between file_room and the write, and a write that starts
+ * there raises it.  errno is left as it was. */
 static int write_all(int fd, const char *text, size_t len) {
   int saved = errno, rc = 0;
   size_t room = file_room(fd);
   if (len > room) {
     len = room;
     rc = EFBIG;
+  }
+  struct sigaction ignore, was;
+  memset(&ignore, 0, sizeof ignore);
+  ignore.sa_handler = SIG_IGN;
+  bool ignored = room != SIZE_MAX && len > 0 && sigaction(SIGXFSZ, &ignore, &was) == 0;
+  if (ignored && was.sa_handler != SIG_DFL) {   /* the program's handler or SIG_IGN: as it was */
+    sigaction(SIGXFSZ, &was, NULL);
+    ignored = false;
   }
   while (len > 0) {
     ssize_t w = write(fd, text, len);
@@ -49,6 +63,7 @@ static int write_all(int fd, const char *text, size_t len) {
     text += w;
     len -= (size_t)w;
   }
+  if (ignored) sigaction(SIGXFSZ, &was, NULL);
   errno = saved;
   return rc;
 }
