@@ -125,7 +125,7 @@ static void sleep_ms(long ms) {
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
 }
 
-#define BLOCKS 50000
+#define BLOCKS 20000
 static unsigned char *blocks[BLOCKS];
 
 /* Every size class and large blocks, contents checked. */
@@ -144,17 +144,17 @@ static int churn(int rounds) {
     }
     for (int i = 0; i < BLOCKS; i++) {
       if (blocks[i][0] != (unsigned char)(i & 0xff) || blocks[i][15] != (unsigned char)(i & 0xff)) return 3;
-      if (i % 10 != 0 || round == 11) S_FREE(blocks[i]);
+      if (i % 10 != 0 || round == rounds - 1) S_FREE(blocks[i]);
     }
     sleep_ms(20);
   }
   return 0;
 }
 
-/* Past the age at which the reclaimer starts, then churn; about a second. */
+/* Past the age at which the reclaimer starts, then churn. */
 static int work(void) {
   sleep_ms(1100);
-  return churn(12);
+  return churn(5);
 }
 
 static int forked(int (*sandbox)(void)) {

@@ -180,7 +180,7 @@ Test(sandbox, a_chroot_without_proc_is_no_filter, .timeout = 60) {
     }
     tsr_test_sleep_ms(200);   /* the reclaimer's thread is made */
     if (write(done[1], "", 1) != 1) _exit(4);
-    tsr_test_sleep_ms(2000);   /* counted meanwhile */
+    tsr_test_sleep_ms(1000);   /* counted meanwhile */
     _exit(0);
   }
   close(done[1]);

@@ -328,15 +328,16 @@ int tsri_os_commit(void *addr, size_t size) {
 
 static int os_dontneed(void *addr, size_t size) {
   int saved = errno;
-  int rc = madvise(addr, size, MADV_DONTNEED) == 0 ? 0 : EINVAL;
+  int rc = madvise(addr, size, MADV_DONTNEED) == 0 ? 0 : errno;
   errno = saved;
   return rc;
 }
 
 int tsri_os_decommit(void *addr, size_t size) {
   if (TSRI_OS_FAIL(TSRI_OS_POINT_DECOMMIT)) return ENOMEM;
-  if (os_dontneed(addr, size) == 0) return 0;
-  /* locked memory (above): without this a locked heap keeps its peak for
+  int rc = os_dontneed(addr, size);
+  if (rc != EINVAL) return rc;
+  /* EINVAL: locked memory (above), which without this keeps its peak for
    * good; the commit that takes the range again fills it at once */
   atomic_store_explicit(&os_locked, true, memory_order_relaxed);
   int saved = errno;

@@ -32,7 +32,9 @@ static size_t file_room(int fd) {
     return SIZE_MAX;
   int flags = fcntl(fd, F_GETFL);
   off_t at = flags >= 0 && (flags & O_APPEND) ? st.st_size : lseek(fd, 0, SEEK_CUR);
-  return at < 0 || (uint64_t)at >= (uint64_t)rl.rlim_cur ? 0 : (size_t)((uint64_t)rl.rlim_cur - (uint64_t)at);
+  if (at < 0 || (uint64_t)at >= (uint64_t)rl.rlim_cur) return 0;
+  uint64_t room = (uint64_t)rl.rlim_cur - (uint64_t)at;
+  return room < SIZE_MAX ? (size_t)room : SIZE_MAX;   /* a 32-bit size_t */
 }
 
 /* write(2) all of text to fd, cut where the file would pass
