@@ -142,6 +142,12 @@ typedef struct tsri_lock_s {
 } tsri_lock_t;
 
 tsri_hidden void tsri_lock_slow(tsri_lock_t *l);   /* lock.c */
+/* One round of a short spin: the CPU told that this is one (x86). */
+static inline void tsri_spin_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
 /* Round `round` (from 0) of a wait for a step another thread is in the
  * middle of (a remote free's push, a page's copy under meshing): it
  * yields, then sleeps a millisecond a round (lock.c). */

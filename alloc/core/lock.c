@@ -21,9 +21,7 @@ void tsri_lock_slow(tsri_lock_t *l) {
     if (atomic_load_explicit(&l->held, memory_order_relaxed) == 0 &&
         atomic_compare_exchange_weak_explicit(&l->held, &free_now, 1, memory_order_acquire, memory_order_relaxed))
       return;
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
+    tsri_spin_pause();
   }
   while (atomic_exchange_explicit(&l->held, 2, memory_order_acquire) != 0) tsri_os_wait(&l->held, 2);
 }

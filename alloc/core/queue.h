@@ -64,9 +64,7 @@ static tsr_noinline __attribute__((unused)) void heap_enter_wait(tsr_heap_t *h) 
       return;
     if (seen == HEAP_OPEN) continue;
     if (spins < HEAP_ENTER_SPINS) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
+      tsri_spin_pause();
       continue;
     }
     if (seen == HEAP_PARKED &&

@@ -567,7 +567,6 @@ bool tsri_os_secure(void) { return getauxval(AT_SECURE) != 0; }
 bool tsri_os_secure(void) { return getuid() != geteuid() || getgid() != getegid(); }
 #endif
 
-
 _Noreturn void tsri_os_abort(void) { abort(); }
 
 /* ------------------------------------------------------------------------

@@ -24,14 +24,17 @@ static void on_report_signal(void) {
   tsri_os_wakeup_post();
 }
 
+static void report_write(const char *reason) {
+  const char *dest = tsri_option_string(TSRI_OPT_REPORT);
+  tsri_report_to((tsr_format_t)tsri_option(TSRI_OPT_REPORT_FORMAT), dest ? dest : "stderr", reason);
+}
+
 /* None in a process that forbade itself system calls since it started
  * (os.h: tsri_os_restricted): the report's calls may be what kills it,
  * and OpenSSH's child also limits the files it writes to 0 bytes, where a
  * write, even of a warning to a stderr that is a file, raises SIGXFSZ. */
 static void report_now(const char *reason) {
-  if (tsri_os_restricted()) return;
-  const char *dest = tsri_option_string(TSRI_OPT_REPORT);
-  tsri_report_to((tsr_format_t)tsri_option(TSRI_OPT_REPORT_FORMAT), dest ? dest : "stderr", reason);
+  if (!tsri_os_restricted()) report_write(reason);
 }
 
 static void trigger_thread(void *arg) {
@@ -101,7 +104,7 @@ __attribute__((constructor)) static void triggers_at_load(void) {
 /* TESSERA_REPORT: the report at exit, after the program's own atexit
  * handlers and destructors (ours was registered before theirs). */
 __attribute__((destructor)) static void report_at_exit(void) {
-  /* restricted: not even the C library's freeres before report_now says no */
+  /* restricted (report_now): not even the C library's freeres then */
   if (tsri_option_string(TSRI_OPT_REPORT) == NULL || tsri_os_restricted()) return;
   if (tsri_os_others_gone()) {
     /* a thread that was ended holding one of our locks would hang the
@@ -111,5 +114,5 @@ __attribute__((destructor)) static void report_at_exit(void) {
     return;
   }
   tsri_os_runtime_freeres();
-  report_now("exit");
+  report_write("exit");   /* restricted: asked above */
 }
