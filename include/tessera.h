@@ -181,12 +181,14 @@ TSR_API int tsr_stats_get(tsr_stats_t *stats);
 
 typedef struct tsr_class_stats_s {
   uint32_t index;           /* class number; the last row is the large blocks */
-  uint32_t block_size;      /* bytes; 0 for the large row */
+  uint32_t block_size;      /* bytes; 0 for the large row.  A fitted page's
+                               blocks are smaller (docs/design.md) */
   uint64_t pages;           /* pages (spans) of the class; large: live blocks */
   uint64_t committed;       /* bytes of those pages (large: mapped bytes) */
   uint64_t blocks_live;
   uint64_t blocks_total;    /* capacity of its pages */
-  uint64_t bytes_live;      /* blocks_live * block_size (large: usable bytes) */
+  uint64_t bytes_live;      /* usable bytes of the live blocks (blocks_live *
+                               block_size but on fitted pages) */
   uint64_t bytes_requested; /* asked for in them (an estimate unless track full) */
   double utilisation;       /* blocks_live / blocks_total (large: 1) */
   /* pages whose live/capacity lies in [i/10, (i+1)/10); bucket 9 includes

@@ -22,14 +22,14 @@ _Atomic uintptr_t tsri_guard_lo, tsri_guard_len;
  * `caller` is the address the program's call returns to. */
 #define TSRI_CALLER __builtin_return_address(0)
 
-static inline __attribute__((always_inline)) void *alloc_class(size_t size, size_t cls, size_t align,
-                                                               void *caller) {
+static inline __attribute__((always_inline)) void *alloc_class(size_t size, size_t cls, size_t need,
+                                                               size_t align, void *caller) {
   tsr_heap_t *h = tsri_tl_heap;
   int64_t left = atomic_load_explicit(&h->sample_left, memory_order_relaxed) - (int64_t)size;
   if (tsr_unlikely(left < 0)) return tsri_hook_alloc_small(size, cls, align, caller);
   atomic_store_explicit(&h->sample_left, left, memory_order_relaxed);
   tsri_heap_count(&h->allocs);
-  return tsri_heap_alloc(h, cls);
+  return tsri_heap_alloc(h, cls, need);
 }
 
 /* A large block (or one whose alignment no class serves), counted down
@@ -49,7 +49,10 @@ static tsr_noinline void *alloc_large(size_t size, size_t align, bool zero, void
 
 static inline __attribute__((always_inline)) void *alloc_any(size_t size, bool zero, void *caller) {
   if (tsr_likely(size <= TSR_SMALL_MAX)) {
-    void *p = alloc_class(size, tsri_size_class(size), 0, caller);
+    /* two paths, so that the classes up to 1024 bytes, which are never
+     * fitted, test no block size */
+    void *p = size <= 1024 ? alloc_class(size, tsri_class_small[(size + 15) >> 4], 0, 0, caller)
+                           : alloc_class(size, tsri_size_class_medium(size), size, 0, caller);
     if (zero && p != NULL) memset(p, 0, size);
     return p;
   }
@@ -81,7 +84,7 @@ static size_t aligned_class(size_t size, size_t align) {
 static inline __attribute__((always_inline)) void *alloc_aligned(size_t align, size_t size, void *caller) {
   if (align <= TSR_MIN_ALIGN) return alloc_any(size, false, caller);
   size_t c = aligned_class(size, align);
-  if (c < TSR_CLASS_COUNT) return alloc_class(size, c, align, caller);
+  if (c < TSR_CLASS_COUNT) return alloc_class(size, c, tsri_class_need(size, c, align), align, caller);
   return alloc_large(size, align, false, caller);
 }
 
@@ -332,7 +335,8 @@ int tsr_defrag_hint(const void *p) {
   uint64_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
   uint64_t to_used = to->capacity ? atomic_load_explicit(&to->used, memory_order_relaxed) : 0;
   bool sparser = used * to->capacity <= to_used * pg->capacity;
-  if (to->capacity != 0 && to_used < to->capacity && sparser)
+  /* a fitted current page with smaller blocks (heap.c) may not take p's */
+  if (to->capacity != 0 && to_used < to->capacity && sparser && to->block_size >= pg->block_size)
     return 8 * used <= 7 * (uint64_t)pg->capacity;   /* not when nearly full already */
   if (used < pg->capacity &&
       atomic_load_explicit(&pg->xowner, memory_order_relaxed) == ((uintptr_t)h | TSR_PAGE_AVAIL))

@@ -168,8 +168,8 @@ static size_t arena_find_run(const tsr_arena_t *a, size_t n) {
  * free touches bitmaps, never a page that is not there, and a descriptor
  * between spans says capacity 0, which turns such frees away. */
 
-static inline size_t bits_lines(size_t cls) {
-  return (tsri_class_words(cls) * 2 * sizeof(uint64_t) + BITS_LINE - 1) / BITS_LINE;
+static inline size_t bits_lines(tsri_shape_t shape) {
+  return (tsri_shape_words(shape) * 2 * sizeof(uint64_t) + BITS_LINE - 1) / BITS_LINE;
 }
 
 /* Bitmaps of `lines` cache lines from a, or NULL (no free slot left for
@@ -265,8 +265,9 @@ static size_t arena_decommit_runs(const slot_run_t *runs, size_t count) {
   return done;
 }
 
-tsr_page_t *tsri_arena_span_alloc(size_t cls, _Atomic(tsr_page_t *) *loose) {
-  size_t n = tsri_classes[cls].span_slots, lines = bits_lines(cls);
+tsr_page_t *tsri_arena_span_alloc(size_t cls, size_t block_size, _Atomic(tsr_page_t *) *loose) {
+  tsri_shape_t shape = tsri_span_shape(block_size);
+  size_t n = shape.slots, lines = bits_lines(shape);
   _Atomic(uint64_t) *bits = NULL;
   tsri_lock(&arena_lock);
   tsr_arena_t *a = arena_list;
@@ -338,6 +339,7 @@ tsr_page_t *tsri_arena_span_alloc(size_t cls, _Atomic(tsr_page_t *) *loose) {
   tsr_page_t *pg = &a->pages[first];
   pg->kind = TSR_SLOT_HEAD;
   pg->cls = (uint8_t)cls;
+  pg->block_size = (uint32_t)block_size;
   pg->span_slots = (uint16_t)n;
   pg->capacity = 0;   /* until tsri_page_init: no block for a wrong free to find */
   pg->bits = bits;
@@ -359,7 +361,7 @@ void tsri_arena_span_free(tsr_page_t *pg) {
   uint32_t now = (uint32_t)tsri_os_clock_ms();
   tsri_lock(&arena_lock);
   for (size_t k = first; k < first + n; k++) a->pages[k].kind = TSR_SLOT_FREE;
-  bits_give(a, pg->bits, bits_lines(pg->cls));
+  bits_give(a, pg->bits, bits_lines(tsri_page_shape(pg)));
   pg->capacity = 0;   /* a wrong free racing with this finds no block */
   if (delay == 0) {   /* decommit now, outside the lock */
     for (size_t k = first; k < first + n; k++) map_set(a->transit_map, k);
@@ -493,7 +495,7 @@ size_t tsri_arena_check(tsr_arena_t *a) {
       bad++;
     }
     if (pg->kind == TSR_SLOT_HEAD) {
-      if (pg->span_slots != tsri_classes[pg->cls].span_slots || i + pg->span_slots > a->slots) {
+      if (pg->span_slots != tsri_page_shape(pg).slots || i + pg->span_slots > a->slots) {
         tsri_warning("check: arena %p slot %zu: span length %d wrong", (void *)a, i,
                      (int)pg->span_slots);
         bad++;

@@ -139,6 +139,7 @@ static tsr_heap_t *heap_acquire(void) {
   for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
     h->avail[c].first = h->avail[c].last = NULL;
     h->cur[c] = &page_empty_desc;
+    h->fit[c] = 0;
   }
   h->full.first = h->full.last = NULL;
   atomic_store_explicit(&h->loose, NULL, memory_order_relaxed);
@@ -261,21 +262,22 @@ static bool heap_page_full(tsr_heap_t *h, tsr_page_t *pg) {
  * looked at, so one malloc never walks a long list. */
 #define ADOPT_TRIES 8
 
-/* An abandoned page with a free block that is not frozen (mesh.c). */
-static bool heap_adoptable(tsr_page_t *pg) {
-  return atomic_load_explicit(&pg->used, memory_order_relaxed) < pg->capacity &&
+/* An abandoned page with a free block of at least need bytes that is not
+ * frozen (mesh.c). */
+static bool heap_adoptable(tsr_page_t *pg, size_t need) {
+  return atomic_load_explicit(&pg->used, memory_order_relaxed) < pg->capacity && pg->block_size >= need &&
          (atomic_load_explicit(&pg->meshed, memory_order_relaxed) == 0 || tsri_mesh_check(pg) == 0);
 }
 
-static tsr_page_t *heap_adopt(tsr_heap_t *h, size_t cls) {
+static tsr_page_t *heap_adopt(tsr_heap_t *h, size_t cls, size_t need) {
   if (atomic_load_explicit(&abandoned_count[cls], memory_order_relaxed) == 0) return NULL;
   tsri_lock(&abandoned_lock);
   tsr_page_t *pg = abandoned[cls].first;
   for (int tries = 0; pg != NULL && tries < ADOPT_TRIES; tries++, pg = pg->next) {
     tsri_page_collect(pg);   /* we hold the lock: we act as its owner */
-    if (heap_adoptable(pg)) break;
+    if (heap_adoptable(pg, need)) break;
   }
-  if (pg != NULL && heap_adoptable(pg)) {
+  if (pg != NULL && heap_adoptable(pg, need)) {
     queue_remove(&abandoned[cls], pg);
     atomic_fetch_sub_explicit(&abandoned_count[cls], 1, memory_order_relaxed);
     set_owner(pg, h, TSR_PAGE_AVAIL);
@@ -287,56 +289,50 @@ static tsr_page_t *heap_adopt(tsr_heap_t *h, size_t cls) {
   return pg;
 }
 
-/* Give back the free OS pages inside our pages that are not current
- * (TESSERA_TRIM_MS), where a page has not gained blocks since the last
- * pass: a page that emptied after a peak and stays so (its survivors are
- * scattered) is trimmed; a page the heap keeps refilling, whose trimmed
- * OS pages would soon be faulted back in, is left alone.  Owner only:
- * nobody else may hand out their free blocks meanwhile. */
-static void heap_trim(tsr_heap_t *h) {
-  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
-    tsr_page_t *pg = h->avail[c].first;
-    if (pg == NULL) continue;
-    for (pg = pg->next; pg != NULL; pg = pg->next) {
-      uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
-      bool settled = used <= pg->seen_used;
-      pg->seen_used = used;
-      if (settled) tsri_page_trim(pg, false);
-    }
-  }
-}
+/* Fitted pages (docs/design.md, "Fitted pages").  A heap's pages of a
+ * class above 1024 bytes are cut to its first request of the class
+ * (rounded up to TSR_MIN_ALIGN, in a span shaped for that size:
+ * sizeclass.c) while every request of the class fits them; the first
+ * that needs more turns fitting off for the class, for good.  Fitted
+ * pages stay in the queue and serve what they fit; a request they do not
+ * fit comes here (heap.h), which passes them to the back of the queue, at
+ * most FIT_PASS_MAX each time. */
+#define FIT_PASS_MAX 16
 
-static void heap_maybe_purge(tsr_heap_t *h) {
-  uint32_t calls = atomic_load_explicit(&h->slow_calls, memory_order_relaxed) + 1;
-  atomic_store_explicit(&h->slow_calls, calls, memory_order_relaxed);
-  if ((calls & 15) == 0) {
-    tsri_reclaim_note();
-    tsri_arena_purge(false);
-    tsri_large_purge(false);
-    int64_t every = tsri_option(TSRI_OPT_TRIM_MS);
-    if (every > 0) {
-      uint64_t now = tsri_os_clock_ms();
-      if (now >= h->next_trim_ms) {
-        h->next_trim_ms = now + (uint64_t)every;
-        heap_trim(h);
-      }
-    }
-    if (tsri_mesh_due(h)) tsri_heap_mesh(h, TSRI_MESH_OWNER, tsri_os_clock_ns() + TSRI_MESH_OWNER_NS);
-  }
+/* The block size of the page h carves next for a request of class cls
+ * that needs need bytes (h->fit). */
+static size_t heap_fit(tsr_heap_t *h, size_t cls, size_t need) {
+  size_t full = tsri_classes[cls].block_size;
+  if (cls < TSRI_FIT_FIRST) return full;
+  size_t want = tsri_align_up(need, TSR_MIN_ALIGN), fit = h->fit[cls];
+  if (fit == 0) fit = tsri_fit_pays(want, cls) ? want : full;
+  else if (want > fit) fit = full;
+  h->fit[cls] = (uint32_t)fit;
+  return fit;
 }
 
 /* The slow path proper, parked as the owner. */
-static void *heap_alloc_slow(tsr_heap_t *h, size_t cls) {
+static void *heap_alloc_slow(tsr_heap_t *h, size_t cls, size_t need) {
   heap_take_notices(h);
-  heap_maybe_purge(h);
+  tsri_reclaim_on_slow_path(h);
+  size_t fit = heap_fit(h, cls, need);
   tsr_page_t *pg;
-  while ((pg = h->avail[cls].first) != NULL) {
-    if (tsri_page_refill(pg)) return tsri_heap_alloc(h, cls);
-    heap_page_full(h, pg);
+  for (int passed = 0; (pg = h->avail[cls].first) != NULL;) {
+    if (pg->block_size >= need) {
+      if (tsri_page_refill(pg)) return tsri_heap_alloc(h, cls, need);
+      heap_page_full(h, pg);
+    } else {   /* a fitted page of blocks too small for this request */
+      if (pg->next == NULL || ++passed > FIT_PASS_MAX) break;
+      loose_begin(h, pg);
+      queue_remove(&h->avail[cls], pg);
+      queue_push_back(&h->avail[cls], pg);
+      loose_end(h);
+      heap_sync_cur(h, cls);
+    }
   }
-  pg = heap_adopt(h, cls);   /* has a free block: refill finds it */
+  pg = heap_adopt(h, cls, need);   /* has a free block: refill finds it */
   if (pg == NULL) {
-    pg = tsri_arena_span_alloc(cls, &h->loose);
+    pg = tsri_arena_span_alloc(cls, fit, &h->loose);
     if (pg == NULL) { errno = ENOMEM; return NULL; }
     tsri_page_init(pg, cls);
     set_owner(pg, h, TSR_PAGE_AVAIL);
@@ -345,9 +341,9 @@ static void *heap_alloc_slow(tsr_heap_t *h, size_t cls) {
   loose_end(h);
   heap_sync_cur(h, cls);
   bool ready = tsri_page_refill(pg);
-  tsr_assert(ready);
+  tsr_assert(ready && pg->block_size >= need);
   (void)ready;
-  return tsri_heap_alloc(h, cls);
+  return tsri_heap_alloc(h, cls, need);
 }
 
 /* The words of the current page above scan, before the slow path: a page
@@ -355,19 +351,19 @@ static void *heap_alloc_slow(tsr_heap_t *h, size_t cls) {
  * needs neither the park nor the heap's queues.  Only the owner writes the
  * local bitmap and scan of its current page; the reclaimer and meshing
  * leave current pages alone (queue.h: parking, mesh.c). */
-void *tsri_heap_alloc_next(tsr_heap_t *h, size_t cls) {
+void *tsri_heap_alloc_next(tsr_heap_t *h, size_t cls, size_t need) {
   tsr_page_t *pg = h->cur[cls];
-  if (!tsri_page_find(pg, (size_t)pg->scan + 1)) return tsri_heap_alloc_slow(h, cls);
+  if (!tsri_page_find(pg, (size_t)pg->scan + 1)) return tsri_heap_alloc_slow(h, cls, need);
   size_t w = pg->scan;
   return pg->start + tsri_page_take(pg, w, atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed)) *
                          pg->block_size;
 }
 
-void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls) {
+void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls, size_t need) {
   if (h == &tsri_heap_none) {
     h = heap_thread_start();
     if (h == NULL) { errno = ENOMEM; return NULL; }
-    void *p = tsri_heap_alloc(h, cls);
+    void *p = tsri_heap_alloc(h, cls, need);
     tsri_heap_done(h);
     return p;
   }
@@ -376,7 +372,7 @@ void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls) {
     tsri_fork_child_run();   /* a fork child: what was left for now (init.c) */
   if (tsr_unlikely(atomic_load_explicit(&tsri_reclaim_due, memory_order_relaxed))) tsri_reclaim_start();
   heap_enter(h);
-  void *p = heap_alloc_slow(h, cls);
+  void *p = heap_alloc_slow(h, cls, need);
   heap_leave(h);
   if (tsr_unlikely(p == NULL)) tsri_refused(tsri_classes[cls].block_size, TSRI_REFUSED_SMALL);
   return p;

@@ -23,10 +23,12 @@ static inline void tsri_heap_count(_Atomic uint64_t *counter) {
   atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + 1, memory_order_relaxed);
 }
 
-tsri_hidden void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls);
+/* The slow path of a request of class cls whose blocks must be at least
+ * need bytes (tsri_class_need). */
+tsri_hidden void *tsri_heap_alloc_slow(tsr_heap_t *h, size_t cls, size_t need);
 /* The current page's scan word ran out: the next word of the page with a
  * free block, else the slow path.  Owner only. */
-tsri_hidden void *tsri_heap_alloc_next(tsr_heap_t *h, size_t cls);
+tsri_hidden void *tsri_heap_alloc_next(tsr_heap_t *h, size_t cls, size_t need);
 /* The calling thread's heap, made now if it has none; NULL without memory.
  * A thread whose heap was handed over at its exit gets a heap lent for one
  * allocation: whoever calls tsri_heap_get calls tsri_heap_done once that
@@ -68,17 +70,19 @@ static inline size_t tsri_page_take(tsr_page_t *pg, size_t w, uint64_t bits) {
   return w * 64 + (size_t)__builtin_ctzll(bits);
 }
 
-/* Allocate a block of class cls: about ten instructions and one branch
- * when the current page of the class has a free block in its scan word.
+/* Allocate a block of class cls of at least need bytes (tsri_class_need:
+ * 0, which the compiler folds away, for the classes up to 1024 bytes):
+ * about ten instructions and one branch when the current page of the
+ * class has a free block in its scan word, one compare more above 1024.
  * *idx: the block's index in its page, which is then h->cur[cls] (h must
  * be a heap of its own, not tsri_heap_none). */
-static inline void *tsri_heap_alloc_at(tsr_heap_t *h, size_t cls, size_t *idx) {
+static inline void *tsri_heap_alloc_at(tsr_heap_t *h, size_t cls, size_t need, size_t *idx) {
   tsr_assert_internal(h != &tsri_heap_none);
   tsr_page_t *pg = h->cur[cls];
   size_t w = pg->scan;
   uint64_t bits = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
-  if (tsr_unlikely(bits == 0)) {
-    void *p = tsri_heap_alloc_next(h, cls);
+  if (tsr_unlikely(bits == 0 || need > pg->block_size)) {
+    void *p = need > pg->block_size ? tsri_heap_alloc_slow(h, cls, need) : tsri_heap_alloc_next(h, cls, need);
     if (p != NULL) *idx = tsri_block_index_of(h->cur[cls], p);
     return p;
   }
@@ -86,9 +90,9 @@ static inline void *tsri_heap_alloc_at(tsr_heap_t *h, size_t cls, size_t *idx) {
   return pg->start + *idx * pg->block_size;
 }
 
-static inline void *tsri_heap_alloc(tsr_heap_t *h, size_t cls) {
+static inline void *tsri_heap_alloc(tsr_heap_t *h, size_t cls, size_t need) {
   size_t idx;
-  return tsri_heap_alloc_at(h, cls, &idx);
+  return tsri_heap_alloc_at(h, cls, need, &idx);
 }
 
 /* Free block idx of pg, which p points at.  The owner's free checks both

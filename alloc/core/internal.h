@@ -201,10 +201,9 @@ tsri_hidden extern const tsri_class_t tsri_classes[TSR_CLASS_COUNT];
 #define TSR_SMALL_LUT 65  /* (1024 + 15) / 16 + 1 */
 tsri_hidden extern const uint8_t tsri_class_small[TSR_SMALL_LUT];
 
-/* Class of a request of size bytes, 1 <= size <= TSR_SMALL_MAX.  Sizes up
- * to 1024 go through a table; above, 8 classes per power of two. */
-static inline size_t tsri_size_class(size_t size) {
-  if (tsr_likely(size <= 1024)) return tsri_class_small[(size + 15) >> 4];
+/* Class of a request of 1024 < size <= TSR_SMALL_MAX bytes: 8 classes
+ * per power of two. */
+static inline size_t tsri_size_class_medium(size_t size) {
   size_t s = size - 1;
   unsigned log2 = 63u - (unsigned)__builtin_clzll((unsigned long long)s);  /* >= 10 */
   size_t step_shift = log2 - 3;
@@ -213,6 +212,42 @@ static inline size_t tsri_size_class(size_t size) {
    * above adds 8 classes */
   return 32 + (log2 - 10) * 8 + k;
 }
+
+/* Class of a request of size bytes, 1 <= size <= TSR_SMALL_MAX.  Sizes up
+ * to 1024 go through a table. */
+static inline size_t tsri_size_class(size_t size) {
+  if (tsr_likely(size <= 1024)) return tsri_class_small[(size + 15) >> 4];
+  return tsri_size_class_medium(size);
+}
+
+/* Fitted pages (heap.c).  A page of a class above 1024 bytes may have
+ * blocks smaller than its class's, cut to the size its heap was asked for
+ * (any multiple of TSR_MIN_ALIGN above the class below), in a span shaped
+ * for that size by the class table's rules. */
+#define TSRI_FIT_FIRST 32   /* the first class whose pages may be fitted */
+
+/* The least block size that serves a request of size bytes with alignment
+ * align (0 or a power of two) from class cls: 0 where every block of the
+ * class does; an alignment above TSR_MIN_ALIGN takes the class's own size,
+ * which the class was chosen for, where a fitted size may not be a
+ * multiple of it. */
+static inline size_t tsri_class_need(size_t size, size_t cls, size_t align) {
+  if (cls < TSRI_FIT_FIRST) return 0;
+  return align > TSR_MIN_ALIGN ? tsri_classes[cls].block_size : size;
+}
+
+typedef struct tsri_shape_s {
+  size_t slots;      /* slots of the span */
+  size_t capacity;   /* blocks it holds at phase 0 */
+} tsri_shape_t;
+
+/* The span for blocks of block_size bytes (a multiple of TSR_MIN_ALIGN, at
+ * most TSR_SMALL_MAX) by the rules of the class table (sizeclass.c), which
+ * give a class's own size its row. */
+tsri_hidden tsri_shape_t tsri_span_shape(size_t block_size);
+/* Does a fitted page of block_size bytes (less than class cls's) hold
+ * its blocks in no more bytes of span each than the class's own pages? */
+tsri_hidden bool tsri_fit_pays(size_t block_size, size_t cls);
 
 /* ---- arenas and pointer lookup (arena.c) ------------------------------- */
 
@@ -256,9 +291,10 @@ static inline long tsri_block_index(const tsr_page_t *pg, const void *p) {
   return (long)idx;
 }
 
-/* A span for class cls, or NULL; *loose names it from under the arena
+/* A span for class cls, with blocks of block_size bytes (the class's, or
+ * a fitted size: heap.c), or NULL; *loose names it from under the arena
  * lock on (heap.c: a fork child finds it there). */
-tsri_hidden tsr_page_t *tsri_arena_span_alloc(size_t cls, _Atomic(tsr_page_t *) *loose);
+tsri_hidden tsr_page_t *tsri_arena_span_alloc(size_t cls, size_t block_size, _Atomic(tsr_page_t *) *loose);
 tsri_hidden void tsri_arena_span_free(tsr_page_t *pg);
 /* Decommit free slots that stayed free longer than the purge delay (or all
  * of them when force); returns the number of slots decommitted. */
@@ -275,15 +311,21 @@ tsri_hidden void tsri_arena_fork_child(void);
 /* ---- pages (page.c) ------------------------------------------------------ */
 
 tsri_hidden void tsri_page_init(tsr_page_t *pg, size_t cls);
+/* The shape of pg's span (its block size is set when the span is carved). */
+static inline tsri_shape_t tsri_page_shape(const tsr_page_t *pg) {
+  const tsri_class_t *c = &tsri_classes[pg->cls];
+  return pg->block_size == c->block_size ? (tsri_shape_t){ c->span_slots, c->capacity }
+                                         : tsri_span_shape(pg->block_size);
+}
 /* The blocks of pg, to a reader other than its owner (under the arena
  * lock, so that the span stays a span): its own capacity (one less than
- * its class's at phase 1) once its owner has published it with xowner,
- * its class's while the owner is still setting it up. */
+ * its shape's at phase 1) once its owner has published it with xowner,
+ * its shape's while the owner is still setting it up. */
 static inline uint32_t tsri_page_capacity_seen(const tsr_page_t *pg) {
   uintptr_t x = atomic_load_explicit(&pg->xowner, memory_order_acquire);
   return (x & ~TSR_PAGE_STATE_MASK) != 0 || (x & TSR_PAGE_STATE_MASK) == TSR_PAGE_ABANDONED
              ? pg->capacity
-             : tsri_classes[pg->cls].capacity;
+             : (uint32_t)tsri_page_shape(pg).capacity;
 }
 /* The address of pg's span: its first slot's, whatever pg's phase. */
 static inline uintptr_t tsri_page_base(const tsr_page_t *pg) {
@@ -295,10 +337,10 @@ tsri_hidden uint32_t tsri_page_collect(tsr_page_t *pg);
 tsri_hidden uint32_t tsri_page_collect_word(tsr_page_t *pg, size_t w);
 /* Bitmap words of pg. */
 static inline size_t tsri_page_words(const tsr_page_t *pg) { return ((size_t)pg->capacity + 63) / 64; }
-/* Bitmap words a span of class cls has (arena.c sizes its bitmaps so):
+/* Bitmap words a span of shape s has (arena.c sizes its bitmaps so):
  * those of its pages at phase 0; a page at phase 1 leaves its last bit
  * unused. */
-static inline size_t tsri_class_words(size_t cls) { return ((size_t)tsri_classes[cls].capacity + 63) / 64; }
+static inline size_t tsri_shape_words(tsri_shape_t s) { return (s.capacity + 63) / 64; }
 /* Point pg->scan at the first bitmap word from `from` on with a free block
  * in the local bitmap; false when there is none.  Owner only; inline, as
  * the allocation path's step to the next word uses it. */
@@ -420,6 +462,10 @@ tsri_hidden uint64_t tsri_seg_dirty_bytes(void);
 /* Called every 16th allocation slow path: once the process is old or big
  * enough, ask for the reclaimer (tsri_reclaim_due). */
 tsri_hidden void tsri_reclaim_note(void);
+/* What an allocation slow path of h does, every 16th time, for memory to
+ * go back while the program runs: the purges, h's trim pass when
+ * TESSERA_TRIM_MS ran out, meshing when due.  Owner, parked. */
+tsri_hidden void tsri_reclaim_on_slow_path(tsr_heap_t *h);
 /* Set when the reclaimer should be started: the next allocation slow path
  * starts it, outside every lock (starting a thread allocates). */
 tsri_hidden extern _Atomic int tsri_reclaim_due;

@@ -602,7 +602,7 @@ size_t tsri_heap_mesh(tsr_heap_t *h, tsri_mesh_by_t by, uint64_t until) {
        * pages are cold already */
       bool cold = all || by == TSRI_MESH_IDLE || used == pg->mesh_seen_used;
       pg->mesh_seen_used = used;
-      if (cold && 2 * used <= tsri_classes[c].capacity) cand[n++] = pg;   /* a phase's gap is free space */
+      if (cold && 2 * used <= tsri_page_shape(pg).capacity) cand[n++] = pg;   /* a phase's gap is free space */
     }
   }
   size_t sparse = n;

@@ -27,9 +27,9 @@
  * block of capacity its shift leaves out.  Only while meshing is on (and
  * the OS can mesh), and only for blocks of at most half an OS page: bigger
  * ones cover whole OS pages, which their own frees give back. */
-static size_t page_phase(const tsr_page_t *pg, const tsri_class_t *c) {
+static size_t page_phase(const tsr_page_t *pg) {
   static _Atomic uint32_t pages_set_up;
-  if (tsri_option(TSRI_OPT_MESH) == 0 || 2 * (size_t)c->block_size > tsri_os_page_size() ||
+  if (tsri_option(TSRI_OPT_MESH) == 0 || 2 * (size_t)pg->block_size > tsri_os_page_size() ||
       tsri_os_share_why() != NULL)
     return 0;
   uint64_t x = (tsri_page_base(pg) >> TSR_SLOT_SHIFT) ^
@@ -39,15 +39,14 @@ static size_t page_phase(const tsr_page_t *pg, const tsri_class_t *c) {
 }
 
 void tsri_page_init(tsr_page_t *pg, size_t cls) {
-  const tsri_class_t *c = &tsri_classes[cls];
-  tsr_assert(c->capacity <= TSR_PAGE_MAX_BLOCKS && c->span_slots == pg->span_slots);
+  tsri_shape_t shape = tsri_page_shape(pg);
+  tsr_assert(pg->cls == cls && shape.capacity <= TSR_PAGE_MAX_BLOCKS && shape.slots == pg->span_slots);
   if (!tsri_mesh_is_armed() && tsri_option(TSRI_OPT_MESH) != 0)
     atomic_store_explicit(&tsri_mesh_armed, 1, memory_order_relaxed);
-  size_t phase = page_phase(pg, c), capacity = c->capacity - phase;
-  pg->start = (uint8_t *)tsri_page_base(pg) + phase * c->block_size;
-  pg->block_size = c->block_size;
+  size_t phase = page_phase(pg), capacity = shape.capacity - phase;
+  pg->start = (uint8_t *)tsri_page_base(pg) + phase * pg->block_size;
   pg->capacity = (uint16_t)capacity;
-  pg->magic = (((uint64_t)1 << TSR_MAGIC_SHIFT) / c->block_size) + 1;
+  pg->magic = (((uint64_t)1 << TSR_MAGIC_SHIFT) / pg->block_size) + 1;
   atomic_store_explicit(&pg->used, 0, memory_order_relaxed);
   pg->scan = 0;
   pg->trimmed_at_used = (uint32_t)capacity;
@@ -55,9 +54,9 @@ void tsri_page_init(tsr_page_t *pg, size_t cls) {
   pg->mesh_seen_used = UINT32_MAX;   /* not seen yet: not cold */
   pg->next = pg->prev = NULL;
   pg->notify_next = NULL;
-  /* every word of its bitmaps (arena.c: as many as the class needs) */
+  /* every word of its bitmaps (arena.c: as many as its shape needs) */
   size_t full_words = capacity / 64, rest = capacity % 64;
-  for (size_t w = 0; w < tsri_class_words(cls); w++) {
+  for (size_t w = 0; w < tsri_shape_words(shape); w++) {
     uint64_t bits = w < full_words ? ~(uint64_t)0 : (w == full_words && rest ? ((uint64_t)1 << rest) - 1 : 0);
     atomic_store_explicit(tsri_local(pg, w), bits, memory_order_relaxed);
     atomic_store_explicit(tsri_remote(pg, w), 0, memory_order_relaxed);
@@ -214,7 +213,23 @@ bool tsri_page_refill(tsr_page_t *pg) {
 
 size_t tsri_page_check(const tsr_page_t *pg) {
   size_t bad = 0, free_bits = 0, n = tsri_page_words(pg);
-  for (size_t w = 0; w < tsri_class_words(pg->cls); w++) {
+  const tsri_class_t *c = &tsri_classes[pg->cls < TSR_CLASS_COUNT ? pg->cls : 0];
+  size_t below = pg->cls > 0 && pg->cls < TSR_CLASS_COUNT ? tsri_classes[pg->cls - 1].block_size : 0;
+  if (pg->cls >= TSR_CLASS_COUNT || pg->block_size % TSR_MIN_ALIGN != 0 || pg->block_size <= below ||
+      pg->block_size > c->block_size || (pg->block_size != c->block_size && pg->cls < TSRI_FIT_FIRST)) {
+    tsri_warning("check: page %p: block size %zu is not one of class %d", (void *)pg->start,
+                 (size_t)pg->block_size, (int)pg->cls);
+    return 1;
+  }
+  tsri_shape_t shape = tsri_page_shape(pg);
+  size_t phase = ((uintptr_t)pg->start - tsri_page_base(pg)) / pg->block_size;
+  if (phase > 1 || pg->start != (uint8_t *)tsri_page_base(pg) + phase * pg->block_size ||
+      pg->capacity + phase != shape.capacity || pg->span_slots != shape.slots) {
+    tsri_warning("check: page %p: phase %zu, capacity %zu or %zu slots do not match its %zu-byte blocks",
+                 (void *)pg->start, phase, (size_t)pg->capacity, (size_t)pg->span_slots, (size_t)pg->block_size);
+    return 1;
+  }
+  for (size_t w = 0; w < tsri_shape_words(shape); w++) {
     uint64_t local = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
     uint64_t remote = atomic_load_explicit(tsri_remote(pg, w), memory_order_relaxed);
     uint64_t valid = w < n ? (w + 1 < n || pg->capacity % 64 == 0 ? ~(uint64_t)0
@@ -234,14 +249,6 @@ size_t tsri_page_check(const tsr_page_t *pg) {
   if (free_bits + used != pg->capacity) {
     tsri_warning("check: page %p: %zu free + %zu used != %zu blocks", (void *)pg->start, free_bits,
                  (size_t)used, (size_t)pg->capacity);
-    bad++;
-  }
-  const tsri_class_t *c = &tsri_classes[pg->cls];
-  size_t phase = ((uintptr_t)pg->start - tsri_page_base(pg)) / c->block_size;
-  if (pg->block_size != c->block_size || phase > 1 ||
-      pg->start != (uint8_t *)tsri_page_base(pg) + phase * c->block_size || pg->capacity + phase != c->capacity) {
-    tsri_warning("check: page %p: block size %zu, phase %zu or capacity %zu does not match class %d",
-                 (void *)pg->start, (size_t)pg->block_size, phase, (size_t)pg->capacity, (int)pg->cls);
     bad++;
   }
   return bad;

@@ -8,7 +8,7 @@
  * ones other threads freed into them alike (queue.h: parking, page.c:
  * tsri_page_trim_idle), and the abandoned pages.  Without it a server
  * that stops allocating keeps its peak: those steps run from the slow
- * path of whoever allocates next.
+ * path of whoever allocates next (tsri_reclaim_on_slow_path, also here).
  *
  * Cost.  A pass takes the arena and large-block locks as a slow path's
  * purge does, and parks each idle heap for as long as it reads its queues
@@ -45,6 +45,44 @@ _Atomic int tsri_reclaim_due;
 static _Atomic int reclaim_running;
 static _Atomic uint64_t reclaim_born_ms;   /* when this process began: start, or its fork */
 static tsri_lock_t reclaim_lock;   /* held for a pass; fork waits for it */
+
+/* Give back the free OS pages inside our pages that are not current
+ * (TESSERA_TRIM_MS), where a page has not gained blocks since the last
+ * pass: a page that emptied after a peak and stays so (its survivors are
+ * scattered) is trimmed; a page the heap keeps refilling, whose trimmed
+ * OS pages would soon be faulted back in, is left alone.  Owner only:
+ * nobody else may hand out their free blocks meanwhile. */
+static void slow_path_trim(tsr_heap_t *h) {
+  for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
+    tsr_page_t *pg = h->avail[c].first;
+    if (pg == NULL) continue;
+    for (pg = pg->next; pg != NULL; pg = pg->next) {
+      uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
+      bool settled = used <= pg->seen_used;
+      pg->seen_used = used;
+      if (settled) tsri_page_trim(pg, false);
+    }
+  }
+}
+
+void tsri_reclaim_on_slow_path(tsr_heap_t *h) {
+  uint32_t calls = atomic_load_explicit(&h->slow_calls, memory_order_relaxed) + 1;
+  atomic_store_explicit(&h->slow_calls, calls, memory_order_relaxed);
+  if ((calls & 15) == 0) {
+    tsri_reclaim_note();
+    tsri_arena_purge(false);
+    tsri_large_purge(false);
+    int64_t every = tsri_option(TSRI_OPT_TRIM_MS);
+    if (every > 0) {
+      uint64_t now = tsri_os_clock_ms();
+      if (now >= h->next_trim_ms) {
+        h->next_trim_ms = now + (uint64_t)every;
+        slow_path_trim(h);
+      }
+    }
+    if (tsri_mesh_due(h)) tsri_heap_mesh(h, TSRI_MESH_OWNER, tsri_os_clock_ns() + TSRI_MESH_OWNER_NS);
+  }
+}
 
 /* Trim every page of h, parked, but the current ones: the blocks other
  * threads freed into them count as free (page.c: tsri_page_trim_idle). */

@@ -14,6 +14,9 @@
  * slots manages it (a span's unused end is reserved address space, which
  * a 32-bit process or one under RLIMIT_AS runs out of: 40,960-byte blocks
  * fill five slots exactly, where four held six with 1/16 left over).
+ * tsri_span_shape applies the same rules to any block size, for fitted
+ * pages (heap.c); for each class's size it gives the class's row
+ * (tests/test_fit.c checks every row).
  */
 #include "internal.h"
 
@@ -128,3 +131,47 @@ const uint8_t tsri_class_small[TSR_SMALL_LUT] = {
   27, 28, 28, 28, 28, 29, 29, 29, 29, 30, 30, 30, 30, 31, 31, 31,
   31,
 };
+
+/* Bytes a span of `slots` slots leaves over past its last block of
+ * block_size, and its blocks. */
+static size_t span_left(size_t slots, size_t block_size, size_t *blocks) {
+  size_t bytes = slots * TSR_SLOT_SIZE, n = bytes / block_size;
+  if (n > TSR_PAGE_MAX_BLOCKS) n = TSR_PAGE_MAX_BLOCKS;
+  *blocks = n;
+  return bytes - n * block_size;
+}
+
+/* The rules of the table, for any block size: the fewest slots with at
+ * least `least` blocks and at most 1/32 left over (above 8 KiB, within
+ * TSR_SPAN_MAX_SLOTS slots), else at most 1/16; where no span of up to
+ * TSR_SPAN_MAX_SLOTS slots manages 1/16 (a block just above 64 KiB), the
+ * one that leaves the smallest part over. */
+tsri_shape_t tsri_span_shape(size_t block_size) {
+  size_t least = block_size > 16384 ? 4 : 8, blocks;
+  for (size_t part = block_size > 8192 ? 32 : 16; part >= 16; part /= 2) {
+    for (size_t n = 1; n <= TSR_SPAN_MAX_SLOTS; n++) {
+      size_t left = span_left(n, block_size, &blocks);
+      if (blocks >= least && left * part <= n * TSR_SLOT_SIZE) return (tsri_shape_t){ n, blocks };
+    }
+  }
+  tsri_shape_t best = { 0, 0 };
+  size_t best_left = 0;
+  for (size_t n = 1; n <= TSR_SPAN_MAX_SLOTS; n++) {
+    size_t left = span_left(n, block_size, &blocks);
+    if (blocks >= least && (best.slots == 0 || left * best.slots < best_left * n)) {
+      best = (tsri_shape_t){ n, blocks };
+      best_left = left;
+    }
+  }
+  return best;
+}
+
+bool tsri_fit_pays(size_t block_size, size_t cls) {
+  const tsri_class_t *c = &tsri_classes[cls];
+  if (block_size >= c->block_size) return false;
+  tsri_shape_t s = tsri_span_shape(block_size);
+  /* span bytes a block, compared: where they tie (40,000 bytes and the
+   * class's 40,960 both take eight blocks to five slots) the smaller
+   * blocks still leave the span's end untouched, out of memory */
+  return s.slots * c->capacity <= (size_t)c->span_slots * s.capacity;
+}

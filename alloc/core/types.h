@@ -17,7 +17,8 @@
  * arena ours" without touching the pointed-to memory.  See arena.c.
  *
  * Page.  A span of 1..TSR_SPAN_MAX_SLOTS contiguous slots holding blocks of
- * one size class.  Its descriptor is the descriptor of its first slot; the
+ * one size class, all of its class's size or, on a fitted page, of one
+ * smaller size above the class below (heap.c).  Its descriptor is the descriptor of its first slot; the
  * other slots of the span point back at it.  Block i starts at
  * start + i * block_size.  Two bitmaps, out of band, say which blocks are
  * free: `local` (owned by the owning thread) and `remote` (set atomically by
@@ -167,7 +168,9 @@ typedef struct tsr_page_s {
   uint16_t span_slots;              /* slots in the span, HEAD only */
   uint16_t head_slot;               /* TAIL: slot index of the head */
   uint16_t capacity;                /* blocks in the span, <= TSR_PAGE_MAX_BLOCKS */
-  uint32_t block_size;              /* bytes, a multiple of TSR_MIN_ALIGN */
+  uint32_t block_size;              /* bytes, a multiple of TSR_MIN_ALIGN: its class's,
+                                       or less on a fitted page (heap.c); set when
+                                       the span is carved */
   uint32_t scan;                    /* owner: first bitmap word that may have a free
                                        block; the word of the last free (LIFO reuse) */
   uint64_t magic;                   /* ceil(2^TSR_MAGIC_SHIFT / block_size) */
@@ -284,6 +287,11 @@ typedef struct tsr_heap_s {
   tsr_page_t *cur[TSR_CLASS_COUNT];
   tsr_queue_t avail[TSR_CLASS_COUNT];
   tsr_queue_t full;                   /* FULL and QUEUED pages of all classes */
+  /* Block size of the pages it carves for class c from TSRI_FIT_FIRST on
+   * (heap.c: fitted pages): 0 until its first, then its first request's
+   * size, rounded up to TSR_MIN_ALIGN, until a request of the class needs
+   * more; from then on the class's.  Owner only. */
+  uint32_t fit[TSR_CLASS_COUNT];
   _Atomic(tsr_page_t *) notify;       /* pages with remote frees while full */
   _Atomic uint32_t pushers;           /* remote threads between reading FULL and the end
                                          of their push (heap.c: heap_abandon waits) */

@@ -43,14 +43,16 @@ typedef struct libc_info_s {
   uint64_t pages;   /* bytes of the classes' pages */
   uint64_t arena, ordblks, hblks, hblkhd, uordblks, fordblks, keepcost;
   uint64_t committed, allocated, reserved;
-  uint64_t free_blocks[TSR_CLASS_COUNT];   /* malloc_info's rows */
+  uint64_t free_blocks[TSR_CLASS_COUNT];   /* malloc_info's rows: blocks */
+  uint64_t free_bytes[TSR_CLASS_COUNT];    /* and their bytes (fitted pages' blocks are smaller) */
 } libc_info_t;
 
 static void info_page(void *arg, const tsr_page_t *pg, uint32_t live, uint32_t capacity) {
   libc_info_t *i = arg;
   i->pages += (uint64_t)pg->span_slots * TSR_SLOT_SIZE;
-  i->uordblks += (uint64_t)live * tsri_classes[pg->cls].block_size;
+  i->uordblks += (uint64_t)live * pg->block_size;
   i->free_blocks[pg->cls] += capacity - live;
+  i->free_bytes[pg->cls] += (uint64_t)(capacity - live) * pg->block_size;
   i->ordblks += capacity - live;
 }
 
@@ -133,11 +135,13 @@ TSRI_EXPORT int malloc_info(int options, FILE *fp) {
   fputs("<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n", fp);
   uint64_t free_bytes = 0;
   for (size_t c = 0; c < TSR_CLASS_COUNT; c++) {
-    uint64_t count = i.free_blocks[c], size = tsri_classes[c].block_size;
-    free_bytes += count * size;
+    uint64_t count = i.free_blocks[c], size = tsri_classes[c].block_size, bytes = i.free_bytes[c];
+    /* a row of fitted blocks too covers the sizes above the class below */
+    uint64_t from = bytes == count * size ? size : tsri_classes[c - 1].block_size + TSR_MIN_ALIGN;
+    free_bytes += bytes;
     if (count != 0)
-      fprintf(fp, "  <size from=\"%llu\" to=\"%llu\" total=\"%llu\" count=\"%llu\"/>\n", (unsigned long long)size,
-              (unsigned long long)size, (unsigned long long)(count * size), (unsigned long long)count);
+      fprintf(fp, "  <size from=\"%llu\" to=\"%llu\" total=\"%llu\" count=\"%llu\"/>\n", (unsigned long long)from,
+              (unsigned long long)size, (unsigned long long)bytes, (unsigned long long)count);
   }
   fprintf(fp,
           "</sizes>\n<total type=\"fast\" count=\"0\" size=\"0\"/>\n"

@@ -41,6 +41,8 @@ typedef struct mesh_page_s {
   uint32_t index;             /* in the walk's order: the tie-break of the sort */
   uint32_t phase;             /* bytes from the span's start to block 0 (page.c) */
   uint32_t capacity;          /* its blocks */
+  uint32_t block_size;        /* bytes: its class's, or less on a fitted page */
+  uint32_t slots;             /* of its span */
   uint64_t *live;             /* its live bitmap, TSR_BITMAP_WORDS words in `bits` */
 } mesh_page_t;
 
@@ -65,13 +67,13 @@ static int pins_visit(const tsri_block_t *b, void *arg) {
   pins_walk_t *w = arg;
   if (b->cls >= TSR_CLASS_COUNT || b->page == NULL) return 0;
   if (b->page != w->page) {
-    const tsri_class_t *c = &tsri_classes[b->cls];
     uint32_t live = b->page_live;
     w->page = b->page;
-    w->sparse = live > 0 && 2 * live <= c->capacity;   /* of the class: a phase's gap is free space */
+    /* of the span's shape: a phase's gap is free space */
+    w->sparse = live > 0 && 2 * live <= b->page_capacity + ((b->page_start & (TSR_SLOT_SIZE - 1)) != 0);
     if (w->sparse) {
-      uint64_t bytes = (uint64_t)c->span_slots * TSR_SLOT_SIZE;
-      uint64_t live_bytes = (uint64_t)live * c->block_size;
+      uint64_t bytes = (uint64_t)b->page_slots * TSR_SLOT_SIZE;
+      uint64_t live_bytes = (uint64_t)live * b->pub.usable;
       w->share = (double)bytes / live;
       w->idle_share = (double)(bytes - live_bytes) / live;
       w->pages++;
@@ -83,6 +85,8 @@ static int pins_visit(const tsri_block_t *b, void *arg) {
         m->index = (uint32_t)w->nmesh;
         m->phase = (uint32_t)(b->page_start & (TSR_SLOT_SIZE - 1));
         m->capacity = b->page_capacity;
+        m->block_size = (uint32_t)b->pub.usable;
+        m->slots = b->page_slots;
         m->live = w->bits + w->nmesh * TSR_BITMAP_WORDS;
         for (size_t k = 0; k < ((size_t)b->page_capacity + 63) / 64; k++) m->live[k] = ~b->page_free[k];
         w->nmesh++;
@@ -108,12 +112,12 @@ static int pins_visit(const tsri_block_t *b, void *arg) {
  * an offset where both have live blocks and no byte is live in both
  * (tsri_page_granules, as mesh.c compares them); an OS page with no live
  * block is trimmed already (page.c) and saves nothing here. */
-static size_t mesh_saving(const tsri_class_t *c, const mesh_page_t *a, const mesh_page_t *b, size_t os_page) {
-  size_t saved = 0, span = (size_t)c->span_slots * TSR_SLOT_SIZE;
+static size_t mesh_saving(const mesh_page_t *a, const mesh_page_t *b, size_t os_page) {
+  size_t saved = 0, span = (size_t)(a->slots < b->slots ? a->slots : b->slots) * TSR_SLOT_SIZE;
   uint64_t ga[MESH_GRANULE_WORDS], gb[MESH_GRANULE_WORDS];
   for (size_t off = 0; off < span; off += os_page) {
-    if (!tsri_page_granules(a->phase, c->block_size, a->capacity, a->live, off, os_page, ga) ||
-        !tsri_page_granules(b->phase, c->block_size, b->capacity, b->live, off, os_page, gb))
+    if (!tsri_page_granules(a->phase, a->block_size, a->capacity, a->live, off, os_page, ga) ||
+        !tsri_page_granules(b->phase, b->block_size, b->capacity, b->live, off, os_page, gb))
       continue;
     bool clash = false;
     for (size_t w = 0; w < os_page / TSR_MIN_ALIGN / 64 && !clash; w++) clash = (ga[w] & gb[w]) != 0;
@@ -138,12 +142,11 @@ static uint64_t meshable_bytes(mesh_page_t *pages, size_t n) {
   uint64_t bytes = 0;
   for (size_t i = 0; i < n; i++) {
     if (pages[i].live == NULL) continue;
-    const tsri_class_t *c = &tsri_classes[pages[i].cls];
     size_t best = 0, best_j = 0;
     for (size_t j = i + 1; j < n && j <= i + MESH_PROBES; j++) {
       if (pages[j].live == NULL) continue;   /* paired already */
       if (pages[j].cls != pages[i].cls) break;
-      size_t saved = mesh_saving(c, &pages[i], &pages[j], os_page);
+      size_t saved = mesh_saving(&pages[i], &pages[j], os_page);
       if (saved > best) {
         best = saved;
         best_j = j;

@@ -408,8 +408,9 @@ static size_t map_arena(tsr_arena_t *a, uint32_t number, tsr_map_entry_t *out) {
       e.state = TSR_SLOT_STATE_USED;
       e.slots = pg->span_slots;
       e.cls = pg->cls;
-      /* the owner initialises the page's own fields outside the lock */
-      e.block_size = tsri_classes[pg->cls].block_size;
+      /* set with the span, under the lock; the owner initialises the
+       * page's other fields outside it */
+      e.block_size = pg->block_size;
       e.capacity = tsri_page_capacity_seen(pg);
       uint32_t used = atomic_load_explicit(&pg->used, memory_order_relaxed);
       e.live = used < e.capacity ? used : e.capacity;

@@ -49,7 +49,7 @@ typedef struct page_totals_s {
 static void totals_visit(void *arg, const tsr_page_t *pg, uint32_t live, uint32_t capacity) {
   (void)capacity;
   page_totals_t *t = arg;
-  uint64_t size = tsri_classes[pg->cls].block_size, rec_live = 0, rec_requested = 0;
+  uint64_t size = pg->block_size, rec_live = 0, rec_requested = 0;
   tsri_meta_area_count(pg, &rec_live, &rec_requested);
   t->live += live * size;
   t->blocks += live;
@@ -138,6 +138,7 @@ int tsr_stats_get(tsr_stats_t *stats) {
 typedef struct class_samples_s {
   double w_usable[TSR_CLASS_COUNT + 1], w_requested[TSR_CLASS_COUNT + 1];
   uint64_t exact_blocks[TSR_CLASS_COUNT + 1], exact_requested[TSR_CLASS_COUNT + 1];
+  uint64_t exact_usable[TSR_CLASS_COUNT + 1];
 } class_samples_t;
 
 static int class_sample(const tsri_block_t *b, void *arg) {
@@ -146,6 +147,7 @@ static int class_sample(const tsri_block_t *b, void *arg) {
   if (b->pub.weight == 1.0) {
     cs->exact_blocks[b->cls]++;
     cs->exact_requested[b->cls] += b->pub.requested;
+    cs->exact_usable[b->cls] += b->pub.usable;
     return 0;
   }
   cs->w_usable[b->cls] += b->pub.weight * (double)b->pub.usable;
@@ -157,7 +159,7 @@ static int class_sample(const tsri_block_t *b, void *arg) {
  * page areas by class */
 typedef struct class_pass_s {
   tsr_class_stats_t *rows;
-  uint64_t rec_live[TSR_CLASS_COUNT], rec_requested[TSR_CLASS_COUNT];
+  uint64_t rec_live[TSR_CLASS_COUNT], rec_requested[TSR_CLASS_COUNT], rec_usable[TSR_CLASS_COUNT];
 } class_pass_t;
 
 static void class_visit(void *arg, const tsr_page_t *pg, uint32_t live, uint32_t capacity) {
@@ -166,10 +168,14 @@ static void class_visit(void *arg, const tsr_page_t *pg, uint32_t live, uint32_t
   r->pages++;
   r->committed += (uint64_t)pg->span_slots * TSR_SLOT_SIZE;
   r->blocks_live += live;
+  r->bytes_live += (uint64_t)live * pg->block_size;   /* a fitted page's blocks are smaller */
   r->blocks_total += capacity;
   size_t bucket = (size_t)live * TSR_OCCUPANCY_BUCKETS / capacity;
   r->occupancy[bucket < TSR_OCCUPANCY_BUCKETS ? bucket : TSR_OCCUPANCY_BUCKETS - 1]++;
-  tsri_meta_area_count(pg, &p->rec_live[pg->cls], &p->rec_requested[pg->cls]);
+  uint64_t rec_live = 0;
+  tsri_meta_area_count(pg, &rec_live, &p->rec_requested[pg->cls]);
+  p->rec_live[pg->cls] += rec_live;
+  p->rec_usable[pg->cls] += rec_live * pg->block_size;
 }
 
 /* Every row, into rows (TSR_CLASS_COUNT + 1 of them). */
@@ -196,13 +202,12 @@ static void class_rows(tsr_class_stats_t *rows) {
       r->utilisation = large_blocks ? 1.0 : 0.0;
     } else {
       r->block_size = tsri_classes[c].block_size;
-      r->bytes_live = r->blocks_live * r->block_size;
       r->utilisation = ratio((double)r->blocks_live, (double)r->blocks_total);
     }
     /* exact where every live block has an exact record; else scaled */
     uint64_t rec_live = (c < TSR_CLASS_COUNT ? p.rec_live[c] : 0) + cs.exact_blocks[c];
     uint64_t rec_req = (c < TSR_CLASS_COUNT ? p.rec_requested[c] : 0) + cs.exact_requested[c];
-    uint64_t rec_usable = c < TSR_CLASS_COUNT ? rec_live * r->block_size : 0;
+    uint64_t rec_usable = c < TSR_CLASS_COUNT ? p.rec_usable[c] + cs.exact_usable[c] : 0;
     double w_usable = (double)rec_usable + cs.w_usable[c];
     double w_req = (double)rec_req + cs.w_requested[c];
     if (rec_live >= r->blocks_live && cs.w_usable[c] == 0) r->bytes_requested = rec_req;

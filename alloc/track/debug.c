@@ -188,7 +188,11 @@ void *tsri_debug_alloc(tsr_heap_t *h, size_t size, size_t cls, size_t align, boo
   atomic_store_explicit(&h->sample_left, -1, memory_order_relaxed);
   h->seq_end = h->seq_next;
   size_t idx;
-  void *p = cls < TSR_CLASS_COUNT ? tsri_heap_alloc_at(h, cls, &idx) : tsri_large_alloc(want, align, zero);
+  /* blocks of the class's own size, which guard_class measured: never a
+   * fitted page's (heap.c) */
+  void *p = cls < TSR_CLASS_COUNT
+                ? tsri_heap_alloc_at(h, cls, tsri_class_need(tsri_classes[cls].block_size, cls, 0), &idx)
+                : tsri_large_alloc(want, align, zero);
   if (p == NULL) return NULL;
   tsri_heap_count(&h->allocs);
   tsr_page_t *pg = cls < TSR_CLASS_COUNT ? tsri_page_of(p) : NULL;

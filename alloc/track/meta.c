@@ -486,7 +486,9 @@ static inline __attribute__((always_inline)) void *hook_alloc(tsr_heap_t *h, siz
   void *p = level != TSR_TRACK_FULL && tsri_guarded_due(h, size) ? tsri_guarded_alloc(size, align, h, caller, fp)
                                                                  : NULL;
   bool guarded = p != NULL;
-  if (!guarded) p = cls < TSR_CLASS_COUNT ? tsri_heap_alloc_at(h, cls, &idx) : tsri_large_alloc(size, align, zero);
+  if (!guarded)
+    p = cls < TSR_CLASS_COUNT ? tsri_heap_alloc_at(h, cls, tsri_class_need(size, cls, align), &idx)
+                              : tsri_large_alloc(size, align, zero);
   if (p == NULL) return NULL;
   tsri_heap_count(&h->allocs);
   if (guarded && zero) memset(p, 0, size);
@@ -572,7 +574,7 @@ void *tsri_hook_alloc_small(size_t size, size_t cls, size_t align, void *caller)
     uint64_t seq = h->seq_next;
     if (tsr_likely(stack != 0 && seq != h->seq_end &&
                    atomic_load_explicit(&ticker_copy, memory_order_relaxed) == (TICKER_ON | h->seq_ms) &&
-                   hint_serves(hint, pg, size, stack, seq))) {
+                   tsri_class_need(size, cls, align) <= pg->block_size && hint_serves(hint, pg, size, stack, seq))) {
       size_t w = pg->scan;
       uint64_t bits = atomic_load_explicit(tsri_local(pg, w), memory_order_relaxed);
       if (tsr_likely(bits != 0)) {

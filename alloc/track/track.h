@@ -45,7 +45,8 @@ typedef struct tsri_block_s {
    * local and remote together), valid during the visit only. */
   const tsr_page_t *page;
   uintptr_t page_start;        /* its block 0 (page.c: the phase) */
-  uint32_t page_capacity;      /* its blocks */
+  uint32_t page_capacity;      /* its blocks (of pub.usable bytes each) */
+  uint32_t page_slots;         /* slots of its span */
   uint32_t page_live;          /* its live blocks */
   const uint64_t *page_free;
 } tsri_block_t;

@@ -113,7 +113,6 @@ static bool walk_copy(tsr_arena_t *a, size_t slot, tsr_page_t *out, walk_page_t 
     tsri_unlock(tsri_arena_lock_get());
     return false;
   }
-  const tsri_class_t *c = &tsri_classes[pg->cls];
   out->cls = pg->cls;
   out->span_slots = pg->span_slots;
   uintptr_t x = atomic_load_explicit(&pg->xowner, memory_order_acquire);
@@ -125,7 +124,7 @@ static bool walk_copy(tsr_arena_t *a, size_t slot, tsr_page_t *out, walk_page_t 
     return true;
   }
   out->capacity = pg->capacity;
-  out->block_size = c->block_size;
+  out->block_size = pg->block_size;
   out->start = pg->start;
   atomic_store_explicit(&out->tracked, atomic_load_explicit(&pg->tracked, memory_order_relaxed),
                         memory_order_relaxed);
@@ -136,7 +135,7 @@ static bool walk_copy(tsr_arena_t *a, size_t slot, tsr_page_t *out, walk_page_t 
   tsri_recs_t *r = atomic_load_explicit(&pg->recs, memory_order_acquire);
   *has_recs = r != NULL;
   if (r != NULL) {
-    rec_fmt_t f = rec_fmt(c->block_size);
+    rec_fmt_t f = rec_fmt(pg->block_size);
     /* the owner may free contexts meanwhile (ctx_collect, between two
      * bumps of ctx_epoch): copy again until no collection overlapped */
     for (int tries = 0; tries < 8; tries++) {
@@ -187,6 +186,7 @@ static int walk_pages(tsri_walk_fn *fn, void *arg, bool only_tracked, walk_page_
         b.page = &a->pages[slot - (pg.span_slots - 1)];
         b.page_start = (uintptr_t)pg.start;
         b.page_capacity = pg.capacity;
+        b.page_slots = pg.span_slots;
         b.page_live = pg.capacity - free_blocks;
         b.page_free = w->free;
         if (has_recs && w->recs[i] != 0) {
