@@ -314,7 +314,9 @@ static size_t heap_fit(tsr_heap_t *h, size_t cls, size_t need) {
 /* The slow path proper, parked as the owner. */
 static void *heap_alloc_slow(tsr_heap_t *h, size_t cls, size_t need) {
   heap_take_notices(h);
-  tsri_reclaim_on_slow_path(h);
+  uint32_t calls = atomic_load_explicit(&h->slow_calls, memory_order_relaxed) + 1;
+  atomic_store_explicit(&h->slow_calls, calls, memory_order_relaxed);
+  if ((calls & 15) == 0) tsri_reclaim_on_slow_path(h);
   size_t fit = heap_fit(h, cls, need);
   tsr_page_t *pg;
   for (int passed = 0; (pg = h->avail[cls].first) != NULL;) {

@@ -462,9 +462,9 @@ tsri_hidden uint64_t tsri_seg_dirty_bytes(void);
 /* Called every 16th allocation slow path: once the process is old or big
  * enough, ask for the reclaimer (tsri_reclaim_due). */
 tsri_hidden void tsri_reclaim_note(void);
-/* What an allocation slow path of h does, every 16th time, for memory to
- * go back while the program runs: the purges, h's trim pass when
- * TESSERA_TRIM_MS ran out, meshing when due.  Owner, parked. */
+/* What every 16th allocation slow path of h does for memory to go back
+ * while the program runs: the purges, h's trim pass when TESSERA_TRIM_MS
+ * ran out, meshing when due.  Owner, parked. */
 tsri_hidden void tsri_reclaim_on_slow_path(tsr_heap_t *h);
 /* Set when the reclaimer should be started: the next allocation slow path
  * starts it, outside every lock (starting a thread allocates). */

@@ -66,22 +66,18 @@ static void slow_path_trim(tsr_heap_t *h) {
 }
 
 void tsri_reclaim_on_slow_path(tsr_heap_t *h) {
-  uint32_t calls = atomic_load_explicit(&h->slow_calls, memory_order_relaxed) + 1;
-  atomic_store_explicit(&h->slow_calls, calls, memory_order_relaxed);
-  if ((calls & 15) == 0) {
-    tsri_reclaim_note();
-    tsri_arena_purge(false);
-    tsri_large_purge(false);
-    int64_t every = tsri_option(TSRI_OPT_TRIM_MS);
-    if (every > 0) {
-      uint64_t now = tsri_os_clock_ms();
-      if (now >= h->next_trim_ms) {
-        h->next_trim_ms = now + (uint64_t)every;
-        slow_path_trim(h);
-      }
+  tsri_reclaim_note();
+  tsri_arena_purge(false);
+  tsri_large_purge(false);
+  int64_t every = tsri_option(TSRI_OPT_TRIM_MS);
+  if (every > 0) {
+    uint64_t now = tsri_os_clock_ms();
+    if (now >= h->next_trim_ms) {
+      h->next_trim_ms = now + (uint64_t)every;
+      slow_path_trim(h);
     }
-    if (tsri_mesh_due(h)) tsri_heap_mesh(h, TSRI_MESH_OWNER, tsri_os_clock_ns() + TSRI_MESH_OWNER_NS);
   }
+  if (tsri_mesh_due(h)) tsri_heap_mesh(h, TSRI_MESH_OWNER, tsri_os_clock_ns() + TSRI_MESH_OWNER_NS);
 }
 
 /* Trim every page of h, parked, but the current ones: the blocks other
