@@ -246,3 +246,77 @@ Test(fit, class_rows_count_the_fitted_bytes) {
   cr_assert_eq(r->bytes_live, (uint64_t)N * 16400, "%llu live bytes", (unsigned long long)r->bytes_live);
   for (int i = 0; i < N; i++) tsr_free(p[i]);
 }
+
+/* A fitted span may be longer than its class's: 16,400-byte blocks take
+ * eight slots where the class's 18,432 take two.  Under a cap on the
+ * address space that leaves the arenas only runs of fewer free slots, the
+ * request must still get a block, of the class's size. */
+#define MiB ((size_t)1 << 20)
+
+typedef struct span_starts_s {
+  uintptr_t start[512];
+  size_t n;
+  size_t run, longest;   /* free slots in a row */
+} span_starts_t;
+
+static int find_spans(const tsr_map_entry_t *e, void *arg) {
+  span_starts_t *s = arg;
+  if (e->state == TSR_SLOT_STATE_USED && e->block_size == 16384 && s->n < 512) s->start[s->n++] = (uintptr_t)e->start;
+  bool free_slot = e->state == TSR_SLOT_STATE_DECOMMITTED || e->state == TSR_SLOT_STATE_DIRTY;
+  s->run = free_slot ? s->run + e->slots : 0;
+  if (s->run > s->longest) s->longest = s->run;
+  return 0;
+}
+
+static size_t mapped_now(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (f == NULL) return 0;
+  unsigned long pages = 0;
+  int n = fscanf(f, "%lu", &pages);
+  fclose(f);
+  return n == 1 ? (size_t)pages * (size_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+/* In a child: exit 0 when malloc(16,400) got a block, 1 when it did not,
+ * 2 or more when the arenas could not be brought into shape. */
+static void fragmented_arenas(void *arg) {
+  (void)arg;
+  tsr_track_set(TSR_TRACK_STATS);   /* no records to map */
+  enum { MOST = 4096 };
+  static void *blocks[MOST];
+  /* fill every arena the cap lets exist with spans of the 16,384-byte
+   * class (two slots each), the soft cap raised again for the map walk */
+  size_t n = 0;
+  blocks[n++] = tsr_malloc(16384);
+  struct rlimit rl = { mapped_now() + 2 * MiB, RLIM_INFINITY };
+  if (blocks[0] == NULL || setrlimit(RLIMIT_AS, &rl) != 0) _exit(2);
+  while (n < MOST && (blocks[n] = tsr_malloc(16384)) != NULL) n++;
+  if (n == MOST) _exit(3);
+  rl.rlim_cur = RLIM_INFINITY;
+  static span_starts_t s;
+  if (setrlimit(RLIMIT_AS, &rl) != 0 || tsr_map_walk(find_spans, &s) != 0 || s.n == 512) _exit(4);
+  /* every other span back to its arena: free runs of two slots */
+  for (size_t i = 0; i < n; i++) {
+    size_t k = 0;
+    while (k < s.n && ((uintptr_t)blocks[i] < s.start[k] || (uintptr_t)blocks[i] >= s.start[k] + 2 * 65536)) k++;
+    if (k % 2 == 0) tsr_free(blocks[i]);
+  }
+  s.n = s.run = s.longest = 0;
+  if (tsr_map_walk(find_spans, &s) != 0 || s.longest < 2 || s.longest >= tsri_span_shape(16400).slots) _exit(5);
+  /* no room for another arena */
+  rl.rlim_cur = mapped_now() + MiB / 2;
+  if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(6);
+  void *p = tsr_malloc(16400);
+  if (p == NULL) _exit(1);
+  memset(p, 1, 16400);
+  _exit(tsr_check() == 0 ? 0 : 7);
+}
+
+Test(fit, a_fitted_span_with_no_room_falls_back_to_the_class) {
+  if (TSR_TEST_SHADOW) cr_skip_test("the sanitizer's shadow memory counts against the cap");
+  tsr_child_t out;
+  cr_assert(tsr_test_run_child(fragmented_arenas, NULL, &out));
+  cr_assert(WIFEXITED(out.status), "the child died (status %#x): %s", out.status, out.err);
+  cr_assert_neq(WEXITSTATUS(out.status), 1, "malloc(16400) failed with free runs of two slots left: %s", out.err);
+  cr_assert_eq(WEXITSTATUS(out.status), 0, "the child failed at step %d: %s", WEXITSTATUS(out.status), out.err);
+}

@@ -335,6 +335,13 @@ static void *heap_alloc_slow(tsr_heap_t *h, size_t cls, size_t need) {
   pg = heap_adopt(h, cls, need);   /* has a free block: refill finds it */
   if (pg == NULL) {
     pg = tsri_arena_span_alloc(cls, fit, &h->loose);
+    /* a fitted span may want a longer run of slots than the class's (8 for
+     * 16,400 bytes, 2 for 18,432): where the arenas have none left and can
+     * grow no more, the class's may still fit, and fitting stops for it */
+    if (pg == NULL && fit != tsri_classes[cls].block_size) {
+      h->fit[cls] = tsri_classes[cls].block_size;
+      pg = tsri_arena_span_alloc(cls, h->fit[cls], &h->loose);
+    }
     if (pg == NULL) { errno = ENOMEM; return NULL; }
     tsri_page_init(pg, cls);
     set_owner(pg, h, TSR_PAGE_AVAIL);
