@@ -320,3 +320,68 @@ Test(fit, a_fitted_span_with_no_room_falls_back_to_the_class) {
   cr_assert_neq(WEXITSTATUS(out.status), 1, "malloc(16400) failed with free runs of two slots left: %s", out.err);
   cr_assert_eq(WEXITSTATUS(out.status), 0, "the child failed at step %d: %s", WEXITSTATUS(out.status), out.err);
 }
+
+static int count_spans_of(size_t block_size) {
+  span_count_t c = { block_size, 0, 0, tsri_span_shape(block_size) };
+  cr_assert_eq(tsr_map_walk(count_spans, &c), 0);
+  return (int)c.spans;
+}
+
+/* A fitted page kept empty as the current one goes back to its arena when
+ * a request too big for it passes it, rather than wait at the back of the
+ * queue. */
+Test(fit, an_empty_fitted_page_passed_over_goes_back) {
+  enum { N = 15 };   /* one fitted page of 4,112-byte blocks */
+  void *p[N];
+  for (int i = 0; i < N; i++) p[i] = tsr_malloc(4112);
+  for (int i = 0; i < N; i++) tsr_free(p[i]);
+  cr_assert_eq(count_spans_of(4112), 1, "the empty current page is kept");
+  void *big = tsr_malloc(4500);
+  cr_assert_eq(tsr_usable_size(big), 4608);
+  cr_assert_eq(count_spans_of(4112), 0, "the empty fitted page stayed");
+  tsr_free(big);
+  cr_assert_eq(tsr_check(), 0);
+}
+
+/* Pages of threads that exited: an abandoned fitted page too small for a
+ * request goes behind the others, so that the class's pages further on
+ * are adopted, not passed by for a new span each time. */
+typedef struct leave_s {
+  size_t size;
+  int pages, per_page;
+} leave_t;
+
+static void *leave_one_per_page(void *arg) {
+  const leave_t *l = arg;
+  void *p[16 * 15];
+  int n = l->pages * l->per_page;
+  for (int i = 0; i < n; i++) p[i] = tsr_malloc(l->size);
+  for (int i = 0; i < n; i++)
+    if (i % l->per_page != 0) tsr_free(p[i]);
+  return NULL;   /* the heap's pages, each with one live block, are abandoned */
+}
+
+static void *take_class_blocks(void *arg) {
+  for (int i = 0; i < *(int *)arg; i++) cr_assert_not_null(tsr_malloc(4600));
+  return NULL;
+}
+
+static void run_thread(void *(*fn)(void *), void *arg) {
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, fn, arg), 0);
+  cr_assert_eq(pthread_join(t, NULL), 0);
+}
+
+Test(fit, adoption_passes_fitted_pages_too_small) {
+  /* 4,600 bytes round up to the class's 4,608: no fitting */
+  leave_t fitted = { 4112, 12, 15 }, full = { 4600, 3, 14 };
+  run_thread(leave_one_per_page, &fitted);   /* twelve fitted pages first in the list */
+  run_thread(leave_one_per_page, &full);     /* then three of the class's own */
+  cr_assert_eq(count_spans_of(4112), 12);
+  cr_assert_eq(count_spans_of(4608), 3);
+  int n = 3 * 13;   /* the free blocks of the three */
+  run_thread(take_class_blocks, &n);
+  int spans = count_spans_of(4608);
+  cr_assert_leq(spans, 4, "%d spans of the class: the abandoned ones were passed by", spans);
+  cr_assert_eq(tsr_check(), 0);
+}

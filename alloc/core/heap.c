@@ -272,10 +272,15 @@ static bool heap_adoptable(tsr_page_t *pg, size_t need) {
 static tsr_page_t *heap_adopt(tsr_heap_t *h, size_t cls, size_t need) {
   if (atomic_load_explicit(&abandoned_count[cls], memory_order_relaxed) == 0) return NULL;
   tsri_lock(&abandoned_lock);
-  tsr_page_t *pg = abandoned[cls].first;
-  for (int tries = 0; pg != NULL && tries < ADOPT_TRIES; tries++, pg = pg->next) {
+  tsr_page_t *pg = abandoned[cls].first, *next;
+  for (int tries = 0; pg != NULL && tries < ADOPT_TRIES; tries++, pg = next) {
+    next = pg->next;
     tsri_page_collect(pg);   /* we hold the lock: we act as its owner */
     if (heap_adoptable(pg, need)) break;
+    if (pg->block_size < need && next != NULL) {   /* a fitted page: behind the others */
+      queue_remove(&abandoned[cls], pg);
+      queue_push_back(&abandoned[cls], pg);
+    }
   }
   if (pg != NULL && heap_adoptable(pg, need)) {
     queue_remove(&abandoned[cls], pg);
@@ -289,27 +294,10 @@ static tsr_page_t *heap_adopt(tsr_heap_t *h, size_t cls, size_t need) {
   return pg;
 }
 
-/* Fitted pages (docs/design.md, "Fitted pages").  A heap's pages of a
- * class above 1024 bytes are cut to its first request of the class
- * (rounded up to TSR_MIN_ALIGN, in a span shaped for that size:
- * sizeclass.c) while every request of the class fits them; the first
- * that needs more turns fitting off for the class, for good.  Fitted
- * pages stay in the queue and serve what they fit; a request they do not
- * fit comes here (heap.h), which passes them to the back of the queue, at
- * most FIT_PASS_MAX each time. */
+/* Fitted pages (docs/design.md; tsri_fit_next): a request too big for a
+ * fitted page's blocks comes here (heap.h), which passes such pages to the
+ * back of the queue, at most FIT_PASS_MAX of them each time. */
 #define FIT_PASS_MAX 16
-
-/* The block size of the page h carves next for a request of class cls
- * that needs need bytes (h->fit). */
-static size_t heap_fit(tsr_heap_t *h, size_t cls, size_t need) {
-  size_t full = tsri_classes[cls].block_size;
-  if (cls < TSRI_FIT_FIRST) return full;
-  size_t want = tsri_align_up(need, TSR_MIN_ALIGN), fit = h->fit[cls];
-  if (fit == 0) fit = tsri_fit_pays(want, cls) ? want : full;
-  else if (want > fit) fit = full;
-  h->fit[cls] = (uint32_t)fit;
-  return fit;
-}
 
 /* The slow path proper, parked as the owner. */
 static void *heap_alloc_slow(tsr_heap_t *h, size_t cls, size_t need) {
@@ -317,31 +305,38 @@ static void *heap_alloc_slow(tsr_heap_t *h, size_t cls, size_t need) {
   uint32_t calls = atomic_load_explicit(&h->slow_calls, memory_order_relaxed) + 1;
   atomic_store_explicit(&h->slow_calls, calls, memory_order_relaxed);
   if ((calls & 15) == 0) tsri_reclaim_on_slow_path(h);
-  size_t fit = heap_fit(h, cls, need);
-  tsr_page_t *pg;
-  for (int passed = 0; (pg = h->avail[cls].first) != NULL;) {
+  size_t fit = tsri_fit_next(&h->fit[cls], cls, need);
+  tsr_page_t *pg, *passed = NULL;
+  for (int n = 0; (pg = h->avail[cls].first) != NULL && pg != passed && n < FIT_PASS_MAX;) {
     if (pg->block_size >= need) {
       if (tsri_page_refill(pg)) return tsri_heap_alloc(h, cls, need);
       heap_page_full(h, pg);
-    } else {   /* a fitted page of blocks too small for this request */
-      if (pg->next == NULL || ++passed > FIT_PASS_MAX) break;
-      loose_begin(h, pg);
-      queue_remove(&h->avail[cls], pg);
-      queue_push_back(&h->avail[cls], pg);
-      loose_end(h);
-      heap_sync_cur(h, cls);
+      continue;
     }
+    /* a fitted page of blocks too small for this request: to the back, or
+     * back to its arena if it is empty (kept while it was current) */
+    loose_begin(h, pg);
+    queue_remove(&h->avail[cls], pg);
+    if (atomic_load_explicit(&pg->used, memory_order_relaxed) == 0) {
+      heap_retire(pg);
+    } else {
+      queue_push_back(&h->avail[cls], pg);
+      if (passed == NULL) passed = pg;
+      n++;
+    }
+    loose_end(h);
+    heap_sync_cur(h, cls);
   }
   pg = heap_adopt(h, cls, need);   /* has a free block: refill finds it */
   if (pg == NULL) {
     pg = tsri_arena_span_alloc(cls, fit, &h->loose);
     /* a fitted span may want a longer run of slots than the class's (8 for
      * 16,400 bytes, 2 for 18,432): where the arenas have none left and can
-     * grow no more, the class's may still fit, and fitting stops for it */
-    if (pg == NULL && fit != tsri_classes[cls].block_size) {
+     * grow no more, the class's may still fit, and then fitting stops for
+     * it (where neither fits, the next request tries the fitted one again) */
+    if (pg == NULL && fit != tsri_classes[cls].block_size &&
+        (pg = tsri_arena_span_alloc(cls, tsri_classes[cls].block_size, &h->loose)) != NULL)
       h->fit[cls] = tsri_classes[cls].block_size;
-      pg = tsri_arena_span_alloc(cls, h->fit[cls], &h->loose);
-    }
     if (pg == NULL) { errno = ENOMEM; return NULL; }
     tsri_page_init(pg, cls);
     set_owner(pg, h, TSR_PAGE_AVAIL);

@@ -248,6 +248,12 @@ tsri_hidden tsri_shape_t tsri_span_shape(size_t block_size);
 /* Does a fitted page of block_size bytes (less than class cls's) hold
  * its blocks in no more bytes of span each than the class's own pages? */
 tsri_hidden bool tsri_fit_pays(size_t block_size, size_t cls);
+/* The block size of the next page a heap carves for a request of class
+ * cls that needs need bytes (tsri_class_need), by *fit, the heap's fitting
+ * of the class (tsr_heap_t.fit), which it updates: the request's size on
+ * the class's first page where tsri_fit_pays, the fitted size while
+ * requests fit it, the class's from the first that does not on. */
+tsri_hidden size_t tsri_fit_next(uint32_t *fit, size_t cls, size_t need);
 
 /* ---- arenas and pointer lookup (arena.c) ------------------------------- */
 
