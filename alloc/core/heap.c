@@ -294,7 +294,7 @@ static tsr_page_t *heap_adopt(tsr_heap_t *h, size_t cls, size_t need) {
   return pg;
 }
 
-/* Fitted pages (docs/design.md; tsri_fit_next): a request too big for a
+/* Fitted pages (docs/design.md; tsri_fit_note): a request too big for a
  * fitted page's blocks comes here (heap.h), which passes such pages to the
  * back of the queue, at most FIT_PASS_MAX of them each time. */
 #define FIT_PASS_MAX 16
@@ -305,7 +305,7 @@ static void *heap_alloc_slow(tsr_heap_t *h, size_t cls, size_t need) {
   uint32_t calls = atomic_load_explicit(&h->slow_calls, memory_order_relaxed) + 1;
   atomic_store_explicit(&h->slow_calls, calls, memory_order_relaxed);
   if ((calls & 15) == 0) tsri_reclaim_on_slow_path(h);
-  size_t fit = tsri_fit_next(&h->fit[cls], cls, need);
+  if (need != 0) tsri_fit_note(&h->fit[cls], cls, need);
   tsr_page_t *pg, *passed = NULL;
   for (int n = 0; (pg = h->avail[cls].first) != NULL && pg != passed && n < FIT_PASS_MAX;) {
     if (pg->block_size >= need) {
@@ -329,6 +329,7 @@ static void *heap_alloc_slow(tsr_heap_t *h, size_t cls, size_t need) {
   }
   pg = heap_adopt(h, cls, need);   /* has a free block: refill finds it */
   if (pg == NULL) {
+    size_t fit = h->fit[cls] != 0 ? h->fit[cls] : tsri_classes[cls].block_size;
     pg = tsri_arena_span_alloc(cls, fit, &h->loose);
     /* a fitted span may want a longer run of slots than the class's (8 for
      * 16,400 bytes, 2 for 18,432): where the arenas have none left and can

@@ -248,12 +248,17 @@ tsri_hidden tsri_shape_t tsri_span_shape(size_t block_size);
 /* Does a fitted page of block_size bytes (less than class cls's) hold
  * its blocks in no more bytes of span each than the class's own pages? */
 tsri_hidden bool tsri_fit_pays(size_t block_size, size_t cls);
-/* The block size of the next page a heap carves for a request of class
- * cls that needs need bytes (tsri_class_need), by *fit, the heap's fitting
- * of the class (tsr_heap_t.fit), which it updates: the request's size on
- * the class's first page where tsri_fit_pays, the fitted size while
- * requests fit it, the class's from the first that does not on. */
-tsri_hidden size_t tsri_fit_next(uint32_t *fit, size_t cls, size_t need);
+/* A request of class cls (TSRI_FIT_FIRST or above) that needs need bytes
+ * (tsri_class_need, not 0), to *fit, a heap's fitting of the class
+ * (tsr_heap_t.fit): the request's size on the class's first page where
+ * tsri_fit_pays, the fitted size while requests fit it, the class's from
+ * the first that does not on. */
+static inline void tsri_fit_note(uint32_t *fit, size_t cls, size_t need) {
+  size_t full = tsri_classes[cls].block_size;
+  size_t want = (need + TSR_MIN_ALIGN - 1) & ~(size_t)(TSR_MIN_ALIGN - 1), f = *fit;
+  if (f == 0) *fit = (uint32_t)(tsri_fit_pays(want, cls) ? want : full);
+  else if (want > f) *fit = (uint32_t)full;
+}
 
 /* ---- arenas and pointer lookup (arena.c) ------------------------------- */
 

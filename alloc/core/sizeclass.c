@@ -175,13 +175,3 @@ bool tsri_fit_pays(size_t block_size, size_t cls) {
    * blocks still leave the span's end untouched, out of memory */
   return s.slots * c->capacity <= (size_t)c->span_slots * s.capacity;
 }
-
-size_t tsri_fit_next(uint32_t *fit, size_t cls, size_t need) {
-  size_t full = tsri_classes[cls].block_size;
-  if (cls < TSRI_FIT_FIRST) return full;
-  size_t want = tsri_align_up(need, TSR_MIN_ALIGN), f = *fit;
-  if (f == 0) f = tsri_fit_pays(want, cls) ? want : full;
-  else if (want > f) f = full;
-  *fit = (uint32_t)f;
-  return f;
-}
