@@ -268,14 +268,6 @@ static int find_spans(const tsr_map_entry_t *e, void *arg) {
   return 0;
 }
 
-static size_t mapped_now(void) {
-  FILE *f = fopen("/proc/self/statm", "r");
-  if (f == NULL) return 0;
-  unsigned long pages = 0;
-  int n = fscanf(f, "%lu", &pages);
-  fclose(f);
-  return n == 1 ? (size_t)pages * (size_t)sysconf(_SC_PAGESIZE) : 0;
-}
 
 /* In a child: exit 0 when malloc(16,400) got a block, 1 when it did not,
  * 2 or more when the arenas could not be brought into shape. */
@@ -288,7 +280,7 @@ static void fragmented_arenas(void *arg) {
    * class (two slots each), the soft cap raised again for the map walk */
   size_t n = 0;
   blocks[n++] = tsr_malloc(16384);
-  struct rlimit rl = { mapped_now() + 2 * MiB, RLIM_INFINITY };
+  struct rlimit rl = { tsr_test_mapped() + 2 * MiB, RLIM_INFINITY };
   if (blocks[0] == NULL || setrlimit(RLIMIT_AS, &rl) != 0) _exit(2);
   while (n < MOST && (blocks[n] = tsr_malloc(16384)) != NULL) n++;
   if (n == MOST) _exit(3);
@@ -304,7 +296,7 @@ static void fragmented_arenas(void *arg) {
   s.n = s.run = s.longest = 0;
   if (tsr_map_walk(find_spans, &s) != 0 || s.longest < 2 || s.longest >= tsri_span_shape(16400).slots) _exit(5);
   /* no room for another arena */
-  rl.rlim_cur = mapped_now() + MiB / 2;
+  rl.rlim_cur = tsr_test_mapped() + MiB / 2;
   if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(6);
   void *p = tsr_malloc(16400);
   if (p == NULL) _exit(1);

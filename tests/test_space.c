@@ -29,15 +29,6 @@
 #define MiB ((size_t)1 << 20)
 #define BUDGET (512 * MiB)
 
-/* Bytes of address space the process has mapped (VmSize). */
-static size_t mapped_now(void) {
-  FILE *f = fopen("/proc/self/statm", "r");
-  if (f == NULL) return 0;
-  unsigned long size = 0;
-  int n = fscanf(f, "%lu", &size);
-  fclose(f);
-  return n == 1 ? (size_t)size * (size_t)sysconf(_SC_PAGESIZE) : 0;
-}
 
 typedef struct space_case_s {
   size_t size;        /* bytes asked for, each block */
@@ -50,7 +41,7 @@ typedef struct space_case_s {
 /* In the child: cap, allocate until NULL, write the live bytes to fd. */
 static void fill_until_null(const space_case_t *c, int fd) {
   tsr_track_set(c->track);
-  size_t base = mapped_now();
+  size_t base = tsr_test_mapped();
   struct rlimit rl = { base + BUDGET, base + BUDGET };
   if (base == 0 || setrlimit(RLIMIT_AS, &rl) != 0) _exit(3);
   uint64_t live = 0;

@@ -95,6 +95,16 @@ static inline size_t tsr_test_rss(void) {
   return n == 2 ? (size_t)resident * (size_t)sysconf(_SC_PAGESIZE) : 0;
 }
 
+/* Bytes of address space the process has mapped (VmSize); 0 if unknown. */
+static inline size_t tsr_test_mapped(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (f == NULL) return 0;
+  unsigned long pages = 0;
+  int n = fscanf(f, "%lu", &pages);
+  fclose(f);
+  return n == 1 ? (size_t)pages * (size_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
 static inline tsr_stats_t tsr_test_stats(void) {
   tsr_stats_t s;
   memset(&s, 0, sizeof s);
