@@ -377,3 +377,25 @@ Test(fit, adoption_passes_fitted_pages_too_small) {
   cr_assert_leq(spans, 4, "%d spans of the class: the abandoned ones were passed by", spans);
   cr_assert_eq(tsr_check(), 0);
 }
+
+/* tsr_defrag_hint names a block to move where the block would go to a
+ * page fuller than its own; a fitted current page of smaller blocks is no
+ * such place for a block of the class's size. */
+Test(fit, the_defrag_hint_does_not_send_blocks_to_a_fitted_page_too_small) {
+  void *f1 = tsr_malloc(4112);                 /* the fitted page, current */
+  cr_assert_eq(tsr_usable_size(f1), 4112);
+  enum { N = 14 };                             /* a page of the class's 4,608 */
+  void *c[N];
+  for (int i = 0; i < N; i++) {
+    c[i] = tsr_malloc(4600);
+    cr_assert_eq(tsr_usable_size(c[i]), 4608);
+  }
+  void *f2 = tsr_malloc(4112);                 /* the class's page is full: the fitted one is current again */
+  cr_assert_eq(tsr_usable_size(f2), 4112);
+  for (int i = 1; i < N; i++) tsr_free(c[i]);  /* the class's page holds one block */
+  cr_assert_eq(tsr_defrag_hint(c[0]), 0, "a 4,608-byte block sent to a page of 4,112-byte blocks");
+  tsr_free(c[0]);
+  tsr_free(f1);
+  tsr_free(f2);
+  cr_assert_eq(tsr_check(), 0);
+}
