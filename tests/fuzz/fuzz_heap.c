@@ -10,11 +10,16 @@
  * One operation is tsr_collect(), which trims, purges and, run with
  * TESSERA_MESH=on (ctest's fuzz_heap_mesh), meshes every sparse page it
  * can: the blocks the program holds then sit on shared pages, and every
- * operation after it runs on them.
+ * operation after it runs on them.  Another has a thread of its own
+ * allocate a burst of one size and exit: its heap starts without fitting,
+ * so its pages are fitted to that size (docs/design.md, "Fitted pages"),
+ * and they are abandoned with the blocks in them, which this thread then
+ * frees and whose free blocks its heap may adopt.
  *
  *   cmake -DCMAKE_C_COMPILER=clang -DTSR_FUZZ=ON ... && ./fuzz_heap -max_total_time=60
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,6 +127,26 @@ static void place(size_t idx, uint8_t *p, size_t size, uint8_t tag, size_t align
   fill(s);
 }
 
+/* A burst: count blocks of size bytes into the slots from first on, from
+ * a thread of its own.  The caller waits for it in pthread_join, so the
+ * slot table is the burst's alone meanwhile. */
+typedef struct burst_s {
+  size_t first, count, size;
+  uint8_t tag;
+} burst_t;
+
+static void *burst_main(void *arg) {
+  const burst_t *b = arg;
+  for (size_t k = 0; k < b->count; k++) {
+    size_t idx = (b->first + k) % SLOTS;
+    release(idx);
+    uint8_t *p = tsr_malloc(b->size);
+    if (p == NULL) die("malloc failed in a burst", idx, b->size);
+    place(idx, p, b->size, b->tag, 1);
+  }
+  return NULL;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   reader_t r = { data, size, 0 };
   while (r.at < r.size) {
@@ -129,7 +154,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t idx = take(&r, 1) % SLOTS;
     uint8_t tag = (uint8_t)take(&r, 1);
     slot_t *s = &slots[idx];
-    switch (op % 9) {
+    switch (op % 10) {
     case 0:   /* malloc */
     case 1: {
       size_t n = take_size(&r);
@@ -189,6 +214,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 5:   /* free */
       release(idx);
       break;
+    case 9: {   /* a burst of one size from a thread that then exits */
+      burst_t b = { idx, take(&r, 1) % 32 + 1, take_size(&r), tag };
+      if (live_bytes + b.count * b.size > MAX_LIVE_BYTES) break;
+      pthread_t t;
+      if (pthread_create(&t, NULL, burst_main, &b) != 0 || pthread_join(t, NULL) != 0)
+        die("cannot run a burst's thread", idx, b.size);
+      break;
+    }
     case 8:   /* collect: trim, purge and mesh */
       tsr_collect();
       if (tsr_check() != 0) die("tsr_check failed after a collection", idx, 0);
