@@ -51,7 +51,7 @@ static inline __attribute__((always_inline)) void *alloc_any(size_t size, bool z
   if (tsr_likely(size <= TSR_SMALL_MAX)) {
     /* two paths, so that the classes up to 1024 bytes, which are never
      * fitted, test no block size */
-    void *p = size <= 1024 ? alloc_class(size, tsri_class_small[(size + 15) >> 4], 0, 0, caller)
+    void *p = size <= 1024 ? alloc_class(size, tsri_size_class_small(size), 0, 0, caller)
                            : alloc_class(size, tsri_size_class_medium(size), size, 0, caller);
     if (zero && p != NULL) memset(p, 0, size);
     return p;

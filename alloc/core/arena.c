@@ -266,7 +266,7 @@ static size_t arena_decommit_runs(const slot_run_t *runs, size_t count) {
 }
 
 tsr_page_t *tsri_arena_span_alloc(size_t cls, size_t block_size, _Atomic(tsr_page_t *) *loose) {
-  tsri_shape_t shape = tsri_span_shape(block_size);
+  tsri_shape_t shape = tsri_shape_of(cls, block_size);
   size_t n = shape.slots, lines = bits_lines(shape);
   _Atomic(uint64_t) *bits = NULL;
   tsri_lock(&arena_lock);

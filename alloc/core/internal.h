@@ -213,10 +213,12 @@ static inline size_t tsri_size_class_medium(size_t size) {
   return 32 + (log2 - 10) * 8 + k;
 }
 
-/* Class of a request of size bytes, 1 <= size <= TSR_SMALL_MAX.  Sizes up
- * to 1024 go through a table. */
+/* Class of a request of size <= 1024 bytes, through a table. */
+static inline size_t tsri_size_class_small(size_t size) { return tsri_class_small[(size + 15) >> 4]; }
+
+/* Class of a request of size bytes, 1 <= size <= TSR_SMALL_MAX. */
 static inline size_t tsri_size_class(size_t size) {
-  if (tsr_likely(size <= 1024)) return tsri_class_small[(size + 15) >> 4];
+  if (tsr_likely(size <= 1024)) return tsri_size_class_small(size);
   return tsri_size_class_medium(size);
 }
 
@@ -245,6 +247,12 @@ typedef struct tsri_shape_s {
  * most TSR_SMALL_MAX) by the rules of the class table (sizeclass.c), which
  * give a class's own size its row. */
 tsri_hidden tsri_shape_t tsri_span_shape(size_t block_size);
+/* The span of class cls for blocks of block_size bytes: the class's row
+ * for its own size, without applying the rules again. */
+static inline tsri_shape_t tsri_shape_of(size_t cls, size_t block_size) {
+  const tsri_class_t *c = &tsri_classes[cls];
+  return block_size == c->block_size ? (tsri_shape_t){ c->span_slots, c->capacity } : tsri_span_shape(block_size);
+}
 /* Does a fitted page of block_size bytes (less than class cls's) hold
  * its blocks in no more bytes of span each than the class's own pages? */
 tsri_hidden bool tsri_fit_pays(size_t block_size, size_t cls);
@@ -323,11 +331,7 @@ tsri_hidden void tsri_arena_fork_child(void);
 
 tsri_hidden void tsri_page_init(tsr_page_t *pg, size_t cls);
 /* The shape of pg's span (its block size is set when the span is carved). */
-static inline tsri_shape_t tsri_page_shape(const tsr_page_t *pg) {
-  const tsri_class_t *c = &tsri_classes[pg->cls];
-  return pg->block_size == c->block_size ? (tsri_shape_t){ c->span_slots, c->capacity }
-                                         : tsri_span_shape(pg->block_size);
-}
+static inline tsri_shape_t tsri_page_shape(const tsr_page_t *pg) { return tsri_shape_of(pg->cls, pg->block_size); }
 /* The blocks of pg, to a reader other than its owner (under the arena
  * lock, so that the span stays a span): its own capacity (one less than
  * its shape's at phase 1) once its owner has published it with xowner,
